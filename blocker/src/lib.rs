@@ -1,0 +1,1 @@
+//! Palisade blocker library (work in progress in this commit: see issue 2).

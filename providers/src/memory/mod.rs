@@ -1,0 +1,265 @@
+//! An in-memory firewall: the reference backend for tests and the demo.
+//!
+//! It behaves like a provider with several fixed-capacity sets per family: adds fill the first
+//! set of the right family that has room and spill into the next; a change that does not fit
+//! fails whole with [`Error::LimitExceeded`]. Tests can add entries "by hand" (as an operator
+//! would), inject failures and count calls.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus};
+
+const NAME: &str = "memory";
+
+/// Default capacity of each set, as for an AWS WAF IP set.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+#[derive(Debug)]
+struct Set {
+    id: String,
+    family: Family,
+    capacity: usize,
+    entries: BTreeSet<IpNet>,
+}
+
+/// A failure to inject into the next calls of [`MemoryFirewall::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Throttled,
+    Conflict,
+    Unavailable,
+}
+
+impl Fault {
+    fn to_error(self) -> Error {
+        let message = "injected fault".to_string();
+        match self {
+            Fault::Throttled => Error::Throttled {
+                provider: NAME,
+                message,
+                retry_after: None,
+            },
+            Fault::Conflict => Error::Conflict {
+                provider: NAME,
+                message,
+            },
+            Fault::Unavailable => Error::Unavailable {
+                provider: NAME,
+                message,
+                source: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sets: Vec<Set>,
+    faults: VecDeque<Fault>,
+    apply_calls: u64,
+}
+
+/// In-memory [`Firewall`]. Cloning shares the same state.
+#[derive(Debug, Clone)]
+pub struct MemoryFirewall {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Default for MemoryFirewall {
+    /// One IPv4 and one IPv6 set of [`DEFAULT_CAPACITY`] entries each.
+    fn default() -> Self {
+        MemoryFirewall::builder()
+            .with_set("memory-v4", Family::V4, DEFAULT_CAPACITY)
+            .with_set("memory-v6", Family::V6, DEFAULT_CAPACITY)
+            .build()
+    }
+}
+
+/// Builder for [`MemoryFirewall`].
+#[derive(Debug, Default)]
+pub struct MemoryFirewallBuilder {
+    sets: Vec<Set>,
+}
+
+impl MemoryFirewallBuilder {
+    /// Add a set. Sets of one family fill in the order they were added.
+    pub fn with_set(mut self, id: impl Into<String>, family: Family, capacity: usize) -> Self {
+        self.sets.push(Set {
+            id: id.into(),
+            family,
+            capacity,
+            entries: BTreeSet::new(),
+        });
+        self
+    }
+
+    pub fn build(self) -> MemoryFirewall {
+        MemoryFirewall {
+            inner: Arc::new(Mutex::new(Inner {
+                sets: self.sets,
+                ..Inner::default()
+            })),
+        }
+    }
+}
+
+impl MemoryFirewall {
+    /// A firewall with one IPv4 and one IPv6 set of [`DEFAULT_CAPACITY`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start with no sets.
+    pub fn builder() -> MemoryFirewallBuilder {
+        MemoryFirewallBuilder::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the sets half-updated (apply checks
+        // capacity before it mutates), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add an entry as somebody else would (an operator, another tool). Ignores capacity.
+    pub fn insert_foreign(&self, net: IpNet) {
+        let family = Family::of(&net);
+        let mut inner = self.lock();
+        if let Some(set) = inner.sets.iter_mut().find(|s| s.family == family) {
+            set.entries.insert(net);
+        }
+    }
+
+    /// Remove an entry as somebody else would.
+    pub fn remove_foreign(&self, net: &IpNet) {
+        for set in self.lock().sets.iter_mut() {
+            set.entries.remove(net);
+        }
+    }
+
+    /// Make the next `apply` calls fail, one fault per call, in order.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// How many times `apply` was called (including failed calls).
+    pub fn apply_calls(&self) -> u64 {
+        self.lock().apply_calls
+    }
+
+    /// Current entries of one set, by id.
+    pub fn set_entries(&self, id: &str) -> Option<BTreeSet<IpNet>> {
+        self.lock()
+            .sets
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.entries.clone())
+    }
+
+    /// Every entry, synchronously (for tests).
+    pub fn snapshot(&self) -> BTreeSet<IpNet> {
+        self.lock()
+            .sets
+            .iter()
+            .flat_map(|s| s.entries.iter().copied())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Firewall for MemoryFirewall {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn status(&self) -> Result<Vec<SetStatus>> {
+        Ok(self
+            .lock()
+            .sets
+            .iter()
+            .map(|s| SetStatus {
+                id: s.id.clone(),
+                family: s.family,
+                entries: s.entries.len(),
+                capacity: s.capacity,
+            })
+            .collect())
+    }
+
+    async fn entries(&self) -> Result<BTreeSet<IpNet>> {
+        Ok(self.snapshot())
+    }
+
+    async fn apply(&self, diff: &Diff) -> Result<Applied> {
+        let mut inner = self.lock();
+        inner.apply_calls += 1;
+        if let Some(fault) = inner.faults.pop_front() {
+            return Err(fault.to_error());
+        }
+        for net in diff.add.iter().chain(diff.remove.iter()) {
+            if net.prefix_len() == 0 || *net != net.trunc() {
+                return Err(Error::Invalid {
+                    provider: NAME,
+                    message: format!("{net} is not a normalized CIDR"),
+                });
+            }
+        }
+        // Check that every family's adds fit before changing anything.
+        for family in [Family::V4, Family::V6] {
+            let present = |n: &IpNet| inner.sets.iter().any(|s| s.entries.contains(n));
+            let new = diff
+                .add
+                .iter()
+                .filter(|n| Family::of(n) == family && !present(n))
+                .count();
+            let leaving = diff
+                .remove
+                .iter()
+                .filter(|n| Family::of(n) == family && present(n))
+                .count();
+            let sets: Vec<&Set> = inner.sets.iter().filter(|s| s.family == family).collect();
+            if new > 0 && sets.is_empty() {
+                return Err(Error::Invalid {
+                    provider: NAME,
+                    message: format!("no {family} set is configured"),
+                });
+            }
+            let free: usize = sets
+                .iter()
+                .map(|s| s.capacity.saturating_sub(s.entries.len()))
+                .sum::<usize>()
+                + leaving;
+            if new > free {
+                return Err(Error::LimitExceeded {
+                    provider: NAME,
+                    message: format!("{new} new {family} entries, room for {free}"),
+                });
+            }
+        }
+        for net in &diff.remove {
+            for set in inner.sets.iter_mut() {
+                set.entries.remove(net);
+            }
+        }
+        for net in &diff.add {
+            if inner.sets.iter().any(|s| s.entries.contains(net)) {
+                continue;
+            }
+            let family = Family::of(net);
+            if let Some(set) = inner
+                .sets
+                .iter_mut()
+                .find(|s| s.family == family && s.entries.len() < s.capacity)
+            {
+                set.entries.insert(*net);
+            }
+        }
+        Ok(Applied::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,28 @@
+//! Test harness shared by every crate's integration tests: real servers on free loopback ports,
+//! started by the tests and stopped when their guard drops.
+//!
+//! - [`nats`]: a real `nats-server` with JetStream.
+//! - [`moto`]: the AWS WAFv2 emulator (moto in server mode) and a fault-and-limits proxy that
+//!   behaves as AWS documents where moto does not.
+//! - [`netns`]: network namespaces and veth pairs for the eBPF tests (root only).
+
+pub mod moto;
+pub mod nats;
+pub mod netns;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The workspace root (where `Cargo.toml`, `.venv` and `scripts/` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}

@@ -1,0 +1,578 @@
+//! Palisade wire contract, version 1.
+//!
+//! A *report* says "this client sent this malicious request". Sensors publish reports as UTF-8
+//! JSON on the NATS subject `palisade.reports.<sensor_id>` (captured by the JetStream stream
+//! [`STREAM_NAME`]) with the header `Nats-Msg-Id` set to the report id, so JetStream drops
+//! re-sent duplicates. The blocker consumes them. The contract is public: third parties may
+//! publish reports too, so [`Report::from_slice`] validates everything strictly and every
+//! rejection has a stable [`WireError::reason`] label for metrics.
+//!
+//! See `docs/wire-contract.md` for the operator-facing description.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The only version of the contract this crate speaks.
+pub const WIRE_VERSION: u64 = 1;
+/// Largest accepted report body, in bytes.
+pub const MAX_REPORT_BYTES: usize = 8 * 1024;
+/// Largest accepted `evidence`, in bytes. Publishers truncate with [`truncate_evidence`].
+pub const MAX_EVIDENCE_BYTES: usize = 256;
+/// Longest accepted report id (it doubles as the `Nats-Msg-Id` header).
+pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted sensor id (one NATS subject token).
+pub const MAX_SENSOR_LEN: usize = 64;
+/// Longest accepted rule id.
+pub const MAX_RULE_LEN: usize = 64;
+/// Longest accepted category.
+pub const MAX_CATEGORY_LEN: usize = 32;
+/// Most MITRE ATT&CK technique ids in one report.
+pub const MAX_MITRE: usize = 16;
+/// Longest accepted string inside `context`.
+pub const MAX_CONTEXT_FIELD_LEN: usize = 256;
+
+/// JetStream stream that captures every report subject.
+pub const STREAM_NAME: &str = "PALISADE_REPORTS";
+/// Subject prefix; a report from sensor `s` goes to `palisade.reports.s`.
+pub const SUBJECT_PREFIX: &str = "palisade.reports";
+/// Wildcard the stream captures.
+pub const SUBJECT_WILDCARD: &str = "palisade.reports.>";
+/// Header carrying the report id, used by JetStream for de-duplication.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// Why a report was rejected. One variant per metric label (see [`WireError::reason`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The body is larger than [`MAX_REPORT_BYTES`].
+    #[error("report is {size} bytes, more than the {max} allowed")]
+    TooLarge { size: usize, max: usize },
+    /// The body is not UTF-8.
+    #[error("report is not UTF-8: {0}")]
+    NotUtf8(String),
+    /// The body is not a JSON object.
+    #[error("report is not a JSON object: {0}")]
+    BadJson(String),
+    /// `v` is not [`WIRE_VERSION`].
+    #[error("unsupported wire version {0} (this build speaks {WIRE_VERSION})")]
+    UnsupportedVersion(String),
+    /// A required field is absent or null.
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    /// A field is present but its value breaks the contract.
+    #[error("invalid field `{field}`: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl WireError {
+    /// Stable, low-cardinality label for the `reason` of a rejection counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::TooLarge { .. } => "too_large",
+            WireError::NotUtf8(_) => "not_utf8",
+            WireError::BadJson(_) => "bad_json",
+            WireError::UnsupportedVersion(_) => "unsupported_version",
+            WireError::MissingField(_) => "missing_field",
+            WireError::InvalidField { .. } => "invalid_field",
+        }
+    }
+
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        WireError::InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// How bad the detected request is. Ordered: `Low < Medium < High < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// All severities, lowest first.
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = WireError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            other => Err(WireError::invalid(
+                "severity",
+                format!("`{other}` is not one of low, medium, high, critical"),
+            )),
+        }
+    }
+}
+
+/// Attack category. The set is open (third parties may add their own), so this is a validated
+/// lowercase token: `[a-z0-9_-]{1,32}`. The well-known ones are associated constants.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Category(String);
+
+impl Category {
+    pub const SQLI: &'static str = "sqli";
+    pub const XSS: &'static str = "xss";
+    pub const LFI: &'static str = "lfi";
+    pub const RFI: &'static str = "rfi";
+    pub const RCE: &'static str = "rce";
+    pub const JAVA: &'static str = "java";
+    pub const PHP: &'static str = "php";
+    pub const SSRF: &'static str = "ssrf";
+    pub const SCANNER: &'static str = "scanner";
+    pub const PROTOCOL: &'static str = "protocol";
+
+    /// Validate and wrap a category token.
+    pub fn new(s: impl Into<String>) -> Result<Self, WireError> {
+        let s = s.into();
+        if s.is_empty() || s.len() > MAX_CATEGORY_LEN {
+            return Err(WireError::invalid(
+                "category",
+                format!("must be 1 to {MAX_CATEGORY_LEN} characters"),
+            ));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(WireError::invalid(
+                "category",
+                "only lowercase letters, digits, `_` and `-` are allowed",
+            ));
+        }
+        Ok(Category(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Category {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Category {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Category::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional context about where the request was seen. Unknown keys are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+}
+
+impl Context {
+    fn is_empty(&self) -> bool {
+        *self == Context::default()
+    }
+}
+
+/// A validated report (wire contract v1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Contract version, always [`WIRE_VERSION`].
+    pub v: u64,
+    /// Unique id; also the `Nats-Msg-Id` header.
+    pub id: String,
+    /// Id of the sensor that saw the request (one NATS subject token).
+    pub sensor: String,
+    /// When the request was seen, UTC.
+    #[serde(serialize_with = "ser_rfc3339")]
+    pub observed_at: DateTime<Utc>,
+    /// The address to block.
+    pub client_ip: IpAddr,
+    /// The address the packet came from (a load balancer, or the client itself).
+    pub peer_ip: IpAddr,
+    /// Id of the rule that matched.
+    pub rule: String,
+    /// Attack category.
+    pub category: Category,
+    /// Severity of the match.
+    pub severity: Severity,
+    /// MITRE ATT&CK technique ids (may be empty).
+    pub mitre: Vec<String>,
+    /// The matched fragment, at most [`MAX_EVIDENCE_BYTES`] bytes.
+    pub evidence: String,
+    /// Optional context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Context>,
+}
+
+fn ser_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// The shape on the wire before validation: every field optional and loosely typed, so a bad
+/// report yields a precise reason instead of a generic serde message.
+#[derive(Deserialize)]
+struct RawReport {
+    v: Option<serde_json::Value>,
+    id: Option<serde_json::Value>,
+    sensor: Option<serde_json::Value>,
+    observed_at: Option<serde_json::Value>,
+    client_ip: Option<serde_json::Value>,
+    peer_ip: Option<serde_json::Value>,
+    rule: Option<serde_json::Value>,
+    category: Option<serde_json::Value>,
+    severity: Option<serde_json::Value>,
+    mitre: Option<serde_json::Value>,
+    evidence: Option<serde_json::Value>,
+    context: Option<serde_json::Value>,
+}
+
+fn required(
+    v: Option<serde_json::Value>,
+    field: &'static str,
+) -> Result<serde_json::Value, WireError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Err(WireError::MissingField(field)),
+        Some(v) => Ok(v),
+    }
+}
+
+fn required_str(v: Option<serde_json::Value>, field: &'static str) -> Result<String, WireError> {
+    match required(v, field)? {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(WireError::invalid(
+            field,
+            format!("expected a string, got {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// `[A-Za-z0-9_-]`, plus the extra bytes a field allows.
+fn token_ok(s: &str, extra: &[u8]) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || extra.contains(&b))
+}
+
+fn check_len(field: &'static str, s: &str, max: usize) -> Result<(), WireError> {
+    if s.is_empty() {
+        return Err(WireError::invalid(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(WireError::invalid(
+            field,
+            format!("{} bytes, more than the {max} allowed", s.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Validate a sensor id: 1 to 64 of `[A-Za-z0-9_-]` (it is a NATS subject token).
+pub fn validate_sensor_id(s: &str) -> Result<(), WireError> {
+    check_len("sensor", s, MAX_SENSOR_LEN)?;
+    if !token_ok(s, b"") {
+        return Err(WireError::invalid(
+            "sensor",
+            "only letters, digits, `_` and `-` are allowed (it is a NATS subject token)",
+        ));
+    }
+    Ok(())
+}
+
+/// Validate a report id: 1 to 128 printable ASCII characters without spaces.
+pub fn validate_report_id(s: &str) -> Result<(), WireError> {
+    check_len("id", s, MAX_ID_LEN)?;
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(WireError::invalid(
+            "id",
+            "only printable ASCII without spaces is allowed (it is the Nats-Msg-Id header)",
+        ));
+    }
+    Ok(())
+}
+
+/// Validate a rule id: 1 to 64 of `[A-Za-z0-9_.:-]`.
+pub fn validate_rule_id(s: &str) -> Result<(), WireError> {
+    check_len("rule", s, MAX_RULE_LEN)?;
+    if !token_ok(s, b".:") {
+        return Err(WireError::invalid(
+            "rule",
+            "only letters, digits, `_`, `-`, `.` and `:` are allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// Is `s` a MITRE ATT&CK technique id (`T1190` or `T1059.004`)?
+fn mitre_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
+    match b.len() {
+        5 => b[0] == b'T' && digits(&b[1..]),
+        9 => b[0] == b'T' && digits(&b[1..5]) && b[5] == b'.' && digits(&b[6..]),
+        _ => false,
+    }
+}
+
+fn parse_ip(field: &'static str, s: &str) -> Result<IpAddr, WireError> {
+    let ip: IpAddr = s.parse().map_err(|_| {
+        WireError::invalid(
+            field,
+            format!("`{}` is not an IPv4 or IPv6 address", clip(s, 64)),
+        )
+    })?;
+    if ip.is_unspecified() {
+        return Err(WireError::invalid(
+            field,
+            "the unspecified address cannot be blocked",
+        ));
+    }
+    Ok(ip)
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Truncate `s` to at most [`MAX_EVIDENCE_BYTES`] bytes on a character boundary.
+pub fn truncate_evidence(s: &str) -> &str {
+    clip(s, MAX_EVIDENCE_BYTES)
+}
+
+fn parse_context(v: serde_json::Value) -> Result<Option<Context>, WireError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    if !v.is_object() {
+        return Err(WireError::invalid(
+            "context",
+            format!("expected an object, got {}", json_kind(&v)),
+        ));
+    }
+    let ctx: Context =
+        serde_json::from_value(v).map_err(|e| WireError::invalid("context", e.to_string()))?;
+    for s in [
+        &ctx.node,
+        &ctx.pod,
+        &ctx.namespace,
+        &ctx.container_id,
+        &ctx.interface,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if s.len() > MAX_CONTEXT_FIELD_LEN {
+            return Err(WireError::invalid(
+                "context",
+                format!("a value is longer than {MAX_CONTEXT_FIELD_LEN} bytes"),
+            ));
+        }
+    }
+    Ok(if ctx.is_empty() { None } else { Some(ctx) })
+}
+
+impl Report {
+    /// Parse and validate a report body. Never panics, whatever the bytes.
+    pub fn from_slice(body: &[u8]) -> Result<Report, WireError> {
+        if body.len() > MAX_REPORT_BYTES {
+            return Err(WireError::TooLarge {
+                size: body.len(),
+                max: MAX_REPORT_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(body).map_err(|e| WireError::NotUtf8(e.to_string()))?;
+        let raw: RawReport =
+            serde_json::from_str(text).map_err(|e| WireError::BadJson(e.to_string()))?;
+        Report::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawReport) -> Result<Report, WireError> {
+        let v = required(raw.v, "v")?;
+        if v.as_u64() != Some(WIRE_VERSION) {
+            return Err(WireError::UnsupportedVersion(
+                clip(&v.to_string(), 32).to_owned(),
+            ));
+        }
+        let id = required_str(raw.id, "id")?;
+        validate_report_id(&id)?;
+        let sensor = required_str(raw.sensor, "sensor")?;
+        validate_sensor_id(&sensor)?;
+        let observed_at = required_str(raw.observed_at, "observed_at")?;
+        let observed_at = DateTime::parse_from_rfc3339(&observed_at)
+            .map_err(|e| WireError::invalid("observed_at", format!("not RFC 3339: {e}")))?
+            .with_timezone(&Utc);
+        let client_ip = parse_ip("client_ip", &required_str(raw.client_ip, "client_ip")?)?;
+        let peer_ip = parse_ip("peer_ip", &required_str(raw.peer_ip, "peer_ip")?)?;
+        let rule = required_str(raw.rule, "rule")?;
+        validate_rule_id(&rule)?;
+        let category = Category::new(required_str(raw.category, "category")?)?;
+        let severity: Severity = required_str(raw.severity, "severity")?.parse()?;
+        let mitre = match raw.mitre {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(items)) => {
+                if items.len() > MAX_MITRE {
+                    return Err(WireError::invalid(
+                        "mitre",
+                        format!("{} ids, more than the {MAX_MITRE} allowed", items.len()),
+                    ));
+                }
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        serde_json::Value::String(s) if mitre_ok(&s) => out.push(s),
+                        other => {
+                            return Err(WireError::invalid(
+                                "mitre",
+                                format!(
+                                    "`{}` is not an ATT&CK technique id like T1190 or T1059.004",
+                                    clip(&other.to_string(), 32)
+                                ),
+                            ));
+                        }
+                    }
+                }
+                out
+            }
+            Some(other) => {
+                return Err(WireError::invalid(
+                    "mitre",
+                    format!("expected an array, got {}", json_kind(&other)),
+                ));
+            }
+        };
+        let evidence = required_str(raw.evidence, "evidence")?;
+        if evidence.len() > MAX_EVIDENCE_BYTES {
+            return Err(WireError::invalid(
+                "evidence",
+                format!(
+                    "{} bytes, more than the {MAX_EVIDENCE_BYTES} allowed",
+                    evidence.len()
+                ),
+            ));
+        }
+        let context = match raw.context {
+            None => None,
+            Some(v) => parse_context(v)?,
+        };
+        Ok(Report {
+            v: WIRE_VERSION,
+            id,
+            sensor,
+            observed_at,
+            client_ip,
+            peer_ip,
+            rule,
+            category,
+            severity,
+            mitre,
+            evidence,
+            context,
+        })
+    }
+
+    /// Check a report built in code (by a sensor) against the contract.
+    pub fn validate(&self) -> Result<(), WireError> {
+        let body = serde_json::to_vec(self).map_err(|e| WireError::BadJson(e.to_string()))?;
+        Report::from_slice(&body).map(|_| ())
+    }
+
+    /// Serialize to the JSON body, refusing anything the contract would reject.
+    pub fn to_vec(&self) -> Result<Vec<u8>, WireError> {
+        let body = serde_json::to_vec(self).map_err(|e| WireError::BadJson(e.to_string()))?;
+        Report::from_slice(&body)?;
+        Ok(body)
+    }
+
+    /// The subject this report is published on.
+    pub fn subject(&self) -> String {
+        subject_for(&self.sensor)
+    }
+}
+
+/// `palisade.reports.<sensor_id>`.
+pub fn subject_for(sensor_id: &str) -> String {
+    format!("{SUBJECT_PREFIX}.{sensor_id}")
+}
+
+/// The sensor id a subject names, if it is a report subject.
+pub fn sensor_from_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(SUBJECT_PREFIX)?
+        .strip_prefix('.')
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+}
+
+#[cfg(test)]
+mod tests;
