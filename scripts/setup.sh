@@ -4,7 +4,8 @@
 #   scripts/setup.sh            everything (system packages, eBPF toolchain, Python venv)
 #
 # What it installs:
-#   - Debian packages: nats-server (JetStream), clang, bpftool, iproute2, wrk
+#   - Debian packages: nats-server (JetStream), clang, bpftool, iproute2, wrk, systemd (systemd-analyze checks the units),
+#     nginx-light (the web server of bench/sensor_overhead.sh)
 #   - rust-src for the nightly toolchain and bpf-linker (to build the eBPF programs)
 #   - a Python venv in .venv with the pinned AWS WAFv2 emulator (moto[server]) and the HCL parser
 set -euo pipefail
@@ -20,7 +21,7 @@ HCL2_VERSION="8.1.4"
 PYYAML_VERSION="6.0.3"
 BPF_LINKER_VERSION="0.13.0"
 
-APT_PACKAGES=(nats-server clang bpftool iproute2 wrk)
+APT_PACKAGES=(nats-server clang bpftool iproute2 wrk systemd nginx-light)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
