@@ -10,7 +10,7 @@ use std::future::Future;
 
 use ipnet::IpNet;
 
-use crate::{Diff, Family, Firewall, parse_cidr};
+use crate::{Diff, Error, Family, Firewall, parse_cidr};
 
 fn nets(items: &[&str]) -> BTreeSet<IpNet> {
     items
@@ -112,11 +112,69 @@ pub async fn empty_diff_is_a_no_op(fw: &dyn Firewall) {
     assert_eq!(fw.entries().await.expect("entries"), before);
 }
 
+/// Entries that are not normalized (host bits set, `/0`) are refused as `Invalid` and change
+/// nothing, even next to valid ones in the same diff.
+pub async fn unnormalized_entries_are_refused(fw: &dyn Firewall) {
+    let before = fw.entries().await.expect("entries");
+    for bad in ["192.0.2.7/24", "0.0.0.0/0", "2001:db8::1/32"] {
+        let net: IpNet = bad
+            .parse()
+            .unwrap_or_else(|e| panic!("test CIDR {bad}: {e}"));
+        let mut diff = add(&["192.0.2.40"]);
+        diff.add.insert(net);
+        let err = fw.apply(&diff).await.expect_err(bad);
+        assert!(matches!(err, Error::Invalid { .. }), "{bad}: {err}");
+    }
+    assert_eq!(fw.entries().await.expect("entries"), before);
+}
+
+/// Several applies in flight at once all land (a provider may coalesce them).
+pub async fn concurrent_applies_all_land(fw: &dyn Firewall) {
+    let (a, b, c, d) = (
+        add(&["192.0.2.51", "2001:db8::51"]),
+        add(&["192.0.2.52"]),
+        add(&["192.0.2.53", "198.51.100.53"]),
+        add(&["2001:db8::54"]),
+    );
+    let (ra, rb, rc, rd) = tokio::join!(fw.apply(&a), fw.apply(&b), fw.apply(&c), fw.apply(&d));
+    for r in [ra, rb, rc, rd] {
+        r.expect("concurrent apply");
+    }
+    let got = fw.entries().await.expect("entries");
+    let mut all = Diff::default();
+    for diff in [a, b, c, d] {
+        assert!(diff.add.is_subset(&got), "{:?} landed", diff.add);
+        all.merge(Diff {
+            add: BTreeSet::new(),
+            remove: diff.add,
+        });
+    }
+    fw.apply(&all).await.expect("cleanup");
+}
+
+/// `status` counts what `entries` lists.
+pub async fn status_counts_entries(fw: &dyn Firewall) {
+    fw.apply(&add(&["192.0.2.60", "192.0.2.61", "2001:db8::60"]))
+        .await
+        .expect("add");
+    let status = fw.status().await.expect("status");
+    let counted: usize = status.iter().map(|s| s.entries).sum();
+    let listed = fw.entries().await.expect("entries").len();
+    assert!(counted >= listed, "status {counted} < entries {listed}");
+    assert!(status.iter().all(|s| s.capacity > 0));
+    fw.apply(&remove(&["192.0.2.60", "192.0.2.61", "2001:db8::60"]))
+        .await
+        .expect("cleanup");
+}
+
 /// Every check that needs no backend-specific hook.
 pub async fn run_all(fw: &dyn Firewall) {
     empty_diff_is_a_no_op(fw).await;
     add_read_remove(fw).await;
     families_are_separate(fw).await;
+    unnormalized_entries_are_refused(fw).await;
+    concurrent_applies_all_land(fw).await;
+    status_counts_entries(fw).await;
 }
 
 #[cfg(test)]

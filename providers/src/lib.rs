@@ -17,6 +17,9 @@ mod cidr;
 mod error;
 pub mod memory;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 

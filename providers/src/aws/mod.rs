@@ -1,0 +1,490 @@
+//! AWS WAFv2 IP sets, addressed by ARN (feature `aws`).
+//!
+//! - Configuration names the sets by ARN ([`AwsFirewallBuilder::with_ipset_arns`]); each set's
+//!   family (IPV4/IPV6) is read from AWS when the firewall is built. The provider never creates
+//!   or deletes sets.
+//! - Every [`apply`](Firewall::apply) queues its diff for one writer task and waits for it. The
+//!   writer merges everything queued into one UpdateIPSet per changed set per write slot, so
+//!   thousands of new blocks in a second cost a handful of calls.
+//! - UpdateIPSet replaces the whole list: the writer applies the diffs to the list it read (or
+//!   last wrote, chaining NextLockToken), so entries somebody else added are written back
+//!   unchanged. On WAFOptimisticLockException it re-reads and re-applies; on throttling and
+//!   internal errors it backs off exponentially with jitter, keeping the queued diffs and merging
+//!   newer ones.
+//! - Calls go through token buckets shared per account and region (defaults: 1 write/s,
+//!   5 reads/s), as AWS limits them.
+//! - Sets of one family fill in configuration order, 10,000 entries each; a diff whose adds do
+//!   not fit fails whole with [`Error::LimitExceeded`]. Fill is logged as it passes 80% and 95%.
+
+mod arn;
+mod builder;
+mod client;
+mod plan;
+mod retry;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{error, info, instrument, warn};
+
+pub use builder::AwsFirewallBuilder;
+
+use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus, normalize};
+
+use arn::ArnError;
+use client::{Limiters, SetClient};
+use plan::{PlanSet, SetState, plan};
+use retry::Backoff;
+
+const NAME: &str = "aws";
+
+/// Most entries one WAFv2 IP set holds.
+pub const IPSET_CAPACITY: usize = 10_000;
+
+/// Configuration and build failures of the AWS backend, mapped into [`Error::Config`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AwsError {
+    #[error("{field}: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{field}: `{value}` is not a WAFv2 IP set ARN: {reason}")]
+    Arn {
+        field: String,
+        value: String,
+        reason: ArnError,
+    },
+}
+
+impl From<AwsError> for Error {
+    fn from(e: AwsError) -> Error {
+        Error::Config {
+            provider: NAME,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A copy of `e` for each waiter of a failed round (the source chain becomes text).
+fn replicate(e: &Error) -> Error {
+    let provider = NAME;
+    match e {
+        Error::Conflict { message, .. } => Error::Conflict {
+            provider,
+            message: message.clone(),
+        },
+        Error::Throttled {
+            message,
+            retry_after,
+            ..
+        } => Error::Throttled {
+            provider,
+            message: message.clone(),
+            retry_after: *retry_after,
+        },
+        Error::LimitExceeded { message, .. } => Error::LimitExceeded {
+            provider,
+            message: message.clone(),
+        },
+        Error::NotFound { message, .. } => Error::NotFound {
+            provider,
+            message: message.clone(),
+        },
+        Error::Invalid { message, .. } => Error::Invalid {
+            provider,
+            message: message.clone(),
+        },
+        Error::AccessDenied { message, .. } => Error::AccessDenied {
+            provider,
+            message: message.clone(),
+        },
+        Error::Config { message, .. } => Error::Config {
+            provider,
+            message: message.clone(),
+        },
+        Error::Unavailable {
+            message, source, ..
+        } => Error::Unavailable {
+            provider,
+            message: match source {
+                Some(s) => format!("{message}: {s}"),
+                None => message.clone(),
+            },
+            source: None,
+        },
+    }
+}
+
+/// 0 below 80% full, 1 from 80%, 2 from 95%.
+fn fill_level(entries: usize, capacity: usize) -> u8 {
+    // Integer math: 80% of 30,000 is exactly 24,000.
+    if entries * 100 >= capacity * 95 {
+        2
+    } else if entries * 100 >= capacity * 80 {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_levels() {
+        assert_eq!(fill_level(0, 10_000), 0);
+        assert_eq!(fill_level(7_999, 10_000), 0);
+        assert_eq!(fill_level(8_000, 10_000), 1);
+        assert_eq!(fill_level(28_499, 30_000), 1);
+        assert_eq!(fill_level(28_500, 30_000), 2);
+        assert_eq!(fill_level(30_000, 30_000), 2);
+    }
+
+    #[test]
+    fn replicated_errors_keep_kind_and_text() {
+        let e = retry::Class::Throttled.into_error("UpdateIPSet x: slow down".into(), None);
+        let r = replicate(&e);
+        assert_eq!(r.kind(), "throttled");
+        assert_eq!(r.to_string(), e.to_string());
+        let e = retry::Class::Unavailable.into_error(
+            "GetIPSet x".into(),
+            Some(Box::new(std::io::Error::other("connection refused"))),
+        );
+        let r = replicate(&e);
+        assert!(r.is_retriable());
+        assert!(
+            r.to_string().ends_with("GetIPSet x: connection refused"),
+            "{r}"
+        );
+    }
+}
+
+struct Job {
+    diff: Diff,
+    done: oneshot::Sender<Result<Applied>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sets: Arc<[SetClient]>,
+    jobs: mpsc::Sender<Job>,
+    writer: JoinHandle<()>,
+    dry_run: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Like a process exit: what was not written yet is the caller's to re-apply.
+        self.writer.abort();
+    }
+}
+
+/// A [`Firewall`] over AWS WAFv2 IP sets. Cloning shares the sets, the writer and the budget.
+#[derive(Debug, Clone)]
+pub struct AwsFirewall {
+    inner: Arc<Inner>,
+}
+
+impl AwsFirewall {
+    /// Start configuring one.
+    pub fn builder() -> AwsFirewallBuilder {
+        AwsFirewallBuilder::new()
+    }
+
+    /// Is this a dry run (diffs computed and logged, nothing written)?
+    pub fn is_dry_run(&self) -> bool {
+        self.inner.dry_run
+    }
+
+    fn check(&self, diff: &Diff) -> Result<()> {
+        for net in diff.add.iter().chain(&diff.remove) {
+            let normal = normalize(*net).map_err(|e| Error::Invalid {
+                provider: NAME,
+                message: e.to_string(),
+            })?;
+            if normal != *net {
+                return Err(Error::Invalid {
+                    provider: NAME,
+                    message: format!("{net} is not normalized (use {normal})"),
+                });
+            }
+        }
+        for family in [Family::V4, Family::V6] {
+            let wanted = diff.add.iter().any(|n| Family::of(n) == family);
+            if wanted && !self.inner.sets.iter().any(|s| s.family == family) {
+                return Err(Error::Invalid {
+                    provider: NAME,
+                    message: format!("no {family} IP set is configured"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Firewall for AwsFirewall {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    #[instrument(skip(self))]
+    async fn status(&self) -> Result<Vec<SetStatus>> {
+        let mut out = Vec::with_capacity(self.inner.sets.len());
+        for set in self.inner.sets.iter() {
+            let state = set.get().await?;
+            out.push(SetStatus {
+                id: set.arn.arn.clone(),
+                family: set.family,
+                entries: state.len(),
+                capacity: set.capacity,
+            });
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self))]
+    async fn entries(&self) -> Result<BTreeSet<IpNet>> {
+        let mut out = BTreeSet::new();
+        for set in self.inner.sets.iter() {
+            let state = set.get().await?;
+            if !state.unparsed.is_empty() {
+                warn!(
+                    arn = %set.arn,
+                    unparsed = state.unparsed.len(),
+                    "IP set holds entries that are not CIDRs; left as they are"
+                );
+            }
+            out.extend(state.addresses.into_keys());
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self, diff), fields(add = diff.add.len(), remove = diff.remove.len()))]
+    async fn apply(&self, diff: &Diff) -> Result<Applied> {
+        self.check(diff)?;
+        if diff.is_empty() {
+            return Ok(Applied::Done);
+        }
+        let (done, result) = oneshot::channel();
+        let stopped = || Error::Unavailable {
+            provider: NAME,
+            message: "the IP set writer stopped".to_string(),
+            source: None,
+        };
+        self.inner
+            .jobs
+            .send(Job {
+                diff: diff.clone(),
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+/// The single task that writes: merges queued diffs, one UpdateIPSet per changed set per round.
+struct Writer {
+    sets: Arc<[SetClient]>,
+    /// What each set held after our last read or write, with the lock token to chain.
+    cache: Vec<Option<SetState>>,
+    jobs: mpsc::Receiver<Job>,
+    dry_run: bool,
+    backoff: Backoff,
+    max_attempts: u32,
+    /// Fill level last warned about per family: 0 (below 80%), 1 (80%), 2 (95%).
+    warned: [u8; 2],
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut pending: Vec<Job> = Vec::new();
+        let mut attempt = 0u32;
+        loop {
+            if pending.is_empty() {
+                match self.jobs.recv().await {
+                    Some(job) => pending.push(job),
+                    None => return,
+                }
+            }
+            while let Ok(job) = self.jobs.try_recv() {
+                pending.push(job);
+            }
+            let Err(err) = self.round(&mut pending).await else {
+                attempt = 0;
+                continue;
+            };
+            attempt += 1;
+            if !err.is_retriable() || attempt >= self.max_attempts {
+                error!(
+                    cause = %err,
+                    attempts = attempt,
+                    waiting = pending.len(),
+                    "IP set update failed; returning the error to the callers"
+                );
+                for job in pending.drain(..) {
+                    let _ = job.done.send(Err(replicate(&err)));
+                }
+                attempt = 0;
+                continue;
+            }
+            let delay = self.backoff.delay(attempt, &err, fastrand::f64());
+            warn!(
+                cause = %err,
+                kind = err.kind(),
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                waiting = pending.len(),
+                "IP set update will be retried"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Read what is not cached, plan, write every changed set. On success every pending job is
+    /// answered; on failure the accepted jobs stay pending for the next round.
+    async fn round(&mut self, pending: &mut Vec<Job>) -> Result<()> {
+        // A write token taken before the final plan, so that everything queued while we
+        // waited for it joins this write.
+        let mut held: Option<Arc<Limiters>> = None;
+        let (touched, planned) = loop {
+            let touched: Vec<usize> = (0..self.sets.len())
+                .filter(|&i| {
+                    pending.iter().any(|j| {
+                        j.diff
+                            .add
+                            .iter()
+                            .chain(&j.diff.remove)
+                            .any(|n| Family::of(n) == self.sets[i].family)
+                    })
+                })
+                .collect();
+            for &i in &touched {
+                if self.cache[i].is_none() {
+                    self.cache[i] = Some(self.sets[i].get().await?);
+                }
+            }
+            let plan_sets: Vec<PlanSet> = touched
+                .iter()
+                .filter_map(|&i| {
+                    Some(PlanSet {
+                        family: self.sets[i].family,
+                        capacity: self.sets[i].capacity,
+                        state: self.cache[i].clone()?,
+                    })
+                })
+                .collect();
+            let diffs: Vec<&Diff> = pending.iter().map(|j| &j.diff).collect();
+            let planned = plan(&plan_sets, &diffs);
+            if self.dry_run || held.is_some() {
+                break (touched, planned);
+            }
+            let Some(first) = planned.changed.iter().position(Option::is_some) else {
+                break (touched, planned);
+            };
+            let limiters = self.sets[touched[first]].limiters().clone();
+            limiters.write.until_ready().await;
+            held = Some(limiters);
+            let queued = pending.len();
+            while let Ok(job) = self.jobs.try_recv() {
+                pending.push(job);
+            }
+            if pending.len() == queued {
+                break (touched, planned);
+            }
+        };
+        let mut accepted = Vec::with_capacity(pending.len());
+        for (job, outcome) in pending.drain(..).zip(planned.outcomes) {
+            match outcome {
+                Ok(()) => accepted.push(job),
+                Err(e) => {
+                    warn!(cause = %e, "diff refused: the IP sets are full");
+                    let _ = job.done.send(Err(e));
+                }
+            }
+        }
+        *pending = accepted;
+        for (k, next) in planned.changed.into_iter().enumerate() {
+            let Some(mut next) = next else { continue };
+            let i = touched[k];
+            let set = &self.sets[i];
+            let (added, removed) = planned.counts[k];
+            if self.dry_run {
+                info!(
+                    arn = %set.arn,
+                    added,
+                    removed,
+                    entries = next.len(),
+                    "dry run: would update the IP set"
+                );
+                continue;
+            }
+            let Some(base) = self.cache[i].take() else {
+                continue;
+            };
+            // The token taken before planning pays for the first write on its account.
+            let paid = held
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, set.limiters()));
+            if paid {
+                held = None;
+            }
+            match set.update(&base, &next, !paid).await {
+                Ok(token) => {
+                    next.lock_token = token;
+                    info!(
+                        arn = %set.arn,
+                        added,
+                        removed,
+                        entries = next.len(),
+                        "updated the IP set"
+                    );
+                    self.cache[i] = Some(next);
+                }
+                // The cache slot stays empty: the next round re-reads this set.
+                Err(e) => return Err(e),
+            }
+        }
+        for job in pending.drain(..) {
+            let _ = job.done.send(Ok(Applied::Done));
+        }
+        self.check_fill();
+        Ok(())
+    }
+
+    fn check_fill(&mut self) {
+        for (slot, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+            let (mut entries, mut capacity) = (0usize, 0usize);
+            for (set, state) in self.sets.iter().zip(&self.cache) {
+                if set.family != family {
+                    continue;
+                }
+                let Some(state) = state else { return };
+                entries += state.len();
+                capacity += set.capacity;
+            }
+            if capacity == 0 {
+                continue;
+            }
+            let fill = entries as f64 / capacity as f64;
+            let level = fill_level(entries, capacity);
+            if level > self.warned[slot] {
+                warn!(
+                    family = %family,
+                    entries,
+                    capacity,
+                    percent = (fill * 100.0).round() as u64,
+                    "IP sets are filling up; add another IP set or shorten block TTLs"
+                );
+            }
+            self.warned[slot] = level;
+        }
+    }
+}
