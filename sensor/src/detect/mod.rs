@@ -1,1 +1,669 @@
-//! (being written)
+//! The detection engine: is this request malicious?
+//!
+//! Rules are data (`sensor/rules/*.yaml`, see `docs/rules.md`). [`Detector::inspect`] splits a
+//! request into fields (path, query arguments, cookies, headers, body fields), normalizes each
+//! field once ([`decode::normalize`]), runs one Aho-Corasick automaton holding every rule literal
+//! over the normalized text, and runs a rule's regex only when one of its prefilter literals was
+//! found. A rule fires at most once per request.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use palisade_wire::Severity;
+use regex::bytes::{Regex, RegexBuilder};
+
+use crate::http::{Request, form_pairs};
+
+pub mod decode;
+mod rules;
+
+use decode::Flavor;
+use rules::{Kind, LocSet};
+pub use rules::{PatternSpec, RuleFile, RuleSpec, RuleTests};
+
+/// The built-in rule files, embedded at compile time: (file name, YAML).
+pub const BUILTIN_RULES: &[(&str, &str)] = &[
+    ("java.yaml", include_str!("../../rules/java.yaml")),
+    ("sqli.yaml", include_str!("../../rules/sqli.yaml")),
+    ("xss.yaml", include_str!("../../rules/xss.yaml")),
+    ("lfi.yaml", include_str!("../../rules/lfi.yaml")),
+    ("rfi.yaml", include_str!("../../rules/rfi.yaml")),
+    ("rce.yaml", include_str!("../../rules/rce.yaml")),
+    ("php.yaml", include_str!("../../rules/php.yaml")),
+    ("ssrf.yaml", include_str!("../../rules/ssrf.yaml")),
+    ("ssti.yaml", include_str!("../../rules/ssti.yaml")),
+    ("xxe.yaml", include_str!("../../rules/xxe.yaml")),
+    ("scanner.yaml", include_str!("../../rules/scanner.yaml")),
+];
+
+/// Largest compiled size of one regex.
+const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
+/// Lazy DFA cache of one regex (per thread using it); big enough that the cache is not reset
+/// over and over on mixed traffic.
+const DFA_CACHE_LIMIT: usize = 8 * 1024 * 1024;
+/// Longest field inspected, in bytes (longer fields are cut; bodies are already a prefix).
+const MAX_FIELD: usize = 8 * 1024;
+/// Longest location label.
+const MAX_LABEL: usize = 64;
+
+/// Errors loading rules.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DetectError {
+    /// A rule directory or file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A rule file is not valid YAML for the schema.
+    #[error("{file}: {source}")]
+    Yaml {
+        /// The file.
+        file: String,
+        /// The cause (with line and column).
+        source: serde_yaml::Error,
+    },
+    /// A rule breaks the schema.
+    #[error("{file}: rule `{rule}`: {message}")]
+    InvalidRule {
+        /// The file.
+        file: String,
+        /// The rule id.
+        rule: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A regex does not compile.
+    #[error("{file}: rule `{rule}`: bad regex: {source}")]
+    Regex {
+        /// The file.
+        file: String,
+        /// The rule id.
+        rule: String,
+        /// The cause.
+        source: regex::Error,
+    },
+    /// Two rules share an id.
+    #[error("{file}: rule `{rule}` is already defined in {first}")]
+    DuplicateRule {
+        /// The file of the second definition.
+        file: String,
+        /// The rule id.
+        rule: String,
+        /// The file of the first definition.
+        first: String,
+    },
+    /// The directory holds no rule.
+    #[error("no rules found in {0} (expected *.yaml files with a `rules:` list)")]
+    NoRules(PathBuf),
+    /// The literal automaton could not be built.
+    #[error("cannot build the literal prefilter: {0}")]
+    Prefilter(String),
+}
+
+/// One rule that fired on a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Rule id (`sqli.union`).
+    pub rule_id: String,
+    /// Wire category (`sqli`, `xss`, ...).
+    pub category: String,
+    /// Severity of the rule.
+    pub severity: Severity,
+    /// MITRE ATT&CK technique ids.
+    pub mitre: Vec<String>,
+    /// The matched fragment in decoded form, at most 256 bytes.
+    pub evidence: String,
+    /// Where it matched: `path`, `query:<name>`, `body:<name>`, `cookie:<name>`, `header:<name>`.
+    pub location: String,
+}
+
+#[derive(Debug)]
+struct Rule {
+    id: String,
+    category: String,
+    severity: Severity,
+    mitre: Vec<String>,
+    locs: LocSet,
+    names: Option<Regex>,
+    tests: RuleTests,
+    file: String,
+}
+
+#[derive(Debug)]
+enum Matcher {
+    Literal,
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct Pattern {
+    rule: usize,
+    matcher: Matcher,
+}
+
+/// The compiled rule set. `Send + Sync`; [`Detector::inspect`] takes `&self` and no lock, so
+/// share one behind an `Arc`.
+#[derive(Debug)]
+pub struct Detector {
+    rules: Vec<Rule>,
+    patterns: Vec<Pattern>,
+    ac: AhoCorasick,
+    /// For each automaton literal, the patterns it stands for.
+    lit_patterns: Vec<Vec<u32>>,
+}
+
+/// One field of a request, about to be scanned.
+struct Field<'a> {
+    kind: Kind,
+    /// Lowercase header name for headers, "" otherwise.
+    header: &'a str,
+    /// Location label prefix (`query`, `body`, `cookie`, `header`, `path`).
+    prefix: &'static str,
+    /// Location label suffix (argument/cookie/header name), may be empty.
+    name: &'a str,
+}
+
+/// Per-call scratch space.
+struct Scratch {
+    text: String,
+    sql: String,
+    name: String,
+    tried: Vec<u64>,
+    fired: Vec<bool>,
+}
+
+impl Detector {
+    /// The default rules, embedded in the binary.
+    pub fn builtin() -> Result<Detector, DetectError> {
+        let mut files = Vec::with_capacity(BUILTIN_RULES.len());
+        for (name, yaml) in BUILTIN_RULES {
+            files.push(((*name).to_owned(), parse_file(name, yaml)?));
+        }
+        Detector::from_files(files)
+    }
+
+    /// Load every `*.yaml` / `*.yml` file of `dir` (sorted by name).
+    pub fn from_dir(dir: &Path) -> Result<Detector, DetectError> {
+        let io = |path: &Path, source| DetectError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(DetectError::NoRules(dir.to_owned()));
+        }
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let yaml = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+            let name = path.display().to_string();
+            let file = parse_file(&name, &yaml)?;
+            files.push((name, file));
+        }
+        Detector::from_files(files)
+    }
+
+    /// Compile parsed rule files (name, content).
+    pub fn from_files(files: Vec<(String, RuleFile)>) -> Result<Detector, DetectError> {
+        let mut rules = Vec::new();
+        let mut patterns = Vec::new();
+        let mut literals: Vec<String> = Vec::new();
+        let mut lit_index: HashMap<String, usize> = HashMap::new();
+        let mut lit_patterns: Vec<Vec<u32>> = Vec::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
+
+        for (file, content) in files {
+            for spec in content.rules {
+                rules::validate(&spec, &file)?;
+                if let Some(first) = seen.get(&spec.id) {
+                    return Err(DetectError::DuplicateRule {
+                        file,
+                        rule: spec.id,
+                        first: first.clone(),
+                    });
+                }
+                seen.insert(spec.id.clone(), file.clone());
+                let locs =
+                    LocSet::parse(&spec.locations).map_err(|message| DetectError::InvalidRule {
+                        file: file.clone(),
+                        rule: spec.id.clone(),
+                        message,
+                    })?;
+                let names = match &spec.names {
+                    None => None,
+                    Some(r) => Some(
+                        RegexBuilder::new(r)
+                            .case_insensitive(true)
+                            .unicode(false)
+                            .size_limit(REGEX_SIZE_LIMIT)
+                            .build()
+                            .map_err(|source| DetectError::Regex {
+                                file: file.clone(),
+                                rule: spec.id.clone(),
+                                source,
+                            })?,
+                    ),
+                };
+                let rule_idx = rules.len();
+                for p in &spec.patterns {
+                    let pat_idx = patterns.len() as u32;
+                    let (matcher, lits): (Matcher, Vec<String>) = match (&p.literal, &p.regex) {
+                        (Some(l), _) => (Matcher::Literal, vec![l.to_lowercase()]),
+                        (None, Some(r)) => {
+                            let re = RegexBuilder::new(r)
+                                .case_insensitive(true)
+                                .unicode(false)
+                                .size_limit(REGEX_SIZE_LIMIT)
+                                .dfa_size_limit(DFA_CACHE_LIMIT)
+                                .build()
+                                .map_err(|source| DetectError::Regex {
+                                    file: file.clone(),
+                                    rule: spec.id.clone(),
+                                    source,
+                                })?;
+                            (
+                                Matcher::Regex(re),
+                                p.prefilter.iter().map(|l| l.to_lowercase()).collect(),
+                            )
+                        }
+                        (None, None) => unreachable_pattern(&file, &spec.id)?,
+                    };
+                    for lit in lits {
+                        let idx = *lit_index.entry(lit.clone()).or_insert_with(|| {
+                            literals.push(lit);
+                            lit_patterns.push(Vec::new());
+                            literals.len() - 1
+                        });
+                        if !lit_patterns[idx].contains(&pat_idx) {
+                            lit_patterns[idx].push(pat_idx);
+                        }
+                    }
+                    patterns.push(Pattern {
+                        rule: rule_idx,
+                        matcher,
+                    });
+                }
+                rules.push(Rule {
+                    id: spec.id,
+                    category: spec.category,
+                    severity: spec.severity,
+                    mitre: spec.mitre,
+                    locs,
+                    names,
+                    tests: spec.tests,
+                    file: file.clone(),
+                });
+            }
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&literals)
+            .or_else(|_| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&literals)
+            })
+            .map_err(|e| DetectError::Prefilter(e.to_string()))?;
+        Ok(Detector {
+            rules,
+            patterns,
+            ac,
+            lit_patterns,
+        })
+    }
+
+    /// Number of rules loaded.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Ids of the rules loaded, in load order.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+
+    /// Inspect one request. Returns at most one detection per rule, most severe first.
+    pub fn inspect(&self, req: &Request) -> Vec<Detection> {
+        let mut s = self.scratch();
+        let mut out = Vec::new();
+
+        let path = req.path();
+        self.scan_raw(
+            path.as_bytes(),
+            Flavor::Path,
+            &Field {
+                kind: Kind::Path,
+                header: "",
+                prefix: "path",
+                name: "",
+            },
+            &mut s,
+            &mut out,
+        );
+        if let Some(q) = req.query() {
+            self.scan_pairs(q.as_bytes(), Kind::Query, "query", &mut s, &mut out);
+        }
+        for (name, value) in &req.headers {
+            if name.eq_ignore_ascii_case("cookie") {
+                for (cname, cvalue) in req_cookie_pairs(value) {
+                    self.scan_named(
+                        cname,
+                        cvalue.as_bytes(),
+                        Kind::Cookie,
+                        "cookie",
+                        Flavor::Form,
+                        &mut s,
+                        &mut out,
+                    );
+                }
+                continue;
+            }
+            let lname = name.to_ascii_lowercase();
+            let kind = if lname == "user-agent" {
+                Kind::UserAgent
+            } else {
+                Kind::Header
+            };
+            // Referer holds a URL whose query uses `+` for spaces.
+            let flavor = if lname == "referer" {
+                Flavor::Form
+            } else {
+                Flavor::Plain
+            };
+            self.scan_raw(
+                value.as_bytes(),
+                flavor,
+                &Field {
+                    kind,
+                    header: &lname,
+                    prefix: "header",
+                    name: &lname,
+                },
+                &mut s,
+                &mut out,
+            );
+        }
+        if !req.body.is_empty() {
+            let body = req.body_view();
+            body.for_each_field(|name, value, form| {
+                let flavor = if form { Flavor::Form } else { Flavor::Plain };
+                if form {
+                    // Names of form pairs are raw too.
+                    self.scan_named(name, value, Kind::Body, "body", flavor, &mut s, &mut out);
+                } else {
+                    self.scan_raw(
+                        value,
+                        flavor,
+                        &Field {
+                            kind: Kind::Body,
+                            header: "",
+                            prefix: "body",
+                            name,
+                        },
+                        &mut s,
+                        &mut out,
+                    );
+                }
+            });
+        }
+        out.sort_by_key(|d| std::cmp::Reverse(d.severity));
+        out
+    }
+
+    fn scratch(&self) -> Scratch {
+        Scratch {
+            text: String::new(),
+            sql: String::new(),
+            name: String::new(),
+            tried: vec![0; self.patterns.len().div_ceil(64)],
+            fired: vec![false; self.rules.len()],
+        }
+    }
+
+    /// Scan `name=value&...` pairs.
+    fn scan_pairs(
+        &self,
+        raw: &[u8],
+        kind: Kind,
+        prefix: &'static str,
+        s: &mut Scratch,
+        out: &mut Vec<Detection>,
+    ) {
+        for (name, value) in form_pairs(raw) {
+            let name = String::from_utf8_lossy(name);
+            self.scan_named(&name, value, kind, prefix, Flavor::Form, s, out);
+        }
+    }
+
+    /// Scan a raw (still encoded) name and its value; the decoded name labels the location.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_named(
+        &self,
+        raw_name: &str,
+        value: &[u8],
+        kind: Kind,
+        prefix: &'static str,
+        flavor: Flavor,
+        s: &mut Scratch,
+        out: &mut Vec<Detection>,
+    ) {
+        let mut name = std::mem::take(&mut s.name);
+        decode::normalize(raw_name.as_bytes(), flavor, &mut name);
+        let label = clip(&name, MAX_LABEL);
+        let field = Field {
+            kind,
+            header: "",
+            prefix,
+            name: label,
+        };
+        if !name.is_empty() {
+            self.scan_text_and_sql(&name, &field, s, out);
+        }
+        self.scan_raw(value, flavor, &field, s, out);
+        s.name = name;
+    }
+
+    fn scan_raw(
+        &self,
+        raw: &[u8],
+        flavor: Flavor,
+        field: &Field<'_>,
+        s: &mut Scratch,
+        out: &mut Vec<Detection>,
+    ) {
+        if raw.is_empty() {
+            return;
+        }
+        let raw = &raw[..raw.len().min(MAX_FIELD)];
+        let mut text = std::mem::take(&mut s.text);
+        decode::normalize(raw, flavor, &mut text);
+        self.scan_text_and_sql(&text, field, s, out);
+        s.text = text;
+    }
+
+    fn scan_text_and_sql(
+        &self,
+        text: &str,
+        field: &Field<'_>,
+        s: &mut Scratch,
+        out: &mut Vec<Detection>,
+    ) {
+        self.scan_text(text, field, s, out);
+        let mut sql = std::mem::take(&mut s.sql);
+        if decode::strip_sql_comments(text, &mut sql) {
+            self.scan_text(&sql, field, s, out);
+        }
+        if decode::resolve_lookups(text, &mut sql) && sql != text {
+            self.scan_text(&sql, field, s, out);
+        }
+        s.sql = sql;
+    }
+
+    fn scan_text(&self, text: &str, field: &Field<'_>, s: &mut Scratch, out: &mut Vec<Detection>) {
+        let mut any_tried = false;
+        for m in self.ac.find_overlapping_iter(text) {
+            for &p in &self.lit_patterns[m.pattern().as_usize()] {
+                let pat = &self.patterns[p as usize];
+                if s.fired[pat.rule] {
+                    continue;
+                }
+                let rule = &self.rules[pat.rule];
+                if !rule.locs.applies(field.kind, field.header) {
+                    continue;
+                }
+                if let Some(names) = &rule.names
+                    && !names.is_match(field.name.as_bytes())
+                {
+                    continue;
+                }
+                let evidence = match &pat.matcher {
+                    Matcher::Literal => window(text, m.start(), m.end()),
+                    Matcher::Regex(re) => {
+                        let (w, b) = (p as usize / 64, 1u64 << (p % 64));
+                        if s.tried[w] & b != 0 {
+                            continue;
+                        }
+                        s.tried[w] |= b;
+                        any_tried = true;
+                        match re.find(text.as_bytes()) {
+                            Some(found) => String::from_utf8_lossy(found.as_bytes()).into_owned(),
+                            None => continue,
+                        }
+                    }
+                };
+                s.fired[pat.rule] = true;
+                out.push(Detection {
+                    rule_id: rule.id.clone(),
+                    category: rule.category.clone(),
+                    severity: rule.severity,
+                    mitre: rule.mitre.clone(),
+                    evidence: palisade_wire::truncate_evidence(&evidence).to_owned(),
+                    location: if field.name.is_empty() {
+                        field.prefix.to_owned()
+                    } else {
+                        format!("{}:{}", field.prefix, field.name)
+                    },
+                });
+            }
+        }
+        if any_tried {
+            s.tried.iter_mut().for_each(|w| *w = 0);
+        }
+    }
+
+    /// Rule ids that fire on one raw field value of the given location kind (for rule examples).
+    fn inspect_field(&self, kind: Kind, header: &str, name: &str, raw: &str) -> Vec<String> {
+        let mut s = self.scratch();
+        let mut out = Vec::new();
+        let flavor = match kind {
+            Kind::Path => Flavor::Path,
+            Kind::Query | Kind::Cookie => Flavor::Form,
+            _ => Flavor::Plain,
+        };
+        self.scan_raw(
+            raw.as_bytes(),
+            flavor,
+            &Field {
+                kind,
+                header,
+                prefix: "test",
+                name,
+            },
+            &mut s,
+            &mut out,
+        );
+        out.into_iter().map(|d| d.rule_id).collect()
+    }
+
+    /// Check every rule's `tests` examples: each `match` value must fire the rule and each
+    /// `no_match` value must not, placed in the rule's first location. Returns one message per
+    /// failure (empty when all pass).
+    pub fn self_test(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        for rule in &self.rules {
+            let (kind, header) = rule.locs.first_kind();
+            for m in &rule.tests.matches {
+                if !self
+                    .inspect_field(kind, header, &rule.tests.field, m)
+                    .contains(&rule.id)
+                {
+                    failures.push(format!("{}: rule `{}` misses `{m}`", rule.file, rule.id));
+                }
+            }
+            for m in &rule.tests.no_match {
+                if self
+                    .inspect_field(kind, header, &rule.tests.field, m)
+                    .contains(&rule.id)
+                {
+                    failures.push(format!("{}: rule `{}` fires on `{m}`", rule.file, rule.id));
+                }
+            }
+        }
+        failures
+    }
+}
+
+fn unreachable_pattern(file: &str, rule: &str) -> Result<(Matcher, Vec<String>), DetectError> {
+    Err(DetectError::InvalidRule {
+        file: file.to_owned(),
+        rule: rule.to_owned(),
+        message: "pattern without `literal` or `regex`".to_owned(),
+    })
+}
+
+fn parse_file(name: &str, yaml: &str) -> Result<RuleFile, DetectError> {
+    serde_yaml::from_str(yaml).map_err(|source| DetectError::Yaml {
+        file: name.to_owned(),
+        source,
+    })
+}
+
+fn req_cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|kv| {
+        let kv = kv.trim();
+        if kv.is_empty() {
+            return None;
+        }
+        Some(match kv.split_once('=') {
+            Some((k, v)) => (k.trim(), v.trim()),
+            None => ("", kv),
+        })
+    })
+}
+
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The literal match plus some context after it, on character boundaries.
+fn window(text: &str, start: usize, end: usize) -> String {
+    let mut from = start.saturating_sub(16);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    let mut to = (end + 48).min(text.len());
+    while !text.is_char_boundary(to) {
+        to += 1;
+    }
+    text[from..to].to_owned()
+}
+
+#[cfg(test)]
+mod tests;

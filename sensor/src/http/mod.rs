@@ -1,1 +1,612 @@
-//! (being written)
+//! HTTP/1.x request parser.
+//!
+//! The parser works on a byte buffer that holds the reassembled client-to-server stream of one
+//! TCP connection, starting at a request boundary. [`parse_request`] parses one request head (and
+//! up to [`ParseLimits::max_body`] bytes of its body) and says how many bytes belong to it, so the
+//! caller can parse the next pipelined request from the rest of the buffer. It never panics and
+//! never allocates more than the limits allow: garbage gives [`Parsed::Invalid`], and the caller
+//! can resynchronise with [`find_request_start`].
+//!
+//! Bodies are captured as a *prefix*: the detector looks at the first bytes only. Chunked bodies
+//! are de-chunked into the prefix. A body larger than the prefix still has a known length when it
+//! is framed by `Content-Length`, so `consumed` may then be larger than the buffer: the caller
+//! skips the remaining bytes as they arrive.
+
+use std::borrow::Cow;
+
+mod fields;
+
+pub(crate) use fields::hex4;
+pub use fields::{Body, BodyKind, form_pairs};
+
+/// Why a buffer is not an HTTP/1.x request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The request head is longer than [`ParseLimits::max_head`].
+    #[error("request head is larger than {max} bytes")]
+    HeadTooLarge {
+        /// The configured limit.
+        max: usize,
+    },
+    /// The method is not an HTTP token.
+    #[error("invalid method")]
+    BadMethod,
+    /// The request-target is empty or holds control characters.
+    #[error("invalid request target")]
+    BadTarget,
+    /// The request line does not end with `HTTP/1.0` or `HTTP/1.1`.
+    #[error("invalid or unsupported HTTP version")]
+    BadVersion,
+    /// The request line does not have the shape `METHOD SP TARGET SP VERSION`.
+    #[error("malformed request line")]
+    BadRequestLine,
+    /// A header line is not `name: value`.
+    #[error("malformed header line {line}")]
+    BadHeader {
+        /// 1-based index of the header line.
+        line: usize,
+    },
+    /// `Content-Length` is not a number, or several disagree.
+    #[error("invalid Content-Length")]
+    BadContentLength,
+    /// The chunked body framing is broken.
+    #[error("invalid chunked body")]
+    BadChunk,
+}
+
+/// Size limits of the parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Largest request head (request line + headers + blank line) accepted, in bytes.
+    pub max_head: usize,
+    /// Largest body prefix kept for inspection, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_head: 16 * 1024,
+            max_body: 2 * 1024,
+        }
+    }
+}
+
+/// One parsed request head plus the captured body prefix. Owned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// Method as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// Raw request-target as sent (origin form `/a?b`, absolute form, `*` or authority form).
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// Header fields in order; names as sent, values lossy UTF-8 with surrounding whitespace trimmed.
+    pub headers: Vec<(String, String)>,
+    /// Body prefix (de-chunked), at most the configured limit.
+    pub body: Vec<u8>,
+    /// True when the body is longer than [`Request::body`] (or its end was not seen).
+    pub body_truncated: bool,
+}
+
+impl Request {
+    /// Build a request from parts, e.g. from an access-log line. HTTP/1.1 is assumed.
+    pub fn from_parts(
+        method: impl Into<String>,
+        target: impl Into<String>,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Request {
+        Request {
+            method: method.into(),
+            target: target.into(),
+            version: 1,
+            headers,
+            body,
+            body_truncated: false,
+        }
+    }
+
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers_all(name).next()
+    }
+
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn headers_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
+        let name = name.to_owned();
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The path of the request-target, without the query. For the absolute form
+    /// (`http://host/p?q`) the scheme and authority are skipped; `*` and the authority form
+    /// (`CONNECT host:443`) are returned as they are.
+    pub fn path(&self) -> &str {
+        let t = self.target_without_fragment();
+        let t = strip_scheme_authority(t);
+        match t.find('?') {
+            Some(i) => &t[..i],
+            None => t,
+        }
+    }
+
+    /// The query string (after the first `?`, before any `#`), if there is one.
+    pub fn query(&self) -> Option<&str> {
+        let t = self.target_without_fragment();
+        t.find('?').map(|i| &t[i + 1..])
+    }
+
+    /// Cookies from every `Cookie` header, as `(name, value)` pairs, raw (not decoded).
+    pub fn cookies(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers_all("cookie").flat_map(|h| {
+            h.split(';').filter_map(|kv| {
+                let kv = kv.trim();
+                if kv.is_empty() {
+                    return None;
+                }
+                Some(match kv.find('=') {
+                    Some(i) => (kv[..i].trim(), kv[i + 1..].trim()),
+                    None => ("", kv),
+                })
+            })
+        })
+    }
+
+    /// The body prefix, classified by `Content-Type` (or sniffed when it is absent).
+    pub fn body_view(&self) -> Body<'_> {
+        Body::classify(self.header("content-type"), &self.body)
+    }
+
+    /// The body prefix as text (lossy UTF-8).
+    pub fn body_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    fn target_without_fragment(&self) -> &str {
+        match self.target.find('#') {
+            Some(i) => &self.target[..i],
+            None => &self.target,
+        }
+    }
+}
+
+fn strip_scheme_authority(t: &str) -> &str {
+    if t.starts_with('/') {
+        return t;
+    }
+    if let Some(i) = t.find("://") {
+        let scheme = &t[..i];
+        if !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+')
+        {
+            let rest = &t[i + 3..];
+            return match rest.find(['/', '?']) {
+                Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
+                Some(j) => &rest[j..j],
+                None => "",
+            };
+        }
+    }
+    t
+}
+
+/// Result of [`parse_request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole request head was parsed. `consumed` = bytes of head + body that belong to this
+    /// request when the framing is known (Content-Length, or no body); it may exceed the buffer
+    /// length when the body is longer than the captured prefix. `None` when the next request's
+    /// start is unknown (chunked body not fully captured, etc.): the caller then waits for bytes
+    /// that look like a new request line ([`find_request_start`]).
+    Complete {
+        /// The parsed request.
+        request: Request,
+        /// Bytes that belong to this request, when known.
+        consumed: Option<usize>,
+    },
+    /// Need more bytes (head not complete yet; or the body prefix wanted is not there yet).
+    Partial,
+    /// Not HTTP / garbage / oversize head: the caller drops the flow's buffer.
+    Invalid(ParseError),
+}
+
+/// Methods recognised by [`find_request_start`] (any token is accepted by [`parse_request`]).
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"HEAD",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"SEARCH",
+];
+
+/// Longest method accepted (a long token is more likely garbage than a method).
+const MAX_METHOD_LEN: usize = 24;
+/// Most header lines accepted in one head.
+const MAX_HEADERS: usize = 256;
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Parse one request from the start of `buf`. Leading empty lines (CRLF) are skipped, as RFC
+/// 9112 allows; they count in `consumed`.
+pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Parsed {
+    match parse_inner(buf, limits) {
+        Ok(Some((request, consumed))) => Parsed::Complete { request, consumed },
+        Ok(None) => Parsed::Partial,
+        Err(e) => Parsed::Invalid(e),
+    }
+}
+
+fn parse_inner(
+    buf: &[u8],
+    limits: &ParseLimits,
+) -> Result<Option<(Request, Option<usize>)>, ParseError> {
+    // Skip leading blank lines.
+    let mut start = 0;
+    while start < buf.len() && (buf[start] == b'\r' || buf[start] == b'\n') {
+        start += 1;
+        if start > limits.max_head {
+            return Err(ParseError::HeadTooLarge {
+                max: limits.max_head,
+            });
+        }
+    }
+    let rest = &buf[start..];
+
+    // Validate as much of the request line as we have, so garbage fails fast.
+    let line_end = memchr::memchr(b'\n', rest);
+    let line = match line_end {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    check_request_line_prefix(line, line_end.is_some())?;
+
+    let Some(head_len) = find_head_end(rest) else {
+        if rest.len() > limits.max_head {
+            return Err(ParseError::HeadTooLarge {
+                max: limits.max_head,
+            });
+        }
+        return Ok(None);
+    };
+    if head_len > limits.max_head {
+        return Err(ParseError::HeadTooLarge {
+            max: limits.max_head,
+        });
+    }
+    let head = &rest[..head_len];
+    let mut lines = head.split(|&b| b == b'\n').map(trim_cr);
+    let request_line = lines.next().unwrap_or_default();
+    let (method, target, version) = parse_request_line(request_line)?;
+
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (idx, line) in lines.enumerate() {
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            // obs-fold: continuation of the previous value.
+            let Some(last) = headers.last_mut() else {
+                return Err(ParseError::BadHeader { line: idx + 1 });
+            };
+            last.1.push(' ');
+            last.1
+                .push_str(String::from_utf8_lossy(trim_ows(line)).as_ref());
+            continue;
+        }
+        let colon = memchr::memchr(b':', line).ok_or(ParseError::BadHeader { line: idx + 1 })?;
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(ParseError::BadHeader { line: idx + 1 });
+        }
+        if headers.len() >= MAX_HEADERS {
+            return Err(ParseError::HeadTooLarge {
+                max: limits.max_head,
+            });
+        }
+        let value = trim_ows(&line[colon + 1..]);
+        headers.push((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+
+    let mut request = Request {
+        method,
+        target,
+        version,
+        headers,
+        body: Vec::new(),
+        body_truncated: false,
+    };
+
+    let body_start = start + head_len;
+    let body_avail = &buf[body_start..];
+    let chunked = request
+        .headers_all("transfer-encoding")
+        .any(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        return match dechunk(body_avail, limits.max_body)? {
+            Dechunked::Done { body, len } => {
+                request.body = body;
+                Ok(Some((request, Some(body_start + len))))
+            }
+            Dechunked::Prefix { body } => {
+                request.body = body;
+                request.body_truncated = true;
+                Ok(Some((request, None)))
+            }
+            Dechunked::NeedMore => Ok(None),
+        };
+    }
+
+    let content_length = content_length(&request)?;
+    match content_length {
+        None | Some(0) => Ok(Some((request, Some(body_start)))),
+        Some(cl) => {
+            let want = cl.min(limits.max_body as u64) as usize;
+            if body_avail.len() < want {
+                return Ok(None);
+            }
+            request.body = body_avail[..want].to_vec();
+            request.body_truncated = (want as u64) < cl;
+            let consumed = usize::try_from(cl)
+                .ok()
+                .and_then(|cl| body_start.checked_add(cl));
+            Ok(Some((request, consumed)))
+        }
+    }
+}
+
+fn content_length(req: &Request) -> Result<Option<u64>, ParseError> {
+    let mut found: Option<u64> = None;
+    for v in req.headers_all("content-length") {
+        for part in v.split(',') {
+            let part = part.trim();
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ParseError::BadContentLength);
+            }
+            let n: u64 = part.parse().map_err(|_| ParseError::BadContentLength)?;
+            match found {
+                Some(prev) if prev != n => return Err(ParseError::BadContentLength),
+                _ => found = Some(n),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Offset just past the blank line ending the head (CRLFCRLF or bare LFLF), if present.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[pos..]) {
+        let nl = pos + i;
+        let next = nl + 1;
+        if buf.get(next) == Some(&b'\n') {
+            return Some(next + 1);
+        }
+        if buf.get(next) == Some(&b'\r') && buf.get(next + 1) == Some(&b'\n') {
+            return Some(next + 2);
+        }
+        pos = next;
+    }
+    None
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t' && b != b'\r')
+        .map_or(start, |i| i + 1);
+    if start >= end { &[] } else { &v[start..end] }
+}
+
+/// Check what we have of the request line; `complete` says whether the line ended.
+fn check_request_line_prefix(line: &[u8], complete: bool) -> Result<(), ParseError> {
+    let line = trim_cr(line);
+    let sp = memchr::memchr(b' ', line);
+    let method = match sp {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    if method.len() > MAX_METHOD_LEN || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(ParseError::BadMethod);
+    }
+    if (sp.is_some() || complete) && method.is_empty() {
+        return Err(ParseError::BadMethod);
+    }
+    if let Some(i) = sp {
+        let rest = &line[i + 1..];
+        if rest.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return Err(ParseError::BadTarget);
+        }
+    }
+    if complete && sp.is_none() {
+        return Err(ParseError::BadRequestLine);
+    }
+    Ok(())
+}
+
+fn parse_request_line(line: &[u8]) -> Result<(String, String, u8), ParseError> {
+    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadRequestLine)?;
+    let method = &line[..sp1];
+    if method.is_empty() || method.len() > MAX_METHOD_LEN || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(ParseError::BadMethod);
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr::memrchr(b' ', rest).ok_or(ParseError::BadRequestLine)?;
+    let target = trim_ows(&rest[..sp2]);
+    let version = &rest[sp2 + 1..];
+    let version = match version {
+        b"HTTP/1.1" => 1,
+        b"HTTP/1.0" => 0,
+        _ => return Err(ParseError::BadVersion),
+    };
+    if target.is_empty() || target.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(ParseError::BadTarget);
+    }
+    // Targets with raw spaces are not valid, but attackers send them and servers are lenient:
+    // keep them so the detector sees the payload.
+    Ok((
+        String::from_utf8_lossy(method).into_owned(),
+        String::from_utf8_lossy(target).into_owned(),
+        version,
+    ))
+}
+
+enum Dechunked {
+    /// The whole chunked body (up to and including the last chunk and trailers) is in the buffer.
+    Done { body: Vec<u8>, len: usize },
+    /// The prefix limit was reached before the end.
+    Prefix { body: Vec<u8> },
+    /// Need more bytes.
+    NeedMore,
+}
+
+fn dechunk(buf: &[u8], max_body: usize) -> Result<Dechunked, ParseError> {
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        if body.len() >= max_body {
+            body.truncate(max_body);
+            return Ok(Dechunked::Prefix { body });
+        }
+        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+            if buf.len() - pos > 1024 {
+                return Err(ParseError::BadChunk);
+            }
+            return Ok(Dechunked::NeedMore);
+        };
+        let size_line = trim_cr(&buf[pos..pos + nl]);
+        let size_hex = match memchr::memchr(b';', size_line) {
+            Some(i) => &size_line[..i],
+            None => size_line,
+        };
+        let size_hex = trim_ows(size_hex);
+        if size_hex.is_empty() || size_hex.len() > 15 || !size_hex.iter().all(u8::is_ascii_hexdigit)
+        {
+            return Err(ParseError::BadChunk);
+        }
+        let size = size_hex.iter().fold(0usize, |acc, &b| {
+            acc * 16 + (b as char).to_digit(16).unwrap_or(0) as usize
+        });
+        pos += nl + 1;
+        if size == 0 {
+            // Trailers up to an empty line.
+            loop {
+                let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
+                    return Ok(Dechunked::NeedMore);
+                };
+                let line = trim_cr(&buf[pos..pos + nl]);
+                pos += nl + 1;
+                if line.is_empty() {
+                    return Ok(Dechunked::Done { body, len: pos });
+                }
+            }
+        }
+        let avail = buf.len() - pos;
+        let room = max_body - body.len();
+        if avail < size {
+            if avail >= room {
+                body.extend_from_slice(&buf[pos..pos + room]);
+                return Ok(Dechunked::Prefix { body });
+            }
+            return Ok(Dechunked::NeedMore);
+        }
+        body.extend_from_slice(&buf[pos..pos + size.min(room)]);
+        pos += size;
+        // CRLF after the chunk data.
+        match buf.get(pos) {
+            None => return Ok(Dechunked::NeedMore),
+            Some(b'\r') => match buf.get(pos + 1) {
+                None => return Ok(Dechunked::NeedMore),
+                Some(b'\n') => pos += 2,
+                Some(_) => return Err(ParseError::BadChunk),
+            },
+            Some(b'\n') => pos += 1,
+            Some(_) => return Err(ParseError::BadChunk),
+        }
+    }
+}
+
+/// Offset of the first thing in `buf` that looks like the start of an HTTP request line, for
+/// resync: a known method, a space, and a target; when the line is complete it must end with an
+/// HTTP/1.x version.
+pub fn find_request_start(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let rel = buf[pos..].iter().position(|&b| {
+            matches!(
+                b,
+                b'G' | b'P' | b'H' | b'D' | b'O' | b'C' | b'T' | b'M' | b'L' | b'U' | b'S'
+            )
+        })?;
+        let at = pos + rel;
+        if looks_like_request_line(&buf[at..]) {
+            return Some(at);
+        }
+        pos = at + 1;
+    }
+    None
+}
+
+fn looks_like_request_line(buf: &[u8]) -> bool {
+    let Some(method) = KNOWN_METHODS.iter().find(|m| buf.starts_with(m)) else {
+        // The buffer may end inside a method name.
+        return !buf.is_empty()
+            && KNOWN_METHODS
+                .iter()
+                .any(|m| m.len() > buf.len() && m.starts_with(buf));
+    };
+    let rest = &buf[method.len()..];
+    match rest.first() {
+        None => return true,
+        Some(b' ') => {}
+        Some(_) => return false,
+    }
+    let rest = &rest[1..];
+    match rest.first() {
+        None => return true,
+        Some(b'/' | b'*' | b'h' | b'H') => {}
+        Some(b) if b.is_ascii_alphanumeric() && *method == b"CONNECT" => {}
+        Some(_) => return false,
+    }
+    let line = match memchr::memchr(b'\n', rest) {
+        Some(i) => trim_cr(&rest[..i]),
+        None => {
+            // Incomplete line: plausible if it has no control bytes so far.
+            return !rest.iter().any(|&b| b < 0x20 && b != b'\t');
+        }
+    };
+    line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! Detection quality on a labelled corpus.
+//!
+//! Runs every request of `requests.jsonl` (the dev corpus, see /work/shared/corpus/README.md)
+//! through the HTTP parser and the built-in detector, prints the detection rate per attack
+//! category and the false positives per benign kind, and writes
+//! `bench/results/detector_corpus.json`.
+//!
+//! ```text
+//! cargo run --release -p palisade-sensor --example eval_corpus -- [--corpus DIR] [--out FILE]
+//!     [--misses N] [--fps N] [--min-severity low|medium|high|critical]
+//! ```
+//! The corpus directory defaults to `$PALISADE_CORPUS`, then `../shared/corpus` relative to the
+//! workspace root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use palisade_sensor::detect::Detector;
+use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
+use palisade_wire::Severity;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+struct Line {
+    id: String,
+    class: String,
+    category: String,
+    method: String,
+    uri: String,
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    placement: String,
+}
+
+#[derive(Default)]
+struct Tally {
+    total: u64,
+    hit: u64,
+    examples: Vec<String>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut corpus: Option<PathBuf> = std::env::var_os("PALISADE_CORPUS").map(PathBuf::from);
+    let mut out = workspace_root().join("bench/results/detector_corpus.json");
+    let mut show_misses = 0usize;
+    let mut show_fps = 0usize;
+    let mut min_severity = Severity::Low;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--corpus" => corpus = Some(PathBuf::from(val()?)),
+            "--out" => out = PathBuf::from(val()?),
+            "--misses" => show_misses = val()?.parse()?,
+            "--fps" => show_fps = val()?.parse()?,
+            "--min-severity" => min_severity = val()?.parse()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let corpus = corpus.unwrap_or_else(|| workspace_root().join("../shared/corpus"));
+    let file = corpus.join("requests.jsonl");
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading {} (set PALISADE_CORPUS)", file.display()))?;
+
+    let detector = Detector::builtin()?;
+    let limits = ParseLimits::default();
+    let mut attacks: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut benign: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut rule_hits: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut parse_errors = 0u64;
+    let mut bytes = 0u64;
+    let mut inspect_time = std::time::Duration::ZERO;
+
+    for (n, line) in text.lines().enumerate() {
+        let rec: Line = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: bad JSON", file.display(), n + 1))?;
+        let mut raw = format!("{} {} HTTP/1.1\r\n", rec.method, rec.uri).into_bytes();
+        for (k, v) in &rec.headers {
+            raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+        }
+        if !rec.body.is_empty()
+            && !rec
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-length"))
+        {
+            raw.extend_from_slice(format!("Content-Length: {}\r\n", rec.body.len()).as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(rec.body.as_bytes());
+        bytes += raw.len() as u64;
+
+        let start = Instant::now();
+        let detections = match parse_request(&raw, &limits) {
+            Parsed::Complete { request, .. } => detector.inspect(&request),
+            Parsed::Partial | Parsed::Invalid(_) => {
+                parse_errors += 1;
+                Vec::new()
+            }
+        };
+        inspect_time += start.elapsed();
+        let detections: Vec<_> = detections
+            .into_iter()
+            .filter(|d| d.severity >= min_severity)
+            .collect();
+        let is_attack = rec.class == "attack";
+        let hit = !detections.is_empty();
+        for d in &detections {
+            let e = rule_hits.entry(d.rule_id.clone()).or_default();
+            if is_attack {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        let (bucket, key) = if is_attack {
+            (&mut attacks, rec.category.clone())
+        } else {
+            (&mut benign, rec.placement.clone())
+        };
+        let t = bucket.entry(key).or_default();
+        t.total += 1;
+        if hit {
+            t.hit += 1;
+        }
+        if is_attack && !hit && t.examples.len() < show_misses {
+            t.examples.push(format!(
+                "{} {} {}",
+                rec.id,
+                rec.placement,
+                line_excerpt(&rec)
+            ));
+        }
+        if !is_attack && hit && t.examples.len() < show_fps {
+            let d = &detections[0];
+            t.examples.push(format!(
+                "{} {} {} {:?} | {}",
+                rec.id,
+                d.rule_id,
+                d.location,
+                d.evidence,
+                line_excerpt(&rec)
+            ));
+        }
+    }
+
+    let (a_total, a_hit) = attacks
+        .values()
+        .fold((0, 0), |(t, h), x| (t + x.total, h + x.hit));
+    let (b_total, b_fp) = benign
+        .values()
+        .fold((0, 0), |(t, h), x| (t + x.total, h + x.hit));
+    let requests = a_total + b_total;
+
+    println!("attack category          detected / total   TPR");
+    for (cat, t) in &attacks {
+        println!(
+            "  {cat:<22} {:>8} / {:<8} {:6.2}%",
+            t.hit,
+            t.total,
+            pct(t.hit, t.total)
+        );
+        for e in &t.examples {
+            println!("      miss: {e}");
+        }
+    }
+    println!(
+        "  {:<22} {:>8} / {:<8} {:6.2}%",
+        "ALL",
+        a_hit,
+        a_total,
+        pct(a_hit, a_total)
+    );
+    println!("benign kind              false pos / total  FPR");
+    for (kind, t) in &benign {
+        println!(
+            "  {kind:<22} {:>8} / {:<8} {:6.2}%",
+            t.hit,
+            t.total,
+            pct(t.hit, t.total)
+        );
+        for e in &t.examples {
+            println!("      fp: {e}");
+        }
+    }
+    println!(
+        "  {:<22} {:>8} / {:<8} {:6.3}%",
+        "ALL",
+        b_fp,
+        b_total,
+        pct(b_fp, b_total)
+    );
+    let secs = inspect_time.as_secs_f64();
+    println!(
+        "parse errors: {parse_errors}; parse+inspect of {requests} requests ({bytes} bytes) took {secs:.3}s: {:.0} req/s, {:.1} MB/s (single thread, unwarmed)",
+        requests as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+
+    let report = json!({
+        "corpus": file.display().to_string(),
+        "rules": detector.rule_count(),
+        "min_severity": min_severity.as_str(),
+        "requests": requests,
+        "parse_errors": parse_errors,
+        "attacks": {
+            "total": a_total,
+            "detected": a_hit,
+            "tpr": ratio(a_hit, a_total),
+            "per_category": attacks.iter().map(|(k, t)| (k.clone(), json!({
+                "total": t.total, "detected": t.hit, "tpr": ratio(t.hit, t.total)
+            }))).collect::<serde_json::Map<_, _>>(),
+        },
+        "benign": {
+            "total": b_total,
+            "false_positives": b_fp,
+            "fpr": ratio(b_fp, b_total),
+            "per_kind": benign.iter().map(|(k, t)| (k.clone(), json!({
+                "total": t.total, "false_positives": t.hit, "fpr": ratio(t.hit, t.total)
+            }))).collect::<serde_json::Map<_, _>>(),
+        },
+        "rule_hits": rule_hits.iter().map(|(k, (a, b))| (k.clone(), json!({
+            "attack": a, "benign": b
+        }))).collect::<serde_json::Map<_, _>>(),
+        "throughput_unwarmed": {
+            "requests_per_s": requests as f64 / secs,
+            "mb_per_s": bytes as f64 / secs / 1e6,
+        },
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn line_excerpt(rec: &Line) -> String {
+    let mut s = format!("{} {}", rec.method, rec.uri);
+    if rec.placement == "user_agent" || rec.placement.starts_with("header") {
+        for (k, v) in &rec.headers {
+            if !matches!(
+                k.as_str(),
+                "Host" | "Accept" | "Content-Type" | "Content-Length"
+            ) {
+                s.push_str(&format!(" [{k}: {v}]"));
+            }
+        }
+    }
+    if rec.placement == "cookie"
+        && let Some(c) = rec.headers.get("Cookie")
+    {
+        s.push_str(&format!(" [Cookie: {c}]"));
+    }
+    if !rec.body.is_empty() {
+        s.push_str(" body=");
+        s.push_str(&rec.body);
+    }
+    s.chars().take(300).collect()
+}
+
+fn pct(a: u64, b: u64) -> f64 {
+    100.0 * ratio(a, b)
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}

@@ -1,0 +1,393 @@
+//! Splitting a request into named fields: query/form pairs, JSON strings, multipart parts.
+//!
+//! Everything here borrows from the request and tolerates truncated input (a body prefix may end
+//! in the middle of a JSON string or a multipart part): it extracts what is there.
+
+use std::borrow::Cow;
+
+/// How a body prefix is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body.
+    Empty,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// JSON (`application/json`, `*+json`).
+    Json,
+    /// XML (`*/xml`, `*+xml`).
+    Xml,
+    /// `multipart/form-data`.
+    Multipart,
+    /// Anything else (text, binary, unknown).
+    Other,
+}
+
+/// A classified body prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Body<'a> {
+    /// The encoding.
+    pub kind: BodyKind,
+    /// The raw prefix.
+    pub bytes: &'a [u8],
+    boundary: Option<&'a str>,
+}
+
+impl<'a> Body<'a> {
+    /// Classify `bytes` by `content_type`; without one, sniff the first byte.
+    pub fn classify(content_type: Option<&'a str>, bytes: &'a [u8]) -> Body<'a> {
+        let mut body = Body {
+            kind: BodyKind::Other,
+            bytes,
+            boundary: None,
+        };
+        if bytes.is_empty() {
+            body.kind = BodyKind::Empty;
+            return body;
+        }
+        let ct = content_type.unwrap_or("");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        body.kind = if essence == "application/x-www-form-urlencoded" {
+            BodyKind::Form
+        } else if essence.ends_with("/json") || essence.ends_with("+json") {
+            BodyKind::Json
+        } else if essence.ends_with("/xml") || essence.ends_with("+xml") {
+            BodyKind::Xml
+        } else if essence.starts_with("multipart/") {
+            body.boundary = boundary(ct);
+            if body.boundary.is_some() {
+                BodyKind::Multipart
+            } else {
+                BodyKind::Other
+            }
+        } else {
+            sniff(bytes)
+        };
+        body
+    }
+
+    /// Call `f(name, value, form_encoded)` for every field of the body. Form bodies give their
+    /// pairs (raw, `form_encoded` = true), JSON every string (keys with name `""`, values named
+    /// by their key, escapes decoded), multipart every part (and its file name), XML and other
+    /// bodies one field with an empty name holding the whole prefix.
+    pub fn for_each_field(&self, mut f: impl FnMut(&str, &[u8], bool)) {
+        self.fields_dyn(&mut f);
+    }
+
+    fn fields_dyn(&self, f: &mut dyn FnMut(&str, &[u8], bool)) {
+        match self.kind {
+            BodyKind::Empty => {}
+            BodyKind::Form => {
+                for (name, value) in form_pairs(self.bytes) {
+                    f(&String::from_utf8_lossy(name), value, true);
+                }
+            }
+            BodyKind::Json => json_strings(self.bytes, |key, value| match key {
+                None => f("", value, false),
+                Some(k) => f(k, value, false),
+            }),
+            BodyKind::Multipart => {
+                let boundary = self.boundary.unwrap_or("");
+                multipart_parts(self.bytes, boundary, |name, filename, content| {
+                    if let Some(fname) = filename {
+                        f(name, fname.as_bytes(), false);
+                    }
+                    let inner = Body::classify(None, content);
+                    match inner.kind {
+                        BodyKind::Json | BodyKind::Form => {
+                            inner.fields_dyn(&mut |_, v, enc| f(name, v, enc))
+                        }
+                        _ => f(name, content, false),
+                    }
+                });
+            }
+            BodyKind::Xml | BodyKind::Other => f("", self.bytes, false),
+        }
+    }
+}
+
+fn sniff(bytes: &[u8]) -> BodyKind {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{') | Some(b'[') => BodyKind::Json,
+        Some(b'<') => BodyKind::Xml,
+        _ => {
+            // name=value&... with printable bytes only.
+            let looks_form = memchr::memchr(b'=', bytes).is_some()
+                && bytes.iter().all(|&b| b > 0x20 && b < 0x7f);
+            if looks_form {
+                BodyKind::Form
+            } else {
+                BodyKind::Other
+            }
+        }
+    }
+}
+
+fn boundary(ct: &str) -> Option<&str> {
+    for param in ct.split(';').skip(1) {
+        let param = param.trim();
+        let Some((k, v)) = param.split_once('=') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("boundary") {
+            let v = v.trim().trim_matches('"');
+            if !v.is_empty() && v.len() <= 200 {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// Split `name=value&name=value` (also `;` separated) into raw pairs. A piece without `=` is a
+/// value with an empty name.
+pub fn form_pairs(s: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    s.split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match memchr::memchr(b'=', p) {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (&b""[..], p),
+        })
+}
+
+/// Call `f(key, string)` for every JSON string in `buf`: object keys with `key` = None, other
+/// strings with the latest key. Escapes are decoded. Tolerates truncated and invalid JSON.
+pub(crate) fn json_strings(buf: &[u8], mut f: impl FnMut(Option<&str>, &[u8])) {
+    let mut key: Cow<'_, str> = Cow::Borrowed("");
+    let mut pos = 0;
+    while let Some(rel) = memchr::memchr(b'"', &buf[pos..]) {
+        let start = pos + rel + 1;
+        let (s, end) = json_string(buf, start);
+        pos = end;
+        let mut after = end;
+        while after < buf.len() && buf[after].is_ascii_whitespace() {
+            after += 1;
+        }
+        if buf.get(after) == Some(&b':') {
+            f(None, &s);
+            key = Cow::Owned(String::from_utf8_lossy(&s).into_owned());
+        } else {
+            f(Some(&key), &s);
+        }
+    }
+}
+
+/// Decode the JSON string starting after its opening quote at `start`; returns the content and
+/// the offset after the closing quote (or the end of the buffer).
+fn json_string(buf: &[u8], start: usize) -> (Cow<'_, [u8]>, usize) {
+    let mut i = start;
+    // Fast path: no escapes.
+    while i < buf.len() {
+        match buf[i] {
+            b'"' => return (Cow::Borrowed(&buf[start..i]), i + 1),
+            b'\\' => break,
+            _ => i += 1,
+        }
+    }
+    if i >= buf.len() {
+        return (Cow::Borrowed(&buf[start..]), buf.len());
+    }
+    let mut out = buf[start..i].to_vec();
+    while i < buf.len() {
+        match buf[i] {
+            b'"' => return (Cow::Owned(out), i + 1),
+            b'\\' => {
+                let Some(&e) = buf.get(i + 1) else {
+                    out.push(b'\\');
+                    return (Cow::Owned(out), buf.len());
+                };
+                i += 2;
+                match e {
+                    b'n' => out.push(b'\n'),
+                    b't' => out.push(b'\t'),
+                    b'r' => out.push(b'\r'),
+                    b'b' => out.push(0x08),
+                    b'f' => out.push(0x0c),
+                    b'u' => {
+                        let cp = buf.get(i..i + 4).and_then(hex4);
+                        match cp {
+                            Some(mut cp) => {
+                                i += 4;
+                                if (0xD800..0xDC00).contains(&cp)
+                                    && buf.get(i) == Some(&b'\\')
+                                    && buf.get(i + 1) == Some(&b'u')
+                                    && let Some(lo) = buf.get(i + 2..i + 6).and_then(hex4)
+                                    && (0xDC00..0xE000).contains(&lo)
+                                {
+                                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                                    i += 6;
+                                }
+                                let c = char::from_u32(cp).unwrap_or('\u{FFFD}');
+                                let mut tmp = [0u8; 4];
+                                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                            }
+                            None => out.extend_from_slice(b"\\u"),
+                        }
+                    }
+                    other => out.push(other),
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    (Cow::Owned(out), buf.len())
+}
+
+pub(crate) fn hex4(h: &[u8]) -> Option<u32> {
+    if h.len() != 4 {
+        return None;
+    }
+    h.iter().try_fold(0u32, |acc, &b| {
+        (b as char).to_digit(16).map(|d| acc * 16 + d)
+    })
+}
+
+/// Call `f(name, filename, content)` for every part of a multipart body.
+fn multipart_parts(buf: &[u8], boundary: &str, mut f: impl FnMut(&str, Option<&str>, &[u8])) {
+    let delim = format!("--{boundary}");
+    let finder = memchr::memmem::Finder::new(delim.as_bytes());
+    let mut starts: Vec<usize> = finder.find_iter(buf).collect();
+    starts.push(buf.len());
+    for w in starts.windows(2) {
+        let part = &buf[w[0] + delim.len()..w[1]];
+        if part.starts_with(b"--") {
+            break;
+        }
+        let part = part
+            .strip_prefix(b"\r\n")
+            .or(part.strip_prefix(b"\n"))
+            .unwrap_or(part);
+        let (head, content) = match memchr::memmem::find(part, b"\r\n\r\n") {
+            Some(i) => (&part[..i], &part[i + 4..]),
+            None => match memchr::memmem::find(part, b"\n\n") {
+                Some(i) => (&part[..i], &part[i + 2..]),
+                None => (part, &b""[..]),
+            },
+        };
+        let content = content
+            .strip_suffix(b"\r\n")
+            .or(content.strip_suffix(b"\n"))
+            .unwrap_or(content);
+        let head = String::from_utf8_lossy(head);
+        let mut name = String::new();
+        let mut filename = None;
+        for line in head.lines() {
+            let Some((hname, hval)) = line.split_once(':') else {
+                continue;
+            };
+            if !hname.trim().eq_ignore_ascii_case("content-disposition") {
+                continue;
+            }
+            for param in hval.split(';').skip(1) {
+                if let Some((k, v)) = param.split_once('=') {
+                    let v = v.trim().trim_matches('"');
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "name" => name = v.to_owned(),
+                        "filename" => filename = Some(v.to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        f(&name, filename.as_deref(), content);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(ct: Option<&str>, body: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        Body::classify(ct, body).for_each_field(|n, v, _| {
+            out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned()))
+        });
+        out
+    }
+
+    #[test]
+    fn form_pairs_split() {
+        let f = fields(
+            Some("application/x-www-form-urlencoded"),
+            b"a=1&b=x%20y&flag",
+        );
+        assert_eq!(
+            f,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x%20y".into()),
+                ("".into(), "flag".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn json_strings_with_keys_and_escapes() {
+        let f = fields(
+            Some("application/json"),
+            br#"{"user":"O\u0027Brien","tags":["a\"b"],"n":1,"x":{"y":"z"}}"#,
+        );
+        assert_eq!(
+            f,
+            vec![
+                ("".into(), "user".into()),
+                ("user".into(), "O'Brien".into()),
+                ("".into(), "tags".into()),
+                ("tags".into(), "a\"b".into()),
+                ("".into(), "n".into()),
+                ("".into(), "x".into()),
+                ("".into(), "y".into()),
+                ("y".into(), "z".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_truncated_keeps_prefix() {
+        let f = fields(None, br#"{"q":"1' union sel"#);
+        assert_eq!(f.last(), Some(&("q".to_owned(), "1' union sel".to_owned())));
+    }
+
+    #[test]
+    fn json_surrogate_pair() {
+        let f = fields(None, br#"["\ud83d\ude00"]"#);
+        assert_eq!(f, vec![("".into(), "\u{1F600}".into())]);
+    }
+
+    #[test]
+    fn multipart_parts_and_filenames() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"up\"; filename=\"shell.php\"\r\nContent-Type: application/octet-stream\r\n\r\n<?php system($_GET[1]); ?>\r\n--XyZ--\r\n";
+        let f = fields(Some("multipart/form-data; boundary=XyZ"), body);
+        assert_eq!(
+            f,
+            vec![
+                ("title".into(), "hello".into()),
+                ("up".into(), "shell.php".into()),
+                ("up".into(), "<?php system($_GET[1]); ?>".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn multipart_without_boundary_is_other() {
+        let b = Body::classify(Some("multipart/form-data"), b"abc");
+        assert_eq!(b.kind, BodyKind::Other);
+    }
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(Body::classify(None, b" {\"a\":1}").kind, BodyKind::Json);
+        assert_eq!(Body::classify(None, b"<?xml ?>").kind, BodyKind::Xml);
+        assert_eq!(Body::classify(None, b"a=1&b=2").kind, BodyKind::Form);
+        assert_eq!(Body::classify(None, b"hello world").kind, BodyKind::Other);
+        assert_eq!(Body::classify(None, b"").kind, BodyKind::Empty);
+    }
+}
