@@ -1,0 +1,342 @@
+//! The eBPF capture: load the TC ingress program, configure its maps, attach it to the
+//! interfaces, and read captured segments from the ring buffer into reassembly.
+//!
+//! Reading follows the low-overhead recipe measured on this machine kind (DESIGN.md): the
+//! kernel submits without waking the reader (`BPF_RB_NO_WAKEUP`) unless more than
+//! `wakeup_bytes` wait, and the reader drains the ring every `poll_ms` anyway.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::{SchedClassifier, TcAttachType, tc};
+use aya::{Ebpf, EbpfLoader};
+use chrono::Utc;
+use palisade_sensor_common::{
+    CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS, COUNTER_RING_FULL,
+    FLAG_FIN, FLAG_IPV6, FLAG_RST, SegmentHeader,
+};
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, instrument, warn};
+
+use crate::Error;
+use crate::config::EbpfConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::{Origin, Pipeline};
+use crate::reassembly::{FlowKey, Reassembler, Segment};
+
+/// The compiled kernel object, built by `build.rs`.
+#[cfg(not(palisade_no_ebpf))]
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/palisade-sensor-ebpf"));
+#[cfg(palisade_no_ebpf)]
+static EBPF_OBJECT: &[u8] = &[];
+
+const PROGRAM: &str = "palisade_ingress";
+const PERMISSION_HINT: &str = " (hint: loading and attaching eBPF needs root, or the capabilities CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; or use --source log)";
+
+/// Loaded and attached programs. Dropping it detaches them.
+pub struct Capture {
+    _ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    ifnames: HashMap<u32, String>,
+    attached: Vec<String>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+fn missing(what: &str) -> Error {
+    Error::Ebpf {
+        message: format!("{what} missing from the eBPF object (build mismatch)"),
+        hint: "",
+    }
+}
+
+fn ebpf_err(message: impl Into<String>, err: &dyn std::error::Error) -> Error {
+    // The whole chain: aya's errors keep the OS error (EPERM, ...) as their source.
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let denied =
+        !root || text.contains("Operation not permitted") || text.contains("Permission denied");
+    Error::Ebpf {
+        message: format!("{}: {text}", message.into()),
+        hint: if denied { PERMISSION_HINT } else { "" },
+    }
+}
+
+impl Capture {
+    /// Load the programs, write the configuration maps and attach to every interface.
+    #[instrument(skip(config), fields(interfaces = ?config.interfaces, ports = ?config.ports))]
+    pub fn attach(config: &EbpfConfig) -> Result<Capture, Error> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(Error::Ebpf {
+                message: "this binary was built with AYA_BUILD_SKIP: no eBPF programs inside"
+                    .into(),
+                hint: " (hint: rebuild without AYA_BUILD_SKIP, or use --source log)",
+            });
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| ebpf_err("loading the eBPF object", &e))?;
+
+        let mut ports: Array<_, u8> = ebpf
+            .map_mut("PORTS")
+            .ok_or_else(|| missing("map PORTS"))?
+            .try_into()
+            .map_err(|e| ebpf_err("map PORTS", &e))?;
+        for port in &config.ports {
+            ports
+                .set(u32::from(*port), 1u8, 0)
+                .map_err(|e| ebpf_err(format!("watching port {port}"), &e))?;
+        }
+        let mut settings: Array<_, u32> = ebpf
+            .map_mut("CONFIG")
+            .ok_or_else(|| missing("map CONFIG"))?
+            .try_into()
+            .map_err(|e| ebpf_err("map CONFIG", &e))?;
+        settings
+            .set(CONFIG_CAPTURE_BYTES, config.capture_bytes, 0)
+            .map_err(|e| ebpf_err("setting capture_bytes", &e))?;
+        settings
+            .set(CONFIG_WAKEUP_BYTES, config.wakeup_bytes, 0)
+            .map_err(|e| ebpf_err("setting wakeup_bytes", &e))?;
+
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| missing(PROGRAM))?
+            .try_into()
+            .map_err(|e| ebpf_err("program type", &e))?;
+        program
+            .load()
+            .map_err(|e| ebpf_err("loading the classifier (verifier)", &e))?;
+        let mut ifnames = HashMap::new();
+        let mut attached = Vec::new();
+        for iface in &config.interfaces {
+            // Kernels >= 6.6 attach through TCX and need no qdisc; older ones need clsact.
+            // It may already exist: that error is expected and harmless.
+            if let Err(err) = tc::qdisc_add_clsact(iface) {
+                debug!(interface = %iface, cause = %err, "clsact qdisc not added (may exist)");
+            }
+            program
+                .attach(iface, TcAttachType::Ingress)
+                .map_err(|e| ebpf_err(format!("attaching to {iface} ingress"), &e))?;
+            let index = ifindex(iface).unwrap_or(0);
+            ifnames.insert(index, iface.clone());
+            attached.push(iface.clone());
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| missing("map EVENTS"))?,
+        )
+        .map_err(|e| ebpf_err("map EVENTS", &e))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or_else(|| missing("map COUNTERS"))?,
+        )
+        .map_err(|e| ebpf_err("map COUNTERS", &e))?;
+        Ok(Capture {
+            _ebpf: ebpf,
+            ring,
+            counters,
+            ifnames,
+            attached,
+        })
+    }
+
+    /// Interfaces the program is attached to.
+    pub fn interfaces(&self) -> &[String] {
+        &self.attached
+    }
+
+    /// Kernel counters summed over CPUs: (ring-buffer-full drops, captured, header errors).
+    pub fn kernel_counters(&self) -> (u64, u64, u64) {
+        let sum = |slot| {
+            self.counters
+                .get(&slot, 0)
+                .map(|v| v.iter().copied().sum::<u64>())
+                .unwrap_or(0)
+        };
+        (
+            sum(COUNTER_RING_FULL),
+            sum(COUNTER_CAPTURED),
+            sum(COUNTER_ERRORS),
+        )
+    }
+
+    /// Read segments until `shutdown` resolves, feeding `reassembler` and `pipeline`.
+    pub async fn run(
+        self,
+        mut reassembler: Reassembler,
+        pipeline: Arc<Pipeline>,
+        metrics: Arc<Metrics>,
+        poll: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let Capture {
+            _ebpf,
+            ring,
+            counters,
+            ifnames,
+            attached,
+        } = self;
+        // SAFETY: the ring buffer map owns its fd and keeps it open, unchanged, for as long as
+        // the AsyncFd owns the map.
+        let mut fd =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| ebpf_err("ring buffer fd", &e))?;
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        tokio::pin!(shutdown);
+        let counters_of = |counters: &PerCpuArray<MapData, u64>, slot: u32| {
+            counters
+                .get(&slot, 0)
+                .map(|v| v.iter().copied().sum::<u64>())
+                .unwrap_or(0)
+        };
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                guard = fd.readable_mut() => {
+                    match guard {
+                        Ok(mut g) => {
+                            drain(g.get_inner_mut(), &mut reassembler, &pipeline, &metrics, &ifnames);
+                            g.clear_ready();
+                        }
+                        Err(err) => {
+                            warn!(cause = %err, "ring buffer poll failed");
+                            tokio::time::sleep(poll).await;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    drain(fd.get_mut(), &mut reassembler, &pipeline, &metrics, &ifnames);
+                }
+                _ = housekeeping.tick() => {
+                    reassembler.expire(monotonic_ns());
+                    let stats = reassembler.stats();
+                    metrics.flows.store(reassembler.flow_count() as u64, Ordering::Relaxed);
+                    metrics.reassembly_bytes.store(reassembler.buffered_bytes() as u64, Ordering::Relaxed);
+                    metrics.flows_evicted.store(stats.evicted, Ordering::Relaxed);
+                    metrics.ring_drops.store(counters_of(&counters, COUNTER_RING_FULL), Ordering::Relaxed);
+                    metrics.kernel_errors.store(counters_of(&counters, COUNTER_ERRORS), Ordering::Relaxed);
+                    debug!(
+                        captured = counters_of(&counters, COUNTER_CAPTURED),
+                        flows = reassembler.flow_count(),
+                        gaps = stats.gaps,
+                        "capture stats"
+                    );
+                }
+            }
+        }
+        // Last drain so nothing already captured is lost.
+        drain(
+            fd.get_mut(),
+            &mut reassembler,
+            &pipeline,
+            &metrics,
+            &ifnames,
+        );
+        info!(interfaces = ?attached, "detaching");
+        Ok(())
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    // Same clock as bpf_ktime_get_ns (CLOCK_MONOTONIC).
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Decode one ring-buffer record into its header and captured payload.
+pub fn decode(record: &[u8]) -> Option<(SegmentHeader, &[u8])> {
+    let hl = std::mem::size_of::<SegmentHeader>();
+    if record.len() < hl {
+        return None;
+    }
+    // SAFETY: SegmentHeader is plain old data and `record` holds at least its size.
+    let header: SegmentHeader =
+        unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<SegmentHeader>()) };
+    let payload = &record[hl..];
+    let n = (header.captured as usize).min(payload.len());
+    Some((header, &payload[..n]))
+}
+
+fn addr(bytes: &[u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(*bytes)).to_canonical()
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    reassembler: &mut Reassembler,
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    ifnames: &HashMap<u32, String>,
+) {
+    let mut n = 0u64;
+    while let Some(item) = ring.next() {
+        n += 1;
+        let Some((h, payload)) = decode(&item) else {
+            continue;
+        };
+        let v6 = h.flags & FLAG_IPV6 != 0;
+        let key = FlowKey {
+            src: addr(&h.src_addr, v6),
+            src_port: h.src_port,
+            dst: addr(&h.dst_addr, v6),
+            dst_port: h.dst_port,
+        };
+        let seg = Segment {
+            seq: h.seq,
+            len: h.payload_len,
+            data: payload,
+            end: h.flags & (FLAG_FIN | FLAG_RST) != 0,
+            now_ns: h.timestamp_ns,
+        };
+        reassembler.push(key, seg, |key, request| {
+            // Built per request, not per segment: most segments complete no request.
+            let origin = Origin {
+                interface: ifnames.get(&h.ifindex).cloned(),
+                dst_port: Some(key.dst_port),
+            };
+            pipeline.handle(key.src, &request, &origin, Utc::now());
+        });
+    }
+    if n > 0 {
+        metrics.packets_captured.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,478 @@
+//! Sensor configuration: a TOML file (`--config`) whose values command-line flags and
+//! `PALISADE_*` environment variables override (see `main.rs`). `config/sensor.example.toml`
+//! documents every field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Where requests come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// TC ingress eBPF capture on network interfaces (needs root or CAP_BPF + CAP_NET_ADMIN +
+    /// CAP_PERFMON).
+    #[default]
+    Ebpf,
+    /// Access-log files (for places without eBPF, such as Fargate, and for TLS-terminating
+    /// servers).
+    Log,
+}
+
+impl std::str::FromStr for Source {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ebpf" => Ok(Source::Ebpf),
+            "log" => Ok(Source::Log),
+            other => Err(Error::Config(format!(
+                "unknown source `{other}` (expected ebpf or log)"
+            ))),
+        }
+    }
+}
+
+/// The whole sensor configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This sensor's id: one NATS subject token (`[A-Za-z0-9_-]{1,64}`). Defaults to the host
+    /// name (sanitized).
+    #[serde(default = "default_sensor_id")]
+    pub sensor_id: String,
+    /// Request source: `ebpf` or `log`.
+    #[serde(default)]
+    pub source: Source,
+    /// CIDRs of proxies / load balancers whose `X-Forwarded-For` / `Forwarded` headers are
+    /// believed. A header from any other peer is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Directory of YAML rule files; absent = the built-in rules.
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+    /// At most one report per client IP and rule within this many seconds.
+    #[serde(default = "default_report_window_secs")]
+    pub report_window_secs: u64,
+    /// Address of the Prometheus `/metrics` endpoint; absent = no endpoint.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// eBPF capture settings (`source = "ebpf"`).
+    #[serde(default)]
+    pub ebpf: EbpfConfig,
+    /// Access-log settings (`source = "log"`).
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Reassembly bounds (eBPF source).
+    #[serde(default)]
+    pub reassembly: ReassemblyConfig,
+    /// NATS connection and publishing.
+    #[serde(default)]
+    pub nats: NatsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sensor_id: default_sensor_id(),
+            source: Source::default(),
+            trusted_proxies: Vec::new(),
+            rules: None,
+            report_window_secs: default_report_window_secs(),
+            metrics_listen: None,
+            ebpf: EbpfConfig::default(),
+            log: LogConfig::default(),
+            reassembly: ReassemblyConfig::default(),
+            nats: NatsConfig::default(),
+        }
+    }
+}
+
+/// eBPF capture settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbpfConfig {
+    /// Interfaces to attach the TC ingress program to (e.g. `eth0`, or a veth of a pod).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Destination TCP ports carrying plain HTTP.
+    #[serde(default = "default_ports")]
+    pub ports: Vec<u16>,
+    /// Payload bytes copied per segment, 1 to 4096.
+    #[serde(default = "default_capture_bytes")]
+    pub capture_bytes: u32,
+    /// Ring-buffer size in bytes (a power of two multiple of the page size).
+    #[serde(default = "default_ring_bytes")]
+    pub ring_bytes: u32,
+    /// Unread bytes in the ring past which the kernel wakes the reader early.
+    #[serde(default = "default_wakeup_bytes")]
+    pub wakeup_bytes: u32,
+    /// How often the reader drains the ring without a wakeup, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        EbpfConfig {
+            interfaces: Vec::new(),
+            ports: default_ports(),
+            capture_bytes: default_capture_bytes(),
+            ring_bytes: default_ring_bytes(),
+            wakeup_bytes: default_wakeup_bytes(),
+            poll_ms: default_poll_ms(),
+        }
+    }
+}
+
+/// Access-log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// nginx `combined` (optionally followed by a quoted `$http_x_forwarded_for`).
+    #[default]
+    Nginx,
+    /// JSON lines, one object per request (envoy-style keys; see docs/sensor.md).
+    Json,
+    /// AWS Application Load Balancer access logs.
+    Alb,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nginx" | "combined" => Ok(LogFormat::Nginx),
+            "json" | "envoy" => Ok(LogFormat::Json),
+            "alb" => Ok(LogFormat::Alb),
+            other => Err(Error::Config(format!(
+                "unknown log format `{other}` (expected nginx, json or alb)"
+            ))),
+        }
+    }
+}
+
+/// Access-log source settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log files to follow.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Line format.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Read each file from its beginning instead of its end.
+    #[serde(default)]
+    pub from_start: bool,
+    /// Stop at the end of the files (one-shot mode) and print a summary.
+    #[serde(default)]
+    pub exit_at_eof: bool,
+    /// How often files are checked for new lines and rotation, in milliseconds.
+    #[serde(default = "default_log_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            files: Vec::new(),
+            format: LogFormat::default(),
+            from_start: false,
+            exit_at_eof: false,
+            poll_ms: default_log_poll_ms(),
+        }
+    }
+}
+
+/// Reassembly bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReassemblyConfig {
+    /// Most flows tracked at once; the least recently used is evicted past it.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+    /// Most buffered bytes per flow (request head being assembled + out-of-order segments).
+    #[serde(default = "default_max_flow_bytes")]
+    pub max_flow_bytes: usize,
+    /// Most buffered bytes over all flows; least recently used flows are evicted past it.
+    #[serde(default = "default_max_total_bytes")]
+    pub max_total_bytes: usize,
+    /// Out-of-order segments kept per flow while waiting for a missing one.
+    #[serde(default = "default_max_out_of_order")]
+    pub max_out_of_order: usize,
+    /// Flows idle for this many seconds are forgotten.
+    #[serde(default = "default_flow_idle_secs")]
+    pub flow_idle_secs: u64,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        ReassemblyConfig {
+            max_flows: default_max_flows(),
+            max_flow_bytes: default_max_flow_bytes(),
+            max_total_bytes: default_max_total_bytes(),
+            max_out_of_order: default_max_out_of_order(),
+            flow_idle_secs: default_flow_idle_secs(),
+        }
+    }
+}
+
+/// NATS connection (same options as the blocker) and publishing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated (`nats://host:4222`, `tls://host:4222`).
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+    /// User name (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password (with `user`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// NKey seed (`SU...`).
+    #[serde(default)]
+    pub nkey_seed: Option<String>,
+    /// Credentials file (JWT + NKey seed, `.creds`).
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS (with `tls_cert`).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Create the `PALISADE_REPORTS` stream if it does not exist (same settings as the blocker).
+    #[serde(default = "default_true")]
+    pub create_stream: bool,
+    /// Reports waiting for NATS (unreachable or slow) before new ones are dropped and counted.
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+    /// Publishes awaiting their JetStream ack at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Seconds to wait for a publish ack before retrying.
+    #[serde(default = "default_ack_timeout_secs")]
+    pub ack_timeout_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: default_nats_url(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            create_stream: true,
+            buffer: default_buffer(),
+            max_in_flight: default_max_in_flight(),
+            ack_timeout_secs: default_ack_timeout_secs(),
+        }
+    }
+}
+
+fn default_sensor_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "sensor".to_owned()
+    } else {
+        id
+    }
+}
+fn default_report_window_secs() -> u64 {
+    60
+}
+fn default_ports() -> Vec<u16> {
+    vec![80]
+}
+fn default_capture_bytes() -> u32 {
+    palisade_sensor_common::DEFAULT_CAPTURE
+}
+fn default_ring_bytes() -> u32 {
+    8 * 1024 * 1024
+}
+fn default_wakeup_bytes() -> u32 {
+    256 * 1024
+}
+fn default_poll_ms() -> u64 {
+    20
+}
+fn default_log_poll_ms() -> u64 {
+    250
+}
+fn default_max_flows() -> usize {
+    65_536
+}
+fn default_max_flow_bytes() -> usize {
+    32 * 1024
+}
+fn default_max_total_bytes() -> usize {
+    256 * 1024 * 1024
+}
+fn default_max_out_of_order() -> usize {
+    8
+}
+fn default_flow_idle_secs() -> u64 {
+    120
+}
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_buffer() -> usize {
+    10_000
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+fn default_ack_timeout_secs() -> u64 {
+    5
+}
+
+impl Config {
+    /// Read and check a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parse and check TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values that serde cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        palisade_wire::validate_sensor_id(&self.sensor_id)
+            .map_err(|e| Error::Config(format!("sensor_id: {e}")))?;
+        let cb = self.ebpf.capture_bytes as usize;
+        if cb == 0 || cb > palisade_sensor_common::MAX_CAPTURE {
+            return Err(Error::Config(format!(
+                "ebpf.capture_bytes must be 1 to {}, got {cb}",
+                palisade_sensor_common::MAX_CAPTURE
+            )));
+        }
+        if !self.ebpf.ring_bytes.is_power_of_two() || self.ebpf.ring_bytes < 4096 {
+            return Err(Error::Config(format!(
+                "ebpf.ring_bytes must be a power of two of at least 4096, got {}",
+                self.ebpf.ring_bytes
+            )));
+        }
+        if self.nats.buffer == 0 || self.nats.max_in_flight == 0 {
+            return Err(Error::Config(
+                "nats.buffer and nats.max_in_flight must be at least 1".to_owned(),
+            ));
+        }
+        if self.nats.tls_cert.is_some() != self.nats.tls_key.is_some() {
+            return Err(Error::Config(
+                "nats.tls_cert and nats.tls_key go together".to_owned(),
+            ));
+        }
+        if self.nats.user.is_some() != self.nats.password.is_some() {
+            return Err(Error::Config(
+                "nats.user and nats.password go together".to_owned(),
+            ));
+        }
+        match self.source {
+            Source::Ebpf if self.ebpf.interfaces.is_empty() => Err(Error::Config(
+                "source ebpf needs at least one interface (--interface)".to_owned(),
+            )),
+            Source::Ebpf if self.ebpf.ports.is_empty() => Err(Error::Config(
+                "source ebpf needs at least one port (--port)".to_owned(),
+            )),
+            Source::Log if self.log.files.is_empty() => Err(Error::Config(
+                "source log needs at least one file (--log-file)".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The report window as a duration.
+    pub fn report_window(&self) -> Duration {
+        Duration::from_secs(self.report_window_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sensor.example.toml");
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.source, Source::Ebpf);
+        assert_eq!(config.ebpf.interfaces, vec!["eth0".to_owned()]);
+        assert_eq!(config.ebpf.ports, vec![80, 8080]);
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.log.format, LogFormat::Nginx);
+    }
+
+    #[test]
+    fn shipped_deployment_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
+        for (file, source) in [
+            ("sensor.toml", Source::Ebpf),
+            ("fargate/sensor.toml", Source::Log),
+        ] {
+            let path = root.join(file);
+            let config = Config::from_file(&path).unwrap();
+            assert_eq!(config.source, source, "{file}");
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = Config::from_toml("source = \"log\"\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        let base = "sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"lo\"]\n";
+        assert!(Config::from_toml(base).is_ok());
+        assert!(Config::from_toml(&format!("{base}capture_bytes = 0\n")).is_err());
+        assert!(Config::from_toml(&format!("{base}capture_bytes = 9000\n")).is_err());
+        assert!(Config::from_toml(&format!("{base}ring_bytes = 5000\n")).is_err());
+        assert!(Config::from_toml("sensor_id = \"a.b\"\n[ebpf]\ninterfaces = [\"lo\"]\n").is_err());
+        assert!(Config::from_toml("source = \"log\"\n").is_err());
+        assert!(Config::from_toml("trusted_proxies = [\"nope\"]\n").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! `palisade-sensor`: flags and environment over the configuration file, then
+//! [`palisade_sensor::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use ipnet::IpNet;
+use palisade_sensor::config::{Config, LogFormat, Source};
+use palisade_sensor::metrics::Metrics;
+use tracing::error;
+
+/// Sees malicious HTTP requests (eBPF on network interfaces, or access logs) and reports them
+/// to NATS JetStream for the Palisade blocker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); flags and environment variables override it.
+    #[arg(long, env = "PALISADE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Request source: ebpf or log.
+    #[arg(long, env = "PALISADE_SOURCE")]
+    source: Option<Source>,
+    /// Interface to capture on (repeatable; env: comma separated).
+    #[arg(long = "interface", env = "PALISADE_INTERFACE", value_delimiter = ',')]
+    interfaces: Vec<String>,
+    /// Destination port carrying plain HTTP (repeatable; env: comma separated).
+    #[arg(long = "port", env = "PALISADE_PORT", value_delimiter = ',')]
+    ports: Vec<u16>,
+    /// Payload bytes captured per segment (1-4096).
+    #[arg(long, env = "PALISADE_CAPTURE_BYTES")]
+    capture_bytes: Option<u32>,
+    /// NATS server URL.
+    #[arg(long, env = "PALISADE_NATS_URL")]
+    nats_url: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, env = "PALISADE_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// This sensor's id (NATS subject token).
+    #[arg(long, env = "PALISADE_SENSOR_ID")]
+    sensor_id: Option<String>,
+    /// Trusted proxy CIDR whose X-Forwarded-For / Forwarded is believed (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "PALISADE_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpNet>,
+    /// Rules directory (default: the built-in rules).
+    #[arg(long, env = "PALISADE_RULES")]
+    rules: Option<PathBuf>,
+    /// Access-log file to follow (repeatable).
+    #[arg(long = "log-file", env = "PALISADE_LOG_FILE", value_delimiter = ',')]
+    log_files: Vec<PathBuf>,
+    /// Access-log format: nginx, json or alb.
+    #[arg(long, env = "PALISADE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Read log files from their start instead of their end.
+    #[arg(long, env = "PALISADE_LOG_FROM_START")]
+    log_from_start: bool,
+    /// Stop at the end of the log files and print a summary (one-shot).
+    #[arg(long, env = "PALISADE_EXIT_AT_EOF")]
+    exit_at_eof: bool,
+    /// Address for the Prometheus /metrics endpoint (e.g. 127.0.0.1:9101).
+    #[arg(long, env = "PALISADE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Seconds within which a client+rule is reported once.
+    #[arg(long, env = "PALISADE_REPORT_WINDOW_SECS")]
+    report_window_secs: Option<u64>,
+    /// Log as JSON lines.
+    #[arg(long, env = "PALISADE_LOG_JSON")]
+    log_json: bool,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.source {
+            c.source = v;
+        }
+        if !self.interfaces.is_empty() {
+            c.ebpf.interfaces = self.interfaces;
+        }
+        if !self.ports.is_empty() {
+            c.ebpf.ports = self.ports;
+        }
+        if let Some(v) = self.capture_bytes {
+            c.ebpf.capture_bytes = v;
+        }
+        if let Some(v) = self.nats_url {
+            c.nats.url = v;
+        }
+        if let Some(v) = self.nats_creds {
+            c.nats.creds_file = Some(v);
+        }
+        if let Some(v) = self.sensor_id {
+            c.sensor_id = v;
+        }
+        if !self.trusted_proxies.is_empty() {
+            c.trusted_proxies = self.trusted_proxies;
+        }
+        if let Some(v) = self.rules {
+            c.rules = Some(v);
+        }
+        if !self.log_files.is_empty() {
+            c.log.files = self.log_files;
+        }
+        if let Some(v) = self.log_format {
+            c.log.format = v;
+        }
+        c.log.from_start |= self.log_from_start;
+        c.log.exit_at_eof |= self.exit_at_eof;
+        if let Some(v) = self.metrics_listen {
+            c.metrics_listen = Some(v);
+        }
+        if let Some(v) = self.report_window_secs {
+            c.report_window_secs = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = cli.into_config().context("invalid configuration")?;
+    let one_shot = config.source == Source::Log && config.log.exit_at_eof;
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(err) => {
+                    error!(cause = %err, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let summary = palisade_sensor::run(config, metrics, shutdown)
+        .await
+        .context("sensor failed")?;
+    if one_shot {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! From a parsed request to published reports: detect, choose the client address, suppress
+//! repeats within the window, build and validate the wire report, hand it to the publisher.
+//!
+//! Every detection is reported whatever the address (private, documentation or allowlisted
+//! ranges included): guardrails are the blocker's job.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use palisade_wire::{Category, Context, Report, WIRE_VERSION};
+use tracing::{error, info};
+
+use crate::clientip::TrustedProxies;
+use crate::detect::{Detection, Detector};
+use crate::http::Request;
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+
+/// Most (client, rule) pairs remembered for suppression.
+const DEDUP_CAPACITY: u64 = 100_000;
+
+/// Where a request was seen (goes into the report's `context`).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Interface name (eBPF source).
+    pub interface: Option<String>,
+    /// Destination port (eBPF source).
+    pub dst_port: Option<u16>,
+}
+
+/// The shared detection-to-report stage.
+pub struct Pipeline {
+    detector: Detector,
+    trusted: TrustedProxies,
+    sensor_id: String,
+    node: Option<String>,
+    seen: Cache<(IpAddr, String), ()>,
+    metrics: Arc<Metrics>,
+    publisher: Option<Publisher>,
+    counter: AtomicU64,
+    started_ns: i64,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("sensor_id", &self.sensor_id)
+            .field("rules", &self.detector.rule_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline reporting as `sensor_id`; at most one report per client and rule per `window`.
+    /// Without a publisher, reports are only returned (tests, dry runs).
+    pub fn new(
+        detector: Detector,
+        trusted: TrustedProxies,
+        sensor_id: String,
+        window: Duration,
+        metrics: Arc<Metrics>,
+        publisher: Option<Publisher>,
+    ) -> Self {
+        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && s.len() <= palisade_wire::MAX_CONTEXT_FIELD_LEN);
+        let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        Pipeline {
+            detector,
+            trusted,
+            sensor_id,
+            node,
+            seen: Cache::builder()
+                .max_capacity(DEDUP_CAPACITY)
+                .time_to_live(window.max(Duration::from_millis(1)))
+                .build(),
+            metrics,
+            publisher,
+            counter: AtomicU64::new(0),
+            started_ns,
+        }
+    }
+
+    /// Number of rules loaded.
+    pub fn rule_count(&self) -> usize {
+        self.detector.rule_count()
+    }
+
+    /// Inspect one request from `peer`; returns the reports submitted for publishing.
+    pub fn handle(
+        &self,
+        peer: IpAddr,
+        request: &Request,
+        origin: &Origin,
+        observed_at: DateTime<Utc>,
+    ) -> Vec<Report> {
+        self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
+        let detections = self.detector.inspect(request);
+        if detections.is_empty() {
+            return Vec::new();
+        }
+        let client_ip = self.trusted.client_ip(
+            peer,
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        let mut out = Vec::new();
+        for detection in detections {
+            self.metrics.detection(&detection.rule_id);
+            let key = (client_ip, detection.rule_id.clone());
+            if self.seen.contains_key(&key) {
+                self.metrics
+                    .reports_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.seen.insert(key, ());
+            let report = match self
+                .report(client_ip, peer, &detection, origin, observed_at)
+                .and_then(|r| r.validate().map(|()| r))
+            {
+                Ok(r) => r,
+                Err(err) => {
+                    self.metrics.reports_invalid.fetch_add(1, Ordering::Relaxed);
+                    error!(cause = %err, rule = %detection.rule_id, "report breaks the wire contract; dropped");
+                    continue;
+                }
+            };
+            info!(
+                client_ip = %client_ip,
+                peer_ip = %peer,
+                rule = %detection.rule_id,
+                category = %detection.category,
+                severity = %detection.severity,
+                "detection"
+            );
+            if let Some(p) = &self.publisher {
+                p.submit(report.clone());
+            }
+            out.push(report);
+        }
+        out
+    }
+
+    fn report(
+        &self,
+        client_ip: IpAddr,
+        peer_ip: IpAddr,
+        d: &Detection,
+        origin: &Origin,
+        observed_at: DateTime<Utc>,
+    ) -> Result<Report, palisade_wire::WireError> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{:x}-{:x}", self.sensor_id, self.started_ns, n);
+        let context = Context {
+            node: self.node.clone(),
+            interface: origin.interface.clone(),
+            dst_port: origin.dst_port,
+            ..Default::default()
+        };
+        Ok(Report {
+            v: WIRE_VERSION,
+            id,
+            sensor: self.sensor_id.clone(),
+            observed_at,
+            client_ip,
+            peer_ip,
+            rule: d.rule_id.clone(),
+            category: Category::new(d.category.clone())?,
+            severity: d.severity,
+            mitre: d.mitre.clone(),
+            evidence: palisade_wire::truncate_evidence(&d.evidence).to_owned(),
+            context: Some(context),
+        })
+    }
+}

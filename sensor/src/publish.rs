@@ -1,0 +1,281 @@
+//! Publishing reports to NATS JetStream.
+//!
+//! Reports go through a bounded buffer to one worker task that publishes them on
+//! `palisade.reports.<sensor_id>` with the `Nats-Msg-Id` header set to the report id, awaiting
+//! each JetStream ack (at most `max_in_flight` at once). A failed or unacknowledged publish is
+//! retried with backoff; JetStream de-duplicates a report that was in fact stored. While NATS is
+//! unreachable, reports wait in the buffer; when it is full, new reports are dropped and counted
+//! (`buffer_drops`), never blocking the capture path.
+//!
+//! The sensor creates the `PALISADE_REPORTS` stream when it is missing (subjects
+//! `palisade.reports.>`, file storage, the same settings the blocker uses), so reports are kept
+//! even when the sensor starts first; an existing stream is used as it is.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{ConnectOptions, HeaderMap};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use palisade_wire::Report;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, instrument, warn};
+
+use crate::Error;
+use crate::config::NatsConfig;
+use crate::metrics::Metrics;
+
+/// Handle to submit reports. Cloneable; the worker stops after every handle is dropped and the
+/// buffer is drained.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<Report>,
+    metrics: Arc<Metrics>,
+}
+
+impl Publisher {
+    /// Queue a report. Never waits: when the buffer is full the report is dropped and counted.
+    pub fn submit(&self, report: Report) -> bool {
+        match self.tx.try_send(report) {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics.buffer_drops.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// Connection options from the configuration (auth and TLS as the blocker accepts them).
+pub async fn connect_options(config: &NatsConfig) -> Result<ConnectOptions, Error> {
+    let mut opts = match &config.creds_file {
+        Some(path) => ConnectOptions::with_credentials_file(path.clone())
+            .await
+            .map_err(|e| Error::Nats(format!("credentials file {}: {e}", path.display())))?,
+        None => ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        opts = opts.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        opts = opts.token(token.clone());
+    }
+    if let Some(seed) = &config.nkey_seed {
+        opts = opts.nkey(seed.clone());
+    }
+    if let Some(ca) = &config.tls_ca {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.require_tls {
+        opts = opts.require_tls(true);
+    }
+    Ok(opts
+        .name("palisade-sensor")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5)))
+}
+
+/// Start the publishing worker. Returns the submit handle and the worker's task, which ends
+/// once every [`Publisher`] is dropped and the buffer is drained (or `drain_timeout` passed).
+#[instrument(skip(config, metrics), fields(url = %config.url))]
+pub async fn start(
+    config: &NatsConfig,
+    metrics: Arc<Metrics>,
+    drain_timeout: Duration,
+) -> Result<(Publisher, JoinHandle<()>), Error> {
+    let opts = connect_options(config).await?;
+    let client = opts
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| Error::Nats(format!("connect to {}: {e}", config.url)))?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(config.ack_timeout_secs.max(1)))
+        .build(client);
+    let (tx, rx) = mpsc::channel(config.buffer);
+    let worker = Worker {
+        js,
+        rx,
+        metrics: metrics.clone(),
+        max_in_flight: config.max_in_flight,
+        create_stream: config.create_stream,
+        drain_timeout,
+    };
+    let handle = tokio::spawn(worker.run());
+    Ok((Publisher { tx, metrics }, handle))
+}
+
+/// The stream the sensor creates when missing.
+pub fn stream_config() -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: palisade_wire::STREAM_NAME.to_owned(),
+        subjects: vec![palisade_wire::SUBJECT_WILDCARD.to_owned()],
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+struct Worker {
+    js: jetstream::Context,
+    rx: mpsc::Receiver<Report>,
+    metrics: Arc<Metrics>,
+    max_in_flight: usize,
+    create_stream: bool,
+    drain_timeout: Duration,
+}
+
+type Attempt =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Report, Result<(), String>)> + Send>>;
+
+impl Worker {
+    async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        // Until the stream exists, reports wait in the channel. Shutdown (every handle
+        // dropped) bounds the wait by the drain timeout.
+        let mut stream_ready = !self.create_stream;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        while !stream_ready {
+            if self.rx.is_closed() && self.rx.is_empty() {
+                // Stopping with nothing to publish.
+                return;
+            }
+            if deadline.is_none() && self.rx.is_closed() {
+                deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+            }
+            if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                self.give_up(0);
+                return;
+            }
+            let wait = backoff.next();
+            tokio::select! {
+                result = self.js.get_or_create_stream(stream_config()) => match result {
+                    Ok(_) => stream_ready = true,
+                    Err(err) => {
+                        warn!(cause = %err, "cannot ensure the JetStream stream yet; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                },
+                _ = sleep_until(deadline) => {}
+            }
+        }
+        backoff.reset();
+        let mut in_flight: FuturesUnordered<Attempt> = FuturesUnordered::new();
+        let mut retry: VecDeque<Report> = VecDeque::new();
+        let mut closed = false;
+        let mut drain_deadline: Option<tokio::time::Instant> = deadline;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            if closed && in_flight.is_empty() && retry.is_empty() {
+                break;
+            }
+            if closed && drain_deadline.is_none() {
+                drain_deadline = Some(tokio::time::Instant::now() + self.drain_timeout);
+            }
+            let retry_ready =
+                !retry.is_empty() && retry_at.is_none_or(|t| t <= tokio::time::Instant::now());
+            if retry_ready && in_flight.len() < self.max_in_flight {
+                if let Some(report) = retry.pop_front() {
+                    in_flight.push(self.attempt(report));
+                }
+                continue;
+            }
+            let can_take = !closed && retry.is_empty() && in_flight.len() < self.max_in_flight;
+            tokio::select! {
+                Some((report, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(()) => {
+                            self.metrics.reports_published.fetch_add(1, Ordering::Relaxed);
+                            backoff.reset();
+                            retry_at = None;
+                        }
+                        Err(cause) => {
+                            self.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
+                            warn!(report = %report.id, cause = %cause, "publish failed; will retry");
+                            retry.push_back(report);
+                            retry_at = Some(tokio::time::Instant::now() + backoff.next());
+                        }
+                    }
+                }
+                msg = self.rx.recv(), if can_take => {
+                    match msg {
+                        Some(report) => in_flight.push(self.attempt(report)),
+                        None => closed = true,
+                    }
+                }
+                _ = sleep_until(retry_at), if !retry.is_empty() && in_flight.len() < self.max_in_flight => {}
+                _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+                    self.give_up(retry.len() + in_flight.len());
+                    break;
+                }
+            }
+        }
+        info!("publisher stopped");
+    }
+
+    /// Shutdown with NATS unreachable: count what could not be published.
+    fn give_up(&mut self, held: usize) {
+        let left = held + self.rx.len();
+        warn!(
+            reports = left,
+            "giving up on unpublished reports at shutdown"
+        );
+        self.metrics
+            .buffer_drops
+            .fetch_add(left as u64, Ordering::Relaxed);
+    }
+
+    fn attempt(&self, report: Report) -> Attempt {
+        let js = self.js.clone();
+        Box::pin(async move {
+            let result = publish_one(&js, &report).await;
+            (report, result)
+        })
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn publish_one(js: &jetstream::Context, report: &Report) -> Result<(), String> {
+    let body = report.to_vec().map_err(|e| e.to_string())?;
+    let mut headers = HeaderMap::new();
+    headers.insert(palisade_wire::MSG_ID_HEADER, report.id.as_str());
+    let ack = js
+        .publish_with_headers(report.subject(), headers, body.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ack = ack.await.map_err(|e| e.to_string())?;
+    debug!(report = %report.id, seq = ack.sequence, duplicate = ack.duplicate, "report stored");
+    Ok(())
+}
+
+struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            current: Duration::from_millis(100),
+        }
+    }
+    fn reset(&mut self) {
+        self.current = Duration::from_millis(100);
+    }
+    fn next(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(Duration::from_secs(5));
+        d
+    }
+}

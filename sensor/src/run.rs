@@ -1,0 +1,180 @@
+//! Wiring: rules, publisher, metrics endpoint, systemd notification, then the chosen source.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::capture::Capture;
+use crate::clientip::TrustedProxies;
+use crate::config::{Config, Source};
+use crate::detect::Detector;
+use crate::http::ParseLimits;
+use crate::logsource::{self, LogSummary};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::publish;
+use crate::reassembly::Reassembler;
+
+/// What a run did, for the one-shot log mode's summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunSummary {
+    /// Log-source counts (zero for eBPF).
+    pub log: LogSummary,
+    /// Detections by rule.
+    pub detections: std::collections::BTreeMap<String, u64>,
+    /// Reports acknowledged by JetStream.
+    pub reports_published: u64,
+    /// Reports dropped (buffer full or not published at shutdown).
+    pub buffer_drops: u64,
+    /// Seconds the run took.
+    pub elapsed_secs: f64,
+}
+
+/// How long unpublished reports may take to flush at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run the sensor until `shutdown` resolves (or, in one-shot log mode, the files end).
+pub async fn run(
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunSummary, Error> {
+    config.validate()?;
+    let started = std::time::Instant::now();
+    let detector = match &config.rules {
+        Some(dir) => Detector::from_dir(dir),
+        None => Detector::builtin(),
+    }
+    .map_err(|e| Error::Rules(e.to_string()))?;
+    let rules = detector.rule_count();
+
+    let (publisher, worker) = publish::start(&config.nats, metrics.clone(), DRAIN_TIMEOUT).await?;
+    let pipeline = Arc::new(Pipeline::new(
+        detector,
+        TrustedProxies::new(config.trusted_proxies.clone()),
+        config.sensor_id.clone(),
+        config.report_window(),
+        metrics.clone(),
+        Some(publisher),
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::serve(addr, metrics.clone(), stopped()).await?;
+    }
+
+    let mut summary = RunSummary::default();
+    match config.source {
+        Source::Ebpf => {
+            let capture = Capture::attach(&config.ebpf)?;
+            info!(
+                source = "ebpf",
+                interfaces = ?capture.interfaces(),
+                ports = ?config.ebpf.ports,
+                capture_bytes = config.ebpf.capture_bytes,
+                rules,
+                sensor = %config.sensor_id,
+                nats = %config.nats.url,
+                "sensor started"
+            );
+            notify_ready(stopped());
+            let reassembler = Reassembler::new(config.reassembly.clone(), ParseLimits::default());
+            capture
+                .run(
+                    reassembler,
+                    pipeline.clone(),
+                    metrics.clone(),
+                    Duration::from_millis(config.ebpf.poll_ms.max(1)),
+                    stopped(),
+                )
+                .await?;
+        }
+        Source::Log => {
+            info!(
+                source = "log",
+                files = ?config.log.files,
+                format = ?config.log.format,
+                rules,
+                sensor = %config.sensor_id,
+                nats = %config.nats.url,
+                "sensor started"
+            );
+            notify_ready(stopped());
+            let stop = Arc::new(AtomicBool::new(false));
+            {
+                let stop = stop.clone();
+                let wait = stopped();
+                tokio::spawn(async move {
+                    wait.await;
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+            let log = config.log.clone();
+            let p = pipeline.clone();
+            let m = metrics.clone();
+            summary.log = tokio::task::spawn_blocking(move || {
+                logsource::run(
+                    &log.files,
+                    log.format,
+                    log.from_start,
+                    log.exit_at_eof,
+                    Duration::from_millis(log.poll_ms.max(1)),
+                    &p,
+                    &m,
+                    &stop,
+                )
+            })
+            .await
+            .map_err(|e| Error::Config(format!("log source task failed: {e}")))??;
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // Dropping the last publisher handle lets the worker drain and stop.
+    drop(pipeline);
+    // The worker bounds its own drain; this bound only guards against a stuck client.
+    match tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(5), worker).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => warn!("publisher task ended abnormally"),
+        Err(_) => warn!("publisher did not stop in time"),
+    }
+    summary.detections = metrics.detections();
+    summary.reports_published = metrics.reports_published.load(Ordering::Relaxed);
+    summary.buffer_drops = metrics.buffer_drops.load(Ordering::Relaxed);
+    summary.elapsed_secs = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Tell systemd we are up, and keep its watchdog fed while the sensor runs.
+fn notify_ready(stopped: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        let period = Duration::from_micros(usec / 2);
+        tokio::spawn(async move {
+            let stop = stopped;
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tick.tick() => {
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        });
+    }
+}
