@@ -1,1 +1,139 @@
-//! (being written: see tests/src/lib.rs)
+//! A real `nats-server` with JetStream on a free loopback port, for tests.
+//!
+//! ```no_run
+//! # async fn t() -> anyhow::Result<()> {
+//! let server = palisade_tests::nats::NatsServer::start().await?;
+//! let client = server.connect().await?;
+//! # Ok(()) }
+//! ```
+//! The server runs `nats-server -js -a 127.0.0.1 -p <port> -sd <tempdir>`; it is killed and its
+//! store directory removed when the guard drops. [`NatsServer::stop`] and
+//! [`NatsServer::restart`] keep the store (and the port), to test restarts.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// A running `nats-server` (killed on drop).
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Start a JetStream-enabled server on a free port with a fresh store dir.
+    pub async fn start() -> anyhow::Result<NatsServer> {
+        let store = tempfile::Builder::new()
+            .prefix("palisade-nats-")
+            .tempdir()
+            .context("creating the JetStream store dir")?;
+        let port = crate::free_port()?;
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server (run scripts/setup.sh to install it)")?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    /// Wait until the server accepts connections and JetStream answers.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let last_error: String;
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("nats-server exited early with {status}");
+            }
+            match async_nats::connect(self.url()).await {
+                // A raw request: this client's typed account info does not parse the older
+                // servers' reply, and only "JetStream answers" matters here.
+                Ok(client) => match client.request("$JS.API.INFO", "".into()).await {
+                    Ok(reply) if !reply.payload.is_empty() => return Ok(()),
+                    Ok(_) => last_error = "empty JetStream account info".into(),
+                    Err(e) => last_error = format!("JetStream account info: {e}"),
+                },
+                Err(e) => last_error = format!("connect: {e}"),
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "nats-server on port {} did not become ready: {last_error}",
+                    self.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// A plain client.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::connect(self.url())
+            .await
+            .with_context(|| format!("connecting to {}", self.url()))
+    }
+
+    /// A JetStream context on a new client.
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(async_nats::jetstream::new(self.connect().await?))
+    }
+
+    /// Stop the server (SIGKILL), keeping its store.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.context("killing nats-server")?;
+        }
+        Ok(())
+    }
+
+    /// Start it again on the same port with the same store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        // The port was just released by the killed server.
+        self.spawn().await
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}

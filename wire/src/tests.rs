@@ -262,7 +262,7 @@ fn never_panics_on_arbitrary_bytes() {
         let mut body = base.clone();
         let pos = (seed as usize) % body.len();
         body[pos] = (seed >> 32) as u8;
-        if seed % 3 == 0 {
+        if seed.is_multiple_of(3) {
             body.truncate(pos);
         }
         let _ = Report::from_slice(&body);

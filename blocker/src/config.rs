@@ -1,0 +1,913 @@
+//! Configuration: a TOML file (`--config`) overlaid with command-line flags and environment
+//! variables (see [`Cli`]). Every field is documented in `docs/blocker.md` and
+//! `config/blocker.example.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use palisade_wire::Severity;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole blocker configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// NATS connection, stream and consumer.
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// Ingest pipeline: batching, dedup, per-sensor quota.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// When a client gets blocked and for how long.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// What must never be blocked, and the global cap on new blocks.
+    #[serde(default)]
+    pub guardrails: GuardrailConfig,
+    /// Embedded state store.
+    #[serde(default)]
+    pub state: StateConfig,
+    /// Reconciler that pushes the decided blocks to the firewall.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    /// Admin HTTP listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Firewall provider.
+    #[serde(default)]
+    pub provider: ProviderConfig,
+}
+
+impl Config {
+    /// Parse a TOML document.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
+        toml::from_str(text).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Read and parse a TOML file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Check ranges and consistency. Called by [`crate::run`] before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.nats.url.trim().is_empty() {
+            return bad("nats.url must not be empty".into());
+        }
+        if self.nats.stream.is_empty() || self.nats.consumer.is_empty() {
+            return bad("nats.stream and nats.consumer must not be empty".into());
+        }
+        let auth = [
+            self.nats.user.is_some(),
+            self.nats.token.is_some(),
+            self.nats.nkey_seed.is_some(),
+            self.nats.creds_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if auth > 1 {
+            return bad(
+                "choose at most one NATS authentication: user/password, token, nkey_seed or creds_file"
+                    .into(),
+            );
+        }
+        if self.nats.user.is_some() != self.nats.password.is_some() {
+            return bad("nats.user and nats.password go together".into());
+        }
+        if self.nats.tls_client_cert.is_some() != self.nats.tls_client_key.is_some() {
+            return bad("nats.tls_client_cert and nats.tls_client_key go together".into());
+        }
+        if !matches!(
+            self.nats.retention.as_str(),
+            "limits" | "interest" | "workqueue"
+        ) {
+            return bad(format!(
+                "nats.retention `{}` is not one of limits, interest, workqueue",
+                self.nats.retention
+            ));
+        }
+        if self.nats.max_ack_pending == 0 || self.nats.ack_wait_secs == 0 {
+            return bad("nats.max_ack_pending and nats.ack_wait_secs must be > 0".into());
+        }
+        if self.pipeline.batch_size == 0 || self.pipeline.batch_size > 10_000 {
+            return bad("pipeline.batch_size must be 1..=10000".into());
+        }
+        if self.pipeline.sensor_rate_per_sec == 0 || self.pipeline.sensor_burst == 0 {
+            return bad(
+                "pipeline.sensor_rate_per_sec and pipeline.sensor_burst must be > 0".into(),
+            );
+        }
+        let p = &self.policy;
+        if p.window_secs == 0 || p.block_ttl_secs == 0 {
+            return bad("policy.window_secs and policy.block_ttl_secs must be > 0".into());
+        }
+        if p.max_ttl_secs < p.block_ttl_secs {
+            return bad("policy.max_ttl_secs must be >= policy.block_ttl_secs".into());
+        }
+        if !(p.escalation_factor >= 1.0 && p.escalation_factor.is_finite()) {
+            return bad("policy.escalation_factor must be a finite number >= 1".into());
+        }
+        if p.min_distinct_sensors == 0 {
+            return bad("policy.min_distinct_sensors must be >= 1".into());
+        }
+        for (name, t) in std::iter::once(("policy.thresholds".to_string(), &p.thresholds)).chain(
+            p.categories
+                .iter()
+                .map(|(c, t)| (format!("policy.categories.{c}"), t)),
+        ) {
+            for sev in Severity::ALL {
+                if t.get(sev) == Some(0) {
+                    return bad(format!("{name}.{sev} must be >= 1 (omit it to disable)"));
+                }
+            }
+        }
+        if self.guardrails.max_new_blocks_per_minute == 0 {
+            return bad("guardrails.max_new_blocks_per_minute must be > 0".into());
+        }
+        if !(1..=32).contains(&self.guardrails.max_prefix_v4_len)
+            || !(1..=128).contains(&self.guardrails.max_prefix_v6_len)
+        {
+            return bad("guardrails prefix limits out of range".into());
+        }
+        if self.state.max_reasons == 0 {
+            return bad("state.max_reasons must be >= 1".into());
+        }
+        if self.reconcile.interval_ms == 0 {
+            return bad("reconcile.interval_ms must be > 0".into());
+        }
+        if let Some(t) = &self.admin.token
+            && t.len() < 16
+        {
+            return bad("admin.token must be at least 16 characters".into());
+        }
+        self.provider.validate()?;
+        Ok(())
+    }
+}
+
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+fn default_stream() -> String {
+    palisade_wire::STREAM_NAME.into()
+}
+fn default_consumer() -> String {
+    "palisade-blocker".into()
+}
+fn default_retention() -> String {
+    "limits".into()
+}
+fn default_max_age_secs() -> u64 {
+    24 * 3600
+}
+fn default_duplicate_window_secs() -> u64 {
+    120
+}
+fn default_ack_wait_secs() -> u64 {
+    30
+}
+fn default_max_ack_pending() -> i64 {
+    20_000
+}
+fn default_max_deliver() -> i64 {
+    -1
+}
+fn default_reconnect_max_secs() -> u64 {
+    30
+}
+
+/// NATS connection, JetStream stream and durable consumer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated (`nats://host:4222`, `tls://host:4222`).
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+    /// User name (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password (with `user`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// NKey seed (`SU...`).
+    #[serde(default)]
+    pub nkey_seed: Option<String>,
+    /// Path of a `.creds` file (JWT + NKey seed).
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for TLS.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `tls_client_key`).
+    #[serde(default)]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub tls_client_key: Option<PathBuf>,
+    /// Require TLS even for `nats://` URLs.
+    #[serde(default)]
+    pub tls_required: bool,
+    /// JetStream stream name.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Stream retention: `limits`, `interest` or `workqueue`.
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    /// Oldest report the stream keeps, in seconds.
+    #[serde(default = "default_max_age_secs")]
+    pub max_age_secs: u64,
+    /// Window in which JetStream drops a re-sent report with the same `Nats-Msg-Id`, seconds.
+    #[serde(default = "default_duplicate_window_secs")]
+    pub duplicate_window_secs: u64,
+    /// Durable pull consumer name; blocker replicas sharing it split the work.
+    #[serde(default = "default_consumer")]
+    pub consumer: String,
+    /// Seconds JetStream waits for an ack before redelivering.
+    #[serde(default = "default_ack_wait_secs")]
+    pub ack_wait_secs: u64,
+    /// Most unacknowledged messages in flight over all replicas.
+    #[serde(default = "default_max_ack_pending")]
+    pub max_ack_pending: i64,
+    /// Most delivery attempts per message (-1 = unlimited).
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: i64,
+    /// Longest pause between reconnect attempts, seconds (the backoff doubles up to it).
+    #[serde(default = "default_reconnect_max_secs")]
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: default_nats_url(),
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            creds_file: None,
+            tls_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
+            tls_required: false,
+            stream: default_stream(),
+            retention: default_retention(),
+            max_age_secs: default_max_age_secs(),
+            duplicate_window_secs: default_duplicate_window_secs(),
+            consumer: default_consumer(),
+            ack_wait_secs: default_ack_wait_secs(),
+            max_ack_pending: default_max_ack_pending(),
+            max_deliver: default_max_deliver(),
+            reconnect_max_secs: default_reconnect_max_secs(),
+        }
+    }
+}
+
+fn default_batch_size() -> usize {
+    512
+}
+fn default_dedup_window_secs() -> u64 {
+    10
+}
+fn default_dedup_capacity() -> u64 {
+    1_000_000
+}
+fn default_sensor_rate() -> u32 {
+    1_000
+}
+fn default_sensor_burst() -> u32 {
+    5_000
+}
+
+/// Ingest pipeline.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Most messages processed, persisted (one store transaction) and acked together.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Identical reports (same client, rule and sensor) inside this window count once, seconds.
+    #[serde(default = "default_dedup_window_secs")]
+    pub dedup_window_secs: u64,
+    /// Most entries the dedup cache holds.
+    #[serde(default = "default_dedup_capacity")]
+    pub dedup_capacity: u64,
+    /// Reports per second one sensor may send before its reports are dropped (and counted).
+    #[serde(default = "default_sensor_rate")]
+    pub sensor_rate_per_sec: u32,
+    /// Burst above the per-sensor rate.
+    #[serde(default = "default_sensor_burst")]
+    pub sensor_burst: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_size: default_batch_size(),
+            dedup_window_secs: default_dedup_window_secs(),
+            dedup_capacity: default_dedup_capacity(),
+            sensor_rate_per_sec: default_sensor_rate(),
+            sensor_burst: default_sensor_burst(),
+        }
+    }
+}
+
+/// Reports needed within the window, per severity. An absent severity never blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Reports of severity `low` (or higher) needed.
+    #[serde(default)]
+    pub low: Option<u32>,
+    /// Reports of severity `medium` (or higher) needed.
+    #[serde(default)]
+    pub medium: Option<u32>,
+    /// Reports of severity `high` (or higher) needed.
+    #[serde(default)]
+    pub high: Option<u32>,
+    /// Reports of severity `critical` needed.
+    #[serde(default)]
+    pub critical: Option<u32>,
+}
+
+impl Thresholds {
+    /// The threshold for one severity.
+    pub fn get(&self, s: Severity) -> Option<u32> {
+        match s {
+            Severity::Low => self.low,
+            Severity::Medium => self.medium,
+            Severity::High => self.high,
+            Severity::Critical => self.critical,
+        }
+    }
+}
+
+fn default_thresholds() -> Thresholds {
+    Thresholds {
+        low: Some(8),
+        medium: Some(3),
+        high: Some(2),
+        critical: Some(1),
+    }
+}
+fn default_window_secs() -> u64 {
+    300
+}
+fn default_min_distinct_sensors() -> u32 {
+    1
+}
+fn default_block_ttl_secs() -> u64 {
+    3600
+}
+fn default_escalation_factor() -> f64 {
+    4.0
+}
+fn default_max_ttl_secs() -> u64 {
+    7 * 24 * 3600
+}
+fn default_tracked_clients() -> u64 {
+    2_000_000
+}
+
+/// When a client gets blocked, and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Sliding window in which reports about one client are counted, seconds.
+    #[serde(default = "default_window_secs")]
+    pub window_secs: u64,
+    /// Default thresholds per severity.
+    #[serde(default = "default_thresholds")]
+    pub thresholds: Thresholds,
+    /// Per-category overrides (`[policy.categories.scanner] low = 100`); a severity left out
+    /// falls back to `thresholds`.
+    #[serde(default)]
+    pub categories: BTreeMap<String, Thresholds>,
+    /// Distinct sensors that must have reported the client (critical reports included).
+    #[serde(default = "default_min_distinct_sensors")]
+    pub min_distinct_sensors: u32,
+    /// TTL of a first block, seconds.
+    #[serde(default = "default_block_ttl_secs")]
+    pub block_ttl_secs: u64,
+    /// Each repeat offence multiplies the TTL by this factor.
+    #[serde(default = "default_escalation_factor")]
+    pub escalation_factor: f64,
+    /// Longest TTL, seconds.
+    #[serde(default = "default_max_ttl_secs")]
+    pub max_ttl_secs: u64,
+    /// Most not-yet-blocked clients whose recent reports are counted in memory.
+    #[serde(default = "default_tracked_clients")]
+    pub max_tracked_clients: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            window_secs: default_window_secs(),
+            thresholds: default_thresholds(),
+            categories: BTreeMap::new(),
+            min_distinct_sensors: default_min_distinct_sensors(),
+            block_ttl_secs: default_block_ttl_secs(),
+            escalation_factor: default_escalation_factor(),
+            max_ttl_secs: default_max_ttl_secs(),
+            max_tracked_clients: default_tracked_clients(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The threshold for a category and severity (`None`: this combination never blocks).
+    pub fn threshold(&self, category: &str, severity: Severity) -> Option<u32> {
+        self.categories
+            .get(category)
+            .and_then(|t| t.get(severity))
+            .or_else(|| self.thresholds.get(severity))
+    }
+
+    pub(crate) fn window(&self) -> Duration {
+        Duration::from_secs(self.window_secs)
+    }
+}
+
+fn default_max_new_blocks() -> u32 {
+    10_000
+}
+fn default_v4_len() -> u8 {
+    24
+}
+fn default_v6_len() -> u8 {
+    48
+}
+
+/// Guardrails. See `docs/blocker.md` for the special-purpose ranges refused by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailConfig {
+    /// CIDRs that are never blocked (load balancers, NAT gateways, health checkers, sensors).
+    #[serde(default)]
+    pub allowlist: Vec<IpNet>,
+    /// Special-purpose ranges that may be blocked anyway (e.g. documentation ranges in tests).
+    #[serde(default)]
+    pub allow_special: Vec<IpNet>,
+    /// Broadest IPv4 prefix that may be blocked (24 means /24 or narrower).
+    #[serde(default = "default_v4_len")]
+    pub max_prefix_v4_len: u8,
+    /// Broadest IPv6 prefix that may be blocked.
+    #[serde(default = "default_v6_len")]
+    pub max_prefix_v6_len: u8,
+    /// Most new blocks enforced per minute; blocks decided above it wait in the deferred queue.
+    #[serde(default = "default_max_new_blocks")]
+    pub max_new_blocks_per_minute: u32,
+}
+
+impl Default for GuardrailConfig {
+    fn default() -> Self {
+        GuardrailConfig {
+            allowlist: Vec::new(),
+            allow_special: Vec::new(),
+            max_prefix_v4_len: default_v4_len(),
+            max_prefix_v6_len: default_v6_len(),
+            max_new_blocks_per_minute: default_max_new_blocks(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/palisade-blocker")
+}
+fn default_max_reasons() -> usize {
+    8
+}
+fn default_offence_memory_secs() -> u64 {
+    30 * 24 * 3600
+}
+fn default_sweep_interval_secs() -> u64 {
+    10
+}
+
+/// Embedded state store (redb).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the store file `blocker.redb`.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// Most recent reasons kept per block.
+    #[serde(default = "default_max_reasons")]
+    pub max_reasons: usize,
+    /// How long the offence count of a released client is kept for escalation, seconds.
+    #[serde(default = "default_offence_memory_secs")]
+    pub offence_memory_secs: u64,
+    /// How often expired blocks are removed, seconds.
+    #[serde(default = "default_sweep_interval_secs")]
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: default_state_dir(),
+            max_reasons: default_max_reasons(),
+            offence_memory_secs: default_offence_memory_secs(),
+            sweep_interval_secs: default_sweep_interval_secs(),
+        }
+    }
+}
+
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_backoff_max_secs() -> u64 {
+    60
+}
+
+/// Reconciler.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Changes are coalesced and applied at most once per interval, milliseconds.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Longest pause after retriable provider errors (the backoff doubles up to it), seconds.
+    #[serde(default = "default_backoff_max_secs")]
+    pub backoff_max_secs: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval_ms: default_interval_ms(),
+            backoff_max_secs: default_backoff_max_secs(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9460))
+}
+
+/// Admin HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`, `/v1/blocks`).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for `POST`/`DELETE /v1/blocks`; without it manual changes are disabled.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+/// Which firewall backend enforces the blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// In-process memory backend (demo and tests; nothing is enforced outside the process).
+    Memory,
+    /// AWS WAFv2 IP sets.
+    Aws,
+}
+
+fn default_provider_kind() -> ProviderKind {
+    ProviderKind::Memory
+}
+
+/// Firewall provider.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `memory` or `aws`.
+    #[serde(default = "default_provider_kind")]
+    pub kind: ProviderKind,
+    /// AWS WAFv2 settings (used when `kind = "aws"`).
+    #[serde(default)]
+    pub aws: AwsProviderConfig,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            kind: default_provider_kind(),
+            aws: AwsProviderConfig::default(),
+        }
+    }
+}
+
+impl ProviderConfig {
+    fn validate(&self) -> Result<()> {
+        if self.kind == ProviderKind::Aws {
+            if self.aws.ipset_arns.is_empty() {
+                return Err(Error::Config(
+                    "provider.aws.ipset_arns must list at least one IP set ARN".into(),
+                ));
+            }
+            for arn in &self.aws.ipset_arns {
+                if !arn.starts_with("arn:") || !arn.contains(":wafv2:") || !arn.contains("/ipset/")
+                {
+                    return Err(Error::Config(format!(
+                        "`{arn}` is not a WAFv2 IP set ARN (arn:aws:wafv2:<region>:<account>:regional/ipset/<name>/<id>)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// AWS WAFv2 provider settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsProviderConfig {
+    /// ARNs of the IP sets to manage (IPv4 and IPv6 sets; several per family spill over).
+    #[serde(default)]
+    pub ipset_arns: Vec<String>,
+    /// Override the WAFv2 endpoint (an emulator in tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Log the changes instead of writing them.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// UpdateIPSet calls per second, shared by every set of one account and region (AWS
+    /// allows about 1).
+    #[serde(default = "default_aws_write_rate")]
+    pub write_rate: f64,
+    /// GetIPSet calls per second, shared likewise (AWS allows about 5).
+    #[serde(default = "default_aws_read_rate")]
+    pub read_rate: f64,
+}
+
+fn default_aws_write_rate() -> f64 {
+    1.0
+}
+
+fn default_aws_read_rate() -> f64 {
+    5.0
+}
+
+impl Default for AwsProviderConfig {
+    fn default() -> Self {
+        AwsProviderConfig {
+            ipset_arns: Vec::new(),
+            endpoint_url: None,
+            dry_run: false,
+            write_rate: default_aws_write_rate(),
+            read_rate: default_aws_read_rate(),
+        }
+    }
+}
+
+/// Command line; every flag also reads an environment variable and overrides the file.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "palisade-blocker", version, about)]
+pub struct Cli {
+    /// TOML configuration file (defaults apply to everything it leaves out).
+    #[arg(long, env = "PALISADE_BLOCKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL(s).
+    #[arg(long, env = "PALISADE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "PALISADE_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "PALISADE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "PALISADE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// NATS NKey seed.
+    #[arg(long, env = "PALISADE_NATS_NKEY_SEED", hide_env_values = true)]
+    pub nats_nkey_seed: Option<String>,
+    /// NATS `.creds` file.
+    #[arg(long, env = "PALISADE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificates (PEM) for NATS TLS.
+    #[arg(long, env = "PALISADE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS mutual TLS.
+    #[arg(long, env = "PALISADE_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for NATS mutual TLS.
+    #[arg(long, env = "PALISADE_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Durable consumer name.
+    #[arg(long, env = "PALISADE_NATS_CONSUMER")]
+    pub nats_consumer: Option<String>,
+    /// Admin listener address.
+    #[arg(long, env = "PALISADE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token for manual block/release.
+    #[arg(long, env = "PALISADE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// State directory.
+    #[arg(long, env = "PALISADE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Firewall provider.
+    #[arg(long, env = "PALISADE_PROVIDER", value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// AWS WAFv2 IP set ARN (repeatable; replaces the file's list).
+    #[arg(long = "ipset-arn", env = "PALISADE_IPSET_ARNS", value_delimiter = ',')]
+    pub ipset_arns: Vec<String>,
+    /// WAFv2 endpoint override.
+    #[arg(long, env = "PALISADE_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Compute and log changes without writing them to AWS.
+    #[arg(long, env = "PALISADE_DRY_RUN")]
+    pub dry_run: bool,
+    /// Special-purpose range that may be blocked anyway (repeatable, adds to the file's list).
+    #[arg(
+        long = "allow-special",
+        env = "PALISADE_ALLOW_SPECIAL",
+        value_delimiter = ','
+    )]
+    pub allow_special: Vec<IpNet>,
+}
+
+impl Cli {
+    /// Load the file (or defaults) and apply the flags over it.
+    pub fn load(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Overlay the flags that were given.
+    pub fn apply(&self, c: &mut Config) {
+        fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+            if let Some(v) = src {
+                *dst = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(dst: &mut Option<T>, src: &Option<T>) {
+            if src.is_some() {
+                *dst = src.clone();
+            }
+        }
+        set(&mut c.nats.url, &self.nats_url);
+        set_opt(&mut c.nats.user, &self.nats_user);
+        set_opt(&mut c.nats.password, &self.nats_password);
+        set_opt(&mut c.nats.token, &self.nats_token);
+        set_opt(&mut c.nats.nkey_seed, &self.nats_nkey_seed);
+        set_opt(&mut c.nats.creds_file, &self.nats_creds);
+        set_opt(&mut c.nats.tls_ca, &self.nats_tls_ca);
+        set_opt(&mut c.nats.tls_client_cert, &self.nats_tls_cert);
+        set_opt(&mut c.nats.tls_client_key, &self.nats_tls_key);
+        set(&mut c.nats.consumer, &self.nats_consumer);
+        set(&mut c.admin.listen, &self.admin_listen);
+        set_opt(&mut c.admin.token, &self.admin_token);
+        set(&mut c.state.dir, &self.state_dir);
+        set(&mut c.provider.kind, &self.provider);
+        if !self.ipset_arns.is_empty() {
+            c.provider.aws.ipset_arns = self.ipset_arns.clone();
+        }
+        set_opt(&mut c.provider.aws.endpoint_url, &self.aws_endpoint_url);
+        if self.dry_run {
+            c.provider.aws.dry_run = true;
+        }
+        c.guardrails
+            .allow_special
+            .extend(self.allow_special.iter().copied());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn example() -> Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/blocker.example.toml");
+        Config::load(&path).unwrap()
+    }
+
+    #[test]
+    fn example_config_parses_and_equals_the_defaults() {
+        // The example documents every field with its default value, except the values it marks
+        // as examples (allowlist, categories); everything else must match `Config::default()`.
+        let mut ex = example();
+        ex.validate().unwrap();
+        assert!(!ex.guardrails.allowlist.is_empty());
+        assert!(ex.policy.categories.contains_key("scanner"));
+        ex.guardrails.allowlist.clear();
+        ex.policy.categories.clear();
+        assert_eq!(ex, Config::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::from_toml("[nats]\nurll = \"x\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("urll"), "{err}");
+        let err = Config::from_toml("bogus = 1\n", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn validation_catches_inconsistent_values() {
+        let mut c = Config::default();
+        c.nats.user = Some("u".into());
+        assert!(c.validate().is_err());
+        c.nats.password = Some("p".into());
+        c.validate().unwrap();
+        c.nats.token = Some("t".into());
+        assert!(c.validate().is_err());
+
+        let mut c = Config::default();
+        c.policy.max_ttl_secs = 1;
+        assert!(c.validate().is_err());
+
+        let mut c = Config::default();
+        c.policy.thresholds.high = Some(0);
+        assert!(c.validate().is_err());
+
+        let mut c = Config::default();
+        c.admin.token = Some("short".into());
+        assert!(c.validate().is_err());
+
+        let mut c = Config::default();
+        c.provider.kind = ProviderKind::Aws;
+        assert!(c.validate().is_err(), "aws needs ARNs");
+        c.provider.aws.ipset_arns = vec!["nope".into()];
+        assert!(c.validate().is_err());
+        c.provider.aws.ipset_arns =
+            vec!["arn:aws:wafv2:eu-west-1:123456789012:regional/ipset/p/abc".into()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::try_parse_from([
+            "palisade-blocker",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--state-dir",
+            "/tmp/x",
+            "--admin-listen",
+            "127.0.0.1:1234",
+            "--provider",
+            "aws",
+            "--ipset-arn",
+            "arn:aws:wafv2:us-east-1:1:regional/ipset/a/1",
+            "--ipset-arn",
+            "arn:aws:wafv2:us-east-1:1:regional/ipset/b/2",
+            "--dry-run",
+            "--allow-special",
+            "192.0.2.0/24",
+        ])
+        .unwrap();
+        let c = cli.load().unwrap();
+        assert_eq!(c.nats.url, "nats://127.0.0.1:1");
+        assert_eq!(c.state.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.admin.listen.port(), 1234);
+        assert_eq!(c.provider.kind, ProviderKind::Aws);
+        assert_eq!(c.provider.aws.ipset_arns.len(), 2);
+        assert!(c.provider.aws.dry_run);
+        assert_eq!(c.guardrails.allow_special.len(), 1);
+    }
+
+    #[test]
+    fn category_threshold_falls_back_to_defaults() {
+        let mut p = PolicyConfig::default();
+        p.categories.insert(
+            "scanner".into(),
+            Thresholds {
+                low: Some(100),
+                medium: None,
+                high: None,
+                critical: None,
+            },
+        );
+        assert_eq!(p.threshold("scanner", Severity::Low), Some(100));
+        assert_eq!(p.threshold("scanner", Severity::High), Some(2));
+        assert_eq!(p.threshold("sqli", Severity::Low), Some(20));
+        assert_eq!(p.threshold("sqli", Severity::Critical), Some(1));
+    }
+}

@@ -1,0 +1,596 @@
+//! The decision engine: validate -> dedup -> per-sensor quota -> policy -> guardrails -> state.
+//!
+//! [`Engine::process`] takes a batch of raw messages, decides, commits every resulting state
+//! change in one store transaction and only then returns the per-message dispositions (the
+//! caller acks after that). The engine knows nothing about NATS, so tests and the benchmark
+//! drive it directly too.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+use moka::sync::Cache;
+use palisade_wire::{Report, Severity, sensor_from_subject};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{error, info, instrument, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::guardrails::{Guardrails, host_net};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, sensor_hash};
+use crate::state::{Batch, BlockRecord, Offence, Reason, Store};
+
+/// What to tell JetStream about one message, once the batch is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Processed (counted, deduplicated, rate-limited, refused or blocked): ack.
+    Ack,
+    /// Malformed: terminate, so it is never redelivered.
+    Reject(&'static str),
+}
+
+/// One message to process.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The NATS subject (`palisade.reports.<sensor>`).
+    pub subject: String,
+    /// The body.
+    pub payload: bytes::Bytes,
+}
+
+/// Decided blocks and offence history, mirrored from the store.
+#[derive(Debug, Default)]
+pub struct BlockState {
+    /// Active (and deferred) blocks.
+    pub blocks: HashMap<IpNet, BlockRecord>,
+    /// Offence history, kept after blocks end.
+    pub offences: HashMap<IpNet, Offence>,
+    /// How many of `blocks` are deferred (kept up to date by `put` and `take`).
+    deferred: usize,
+}
+
+impl BlockState {
+    /// Insert or replace a block.
+    fn put(&mut self, rec: BlockRecord) {
+        if rec.deferred {
+            self.deferred += 1;
+        }
+        if let Some(old) = self.blocks.insert(rec.cidr, rec)
+            && old.deferred
+        {
+            self.deferred -= 1;
+        }
+    }
+
+    /// Remove a block.
+    fn take(&mut self, net: &IpNet) -> Option<BlockRecord> {
+        let old = self.blocks.remove(net);
+        if old.as_ref().is_some_and(|b| b.deferred) {
+            self.deferred -= 1;
+        }
+        old
+    }
+}
+
+/// Key of the dedup cache: a 64-bit hash of (client, rule, sensor). A collision (odds 2^-64
+/// per pair) would count one report as a duplicate of another; no allocation per report.
+type DedupKey = u64;
+
+fn dedup_key(client: IpAddr, rule: &str, sensor: &str) -> DedupKey {
+    let mut h = std::hash::DefaultHasher::new();
+    (client, rule, sensor).hash(&mut h);
+    h.finish()
+}
+
+/// The decision engine. Shared (`Arc`) by the consumer, the reconciler, the sweeper and the
+/// admin API.
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<Config>,
+    policy: Policy,
+    guardrails: Guardrails,
+    dedup: Cache<DedupKey, ()>,
+    sensors: DefaultKeyedRateLimiter<u64>,
+    new_blocks: DefaultDirectRateLimiter,
+    store: Store,
+    state: Mutex<BlockState>,
+    metrics: Arc<Metrics>,
+    manual_seq: std::sync::atomic::AtomicU64,
+    committer: mpsc::UnboundedSender<(Batch, oneshot::Sender<()>)>,
+}
+
+/// Resolves when a submitted batch is durable.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<()>);
+
+impl Durable {
+    fn ready() -> Durable {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(());
+        Durable(rx)
+    }
+
+    /// Wait until durable. Returns `false` if the committer stopped first (then the change
+    /// may not be durable and the caller must not ack).
+    pub async fn wait(self) -> bool {
+        self.0.await.is_ok()
+    }
+}
+
+/// The committer: takes every queued batch, commits them in order in one transaction
+/// (retrying with backoff until it succeeds: a decided block is never dropped and nothing is
+/// acked before it is durable; store failures are disk failures, so the pipeline stalls and
+/// JetStream keeps the messages until they clear), then tells the waiters.
+async fn committer(
+    store: Store,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<(Batch, oneshot::Sender<()>)>,
+) {
+    let mut items = Vec::new();
+    while rx.recv_many(&mut items, 256).await > 0 {
+        let (batches, waiters): (Vec<Batch>, Vec<oneshot::Sender<()>>) = items.drain(..).unzip();
+        let batches = Arc::new(batches);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let store = store.clone();
+            let b = Arc::clone(&batches);
+            let res = match tokio::task::spawn_blocking(move || store.commit_all(&b)).await {
+                Ok(res) => res,
+                Err(join) => Err(Error::Io {
+                    what: "store commit task".into(),
+                    source: std::io::Error::other(join.to_string()),
+                }),
+            };
+            match res {
+                Ok(()) => {
+                    metrics.batches_committed.fetch_add(1, Relaxed);
+                    break;
+                }
+                Err(err) => {
+                    metrics.store_errors.fetch_add(1, Relaxed);
+                    error!(cause = %err, retry_in_ms = delay.as_millis() as u64, "store commit failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Engine {
+    /// Open the store and restore everything it holds. Must run inside a Tokio runtime (it
+    /// starts the committer task).
+    pub fn open(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Engine> {
+        let store = Store::open(&config.state.dir)?;
+        let snap = store.load()?;
+        let active = snap.blocks.len() as u64;
+        let deferred = snap.blocks.values().filter(|b| b.deferred).count() as u64;
+        metrics.blocks_active.store(active, Relaxed);
+        metrics.blocks_deferred.store(deferred, Relaxed);
+        info!(
+            blocks = active,
+            deferred,
+            offences = snap.offences.len(),
+            dir = %config.state.dir.display(),
+            "state restored"
+        );
+        let p = &config.pipeline;
+        let (committer_tx, committer_rx) = mpsc::unbounded_channel();
+        tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
+        Ok(Engine {
+            committer: committer_tx,
+            policy: Policy::new(config.policy.clone()),
+            guardrails: Guardrails::new(&config.guardrails),
+            dedup: Cache::builder()
+                .max_capacity(p.dedup_capacity)
+                .time_to_live(Duration::from_secs(p.dedup_window_secs.max(1)))
+                .build(),
+            sensors: RateLimiter::keyed(
+                Quota::per_second(nz(p.sensor_rate_per_sec)).allow_burst(nz(p.sensor_burst)),
+            ),
+            new_blocks: RateLimiter::direct(Quota::per_minute(nz(config
+                .guardrails
+                .max_new_blocks_per_minute))),
+            store,
+            state: Mutex::new(BlockState {
+                blocks: snap.blocks,
+                offences: snap.offences,
+                deferred: deferred as usize,
+            }),
+            metrics,
+            manual_seq: Default::default(),
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.guardrails
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Lock the block state (the reconciler and the admin API read it).
+    pub async fn state(&self) -> tokio::sync::MutexGuard<'_, BlockState> {
+        self.state.lock().await
+    }
+
+    /// Queue a batch for the committer; the receiver resolves once it is durable. Batches are
+    /// committed in submission order (one FIFO for every writer), several at a time.
+    fn submit(&self, batch: Batch) -> Durable {
+        let (tx, rx) = oneshot::channel();
+        if batch.is_empty() {
+            let _ = tx.send(());
+        } else if self.committer.send((batch, tx)).is_err() {
+            error!("store committer is gone; the change is not durable");
+        }
+        Durable(rx)
+    }
+
+    /// Commit and wait until durable.
+    async fn commit(&self, batch: Batch) {
+        self.submit(batch).wait().await;
+    }
+
+    /// Process a batch; every state change is durable when this returns.
+    pub async fn process(&self, msgs: &[Incoming]) -> Vec<Disposition> {
+        let (out, durable) = self.decide(msgs).await;
+        durable.wait().await;
+        out
+    }
+
+    /// Process a batch: decide, apply to the in-memory state and queue the state changes for
+    /// the committer. Acknowledge the messages only after the returned [`Durable`] resolves.
+    /// The next batch can be decided meanwhile (the commit's fsync overlaps it).
+    #[instrument(skip_all, fields(n = msgs.len()))]
+    pub async fn decide(&self, msgs: &[Incoming]) -> (Vec<Disposition>, Durable) {
+        let mut out = Vec::with_capacity(msgs.len());
+        let now = Utc::now();
+        let instant = tokio::time::Instant::now();
+        let max_reasons = self.config.state.max_reasons;
+        let mut state = self.state.lock().await;
+        // Working copies of the records this batch changes; folded into `state` after commit.
+        let mut dirty: HashMap<IpNet, BlockRecord> = HashMap::new();
+        let mut offences: HashMap<IpNet, Offence> = HashMap::new();
+        for msg in msgs {
+            self.metrics.reports_received.fetch_add(1, Relaxed);
+            let report = match Report::from_slice(&msg.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.rejected(e.reason());
+                    warn!(subject = %msg.subject, reason = e.reason(), cause = %e, "report rejected");
+                    out.push(Disposition::Reject(e.reason()));
+                    continue;
+                }
+            };
+            if sensor_from_subject(&msg.subject) != Some(report.sensor.as_str()) {
+                self.metrics.rejected("sensor_mismatch");
+                warn!(subject = %msg.subject, sensor = %report.sensor, "report sensor does not match its subject");
+                out.push(Disposition::Reject("sensor_mismatch"));
+                continue;
+            }
+            out.push(Disposition::Ack);
+            let key = dedup_key(report.client_ip, &report.rule, &report.sensor);
+            if self.dedup.contains_key(&key) {
+                self.metrics.reports_deduplicated.fetch_add(1, Relaxed);
+                continue;
+            }
+            self.dedup.insert(key, ());
+            let sensor = sensor_hash(&report.sensor);
+            if self.sensors.check_key(&sensor).is_err() {
+                self.metrics.reports_rate_limited.fetch_add(1, Relaxed);
+                continue;
+            }
+            self.metrics.reports_accepted.fetch_add(1, Relaxed);
+            let net = host_net(report.client_ip);
+            let reason = || Reason {
+                report_id: report.id.clone(),
+                sensor: report.sensor.clone(),
+                rule: report.rule.clone(),
+                category: report.category.as_str().to_owned(),
+                severity: report.severity,
+                evidence: report.evidence.clone(),
+                observed_at: report.observed_at,
+            };
+            // Already blocked: record the hit on the block (once per report id).
+            let existing = dirty
+                .get(&net)
+                .or_else(|| state.blocks.get(&net))
+                .filter(|b| b.expires_at > now)
+                .cloned();
+            if let Some(mut rec) = existing {
+                if rec.has_report(&report.id) {
+                    self.metrics.reports_redelivered_seen.fetch_add(1, Relaxed);
+                    continue;
+                }
+                rec.hits += 1;
+                rec.last_seen = now;
+                rec.severity = rec.severity.max(report.severity);
+                rec.push_reason(reason(), max_reasons);
+                dirty.insert(net, rec);
+                continue;
+            }
+            let Some(decision) = self.policy.observe(
+                report.client_ip,
+                report.category.as_str(),
+                report.severity,
+                sensor,
+                instant,
+            ) else {
+                continue;
+            };
+            if let Err(refusal) = self.guardrails.check(&net) {
+                self.metrics.refused(refusal.reason());
+                info!(cidr = %net, reason = refusal.reason(), detail = %refusal, "block refused by guardrail");
+                continue;
+            }
+            let prior = offences
+                .get(&net)
+                .or_else(|| state.offences.get(&net))
+                .map(|o| o.count)
+                .unwrap_or(0);
+            let offence = Offence {
+                count: prior.saturating_add(1),
+                last_at: now,
+            };
+            let ttl = self.policy.ttl(offence.count);
+            let deferred = self.new_blocks.check().is_err();
+            let mut rec = BlockRecord {
+                cidr: net,
+                first_seen: now,
+                last_seen: now,
+                expires_at: now + chrono_dur(ttl),
+                hits: u64::from(decision.hits),
+                offences: offence.count,
+                severity: decision.severity.max(report.severity),
+                deferred,
+                manual: false,
+                reasons: Default::default(),
+            };
+            rec.push_reason(reason(), max_reasons);
+            self.metrics.blocks_added.fetch_add(1, Relaxed);
+            if deferred {
+                self.metrics.blocks_deferred_total.fetch_add(1, Relaxed);
+            }
+            info!(
+                cidr = %net,
+                severity = %rec.severity,
+                offence = offence.count,
+                ttl_secs = ttl.as_secs(),
+                deferred,
+                rule = %report.rule,
+                sensor = %report.sensor,
+                "block decided"
+            );
+            offences.insert(net, offence);
+            dirty.insert(net, rec);
+        }
+        if !dirty.is_empty() || !offences.is_empty() {
+            let batch = Batch {
+                upserts: dirty.values().cloned().collect(),
+                removes: Vec::new(),
+                offences: offences.iter().map(|(k, v)| (*k, *v)).collect(),
+            };
+            state.offences.extend(offences);
+            for rec in dirty.into_values() {
+                state.put(rec);
+            }
+            self.refresh_gauges(&state);
+            // Submitted under the state lock: the commit order is the order of the changes.
+            let durable = self.submit(batch);
+            drop(state);
+            self.metrics
+                .tracked_clients
+                .store(self.policy.tracked_clients_cheap(), Relaxed);
+            return (out, durable);
+        }
+        self.metrics
+            .tracked_clients
+            .store(self.policy.tracked_clients_cheap(), Relaxed);
+        (out, Durable::ready())
+    }
+
+    fn refresh_gauges(&self, state: &BlockState) {
+        self.metrics
+            .blocks_active
+            .store(state.blocks.len() as u64, Relaxed);
+        self.metrics
+            .blocks_deferred
+            .store(state.deferred as u64, Relaxed);
+    }
+
+    /// Enforce deferred blocks as the global cap allows, oldest first.
+    pub async fn promote_deferred(&self) -> usize {
+        let mut state = self.state.lock().await;
+        if self.metrics.blocks_deferred.load(Relaxed) == 0 {
+            return 0;
+        }
+        let mut waiting: Vec<&BlockRecord> = state.blocks.values().filter(|b| b.deferred).collect();
+        waiting.sort_by_key(|b| b.first_seen);
+        let now = Utc::now();
+        let mut promoted = Vec::new();
+        for b in waiting {
+            if self.new_blocks.check().is_err() {
+                break;
+            }
+            let mut b = b.clone();
+            // The TTL starts when the block is enforced.
+            b.expires_at = now + (b.expires_at - b.first_seen);
+            b.deferred = false;
+            promoted.push(b);
+        }
+        let n = promoted.len();
+        if n > 0 {
+            self.commit(Batch {
+                upserts: promoted.clone(),
+                ..Batch::default()
+            })
+            .await;
+            for b in promoted {
+                state.put(b);
+            }
+            self.refresh_gauges(&state);
+            info!(promoted = n, "deferred blocks enforced");
+        }
+        n
+    }
+
+    /// Remove blocks that ended by `now` and forget offences older than the configured memory.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> usize {
+        let mut state = self.state.lock().await;
+        let expired: Vec<IpNet> = state
+            .blocks
+            .values()
+            .filter(|b| b.expires_at <= now && !b.deferred)
+            .map(|b| b.cidr)
+            .collect();
+        if !expired.is_empty() {
+            self.commit(Batch {
+                removes: expired.clone(),
+                ..Batch::default()
+            })
+            .await;
+            for net in &expired {
+                state.take(net);
+            }
+            self.metrics
+                .blocks_expired
+                .fetch_add(expired.len() as u64, Relaxed);
+            self.refresh_gauges(&state);
+            info!(expired = expired.len(), "expired blocks removed");
+        }
+        let cutoff = now - chrono_dur(Duration::from_secs(self.config.state.offence_memory_secs));
+        state.offences.retain(|_, o| o.last_at >= cutoff);
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.forget_offences(cutoff)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => error!(cause = %err, "forgetting old offences failed"),
+            Err(err) => error!(cause = %err, "forgetting old offences failed"),
+        }
+        expired.len()
+    }
+
+    /// Block a CIDR by hand (admin API). Only the breadth guardrail applies: the operator is
+    /// explicit. Returns the record.
+    pub async fn manual_block(
+        &self,
+        net: IpNet,
+        ttl: Option<Duration>,
+        note: Option<String>,
+    ) -> Result<BlockRecord> {
+        let net = palisade_providers::normalize(net)?;
+        self.guardrails
+            .check_breadth(&net)
+            .map_err(|r| Error::Refused {
+                cidr: net.to_string(),
+                reason: r.to_string(),
+            })?;
+        let now = Utc::now();
+        let mut state = self.state.lock().await;
+        let prior = state.offences.get(&net).map(|o| o.count).unwrap_or(0);
+        let offence = Offence {
+            count: prior.saturating_add(1),
+            last_at: now,
+        };
+        let ttl = ttl.unwrap_or_else(|| self.policy.ttl(offence.count));
+        let seq = self.manual_seq.fetch_add(1, Relaxed);
+        let mut rec = state.blocks.get(&net).cloned().unwrap_or(BlockRecord {
+            cidr: net,
+            first_seen: now,
+            last_seen: now,
+            expires_at: now,
+            hits: 0,
+            offences: offence.count,
+            severity: Severity::Critical,
+            deferred: false,
+            manual: true,
+            reasons: Default::default(),
+        });
+        rec.manual = true;
+        rec.deferred = false;
+        rec.last_seen = now;
+        rec.expires_at = now + chrono_dur(ttl);
+        rec.push_reason(
+            Reason {
+                report_id: format!("manual:{}:{seq}", now.timestamp_millis()),
+                sensor: "admin".into(),
+                rule: "manual".into(),
+                category: "manual".into(),
+                severity: Severity::Critical,
+                evidence: note
+                    .map(|n| palisade_wire::truncate_evidence(&n).to_owned())
+                    .unwrap_or_default(),
+                observed_at: now,
+            },
+            self.config.state.max_reasons,
+        );
+        self.commit(Batch {
+            upserts: vec![rec.clone()],
+            removes: vec![],
+            offences: vec![(net, offence)],
+        })
+        .await;
+        state.offences.insert(net, offence);
+        state.put(rec.clone());
+        self.metrics.blocks_added.fetch_add(1, Relaxed);
+        self.refresh_gauges(&state);
+        info!(cidr = %net, ttl_secs = ttl.as_secs(), "manual block");
+        Ok(rec)
+    }
+
+    /// Release a block by hand. `false` when there was none.
+    pub async fn release(&self, net: IpNet) -> Result<bool> {
+        let net = palisade_providers::normalize(net)?;
+        let mut state = self.state.lock().await;
+        if !state.blocks.contains_key(&net) {
+            return Ok(false);
+        }
+        self.commit(Batch {
+            removes: vec![net],
+            ..Batch::default()
+        })
+        .await;
+        state.take(&net);
+        self.metrics.blocks_released.fetch_add(1, Relaxed);
+        self.refresh_gauges(&state);
+        info!(cidr = %net, "manual release");
+        Ok(true)
+    }
+
+    /// Every block, newest first.
+    pub async fn blocks(&self) -> Vec<BlockRecord> {
+        let state = self.state.lock().await;
+        let mut v: Vec<BlockRecord> = state.blocks.values().cloned().collect();
+        v.sort_by(|a, b| b.first_seen.cmp(&a.first_seen).then(a.cidr.cmp(&b.cidr)));
+        v
+    }
+
+    /// How many clients the policy tracks (runs moka's pending maintenance; for tests/bench).
+    pub fn tracked_clients(&self) -> u64 {
+        self.policy.tracked_clients()
+    }
+}

@@ -1,0 +1,62 @@
+//! The one error enum of the blocker library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the blocker library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has unknown or mistyped fields.
+    #[error("invalid config file {path}: {source}")]
+    ConfigParse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The requested firewall provider is not compiled into this build.
+    #[error("firewall provider `{0}` is not built into this binary")]
+    ProviderNotBuilt(String),
+    /// Connecting to NATS failed.
+    #[error("cannot connect to NATS: {0}")]
+    NatsConnect(String),
+    /// A JetStream management call (stream or consumer) failed.
+    #[error("JetStream {what}: {message}")]
+    JetStream { what: &'static str, message: String },
+    /// The embedded state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] redb::Error),
+    /// A stored record could not be decoded (corruption or an incompatible version).
+    #[error("state store record `{key}` is unreadable: {message}")]
+    Corrupt { key: String, message: String },
+    /// I/O outside the store (state dir, admin listener).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CIDR was refused (by a guardrail or because it does not parse).
+    #[error("refused `{cidr}`: {reason}")]
+    Refused { cidr: String, reason: String },
+    /// A firewall call failed.
+    #[error(transparent)]
+    Provider(#[from] palisade_providers::Error),
+}
+
+/// Result with the blocker [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Convert any redb error into [`Error::Store`].
+pub(crate) fn store<E: Into<redb::Error>>(e: E) -> Error {
+    Error::Store(e.into())
+}

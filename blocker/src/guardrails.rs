@@ -1,0 +1,397 @@
+//! Guardrails: what must never be blocked.
+//!
+//! Refused unless the operator opts in with `guardrails.allow_special`: the IANA
+//! special-purpose ranges (private, loopback, link-local, CGNAT, multicast, documentation,
+//! benchmarking, reserved). IPv4-mapped (`::ffff:0:0/96`) and NAT64 (`64:ff9b::/96`) IPv6
+//! addresses are judged by the IPv4 address they carry. Allowlisted CIDRs are refused always,
+//! and so is anything broader than the configured prefix limits (/24 and /48 by default).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::config::GuardrailConfig;
+
+/// Why a CIDR was refused. [`Refusal::reason`] is the metric label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The CIDR falls in a special-purpose range (named).
+    Special(&'static str),
+    /// The CIDR overlaps an allowlisted CIDR.
+    Allowlisted(IpNet),
+    /// The CIDR is broader than the configured limit.
+    TooBroad { max_len: u8 },
+}
+
+impl Refusal {
+    /// Low-cardinality label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Special(_) => "special_range",
+            Refusal::Allowlisted(_) => "allowlisted",
+            Refusal::TooBroad { .. } => "too_broad",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Special(name) => write!(f, "inside the special-purpose range {name}"),
+            Refusal::Allowlisted(net) => write!(f, "overlaps the allowlisted {net}"),
+            Refusal::TooBroad { max_len } => {
+                write!(f, "broader than the /{max_len} limit")
+            }
+        }
+    }
+}
+
+const V4_SPECIAL: &[(&str, [u8; 4], u8)] = &[
+    ("0.0.0.0/8 (this network)", [0, 0, 0, 0], 8),
+    ("10.0.0.0/8 (private)", [10, 0, 0, 0], 8),
+    ("100.64.0.0/10 (CGNAT)", [100, 64, 0, 0], 10),
+    ("127.0.0.0/8 (loopback)", [127, 0, 0, 0], 8),
+    ("169.254.0.0/16 (link-local)", [169, 254, 0, 0], 16),
+    ("172.16.0.0/12 (private)", [172, 16, 0, 0], 12),
+    (
+        "192.0.0.0/24 (IETF protocol assignments)",
+        [192, 0, 0, 0],
+        24,
+    ),
+    ("192.0.2.0/24 (documentation)", [192, 0, 2, 0], 24),
+    ("192.88.99.0/24 (6to4 relay anycast)", [192, 88, 99, 0], 24),
+    ("192.168.0.0/16 (private)", [192, 168, 0, 0], 16),
+    ("198.18.0.0/15 (benchmarking)", [198, 18, 0, 0], 15),
+    ("198.51.100.0/24 (documentation)", [198, 51, 100, 0], 24),
+    ("203.0.113.0/24 (documentation)", [203, 0, 113, 0], 24),
+    ("224.0.0.0/4 (multicast)", [224, 0, 0, 0], 4),
+    ("240.0.0.0/4 (reserved, broadcast)", [240, 0, 0, 0], 4),
+];
+
+const V6_SPECIAL: &[(&str, [u16; 8], u8)] = &[
+    ("::/128 (unspecified)", [0; 8], 128),
+    ("::1/128 (loopback)", [0, 0, 0, 0, 0, 0, 0, 1], 128),
+    ("100::/64 (discard-only)", [0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+    (
+        "2001::/23 (IETF protocol assignments)",
+        [0x2001, 0, 0, 0, 0, 0, 0, 0],
+        23,
+    ),
+    (
+        "2001:db8::/32 (documentation)",
+        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
+        32,
+    ),
+    (
+        "3fff::/20 (documentation)",
+        [0x3fff, 0, 0, 0, 0, 0, 0, 0],
+        20,
+    ),
+    ("fc00::/7 (unique local)", [0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+    ("fe80::/10 (link-local)", [0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+    ("ff00::/8 (multicast)", [0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+];
+
+/// 2001::/23 is special, but parts of it are globally reachable (RFC 6890 and the IANA
+/// registry): TEREDO 2001::/32 is special; 2001:1::1/128, 2001:1::2/128, 2001:3::/32 (AMT),
+/// 2001:4:112::/48 (AS112) and 2001:20::/28 (ORCHIDv2) are global. Blockable sub-ranges:
+const V6_GLOBAL_IN_2001_23: &[([u16; 8], u8)] = &[
+    ([0x2001, 1, 0, 0, 0, 0, 0, 1], 128),
+    ([0x2001, 1, 0, 0, 0, 0, 0, 2], 128),
+    ([0x2001, 3, 0, 0, 0, 0, 0, 0], 32),
+    ([0x2001, 4, 0x112, 0, 0, 0, 0, 0], 48),
+    ([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28),
+];
+
+fn v4net(a: [u8; 4], len: u8) -> Ipv4Net {
+    // The table above is static and valid; `new` only fails for len > 32.
+    Ipv4Net::new(Ipv4Addr::from(a), len.min(32)).unwrap_or_default()
+}
+
+fn v6net(a: [u16; 8], len: u8) -> Ipv6Net {
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = a;
+    Ipv6Net::new(Ipv6Addr::new(a0, a1, a2, a3, a4, a5, a6, a7), len.min(128)).unwrap_or_default()
+}
+
+/// Do two networks overlap (one contains the other)?
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// The IPv4 network an IPv6 network stands for (mapped or NAT64), if any.
+fn embedded_v4(net: &Ipv6Net) -> Option<Ipv4Net> {
+    let seg = net.addr().segments();
+    let mapped = seg[..5].iter().all(|s| *s == 0) && seg[5] == 0xffff;
+    let nat64 = seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6].iter().all(|s| *s == 0);
+    if (mapped || nat64) && net.prefix_len() >= 96 {
+        let o = net.addr().octets();
+        let v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+        return Ipv4Net::new(v4, net.prefix_len() - 96).ok();
+    }
+    None
+}
+
+/// The configured guardrails, ready to check CIDRs.
+#[derive(Debug, Clone)]
+pub struct Guardrails {
+    allowlist: Vec<IpNet>,
+    allow_special: Vec<IpNet>,
+    max_v4: u8,
+    max_v6: u8,
+}
+
+impl Guardrails {
+    pub fn new(config: &GuardrailConfig) -> Guardrails {
+        Guardrails {
+            allowlist: config.allowlist.iter().map(IpNet::trunc).collect(),
+            allow_special: config.allow_special.iter().map(IpNet::trunc).collect(),
+            max_v4: config.max_prefix_v4_len,
+            max_v6: config.max_prefix_v6_len,
+        }
+    }
+
+    /// Only the breadth limit (manual blocks from the admin API are checked with this).
+    pub fn check_breadth(&self, net: &IpNet) -> Result<(), Refusal> {
+        match net {
+            IpNet::V4(n) if n.prefix_len() < self.max_v4 => Err(Refusal::TooBroad {
+                max_len: self.max_v4,
+            }),
+            IpNet::V6(n) if n.prefix_len() < self.max_v6 => Err(Refusal::TooBroad {
+                max_len: self.max_v6,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every guardrail. `net` must be normalized (see `palisade_providers::normalize`).
+    pub fn check(&self, net: &IpNet) -> Result<(), Refusal> {
+        self.check_breadth(net)?;
+        if let Some(a) = self.allowlist.iter().find(|a| overlaps(a, net)) {
+            return Err(Refusal::Allowlisted(*a));
+        }
+        if let Some(name) = self.special(net) {
+            return Err(Refusal::Special(name));
+        }
+        Ok(())
+    }
+
+    /// The special-purpose range `net` touches, unless the operator allowed it.
+    fn special(&self, net: &IpNet) -> Option<&'static str> {
+        let allowed = |n: &IpNet| self.allow_special.iter().any(|a| a.contains(n));
+        match net {
+            IpNet::V4(v4) => self.special_v4(v4, &allowed),
+            IpNet::V6(v6) => {
+                if let Some(v4) = embedded_v4(v6) {
+                    return self.special_v4(&v4, &allowed);
+                }
+                if allowed(net) {
+                    return None;
+                }
+                for (name, a, len) in V6_SPECIAL {
+                    let range = IpNet::V6(v6net(*a, *len));
+                    if !overlaps(&range, net) {
+                        continue;
+                    }
+                    if *len == 23 {
+                        let global = V6_GLOBAL_IN_2001_23
+                            .iter()
+                            .any(|(g, l)| IpNet::V6(v6net(*g, *l)).contains(net));
+                        if global {
+                            continue;
+                        }
+                    }
+                    return Some(name);
+                }
+                None
+            }
+        }
+    }
+
+    fn special_v4(&self, v4: &Ipv4Net, allowed: &dyn Fn(&IpNet) -> bool) -> Option<&'static str> {
+        let net = IpNet::V4(*v4);
+        if allowed(&net) {
+            return None;
+        }
+        if v4.contains(&Ipv4Addr::BROADCAST) {
+            return Some("255.255.255.255/32 (broadcast)");
+        }
+        V4_SPECIAL
+            .iter()
+            .find(|(_, a, len)| overlaps(&IpNet::V4(v4net(*a, *len)), &net))
+            .map(|(name, _, _)| *name)
+    }
+}
+
+/// The CIDR a client address is blocked as (a host route, IPv4-mapped turned into IPv4).
+pub fn host_net(ip: IpAddr) -> IpNet {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    IpNet::from(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(allow_special: &[&str], allowlist: &[&str]) -> Guardrails {
+        Guardrails::new(&GuardrailConfig {
+            allowlist: allowlist.iter().map(|s| s.parse().unwrap()).collect(),
+            allow_special: allow_special.iter().map(|s| s.parse().unwrap()).collect(),
+            ..GuardrailConfig::default()
+        })
+    }
+
+    fn net(s: &str) -> IpNet {
+        palisade_providers::parse_cidr(s).unwrap()
+    }
+
+    #[test]
+    fn special_ranges_are_refused_by_default() {
+        let g = g(&[], &[]);
+        for s in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "0.1.2.3",
+            "192.0.0.8",
+            "192.0.2.7",
+            "198.51.100.1",
+            "203.0.113.9",
+            "198.18.0.1",
+            "198.19.255.1",
+            "192.88.99.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "fc00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "3fff::1",
+            "100::1",
+            "2001::1",
+            "2001:2::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::c0a8:101",
+        ] {
+            let r = g.check(&net(s));
+            assert!(matches!(r, Err(Refusal::Special(_))), "{s}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn global_addresses_pass() {
+        let g = g(&[], &[]);
+        for s in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.3.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2001:3::1",
+            "2001:20::1",
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
+            "81.2.69.0/24",
+            "2a00:1450:4001::/48",
+        ] {
+            assert_eq!(g.check(&net(s)), Ok(()), "{s}");
+        }
+    }
+
+    #[test]
+    fn breadth_limits() {
+        let g = g(&[], &[]);
+        assert_eq!(
+            g.check(&net("81.2.68.0/23")),
+            Err(Refusal::TooBroad { max_len: 24 })
+        );
+        assert_eq!(g.check(&net("81.2.69.0/24")), Ok(()));
+        assert_eq!(
+            g.check(&net("2a00:1450::/47")),
+            Err(Refusal::TooBroad { max_len: 48 })
+        );
+        assert_eq!(g.check(&net("2a00:1450:4001::/48")), Ok(()));
+        // A range that contains a special range is refused too.
+        assert!(matches!(
+            g.check(&net("10.0.0.0/24")),
+            Err(Refusal::Special(_))
+        ));
+    }
+
+    #[test]
+    fn opt_in_allows_documentation_ranges_only() {
+        let g = g(
+            &[
+                "192.0.2.0/24",
+                "198.51.100.0/24",
+                "203.0.113.0/24",
+                "2001:db8::/32",
+            ],
+            &[],
+        );
+        for s in [
+            "192.0.2.1",
+            "198.51.100.200",
+            "203.0.113.0/24",
+            "2001:db8:1::/48",
+        ] {
+            assert_eq!(g.check(&net(s)), Ok(()), "{s}");
+        }
+        for s in ["10.0.0.1", "127.0.0.1", "fe80::1"] {
+            assert!(g.check(&net(s)).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn allowlist_always_wins() {
+        let g = g(&["203.0.113.0/24"], &["203.0.113.64/26", "2606:4700::/32"]);
+        assert_eq!(g.check(&net("203.0.113.1")), Ok(()));
+        assert!(matches!(
+            g.check(&net("203.0.113.70")),
+            Err(Refusal::Allowlisted(_))
+        ));
+        // A block that would cover an allowlisted range is refused as well.
+        assert!(matches!(
+            g.check(&net("203.0.113.0/24")),
+            Err(Refusal::Allowlisted(_))
+        ));
+        assert!(matches!(
+            g.check(&net("2606:4700::1111")),
+            Err(Refusal::Allowlisted(_))
+        ));
+    }
+
+    #[test]
+    fn host_net_unmaps_ipv4() {
+        assert_eq!(
+            host_net("::ffff:8.8.8.8".parse().unwrap()).to_string(),
+            "8.8.8.8/32"
+        );
+        assert_eq!(
+            host_net("2001:db8::1".parse().unwrap()).to_string(),
+            "2001:db8::1/128"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! Counters and gauges, rendered in the Prometheus text format by `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use palisade_providers::SetStatus;
+
+/// Every metric of the blocker.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reports_received: AtomicU64,
+    pub reports_accepted: AtomicU64,
+    pub reports_deduplicated: AtomicU64,
+    pub reports_rate_limited: AtomicU64,
+    pub reports_redelivered_seen: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    pub blocks_active: AtomicU64,
+    pub blocks_deferred: AtomicU64,
+    pub blocks_added: AtomicU64,
+    pub blocks_deferred_total: AtomicU64,
+    pub blocks_expired: AtomicU64,
+    pub blocks_released: AtomicU64,
+    pub batches_committed: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub tracked_clients: AtomicU64,
+    pub reconcile_runs: AtomicU64,
+    reconcile_errors: Mutex<BTreeMap<&'static str, u64>>,
+    pub reconcile_duration_micros_sum: AtomicU64,
+    pub reconcile_last_duration_micros: AtomicU64,
+    pub reconcile_added: AtomicU64,
+    pub reconcile_removed: AtomicU64,
+    pub reconcile_evictions: AtomicU64,
+    pub reconcile_evicted_now: AtomicU64,
+    pub firewall_owned: AtomicU64,
+    sets: Mutex<Vec<SetStatus>>,
+}
+
+fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default() += 1;
+}
+
+fn get(map: &Mutex<BTreeMap<&'static str, u64>>) -> BTreeMap<&'static str, u64> {
+    map.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Metrics {
+    /// A report was rejected by validation (`reason` from `WireError::reason`, or
+    /// `sensor_mismatch`).
+    pub fn rejected(&self, reason: &'static str) {
+        bump(&self.rejected, reason);
+    }
+
+    /// A would-be block was refused by a guardrail.
+    pub fn refused(&self, reason: &'static str) {
+        bump(&self.refused, reason);
+    }
+
+    /// A reconcile run failed (`kind` from the provider error).
+    pub fn reconcile_error(&self, kind: &'static str) {
+        bump(&self.reconcile_errors, kind);
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejections(&self) -> BTreeMap<&'static str, u64> {
+        get(&self.rejected)
+    }
+
+    /// Guardrail refusals so far, by reason.
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        get(&self.refused)
+    }
+
+    /// Latest fill of the firewall's sets.
+    pub fn set_fill(&self, sets: Vec<SetStatus>) {
+        *self.sets.lock().unwrap_or_else(|p| p.into_inner()) = sets;
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        counter(
+            "palisade_reports_received_total",
+            "Messages taken from the stream.",
+            self.reports_received.load(Relaxed),
+        );
+        counter(
+            "palisade_reports_accepted_total",
+            "Valid reports counted by the policy.",
+            self.reports_accepted.load(Relaxed),
+        );
+        counter(
+            "palisade_reports_deduplicated_total",
+            "Reports dropped as duplicates (same client, rule and sensor within the dedup window).",
+            self.reports_deduplicated.load(Relaxed),
+        );
+        counter(
+            "palisade_reports_rate_limited_total",
+            "Reports dropped by the per-sensor quota.",
+            self.reports_rate_limited.load(Relaxed),
+        );
+        counter(
+            "palisade_reports_already_counted_total",
+            "Redelivered reports already recorded on their block (not counted twice).",
+            self.reports_redelivered_seen.load(Relaxed),
+        );
+        counter(
+            "palisade_blocks_added_total",
+            "Blocks decided (policy and manual).",
+            self.blocks_added.load(Relaxed),
+        );
+        counter(
+            "palisade_blocks_deferred_total",
+            "Blocks decided while the global new-block cap was exhausted (queued, not dropped).",
+            self.blocks_deferred_total.load(Relaxed),
+        );
+        counter(
+            "palisade_blocks_expired_total",
+            "Blocks removed by the sweeper at the end of their TTL.",
+            self.blocks_expired.load(Relaxed),
+        );
+        counter(
+            "palisade_blocks_released_total",
+            "Blocks released through the admin API.",
+            self.blocks_released.load(Relaxed),
+        );
+        counter(
+            "palisade_state_batches_committed_total",
+            "Store transactions committed by the pipeline.",
+            self.batches_committed.load(Relaxed),
+        );
+        counter(
+            "palisade_state_errors_total",
+            "Failed store transactions (the messages are redelivered).",
+            self.store_errors.load(Relaxed),
+        );
+        counter(
+            "palisade_reconcile_runs_total",
+            "Reconcile runs.",
+            self.reconcile_runs.load(Relaxed),
+        );
+        counter(
+            "palisade_reconcile_entries_added_total",
+            "Entries the reconciler added to the firewall.",
+            self.reconcile_added.load(Relaxed),
+        );
+        counter(
+            "palisade_reconcile_entries_removed_total",
+            "Entries the reconciler removed from the firewall.",
+            self.reconcile_removed.load(Relaxed),
+        );
+        counter(
+            "palisade_reconcile_evictions_total",
+            "Times a desired block did not fit the firewall's capacity (lower priority left out).",
+            self.reconcile_evictions.load(Relaxed),
+        );
+        let runs = self.reconcile_runs.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP palisade_reconcile_duration_seconds Time spent per reconcile run.\n\
+             # TYPE palisade_reconcile_duration_seconds summary\n\
+             palisade_reconcile_duration_seconds_sum {:.6}\n\
+             palisade_reconcile_duration_seconds_count {runs}",
+            self.reconcile_duration_micros_sum.load(Relaxed) as f64 / 1e6
+        );
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            "palisade_blocks_active",
+            "Blocks in force (deferred ones included).",
+            self.blocks_active.load(Relaxed),
+        );
+        gauge(
+            "palisade_blocks_deferred",
+            "Blocks waiting for the global new-block cap.",
+            self.blocks_deferred.load(Relaxed),
+        );
+        gauge(
+            "palisade_policy_tracked_clients",
+            "Clients with reports counted but not (yet) blocked.",
+            self.tracked_clients.load(Relaxed),
+        );
+        gauge(
+            "palisade_reconcile_last_duration_microseconds",
+            "Duration of the last reconcile run.",
+            self.reconcile_last_duration_micros.load(Relaxed),
+        );
+        gauge(
+            "palisade_reconcile_evicted",
+            "Desired blocks left out of the firewall for lack of capacity at the last run.",
+            self.reconcile_evicted_now.load(Relaxed),
+        );
+        gauge(
+            "palisade_firewall_owned_entries",
+            "Firewall entries owned by this blocker.",
+            self.firewall_owned.load(Relaxed),
+        );
+        let labelled = |out: &mut String,
+                        name: &str,
+                        help: &str,
+                        label: &str,
+                        map: BTreeMap<&'static str, u64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, v) in map {
+                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+            }
+        };
+        labelled(
+            &mut out,
+            "palisade_reports_rejected_total",
+            "Reports rejected by validation, by reason.",
+            "reason",
+            self.rejections(),
+        );
+        labelled(
+            &mut out,
+            "palisade_blocks_refused_total",
+            "Reports whose client a guardrail protects, by reason.",
+            "reason",
+            self.refusals(),
+        );
+        labelled(
+            &mut out,
+            "palisade_reconcile_errors_total",
+            "Failed reconcile runs, by provider error kind.",
+            "kind",
+            get(&self.reconcile_errors),
+        );
+        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = writeln!(
+            out,
+            "# HELP palisade_firewall_entries Entries in each firewall set.\n# TYPE palisade_firewall_entries gauge"
+        );
+        for s in &sets {
+            let _ = writeln!(
+                out,
+                "palisade_firewall_entries{{set=\"{}\",family=\"{}\"}} {}",
+                escape(&s.id),
+                s.family,
+                s.entries
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP palisade_firewall_capacity Capacity of each firewall set.\n# TYPE palisade_firewall_capacity gauge"
+        );
+        for s in &sets {
+            let _ = writeln!(
+                out,
+                "palisade_firewall_capacity{{set=\"{}\",family=\"{}\"}} {}",
+                escape(&s.id),
+                s.family,
+                s.capacity
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,366 @@
+//! Policy: count reports per client in a sliding window and decide when to block, and for how
+//! long.
+//!
+//! A report of severity `s` and category `c` adds a hit to its client. The client is blocked
+//! when, for `s` or any lower severity `t`, the hits of severity `t` or higher within the window
+//! reach the threshold for (`c`, `t`) and come from at least `min_distinct_sensors` sensors.
+//! Higher severities thus count towards lower thresholds. The counters of clients not yet
+//! blocked live in memory only (a bounded moka cache): a restart forgets reports that had not
+//! yet reached a threshold; decided blocks are persisted (see [`crate::state`]).
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use palisade_wire::Severity;
+use tokio::time::Instant;
+
+use crate::config::PolicyConfig;
+
+/// One counted report.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    at: Instant,
+    severity: Severity,
+    sensor: u64,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    hits: VecDeque<Hit>,
+}
+
+/// A threshold crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The severity whose threshold was crossed.
+    pub severity: Severity,
+    /// Reports within the window that counted towards it.
+    pub hits: u32,
+}
+
+/// The policy engine.
+#[derive(Debug)]
+pub struct Policy {
+    config: PolicyConfig,
+    /// Hits kept per client: enough for the largest threshold.
+    max_hits: usize,
+    clients: Cache<IpAddr, Arc<Mutex<Window>>>,
+}
+
+/// A stable-per-process 64-bit hash of a sensor id (the engine computes it once per report).
+pub fn sensor_hash(sensor: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    sensor.hash(&mut h);
+    h.finish()
+}
+
+impl Policy {
+    pub fn new(config: PolicyConfig) -> Policy {
+        let max_threshold = std::iter::once(&config.thresholds)
+            .chain(config.categories.values())
+            .flat_map(|t| Severity::ALL.into_iter().filter_map(|s| t.get(s)))
+            .max()
+            .unwrap_or(1);
+        // Distinct sensors need room as well: keep at least that many hits.
+        let max_hits = (max_threshold.max(config.min_distinct_sensors) as usize).clamp(1, 4096);
+        let clients = Cache::builder()
+            .max_capacity(config.max_tracked_clients)
+            .time_to_idle(config.window())
+            .build();
+        Policy {
+            config,
+            max_hits,
+            clients,
+        }
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Count a report; `Some` when the client crosses a threshold. The client's counters are
+    /// dropped then: it is blocked.
+    pub fn observe(
+        &self,
+        client: IpAddr,
+        category: &str,
+        severity: Severity,
+        sensor: u64,
+        now: Instant,
+    ) -> Option<Decision> {
+        let window = self.config.window();
+        let entry = self.clients.get_with(client, Default::default);
+        let decided = {
+            let mut w = entry.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(front) = w.hits.front() {
+                if now.saturating_duration_since(front.at) >= window {
+                    w.hits.pop_front();
+                } else {
+                    break;
+                }
+            }
+            if w.hits.len() >= self.max_hits {
+                // Keep the strongest evidence: drop the oldest lowest-severity hit.
+                let weakest = w
+                    .hits
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, h)| h.severity)
+                    .map(|(i, _)| i);
+                if let Some(i) = weakest {
+                    w.hits.remove(i);
+                }
+            }
+            w.hits.push_back(Hit {
+                at: now,
+                severity,
+                sensor,
+            });
+            self.evaluate(&w, category, severity)
+        };
+        if decided.is_some() {
+            self.clients.invalidate(&client);
+        }
+        decided
+    }
+
+    fn evaluate(&self, w: &Window, category: &str, severity: Severity) -> Option<Decision> {
+        // Highest severity first, so the reported severity is the most serious crossed.
+        // No allocation on this path: it runs for every report.
+        for t in Severity::ALL.into_iter().rev().filter(|t| *t <= severity) {
+            let Some(threshold) = self.config.threshold(category, t) else {
+                continue;
+            };
+            let hits = w.hits.iter().filter(|h| h.severity >= t).count();
+            if (hits as u64) < u64::from(threshold) {
+                continue;
+            }
+            if self.config.min_distinct_sensors <= 1 || self.distinct_sensors(w, t) {
+                return Some(Decision {
+                    severity: t,
+                    hits: hits as u32,
+                });
+            }
+        }
+        None
+    }
+
+    /// Do the hits of severity `t` or higher come from enough distinct sensors?
+    fn distinct_sensors(&self, w: &Window, t: Severity) -> bool {
+        let mut sensors: Vec<u64> = w
+            .hits
+            .iter()
+            .filter(|h| h.severity >= t)
+            .map(|h| h.sensor)
+            .collect();
+        sensors.sort_unstable();
+        sensors.dedup();
+        sensors.len() as u64 >= u64::from(self.config.min_distinct_sensors)
+    }
+
+    /// TTL of a block that is the client's `offence`-th (1 for the first): the base TTL times
+    /// `escalation_factor^(offence-1)`, at most `max_ttl_secs`.
+    pub fn ttl(&self, offence: u32) -> Duration {
+        let base = self.config.block_ttl_secs as f64;
+        let exp = offence.saturating_sub(1).min(64) as i32;
+        let secs = base * self.config.escalation_factor.powi(exp);
+        let max = self.config.max_ttl_secs as f64;
+        Duration::from_secs(if secs.is_finite() && secs < max {
+            secs as u64
+        } else {
+            self.config.max_ttl_secs
+        })
+    }
+
+    /// Clients currently counted, without running cache maintenance (approximate, cheap).
+    pub fn tracked_clients_cheap(&self) -> u64 {
+        self.clients.entry_count()
+    }
+
+    /// Clients currently counted (runs pending cache maintenance first).
+    pub fn tracked_clients(&self) -> u64 {
+        self.clients.run_pending_tasks();
+        self.clients.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Thresholds;
+
+    fn sev(d: Option<Decision>) -> Option<Severity> {
+        d.map(|d| d.severity)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
+        let mut c = PolicyConfig::default();
+        f(&mut c);
+        Policy::new(c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn critical_blocks_on_one_report() {
+        let p = policy(|_| {});
+        let d = sev(p.observe(
+            ip("8.8.8.8"),
+            "rce",
+            Severity::Critical,
+            sensor_hash("s1"),
+            Instant::now(),
+        ));
+        assert_eq!(d, Some(Severity::Critical));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn high_needs_three_reports_within_the_window() {
+        let p = policy(|c| c.window_secs = 60);
+        let c = ip("8.8.8.8");
+        assert_eq!(
+            sev(p.observe(c, "sqli", Severity::High, sensor_hash("s1"), Instant::now())),
+            None
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(
+            sev(p.observe(c, "sqli", Severity::High, sensor_hash("s1"), Instant::now())),
+            None
+        );
+        // The first hit leaves the window: still two.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(
+            sev(p.observe(c, "sqli", Severity::High, sensor_hash("s1"), Instant::now())),
+            None
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            sev(p.observe(c, "sqli", Severity::High, sensor_hash("s1"), Instant::now())),
+            Some(Severity::High)
+        );
+        // Counters are dropped after a decision.
+        assert_eq!(
+            sev(p.observe(c, "sqli", Severity::High, sensor_hash("s1"), Instant::now())),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn higher_severities_count_towards_lower_thresholds() {
+        let p = policy(|c| {
+            c.thresholds = Thresholds {
+                low: Some(3),
+                medium: None,
+                high: None,
+                critical: None,
+            }
+        });
+        let c = ip("9.9.9.9");
+        let now = Instant::now();
+        assert_eq!(
+            sev(p.observe(c, "xss", Severity::Low, sensor_hash("s"), now)),
+            None
+        );
+        assert_eq!(
+            sev(p.observe(c, "xss", Severity::High, sensor_hash("s"), now)),
+            None
+        );
+        assert_eq!(
+            sev(p.observe(c, "xss", Severity::Critical, sensor_hash("s"), now)),
+            Some(Severity::Low)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn category_override_and_disabled_severity() {
+        let p = policy(|c| {
+            c.categories.insert(
+                "scanner".into(),
+                Thresholds {
+                    low: Some(2),
+                    medium: None,
+                    high: None,
+                    critical: None,
+                },
+            );
+            c.thresholds.low = None;
+        });
+        let c = ip("1.1.1.1");
+        let now = Instant::now();
+        // Low sqli never blocks (disabled), low scanner blocks on the second.
+        for _ in 0..50 {
+            assert_eq!(
+                sev(p.observe(c, "sqli", Severity::Low, sensor_hash("s"), now)),
+                None
+            );
+        }
+        let d = ip("1.0.0.1");
+        assert_eq!(
+            sev(p.observe(d, "scanner", Severity::Low, sensor_hash("s"), now)),
+            None
+        );
+        assert_eq!(
+            sev(p.observe(d, "scanner", Severity::Low, sensor_hash("s"), now)),
+            Some(Severity::Low)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn distinct_sensors_are_required() {
+        let p = policy(|c| c.min_distinct_sensors = 2);
+        let c = ip("8.8.4.4");
+        let now = Instant::now();
+        // A critical from one sensor is not enough, however often it repeats.
+        for _ in 0..10 {
+            assert_eq!(
+                sev(p.observe(c, "rce", Severity::Critical, sensor_hash("a"), now)),
+                None
+            );
+        }
+        assert_eq!(
+            sev(p.observe(c, "rce", Severity::Critical, sensor_hash("b"), now)),
+            Some(Severity::Critical)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_are_independent() {
+        let p = policy(|_| {});
+        let now = Instant::now();
+        for i in 0..2u8 {
+            assert_eq!(
+                sev(p.observe(
+                    IpAddr::from([81, 2, 69, i]),
+                    "sqli",
+                    Severity::High,
+                    sensor_hash("s"),
+                    now
+                )),
+                None
+            );
+        }
+        assert_eq!(p.tracked_clients(), 2);
+    }
+
+    #[test]
+    fn ttl_escalates_and_is_capped() {
+        let p = policy(|c| {
+            c.block_ttl_secs = 3600;
+            c.escalation_factor = 4.0;
+            c.max_ttl_secs = 7 * 24 * 3600;
+        });
+        assert_eq!(p.ttl(1), Duration::from_secs(3600));
+        assert_eq!(p.ttl(2), Duration::from_secs(4 * 3600));
+        assert_eq!(p.ttl(3), Duration::from_secs(16 * 3600));
+        assert_eq!(p.ttl(4), Duration::from_secs(64 * 3600));
+        assert_eq!(p.ttl(5), Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(p.ttl(u32::MAX), Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(p.ttl(0), Duration::from_secs(3600));
+    }
+}

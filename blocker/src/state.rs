@@ -1,0 +1,385 @@
+//! Durable state: decided blocks, offence history and firewall ownership, in one redb file
+//! (`<state dir>/blocker.redb`).
+//!
+//! Every change is one transaction committed with redb's default durability (fsync) before the
+//! caller acknowledges anything. The pipeline writes one transaction per batch of reports.
+//! Records are JSON, so the file can be inspected and migrated.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use palisade_wire::Severity;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, store};
+
+const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");
+const OFFENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("offences");
+const OWNED: TableDefinition<&str, i64> = TableDefinition::new("owned");
+
+/// Why a block exists: one report (or a manual action).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Report id (`manual:<n>` for blocks made through the admin API).
+    pub report_id: String,
+    /// Sensor that sent the report (`admin` for manual blocks).
+    pub sensor: String,
+    /// Rule that matched.
+    pub rule: String,
+    /// Attack category.
+    pub category: String,
+    /// Severity of the report.
+    pub severity: Severity,
+    /// Matched fragment (at most 256 bytes).
+    pub evidence: String,
+    /// When the sensor saw the request.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// A decided block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// The blocked network (a host route for clients).
+    pub cidr: IpNet,
+    /// When the block was decided.
+    pub first_seen: DateTime<Utc>,
+    /// Last report about this client.
+    pub last_seen: DateTime<Utc>,
+    /// When the block ends.
+    pub expires_at: DateTime<Utc>,
+    /// Reports counted for this block (deduplicated ones excluded).
+    pub hits: u64,
+    /// How many times this client has been blocked (this block included).
+    pub offences: u32,
+    /// Highest severity seen.
+    pub severity: Severity,
+    /// Decided while the global new-block cap was exhausted: waits to be enforced.
+    #[serde(default)]
+    pub deferred: bool,
+    /// Made through the admin API.
+    #[serde(default)]
+    pub manual: bool,
+    /// Most recent reasons, oldest first (bounded by `state.max_reasons`).
+    pub reasons: VecDeque<Reason>,
+}
+
+impl BlockRecord {
+    /// Has this report already been counted (a redelivery after a crash)?
+    pub fn has_report(&self, id: &str) -> bool {
+        self.reasons.iter().any(|r| r.report_id == id)
+    }
+
+    /// Append a reason, dropping the oldest beyond `max`.
+    pub fn push_reason(&mut self, reason: Reason, max: usize) {
+        self.reasons.push_back(reason);
+        while self.reasons.len() > max {
+            self.reasons.pop_front();
+        }
+    }
+}
+
+/// Offence history of a client, kept after its block expires (for escalation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offence {
+    /// Blocks so far.
+    pub count: u32,
+    /// When the last one was decided.
+    pub last_at: DateTime<Utc>,
+}
+
+/// Changes committed together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Blocks to write (insert or replace).
+    pub upserts: Vec<BlockRecord>,
+    /// Blocks to delete.
+    pub removes: Vec<IpNet>,
+    /// Offence records to write.
+    pub offences: Vec<(IpNet, Offence)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removes.is_empty() && self.offences.is_empty()
+    }
+}
+
+/// Everything restored at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub blocks: HashMap<IpNet, BlockRecord>,
+    pub offences: HashMap<IpNet, Offence>,
+    pub owned: BTreeSet<IpNet>,
+}
+
+/// The redb store. Cheap to clone. Methods block (file I/O): call them from
+/// `spawn_blocking` on the async side.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Corrupt {
+        key: "<encode>".into(),
+        message: e.to_string(),
+    })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: key.into(),
+        message: e.to_string(),
+    })
+}
+
+fn parse_key(key: &str) -> Result<IpNet> {
+    key.parse()
+        .map_err(|e: ipnet::AddrParseError| Error::Corrupt {
+            key: key.into(),
+            message: e.to_string(),
+        })
+}
+
+impl Store {
+    /// Open (or create) `<dir>/blocker.redb`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: format!("cannot create state dir {}", dir.display()),
+            source,
+        })?;
+        let db = Database::create(dir.join("blocker.redb")).map_err(store)?;
+        // Create the tables so that readers never see them missing.
+        let txn = db.begin_write().map_err(store)?;
+        txn.open_table(BLOCKS).map_err(store)?;
+        txn.open_table(OFFENCES).map_err(store)?;
+        txn.open_table(OWNED).map_err(store)?;
+        txn.commit().map_err(store)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Read everything (at start).
+    pub fn load(&self) -> Result<Snapshot> {
+        let txn = self.db.begin_read().map_err(store)?;
+        let mut snap = Snapshot::default();
+        for item in txn
+            .open_table(BLOCKS)
+            .map_err(store)?
+            .iter()
+            .map_err(store)?
+        {
+            let (k, v) = item.map_err(store)?;
+            let rec: BlockRecord = decode(k.value(), v.value())?;
+            snap.blocks.insert(rec.cidr, rec);
+        }
+        for item in txn
+            .open_table(OFFENCES)
+            .map_err(store)?
+            .iter()
+            .map_err(store)?
+        {
+            let (k, v) = item.map_err(store)?;
+            snap.offences
+                .insert(parse_key(k.value())?, decode(k.value(), v.value())?);
+        }
+        for item in txn
+            .open_table(OWNED)
+            .map_err(store)?
+            .iter()
+            .map_err(store)?
+        {
+            let (k, _) = item.map_err(store)?;
+            snap.owned.insert(parse_key(k.value())?);
+        }
+        Ok(snap)
+    }
+
+    /// Commit a batch in one durable transaction.
+    pub fn commit(&self, batch: &Batch) -> Result<()> {
+        self.commit_all(std::slice::from_ref(batch))
+    }
+
+    /// Commit several batches, applied in order, in one durable transaction (group commit).
+    pub fn commit_all(&self, batches: &[Batch]) -> Result<()> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(store)?;
+        for batch in batches {
+            let mut blocks = txn.open_table(BLOCKS).map_err(store)?;
+            for rec in &batch.upserts {
+                blocks
+                    .insert(rec.cidr.to_string().as_str(), encode(rec)?.as_slice())
+                    .map_err(store)?;
+            }
+            for net in &batch.removes {
+                blocks.remove(net.to_string().as_str()).map_err(store)?;
+            }
+            let mut offences = txn.open_table(OFFENCES).map_err(store)?;
+            for (net, o) in &batch.offences {
+                offences
+                    .insert(net.to_string().as_str(), encode(o)?.as_slice())
+                    .map_err(store)?;
+            }
+        }
+        txn.commit().map_err(store)?;
+        Ok(())
+    }
+
+    /// Remove offence records last updated before `cutoff`; returns how many.
+    pub fn forget_offences(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(store)?;
+        let mut removed = 0;
+        {
+            let mut t = txn.open_table(OFFENCES).map_err(store)?;
+            t.retain(|_, v| {
+                let keep = serde_json::from_slice::<Offence>(v)
+                    .map(|o| o.last_at >= cutoff)
+                    .unwrap_or(false);
+                if !keep {
+                    removed += 1;
+                }
+                keep
+            })
+            .map_err(store)?;
+        }
+        txn.commit().map_err(store)?;
+        Ok(removed)
+    }
+
+    /// Record firewall entries as ours (before they are added) or forget them (after removal).
+    pub fn set_owned(&self, add: &BTreeSet<IpNet>, remove: &BTreeSet<IpNet>) -> Result<()> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now().timestamp_millis();
+        let txn = self.db.begin_write().map_err(store)?;
+        {
+            let mut t = txn.open_table(OWNED).map_err(store)?;
+            for net in add {
+                t.insert(net.to_string().as_str(), now).map_err(store)?;
+            }
+            for net in remove {
+                t.remove(net.to_string().as_str()).map_err(store)?;
+            }
+        }
+        txn.commit().map_err(store)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(cidr: &str) -> BlockRecord {
+        let now = Utc::now();
+        BlockRecord {
+            cidr: cidr.parse().unwrap(),
+            first_seen: now,
+            last_seen: now,
+            expires_at: now + chrono::Duration::hours(1),
+            hits: 1,
+            offences: 1,
+            severity: Severity::Critical,
+            deferred: false,
+            manual: false,
+            reasons: VecDeque::from([Reason {
+                report_id: "r1".into(),
+                sensor: "s1".into(),
+                rule: "rce-1".into(),
+                category: "rce".into(),
+                severity: Severity::Critical,
+                evidence: "; cat /etc/passwd".into(),
+                observed_at: now,
+            }]),
+        }
+    }
+
+    #[test]
+    fn everything_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let a = record("8.8.8.8/32");
+            let b = record("2606:4700::1/128");
+            s.commit(&Batch {
+                upserts: vec![a.clone(), b.clone()],
+                removes: vec![],
+                offences: vec![(
+                    a.cidr,
+                    Offence {
+                        count: 2,
+                        last_at: a.first_seen,
+                    },
+                )],
+            })
+            .unwrap();
+            s.set_owned(&BTreeSet::from([a.cidr, b.cidr]), &BTreeSet::new())
+                .unwrap();
+            s.commit(&Batch {
+                removes: vec![b.cidr],
+                ..Batch::default()
+            })
+            .unwrap();
+            s.set_owned(&BTreeSet::new(), &BTreeSet::from([b.cidr]))
+                .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let snap = s.load().unwrap();
+        assert_eq!(snap.blocks.len(), 1);
+        let a = &snap.blocks[&"8.8.8.8/32".parse().unwrap()];
+        assert_eq!(a.reasons[0].evidence, "; cat /etc/passwd");
+        assert_eq!(snap.offences.len(), 1);
+        assert_eq!(snap.owned, BTreeSet::from(["8.8.8.8/32".parse().unwrap()]));
+    }
+
+    #[test]
+    fn old_offences_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        s.commit(&Batch {
+            offences: vec![
+                (
+                    "8.8.8.8/32".parse().unwrap(),
+                    Offence {
+                        count: 1,
+                        last_at: now - chrono::Duration::days(40),
+                    },
+                ),
+                (
+                    "9.9.9.9/32".parse().unwrap(),
+                    Offence {
+                        count: 3,
+                        last_at: now,
+                    },
+                ),
+            ],
+            ..Batch::default()
+        })
+        .unwrap();
+        let removed = s.forget_offences(now - chrono::Duration::days(30)).unwrap();
+        assert_eq!(removed, 1);
+        let snap = s.load().unwrap();
+        assert_eq!(snap.offences.len(), 1);
+        assert_eq!(snap.offences[&"9.9.9.9/32".parse().unwrap()].count, 3);
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let mut r = record("8.8.8.8/32");
+        for i in 0..20 {
+            let mut reason = r.reasons[0].clone();
+            reason.report_id = format!("r{i}");
+            r.push_reason(reason, 8);
+        }
+        assert_eq!(r.reasons.len(), 8);
+        assert!(r.has_report("r19"));
+        assert!(!r.has_report("r5"));
+    }
+}
