@@ -6,6 +6,7 @@
 //!   behaves as AWS documents where moto does not.
 //! - [`netns`]: network namespaces and veth pairs for the eBPF tests (root only).
 
+pub mod demo;
 pub mod moto;
 pub mod nats;
 pub mod netns;

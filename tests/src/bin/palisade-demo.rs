@@ -1,0 +1,54 @@
+//! `make demo`: Palisade end to end on this machine. See `palisade_tests::demo`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use palisade_tests::demo::{self, DemoOptions, SensorMode};
+
+/// Run Palisade end to end locally: nats-server, the AWS WAFv2 emulator, a web app behind a
+/// veth pair, the blocker and the sensor, and a mix of benign and malicious clients.
+#[derive(Debug, Parser)]
+#[command(name = "palisade-demo", version, about)]
+struct Cli {
+    /// Directory with the palisade-blocker and palisade-sensor binaries (default: next to this one).
+    #[arg(long, env = "PALISADE_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Use the access-log source even where eBPF is available.
+    #[arg(long)]
+    log_source: bool,
+    /// Also write the outcome as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bin_dir = match cli.bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the demo binary has no parent directory")?
+            .to_path_buf(),
+    };
+    let opts = DemoOptions {
+        bin_dir,
+        mode: cli.log_source.then_some(SensorMode::Log),
+        verbose: true,
+    };
+    // Ctrl-C drops the demo future, and with it every guard: processes, namespace, servers.
+    let outcome = tokio::select! {
+        r = demo::run(opts) => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; everything the demo started was stopped"),
+    };
+    demo::print_summary(&outcome);
+    if let Some(path) = cli.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&outcome)?)
+            .with_context(|| format!("writing {path:?}"))?;
+    }
+    if !outcome.success() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

