@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Comparison 2: Palisade's detector vs libmodsecurity3 + OWASP CRS 3.3.4 (paranoia level 1,
+# blocking mode, anomaly threshold 5) on the same requests (the dev corpus requests.jsonl,
+# attack and benign halves). Single thread, each process pinned to one core (taskset -c $CORE).
+#
+#   bench/detector_vs_modsec.sh             # 3 runs of each
+#   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh
+#   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
+#
+# Palisade side: sensor/examples/eval_corpus.rs (parse + inspect timed inside, one pass).
+# ModSecurity side: bench/modsec/driver.c (transaction timed inside; wall and thread CPU time).
+# Both are also measured from outside with /usr/bin/time (whole process CPU, peak RSS).
+# Writes bench/results/detector_vs_modsec.json and prints a summary.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-3}
+CORE=${CORE:-1}
+CORPUS=${CORPUS:-/work/shared/corpus}
+OUT=${OUT:-$ROOT/bench/results/detector_vs_modsec.json}
+MS_PASSES=${MS_PASSES:-1}
+PY=${PY:-python3}
+WORK=$(mktemp -d /tmp/palisade-modsec.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+for bin in gcc pkg-config /usr/bin/time taskset cargo; do
+  command -v "$bin" >/dev/null || { echo "missing $bin: run scripts/bench-deps.sh" >&2; exit 1; }
+done
+pkg-config --exists modsecurity || { echo "libmodsecurity-dev missing: run scripts/bench-deps.sh" >&2; exit 1; }
+[[ -f /usr/share/modsecurity-crs/rules/REQUEST-949-BLOCKING-EVALUATION.conf ]] ||
+  { echo "modsecurity-crs missing: run scripts/bench-deps.sh" >&2; exit 1; }
+
+# build both sides before measuring
+gcc -O2 -Wall -Wextra -o "$WORK/driver" "$ROOT/bench/modsec/driver.c" $(pkg-config --cflags --libs modsecurity)
+"$PY" "$ROOT/bench/modsec/convert.py" "$CORPUS/requests.jsonl" "$WORK/requests.bin" >&2
+# EVAL=path skips the build (e.g. while other builds hold cargo's lock)
+if [[ -z ${EVAL:-} ]]; then
+  (cd "$ROOT" && cargo build --release -p palisade-sensor --example eval_corpus >&2)
+  EVAL=$ROOT/target/release/examples/eval_corpus
+fi
+
+: >"$WORK/runs.jsonl"
+for run in $(seq "$RUNS"); do
+  echo "run $run/$RUNS: palisade detector" >&2
+  /usr/bin/time -v -o "$WORK/p.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
+    --out "$WORK/p.$run.json" >"$WORK/p.$run.out"
+  echo "run $run/$RUNS: modsecurity + crs" >&2
+  /usr/bin/time -v -o "$WORK/m.$run.time" taskset -c "$CORE" "$WORK/driver" \
+    "$ROOT/bench/modsec/modsecurity.conf" "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts" \
+    >"$WORK/m.$run.json"
+  "$PY" - "$WORK" "$run" >>"$WORK/runs.jsonl" <<'EOF'
+import json, sys
+work, run = sys.argv[1:]
+def gnu_time(path):
+    v = {}
+    for line in open(path):
+        k, _, val = line.strip().rpartition(": ")
+        v[k] = val
+    return {"process_cpu_s": float(v["User time (seconds)"]) + float(v["System time (seconds)"]),
+            "max_rss_kib": int(v["Maximum resident set size (kbytes)"])}
+p = json.load(open(f"{work}/p.{run}.json"))
+m = json.load(open(f"{work}/m.{run}.json"))
+pt, mt = gnu_time(f"{work}/p.{run}.time"), gnu_time(f"{work}/m.{run}.time")
+print(json.dumps({"run": int(run),
+  "palisade": {"requests": p["requests"], "attacks_detected": p["attacks"]["detected"],
+               "attacks_total": p["attacks"]["total"], "tpr": p["attacks"]["tpr"],
+               "benign_detected": p["benign"]["false_positives"], "benign_total": p["benign"]["total"],
+               "fpr": p["benign"]["fpr"], "parse_errors": p["parse_errors"],
+               "requests_per_s": p["throughput_unwarmed"]["requests_per_s"],
+               "requests_per_process_cpu_s": p["requests"] / pt["process_cpu_s"], **pt},
+  "modsecurity": {"requests": m["requests"], "attacks_detected": m["attacks"]["detected"],
+               "attacks_total": m["attacks"]["total"], "tpr": m["attacks"]["tpr"],
+               "benign_detected": m["benign"]["false_positives"], "benign_total": m["benign"]["total"],
+               "fpr": m["benign"]["fpr"], "requests_per_s": m["requests_per_s"],
+               "requests_per_cpu_s": m["requests_per_cpu_s"],
+               "requests_per_process_cpu_s": m["requests"] * m["passes"] / mt["process_cpu_s"],
+               "rules_load_s": m["rules_load_s"], "version": m["modsecurity"], **mt}}))
+EOF
+done
+
+"$PY" - "$WORK/runs.jsonl" "$OUT" "$CORE" "$CORPUS" <<'EOF'
+import json, os, platform, statistics, subprocess, sys
+rows_path, out, core, corpus = sys.argv[1:]
+rows = [json.loads(l) for l in open(rows_path)]
+def med(side, key):
+    return statistics.median(r[side][key] for r in rows)
+keys = ("requests_per_s", "requests_per_process_cpu_s", "process_cpu_s", "max_rss_kib")
+medians = {side: {k: med(side, k) for k in keys} for side in ("palisade", "modsecurity")}
+medians["modsecurity"]["requests_per_cpu_s"] = med("modsecurity", "requests_per_cpu_s")
+last = rows[-1]
+det = {side: {k: last[side][k] for k in ("attacks_detected", "attacks_total", "tpr",
+              "benign_detected", "benign_total", "fpr")} for side in ("palisade", "modsecurity")}
+P, M = medians["palisade"], medians["modsecurity"]
+ratios = {
+    "requests_per_s_timed_inside": round(P["requests_per_s"] / M["requests_per_s"], 1),
+    "requests_per_process_cpu_s": round(P["requests_per_process_cpu_s"] / M["requests_per_process_cpu_s"], 1),
+    "max_rss": round(P["max_rss_kib"] / M["max_rss_kib"], 3),
+}
+targets = {
+    "throughput_10x": ratios["requests_per_process_cpu_s"] >= 10 and ratios["requests_per_s_timed_inside"] >= 10,
+    "attack_detection_at_least_modsec": det["palisade"]["tpr"] >= det["modsecurity"]["tpr"],
+    "fewer_benign_detections": det["palisade"]["benign_detected"] < det["modsecurity"]["benign_detected"],
+}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+crs = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "modsecurity-crs"], capture_output=True, text=True).stdout
+lib = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libmodsecurity3"], capture_output=True, text=True).stdout
+doc = {"benchmark": "detector_vs_modsec", "script": "bench/detector_vs_modsec.sh",
+       "corpus": corpus + "/requests.jsonl",
+       "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+                   "pinned_core": int(core), "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
+                   "note": "shared machine, other engineers compiling during the run; compare ratios"},
+       "versions": {"libmodsecurity3": lib, "modsecurity-crs": crs,
+                    "crs_config": "Debian crs-setup.conf defaults: anomaly scoring, PL1, inbound threshold 5; SecRuleEngine On"},
+       "medians": medians, "detection": det, "ratios": ratios, "targets_met": targets, "runs": rows}
+json.dump(doc, open(out, "w"), indent=1)
+for side in ("palisade", "modsecurity"):
+    d, m = det[side], medians[side]
+    print(f"{side:12} attacks {d['attacks_detected']}/{d['attacks_total']} ({d['tpr']:.3f})  "
+          f"benign {d['benign_detected']}/{d['benign_total']} ({d['fpr']:.4f})  "
+          f"{m['requests_per_s']:.0f} req/s timed inside, {m['requests_per_process_cpu_s']:.0f} req/process-CPU-s, "
+          f"rss {m['max_rss_kib']/1024:.1f} MiB")
+print(json.dumps({"ratios": ratios, "targets_met": targets}))
+print(f"wrote {out}")
+EOF
