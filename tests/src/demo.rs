@@ -43,7 +43,7 @@ use crate::moto::{FaultProxy, MotoServer, ProxyConfig};
 use crate::nats::NatsServer;
 use crate::netns::VethNamespace;
 
-const REGION: &str = "us-east-1";
+pub(crate) const REGION: &str = "us-east-1";
 /// Port of the demo web app on the veth address.
 const APP_PORT: u16 = 8080;
 /// How long the demo waits for every attacker to be blocked.
@@ -308,14 +308,18 @@ fn say(verbose: bool, msg: impl std::fmt::Display) {
 }
 
 /// A child process killed when dropped, with its log kept for error messages.
-struct Service {
+pub(crate) struct Service {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl Service {
-    async fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> anyhow::Result<Service> {
+    pub(crate) async fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        dir: &Path,
+    ) -> anyhow::Result<Service> {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {log:?}"))?;
         let err = file.try_clone()?;
@@ -330,7 +334,7 @@ impl Service {
     }
 
     /// Fail with the tail of its log if it has exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
             bail!("{} exited ({status}):\n{}", self.name, tail(&self.log, 30));
         }
@@ -338,7 +342,7 @@ impl Service {
     }
 
     /// SIGTERM, then wait for a clean exit (the services exit 0 on SIGTERM).
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -435,7 +439,7 @@ async fn serve_app(listener: TcpListener, access_log: PathBuf) {
 }
 
 /// RFC 3339 UTC timestamp without pulling in a date crate.
-fn chrono_like_now() -> String {
+pub(crate) fn chrono_like_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -469,7 +473,7 @@ fn visibility(name: &str) -> anyhow::Result<VisibilityConfig> {
 }
 
 /// Create what `terraform/` creates in AWS: two IP sets and a web ACL blocking them.
-async fn create_waf(admin: &Client) -> anyhow::Result<(String, String, String)> {
+pub(crate) async fn create_waf(admin: &Client) -> anyhow::Result<(String, String, String)> {
     let mut arns = Vec::new();
     for (name, version) in [
         ("palisade-demo-v4", IpAddressVersion::Ipv4),
@@ -545,7 +549,7 @@ fn name_and_id(arn: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Addresses of one IP set as GetIPSet returns them.
-async fn get_ip_set(admin: &Client, arn: &str) -> anyhow::Result<(String, Vec<String>)> {
+pub(crate) async fn get_ip_set(admin: &Client, arn: &str) -> anyhow::Result<(String, Vec<String>)> {
     let (name, id) = name_and_id(arn)?;
     let out = admin
         .get_ip_set()
@@ -562,7 +566,7 @@ async fn get_ip_set(admin: &Client, arn: &str) -> anyhow::Result<(String, Vec<St
     Ok((name, addresses))
 }
 
-fn host_prefix(ip: IpAddr) -> String {
+pub(crate) fn host_prefix(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}/32"),
         IpAddr::V6(v6) => format!("{v6}/128"),
@@ -911,7 +915,11 @@ fn blocks_array(v: &serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 /// Wait until `url` answers 200, failing early if the service exits.
-async fn wait_http_ok(svc: &mut Service, http: &HttpGet, url: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_http_ok(
+    svc: &mut Service,
+    http: &HttpGet,
+    url: &str,
+) -> anyhow::Result<()> {
     let limit = Duration::from_secs(30);
     let start = Instant::now();
     loop {
@@ -932,10 +940,10 @@ async fn wait_http_ok(svc: &mut Service, http: &HttpGet, url: &str) -> anyhow::R
 
 /// A tiny HTTP/1.1 GET client for loopback admin endpoints (no extra dependency).
 #[derive(Debug)]
-struct HttpGet;
+pub(crate) struct HttpGet;
 
 impl HttpGet {
-    async fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
+    pub(crate) async fn get(&self, url: &str) -> anyhow::Result<(u16, String)> {
         let rest = url.strip_prefix("http://").context("only http:// URLs")?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
