@@ -472,8 +472,80 @@ fn visibility(name: &str) -> anyhow::Result<VisibilityConfig> {
         .build()?)
 }
 
+/// The emulated AWS side: moto behind the AWS-limits proxy, an SDK client that talks to moto
+/// directly (not counted, never throttled), and what `terraform/` creates in it.
+pub(crate) struct Waf {
+    pub(crate) proxy: FaultProxy,
+    pub(crate) admin: Client,
+    pub(crate) v4_arn: String,
+    pub(crate) v6_arn: String,
+    pub(crate) acl_arn: String,
+    // Dropped last: the proxy forwards to it.
+    _moto: MotoServer,
+}
+
+impl Waf {
+    pub(crate) async fn start() -> anyhow::Result<Waf> {
+        let moto = MotoServer::start().await?;
+        let proxy = FaultProxy::start(moto.endpoint(), ProxyConfig::default()).await?;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .test_credentials()
+            .region(Region::new(REGION))
+            .load()
+            .await;
+        let admin = Client::from_conf(
+            aws_sdk_wafv2::config::Builder::from(&sdk)
+                .endpoint_url(moto.endpoint())
+                .build(),
+        );
+        let (v4_arn, v6_arn, acl_arn) = create_waf(&admin).await?;
+        Ok(Waf {
+            proxy,
+            admin,
+            v4_arn,
+            v6_arn,
+            acl_arn,
+            _moto: moto,
+        })
+    }
+}
+
+/// `palisade-blocker` with the AWS provider pointed at the emulator (through the proxy),
+/// allowed to block the given special-purpose ranges (comma separated).
+pub(crate) fn blocker_command(
+    bin: &Path,
+    nats_url: &str,
+    admin_port: u16,
+    state_dir: &Path,
+    waf: &Waf,
+    allow_special: &str,
+    log_level: &str,
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--nats-url")
+        .arg(nats_url)
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{admin_port}"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--provider", "aws"])
+        .arg("--ipset-arn")
+        .arg(&waf.v4_arn)
+        .arg("--ipset-arn")
+        .arg(&waf.v6_arn)
+        .arg("--aws-endpoint-url")
+        .arg(waf.proxy.endpoint())
+        .arg("--allow-special")
+        .arg(allow_special)
+        .env("AWS_ACCESS_KEY_ID", "palisade-local")
+        .env("AWS_SECRET_ACCESS_KEY", "palisade-local")
+        .env("AWS_REGION", REGION)
+        .env("RUST_LOG", log_level);
+    cmd
+}
+
 /// Create what `terraform/` creates in AWS: two IP sets and a web ACL blocking them.
-pub(crate) async fn create_waf(admin: &Client) -> anyhow::Result<(String, String, String)> {
+async fn create_waf(admin: &Client) -> anyhow::Result<(String, String, String)> {
     let mut arns = Vec::new();
     for (name, version) in [
         ("palisade-demo-v4", IpAddressVersion::Ipv4),
@@ -622,19 +694,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         v,
         "starting the AWS WAFv2 emulator (moto) behind the AWS-limits proxy",
     );
-    let moto = MotoServer::start().await?;
-    let proxy = FaultProxy::start(moto.endpoint(), ProxyConfig::default()).await?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .test_credentials()
-        .region(Region::new(REGION))
-        .load()
-        .await;
-    let admin = Client::from_conf(
-        aws_sdk_wafv2::config::Builder::from(&sdk)
-            .endpoint_url(moto.endpoint())
-            .build(),
-    );
-    let (v4_arn, v6_arn, acl_arn) = create_waf(&admin).await?;
+    let waf = Waf::start().await?;
+    let (v4_arn, v6_arn, acl_arn) = (&waf.v4_arn, &waf.v6_arn, &waf.acl_arn);
+    let admin = &waf.admin;
     say(v, format!("created IP sets {v4_arn} and {v6_arn}"));
     say(
         v,
@@ -657,27 +719,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
 
     let admin_port = crate::free_port()?;
     let admin_url = format!("http://127.0.0.1:{admin_port}");
-    let mut blocker_cmd = Command::new(&blocker_bin);
-    blocker_cmd
-        .arg("--nats-url")
-        .arg(nats.url())
-        .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{admin_port}"))
-        .arg("--state-dir")
-        .arg(work.path().join("blocker-state"))
-        .args(["--provider", "aws"])
-        .arg("--ipset-arn")
-        .arg(&v4_arn)
-        .arg("--ipset-arn")
-        .arg(&v6_arn)
-        .arg("--aws-endpoint-url")
-        .arg(proxy.endpoint())
-        .arg("--allow-special")
-        .arg(DEMO_RANGES.join(","))
-        .env("AWS_ACCESS_KEY_ID", "demo")
-        .env("AWS_SECRET_ACCESS_KEY", "demo")
-        .env("AWS_REGION", REGION)
-        .env("RUST_LOG", "info");
+    let blocker_cmd = blocker_command(
+        &blocker_bin,
+        &nats.url(),
+        admin_port,
+        &work.path().join("blocker-state"),
+        &waf,
+        &DEMO_RANGES.join(","),
+        "info",
+    );
     say(v, "starting palisade-blocker (AWS provider -> emulator)");
     let mut blocker = Service::spawn("blocker", blocker_cmd, work.path()).await?;
 
@@ -801,8 +851,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         sensor.check_running()?;
         let now = unix_ms();
         let mut present = BTreeSet::new();
-        for arn in [&v4_arn, &v6_arn] {
-            let (_, addrs) = get_ip_set(&admin, arn).await?;
+        for arn in [v4_arn, v6_arn] {
+            let (_, addrs) = get_ip_set(admin, arn).await?;
             present.extend(addrs);
         }
         for ip in attacker_ips.keys() {
@@ -831,8 +881,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         serde_json::from_str(&blocks_body).context("/v1/blocks JSON")?;
     let mut ip_sets = BTreeMap::new();
     let mut present = BTreeSet::new();
-    for arn in [&v4_arn, &v6_arn] {
-        let (name, addrs) = get_ip_set(&admin, arn).await?;
+    for arn in [v4_arn, v6_arn] {
+        let (name, addrs) = get_ip_set(admin, arn).await?;
         present.extend(addrs.iter().cloned());
         ip_sets.insert(name, addrs);
     }
@@ -884,8 +934,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         ip_sets,
         requests_sent: sent,
         requests_answered: answered,
-        update_calls: proxy.calls("UpdateIPSet"),
-        throttled: proxy.errors("ThrottlingException"),
+        update_calls: waf.proxy.calls("UpdateIPSet"),
+        throttled: waf.proxy.errors("ThrottlingException"),
     };
 
     say(v, "stopping the sensor and the blocker (SIGTERM)");
@@ -895,8 +945,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     sensor_stop?;
     blocker_stop?;
     drop(ns);
-    drop(proxy);
-    drop(moto);
+    drop(waf);
     drop(nats);
     Ok(outcome)
 }

@@ -28,3 +28,12 @@ pub fn workspace_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
 }
+
+/// Where the workspace's binaries are when none is given: the directory of the running
+/// executable (`target/<profile>/`, since the demo and bench binaries are built beside them).
+pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("{exe:?} has no parent directory"))
+}

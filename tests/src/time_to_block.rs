@@ -14,14 +14,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_wafv2::Client;
 use serde::Serialize;
 use serde_json::json;
-use tokio::process::Command;
 
-use crate::demo::{HttpGet, REGION, Service, create_waf, get_ip_set, host_prefix, wait_http_ok};
-use crate::moto::{FaultProxy, MotoServer, ProxyConfig};
+use crate::demo::{HttpGet, Service, Waf, blocker_command, get_ip_set, host_prefix, wait_http_ok};
 use crate::nats::NatsServer;
 
 /// How long one case may take before it is reported incomplete.
@@ -83,39 +79,17 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
     }
     let work = tempfile::Builder::new().prefix("palisade-ttb-").tempdir()?;
     let nats = NatsServer::start().await?;
-    let moto = MotoServer::start().await?;
-    let proxy = FaultProxy::start(moto.endpoint(), ProxyConfig::default()).await?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .test_credentials()
-        .region(Region::new(REGION))
-        .load()
-        .await;
-    let admin = Client::from_conf(
-        aws_sdk_wafv2::config::Builder::from(&sdk)
-            .endpoint_url(moto.endpoint())
-            .build(),
-    );
-    let (v4_arn, v6_arn, _) = create_waf(&admin).await?;
+    let waf = Waf::start().await?;
     let admin_port = crate::free_port()?;
-    let mut cmd = Command::new(&blocker_bin);
-    cmd.arg("--nats-url")
-        .arg(nats.url())
-        .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{admin_port}"))
-        .arg("--state-dir")
-        .arg(work.path().join("state"))
-        .args(["--provider", "aws"])
-        .arg("--ipset-arn")
-        .arg(&v4_arn)
-        .arg("--ipset-arn")
-        .arg(&v6_arn)
-        .arg("--aws-endpoint-url")
-        .arg(proxy.endpoint())
-        .args(["--allow-special", "198.18.0.0/15,2001:db8::/32"])
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_REGION", REGION)
-        .env("RUST_LOG", "warn");
+    let cmd = blocker_command(
+        &blocker_bin,
+        &nats.url(),
+        admin_port,
+        &work.path().join("state"),
+        &waf,
+        "198.18.0.0/15,2001:db8::/32",
+        "warn",
+    );
     let mut blocker = Service::spawn("blocker", cmd, work.path()).await?;
     wait_http_ok(
         &mut blocker,
@@ -166,8 +140,8 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
     while seen.len() < n && Instant::now() < deadline {
         blocker.check_running()?;
         let mut present = BTreeSet::new();
-        for arn in [&v4_arn, &v6_arn] {
-            present.extend(get_ip_set(&admin, arn).await?.1);
+        for arn in [&waf.v4_arn, &waf.v6_arn] {
+            present.extend(get_ip_set(&waf.admin, arn).await?.1);
         }
         let now = Instant::now();
         for (cidr, at) in &published {
@@ -186,8 +160,8 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
         p99_ms: percentile(&ms, 99.0),
         max_ms: ms.last().copied().unwrap_or(f64::NAN),
         publish_s,
-        update_ipset_calls: proxy.calls("UpdateIPSet"),
-        throttled: proxy.errors("ThrottlingException"),
+        update_ipset_calls: waf.proxy.calls("UpdateIPSet"),
+        throttled: waf.proxy.errors("ThrottlingException"),
     };
     blocker.stop().await?;
     Ok(result)

@@ -34,10 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bin_dir = match cli.bin_dir {
         Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("no parent directory")?
-            .to_path_buf(),
+        None => palisade_tests::default_bin_dir()?,
     };
     let mut cases = Vec::new();
     for &n in &cli.cases {
