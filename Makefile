@@ -18,7 +18,7 @@ demo: setup
 
 # Lint first (cheap, fails fast), then every test of the default workspace members.
 test: setup lint
-	$(CARGO) test --workspace --exclude palisade-sensor-ebpf --all-targets
+	$(CARGO) test --workspace --exclude palisade-sensor-ebpf --all-targets --no-fail-fast
 	$(CARGO) test --workspace --exclude palisade-sensor-ebpf --doc
 
 lint:

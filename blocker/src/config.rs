@@ -907,7 +907,7 @@ mod tests {
         );
         assert_eq!(p.threshold("scanner", Severity::Low), Some(100));
         assert_eq!(p.threshold("scanner", Severity::High), Some(2));
-        assert_eq!(p.threshold("sqli", Severity::Low), Some(20));
+        assert_eq!(p.threshold("sqli", Severity::Low), Some(8));
         assert_eq!(p.threshold("sqli", Severity::Critical), Some(1));
     }
 }

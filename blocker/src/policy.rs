@@ -222,7 +222,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn high_needs_three_reports_within_the_window() {
-        let p = policy(|c| c.window_secs = 60);
+        let p = policy(|c| {
+            c.window_secs = 60;
+            c.thresholds.high = Some(3);
+        });
         let c = ip("8.8.8.8");
         assert_eq!(
             sev(p.observe(c, "sqli", Severity::High, sensor_hash("s1"), Instant::now())),
