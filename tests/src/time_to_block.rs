@@ -4,7 +4,9 @@
 //!
 //! For each case (1, 100, 10,000 new attackers by default) a fresh stack is started: nats-server,
 //! moto + proxy with an IPv4 and an IPv6 set, and `palisade-blocker`. All reports (one critical
-//! report per attacker, 90% IPv4, 10% IPv6) are published as fast as JetStream acks them, then
+//! report per attacker, 90% IPv4, 10% IPv6, spread over [`SENSORS`] sensors as a fleet would
+//! send them: one sensor alone is held to its quota of 1,000 reports/s, burst 5,000) are
+//! published as fast as JetStream acks them, then
 //! the sets are polled straight from moto (not counted, not throttled) every 50 ms. Latency is
 //! measured per address from its own publish. `bench/time_to_block.sh` drives this.
 
@@ -22,6 +24,8 @@ use crate::nats::NatsServer;
 
 /// How long one case may take before it is reported incomplete.
 const CASE_DEADLINE: Duration = Duration::from_secs(180);
+/// Sensors the reports come from.
+pub const SENSORS: usize = 10;
 /// Poll interval of GetIPSet.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -105,8 +109,9 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
     let mut acks = Vec::with_capacity(n);
     for (i, ip) in ips.iter().enumerate() {
         let id = format!("ttb-{n}-{i}");
+        let sensor = format!("bench-{}", i % SENSORS);
         let body = json!({
-            "v": 1, "id": id, "sensor": "bench", "observed_at": crate::demo::chrono_like_now(),
+            "v": 1, "id": id, "sensor": sensor, "observed_at": crate::demo::chrono_like_now(),
             "client_ip": ip.to_string(), "peer_ip": "10.0.0.1", "rule": "java.log4shell.jndi",
             "category": "java", "severity": "critical", "mitre": ["T1190"],
             "evidence": "${jndi:ldap://x}",
@@ -116,7 +121,7 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
         published.insert(host_prefix(*ip), Instant::now());
         let ack = js
             .publish_with_headers(
-                palisade_wire::subject_for("bench"),
+                palisade_wire::subject_for(&sensor),
                 headers,
                 serde_json::to_vec(&body)?.into(),
             )
