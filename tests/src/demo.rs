@@ -645,14 +645,6 @@ pub(crate) fn host_prefix(ip: IpAddr) -> String {
     }
 }
 
-/// Does this host allow loading eBPF programs and creating namespaces?
-pub fn ebpf_available() -> Result<(), String> {
-    match crate::netns::skip_reason() {
-        Some(reason) => Err(reason),
-        None => Ok(()),
-    }
-}
-
 /// Run the demo. See the module docs.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let v = opts.verbose;
@@ -667,19 +659,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     if let Some(reason) = crate::netns::skip_reason() {
         bail!("the demo needs root and network namespaces: {reason}");
     }
-    let mode = match opts.mode {
-        Some(m) => m,
-        None => match ebpf_available() {
-            Ok(()) => SensorMode::Ebpf,
-            Err(reason) => {
-                say(
-                    v,
-                    format!("eBPF unavailable ({reason}); using the access-log source"),
-                );
-                SensorMode::Log
-            }
-        },
-    };
     let work = tempfile::Builder::new()
         .prefix("palisade-demo-")
         .tempdir()
@@ -731,41 +710,68 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     say(v, "starting palisade-blocker (AWS provider -> emulator)");
     let mut blocker = Service::spawn("blocker", blocker_cmd, work.path()).await?;
 
-    let metrics_port = crate::free_port()?;
-    let mut sensor_cmd = Command::new(&sensor_bin);
-    sensor_cmd
-        .arg("--nats-url")
-        .arg(nats.url())
-        .args(["--sensor-id", "demo-node"])
-        .arg("--trusted-proxy")
-        .arg(format!("{}/32", ns.ns_addr))
-        .arg("--metrics-listen")
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .env("RUST_LOG", "info");
-    match mode {
-        SensorMode::Ebpf => {
-            sensor_cmd
-                .args(["--source", "ebpf"])
-                .arg("--interface")
-                .arg(&ns.host_if)
-                .arg("--port")
-                .arg(APP_PORT.to_string());
+    // The sensor: the chosen source, or eBPF first and the access log if eBPF is not permitted
+    // here (the sensor exits with a hint when it cannot attach).
+    let sensor_command = |mode: SensorMode, metrics_port: u16| {
+        let mut cmd = Command::new(&sensor_bin);
+        cmd.arg("--nats-url")
+            .arg(nats.url())
+            .args(["--sensor-id", "demo-node"])
+            .arg("--trusted-proxy")
+            .arg(format!("{}/32", ns.ns_addr))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .env("RUST_LOG", "info");
+        match mode {
+            SensorMode::Ebpf => {
+                cmd.args(["--source", "ebpf"])
+                    .arg("--interface")
+                    .arg(&ns.host_if)
+                    .arg("--port")
+                    .arg(APP_PORT.to_string());
+            }
+            SensorMode::Log => {
+                cmd.args(["--source", "log", "--log-format", "json"])
+                    .arg("--log-file")
+                    .arg(&access_log);
+            }
         }
-        SensorMode::Log => {
-            sensor_cmd
-                .args(["--source", "log", "--log-format", "json"])
-                .arg("--log-file")
-                .arg(&access_log);
+        cmd
+    };
+    let http = HttpGet;
+    let start_sensor = |mode: SensorMode| {
+        let work = work.path();
+        let http = &http;
+        let cmd = crate::free_port().map(|port| (sensor_command(mode, port), port));
+        async move {
+            let (cmd, port) = cmd?;
+            say(v, format!("starting palisade-sensor ({mode:?} source)"));
+            let name = match mode {
+                SensorMode::Ebpf => "sensor-ebpf",
+                SensorMode::Log => "sensor-log",
+            };
+            let mut sensor = Service::spawn(name, cmd, work).await?;
+            let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+            wait_http_ok(&mut sensor, http, &metrics_url).await?;
+            anyhow::Ok(sensor)
         }
-    }
-    say(v, format!("starting palisade-sensor ({mode:?} source)"));
-    let mut sensor = Service::spawn("sensor", sensor_cmd, work.path()).await?;
+    };
 
     // Wait until the blocker is ready and the sensor serves metrics (attached).
-    let http = HttpGet;
     wait_http_ok(&mut blocker, &http, &format!("{admin_url}/readyz")).await?;
-    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    wait_http_ok(&mut sensor, &http, &metrics_url).await?;
+    let (mode, mut sensor) = match opts.mode {
+        Some(mode) => (mode, start_sensor(mode).await?),
+        None => match start_sensor(SensorMode::Ebpf).await {
+            Ok(sensor) => (SensorMode::Ebpf, sensor),
+            Err(err) => {
+                say(
+                    v,
+                    format!("the eBPF sensor did not start ({err:#}); using the access-log source"),
+                );
+                (SensorMode::Log, start_sensor(SensorMode::Log).await?)
+            }
+        },
+    };
     say(
         v,
         "blocker ready, sensor attached; sending traffic through the load balancer",
