@@ -251,6 +251,16 @@ impl Engine {
         Durable(rx)
     }
 
+    /// A barrier in the commit FIFO: resolves once every batch submitted before it is durable.
+    /// Taken under the state lock, it makes what was read under that lock durable before use.
+    pub fn barrier(&self) -> Durable {
+        let (tx, rx) = oneshot::channel();
+        if self.committer.send((Batch::default(), tx)).is_err() {
+            error!("store committer is gone; the change is not durable");
+        }
+        Durable(rx)
+    }
+
     /// Commit and wait until durable.
     async fn commit(&self, batch: Batch) {
         self.submit(batch).wait().await;

@@ -149,9 +149,9 @@ impl Reconciler {
         metrics.set_fill(status.clone());
         let actual = self.firewall.entries().await?;
         let now = Utc::now();
-        let candidates: Vec<Candidate> = {
+        let (candidates, durable) = {
             let state = self.engine.state().await;
-            state
+            let candidates: Vec<Candidate> = state
                 .blocks
                 .values()
                 .filter(|b| !b.deferred && b.expires_at > now)
@@ -160,8 +160,17 @@ impl Reconciler {
                     severity: b.severity,
                     since: b.first_seen,
                 })
-                .collect()
+                .collect();
+            (candidates, self.engine.barrier())
         };
+        // Push only durable decisions: a block in the firewall always has a record that
+        // survives a crash (the commit is milliseconds behind the decision).
+        if !durable.wait().await {
+            return Err(Error::Io {
+                what: "store committer".into(),
+                source: std::io::Error::other("the committer stopped"),
+            });
+        }
         let mut room = HashMap::new();
         for family in [Family::V4, Family::V6] {
             let capacity: usize = status
