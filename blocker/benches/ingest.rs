@@ -187,6 +187,12 @@ async fn blocker(url: &str, name: &str, n: usize, batch: usize) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    let batches = scrape(admin, "palisade_batches_decided_total").await?;
+    let commits = scrape(admin, "palisade_state_batches_committed_total").await?;
+    eprintln!(
+        "blocker: mean batch {:.1} reports, {commits} store commits",
+        n as f64 / batches.max(1.0)
+    );
     let _ = stop_tx.send(());
     task.await??;
     let js = jetstream::new(async_nats::connect(url).await?);

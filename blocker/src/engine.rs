@@ -6,8 +6,7 @@
 //! drive it directly too.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -80,15 +79,15 @@ impl BlockState {
     }
 }
 
-/// Key of the dedup cache: a 64-bit hash of (client, rule, sensor). A collision (odds 2^-64
-/// per pair) would count one report as a duplicate of another; no allocation per report.
+/// Key of the dedup cache: a 64-bit hash of (client, rule, sensor), seeded per process. A
+/// collision (odds 2^-64 per pair) would count one report as a duplicate of another; no
+/// allocation per report.
 type DedupKey = u64;
 
-fn dedup_key(client: IpAddr, rule: &str, sensor: &str) -> DedupKey {
-    let mut h = std::hash::DefaultHasher::new();
-    (client, rule, sensor).hash(&mut h);
-    h.finish()
-}
+/// Hasher of the dedup keys and of the in-memory caches: foldhash, seeded at random per process
+/// (several times cheaper than SipHash on these short keys; the profile of the ingest
+/// benchmark had SipHash at ~7% of the engine's time).
+pub(crate) type FastHash = foldhash::fast::RandomState;
 
 /// The decision engine. Shared (`Arc`) by the consumer, the reconciler, the sweeper and the
 /// admin API.
@@ -97,7 +96,8 @@ pub struct Engine {
     config: Arc<Config>,
     policy: Policy,
     guardrails: Guardrails,
-    dedup: Cache<DedupKey, ()>,
+    dedup: Cache<DedupKey, (), FastHash>,
+    dedup_hasher: FastHash,
     sensors: DefaultKeyedRateLimiter<u64>,
     new_blocks: DefaultDirectRateLimiter,
     store: Store,
@@ -203,7 +203,8 @@ impl Engine {
             dedup: Cache::builder()
                 .max_capacity(p.dedup_capacity)
                 .time_to_live(Duration::from_secs(p.dedup_window_secs.max(1)))
-                .build(),
+                .build_with_hasher(FastHash::default()),
+            dedup_hasher: FastHash::default(),
             sensors: RateLimiter::keyed(
                 Quota::per_second(nz(p.sensor_rate_per_sec)).allow_burst(nz(p.sensor_burst)),
             ),
@@ -282,6 +283,7 @@ impl Engine {
         let now = Utc::now();
         let instant = tokio::time::Instant::now();
         let max_reasons = self.config.state.max_reasons;
+        self.metrics.batches_decided.fetch_add(1, Relaxed);
         let mut state = self.state.lock().await;
         // Working copies of the records this batch changes; folded into `state` after commit.
         let mut dirty: HashMap<IpNet, BlockRecord> = HashMap::new();
@@ -304,7 +306,11 @@ impl Engine {
                 continue;
             }
             out.push(Disposition::Ack);
-            let key = dedup_key(report.client_ip, &report.rule, &report.sensor);
+            let key: DedupKey = self.dedup_hasher.hash_one((
+                report.client_ip,
+                report.rule.as_str(),
+                report.sensor.as_str(),
+            ));
             if self.dedup.contains_key(&key) {
                 self.metrics.reports_deduplicated.fetch_add(1, Relaxed);
                 continue;

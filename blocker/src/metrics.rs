@@ -24,6 +24,7 @@ pub struct Metrics {
     pub blocks_expired: AtomicU64,
     pub blocks_released: AtomicU64,
     pub batches_committed: AtomicU64,
+    pub batches_decided: AtomicU64,
     pub store_errors: AtomicU64,
     pub tracked_clients: AtomicU64,
     pub reconcile_runs: AtomicU64,
@@ -134,6 +135,11 @@ impl Metrics {
             "palisade_blocks_released_total",
             "Blocks released through the admin API.",
             self.blocks_released.load(Relaxed),
+        );
+        counter(
+            "palisade_batches_decided_total",
+            "Batches of messages decided (reports received / batches = mean batch size).",
+            self.batches_decided.load(Relaxed),
         );
         counter(
             "palisade_state_batches_committed_total",

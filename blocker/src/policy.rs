@@ -48,7 +48,7 @@ pub struct Policy {
     config: PolicyConfig,
     /// Hits kept per client: enough for the largest threshold.
     max_hits: usize,
-    clients: Cache<IpAddr, Arc<Mutex<Window>>>,
+    clients: Cache<IpAddr, Arc<Mutex<Window>>, crate::engine::FastHash>,
 }
 
 /// A stable-per-process 64-bit hash of a sensor id (the engine computes it once per report).
@@ -70,7 +70,7 @@ impl Policy {
         let clients = Cache::builder()
             .max_capacity(config.max_tracked_clients)
             .time_to_idle(config.window())
-            .build();
+            .build_with_hasher(crate::engine::FastHash::default());
         Policy {
             config,
             max_hits,
@@ -93,7 +93,29 @@ impl Policy {
         now: Instant,
     ) -> Option<Decision> {
         let window = self.config.window();
-        let entry = self.clients.get_with(client, Default::default);
+        // `get` then `insert` rather than `get_with`: callers are serialized (the engine holds
+        // its state lock), so the initializer's coordination would be pure cost.
+        let entry = match self.clients.get(&client) {
+            Some(entry) => entry,
+            None => {
+                // A client seen for the first time whose single report crosses a threshold
+                // (a critical report at the default threshold of 1) is decided without
+                // creating counters only to drop them.
+                let first = Window {
+                    hits: VecDeque::from([Hit {
+                        at: now,
+                        severity,
+                        sensor,
+                    }]),
+                };
+                if let Some(d) = self.evaluate(&first, category, severity) {
+                    return Some(d);
+                }
+                let entry = Arc::new(Mutex::new(Window::default()));
+                self.clients.insert(client, Arc::clone(&entry));
+                entry
+            }
+        };
         let decided = {
             let mut w = entry.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(front) = w.hits.front() {

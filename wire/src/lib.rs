@@ -9,6 +9,7 @@
 //!
 //! See `docs/wire-contract.md` for the operator-facing description.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -265,21 +266,98 @@ fn ser_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
 }
 
 /// The shape on the wire before validation: every field optional and loosely typed, so a bad
-/// report yields a precise reason instead of a generic serde message.
+/// report yields a precise reason instead of a generic serde message. String fields borrow from
+/// the body where they can (no escapes); only `v`, `mitre` and `context` are parsed as values.
 #[derive(Deserialize)]
-struct RawReport {
+struct RawReport<'a> {
     v: Option<serde_json::Value>,
-    id: Option<serde_json::Value>,
-    sensor: Option<serde_json::Value>,
-    observed_at: Option<serde_json::Value>,
-    client_ip: Option<serde_json::Value>,
-    peer_ip: Option<serde_json::Value>,
-    rule: Option<serde_json::Value>,
-    category: Option<serde_json::Value>,
-    severity: Option<serde_json::Value>,
+    #[serde(borrow)]
+    id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    sensor: Option<Loose<'a>>,
+    #[serde(borrow)]
+    observed_at: Option<Loose<'a>>,
+    #[serde(borrow)]
+    client_ip: Option<Loose<'a>>,
+    #[serde(borrow)]
+    peer_ip: Option<Loose<'a>>,
+    #[serde(borrow)]
+    rule: Option<Loose<'a>>,
+    #[serde(borrow)]
+    category: Option<Loose<'a>>,
+    #[serde(borrow)]
+    severity: Option<Loose<'a>>,
     mitre: Option<serde_json::Value>,
-    evidence: Option<serde_json::Value>,
-    context: Option<serde_json::Value>,
+    #[serde(borrow)]
+    evidence: Option<Loose<'a>>,
+    /// Kept raw and parsed straight into [`Context`]: no intermediate value.
+    #[serde(borrow)]
+    context: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A field expected to be a string: the string, or the kind of JSON value found instead
+/// (skipped without building it).
+enum Loose<'a> {
+    Str(Cow<'a, str>),
+    Null,
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Loose<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Loose::Other("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Loose::Other("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Loose::Other("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Loose::Other("a number"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other("an array"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Loose::Other("an object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn required(
@@ -292,12 +370,13 @@ fn required(
     }
 }
 
-fn required_str(v: Option<serde_json::Value>, field: &'static str) -> Result<String, WireError> {
-    match required(v, field)? {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(WireError::invalid(
+fn required_str<'a>(v: Option<Loose<'a>>, field: &'static str) -> Result<Cow<'a, str>, WireError> {
+    match v {
+        None | Some(Loose::Null) => Err(WireError::MissingField(field)),
+        Some(Loose::Str(s)) => Ok(s),
+        Some(Loose::Other(kind)) => Err(WireError::invalid(
             field,
-            format!("expected a string, got {}", json_kind(&other)),
+            format!("expected a string, got {kind}"),
         )),
     }
 }
@@ -411,18 +490,21 @@ pub fn truncate_evidence(s: &str) -> &str {
     clip(s, MAX_EVIDENCE_BYTES)
 }
 
-fn parse_context(v: serde_json::Value) -> Result<Option<Context>, WireError> {
-    if v.is_null() {
-        return Ok(None);
-    }
-    if !v.is_object() {
+fn parse_context(raw: &serde_json::value::RawValue) -> Result<Option<Context>, WireError> {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| WireError::BadJson(e.to_string()))?;
+        if v.is_null() {
+            return Ok(None);
+        }
         return Err(WireError::invalid(
             "context",
             format!("expected an object, got {}", json_kind(&v)),
         ));
     }
     let ctx: Context =
-        serde_json::from_value(v).map_err(|e| WireError::invalid("context", e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| WireError::invalid("context", e.to_string()))?;
     for s in [
         &ctx.node,
         &ctx.pod,
@@ -465,9 +547,9 @@ impl Report {
                 clip(&v.to_string(), 32).to_owned(),
             ));
         }
-        let id = required_str(raw.id, "id")?;
+        let id = required_str(raw.id, "id")?.into_owned();
         validate_report_id(&id)?;
-        let sensor = required_str(raw.sensor, "sensor")?;
+        let sensor = required_str(raw.sensor, "sensor")?.into_owned();
         validate_sensor_id(&sensor)?;
         let observed_at = required_str(raw.observed_at, "observed_at")?;
         let observed_at = DateTime::parse_from_rfc3339(&observed_at)
@@ -475,9 +557,9 @@ impl Report {
             .with_timezone(&Utc);
         let client_ip = parse_ip("client_ip", &required_str(raw.client_ip, "client_ip")?)?;
         let peer_ip = parse_ip("peer_ip", &required_str(raw.peer_ip, "peer_ip")?)?;
-        let rule = required_str(raw.rule, "rule")?;
+        let rule = required_str(raw.rule, "rule")?.into_owned();
         validate_rule_id(&rule)?;
-        let category = Category::new(required_str(raw.category, "category")?)?;
+        let category = Category::new(required_str(raw.category, "category")?.into_owned())?;
         let severity: Severity = required_str(raw.severity, "severity")?.parse()?;
         let mitre = match raw.mitre {
             None | Some(serde_json::Value::Null) => Vec::new(),
@@ -512,7 +594,7 @@ impl Report {
                 ));
             }
         };
-        let evidence = required_str(raw.evidence, "evidence")?;
+        let evidence = required_str(raw.evidence, "evidence")?.into_owned();
         if evidence.len() > MAX_EVIDENCE_BYTES {
             return Err(WireError::invalid(
                 "evidence",
