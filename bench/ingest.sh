@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Blocker ingest benchmark: the blocker's ingest rate next to a bare async-nats consumer that
-# only acks, on the same pre-filled stream, in the same run; then peak RSS with 1,000,000
-# distinct clients tracked by the pipeline. Writes bench/results/ingest.json.
+# only acks, on the same pre-filled stream, in the same run; then peak RSS with 10k, 100k and
+# 1M distinct clients tracked by the pipeline (one process each), and with 100k blocked.
+# Writes bench/results/ingest.json.
 #
-#   bench/ingest.sh                      200k reports, 3 rounds, 1M clients
-#   REPORTS=50000 ROUNDS=1 CLIENTS=100000 bench/ingest.sh     quick run
+#   bench/ingest.sh                      200k reports, 3 rounds
+#   REPORTS=50000 ROUNDS=1 TRACKED="10000 100000" BLOCKED=10000 bench/ingest.sh     quick run
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 REPORTS="${REPORTS:-200000}"
 ROUNDS="${ROUNDS:-3}"
-CLIENTS="${CLIENTS:-1000000}"
+TRACKED="${TRACKED:-10000 100000 1000000}"
+BLOCKED="${BLOCKED:-100000}"
 OUT="$ROOT/bench/results/ingest.json"
 mkdir -p "$ROOT/bench/results"
 
@@ -34,23 +36,25 @@ done
 
 log "ingest: $REPORTS reports, $ROUNDS rounds (nats-server on 127.0.0.1:$PORT)"
 "${BENCH[@]}" ingest --nats-url "nats://127.0.0.1:$PORT" --reports "$REPORTS" --rounds "$ROUNDS" > "$OUT.ingest.tmp"
-log "rss: $CLIENTS distinct clients tracked (below threshold)"
-"${BENCH[@]}" rss --clients "$CLIENTS" --mode tracked > "$OUT.rss.tmp"
-log "rss: $((CLIENTS / 10)) distinct clients blocked (persisted)"
-"${BENCH[@]}" rss --clients "$((CLIENTS / 10))" --mode blocked > "$OUT.rssb.tmp"
+for n in $TRACKED; do
+    log "rss: $n distinct clients tracked (below threshold)"
+    "${BENCH[@]}" rss --clients "$n" --mode tracked > "$OUT.rss-$n.tmp"
+done
+log "rss: $BLOCKED distinct clients blocked (persisted)"
+"${BENCH[@]}" rss --clients "$BLOCKED" --mode blocked > "$OUT.rssb.tmp"
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" $TRACKED <<'PY'
 import json, sys, platform, os, datetime
-out = sys.argv[1]
+out, tracked = sys.argv[1], sys.argv[2:]
 res = {
     "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+    "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "loadavg": os.getloadavg()},
     "ingest": json.load(open(out + ".ingest.tmp")),
-    "rss_tracked": json.load(open(out + ".rss.tmp")),
+    "rss_tracked": [json.load(open(f"{out}.rss-{n}.tmp")) for n in tracked],
     "rss_blocked": json.load(open(out + ".rssb.tmp")),
 }
 json.dump(res, open(out, "w"), indent=2)
-for s in (".ingest.tmp", ".rss.tmp", ".rssb.tmp"):
+for s in [".ingest.tmp", ".rssb.tmp"] + [f".rss-{n}.tmp" for n in tracked]:
     os.remove(out + s)
 print(json.dumps(res, indent=2))
 PY
