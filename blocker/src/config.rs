@@ -85,12 +85,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.nats.user.is_some() != self.nats.password.is_some() {
-            return bad("nats.user and nats.password go together".into());
-        }
-        if self.nats.tls_client_cert.is_some() != self.nats.tls_client_key.is_some() {
-            return bad("nats.tls_client_cert and nats.tls_client_key go together".into());
-        }
+        self.nats.auth().check().map_err(Error::Config)?;
         if !matches!(
             self.nats.retention.as_str(),
             "limits" | "interest" | "workqueue"
@@ -251,6 +246,23 @@ pub struct NatsConfig {
     /// Longest pause between reconnect attempts, seconds (the backoff doubles up to it).
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: u64,
+}
+
+impl NatsConfig {
+    /// The authentication and TLS settings, as the shared connector takes them.
+    pub fn auth(&self) -> palisade_wire::nats::Auth<'_> {
+        palisade_wire::nats::Auth {
+            user: self.user.as_deref(),
+            password: self.password.as_deref(),
+            token: self.token.as_deref(),
+            nkey_seed: self.nkey_seed.as_deref(),
+            creds_file: self.creds_file.as_deref(),
+            tls_ca: self.tls_ca.as_deref(),
+            tls_client_cert: self.tls_client_cert.as_deref(),
+            tls_client_key: self.tls_client_key.as_deref(),
+            tls_required: self.tls_required,
+        }
+    }
 }
 
 impl Default for NatsConfig {

@@ -20,31 +20,11 @@ pub async fn connect(
     config: &NatsConfig,
     connected: Arc<AtomicBool>,
 ) -> Result<async_nats::Client> {
-    let mut opts = async_nats::ConnectOptions::new().name("palisade-blocker");
-    if let (Some(user), Some(pass)) = (&config.user, &config.password) {
-        opts = opts.user_and_password(user.clone(), pass.clone());
-    }
-    if let Some(token) = &config.token {
-        opts = opts.token(token.clone());
-    }
-    if let Some(seed) = &config.nkey_seed {
-        opts = opts.nkey(seed.clone());
-    }
-    if let Some(path) = &config.creds_file {
-        opts = opts
-            .credentials_file(path)
-            .await
-            .map_err(|e| Error::NatsConnect(format!("creds file {}: {e}", path.display())))?;
-    }
-    if let Some(ca) = &config.tls_ca {
-        opts = opts.add_root_certificates(ca.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_client_cert, &config.tls_client_key) {
-        opts = opts.add_client_certificate(cert.clone(), key.clone());
-    }
-    if config.tls_required {
-        opts = opts.require_tls(true);
-    }
+    let mut opts = config
+        .auth()
+        .connect_options("palisade-blocker")
+        .await
+        .map_err(|e| Error::NatsConnect(e.to_string()))?;
     let max = Duration::from_secs(config.reconnect_max_secs.max(1));
     let flag = Arc::clone(&connected);
     opts = opts

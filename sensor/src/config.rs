@@ -223,7 +223,7 @@ impl Default for ReassemblyConfig {
 }
 
 /// NATS connection (same options as the blocker) and publishing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsConfig {
     /// Server URL(s), comma separated (`nats://host:4222`, `tls://host:4222`).
@@ -247,15 +247,16 @@ pub struct NatsConfig {
     /// CA certificate (PEM) to verify the server.
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS (with `tls_key`).
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS (with `tls_cert`).
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// Refuse a connection without TLS.
-    #[serde(default)]
-    pub require_tls: bool,
+    /// Client certificate (PEM) for mutual TLS (with `tls_client_key`). Same names as the
+    /// blocker's `[nats]` table; the earlier `tls_cert` is still read.
+    #[serde(default, alias = "tls_cert")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS (with `tls_client_cert`; earlier `tls_key`).
+    #[serde(default, alias = "tls_key")]
+    pub tls_client_key: Option<PathBuf>,
+    /// Refuse a connection without TLS (earlier `require_tls`).
+    #[serde(default, alias = "require_tls")]
+    pub tls_required: bool,
     /// Create the `PALISADE_REPORTS` stream if it does not exist (same settings as the blocker).
     #[serde(default = "default_true")]
     pub create_stream: bool,
@@ -270,6 +271,23 @@ pub struct NatsConfig {
     pub ack_timeout_secs: u64,
 }
 
+impl NatsConfig {
+    /// The authentication and TLS settings, as the shared connector takes them.
+    pub fn auth(&self) -> palisade_wire::nats::Auth<'_> {
+        palisade_wire::nats::Auth {
+            user: self.user.as_deref(),
+            password: self.password.as_deref(),
+            token: self.token.as_deref(),
+            nkey_seed: self.nkey_seed.as_deref(),
+            creds_file: self.creds_file.as_deref(),
+            tls_ca: self.tls_ca.as_deref(),
+            tls_client_cert: self.tls_client_cert.as_deref(),
+            tls_client_key: self.tls_client_key.as_deref(),
+            tls_required: self.tls_required,
+        }
+    }
+}
+
 impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
@@ -280,9 +298,9 @@ impl Default for NatsConfig {
             nkey_seed: None,
             creds_file: None,
             tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            require_tls: false,
+            tls_client_cert: None,
+            tls_client_key: None,
+            tls_required: false,
             create_stream: true,
             buffer: default_buffer(),
             max_in_flight: default_max_in_flight(),
@@ -400,16 +418,7 @@ impl Config {
                 "nats.buffer and nats.max_in_flight must be at least 1".to_owned(),
             ));
         }
-        if self.nats.tls_cert.is_some() != self.nats.tls_key.is_some() {
-            return Err(Error::Config(
-                "nats.tls_cert and nats.tls_key go together".to_owned(),
-            ));
-        }
-        if self.nats.user.is_some() != self.nats.password.is_some() {
-            return Err(Error::Config(
-                "nats.user and nats.password go together".to_owned(),
-            ));
-        }
+        self.nats.auth().check().map_err(Error::Config)?;
         match self.source {
             Source::Ebpf if self.ebpf.interfaces.is_empty() => Err(Error::Config(
                 "source ebpf needs at least one interface (--interface)".to_owned(),
@@ -456,6 +465,23 @@ mod tests {
             let config = Config::from_file(&path).unwrap();
             assert_eq!(config.source, source, "{file}");
         }
+    }
+
+    #[test]
+    fn nats_tls_names_match_the_blocker_and_old_names_still_parse() {
+        let base = "sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"lo\"]\n[nats]\n";
+        let new = Config::from_toml(&format!(
+            "{base}tls_client_cert = \"/c.pem\"\ntls_client_key = \"/k.pem\"\ntls_required = true\n"
+        ))
+        .unwrap();
+        let old = Config::from_toml(&format!(
+            "{base}tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nrequire_tls = true\n"
+        ))
+        .unwrap();
+        assert_eq!(new.nats, old.nats);
+        assert!(new.nats.tls_required);
+        let half = Config::from_toml(&format!("{base}tls_client_cert = \"/c.pem\"\n"));
+        assert!(half.unwrap_err().to_string().contains("tls_client_key"));
     }
 
     #[test]

@@ -50,34 +50,13 @@ impl Publisher {
     }
 }
 
-/// Connection options from the configuration (auth and TLS as the blocker accepts them).
+/// Connection options from the configuration (auth and TLS shared with the blocker).
 pub async fn connect_options(config: &NatsConfig) -> Result<ConnectOptions, Error> {
-    let mut opts = match &config.creds_file {
-        Some(path) => ConnectOptions::with_credentials_file(path.clone())
-            .await
-            .map_err(|e| Error::Nats(format!("credentials file {}: {e}", path.display())))?,
-        None => ConnectOptions::new(),
-    };
-    if let (Some(user), Some(password)) = (&config.user, &config.password) {
-        opts = opts.user_and_password(user.clone(), password.clone());
-    }
-    if let Some(token) = &config.token {
-        opts = opts.token(token.clone());
-    }
-    if let Some(seed) = &config.nkey_seed {
-        opts = opts.nkey(seed.clone());
-    }
-    if let Some(ca) = &config.tls_ca {
-        opts = opts.add_root_certificates(ca.clone());
-    }
-    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        opts = opts.add_client_certificate(cert.clone(), key.clone());
-    }
-    if config.require_tls {
-        opts = opts.require_tls(true);
-    }
-    Ok(opts
-        .name("palisade-sensor")
+    Ok(config
+        .auth()
+        .connect_options("palisade-sensor")
+        .await
+        .map_err(|e| Error::Nats(e.to_string()))?
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5)))
 }

@@ -9,6 +9,9 @@
 //!
 //! See `docs/wire-contract.md` for the operator-facing description.
 
+#[cfg(feature = "nats")]
+pub mod nats;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
