@@ -154,7 +154,10 @@ pub async fn consume(
     let mut delay = Duration::from_millis(100);
     let mut pending: Vec<jetstream::Message> = Vec::new();
     // Acks wait for durability in their own task, so the next batch is decided meanwhile.
-    let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(4);
+    // Batches decided but not yet durable: enough to keep deciding through a commit (an
+    // fsync of a few ms covers several batches; the committer takes them in one transaction).
+    // JetStream bounds the whole with max_ack_pending.
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(64);
     let acker = tokio::spawn(acker(ack_rx));
     'outer: loop {
         let messages = tokio::select! {
