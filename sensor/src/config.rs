@@ -384,9 +384,20 @@ fn default_ack_timeout_secs() -> u64 {
 impl Config {
     /// Read and check a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
+        let config = Config::read_file(path)?;
+        config
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(config)
+    }
+
+    /// Read a TOML file without checking the values: flags and environment variables may
+    /// still complete it (an interface given with `--interface`); call [`Config::validate`]
+    /// once they are applied.
+    pub fn read_file(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        Config::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
     /// Parse and check TOML text.
@@ -482,6 +493,20 @@ mod tests {
         assert!(new.nats.tls_required);
         let half = Config::from_toml(&format!("{base}tls_client_cert = \"/c.pem\"\n"));
         assert!(half.unwrap_err().to_string().contains("tls_client_key"));
+    }
+
+    #[test]
+    fn a_partial_file_is_read_unchecked_for_flags_to_complete() {
+        let dir = std::env::temp_dir().join(format!("palisade-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("partial.toml");
+        std::fs::write(&path, "[reassembly]\nmax_flows = 20000\n").unwrap();
+        // No interface yet: the flags add it, then the whole is checked.
+        assert!(Config::from_file(&path).is_err());
+        let mut c = Config::read_file(&path).unwrap();
+        c.ebpf.interfaces = vec!["lo".into()];
+        c.validate().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -77,7 +77,7 @@ struct Cli {
 impl Cli {
     fn into_config(self) -> anyhow::Result<Config> {
         let mut c = match &self.config {
-            Some(path) => Config::from_file(path)?,
+            Some(path) => Config::read_file(path)?,
             None => Config::default(),
         };
         if let Some(v) = self.source {
