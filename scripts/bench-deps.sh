@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the packages only the side-by-side benchmarks need (bench/log_mode.sh,
-# bench/detector_vs_modsec.sh). Idempotent. Kept out of scripts/setup.sh so that
-# `make test` never pays for them.
+# bench/detector_vs_modsec.sh, the inline-WAF row of bench/sensor_overhead.sh). Idempotent.
+# Kept out of scripts/setup.sh so that `make test` never pays for them.
 set -euo pipefail
 
 PKGS=(
@@ -9,6 +9,7 @@ PKGS=(
   libmodsecurity3   # peer of comparison 2
   libmodsecurity-dev
   modsecurity-crs   # OWASP CRS 3.3.x
+  libnginx-mod-http-modsecurity  # nginx + ModSecurity inline, reference of bench/sensor_overhead.sh
   gcc
   pkg-config
   time              # /usr/bin/time -v for CPU seconds and peak RSS
@@ -50,6 +51,7 @@ if [[ ! -x $CROWDSEC_PREFIX/usr/bin/crowdsec ]]; then
 fi
 
 # The packaged services are not needed by the benchmarks: keep them from running in the background.
+# shellcheck disable=SC2043 # a list: more services may join
 for svc in fail2ban; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
