@@ -57,7 +57,7 @@ struct Readiness {
 async fn readyz(State(s): State<AdminState>) -> Response {
     let r = Readiness {
         nats_connected: s.nats_connected.load(Relaxed),
-        store_open: true,
+        store_open: !s.engine.metrics().store_failing.load(Relaxed),
         last_reconcile_ok: s.reconcile_ok.load(Relaxed),
         ready: false,
     };
@@ -84,12 +84,15 @@ struct BlockList {
     blocks: Vec<BlockRecord>,
 }
 
-async fn list(State(s): State<AdminState>) -> Json<BlockList> {
-    let blocks = s.engine.blocks().await;
-    Json(BlockList {
-        count: blocks.len(),
-        blocks,
-    })
+async fn list(State(s): State<AdminState>) -> Response {
+    match s.engine.blocks().await {
+        Ok(blocks) => Json(BlockList {
+            count: blocks.len(),
+            blocks,
+        })
+        .into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 #[derive(Serialize)]

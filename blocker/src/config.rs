@@ -106,6 +106,25 @@ impl Config {
                 "pipeline.sensor_rate_per_sec and pipeline.sensor_burst must be > 0".into(),
             );
         }
+        // Durations beyond ten years are typos, and the caches refuse them (moka: 1,000 years).
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 3600;
+        for (name, secs) in [
+            (
+                "pipeline.dedup_window_secs",
+                self.pipeline.dedup_window_secs,
+            ),
+            ("policy.window_secs", self.policy.window_secs),
+            ("policy.block_ttl_secs", self.policy.block_ttl_secs),
+            ("policy.max_ttl_secs", self.policy.max_ttl_secs),
+            ("state.offence_memory_secs", self.state.offence_memory_secs),
+            ("state.sweep_interval_secs", self.state.sweep_interval_secs),
+        ] {
+            if secs > TEN_YEARS {
+                return bad(format!(
+                    "{name} = {secs} is longer than ten years ({TEN_YEARS} s)"
+                ));
+            }
+        }
         let p = &self.policy;
         if p.window_secs == 0 || p.block_ttl_secs == 0 {
             return bad("policy.window_secs and policy.block_ttl_secs must be > 0".into());
@@ -858,6 +877,14 @@ mod tests {
 
         let mut c = Config::default();
         c.policy.thresholds.high = Some(0);
+        assert!(c.validate().is_err());
+
+        let mut c = Config::default();
+        c.state.offence_memory_secs = u64::MAX;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("state.offence_memory_secs"), "{err}");
+        let mut c = Config::default();
+        c.policy.max_ttl_secs = u64::MAX;
         assert!(c.validate().is_err());
 
         let mut c = Config::default();

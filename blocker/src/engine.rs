@@ -23,6 +23,7 @@ use tracing::{error, info, instrument, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::guardrails::{Guardrails, host_net};
+use crate::loglimit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, sensor_hash};
 use crate::state::{Batch, BlockRecord, Offence, Reason, Store};
@@ -105,7 +106,15 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     manual_seq: std::sync::atomic::AtomicU64,
     committer: mpsc::UnboundedSender<(Batch, oneshot::Sender<()>)>,
+    log_limit: LogLimiter,
 }
+
+/// Per-sensor problems (rejected reports, guardrail refusals) are logged at most once per key
+/// per this interval; the metrics count every one.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a reader waits for the commit of what it read before it reports the store stalled.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Resolves when a submitted batch is durable.
 #[derive(Debug)]
@@ -122,6 +131,25 @@ impl Durable {
     /// may not be durable and the caller must not ack).
     pub async fn wait(self) -> bool {
         self.0.await.is_ok()
+    }
+
+    /// Wait until durable, at most [`COMMIT_WAIT`]: for readers (admin API, reconciler) that
+    /// must report a stalled store instead of hanging with it.
+    pub async fn wait_bounded(self) -> Result<()> {
+        match tokio::time::timeout(COMMIT_WAIT, self.wait()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::committer_stopped()),
+            Err(_) => Err(Error::Io {
+                what: "store committer".into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no commit within {} s (is the disk failing?)",
+                        COMMIT_WAIT.as_secs()
+                    ),
+                ),
+            }),
+        }
     }
 }
 
@@ -152,10 +180,12 @@ async fn committer(
             match res {
                 Ok(()) => {
                     metrics.batches_committed.fetch_add(1, Relaxed);
+                    metrics.store_failing.store(false, Relaxed);
                     break;
                 }
                 Err(err) => {
                     metrics.store_errors.fetch_add(1, Relaxed);
+                    metrics.store_failing.store(true, Relaxed);
                     error!(cause = %err, retry_in_ms = delay.as_millis() as u64, "store commit failed");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -174,6 +204,18 @@ fn nz(n: u32) -> NonZeroU32 {
 
 fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `now + d`, saturating at the latest representable time instead of panicking.
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now.checked_add_signed(chrono_dur(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `now - d`, saturating at the earliest representable time instead of panicking.
+fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now.checked_sub_signed(chrono_dur(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 impl Engine {
@@ -198,6 +240,7 @@ impl Engine {
         tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
         Ok(Engine {
             committer: committer_tx,
+            log_limit: LogLimiter::new(LOG_INTERVAL),
             policy: Policy::new(config.policy.clone()),
             guardrails: Guardrails::new(&config.guardrails),
             dedup: Cache::builder()
@@ -294,14 +337,18 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => {
                     self.metrics.rejected(e.reason());
-                    warn!(subject = %msg.subject, reason = e.reason(), cause = %e, "report rejected");
+                    if self.log_limit.allow(e.reason(), &msg.subject) {
+                        warn!(subject = %msg.subject, reason = e.reason(), cause = %e, "report rejected (logged once per subject and reason per minute; palisade_reports_rejected_total counts all)");
+                    }
                     out.push(Disposition::Reject(e.reason()));
                     continue;
                 }
             };
             if sensor_from_subject(&msg.subject) != Some(report.sensor.as_str()) {
                 self.metrics.rejected("sensor_mismatch");
-                warn!(subject = %msg.subject, sensor = %report.sensor, "report sensor does not match its subject");
+                if self.log_limit.allow("sensor_mismatch", &msg.subject) {
+                    warn!(subject = %msg.subject, sensor = %report.sensor, "report sensor does not match its subject (logged once per subject per minute)");
+                }
                 out.push(Disposition::Reject("sensor_mismatch"));
                 continue;
             }
@@ -361,7 +408,9 @@ impl Engine {
             };
             if let Err(refusal) = self.guardrails.check(&net) {
                 self.metrics.refused(refusal.reason());
-                info!(cidr = %net, reason = refusal.reason(), detail = %refusal, "block refused by guardrail");
+                if self.log_limit.allow(refusal.reason(), &report.sensor) {
+                    info!(cidr = %net, sensor = %report.sensor, reason = refusal.reason(), detail = %refusal, "block refused by guardrail (logged once per sensor and reason per minute)");
+                }
                 continue;
             }
             let prior = offences
@@ -379,7 +428,7 @@ impl Engine {
                 cidr: net,
                 first_seen: now,
                 last_seen: now,
-                expires_at: now + chrono_dur(ttl),
+                expires_at: after(now, ttl),
                 hits: u64::from(decision.hits),
                 offences: offence.count,
                 severity: decision.severity.max(report.severity),
@@ -499,7 +548,10 @@ impl Engine {
             self.refresh_gauges(&state);
             info!(expired = expired.len(), "expired blocks removed");
         }
-        let cutoff = now - chrono_dur(Duration::from_secs(self.config.state.offence_memory_secs));
+        let cutoff = before(
+            now,
+            Duration::from_secs(self.config.state.offence_memory_secs),
+        );
         state.offences.retain(|_, o| o.last_at >= cutoff);
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.forget_offences(cutoff)).await {
@@ -532,7 +584,9 @@ impl Engine {
             count: prior.saturating_add(1),
             last_at: now,
         };
-        let ttl = ttl.unwrap_or_else(|| self.policy.ttl(offence.count));
+        // An explicit TTL is capped like the policy's: at `policy.max_ttl_secs`.
+        let max_ttl = Duration::from_secs(self.config.policy.max_ttl_secs);
+        let ttl = ttl.map_or_else(|| self.policy.ttl(offence.count), |t| t.min(max_ttl));
         let seq = self.manual_seq.fetch_add(1, Relaxed);
         let mut rec = state.blocks.get(&net).cloned().unwrap_or(BlockRecord {
             cidr: net,
@@ -549,7 +603,7 @@ impl Engine {
         rec.manual = true;
         rec.deferred = false;
         rec.last_seen = now;
-        rec.expires_at = now + chrono_dur(ttl);
+        rec.expires_at = after(now, ttl);
         rec.push_reason(
             Reason {
                 report_id: format!("manual:{}:{seq}", now.timestamp_millis()),
@@ -597,12 +651,18 @@ impl Engine {
         Ok(true)
     }
 
-    /// Every block, newest first.
-    pub async fn blocks(&self) -> Vec<BlockRecord> {
-        let state = self.state.lock().await;
-        let mut v: Vec<BlockRecord> = state.blocks.values().cloned().collect();
+    /// Every block, newest first. Returns once every record in the list is durable (a barrier
+    /// in the commit FIFO is taken under the state lock), so what the admin API shows survives a
+    /// crash; a decision is milliseconds ahead of its commit.
+    pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
+        let (mut v, durable) = {
+            let state = self.state.lock().await;
+            let v: Vec<BlockRecord> = state.blocks.values().cloned().collect();
+            (v, self.barrier())
+        };
+        durable.wait_bounded().await?;
         v.sort_by(|a, b| b.first_seen.cmp(&a.first_seen).then(a.cidr.cmp(&b.cidr)));
-        v
+        Ok(v)
     }
 
     /// How many clients the policy tracks (runs moka's pending maintenance; for tests/bench).

@@ -60,3 +60,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn store<E: Into<redb::Error>>(e: E) -> Error {
     Error::Store(e.into())
 }
+
+impl Error {
+    /// The store committer task is gone: a change could not be made durable.
+    pub(crate) fn committer_stopped() -> Error {
+        Error::Io {
+            what: "store committer".into(),
+            source: std::io::Error::other("the committer stopped"),
+        }
+    }
+}

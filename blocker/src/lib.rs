@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 mod error;
 pub mod guardrails;
+mod loglimit;
 pub mod metrics;
 pub mod nats;
 pub mod policy;

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub batches_committed: AtomicU64,
     pub batches_decided: AtomicU64,
     pub store_errors: AtomicU64,
+    /// False while the store committer is failing (set by the committer; read by `/readyz`).
+    pub store_failing: std::sync::atomic::AtomicBool,
     pub tracked_clients: AtomicU64,
     pub reconcile_runs: AtomicU64,
     reconcile_errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -168,7 +170,7 @@ impl Metrics {
         );
         counter(
             "palisade_reconcile_evictions_total",
-            "Times a desired block did not fit the firewall's capacity (lower priority left out).",
+            "Blocks that became left out of the firewall for lack of capacity (lowest severity, then oldest, first); counted once while they stay out.",
             self.reconcile_evictions.load(Relaxed),
         );
         let runs = self.reconcile_runs.load(Relaxed);

@@ -264,6 +264,19 @@ async fn thousands_of_reports_end_to_end() {
     )
     .await;
     assert_eq!(code, 201, "{body}");
+    // An absurd TTL is capped at the policy's max_ttl_secs, never a crash.
+    let (code, body) = post(
+        r#"{"cidr":"81.2.71.1","ttl_secs":18446744073709551615}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let rec: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(rec["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let max = chrono::Duration::seconds(7 * 24 * 3600 + 60);
+    assert!(expires < chrono::Utc::now() + max, "{body}");
     let manual: IpNet = "81.2.70.0/24".parse().unwrap();
     wait_until(10, "manual block enforced", || async {
         firewall.snapshot().contains(&manual)
