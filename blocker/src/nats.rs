@@ -1,5 +1,10 @@
 //! NATS side: connect, create or check the stream and the durable pull consumer, and the
 //! consume loop (fetch a batch, process it, persist, then ack).
+//!
+//! An existing stream or consumer keeps its settings; those that differ from the configuration
+//! are logged (`setting`, `configured`, `actual`). The stream's `max_age` and
+//! `duplicate_window` are updated to the configured values; its retention cannot change on an
+//! existing stream, and the consumer is left as it is.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -67,7 +72,140 @@ fn retention(s: &str) -> stream::RetentionPolicy {
     }
 }
 
-/// Create the stream if missing; check an existing one captures the report subjects.
+fn retention_name(r: stream::RetentionPolicy) -> &'static str {
+    match r {
+        stream::RetentionPolicy::Limits => "limits",
+        stream::RetentionPolicy::Interest => "interest",
+        stream::RetentionPolicy::WorkQueue => "workqueue",
+    }
+}
+
+/// A setting of an existing stream or consumer that differs from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Drift {
+    setting: &'static str,
+    configured: String,
+    actual: String,
+}
+
+fn drift<T: PartialEq + std::fmt::Debug>(
+    out: &mut Vec<Drift>,
+    setting: &'static str,
+    configured: T,
+    actual: T,
+) {
+    if configured != actual {
+        out.push(Drift {
+            setting,
+            configured: format!("{configured:?}"),
+            actual: format!("{actual:?}"),
+        });
+    }
+}
+
+/// The stream settings we configure that `actual` does not have.
+fn stream_drift(config: &NatsConfig, actual: &stream::Config) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let configured = retention(&config.retention);
+    if configured != actual.retention {
+        out.push(Drift {
+            setting: "retention",
+            configured: retention_name(configured).to_string(),
+            actual: retention_name(actual.retention).to_string(),
+        });
+    }
+    drift(
+        &mut out,
+        "max_age",
+        Duration::from_secs(config.max_age_secs),
+        actual.max_age,
+    );
+    drift(
+        &mut out,
+        "duplicate_window",
+        Duration::from_secs(config.duplicate_window_secs),
+        actual.duplicate_window,
+    );
+    out
+}
+
+/// The consumer settings we configure that `actual` does not have.
+fn consumer_drift(config: &NatsConfig, actual: &consumer::Config) -> Vec<Drift> {
+    let mut out = Vec::new();
+    drift(
+        &mut out,
+        "ack_wait",
+        Duration::from_secs(config.ack_wait_secs),
+        actual.ack_wait,
+    );
+    drift(
+        &mut out,
+        "max_ack_pending",
+        config.max_ack_pending,
+        actual.max_ack_pending,
+    );
+    drift(
+        &mut out,
+        "max_deliver",
+        config.max_deliver,
+        actual.max_deliver,
+    );
+    out
+}
+
+/// Bring an existing stream's `max_age` and `duplicate_window` to the configured values (one
+/// UpdateStream); warn about each setting that still differs. Never fails: the stream works
+/// either way.
+async fn reconcile_stream(js: &jetstream::Context, config: &NatsConfig, actual: &stream::Config) {
+    let drifts = stream_drift(config, actual);
+    // NATS refuses to change the retention of an existing stream.
+    let updatable = |d: &Drift| d.setting != "retention";
+    let updated = drifts.iter().any(updatable) && {
+        let want = stream::Config {
+            max_age: Duration::from_secs(config.max_age_secs),
+            duplicate_window: Duration::from_secs(config.duplicate_window_secs),
+            ..actual.clone()
+        };
+        match js.update_stream(&want).await {
+            Ok(_) => true,
+            Err(err) => {
+                warn!(cause = %err, stream = %config.stream, "cannot update the stream");
+                false
+            }
+        }
+    };
+    for d in &drifts {
+        if updatable(d) && updated {
+            info!(
+                stream = %config.stream,
+                setting = d.setting,
+                configured = %d.configured,
+                was = %d.actual,
+                "stream setting updated to the configured value"
+            );
+        } else if updatable(d) {
+            warn!(
+                stream = %config.stream,
+                setting = d.setting,
+                configured = %d.configured,
+                actual = %d.actual,
+                "stream setting differs from the configuration; left as it is"
+            );
+        } else {
+            warn!(
+                stream = %config.stream,
+                setting = d.setting,
+                configured = %d.configured,
+                actual = %d.actual,
+                "stream setting differs from the configuration; NATS cannot change it on an \
+                 existing stream (recreate the stream to apply it)"
+            );
+        }
+    }
+}
+
+/// Create the stream if missing; check an existing one captures the report subjects, update
+/// its `max_age` and `duplicate_window` if they differ and warn about a different retention.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -106,15 +244,18 @@ pub async fn ensure_stream(
             ),
         });
     }
+    let actual = info.config.clone();
+    reconcile_stream(js, config, &actual).await;
     Ok(stream)
 }
 
-/// Create or bind the durable pull consumer shared by all replicas.
+/// Create or bind the durable pull consumer shared by all replicas. An existing consumer is
+/// used as it is; each setting that differs from the configuration is logged.
 pub async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
     config: &NatsConfig,
 ) -> Result<consumer::PullConsumer> {
-    stream
+    let consumer = stream
         .get_or_create_consumer(
             &config.consumer,
             consumer::pull::Config {
@@ -131,7 +272,18 @@ pub async fn ensure_consumer(
         .map_err(|e| Error::JetStream {
             what: "create consumer",
             message: e.to_string(),
-        })
+        })?;
+    for d in consumer_drift(config, &consumer.cached_info().config) {
+        warn!(
+            consumer = %config.consumer,
+            setting = d.setting,
+            configured = %d.configured,
+            actual = %d.actual,
+            "consumer setting differs from the configuration; left as it is (edit or delete \
+             the consumer to apply it)"
+        );
+    }
+    Ok(consumer)
 }
 
 /// Consume until `shutdown` resolves. A batch in hand when it does is processed, persisted
@@ -287,5 +439,101 @@ async fn acker(mut rx: tokio::sync::mpsc::Receiver<Decided>) {
                 warn!(cause = %err, "ack failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matching_stream(config: &NatsConfig) -> stream::Config {
+        stream::Config {
+            name: config.stream.clone(),
+            retention: retention(&config.retention),
+            max_age: Duration::from_secs(config.max_age_secs),
+            duplicate_window: Duration::from_secs(config.duplicate_window_secs),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stream_drift_names_each_differing_setting() {
+        let config = NatsConfig::default();
+        let mut actual = matching_stream(&config);
+        assert_eq!(stream_drift(&config, &actual), vec![]);
+        actual.retention = stream::RetentionPolicy::WorkQueue;
+        actual.max_age = Duration::from_secs(60);
+        let d = stream_drift(&config, &actual);
+        let settings: Vec<&str> = d.iter().map(|d| d.setting).collect();
+        assert_eq!(settings, ["retention", "max_age"]);
+        assert_eq!(d[0].configured, config.retention);
+        assert_eq!(d[0].actual, "workqueue");
+        assert_eq!(d[1].actual, "60s");
+        actual = matching_stream(&config);
+        actual.duplicate_window = Duration::from_secs(1);
+        assert_eq!(
+            stream_drift(&config, &actual)[0].setting,
+            "duplicate_window"
+        );
+    }
+
+    #[test]
+    fn consumer_drift_names_each_differing_setting() {
+        let config = NatsConfig::default();
+        let mut actual = consumer::Config {
+            ack_wait: Duration::from_secs(config.ack_wait_secs),
+            max_ack_pending: config.max_ack_pending,
+            max_deliver: config.max_deliver,
+            ..Default::default()
+        };
+        assert_eq!(consumer_drift(&config, &actual), vec![]);
+        actual.ack_wait = Duration::from_secs(config.ack_wait_secs + 1);
+        actual.max_ack_pending = config.max_ack_pending + 1;
+        let d = consumer_drift(&config, &actual);
+        let settings: Vec<&str> = d.iter().map(|d| d.setting).collect();
+        assert_eq!(settings, ["ack_wait", "max_ack_pending"]);
+        assert_eq!(d[1].configured, config.max_ack_pending.to_string());
+        assert_eq!(d[1].actual, (config.max_ack_pending + 1).to_string());
+    }
+
+    /// Against a real nats-server: an existing stream gets the configured age limits, keeps
+    /// its retention; an existing consumer is bound as it is.
+    #[tokio::test]
+    async fn existing_stream_is_updated_and_consumer_kept() {
+        let server = palisade_tests::nats::NatsServer::start().await.unwrap();
+        let js = server.jetstream().await.unwrap();
+        let config = NatsConfig::default();
+        let mut old = matching_stream(&config);
+        old.subjects = vec![palisade_wire::SUBJECT_WILDCARD.to_string()];
+        old.retention = stream::RetentionPolicy::Interest;
+        old.max_age = Duration::from_secs(60);
+        old.duplicate_window = Duration::from_secs(10);
+        js.create_stream(old).await.unwrap();
+        let created = js.get_stream(&config.stream).await.unwrap();
+        created
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                ack_wait: Duration::from_secs(5),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        let mut stream = ensure_stream(&js, &config).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(
+            info.config.max_age,
+            Duration::from_secs(config.max_age_secs)
+        );
+        assert_eq!(
+            info.config.duplicate_window,
+            Duration::from_secs(config.duplicate_window_secs)
+        );
+        assert_eq!(info.config.retention, stream::RetentionPolicy::Interest);
+        assert_eq!(info.config.subjects, [palisade_wire::SUBJECT_WILDCARD]);
+
+        let mut consumer = ensure_consumer(&stream, &config).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        assert_eq!(info.config.ack_wait, Duration::from_secs(5));
     }
 }

@@ -9,9 +9,16 @@
 //! is a no-op) and forgotten *after* a successful removal, so an entry the reconciler added is
 //! never orphaned and an entry somebody else added is never removed.
 //!
-//! When the capacity left (capacity minus foreign entries, per family) is short, blocks are
-//! ranked by severity, then recency; those that do not fit are left out and counted as
-//! evictions (a newly decided critical block can thus displace an older low one).
+//! The room per family is what the provider's status reports free (capacity minus every entry
+//! in the set, including foreign ones the provider cannot parse) plus the entries we own that
+//! are in the set (we could free them). When it is short, blocks are ranked by severity, then
+//! recency; those that do not fit are left out (a newly decided critical block can thus
+//! displace an older low one). A block is counted and logged as evicted when it becomes left
+//! out, not again on every run while it stays out.
+//!
+//! Against a dry-run firewall ([`Firewall::is_dry_run`]) nothing is written, so nothing is
+//! owned: each run computes the diff, and only a diff that differs from the last one is handed
+//! to the provider (which checks and logs it) and logged.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ipnet::IpNet;
-use palisade_providers::{Diff, Family, Firewall};
+use palisade_providers::{Diff, Family, Firewall, free_capacity};
 use palisade_wire::Severity;
 use tracing::{debug, info, instrument, warn};
 
@@ -44,11 +51,11 @@ pub struct Candidate {
 }
 
 /// Choose what fits: per family, the `room[family]` best candidates (severity, then newest).
-/// Returns the chosen set and how many were left out.
+/// Returns the chosen set and the set left out.
 pub fn choose(
     mut candidates: Vec<Candidate>,
     room: &HashMap<Family, usize>,
-) -> (BTreeSet<IpNet>, usize) {
+) -> (BTreeSet<IpNet>, BTreeSet<IpNet>) {
     candidates.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -57,7 +64,7 @@ pub fn choose(
     });
     let mut used: HashMap<Family, usize> = HashMap::new();
     let mut chosen = BTreeSet::new();
-    let mut evicted = 0;
+    let mut evicted = BTreeSet::new();
     for c in candidates {
         let f = Family::of(&c.net);
         let u = used.entry(f).or_default();
@@ -65,7 +72,7 @@ pub fn choose(
             *u += 1;
             chosen.insert(c.net);
         } else {
-            evicted += 1;
+            evicted.insert(c.net);
         }
     }
     (chosen, evicted)
@@ -78,6 +85,10 @@ pub struct Reconciler {
     firewall: Arc<dyn Firewall>,
     owned: BTreeSet<IpNet>,
     last_ok: Arc<AtomicBool>,
+    /// Blocks left out for lack of room at the last run (to count each eviction once).
+    evicted: BTreeSet<IpNet>,
+    /// Dry run only: the last diff handed to the provider (to log each change once).
+    dry_run_diff: Option<Diff>,
 }
 
 impl Reconciler {
@@ -97,12 +108,19 @@ impl Reconciler {
             firewall,
             owned,
             last_ok,
+            evicted: BTreeSet::new(),
+            dry_run_diff: None,
         }
     }
 
     /// Entries this blocker owns.
     pub fn owned(&self) -> &BTreeSet<IpNet> {
         &self.owned
+    }
+
+    /// Blocks currently left out of the firewall for lack of room.
+    pub fn evicted(&self) -> &BTreeSet<IpNet> {
+        &self.evicted
     }
 
     async fn persist_owned(&self, add: BTreeSet<IpNet>, remove: BTreeSet<IpNet>) -> Result<()> {
@@ -165,41 +183,36 @@ impl Reconciler {
         };
         // Push only durable decisions: a block in the firewall always has a record that
         // survives a crash (the commit is milliseconds behind the decision).
-        if !durable.wait().await {
-            return Err(Error::Io {
-                what: "store committer".into(),
-                source: std::io::Error::other("the committer stopped"),
-            });
-        }
+        durable.wait_bounded().await?;
+        // Room: what is free by the provider's count (which includes entries it cannot
+        // list, as the provider's own capacity check does), plus what we could free.
         let mut room = HashMap::new();
         for family in [Family::V4, Family::V6] {
-            let capacity: usize = status
+            let ours = actual
                 .iter()
-                .filter(|s| s.family == family)
-                .map(|s| s.capacity)
-                .sum();
-            let foreign = actual
-                .iter()
-                .filter(|n| Family::of(n) == family && !self.owned.contains(n))
+                .filter(|n| Family::of(n) == family && self.owned.contains(n))
                 .count();
-            room.insert(family, capacity.saturating_sub(foreign));
+            room.insert(family, free_capacity(&status, family) + ours);
         }
-        let (target, evicted) = choose(candidates, &room);
+        let (target, left_out) = choose(candidates, &room);
+        let evicted = left_out.len();
+        let newly = left_out.difference(&self.evicted).count();
         metrics.reconcile_evicted_now.store(evicted as u64, Relaxed);
-        if evicted > 0 {
-            metrics
-                .reconcile_evictions
-                .fetch_add(evicted as u64, Relaxed);
+        if newly > 0 {
+            metrics.reconcile_evictions.fetch_add(newly as u64, Relaxed);
             warn!(
-                evicted,
-                "firewall capacity short: lowest-priority blocks left out"
+                newly_evicted = newly,
+                evicted, "firewall capacity short: lowest-priority blocks left out"
             );
         }
+        self.evicted = left_out;
         let add: BTreeSet<IpNet> = target.difference(&actual).copied().collect();
         let stale: BTreeSet<IpNet> = self.owned.difference(&target).copied().collect();
         let remove: BTreeSet<IpNet> = stale.intersection(&actual).copied().collect();
         let gone: BTreeSet<IpNet> = stale.difference(&actual).copied().collect();
-        if add.is_empty() && remove.is_empty() {
+        let dry_run = self.firewall.is_dry_run();
+        if (add.is_empty() && remove.is_empty()) || dry_run {
+            // Nothing is written: what we own that is gone anyway is forgotten now.
             if !gone.is_empty() {
                 self.persist_owned(BTreeSet::new(), gone.clone()).await?;
                 for n in &gone {
@@ -209,7 +222,12 @@ impl Reconciler {
             metrics
                 .firewall_owned
                 .store(self.owned.len() as u64, Relaxed);
-            debug!("firewall in sync");
+            if add.is_empty() && remove.is_empty() {
+                self.dry_run_diff = None;
+                debug!("firewall in sync");
+            } else {
+                self.dry_run(Diff { add, remove }).await?;
+            }
             return Ok(RunReport {
                 evicted,
                 ..RunReport::default()
@@ -244,6 +262,28 @@ impl Reconciler {
             removed: remove.len(),
             evicted,
         })
+    }
+
+    /// Dry run: hand a diff to the provider (it checks and logs it, writes nothing) and log it,
+    /// once per change. Nothing is owned: none of it is in the firewall.
+    async fn dry_run(&mut self, diff: Diff) -> Result<()> {
+        if self.dry_run_diff.as_ref() == Some(&diff) {
+            debug!(
+                would_add = diff.add.len(),
+                would_remove = diff.remove.len(),
+                "dry run: diff unchanged"
+            );
+            return Ok(());
+        }
+        self.firewall.apply(&diff).await?;
+        info!(
+            would_add = diff.add.len(),
+            would_remove = diff.remove.len(),
+            "dry run: the firewall would be updated; nothing written"
+        );
+        debug!(add = ?diff.add, remove = ?diff.remove, "dry run: diff");
+        self.dry_run_diff = Some(diff);
+        Ok(())
     }
 
     /// Run until `shutdown` resolves: every interval, or after a backoff when the provider
@@ -316,12 +356,11 @@ mod tests {
         ];
         let room = HashMap::from([(Family::V4, 3), (Family::V6, 0)]);
         let (chosen, evicted) = choose(cands, &room);
-        let want: BTreeSet<IpNet> = ["8.8.8.2/32", "8.8.8.4/32", "8.8.8.3/32"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(chosen, want);
-        assert_eq!(evicted, 2);
+        let nets = |items: &[&str]| -> BTreeSet<IpNet> {
+            items.iter().map(|s| s.parse().unwrap()).collect()
+        };
+        assert_eq!(chosen, nets(&["8.8.8.2/32", "8.8.8.4/32", "8.8.8.3/32"]));
+        assert_eq!(evicted, nets(&["8.8.8.1/32", "2606:4700::1/128"]));
     }
 
     #[test]
@@ -330,6 +369,6 @@ mod tests {
         let room = HashMap::from([(Family::V4, 10)]);
         let (chosen, evicted) = choose(cands, &room);
         assert_eq!(chosen.len(), 1);
-        assert_eq!(evicted, 0);
+        assert!(evicted.is_empty());
     }
 }

@@ -1,19 +1,20 @@
 //! The engine and the reconciler without NATS: global cap (deferred, then promoted), expiry,
-//! escalation after expiry, capacity eviction by priority, retriable provider faults, and
-//! ownership (foreign entries are never removed).
+//! escalation after expiry, capacity eviction by priority (counted once per eviction),
+//! retriable provider faults, ownership (foreign entries are never removed, unparsed ones still
+//! take room) and dry runs (nothing owned, each change handed over once).
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use common::report;
 use palisade_blocker::engine::{Disposition, Engine, Incoming};
 use palisade_blocker::metrics::Metrics;
 use palisade_blocker::reconcile::Reconciler;
 use palisade_providers::memory::{Fault, MemoryFirewall};
-use palisade_providers::{Family, IpNet};
+use palisade_providers::{Family, Firewall, IpNet};
 
 fn msg(id: &str, client: &str, severity: &str) -> Incoming {
     Incoming {
@@ -46,7 +47,7 @@ async fn global_cap_defers_and_never_drops() {
     assert_eq!(get(&m.blocks_added), 5);
     assert_eq!(get(&m.blocks_deferred_total), 3);
     assert_eq!(get(&m.blocks_deferred), 3);
-    let blocks = e.blocks().await;
+    let blocks = e.blocks().await.unwrap();
     assert_eq!(blocks.len(), 5);
     assert_eq!(blocks.iter().filter(|b| b.deferred).count(), 3);
 
@@ -64,14 +65,30 @@ async fn global_cap_defers_and_never_drops() {
         }
     }
     let e = reopened.expect("store released");
-    assert_eq!(e.blocks().await.iter().filter(|b| b.deferred).count(), 3);
+    assert_eq!(
+        e.blocks()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|b| b.deferred)
+            .count(),
+        3
+    );
     // The cap is per minute: nothing more is promoted right now.
     assert_eq!(
         e.promote_deferred().await,
         2,
         "a fresh process has a fresh minute"
     );
-    assert_eq!(e.blocks().await.iter().filter(|b| b.deferred).count(), 1);
+    assert_eq!(
+        e.blocks()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|b| b.deferred)
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -79,7 +96,7 @@ async fn expiry_then_escalation() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), 100);
     e.process(&[msg("a1", "198.51.100.9", "critical")]).await;
-    let first = e.blocks().await[0].clone();
+    let first = e.blocks().await.unwrap()[0].clone();
     assert_eq!(first.offences, 1);
     let ttl1 = first.expires_at - first.first_seen;
     assert_eq!(ttl1.num_seconds(), 3600);
@@ -90,10 +107,10 @@ async fn expiry_then_escalation() {
         0
     );
     assert_eq!(e.sweep(first.expires_at).await, 1);
-    assert!(e.blocks().await.is_empty());
+    assert!(e.blocks().await.unwrap().is_empty());
     // A repeat offender gets the escalated TTL (4x by default).
     e.process(&[msg("a2", "198.51.100.9", "critical")]).await;
-    let second = e.blocks().await[0].clone();
+    let second = e.blocks().await.unwrap()[0].clone();
     assert_eq!(second.offences, 2);
     assert_eq!(
         (second.expires_at - second.first_seen).num_seconds(),
@@ -120,7 +137,7 @@ async fn reconciler_respects_capacity_ownership_and_faults() {
         msg("h2", "192.0.2.3", "critical"),
     ])
     .await;
-    assert_eq!(e.blocks().await.len(), 3);
+    assert_eq!(e.blocks().await.unwrap().len(), 3);
     let ok = Arc::new(AtomicBool::new(false));
     let mut r = Reconciler::new(Arc::clone(&e), Arc::new(fw.clone()), BTreeSet::new(), ok);
 
@@ -161,4 +178,153 @@ async fn reconciler_respects_capacity_ownership_and_faults() {
     );
     r2.run_once().await.unwrap();
     assert_eq!(fw.snapshot(), BTreeSet::from([foreign]));
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Relaxed)
+}
+
+fn reconciler(e: &Arc<Engine>, fw: &MemoryFirewall) -> Reconciler {
+    Reconciler::new(
+        Arc::clone(e),
+        Arc::new(fw.clone()),
+        BTreeSet::new(),
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
+#[tokio::test]
+async fn reconciler_counts_unparsed_foreign_entries_against_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), 100);
+    // Room for 4 IPv4 entries: 3 are somebody else's, 2 of them not even CIDRs (the
+    // provider keeps them verbatim, counts them in its status, cannot list them).
+    let fw = MemoryFirewall::builder()
+        .with_set("v4", Family::V4, 4)
+        .build();
+    let foreign = net("81.2.69.0/24");
+    fw.insert_foreign(foreign);
+    fw.insert_unparsed(Family::V4, "not-a-cidr");
+    fw.insert_unparsed(Family::V4, "10.0.0.1/33");
+    e.process(&[
+        msg("h1", "192.0.2.1", "high"),
+        msg("h2", "192.0.2.1", "high"),
+        msg("h3", "192.0.2.1", "high"),
+        msg("c1", "192.0.2.2", "critical"),
+    ])
+    .await;
+    let mut r = reconciler(&e, &fw);
+
+    // One slot left: the critical block gets it, the high one is left out, and the provider
+    // is never asked for more than fits.
+    let report = r.run_once().await.unwrap();
+    assert_eq!((report.added, report.removed, report.evicted), (1, 0, 1));
+    assert_eq!(fw.snapshot(), BTreeSet::from([foreign, net("192.0.2.2")]));
+    assert_eq!(fw.status().await.unwrap()[0].entries, 4);
+    let report = r.run_once().await.unwrap();
+    assert_eq!((report.added, report.removed, report.evicted), (0, 0, 1));
+    assert_eq!(fw.apply_calls(), 1, "in sync: nothing to write");
+
+    // Releasing the critical frees our own slot: remove and add go through in one run.
+    assert!(e.release(net("192.0.2.2")).await.unwrap());
+    let report = r.run_once().await.unwrap();
+    assert_eq!((report.added, report.removed, report.evicted), (1, 1, 0));
+    assert_eq!(fw.snapshot(), BTreeSet::from([foreign, net("192.0.2.1")]));
+    assert_eq!(r.owned(), &BTreeSet::from([net("192.0.2.1")]));
+    assert_eq!(get(&e.metrics().reconcile_added), 2);
+    assert_eq!(get(&e.metrics().reconcile_removed), 1);
+}
+
+#[tokio::test]
+async fn an_eviction_is_counted_once_while_it_lasts() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), 100);
+    let fw = MemoryFirewall::builder()
+        .with_set("v4", Family::V4, 1)
+        .build();
+    e.process(&[
+        msg("c1", "192.0.2.1", "critical"),
+        msg("h1", "192.0.2.2", "high"),
+        msg("h2", "192.0.2.2", "high"),
+        msg("h3", "192.0.2.2", "high"),
+    ])
+    .await;
+    let mut r = reconciler(&e, &fw);
+    let m = Arc::clone(e.metrics());
+    for _ in 0..3 {
+        assert_eq!(r.run_once().await.unwrap().evicted, 1);
+        assert_eq!(get(&m.reconcile_evictions), 1, "the same eviction again");
+        assert_eq!(get(&m.reconcile_evicted_now), 1);
+    }
+    assert_eq!(r.evicted(), &BTreeSet::from([net("192.0.2.2")]));
+
+    // A newer critical displaces the older one: one new eviction.
+    e.process(&[msg("c2", "192.0.2.3", "critical")]).await;
+    for _ in 0..2 {
+        assert_eq!(r.run_once().await.unwrap().evicted, 2);
+        assert_eq!(get(&m.reconcile_evictions), 2);
+        assert_eq!(get(&m.reconcile_evicted_now), 2);
+    }
+    assert_eq!(fw.snapshot(), BTreeSet::from([net("192.0.2.3")]));
+    assert_eq!(
+        r.evicted(),
+        &BTreeSet::from([net("192.0.2.1"), net("192.0.2.2")])
+    );
+
+    // Releasing it brings the older critical back; nothing newly evicted.
+    assert!(e.release(net("192.0.2.3")).await.unwrap());
+    assert_eq!(r.run_once().await.unwrap().evicted, 1);
+    assert_eq!(fw.snapshot(), BTreeSet::from([net("192.0.2.1")]));
+    assert_eq!(get(&m.reconcile_evictions), 2);
+    assert_eq!(get(&m.reconcile_evicted_now), 1);
+
+    // Evicted again after it was back in: counted again.
+    e.process(&[msg("c3", "192.0.2.4", "critical")]).await;
+    r.run_once().await.unwrap();
+    assert_eq!(get(&m.reconcile_evictions), 3);
+}
+
+#[tokio::test]
+async fn dry_run_owns_nothing_and_hands_each_change_over_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), 100);
+    let fw = MemoryFirewall::builder()
+        .with_set("v4", Family::V4, 10)
+        .with_set("v6", Family::V6, 10)
+        .with_dry_run(true)
+        .build();
+    e.process(&[
+        msg("c1", "192.0.2.1", "critical"),
+        msg("c2", "2001:db8::1", "critical"),
+    ])
+    .await;
+    let mut r = reconciler(&e, &fw);
+    let m = Arc::clone(e.metrics());
+    for _ in 0..3 {
+        let report = r.run_once().await.unwrap();
+        assert_eq!((report.added, report.removed), (0, 0), "nothing written");
+    }
+    assert_eq!(fw.apply_calls(), 1, "an unchanged diff is handed over once");
+    assert!(fw.snapshot().is_empty());
+    assert!(r.owned().is_empty());
+    assert!(e.store().load().unwrap().owned.is_empty());
+    assert_eq!(get(&m.reconcile_added), 0);
+    assert_eq!(get(&m.firewall_owned), 0);
+
+    // A new decision changes the diff: handed over (and logged) once more.
+    e.process(&[msg("c3", "192.0.2.3", "critical")]).await;
+    r.run_once().await.unwrap();
+    r.run_once().await.unwrap();
+    assert_eq!(fw.apply_calls(), 2);
+    // Back to nothing to do, then the same diff again: it is new once more.
+    for n in ["192.0.2.1", "192.0.2.3", "2001:db8::1"] {
+        assert!(e.release(net(n)).await.unwrap());
+    }
+    r.run_once().await.unwrap();
+    assert_eq!(fw.apply_calls(), 2);
+    e.process(&[msg("c4", "192.0.2.1", "critical")]).await;
+    r.run_once().await.unwrap();
+    r.run_once().await.unwrap();
+    assert_eq!(fw.apply_calls(), 3);
+    assert!(r.owned().is_empty());
 }

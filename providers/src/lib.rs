@@ -122,12 +122,23 @@ pub trait Firewall: Send + Sync + Debug + 'static {
     /// fit anywhere fails with [`Error::LimitExceeded`] without applying a partial change to
     /// that family; the caller decides what to evict.
     async fn apply(&self, diff: &Diff) -> Result<Applied>;
+
+    /// Is this a dry run? Then [`apply`](Firewall::apply) checks and logs a diff (and may
+    /// still refuse it, e.g. with [`Error::LimitExceeded`]) but writes nothing, so
+    /// [`entries`](Firewall::entries) never shows its adds: the caller must not take
+    /// ownership of them. `false` unless a backend says otherwise.
+    fn is_dry_run(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
 impl<T: Firewall + ?Sized> Firewall for Arc<T> {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn is_dry_run(&self) -> bool {
+        (**self).is_dry_run()
     }
     async fn status(&self) -> Result<Vec<SetStatus>> {
         (**self).status().await
@@ -144,6 +155,9 @@ impl<T: Firewall + ?Sized> Firewall for Arc<T> {
 impl<T: Firewall + ?Sized> Firewall for Box<T> {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn is_dry_run(&self) -> bool {
+        (**self).is_dry_run()
     }
     async fn status(&self) -> Result<Vec<SetStatus>> {
         (**self).status().await

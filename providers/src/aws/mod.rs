@@ -14,7 +14,10 @@
 //! - Calls go through token buckets shared per account and region (defaults: 1 write/s,
 //!   5 reads/s), as AWS limits them.
 //! - Sets of one family fill in configuration order, 10,000 entries each; a diff whose adds do
-//!   not fit fails whole with [`Error::LimitExceeded`]. Fill is logged as it passes 80% and 95%.
+//!   not fit fails whole with [`Error::LimitExceeded`]. Fill is logged as it passes 80% and 95%,
+//!   per family.
+//! - A dry run ([`Firewall::is_dry_run`]) plans every round against a fresh GetIPSet, logs what
+//!   it would write and never calls UpdateIPSet.
 
 mod arn;
 mod builder;
@@ -132,9 +135,41 @@ fn fill_level(entries: usize, capacity: usize) -> u8 {
     }
 }
 
+/// Entries and capacity of `family` over `(family, capacity, entries if known)` per set, or
+/// `None` if a set of that family has no known fill. Other families do not matter.
+fn family_fill(
+    sets: impl IntoIterator<Item = (Family, usize, Option<usize>)>,
+    family: Family,
+) -> Option<(usize, usize)> {
+    sets.into_iter()
+        .filter(|(f, _, _)| *f == family)
+        .try_fold((0, 0), |(entries, capacity), (_, cap, len)| {
+            Some((entries + len?, capacity + cap))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn family_fill_is_per_family() {
+        let v4 = |len| (Family::V4, 10_000, len);
+        let v6 = |len| (Family::V6, 10_000, len);
+        // An IPv6 set with unknown fill does not hide the IPv4 fill (and vice versa).
+        let sets = [v4(Some(9_000)), v6(None), v4(Some(8_500))];
+        assert_eq!(family_fill(sets, Family::V4), Some((17_500, 20_000)));
+        assert_eq!(family_fill(sets, Family::V6), None);
+        let sets = [v4(None), v6(Some(9_600))];
+        assert_eq!(family_fill(sets, Family::V4), None);
+        assert_eq!(family_fill(sets, Family::V6), Some((9_600, 10_000)));
+        assert_eq!(fill_level(9_600, 10_000), 2);
+        // One unknown set of a family makes that family's total unknown.
+        let sets = [v4(Some(9_000)), v4(None)];
+        assert_eq!(family_fill(sets, Family::V4), None);
+        // No set of a family: nothing to warn about.
+        assert_eq!(family_fill([v4(Some(1))], Family::V6), Some((0, 0)));
+    }
 
     #[test]
     fn fill_levels() {
@@ -195,11 +230,6 @@ impl AwsFirewall {
     /// Start configuring one.
     pub fn builder() -> AwsFirewallBuilder {
         AwsFirewallBuilder::new()
-    }
-
-    /// Is this a dry run (diffs computed and logged, nothing written)?
-    pub fn is_dry_run(&self) -> bool {
-        self.inner.dry_run
     }
 
     fn check(&self, diff: &Diff) -> Result<()> {
@@ -264,6 +294,12 @@ impl Firewall for AwsFirewall {
             out.extend(state.addresses.into_keys());
         }
         Ok(out)
+    }
+
+    /// A dry run computes and logs each diff (and still refuses one that does not fit) but
+    /// never calls UpdateIPSet.
+    fn is_dry_run(&self) -> bool {
+        self.inner.dry_run
     }
 
     #[instrument(skip(self, diff), fields(add = diff.add.len(), remove = diff.remove.len()))]
@@ -367,7 +403,9 @@ impl Writer {
                 })
                 .collect();
             for &i in &touched {
-                if self.cache[i].is_none() {
+                // A dry run writes nothing, so nothing would keep the cache current: plan
+                // against what the set holds now.
+                if self.cache[i].is_none() || self.dry_run {
                     self.cache[i] = Some(self.sets[i].get().await?);
                 }
             }
@@ -459,17 +497,17 @@ impl Writer {
         Ok(())
     }
 
+    /// Warn as a family's fill passes 80% and 95%. Each family on its own: one whose fill is
+    /// unknown (a set not cached after a failed write) is skipped until it is read again.
     fn check_fill(&mut self) {
         for (slot, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let (mut entries, mut capacity) = (0usize, 0usize);
-            for (set, state) in self.sets.iter().zip(&self.cache) {
-                if set.family != family {
-                    continue;
-                }
-                let Some(state) = state else { return };
-                entries += state.len();
-                capacity += set.capacity;
-            }
+            let sets =
+                self.sets.iter().zip(&self.cache).map(|(set, state)| {
+                    (set.family, set.capacity, state.as_ref().map(SetState::len))
+                });
+            let Some((entries, capacity)) = family_fill(sets, family) else {
+                continue;
+            };
             if capacity == 0 {
                 continue;
             }

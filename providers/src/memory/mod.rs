@@ -3,7 +3,8 @@
 //! It behaves like a provider with several fixed-capacity sets per family: adds fill the first
 //! set of the right family that has room and spill into the next; a change that does not fit
 //! fails whole with [`Error::LimitExceeded`]. Tests can add entries "by hand" (as an operator
-//! would), inject failures and count calls.
+//! would), including entries the provider cannot parse (they take room but are not listed),
+//! inject failures, count calls and run it as a dry run (checks, writes nothing).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +25,15 @@ struct Set {
     family: Family,
     capacity: usize,
     entries: BTreeSet<IpNet>,
+    /// Entries the provider cannot parse: they take capacity, are never listed or touched.
+    unparsed: Vec<String>,
+}
+
+impl Set {
+    /// Entries held, parsed or not.
+    fn len(&self) -> usize {
+        self.entries.len() + self.unparsed.len()
+    }
 }
 
 /// A failure to inject into the next calls of [`MemoryFirewall::apply`].
@@ -61,6 +71,7 @@ struct Inner {
     sets: Vec<Set>,
     faults: VecDeque<Fault>,
     apply_calls: u64,
+    dry_run: bool,
 }
 
 /// In-memory [`Firewall`]. Cloning shares the same state.
@@ -83,6 +94,7 @@ impl Default for MemoryFirewall {
 #[derive(Debug, Default)]
 pub struct MemoryFirewallBuilder {
     sets: Vec<Set>,
+    dry_run: bool,
 }
 
 impl MemoryFirewallBuilder {
@@ -93,7 +105,14 @@ impl MemoryFirewallBuilder {
             family,
             capacity,
             entries: BTreeSet::new(),
+            unparsed: Vec::new(),
         });
+        self
+    }
+
+    /// A dry run: `apply` checks a diff as usual (and may refuse it) but changes nothing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 
@@ -101,6 +120,7 @@ impl MemoryFirewallBuilder {
         MemoryFirewall {
             inner: Arc::new(Mutex::new(Inner {
                 sets: self.sets,
+                dry_run: self.dry_run,
                 ..Inner::default()
             })),
         }
@@ -130,6 +150,17 @@ impl MemoryFirewall {
         let mut inner = self.lock();
         if let Some(set) = inner.sets.iter_mut().find(|s| s.family == family) {
             set.entries.insert(net);
+        }
+    }
+
+    /// Add an entry the provider cannot parse, as somebody else might (AWS keeps such entries
+    /// verbatim): it takes room in the first set of `family` and counts in
+    /// [`status`](Firewall::status), but [`entries`](Firewall::entries) does not list it.
+    /// Ignores capacity.
+    pub fn insert_unparsed(&self, family: Family, text: impl Into<String>) {
+        let mut inner = self.lock();
+        if let Some(set) = inner.sets.iter_mut().find(|s| s.family == family) {
+            set.unparsed.push(text.into());
         }
     }
 
@@ -183,7 +214,7 @@ impl Firewall for MemoryFirewall {
             .map(|s| SetStatus {
                 id: s.id.clone(),
                 family: s.family,
-                entries: s.entries.len(),
+                entries: s.len(),
                 capacity: s.capacity,
             })
             .collect())
@@ -191,6 +222,10 @@ impl Firewall for MemoryFirewall {
 
     async fn entries(&self) -> Result<BTreeSet<IpNet>> {
         Ok(self.snapshot())
+    }
+
+    fn is_dry_run(&self) -> bool {
+        self.lock().dry_run
     }
 
     async fn apply(&self, diff: &Diff) -> Result<Applied> {
@@ -229,7 +264,7 @@ impl Firewall for MemoryFirewall {
             }
             let free: usize = sets
                 .iter()
-                .map(|s| s.capacity.saturating_sub(s.entries.len()))
+                .map(|s| s.capacity.saturating_sub(s.len()))
                 .sum::<usize>()
                 + leaving;
             if new > free {
@@ -238,6 +273,9 @@ impl Firewall for MemoryFirewall {
                     message: format!("{new} new {family} entries, room for {free}"),
                 });
             }
+        }
+        if inner.dry_run {
+            return Ok(Applied::Done);
         }
         for net in &diff.remove {
             for set in inner.sets.iter_mut() {
@@ -252,7 +290,7 @@ impl Firewall for MemoryFirewall {
             if let Some(set) = inner
                 .sets
                 .iter_mut()
-                .find(|s| s.family == family && s.entries.len() < s.capacity)
+                .find(|s| s.family == family && s.len() < s.capacity)
             {
                 set.entries.insert(*net);
             }

@@ -88,3 +88,48 @@ fn diff_merge_cancels_opposites() {
     assert_eq!(d.add, nets(&["192.0.2.2"]));
     assert_eq!(d.remove, nets(&["192.0.2.1", "192.0.2.3"]));
 }
+
+#[tokio::test]
+async fn unparsed_entries_take_room_but_are_not_listed() {
+    let fw = MemoryFirewall::builder()
+        .with_set("a", Family::V4, 3)
+        .build();
+    fw.insert_unparsed(Family::V4, "not a cidr");
+    fw.insert_unparsed(Family::V4, "10.0.0.1/33");
+    assert!(fw.entries().await.unwrap().is_empty());
+    assert_eq!(fw.status().await.unwrap()[0].entries, 2);
+    let two = Diff {
+        add: nets(&["192.0.2.1", "192.0.2.2"]),
+        remove: BTreeSet::new(),
+    };
+    assert_eq!(fw.apply(&two).await.unwrap_err().kind(), "limit_exceeded");
+    let one = Diff {
+        add: nets(&["192.0.2.1"]),
+        remove: BTreeSet::new(),
+    };
+    fw.apply(&one).await.unwrap();
+    assert_eq!(fw.entries().await.unwrap(), nets(&["192.0.2.1"]));
+    assert_eq!(fw.status().await.unwrap()[0].entries, 3);
+}
+
+#[tokio::test]
+async fn dry_run_checks_but_changes_nothing() {
+    let fw = MemoryFirewall::builder()
+        .with_set("a", Family::V4, 1)
+        .with_dry_run(true)
+        .build();
+    assert!(fw.is_dry_run());
+    assert!(!MemoryFirewall::new().is_dry_run());
+    let one = Diff {
+        add: nets(&["192.0.2.1"]),
+        remove: BTreeSet::new(),
+    };
+    fw.apply(&one).await.unwrap();
+    assert!(fw.entries().await.unwrap().is_empty());
+    let two = Diff {
+        add: nets(&["192.0.2.1", "192.0.2.2"]),
+        remove: BTreeSet::new(),
+    };
+    assert_eq!(fw.apply(&two).await.unwrap_err().kind(), "limit_exceeded");
+    assert_eq!(fw.apply_calls(), 2);
+}
