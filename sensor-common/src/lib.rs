@@ -13,9 +13,6 @@ pub const CAPTURE_MASK: u64 = (MAX_CAPTURE as u64) - 1;
 /// Default number of payload bytes copied per segment.
 pub const DEFAULT_CAPTURE: u32 = 2048;
 
-/// Entries of the `PORTS` map (a `u16` destination port -> `u8` flag, 1 = watched).
-pub const MAX_PORTS: u32 = 64;
-
 /// The event describes an IPv6 packet (addresses use all 16 bytes); else IPv4 in the first 4.
 pub const FLAG_IPV6: u32 = 1;
 /// The segment carried more payload than was copied (`payload_len > captured`).

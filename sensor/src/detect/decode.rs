@@ -10,7 +10,9 @@
 //!    other invalid bytes dropped; slash look-alikes (`∕`, IIS best-fit code points) to `/`;
 //! 3. case folding (ASCII and Unicode lowercase, full-width forms to ASCII), whitespace runs
 //!    (tab, NBSP, ...) to one space, or one `\n` when the run holds a line break (a shell
-//!    command separator), zero-width characters dropped, backslashes to `/` in paths.
+//!    command separator), zero-width characters dropped, backslashes to `/` in paths;
+//! 4. in paths, runs of `/` made one and `.` segments removed (`..` is kept for the traversal
+//!    rules; a `//` that starts a URL, as in `=//x` or `http://x`, stays).
 //!
 //! [`strip_sql_comments`] gives the variant with `/* .. */` comments replaced by a space, used
 //! when a text holds `/*`.
@@ -35,10 +37,18 @@ pub fn normalize(input: &[u8], flavor: Flavor, out: &mut String) {
     let needs_decode = input
         .iter()
         .any(|&b| matches!(b, b'%' | b'&' | b'\\' | b'+'));
-    if !needs_decode {
+    if needs_decode {
+        fold_into(&decode(input, flavor), flavor, out);
+    } else {
         fold_into(input, flavor, out);
-        return;
     }
+    if flavor == Flavor::Path {
+        squeeze_path(out);
+    }
+}
+
+/// Up to [`MAX_PASSES`] rounds of percent, entity and backslash decoding.
+fn decode(input: &[u8], flavor: Flavor) -> Vec<u8> {
     let mut cur = input.to_vec();
     let mut next = Vec::with_capacity(cur.len());
     for pass in 0..MAX_PASSES {
@@ -52,7 +62,44 @@ pub fn normalize(input: &[u8], flavor: Flavor, out: &mut String) {
             break;
         }
     }
-    fold_into(&cur, flavor, out);
+    cur
+}
+
+/// In a (decoded, folded) URL path: a run of `/` becomes one and `.` segments go, so
+/// `//.git//config` and `/.git/./config` read `/.git/config`. `..` segments stay (the traversal
+/// rules need them). A run of `/` that starts a URL (after `:`, `=`, `(`, a quote or a space:
+/// `http://x`, `src=//x`) is kept as it is.
+fn squeeze_path(path: &mut String) {
+    let b = path.as_bytes();
+    let dot_segment =
+        |i: usize| b.get(i + 1) == Some(&b'.') && matches!(b.get(i + 2), None | Some(b'/'));
+    if !(0..b.len()).any(|i| b[i] == b'/' && (b.get(i + 1) == Some(&b'/') || dot_segment(i))) {
+        return;
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut from = 0;
+    while let Some(p) = path[from..].find('/') {
+        let slash = from + p;
+        // Everything up to and including this `/` (cuts are next to ASCII: char boundaries).
+        out.push_str(&path[from..=slash]);
+        let starts_url = slash > 0
+            && matches!(
+                b[slash - 1],
+                b':' | b'=' | b'(' | b'\'' | b'"' | b'`' | b' ' | b'\n'
+            );
+        let mut next = slash + 1;
+        loop {
+            match (b.get(next), b.get(next + 1)) {
+                (Some(b'/'), _) if !starts_url => next += 1,
+                (Some(b'.'), None) => next += 1,
+                (Some(b'.'), Some(b'/')) => next += 2,
+                _ => break,
+            }
+        }
+        from = next;
+    }
+    out.push_str(&path[from..]);
+    *path = out;
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -541,6 +588,38 @@ mod tests {
         assert_eq!(n("..%25u2215..%u2216x", Flavor::Plain), "../..\\x");
         assert_eq!(n("ⓔⓧⓐⓜⓟⓛⓔ", Flavor::Plain), "example");
         assert_eq!(n("%5Cn/bin/ls", Flavor::Form), "\n/bin/ls");
+    }
+
+    #[test]
+    fn path_slashes_and_dot_segments() {
+        for (raw, want) in [
+            ("/.git/./config", "/.git/config"),
+            ("//.git//config", "/.git/config"),
+            ("/.git/././/config", "/.git/config"),
+            ("/.git/%2e/config", "/.git/config"),
+            ("/.git%2f%2fconfig", "/.git/config"),
+            (r"\.git\.\config", "/.git/config"),
+            ("/a/.", "/a/"),
+            ("/a//", "/a/"),
+            ("/", "/"),
+            ("", ""),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/a/.b/c.", "/a/.b/c."),
+            ("/a/...//b", "/a/.../b"),
+            // `..` stays for the traversal rules; only `.` and empty segments go.
+            ("/a/./../..//etc/passwd", "/a/../../etc/passwd"),
+            ("/%2e%2e//%2e%2e/x", "/../../x"),
+            // A URL inside the path keeps its `//`.
+            ("/go/http://x//y", "/go/http://x/y"),
+            ("/x?u=//evil/a", "/x?u=//evil/a"),
+            ("/${jndi:ldap://x/a}", "/${jndi:ldap://x/a}"),
+            ("/é//ü/./ß", "/é/ü/ß"),
+        ] {
+            assert_eq!(n(raw, Flavor::Path), want, "{raw:?}");
+        }
+        // Only paths: other fields keep their slashes.
+        assert_eq!(n("a//b/./c", Flavor::Form), "a//b/./c");
+        assert_eq!(n("a//b/./c", Flavor::Plain), "a//b/./c");
     }
 
     #[test]

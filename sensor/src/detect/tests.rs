@@ -515,3 +515,103 @@ fn detector_is_send_sync() {
     fn check<T: Send + Sync>() {}
     check::<Detector>();
 }
+
+/// The texts the detector scans for one raw field value: the normalized text, and its variants
+/// with SQL comments stripped and Log4j lookups resolved (when those differ).
+fn scanned_variants(raw: &str, flavor: Flavor) -> Vec<String> {
+    let mut text = String::new();
+    decode::normalize(raw.as_bytes(), flavor, &mut text);
+    let mut variant = String::new();
+    let mut out = vec![text.clone()];
+    if decode::strip_sql_comments(&text, &mut variant) {
+        out.push(variant.clone());
+    }
+    if decode::resolve_lookups(&text, &mut variant) && variant != text {
+        out.push(variant);
+    }
+    out
+}
+
+/// A regex runs only when one of its prefilter literals occurs in the text, so a text it
+/// matches without any of them is silently missed. Every rule example is checked against every
+/// regex of its rule, in each text the detector scans.
+#[test]
+fn prefilter_literals_cover_every_example_match() {
+    // Patterns whose literals gate a `^` alternative on purpose: `rce.command_chain` pattern 0
+    // takes a command at the start of a value only when a shell separator occurs too (a bare
+    // `id` or `set` value is not an attack); pattern 1 covers values that start with a command
+    // reading a file or fetching a URL.
+    const GATED: &[(&str, usize)] = &[("rce.command_chain", 0)];
+    let mut failures = Vec::new();
+    for (file, yaml) in BUILTIN_RULES {
+        let parsed = parse_file(file, yaml).expect("builtin rule file parses");
+        for spec in parsed.rules {
+            let locs = LocSet::parse(&spec.locations).expect("builtin locations parse");
+            let flavor = match locs.first_kind().0 {
+                Kind::Path => Flavor::Path,
+                Kind::Query | Kind::Cookie => Flavor::Form,
+                _ => Flavor::Plain,
+            };
+            for (i, pattern) in spec.patterns.iter().enumerate() {
+                let Some(regex) = &pattern.regex else {
+                    continue;
+                };
+                if GATED.contains(&(spec.id.as_str(), i)) {
+                    continue;
+                }
+                let re = RegexBuilder::new(regex)
+                    .case_insensitive(true)
+                    .unicode(false)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .expect("builtin regex compiles");
+                let literals: Vec<String> =
+                    pattern.prefilter.iter().map(|l| l.to_lowercase()).collect();
+                for example in &spec.tests.matches {
+                    for text in scanned_variants(example, flavor) {
+                        if re.is_match(text.as_bytes())
+                            && !literals.iter().any(|l| text.contains(l.as_str()))
+                        {
+                            failures.push(format!(
+                                "{file}: {} pattern {i} matches {example:?} (scanned as \
+                                 {text:?}) but none of its prefilter literals occurs",
+                                spec.id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn path_slash_runs_and_dot_segments_do_not_hide_a_probe() {
+    for target in [
+        "/.git/config",
+        "/.git/./config",
+        "//.git//config",
+        "/.git/%2e/config",
+        "/.git%2F%2Fconfig",
+        "/app/.//.git/./config",
+    ] {
+        assert!(
+            rules(&get(target)).contains(&"scanner.probe_path".to_owned()),
+            "{target}: {:?}",
+            rules(&get(target))
+        );
+    }
+    // `..` is not resolved: traversal through doubled slashes and dot segments still shows.
+    assert_category("lfi", &[get("/static/.//..//.//..//etc/passwd")]);
+    // A URL inside the path keeps its `//`.
+    assert!(
+        rules(&get("/auth/phpbb_root_path=http://198.51.100.23/id.txt"))
+            .contains(&"rfi.url_in_path".to_owned())
+    );
+    assert_clean(&[
+        get("/blog//2024/./git-tips.html"),
+        get("/docs/./guide//intro/"),
+        get("/static/./app.js"),
+    ]);
+}

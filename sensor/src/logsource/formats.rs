@@ -73,13 +73,14 @@ fn tokenize(line: &str) -> Result<Vec<Token>, &'static str> {
                         }
                         b'\\' if i + 1 < b.len() => {
                             let c = b[i + 1];
-                            if c == b'x' && i + 3 < b.len() {
-                                let hex = &line[i + 2..i + 4];
-                                if let Ok(v) = u8::from_str_radix(hex, 16) {
-                                    bytes.push(v);
-                                    i += 4;
-                                    continue;
-                                }
+                            // `\xHH`, read from bytes: what follows `\x` may be any UTF-8.
+                            if c == b'x'
+                                && let Some(&[h, l]) = b.get(i + 2..i + 4)
+                                && let (Some(h), Some(l)) = (hex_digit(h), hex_digit(l))
+                            {
+                                bytes.push(h << 4 | l);
+                                i += 4;
+                                continue;
                             }
                             bytes.push(match c {
                                 b'n' => b'\n',
@@ -98,18 +99,33 @@ fn tokenize(line: &str) -> Result<Vec<Token>, &'static str> {
                 out.push(Token::Quoted(String::from_utf8_lossy(&bytes).into_owned()));
             }
             b'[' => {
-                let end = line[i..].find(']').ok_or("unterminated bracketed field")? + i;
-                out.push(Token::Bracketed(line[i + 1..end].to_owned()));
+                let end = memchr::memchr(b']', &b[i..]).ok_or("unterminated bracketed field")? + i;
+                out.push(Token::Bracketed(text(&b[i + 1..end])));
                 i = end + 1;
             }
             _ => {
-                let end = line[i..].find([' ', '\t']).map_or(b.len(), |p| p + i);
-                out.push(Token::Bare(line[i..end].to_owned()));
+                let end = memchr::memchr2(b' ', b'\t', &b[i..]).map_or(b.len(), |p| p + i);
+                out.push(Token::Bare(text(&b[i..end])));
                 i = end;
             }
         }
     }
     Ok(out)
+}
+
+/// Bytes of a field as text. Fields are cut at ASCII delimiters, so a field of a valid line is
+/// valid UTF-8; working on bytes means no cut can panic even if that ever stops being true.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`.
@@ -320,6 +336,92 @@ mod tests {
             "\u{0}\u{1}[\"",
         ] {
             assert!(parse_line(LogFormat::Nginx, line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn backslash_x_before_multibyte_text_is_not_a_panic() {
+        let line = |target: &str| {
+            format!(
+                r#"1.2.3.4 - - [25/Nov/2026:02:10:00 +0000] "GET {target} HTTP/1.1" 200 1 "-" "-""#
+            )
+        };
+        for (target, want) in [
+            (r"/a\x€b", "/ax€b"),
+            (r"/a\xé", "/axé"),
+            (r"/a\x4€", "/ax4€"),
+            ("/a\\x\u{fffd}\u{fffd}", "/ax\u{fffd}\u{fffd}"),
+            // Only two hex digits make an escape; a sign is not a digit.
+            (r"/a\x+1", "/ax+1"),
+            (r"/a\x2fb\x2F", "/a/b/"),
+        ] {
+            let e = parse_line(LogFormat::Nginx, &line(target)).unwrap();
+            assert_eq!(e.request.target, want, "{target:?}");
+        }
+        for line in [
+            r#"1.2.3.4 - - [x] "GET /\x"#,
+            r#"1.2.3.4 - - [x] "GET /\x€"#,
+            "1.2.3.4 \"\\x\u{fffd}",
+            "[€",
+            "€ [\u{fffd}] \"\\",
+        ] {
+            assert!(parse_line(LogFormat::Nginx, line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // Fragments that steer the tokenizer into its escape, bracket and quote paths.
+        const PIECES: &[&[u8]] = &[
+            b"\"",
+            b"\\",
+            b"\\x",
+            b"x",
+            b"[",
+            b"]",
+            b" ",
+            b"\t",
+            b"4",
+            b"f",
+            b"GET /",
+            b"1.2.3.4",
+            b"{\"request\":",
+            b"://",
+            "€".as_bytes(),
+            "é".as_bytes(),
+            b"\xff",
+            b"\xc3",
+        ];
+        // xorshift64: deterministic, no dependency.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let nginx_head = r#"1.2.3.4 - - [25/Nov/2026:02:10:00 +0000] ""#;
+        let alb_head = r#"http 2026-11-25T02:10:00Z lb 192.0.2.44:2817 - 0 0 0 200 200 1 1 ""#;
+        for _ in 0..5000 {
+            let mut raw = Vec::new();
+            match next() % 3 {
+                0 => raw.extend_from_slice(nginx_head.as_bytes()),
+                1 => raw.extend_from_slice(alb_head.as_bytes()),
+                _ => {}
+            }
+            for _ in 0..next() % 24 {
+                let r = next();
+                if r % 4 == 0 {
+                    raw.push((r >> 8) as u8);
+                } else {
+                    raw.extend_from_slice(PIECES[(r >> 8) as usize % PIECES.len()]);
+                }
+            }
+            // What the follower hands over: lossy UTF-8 of the raw line.
+            let line = String::from_utf8_lossy(&raw);
+            for format in [LogFormat::Nginx, LogFormat::Json, LogFormat::Alb] {
+                let _ = parse_line(format, &line);
+            }
         }
     }
 
