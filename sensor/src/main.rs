@@ -35,6 +35,18 @@ struct Cli {
     /// NATS server URL.
     #[arg(long, env = "PALISADE_NATS_URL")]
     nats_url: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "PALISADE_NATS_USER")]
+    nats_user: Option<String>,
+    /// NATS password (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "PALISADE_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// NATS token (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "PALISADE_NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// NATS NKey seed (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "PALISADE_NATS_NKEY_SEED", hide_env_values = true)]
+    nats_nkey_seed: Option<String>,
     /// NATS credentials file.
     #[arg(long, env = "PALISADE_NATS_CREDS")]
     nats_creds: Option<PathBuf>,
@@ -94,6 +106,18 @@ impl Cli {
         }
         if let Some(v) = self.nats_url {
             c.nats.url = v;
+        }
+        if let Some(v) = self.nats_user {
+            c.nats.user = Some(v);
+        }
+        if let Some(v) = self.nats_password {
+            c.nats.password = Some(v);
+        }
+        if let Some(v) = self.nats_token {
+            c.nats.token = Some(v);
+        }
+        if let Some(v) = self.nats_nkey_seed {
+            c.nats.nkey_seed = Some(v);
         }
         if let Some(v) = self.nats_creds {
             c.nats.creds_file = Some(v);
@@ -164,4 +188,96 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sensor.toml");
+        std::fs::write(
+            &path,
+            "sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"lo\"]\n[nats]\n\
+             url = \"nats://file:4222\"\nuser = \"file-user\"\npassword = \"file-pass\"\n\
+             token = \"file-token\"\nnkey_seed = \"SUFILE\"\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+
+        // Without flags the file's values stand.
+        let c = Cli::try_parse_from(["palisade-sensor", "--config", config])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.nats.user.as_deref(), Some("file-user"));
+        assert_eq!(c.nats.token.as_deref(), Some("file-token"));
+
+        let c = Cli::try_parse_from([
+            "palisade-sensor",
+            "--config",
+            config,
+            "--nats-url",
+            "nats://flag:4222",
+            "--nats-user",
+            "flag-user",
+            "--nats-password",
+            "flag-pass",
+            "--nats-token",
+            "flag-token",
+            "--nats-nkey-seed",
+            "SUFLAG",
+            "--interface",
+            "eth0",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(c.nats.url, "nats://flag:4222");
+        assert_eq!(c.nats.user.as_deref(), Some("flag-user"));
+        assert_eq!(c.nats.password.as_deref(), Some("flag-pass"));
+        assert_eq!(c.nats.token.as_deref(), Some("flag-token"));
+        assert_eq!(c.nats.nkey_seed.as_deref(), Some("SUFLAG"));
+        assert_eq!(c.ebpf.interfaces, vec!["eth0".to_owned()]);
+    }
+
+    #[test]
+    fn nats_user_without_password_is_rejected() {
+        let cli = Cli::try_parse_from([
+            "palisade-sensor",
+            "--interface",
+            "lo",
+            "--sensor-id",
+            "s1",
+            "--nats-user",
+            "u",
+        ])
+        .unwrap();
+        let err = cli.into_config().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("nats.user and nats.password"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn nats_auth_env_names_match_the_blocker_and_secrets_are_hidden() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for (id, env, secret) in [
+            ("nats_user", "PALISADE_NATS_USER", false),
+            ("nats_password", "PALISADE_NATS_PASSWORD", true),
+            ("nats_token", "PALISADE_NATS_TOKEN", true),
+            ("nats_nkey_seed", "PALISADE_NATS_NKEY_SEED", true),
+        ] {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no argument {id}"));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(env)), "{id}");
+            assert_eq!(arg.is_hide_env_values_set(), secret, "{id}");
+        }
+    }
 }

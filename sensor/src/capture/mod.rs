@@ -92,6 +92,7 @@ impl Capture {
                 hint: " (hint: rebuild without AYA_BUILD_SKIP, or use --source log)",
             });
         }
+        let present = present_interfaces(&config.interfaces, ifindex)?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)
@@ -129,18 +130,18 @@ impl Capture {
             .map_err(|e| ebpf_err("loading the classifier (verifier)", &e))?;
         let mut ifnames = HashMap::new();
         let mut attached = Vec::new();
-        for iface in &config.interfaces {
+        for (iface, index) in present {
             // Kernels >= 6.6 attach through TCX and need no qdisc; older ones need clsact.
             // It may already exist: that error is expected and harmless.
             if let Err(err) = tc::qdisc_add_clsact(iface) {
                 debug!(interface = %iface, cause = %err, "clsact qdisc not added (may exist)");
             }
+            // An interface that exists but cannot be attached to is a real failure.
             program
                 .attach(iface, TcAttachType::Ingress)
                 .map_err(|e| ebpf_err(format!("attaching to {iface} ingress"), &e))?;
-            let index = ifindex(iface).unwrap_or(0);
-            ifnames.insert(index, iface.clone());
-            attached.push(iface.clone());
+            ifnames.insert(index, iface.to_owned());
+            attached.push(iface.to_owned());
         }
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -271,6 +272,33 @@ fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
+/// The configured interfaces that exist on this host, with their index. One that does not
+/// exist is skipped with a warning: a DaemonSet lists candidates (`ens5`, `eth0`) and nodes
+/// differ. None existing is an error naming every interface tried.
+fn present_interfaces(
+    names: &[String],
+    index_of: impl Fn(&str) -> Option<u32>,
+) -> Result<Vec<(&str, u32)>, Error> {
+    let mut present = Vec::with_capacity(names.len());
+    for name in names {
+        match index_of(name) {
+            Some(index) => present.push((name.as_str(), index)),
+            None => warn!(interface = %name, "interface does not exist on this host; skipped"),
+        }
+    }
+    if present.is_empty() {
+        return Err(Error::Ebpf {
+            message: format!(
+                "none of the configured interfaces exists on this host (tried: {})",
+                names.join(", ")
+            ),
+            hint: " (hint: `ip -br link` lists this host's interfaces; set --interface or \
+                   ebpf.interfaces accordingly)",
+        });
+    }
+    Ok(present)
+}
+
 fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: valid NUL-terminated string.
@@ -338,5 +366,46 @@ fn drain(
     }
     if n > 0 {
         metrics.packets_captured.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// A host with `eth0` (index 2) and `lo` (index 1) only.
+    fn host(name: &str) -> Option<u32> {
+        match name {
+            "lo" => Some(1),
+            "eth0" => Some(2),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn missing_interfaces_are_skipped() {
+        let configured = names(&["ens5", "eth0", "lo"]);
+        let present = present_interfaces(&configured, host).unwrap();
+        assert_eq!(present, vec![("eth0", 2), ("lo", 1)]);
+    }
+
+    #[test]
+    fn no_interface_present_is_an_error_naming_them() {
+        let configured = names(&["ens5", "enp0s3"]);
+        let err = present_interfaces(&configured, host).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Ebpf { .. }), "{err:?}");
+        assert!(text.contains("tried: ens5, enp0s3"), "{text}");
+        assert!(present_interfaces(&[], host).is_err());
+    }
+
+    #[test]
+    fn ifindex_of_an_unknown_name_is_none() {
+        assert_eq!(ifindex("palisade-no0"), None);
+        assert_eq!(ifindex("bad\0name"), None);
     }
 }
