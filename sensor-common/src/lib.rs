@@ -38,8 +38,9 @@ pub const COUNTER_ERRORS: u32 = 2;
 /// Number of counters in `COUNTERS`.
 pub const COUNTER_SLOTS: u32 = 3;
 
-/// Fixed-size header of a captured TCP segment. The ring-buffer record is this header followed
-/// by [`MAX_CAPTURE`] payload bytes, of which the first `captured` are valid.
+/// Fixed-size header of a captured TCP segment. A ring-buffer record is this header followed by
+/// exactly `captured` payload bytes (the kernel assembles a [`SegmentEvent`] in per-CPU scratch
+/// space and copies only that much into the ring).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
@@ -65,7 +66,7 @@ pub struct SegmentHeader {
     pub flags: u32,
 }
 
-/// One ring-buffer record: a header and the first payload bytes.
+/// The kernel's scratch record: a header and room for [`MAX_CAPTURE`] payload bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SegmentEvent {

@@ -19,19 +19,27 @@ use aya_ebpf::{
 use palisade_sensor_common::{
     CAPTURE_MASK, CONFIG_CAPTURE_BYTES, CONFIG_SLOTS, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED,
     COUNTER_ERRORS, COUNTER_RING_FULL, COUNTER_SLOTS, DEFAULT_CAPTURE, FLAG_FIN, FLAG_IPV6,
-    FLAG_RST, FLAG_TRUNCATED, MAX_CAPTURE, SegmentEvent,
+    FLAG_RST, FLAG_TRUNCATED, MAX_CAPTURE, SegmentEvent, SegmentHeader,
 };
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
+const HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
 /// Wakeup threshold when userspace did not configure one: 256 KiB of unread data.
 const DEFAULT_WAKEUP_BYTES: u64 = 256 * 1024;
 
-/// Captured segments for userspace. Its size is set by the loader (default 8 MiB).
+/// Captured segments for userspace. Its size is set by the loader (default 8 MiB). Records are
+/// variable-sized: the header and the bytes captured, not the whole `SegmentEvent`.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Per-CPU scratch record: the segment is assembled here, then only `header + captured` bytes
+/// are copied into `EVENTS`. (Reserving a fixed `SegmentEvent` in the ring would take 4 KiB per
+/// segment: a ~150-byte request then used 25x the ring space and forced 25x the reader wakeups.)
+#[map]
+static SCRATCH: PerCpuArray<SegmentEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Watched destination ports: index = port, value 1 = watched. Written by userspace.
 #[map]
@@ -164,14 +172,14 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         _ => DEFAULT_CAPTURE as usize,
     };
 
-    let Some(mut entry) = EVENTS.reserve::<SegmentEvent>(0) else {
-        bump(COUNTER_RING_FULL);
-        return Ok(());
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+        return Err(5);
     };
-    let ev = entry.as_mut_ptr();
     let payload_off = seg.l4_off + doff;
     let n = core::cmp::min(core::cmp::min(payload_len, capture), MAX_CAPTURE) as u64;
     let mut copied = 0u32;
+    // Bytes handed to the ring: the header, plus the payload copied.
+    let mut record = HEADER_LEN as u64;
     if n > 0 {
         let mut m = n - 1;
         // The verifier must see a bounded, non-zero length on the very register handed to the
@@ -180,8 +188,8 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         unsafe {
             core::arch::asm!("{0} &= {mask}", inout(reg) m, mask = const CAPTURE_MASK, options(pure, nomem, nostack))
         };
-        // SAFETY: `ev` points at a reserved record of `size_of::<SegmentEvent>()` bytes and
-        // `m + 1 <= MAX_CAPTURE` is the payload array's length.
+        // SAFETY: `ev` points at this CPU's scratch record of `size_of::<SegmentEvent>()` bytes
+        // and `m + 1 <= MAX_CAPTURE` is the payload array's length.
         let ret = unsafe {
             bpf_skb_load_bytes(
                 ctx.skb.skb as *const _,
@@ -191,12 +199,12 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
             )
         };
         if ret < 0 {
-            entry.discard(0);
             return Err(4);
         }
         copied = (m + 1) as u32;
+        // Bounded by the masked register: HEADER_LEN + 1 ..= size_of::<SegmentEvent>().
+        record += m + 1;
     }
-
     let mut flags = 0u32;
     if seg.ipv6 {
         flags |= FLAG_IPV6;
@@ -210,7 +218,7 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
     if tcp_flags & 0x04 != 0 {
         flags |= FLAG_RST;
     }
-    // SAFETY: writing plain fields of the reserved record.
+    // SAFETY: writing plain fields of this CPU's scratch record.
     unsafe {
         let h = &raw mut (*ev).header;
         (*h).timestamp_ns = bpf_ktime_get_ns();
@@ -235,7 +243,12 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(wake as u64);
+    // SAFETY: `ev` is valid for `size_of::<SegmentEvent>()` bytes and `record` never exceeds it.
+    let bytes = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), record as usize) };
+    if EVENTS.output::<[u8]>(bytes, wake as u64).is_err() {
+        bump(COUNTER_RING_FULL);
+        return Ok(());
+    }
     bump(COUNTER_CAPTURED);
     Ok(())
 }
