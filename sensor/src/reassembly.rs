@@ -130,7 +130,9 @@ fn find_start(buf: &[u8]) -> Option<usize> {
 pub struct Reassembler {
     config: ReassemblyConfig,
     limits: ParseLimits,
-    flows: HashMap<FlowKey, Flow>,
+    /// Keyed by the 4-tuple with foldhash, seeded per process: looked up on every segment
+    /// (SipHash was ~2 % of the sensor's samples under wrk).
+    flows: HashMap<FlowKey, Flow, foldhash::fast::RandomState>,
     lru: BTreeMap<u64, FlowKey>,
     next_tick: u64,
     total_bytes: usize,
@@ -143,7 +145,7 @@ impl Reassembler {
         Reassembler {
             config,
             limits,
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             lru: BTreeMap::new(),
             next_tick: 0,
             total_bytes: 0,

@@ -173,6 +173,8 @@ struct Scratch {
     text: String,
     sql: String,
     name: String,
+    /// The header name being scanned, lowercased (reused: one allocation per request).
+    header: String,
     tried: Vec<u64>,
     fired: Vec<bool>,
 }
@@ -368,7 +370,10 @@ impl Detector {
                 }
                 continue;
             }
-            let lname = name.to_ascii_lowercase();
+            let mut lname = std::mem::take(&mut s.header);
+            lname.clear();
+            lname.push_str(name);
+            lname.make_ascii_lowercase();
             let kind = if lname == "user-agent" {
                 Kind::UserAgent
             } else {
@@ -392,6 +397,7 @@ impl Detector {
                 &mut s,
                 &mut out,
             );
+            s.header = lname;
         }
         if !req.body.is_empty() {
             let body = req.body_view();
@@ -425,6 +431,7 @@ impl Detector {
             text: String::new(),
             sql: String::new(),
             name: String::new(),
+            header: String::new(),
             tried: vec![0; self.patterns.len().div_ceil(64)],
             fired: vec![false; self.rules.len()],
         }
