@@ -275,6 +275,20 @@ fn benign() -> Vec<(&'static str, Vec<PlannedRequest>)> {
         .collect()
 }
 
+/// A std child process (the namespace helper builds std commands) that is killed and reaped
+/// when dropped: on an error, Ctrl-C or SIGTERM the demo future is dropped, and the traffic
+/// generator must not outlive it.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Interleave the clients' requests the way real traffic arrives.
 fn interleave(lists: Vec<Vec<PlannedRequest>>) -> Vec<PlannedRequest> {
     let mut iters: Vec<_> = lists.into_iter().map(|l| l.into_iter()).collect();
@@ -785,20 +799,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let plan = interleave(lists);
     let plan_json = json!({"target": app_addr.to_string(), "requests": plan});
     let script = crate::workspace_root().join("scripts/demo_traffic.py");
-    let mut traffic = ns
-        .exec_cmd(&["python3", &script.to_string_lossy()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting the traffic generator in the namespace")?;
+    let mut traffic = ChildGuard(
+        ns.exec_cmd(&["python3", &script.to_string_lossy()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the traffic generator in the namespace")?,
+    );
     // std::process here (the namespace helper builds std commands); feed and read on a thread.
-    let mut stdin = traffic.stdin.take().context("traffic stdin")?;
+    let mut stdin = traffic.0.stdin.take().context("traffic stdin")?;
     let body = serde_json::to_vec(&plan_json)?;
     std::thread::spawn(move || {
         let _ = stdin.write_all(&body);
     });
-    let stdout = traffic.stdout.take().context("traffic stdout")?;
+    let stdout = traffic.0.stdout.take().context("traffic stdout")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -875,7 +890,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = traffic.wait();
+    let _ = traffic.0.wait();
     // Give a late (wrong) benign block a chance to show up before judging.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 

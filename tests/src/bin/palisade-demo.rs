@@ -34,10 +34,14 @@ async fn main() -> anyhow::Result<()> {
         mode: cli.log_source.then_some(SensorMode::Log),
         verbose: true,
     };
-    // Ctrl-C drops the demo future, and with it every guard: processes, namespace, servers.
+    // Ctrl-C or SIGTERM drops the demo future, and with it every guard: processes, the
+    // namespace, the servers.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let outcome = tokio::select! {
         r = demo::run(opts) => r?,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; everything the demo started was stopped"),
+        _ = term.recv() => anyhow::bail!("terminated; everything the demo started was stopped"),
     };
     demo::print_summary(&outcome);
     if let Some(path) = cli.json {
