@@ -1,11 +1,6 @@
 //! `palisade-sensor`: flags and environment over the configuration file, then
 //! [`palisade_sensor::run`].
 
-/// mimalloc instead of glibc malloc: the per-request allocations of parsing and detection were
-/// ~18 % of the sensor's CPU samples under load (see BENCHMARKS.md, sensor overhead).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
