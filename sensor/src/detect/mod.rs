@@ -15,6 +15,7 @@ use regex::bytes::{Regex, RegexBuilder};
 
 use crate::http::{Request, form_pairs};
 
+mod clean;
 pub mod decode;
 mod rules;
 
@@ -155,6 +156,8 @@ pub struct Detector {
     ac: AhoCorasick,
     /// For each automaton literal, the patterns it stands for.
     lit_patterns: Vec<Vec<u32>>,
+    /// Header fields already scanned clean (skipped when they come again).
+    clean_headers: clean::CleanHeaders,
 }
 
 /// One field of a request, about to be scanned.
@@ -175,6 +178,8 @@ struct Scratch {
     name: String,
     /// The header name being scanned, lowercased (reused: one allocation per request).
     header: String,
+    /// Set when a literal hit was passed over because its rule had already fired.
+    skipped_fired: bool,
     tried: Vec<u64>,
     fired: Vec<bool>,
 }
@@ -321,6 +326,7 @@ impl Detector {
             patterns,
             ac,
             lit_patterns,
+            clean_headers: clean::CleanHeaders::default(),
         })
     }
 
@@ -374,6 +380,14 @@ impl Detector {
             lname.clear();
             lname.push_str(name);
             lname.make_ascii_lowercase();
+            // A header field seen clean before is clean again (see `clean`).
+            let key = self.clean_headers.key(&lname, value.as_bytes());
+            if self.clean_headers.contains(key) {
+                s.header = lname;
+                continue;
+            }
+            let before = out.len();
+            s.skipped_fired = false;
             let kind = if lname == "user-agent" {
                 Kind::UserAgent
             } else {
@@ -397,6 +411,11 @@ impl Detector {
                 &mut s,
                 &mut out,
             );
+            // Clean only if nothing fired here and no rule was passed over because it had
+            // already fired on an earlier field of this request.
+            if out.len() == before && !s.skipped_fired {
+                self.clean_headers.insert(key);
+            }
             s.header = lname;
         }
         if !req.body.is_empty() {
@@ -432,6 +451,7 @@ impl Detector {
             sql: String::new(),
             name: String::new(),
             header: String::new(),
+            skipped_fired: false,
             tried: vec![0; self.patterns.len().div_ceil(64)],
             fired: vec![false; self.rules.len()],
         }
@@ -522,6 +542,7 @@ impl Detector {
             for &p in &self.lit_patterns[m.pattern().as_usize()] {
                 let pat = &self.patterns[p as usize];
                 if s.fired[pat.rule] {
+                    s.skipped_fired = true;
                     continue;
                 }
                 let rule = &self.rules[pat.rule];

