@@ -55,6 +55,13 @@ impl CleanHeaders {
     pub(crate) fn insert(&self, key: u64) {
         self.slots[key as usize % SLOTS].store(key, Relaxed);
     }
+
+    /// Forget every field.
+    pub(crate) fn clear(&self) {
+        for slot in &self.slots {
+            slot.store(0, Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
