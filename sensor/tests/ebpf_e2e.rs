@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use palisade_sensor::config::{Config, Source};
 use palisade_sensor::detect::Detector;
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
@@ -80,8 +81,8 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn send(ns: &VethNamespace, port: u16, requests: &[Vec<u8>]) {
-    let host = ns.host_addr.to_string();
+fn send(ns: &VethNamespace, host: IpAddr, port: u16, requests: &[Vec<u8>]) {
+    let host = host.to_string();
     let port = port.to_string();
     let hexes: Vec<String> = requests.iter().map(|r| hex(r)).collect();
     let mut args = vec!["python3", "-c", CLIENT, host.as_str(), port.as_str()];
@@ -104,13 +105,15 @@ async fn stored_reports(server: &NatsServer) -> Vec<Report> {
     out
 }
 
-/// (request bytes, the client IP the report must carry when the namespace is / is not trusted)
+/// (request bytes, the client IP the report must carry when the namespace is / is not trusted,
+/// rules (id, category) that must be among its reports: written out, not computed)
 struct Case {
     raw: Vec<u8>,
     trusted_client: Option<IpAddr>,
+    must: &'static [(&'static str, &'static str)],
 }
 
-async fn scenario(trust_namespace: bool) {
+async fn scenario(trust_namespace: bool, ipv6: bool) {
     if let Some(reason) = skip_reason() {
         eprintln!("SKIPPED ebpf_e2e: {reason}");
         return;
@@ -118,26 +121,35 @@ async fn scenario(trust_namespace: bool) {
     let server = NatsServer::start().await.unwrap();
     let ns = VethNamespace::create().unwrap();
     let port = 8080;
-    let http = http_server(SocketAddr::new(ns.host_addr.into(), port)).await;
-    let peer: IpAddr = ns.ns_addr.into();
+    // IPv6 runs the kernel program's other branch (fixed 40-byte header, payload length).
+    let (host, peer): (IpAddr, IpAddr) = if ipv6 {
+        (ns.host_addr6.into(), ns.ns_addr6.into())
+    } else {
+        (ns.host_addr.into(), ns.ns_addr.into())
+    };
+    let http = http_server(SocketAddr::new(host, port)).await;
 
     let cases = [
         Case {
             raw: b"GET /item?id=1%20UNION%20SELECT%20username,password%20FROM%20users-- HTTP/1.1\r\nHost: shop\r\nUser-Agent: Mozilla/5.0\r\n\r\n".to_vec(),
             trusted_client: None,
+            must: &[("sqli.union", "sqli")],
         },
         Case {
             raw: b"GET /download?file=../../../../etc/passwd HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 198.51.100.40\r\nUser-Agent: Mozilla/5.0\r\n\r\n".to_vec(),
             trusted_client: Some("198.51.100.40".parse().unwrap()),
+            must: &[("lfi.traversal", "lfi"), ("lfi.sensitive_file", "lfi")],
         },
         Case {
             raw: b"GET /products?page=2 HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 198.51.100.41\r\nUser-Agent: Mozilla/5.0\r\n\r\n".to_vec(),
             trusted_client: Some("198.51.100.41".parse().unwrap()),
+            must: &[],
         },
         // keep-alive: a benign request, then an attack on the same connection
         Case {
             raw: b"GET /a.css HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 2001:db8::42\r\n\r\nGET /search?q=%3Cscript%3Ealert(document.cookie)%3C/script%3E HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 2001:db8::42\r\n\r\n".to_vec(),
             trusted_client: Some("2001:db8::42".parse().unwrap()),
+            must: &[("xss.script_tag", "xss")],
         },
     ];
 
@@ -161,7 +173,18 @@ async fn scenario(trust_namespace: bool) {
             buf = &buf[c..];
         }
     }
-    assert!(want.len() >= 3, "the attacks must be detected: {want:?}");
+    for case in &cases {
+        let client = match (trust_namespace, case.trusted_client) {
+            (true, Some(ip)) => ip,
+            _ => peer,
+        };
+        for (rule, category) in case.must {
+            assert!(
+                want.contains(&(client, rule.to_string(), category.to_string())),
+                "{rule} ({category}) expected for {client}: {want:?}"
+            );
+        }
+    }
     let benign = &cases[2].raw;
     let Parsed::Complete { request, .. } = parse_request(benign, &ParseLimits::default()) else {
         panic!("benign request parses");
@@ -173,12 +196,13 @@ async fn scenario(trust_namespace: bool) {
 
     let mut config = Config {
         sensor_id: format!(
-            "e2e-{}",
+            "e2e-{}{}",
             if trust_namespace {
                 "trusted"
             } else {
                 "untrusted"
-            }
+            },
+            if ipv6 { "-v6" } else { "" }
         ),
         source: Source::Ebpf,
         ..Default::default()
@@ -187,7 +211,7 @@ async fn scenario(trust_namespace: bool) {
     config.ebpf.ports = vec![port];
     config.nats.url = server.url();
     if trust_namespace {
-        config.trusted_proxies = vec![format!("{}/32", ns.ns_addr).parse().unwrap()];
+        config.trusted_proxies = vec![IpNet::from(peer)];
     }
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -208,6 +232,7 @@ async fn scenario(trust_namespace: bool) {
         );
         send(
             &ns,
+            host,
             port,
             &[b"GET /warmup HTTP/1.1\r\nHost: shop\r\n\r\n".to_vec()],
         );
@@ -216,7 +241,7 @@ async fn scenario(trust_namespace: bool) {
     assert_eq!(metrics.detections_total(), 0, "warm-up requests are benign");
 
     let raws: Vec<Vec<u8>> = cases.iter().map(|c| c.raw.clone()).collect();
-    send(&ns, port, &raws);
+    send(&ns, host, port, &raws);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while metrics.reports_published.load(Ordering::Relaxed) < want.len() as u64 {
@@ -255,10 +280,15 @@ async fn scenario(trust_namespace: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ebpf_reports_peer_when_proxy_not_trusted() {
-    scenario(false).await;
+    scenario(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebpf_sees_ipv6_traffic() {
+    scenario(true, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ebpf_reports_forwarded_client_when_proxy_trusted() {
-    scenario(true).await;
+    scenario(true, false).await;
 }

@@ -7,7 +7,7 @@
 //! are unique per process and call; everything is deleted when the guard drops, also when a
 //! test panics. Only addresses of this pair are ever used.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -49,6 +49,10 @@ pub struct VethNamespace {
     pub host_addr: Ipv4Addr,
     /// Address of `ns_if`.
     pub ns_addr: Ipv4Addr,
+    /// IPv6 address of `host_if` (unique local, `fd00:199:N::2/64`).
+    pub host_addr6: Ipv6Addr,
+    /// IPv6 address of `ns_if` (`fd00:199:N::1/64`).
+    pub ns_addr6: Ipv6Addr,
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
@@ -91,6 +95,8 @@ impl VethNamespace {
             ns_if: ns_if.clone(),
             host_addr: Ipv4Addr::new(10, 199, n, 2),
             ns_addr: Ipv4Addr::new(10, 199, n, 1),
+            host_addr6: Ipv6Addr::new(0xfd00, 0x199, u16::from(n), 0, 0, 0, 0, 2),
+            ns_addr6: Ipv6Addr::new(0xfd00, 0x199, u16::from(n), 0, 0, 0, 0, 1),
         };
         // From here on, Drop cleans up whatever was created.
         run(Command::new("ip").args(["netns", "add", &ns]))?;
@@ -105,6 +111,16 @@ impl VethNamespace {
             "dev",
             &host_if,
         ]))?;
+        // IPv6 too, without duplicate address detection (usable at once).
+        run(Command::new("ip").args([
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", guard.host_addr6),
+            "dev",
+            &host_if,
+            "nodad",
+        ]))?;
         run(Command::new("ip").args(["link", "set", &host_if, "up"]))?;
         run(&mut guard.exec_cmd(&[
             "ip",
@@ -113,6 +129,16 @@ impl VethNamespace {
             &format!("{}/30", guard.ns_addr),
             "dev",
             &ns_if,
+        ]))?;
+        run(&mut guard.exec_cmd(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", guard.ns_addr6),
+            "dev",
+            &ns_if,
+            "nodad",
         ]))?;
         run(&mut guard.exec_cmd(&["ip", "link", "set", &ns_if, "up"]))?;
         run(&mut guard.exec_cmd(&["ip", "link", "set", "lo", "up"]))?;
