@@ -347,6 +347,14 @@ impl Service {
         Ok(Service { name, child, log })
     }
 
+    /// SIGKILL, and reap it: a crash, nothing gets to finish.
+    pub(crate) async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", self.name))
+    }
+
     /// Fail with the tail of its log if it has exited.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -627,7 +635,7 @@ async fn create_waf(admin: &Client) -> anyhow::Result<(String, String, String)> 
     Ok((arns[0].clone(), arns[1].clone(), acl_arn))
 }
 
-fn name_and_id(arn: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn name_and_id(arn: &str) -> anyhow::Result<(String, String)> {
     let mut parts = arn.rsplit('/');
     let id = parts.next().context("ARN without id")?.to_string();
     let name = parts.next().context("ARN without name")?.to_string();

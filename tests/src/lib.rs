@@ -10,6 +10,7 @@ pub mod demo;
 pub mod moto;
 pub mod nats;
 pub mod netns;
+pub mod restart;
 pub mod time_to_block;
 
 use std::net::TcpListener;

@@ -49,7 +49,7 @@ pub struct CaseResult {
 
 /// The attackers of one case: 90% IPv4 in 198.18.0.0/15 (RFC 2544 benchmarking), 10% IPv6 in
 /// 2001:db8::/32 (documentation). The blocker is told to allow both special ranges.
-fn attackers(n: usize) -> Vec<IpAddr> {
+pub(crate) fn attackers(n: usize) -> Vec<IpAddr> {
     (0..n)
         .map(|i| {
             if i % 10 == 9 {
@@ -65,6 +65,49 @@ fn attackers(n: usize) -> Vec<IpAddr> {
             }
         })
         .collect()
+}
+
+/// Publish one critical report per address, spread over [`SENSORS`] sensors, as fast as
+/// JetStream acks them (at most 256 in flight). Returns each address's host prefix with the
+/// instant its report was published.
+pub(crate) async fn publish_critical(
+    js: &async_nats::jetstream::Context,
+    ips: &[IpAddr],
+    id_prefix: &str,
+) -> anyhow::Result<BTreeMap<String, Instant>> {
+    let mut published: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut acks = Vec::with_capacity(ips.len().min(256));
+    for (i, ip) in ips.iter().enumerate() {
+        let id = format!("{id_prefix}-{i}");
+        let sensor = format!("bench-{}", i % SENSORS);
+        let body = json!({
+            "v": 1, "id": id, "sensor": sensor, "observed_at": crate::demo::chrono_like_now(),
+            "client_ip": ip.to_string(), "peer_ip": "10.0.0.1", "rule": "java.log4shell.jndi",
+            "category": "java", "severity": "critical", "mitre": ["T1190"],
+            "evidence": "${jndi:ldap://x}",
+        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(palisade_wire::MSG_ID_HEADER, id.as_str());
+        published.insert(host_prefix(*ip), Instant::now());
+        let ack = js
+            .publish_with_headers(
+                palisade_wire::subject_for(&sensor),
+                headers,
+                serde_json::to_vec(&body)?.into(),
+            )
+            .await
+            .context("publishing a report")?;
+        acks.push(ack);
+        if acks.len() >= 256 {
+            for a in acks.drain(..) {
+                a.await.context("JetStream publish ack")?;
+            }
+        }
+    }
+    for a in acks.drain(..) {
+        a.await.context("JetStream publish ack")?;
+    }
+    Ok(published)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -104,40 +147,8 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
 
     let js = nats.jetstream().await?;
     let ips = attackers(n);
-    let mut published: BTreeMap<String, Instant> = BTreeMap::new();
     let started = Instant::now();
-    let mut acks = Vec::with_capacity(n);
-    for (i, ip) in ips.iter().enumerate() {
-        let id = format!("ttb-{n}-{i}");
-        let sensor = format!("bench-{}", i % SENSORS);
-        let body = json!({
-            "v": 1, "id": id, "sensor": sensor, "observed_at": crate::demo::chrono_like_now(),
-            "client_ip": ip.to_string(), "peer_ip": "10.0.0.1", "rule": "java.log4shell.jndi",
-            "category": "java", "severity": "critical", "mitre": ["T1190"],
-            "evidence": "${jndi:ldap://x}",
-        });
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(palisade_wire::MSG_ID_HEADER, id.as_str());
-        published.insert(host_prefix(*ip), Instant::now());
-        let ack = js
-            .publish_with_headers(
-                palisade_wire::subject_for(&sensor),
-                headers,
-                serde_json::to_vec(&body)?.into(),
-            )
-            .await
-            .context("publishing a report")?;
-        acks.push(ack);
-        // Keep at most 256 publishes in flight.
-        if acks.len() >= 256 {
-            for a in acks.drain(..) {
-                a.await.context("JetStream publish ack")?;
-            }
-        }
-    }
-    for a in acks.drain(..) {
-        a.await.context("JetStream publish ack")?;
-    }
+    let published = publish_critical(&js, &ips, &format!("ttb-{n}")).await?;
     let publish_s = started.elapsed().as_secs_f64();
 
     let mut seen: BTreeMap<String, Duration> = BTreeMap::new();
