@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_wafv2::Client;
+use aws_sdk_wafv2::error::ProvideErrorMetadata as _;
 use aws_sdk_wafv2::types::{
     AllowAction, BlockAction, DefaultAction, IpAddressVersion, IpSetReferenceStatement,
     OrStatement, Rule, RuleAction, Scope, Statement, VisibilityConfig,
@@ -658,6 +659,59 @@ pub(crate) async fn get_ip_set(admin: &Client, arn: &str) -> anyhow::Result<(Str
         .map(|s| s.addresses().to_vec())
         .unwrap_or_default();
     Ok((name, addresses))
+}
+
+/// Edit a set behind the blocker's back, as an operator or another tool would: read, modify,
+/// write, retried on lock conflicts. Talks to moto directly (not counted, never throttled).
+/// Returns how many lock conflicts it met.
+pub async fn foreign_edit(
+    admin: &Client,
+    arn: &str,
+    add: &[String],
+    remove: &[String],
+) -> anyhow::Result<u32> {
+    let (name, id) = name_and_id(arn)?;
+    let mut conflicts = 0;
+    loop {
+        let out = admin
+            .get_ip_set()
+            .name(&name)
+            .id(&id)
+            .scope(Scope::Regional)
+            .send()
+            .await
+            .context("GetIPSet (foreign writer)")?;
+        let set = out.ip_set.context("GetIPSet without an IPSet")?;
+        let mut list: Vec<String> = set
+            .addresses()
+            .iter()
+            .filter(|a| !remove.contains(a))
+            .cloned()
+            .collect();
+        for a in add {
+            if !list.contains(a) {
+                list.push(a.clone());
+            }
+        }
+        let res = admin
+            .update_ip_set()
+            .name(&name)
+            .id(&id)
+            .scope(Scope::Regional)
+            .set_description(set.description().map(str::to_string))
+            .set_addresses(Some(list))
+            .lock_token(out.lock_token.context("GetIPSet without a lock token")?)
+            .send()
+            .await;
+        match res {
+            Ok(_) => return Ok(conflicts),
+            Err(e) if e.code() == Some("WAFOptimisticLockException") => {
+                conflicts += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => bail!("foreign UpdateIPSet: {e:?}"),
+        }
+    }
 }
 
 pub(crate) fn host_prefix(ip: IpAddr) -> String {

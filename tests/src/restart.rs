@@ -11,11 +11,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use aws_sdk_wafv2::Client;
-use aws_sdk_wafv2::types::Scope;
+use anyhow::bail;
 
-use crate::demo::{HttpGet, Service, Waf, blocker_command, get_ip_set, name_and_id, wait_http_ok};
+use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit, get_ip_set, wait_http_ok};
 use crate::nats::NatsServer;
 use crate::time_to_block::{attackers, publish_critical};
 
@@ -39,35 +37,6 @@ pub struct RestartOutcome {
     pub throttled: u64,
 }
 
-/// Add `addrs` to the set behind `arn` directly in moto, as an operator or another tool would.
-async fn foreign_add(admin: &Client, arn: &str, addrs: &[&str]) -> anyhow::Result<()> {
-    let (name, id) = name_and_id(arn)?;
-    let got = admin
-        .get_ip_set()
-        .name(&name)
-        .id(&id)
-        .scope(Scope::Regional)
-        .send()
-        .await
-        .context("GetIPSet")?;
-    let mut list = got
-        .ip_set
-        .map(|s| s.addresses().to_vec())
-        .unwrap_or_default();
-    list.extend(addrs.iter().map(|a| a.to_string()));
-    admin
-        .update_ip_set()
-        .name(&name)
-        .id(&id)
-        .scope(Scope::Regional)
-        .set_addresses(Some(list))
-        .lock_token(got.lock_token.context("GetIPSet without a lock token")?)
-        .send()
-        .await
-        .context("UpdateIPSet (foreign writer)")?;
-    Ok(())
-}
-
 async fn entries(waf: &Waf) -> anyhow::Result<BTreeSet<String>> {
     let mut all = BTreeSet::new();
     for arn in [&waf.v4_arn, &waf.v6_arn] {
@@ -87,8 +56,8 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
         .tempdir()?;
     let nats = NatsServer::start().await?;
     let waf = Waf::start().await?;
-    let before_crash = ["192.0.2.77/32", "192.0.2.78/32"];
-    foreign_add(&waf.admin, &waf.v4_arn, &before_crash).await?;
+    let before_crash = ["192.0.2.77/32".to_string(), "192.0.2.78/32".to_string()];
+    foreign_edit(&waf.admin, &waf.v4_arn, &before_crash, &[]).await?;
     let admin_port = crate::free_port()?;
     let command = || {
         blocker_command(
@@ -134,17 +103,13 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
     let ours_at_kill = at_kill.intersection(&all_ours).count();
 
     // While it is down, the operator adds entries of their own.
-    let while_down = ["192.0.2.79/32"];
-    foreign_add(&waf.admin, &waf.v4_arn, &while_down).await?;
+    let while_down = ["192.0.2.79/32".to_string()];
+    foreign_edit(&waf.admin, &waf.v4_arn, &while_down, &[]).await?;
 
     // Second life, same state directory.
     let mut second = Service::spawn("blocker-2", command(), work.path()).await?;
     wait_http_ok(&mut second, &HttpGet, &ready).await?;
-    let foreign: BTreeSet<String> = before_crash
-        .iter()
-        .chain(&while_down)
-        .map(|s| s.to_string())
-        .collect();
+    let foreign: BTreeSet<String> = before_crash.iter().chain(&while_down).cloned().collect();
     let expected: BTreeSet<String> = all_ours.union(&foreign).cloned().collect();
     let deadline = Instant::now() + CONVERGE_DEADLINE;
     let final_entries = loop {

@@ -5,11 +5,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_wafv2::Client;
-use aws_sdk_wafv2::error::ProvideErrorMetadata;
 use aws_sdk_wafv2::types::{IpAddressVersion, Scope};
 use palisade_providers::aws::AwsFirewallBuilder;
 use palisade_providers::{Diff, IpNet, parse_cidr};
@@ -116,50 +114,9 @@ impl Emulator {
     /// Edit a set behind the provider's back (read, modify, write; retried on lock conflicts,
     /// as a careful operator script would). Returns how many conflicts it hit.
     pub async fn foreign_edit(&self, arn: &str, add: &[String], remove: &[String]) -> u32 {
-        let (name, id) = Self::ids(arn);
-        let mut conflicts = 0;
-        loop {
-            let out = self
-                .admin
-                .get_ip_set()
-                .name(&name)
-                .id(&id)
-                .scope(Scope::Regional)
-                .send()
-                .await
-                .expect("GetIPSet");
-            let set = out.ip_set.expect("IPSet");
-            let mut list: Vec<String> = set
-                .addresses()
-                .iter()
-                .filter(|a| !remove.contains(a))
-                .cloned()
-                .collect();
-            for a in add {
-                if !list.contains(a) {
-                    list.push(a.clone());
-                }
-            }
-            let res = self
-                .admin
-                .update_ip_set()
-                .name(&name)
-                .id(&id)
-                .scope(Scope::Regional)
-                .set_description(set.description().map(str::to_string))
-                .set_addresses(Some(list))
-                .lock_token(out.lock_token.expect("LockToken"))
-                .send()
-                .await;
-            match res {
-                Ok(_) => return conflicts,
-                Err(e) if e.code() == Some("WAFOptimisticLockException") => {
-                    conflicts += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => panic!("foreign UpdateIPSet: {e:?}"),
-            }
-        }
+        palisade_tests::demo::foreign_edit(&self.admin, arn, add, remove)
+            .await
+            .expect("foreign edit")
     }
 }
 
