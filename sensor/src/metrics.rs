@@ -33,6 +33,8 @@ pub struct Metrics {
     pub log_lines: AtomicU64,
     /// Access-log lines that could not be parsed (skipped).
     pub log_line_errors: AtomicU64,
+    /// Failed reads of an access-log file (the file is retried at the next poll).
+    pub log_read_errors: AtomicU64,
     /// Detections suppressed because the same client+rule was reported within the window.
     pub reports_suppressed: AtomicU64,
     /// Reports acknowledged by JetStream.
@@ -70,7 +72,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 15] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -124,6 +126,12 @@ impl Metrics {
                 "counter",
                 "Access-log lines that could not be parsed.",
                 &self.log_line_errors,
+            ),
+            (
+                "palisade_sensor_log_read_errors_total",
+                "counter",
+                "Failed reads of an access-log file (retried at the next poll; the other files go on).",
+                &self.log_read_errors,
             ),
             (
                 "palisade_sensor_reports_suppressed_total",

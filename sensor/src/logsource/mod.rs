@@ -225,12 +225,33 @@ pub fn run(
     }
     let mut summary = LogSummary::default();
     let origin = Origin::default();
+    // Files whose last read failed: warned about once until a read succeeds again.
+    let mut failing = vec![false; followers.len()];
     loop {
         let mut read = 0;
-        for f in followers.iter_mut() {
+        for (f, failing) in followers.iter_mut().zip(failing.iter_mut()) {
             let mut handle =
                 |raw: &[u8]| handle_line(raw, format, pipeline, metrics, &origin, &mut summary);
-            read += f.poll(&mut handle)?;
+            match f.poll(&mut handle) {
+                Ok(n) => {
+                    if *failing {
+                        info!(path = %f.path().display(), "log file readable again");
+                    }
+                    *failing = false;
+                    read += n;
+                }
+                // A one-shot replay reads what it was given or fails.
+                Err(err) if exit_at_eof => return Err(err),
+                // Following: one unreadable file (permissions after a rotation, a flaky
+                // volume) must not stop the others; it is retried at the next poll.
+                Err(err) => {
+                    metrics.log_read_errors.fetch_add(1, Ordering::Relaxed);
+                    if !*failing {
+                        warn!(cause = %err, "log file read failed; retrying every poll, the other files go on");
+                    }
+                    *failing = true;
+                }
+            }
             if exit_at_eof {
                 f.flush_partial(&mut handle);
             }
@@ -344,6 +365,71 @@ mod tests {
             .unwrap();
         append(&path, "x\n");
         assert_eq!(collect(&mut f), vec!["x"]);
+    }
+
+    #[test]
+    fn an_unreadable_file_does_not_stop_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where a log file should be: opening works, every read fails (EISDIR).
+        let broken = dir.path().join("broken.log");
+        std::fs::create_dir(&broken).unwrap();
+        let good = dir.path().join("access.log");
+        let line = r#"198.51.100.7 - - [30/Nov/2026:01:00:00 +0000] "GET /?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1" 200 5 "-" "Mozilla/5.0""#;
+        append(&good, &format!("{line}\n"));
+        let metrics = Arc::new(Metrics::default());
+        let pipeline = Pipeline::new(
+            crate::detect::Detector::builtin().unwrap(),
+            crate::clientip::TrustedProxies::new(Vec::new()),
+            "t".into(),
+            Duration::from_secs(60),
+            metrics.clone(),
+            None,
+        );
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let files = [broken.clone(), good.clone()];
+        std::thread::scope(|s| {
+            let runner = s.spawn(|| {
+                run(
+                    &files,
+                    LogFormat::Nginx,
+                    true,
+                    false,
+                    Duration::from_millis(5),
+                    &pipeline,
+                    &metrics,
+                    &stop,
+                )
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while metrics.requests_parsed.load(Ordering::Relaxed) == 0
+                || metrics.log_read_errors.load(Ordering::Relaxed) < 2
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the good file was not read"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.store(true, Ordering::Relaxed);
+            let summary = runner
+                .join()
+                .unwrap()
+                .expect("following survives a broken file");
+            assert_eq!(summary.lines, 1);
+        });
+        assert!(metrics.detections_total() >= 1);
+        // A one-shot replay of a broken file is an error, not a silent success.
+        let err = run(
+            &[broken],
+            LogFormat::Nginx,
+            true,
+            true,
+            Duration::from_millis(5),
+            &pipeline,
+            &metrics,
+            &std::sync::atomic::AtomicBool::new(false),
+        );
+        assert!(err.is_err());
     }
 
     #[test]
