@@ -47,6 +47,7 @@ impl Auth<'_> {
     /// Connect options named `name` (shown by the server), with these credentials. Reading
     /// the `.creds` file is the only thing that can fail here; the error names the file.
     pub async fn connect_options(&self, name: &str) -> std::io::Result<ConnectOptions> {
+        install_crypto_provider();
         let mut opts = match self.creds_file {
             Some(path) => ConnectOptions::with_credentials_file(path)
                 .await
@@ -78,6 +79,17 @@ impl Auth<'_> {
         }
         Ok(opts.name(name))
     }
+}
+
+/// Make rustls's process-wide crypto provider `ring`, the one async-nats is built for.
+///
+/// rustls picks a default from its crate features only when exactly one provider is compiled in.
+/// The blocker also links the AWS SDK, which enables `aws-lc-rs`: with both present, the first
+/// TLS handshake to NATS panicked ("Could not automatically determine the process-level
+/// CryptoProvider"). Called before every connect; installing twice is a no-op. The AWS SDK
+/// configures its own provider explicitly and is unaffected.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]
