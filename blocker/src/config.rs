@@ -657,13 +657,12 @@ impl ProviderConfig {
                     "provider.aws.ipset_arns must list at least one IP set ARN".into(),
                 ));
             }
-            for arn in &self.aws.ipset_arns {
-                if !arn.starts_with("arn:") || !arn.contains(":wafv2:") || !arn.contains("/ipset/")
-                {
-                    return Err(Error::Config(format!(
-                        "`{arn}` is not a WAFv2 IP set ARN (arn:aws:wafv2:<region>:<account>:regional/ipset/<name>/<id>)"
-                    )));
-                }
+            for (i, arn) in self.aws.ipset_arns.iter().enumerate() {
+                palisade_providers::aws::check_ipset_arn(arn).map_err(|reason| {
+                    Error::Config(format!(
+                        "provider.aws.ipset_arns[{i}] (--ipset-arn) `{arn}` is not a WAFv2 IP set ARN: {reason}"
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -896,6 +895,13 @@ mod tests {
         assert!(c.validate().is_err(), "aws needs ARNs");
         c.provider.aws.ipset_arns = vec!["nope".into()];
         assert!(c.validate().is_err());
+        c.provider.aws.ipset_arns = vec![
+            "arn:aws:wafv2:eu-west-1:123456789012:regional/ipset/p/abc".into(),
+            "arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/p/abc".into(),
+        ];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("provider.aws.ipset_arns[1]"), "{err}");
+        assert!(err.contains("webacl"), "the reason is given: {err}");
         c.provider.aws.ipset_arns =
             vec!["arn:aws:wafv2:eu-west-1:123456789012:regional/ipset/p/abc".into()];
         c.validate().unwrap();
@@ -914,9 +920,9 @@ mod tests {
             "--provider",
             "aws",
             "--ipset-arn",
-            "arn:aws:wafv2:us-east-1:1:regional/ipset/a/1",
+            "arn:aws:wafv2:us-east-1:123456789012:regional/ipset/a/1",
             "--ipset-arn",
-            "arn:aws:wafv2:us-east-1:1:regional/ipset/b/2",
+            "arn:aws:wafv2:us-east-1:123456789012:regional/ipset/b/2",
             "--dry-run",
             "--allow-special",
             "192.0.2.0/24",
