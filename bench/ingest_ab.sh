@@ -6,9 +6,10 @@
 #   bench/ingest_ab.sh 7abd5e4              3 alternations of 3 rounds, 200k reports
 #   PAIRS=5 REPORTS=100000 bench/ingest_ab.sh HEAD~3
 #
-# The earlier revision is built in a git worktree sharing target/ (registry dependencies are
-# reused; only the workspace crates are compiled again, under other hashes). Its binaries are
-# uplifted over target/release/ on the way: the next cargo build of the working tree rebuilds them.
+# The earlier revision is built in a git worktree with its own target directory,
+# target/ingest-ab-base/ (kept between runs, so only the first run compiles every dependency
+# again). Sharing target/ would uplift the old revision's binaries over target/release/, where a
+# later `cargo build` of the working tree, finding its own units fresh, would leave them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,7 +46,7 @@ for l in sys.stdin:
 }
 log "building the ingest bench at $REV (worktree $TREE)"
 git worktree add -q --detach "$TREE" "$REV"
-BASE_BIN="$(bench_bin "$TREE" "$ROOT/target")"
+BASE_BIN="$(bench_bin "$TREE" "$ROOT/target/ingest-ab-base")"
 log "building the ingest bench of the working tree"
 NEW_BIN="$(bench_bin "$ROOT" "$ROOT/target")"
 if [ ! -x "$BASE_BIN" ] || [ ! -x "$NEW_BIN" ]; then log "build failed"; exit 1; fi
