@@ -157,27 +157,21 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
     let detector = Detector::builtin().unwrap();
     let mut want = BTreeSet::new();
     for case in &cases {
+        let client = match (trust_namespace, case.trusted_client) {
+            (true, Some(ip)) => ip,
+            _ => peer,
+        };
         let mut buf = case.raw.as_slice();
         while let Parsed::Complete {
             request,
             consumed: Some(c),
         } = parse_request(buf, &ParseLimits::default())
         {
-            let client = match (trust_namespace, case.trusted_client) {
-                (true, Some(ip)) => ip,
-                _ => peer,
-            };
             for d in detector.inspect(&request) {
                 want.insert((client, d.rule_id, d.category));
             }
             buf = &buf[c..];
         }
-    }
-    for case in &cases {
-        let client = match (trust_namespace, case.trusted_client) {
-            (true, Some(ip)) => ip,
-            _ => peer,
-        };
         for (rule, category) in case.must {
             assert!(
                 want.contains(&(client, rule.to_string(), category.to_string())),

@@ -17,6 +17,8 @@
 //! [`strip_sql_comments`] gives the variant with `/* .. */` comments replaced by a space, used
 //! when a text holds `/*`.
 
+use crate::http::hex_digit;
+
 /// Most decoding rounds (double and triple encoding are common; more is noise).
 pub const MAX_PASSES: usize = 4;
 
@@ -102,15 +104,6 @@ fn squeeze_path(path: &mut String) {
     *path = out;
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn push_char(out: &mut Vec<u8>, cp: u32) {
     let c = char::from_u32(cp).unwrap_or('\u{FFFD}');
     let mut tmp = [0u8; 4];
@@ -125,8 +118,8 @@ fn percent_decode(input: &[u8], plus: bool, out: &mut Vec<u8>) -> bool {
         let b = input[i];
         if b == b'%' {
             if let (Some(h), Some(l)) = (
-                input.get(i + 1).copied().and_then(hex),
-                input.get(i + 2).copied().and_then(hex),
+                input.get(i + 1).copied().and_then(hex_digit),
+                input.get(i + 2).copied().and_then(hex_digit),
             ) {
                 out.push(h << 4 | l);
                 i += 3;
@@ -270,8 +263,8 @@ fn backslash_escapes(input: &[u8], path: bool, out: &mut Vec<u8>) -> bool {
             match input.get(i + 1) {
                 Some(b'x' | b'X') => {
                     if let (Some(h), Some(l)) = (
-                        input.get(i + 2).copied().and_then(hex),
-                        input.get(i + 3).copied().and_then(hex),
+                        input.get(i + 2).copied().and_then(hex_digit),
+                        input.get(i + 3).copied().and_then(hex_digit),
                     ) {
                         out.push(h << 4 | l);
                         i += 4;
@@ -286,7 +279,7 @@ fn backslash_escapes(input: &[u8], path: bool, out: &mut Vec<u8>) -> bool {
                         if (1..=6).contains(&n) && digits.get(n) == Some(&b'}') {
                             let cp = digits[..n]
                                 .iter()
-                                .fold(0u32, |a, &b| a * 16 + u32::from(hex(b).unwrap_or(0)));
+                                .fold(0u32, |a, &b| a * 16 + u32::from(hex_digit(b).unwrap_or(0)));
                             push_char(out, cp);
                             i += 3 + n + 1;
                             changed = true;

@@ -241,12 +241,22 @@ fn json_string(buf: &[u8], start: usize) -> (Cow<'_, [u8]>, usize) {
     (Cow::Owned(out), buf.len())
 }
 
+/// The value of one ASCII hex digit.
+pub(crate) fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 pub(crate) fn hex4(h: &[u8]) -> Option<u32> {
     if h.len() != 4 {
         return None;
     }
     h.iter().try_fold(0u32, |acc, &b| {
-        (b as char).to_digit(16).map(|d| acc * 16 + d)
+        hex_digit(b).map(|d| acc * 16 + u32::from(d))
     })
 }
 

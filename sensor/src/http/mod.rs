@@ -16,8 +16,8 @@ use std::borrow::Cow;
 
 mod fields;
 
-pub(crate) use fields::hex4;
 pub use fields::{Body, BodyKind, form_pairs};
+pub(crate) use fields::{hex_digit, hex4};
 
 /// Why a buffer is not an HTTP/1.x request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

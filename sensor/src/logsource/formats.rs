@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 
 use crate::config::LogFormat;
-use crate::http::Request;
+use crate::http::{Request, hex_digit};
 
 /// One request read from a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,15 +117,6 @@ fn tokenize(line: &str) -> Result<Vec<Token>, &'static str> {
 /// valid UTF-8; working on bytes means no cut can panic even if that ever stops being true.
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`, `::1`.
