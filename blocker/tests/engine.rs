@@ -43,7 +43,6 @@ async fn global_cap_defers_and_never_drops() {
     let out = e.process(&msgs).await;
     assert!(out.iter().all(|d| *d == Disposition::Ack));
     let m = e.metrics();
-    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(get(&m.blocks_added), 5);
     assert_eq!(get(&m.blocks_deferred_total), 3);
     assert_eq!(get(&m.blocks_deferred), 3);
@@ -138,8 +137,7 @@ async fn reconciler_respects_capacity_ownership_and_faults() {
     ])
     .await;
     assert_eq!(e.blocks().await.unwrap().len(), 3);
-    let ok = Arc::new(AtomicBool::new(false));
-    let mut r = Reconciler::new(Arc::clone(&e), Arc::new(fw.clone()), BTreeSet::new(), ok);
+    let mut r = reconciler(&e, &fw);
 
     // A throttled write fails the run and changes nothing; the next run applies it all.
     fw.inject([Fault::Throttled]);

@@ -531,6 +531,15 @@ impl Waf {
             _moto: moto,
         })
     }
+
+    /// Every entry of both IP sets, read from moto directly (not counted, never throttled).
+    pub(crate) async fn entries(&self) -> anyhow::Result<BTreeSet<String>> {
+        let mut all = BTreeSet::new();
+        for arn in [&self.v4_arn, &self.v6_arn] {
+            all.extend(get_ip_set(&self.admin, arn).await?.1);
+        }
+        Ok(all)
+    }
 }
 
 /// `palisade-blocker` with the AWS provider pointed at the emulator (through the proxy),
@@ -933,11 +942,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         blocker.check_running()?;
         sensor.check_running()?;
         let now = unix_ms();
-        let mut present = BTreeSet::new();
-        for arn in [v4_arn, v6_arn] {
-            let (_, addrs) = get_ip_set(admin, arn).await?;
-            present.extend(addrs);
-        }
+        let present = waf.entries().await?;
         for ip in attacker_ips.keys() {
             if present.contains(&host_prefix(*ip)) {
                 blocked_at.entry(*ip).or_insert(now);

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit, get_ip_set, wait_http_ok};
+use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit, wait_http_ok};
 use crate::nats::NatsServer;
-use crate::time_to_block::{attackers, publish_critical};
+use crate::time_to_block::{ATTACKER_RANGES, attackers, publish_critical};
 
 /// How long the restarted blocker may take to converge.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
@@ -35,14 +35,6 @@ pub struct RestartOutcome {
     pub expected: BTreeSet<String>,
     /// ThrottlingException answers the blocker got.
     pub throttled: u64,
-}
-
-async fn entries(waf: &Waf) -> anyhow::Result<BTreeSet<String>> {
-    let mut all = BTreeSet::new();
-    for arn in [&waf.v4_arn, &waf.v6_arn] {
-        all.extend(get_ip_set(&waf.admin, arn).await?.1);
-    }
-    Ok(all)
 }
 
 /// Run the scenario with `n` attackers (90 % IPv4, 10 % IPv6).
@@ -66,7 +58,7 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
             admin_port,
             &work.path().join("state"),
             &waf,
-            "198.18.0.0/15,2001:db8::/32",
+            ATTACKER_RANGES,
             "warn",
         )
     };
@@ -85,7 +77,7 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         first.check_running()?;
-        if entries(&waf).await?.iter().any(|e| ours.contains(e)) {
+        if waf.entries().await?.iter().any(|e| ours.contains(e)) {
             break;
         }
         if Instant::now() > deadline {
@@ -98,7 +90,7 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
         .into_keys()
         .collect();
     first.kill().await?;
-    let at_kill = entries(&waf).await?;
+    let at_kill = waf.entries().await?;
     let all_ours: BTreeSet<String> = ours.union(&ours_tail).cloned().collect();
     let ours_at_kill = at_kill.intersection(&all_ours).count();
 
@@ -114,7 +106,7 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
     let deadline = Instant::now() + CONVERGE_DEADLINE;
     let final_entries = loop {
         second.check_running()?;
-        let now = entries(&waf).await?;
+        let now = waf.entries().await?;
         if now == expected || Instant::now() > deadline {
             break now;
         }

@@ -10,7 +10,7 @@
 //! the sets are polled straight from moto (not counted, not throttled) every 50 ms. Latency is
 //! measured per address from its own publish. `bench/time_to_block.sh` drives this.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::demo::{HttpGet, Service, Waf, blocker_command, get_ip_set, host_prefix, wait_http_ok};
+use crate::demo::{HttpGet, Service, Waf, blocker_command, host_prefix, wait_http_ok};
 use crate::nats::NatsServer;
 
 /// How long one case may take before it is reported incomplete.
@@ -46,6 +46,9 @@ pub struct CaseResult {
     /// ThrottlingException answers the blocker got (its own budget should keep this at 0).
     pub throttled: u64,
 }
+
+/// The special-purpose ranges [`attackers`] come from, as the blocker's `--allow-special` value.
+pub(crate) const ATTACKER_RANGES: &str = "198.18.0.0/15,2001:db8::/32";
 
 /// The attackers of one case: 90% IPv4 in 198.18.0.0/15 (RFC 2544 benchmarking), 10% IPv6 in
 /// 2001:db8::/32 (documentation). The blocker is told to allow both special ranges.
@@ -134,7 +137,7 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
         admin_port,
         &work.path().join("state"),
         &waf,
-        "198.18.0.0/15,2001:db8::/32",
+        ATTACKER_RANGES,
         "warn",
     );
     let mut blocker = Service::spawn("blocker", cmd, work.path()).await?;
@@ -155,10 +158,7 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
     let deadline = Instant::now() + CASE_DEADLINE;
     while seen.len() < n && Instant::now() < deadline {
         blocker.check_running()?;
-        let mut present = BTreeSet::new();
-        for arn in [&waf.v4_arn, &waf.v6_arn] {
-            present.extend(get_ip_set(&waf.admin, arn).await?.1);
-        }
+        let present = waf.entries().await?;
         let now = Instant::now();
         for (cidr, at) in &published {
             if !seen.contains_key(cidr) && present.contains(cidr) {

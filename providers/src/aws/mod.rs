@@ -36,6 +36,13 @@ use tracing::{error, info, instrument, warn};
 
 pub use builder::AwsFirewallBuilder;
 
+use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus, normalize};
+
+use arn::ArnError;
+use client::{Limiters, SetClient};
+use plan::{PlanSet, SetState, plan};
+use retry::Backoff;
+
 /// Check an IP set ARN the way the provider parses it at startup, without any AWS call; the
 /// error says what is wrong (for configuration validation before the provider is built).
 pub fn check_ipset_arn(arn: &str) -> std::result::Result<(), String> {
@@ -43,13 +50,6 @@ pub fn check_ipset_arn(arn: &str) -> std::result::Result<(), String> {
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
-
-use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus, normalize};
-
-use arn::ArnError;
-use client::{Limiters, SetClient};
-use plan::{PlanSet, SetState, plan};
-use retry::Backoff;
 
 const NAME: &str = "aws";
 
