@@ -297,7 +297,7 @@ impl Engine {
 
     /// A barrier in the commit FIFO: resolves once every batch submitted before it is durable.
     /// Taken under the state lock, it makes what was read under that lock durable before use.
-    pub fn barrier(&self) -> Durable {
+    fn barrier(&self) -> Durable {
         let (tx, rx) = oneshot::channel();
         if self.committer.send((Batch::default(), tx)).is_err() {
             error!("store committer is gone; the change is not durable");
@@ -651,16 +651,24 @@ impl Engine {
         Ok(true)
     }
 
-    /// Every block, newest first. Returns once every record in the list is durable (a barrier
-    /// in the commit FIFO is taken under the state lock), so what the admin API shows survives a
-    /// crash; a decision is milliseconds ahead of its commit.
-    pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
-        let (mut v, durable) = {
+    /// Read the block state with `read`, and return what it read once all of it is durable:
+    /// a barrier in the commit FIFO is taken under the same lock, and waited for (at most
+    /// [`COMMIT_WAIT`]). A decision is milliseconds ahead of its commit; readers that show or
+    /// push decisions (admin API, reconciler) use only what a crash cannot take back.
+    pub async fn read_durable<T>(&self, read: impl FnOnce(&BlockState) -> T) -> Result<T> {
+        let (value, durable) = {
             let state = self.state.lock().await;
-            let v: Vec<BlockRecord> = state.blocks.values().cloned().collect();
-            (v, self.barrier())
+            (read(&state), self.barrier())
         };
         durable.wait_bounded().await?;
+        Ok(value)
+    }
+
+    /// Every block, newest first, each durable ([`Engine::read_durable`]).
+    pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
+        let mut v: Vec<BlockRecord> = self
+            .read_durable(|state| state.blocks.values().cloned().collect())
+            .await?;
         v.sort_by(|a, b| b.first_seen.cmp(&a.first_seen).then(a.cidr.cmp(&b.cidr)));
         Ok(v)
     }

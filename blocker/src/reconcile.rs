@@ -167,23 +167,23 @@ impl Reconciler {
         metrics.set_fill(status.clone());
         let actual = self.firewall.entries().await?;
         let now = Utc::now();
-        let (candidates, durable) = {
-            let state = self.engine.state().await;
-            let candidates: Vec<Candidate> = state
-                .blocks
-                .values()
-                .filter(|b| !b.deferred && b.expires_at > now)
-                .map(|b| Candidate {
-                    net: b.cidr,
-                    severity: b.severity,
-                    since: b.first_seen,
-                })
-                .collect();
-            (candidates, self.engine.barrier())
-        };
         // Push only durable decisions: a block in the firewall always has a record that
         // survives a crash (the commit is milliseconds behind the decision).
-        durable.wait_bounded().await?;
+        let candidates: Vec<Candidate> = self
+            .engine
+            .read_durable(|state| {
+                state
+                    .blocks
+                    .values()
+                    .filter(|b| !b.deferred && b.expires_at > now)
+                    .map(|b| Candidate {
+                        net: b.cidr,
+                        severity: b.severity,
+                        since: b.first_seen,
+                    })
+                    .collect()
+            })
+            .await?;
         // Room: what is free by the provider's count (which includes entries it cannot
         // list, as the provider's own capacity check does), plus what we could free.
         let mut room = HashMap::new();
