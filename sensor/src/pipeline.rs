@@ -19,6 +19,7 @@ use crate::detect::{Detection, Detector};
 use crate::http::Request;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
+use crate::reassembly::RequestMeta;
 
 /// Most (client, rule) pairs remembered for suppression.
 const DEDUP_CAPACITY: u64 = 100_000;
@@ -96,10 +97,12 @@ impl Pipeline {
         &self,
         peer: IpAddr,
         request: &Request,
+        meta: RequestMeta,
         origin: &Origin,
         observed_at: DateTime<Utc>,
     ) -> Vec<Report> {
         self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
+        let _ = meta;
         let detections = self.detector.inspect(request);
         if detections.is_empty() {
             return Vec::new();

@@ -52,6 +52,34 @@ pub struct Segment<'a> {
     pub end: bool,
     /// Capture time, nanoseconds (any monotonic clock), for idle expiry.
     pub now_ns: u64,
+    /// The kernel saw this connection's handshake complete (the server's SYN-ACK acknowledged
+    /// by the client), so the source address really sent it. A blind spoofer's segments are
+    /// `false`: they are inspected but never reported under their source address.
+    pub established: bool,
+    /// Sequence number of the client's first data byte (its ISN + 1), when the kernel saw the
+    /// handshake: a flow whose first segment starts there is parsed from a known boundary.
+    pub stream_start: Option<u32>,
+}
+
+/// What the reassembler knows about where a request came from, beside the request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestMeta {
+    /// The connection's handshake was seen complete ([`Segment::established`]).
+    pub established: bool,
+    /// The request starts at a known request boundary: the flow was followed from its first
+    /// byte (or from a boundary) without loss, resync or parse failure. When false, the bytes
+    /// could be a request smuggled inside a body, so headers a proxy would have written
+    /// (`X-Forwarded-For`, ...) are not believed.
+    pub in_sync: bool,
+}
+
+impl RequestMeta {
+    /// A request that arrived whole from a source that frames requests itself (an access-log
+    /// line, a mirrored request): the connection exists and the boundary is known.
+    pub const WHOLE: RequestMeta = RequestMeta {
+        established: true,
+        in_sync: true,
+    };
 }
 
 /// Counters kept by the reassembler.
@@ -96,10 +124,21 @@ struct Flow {
     ooo: BTreeMap<u32, (u32, Vec<u8>)>,
     /// LRU tick of the last touch.
     tick: u64,
+    /// The kernel saw the handshake (sticky once seen).
+    established: bool,
+    /// No loss, resync or parse failure since a known boundary (sticky once lost).
+    in_sync: bool,
     last_ns: u64,
 }
 
 impl Flow {
+    fn meta(&self) -> RequestMeta {
+        RequestMeta {
+            established: self.established,
+            in_sync: self.in_sync,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.buf.len() + self.ooo.values().map(|(_, d)| d.len()).sum::<usize>()
     }
@@ -173,7 +212,7 @@ impl Reassembler {
         &mut self,
         key: FlowKey,
         seg: Segment<'_>,
-        mut emit: impl FnMut(&FlowKey, Request),
+        mut emit: impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         let tick = self.next_tick;
         self.next_tick += 1;
@@ -183,18 +222,25 @@ impl Reassembler {
                 self.total_bytes -= f.bytes();
                 f
             }
-            None => Flow {
-                // Joined mid-stream (or a new connection: its first byte is a request line,
-                // which resync finds at offset 0).
-                mode: Mode::Resync,
-                expected: seg.seq,
-                buf: Vec::new(),
-                buf_end: seg.seq,
-                ooo: BTreeMap::new(),
-                tick,
-                last_ns: seg.now_ns,
-            },
+            None => {
+                // A flow whose first segment starts at the client's first data byte is parsed
+                // from a known boundary; any other joined mid-stream and must resync (its
+                // requests are then never attributed through proxy headers).
+                let at_start = seg.stream_start == Some(seg.seq);
+                Flow {
+                    mode: if at_start { Mode::Head } else { Mode::Resync },
+                    expected: seg.seq,
+                    buf: Vec::new(),
+                    buf_end: seg.seq,
+                    ooo: BTreeMap::new(),
+                    tick,
+                    established: false,
+                    in_sync: at_start,
+                    last_ns: seg.now_ns,
+                }
+            }
         };
+        flow.established |= seg.established;
         flow.tick = tick;
         flow.last_ns = seg.now_ns;
         self.process(&key, &mut flow, seg, &mut emit);
@@ -257,7 +303,7 @@ impl Reassembler {
         key: &FlowKey,
         flow: &mut Flow,
         seg: Segment<'_>,
-        emit: &mut impl FnMut(&FlowKey, Request),
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         let mut seq = seg.seq;
         let mut len = seg.len;
@@ -323,7 +369,7 @@ impl Reassembler {
         key: &FlowKey,
         flow: &mut Flow,
         seq: u32,
-        emit: &mut impl FnMut(&FlowKey, Request),
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         self.stats.gaps += 1;
         match flow.mode {
@@ -353,7 +399,7 @@ impl Reassembler {
         seq: u32,
         len: u32,
         data: &[u8],
-        emit: &mut impl FnMut(&FlowKey, Request),
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         let mut data = data;
         let mut len = len;
@@ -376,6 +422,7 @@ impl Reassembler {
                 // The next request starts inside bytes that were not captured.
                 flow.expected = seq.wrapping_add(len);
                 flow.mode = Mode::Resync;
+                flow.in_sync = false;
                 self.stats.gaps += 1;
                 return;
             }
@@ -394,7 +441,7 @@ impl Reassembler {
         key: &FlowKey,
         flow: &mut Flow,
         hole: bool,
-        emit: &mut impl FnMut(&FlowKey, Request),
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         loop {
             match flow.mode {
@@ -442,7 +489,7 @@ impl Reassembler {
                     match parsed {
                         Parsed::Complete { request, consumed } => {
                             self.stats.requests += 1;
-                            emit(key, request);
+                            emit(key, request, flow.meta());
                             if !self.after_request(flow, consumed) {
                                 return;
                             }
@@ -457,6 +504,7 @@ impl Reassembler {
                             self.stats.invalid += 1;
                             flow.buf.drain(..1);
                             flow.mode = Mode::Resync;
+                flow.in_sync = false;
                         }
                     }
                 }
@@ -484,6 +532,7 @@ impl Reassembler {
                 } else {
                     // The next request starts inside uncaptured bytes.
                     self.stats.gaps += 1;
+                    flow.in_sync = false;
                     Mode::Resync
                 };
                 false
@@ -495,6 +544,7 @@ impl Reassembler {
                     .unwrap_or(1);
                 flow.buf.drain(..skip.min(flow.buf.len()));
                 flow.mode = Mode::Resync;
+                flow.in_sync = false;
                 true
             }
         }
@@ -505,7 +555,7 @@ impl Reassembler {
         &mut self,
         key: &FlowKey,
         flow: &mut Flow,
-        emit: &mut impl FnMut(&FlowKey, Request),
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         if flow.mode == Mode::Head && !flow.buf.is_empty() {
             let mut closed = std::mem::take(&mut flow.buf);
@@ -518,17 +568,18 @@ impl Reassembler {
                 request.body_truncated = true;
                 self.stats.requests += 1;
                 self.stats.partial_requests += 1;
-                emit(key, request);
+                emit(key, request, flow.meta());
             }
         }
         flow.buf.clear();
         if !matches!(flow.mode, Mode::Skip { .. }) {
             flow.mode = Mode::Resync;
+            flow.in_sync = false;
         }
     }
 
     /// The client ended the connection: inspect leftovers and forget the flow.
-    fn finish(&mut self, key: &FlowKey, flow: &mut Flow, emit: &mut impl FnMut(&FlowKey, Request)) {
+    fn finish(&mut self, key: &FlowKey, flow: &mut Flow, emit: &mut impl FnMut(&FlowKey, Request, RequestMeta)) {
         if flow.mode == Mode::Head && !flow.buf.is_empty() {
             self.flush_partial(key, flow, emit);
         }

@@ -32,8 +32,10 @@ fn feed(r: &mut Reassembler, k: FlowKey, segs: &[(u32, &[u8])]) -> Vec<Request> 
                 data,
                 end: false,
                 now_ns: 0,
+                established: true,
+                stream_start: None,
             },
-            |_, req| out.push(req),
+            |_, req, _| out.push(req),
         );
     }
     out
@@ -182,8 +184,10 @@ fn large_body_beyond_capture_is_skipped_by_sequence_number() {
             data: &captured,
             end: false,
             now_ns: 0,
+            established: true,
+            stream_start: None,
         },
-        |_, q| out.push(q),
+        |_, q, _| out.push(q),
     );
     let next = b"GET /next?x=<script>alert(1)</script> HTTP/1.1\r\n\r\n";
     r.push(
@@ -194,8 +198,10 @@ fn large_body_beyond_capture_is_skipped_by_sequence_number() {
             data: next,
             end: false,
             now_ns: 0,
+            established: true,
+            stream_start: None,
         },
-        |_, q| out.push(q),
+        |_, q, _| out.push(q),
     );
     assert_eq!(
         targets(&out),
@@ -237,8 +243,10 @@ fn lost_segment_inspects_what_was_seen_and_resyncs() {
                 data,
                 end: false,
                 now_ns: 0,
+                established: true,
+                stream_start: None,
             },
-            |_, q| out.push(q),
+            |_, q, _| out.push(q),
         );
     }
     assert_eq!(targets(&out), vec!["/etc/passwd?../../x", "/later"]);
@@ -259,8 +267,10 @@ fn connection_end_inspects_an_unfinished_head() {
             data,
             end: true,
             now_ns: 0,
+            established: true,
+            stream_start: None,
         },
-        |_, q| out.push(q),
+        |_, q, _| out.push(q),
     );
     assert_eq!(targets(&out), vec!["/?q=union%20select"]);
     assert_eq!(r.flow_count(), 0, "flow forgotten at FIN/RST");

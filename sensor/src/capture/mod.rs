@@ -354,14 +354,17 @@ fn drain(
             data: payload,
             end: h.flags & (FLAG_FIN | FLAG_RST) != 0,
             now_ns: h.timestamp_ns,
+            // Until the kernel tracks handshakes, every flow counts as seen from its start.
+            established: true,
+            stream_start: None,
         };
-        reassembler.push(key, seg, |key, request| {
+        reassembler.push(key, seg, |key, request, meta| {
             // Built per request, not per segment: most segments complete no request.
             let origin = Origin {
                 interface: ifnames.get(&h.ifindex).cloned(),
                 dst_port: Some(key.dst_port),
             };
-            pipeline.handle(key.src, &request, &origin, Utc::now());
+            pipeline.handle(key.src, &request, meta, &origin, Utc::now());
         });
     }
     if n > 0 {

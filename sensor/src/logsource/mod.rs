@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::config::LogFormat;
 use crate::metrics::Metrics;
+use crate::reassembly::RequestMeta;
 use crate::pipeline::{Origin, Pipeline};
 
 pub use formats::{LogEntry, parse_line};
@@ -283,6 +284,7 @@ fn handle_line(
             let reports = pipeline.handle(
                 entry.peer,
                 &entry.request,
+                RequestMeta::WHOLE,
                 origin,
                 entry.time.unwrap_or_else(Utc::now),
             );
