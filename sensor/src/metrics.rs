@@ -46,6 +46,7 @@ pub struct Metrics {
     /// Reports that failed the wire contract (a bug; logged).
     pub reports_invalid: AtomicU64,
     detections: Mutex<BTreeMap<String, u64>>,
+    unattributed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -54,6 +55,22 @@ impl Metrics {
         if let Ok(mut map) = self.detections.lock() {
             *map.entry(rule.to_owned()).or_insert(0) += 1;
         }
+    }
+
+    /// Count one request whose detections were not reported because no client address could
+    /// be trusted, by `reason`.
+    pub fn unattributed(&self, reason: &'static str) {
+        if let Ok(mut map) = self.unattributed.lock() {
+            *map.entry(reason).or_insert(0) += 1;
+        }
+    }
+
+    /// Unattributed requests so far, by reason.
+    pub fn unattributed_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        self.unattributed
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Detections so far, by rule id.
@@ -179,6 +196,17 @@ impl Metrics {
                 out,
                 "palisade_sensor_detections_total{{rule=\"{}\"}} {n}",
                 rule.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP palisade_sensor_unattributed_total Requests with detections that were not reported because no client address could be trusted, by reason."
+        );
+        let _ = writeln!(out, "# TYPE palisade_sensor_unattributed_total counter");
+        for (reason, n) in self.unattributed_by_reason() {
+            let _ = writeln!(
+                out,
+                "palisade_sensor_unattributed_total{{reason=\"{reason}\"}} {n}"
             );
         }
         out

@@ -102,9 +102,17 @@ impl Pipeline {
         observed_at: DateTime<Utc>,
     ) -> Vec<Report> {
         self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
-        let _ = meta;
         let detections = self.detector.inspect(request);
         if detections.is_empty() {
+            return Vec::new();
+        }
+        if !meta.established {
+            // A segment from an address that never completed a handshake: anyone can forge
+            // it. Inspected (the detections are counted), never reported under that address.
+            for detection in &detections {
+                self.metrics.detection(&detection.rule_id);
+            }
+            self.metrics.unattributed("no_handshake");
             return Vec::new();
         }
         let client_ip = self.trusted.client_ip(
