@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::Error;
+use crate::clientip::{Attribution, ClientHeader};
 
 /// Where requests come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -48,10 +49,27 @@ pub struct Config {
     /// Request source: `ebpf` or `log`.
     #[serde(default)]
     pub source: Source,
-    /// CIDRs of proxies / load balancers whose `X-Forwarded-For` / `Forwarded` headers are
-    /// believed. A header from any other peer is ignored.
+    /// CIDRs of the proxies / load balancers in front of the servers (ALB subnets,
+    /// ingress-nginx pods, ...). Only a request whose peer is in them has its
+    /// `client_ip_header` read, walked from the right past entries in these CIDRs. A trusted
+    /// proxy is never reported.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// The header the proxies append the client address to: `x-forwarded-for` (ALB,
+    /// CloudFront, ingress-nginx), `forwarded` or `x-real-ip` (only if the proxy writes it,
+    /// never a client), or `none`. Every other header is the client's claim and is ignored.
+    #[serde(default)]
+    pub client_ip_header: ClientHeader,
+    /// How many proxies append to the header (0 = not used). With a count `N` the client is
+    /// the `N`th entry from the right; without `trusted_proxies` every peer is then taken as a
+    /// proxy, so only use it alone when nothing but the proxy can reach the servers.
+    #[serde(default)]
+    pub trusted_hops: u8,
+    /// Special-purpose ranges (private, documentation, ...) whose addresses may be reported
+    /// anyway: internal clients, tests, demos. Any other special-purpose address is never
+    /// reported (counted as `palisade_sensor_unattributed_total{reason="special_range"}`).
+    #[serde(default)]
+    pub report_special: Vec<IpNet>,
     /// Directory of YAML rule files; absent = the built-in rules.
     #[serde(default)]
     pub rules: Option<PathBuf>,
@@ -81,6 +99,9 @@ impl Default for Config {
             sensor_id: default_sensor_id(),
             source: Source::default(),
             trusted_proxies: Vec::new(),
+            client_ip_header: ClientHeader::default(),
+            trusted_hops: 0,
+            report_special: Vec::new(),
             rules: None,
             report_window_secs: default_report_window_secs(),
             metrics_listen: None,
@@ -411,6 +432,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         palisade_wire::validate_sensor_id(&self.sensor_id)
             .map_err(|e| Error::Config(format!("sensor_id: {e}")))?;
+        if self.trusted_hops > 0 && self.client_ip_header == ClientHeader::None {
+            return Err(Error::Config(
+                "trusted_hops needs a client_ip_header (x-forwarded-for, forwarded or x-real-ip)"
+                    .into(),
+            ));
+        }
+        if self.trusted_hops > 1 && self.client_ip_header == ClientHeader::XRealIp {
+            return Err(Error::Config(
+                "trusted_hops > 1 with client_ip_header = x-real-ip: that header holds one address"
+                    .into(),
+            ));
+        }
         let cb = self.ebpf.capture_bytes as usize;
         if cb == 0 || cb > palisade_sensor_common::MAX_CAPTURE {
             return Err(Error::Config(format!(
@@ -447,6 +480,17 @@ impl Config {
     /// The report window as a duration.
     pub fn report_window(&self) -> Duration {
         Duration::from_secs(self.report_window_secs)
+    }
+
+    /// How the client address is found (`trusted_proxies`, `client_ip_header`, `trusted_hops`,
+    /// `report_special`).
+    pub fn attribution(&self) -> Attribution {
+        Attribution::new(
+            self.client_ip_header,
+            self.trusted_proxies.clone(),
+            self.trusted_hops,
+            self.report_special.clone(),
+        )
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use ipnet::IpNet;
+use palisade_sensor::clientip::ClientHeader;
 use palisade_sensor::config::{Config, LogFormat, Source};
 use palisade_sensor::metrics::Metrics;
 use tracing::error;
@@ -53,13 +54,28 @@ struct Cli {
     /// This sensor's id (NATS subject token).
     #[arg(long, env = "PALISADE_SENSOR_ID")]
     sensor_id: Option<String>,
-    /// Trusted proxy CIDR whose X-Forwarded-For / Forwarded is believed (repeatable).
+    /// CIDR of a proxy / load balancer in front of the servers whose client address header is
+    /// believed (repeatable; env: comma separated).
     #[arg(
         long = "trusted-proxy",
         env = "PALISADE_TRUSTED_PROXY",
         value_delimiter = ','
     )]
     trusted_proxies: Vec<IpNet>,
+    /// Header the proxies append the client to: x-forwarded-for, forwarded, x-real-ip or none.
+    #[arg(long, env = "PALISADE_CLIENT_IP_HEADER")]
+    client_ip_header: Option<ClientHeader>,
+    /// Number of proxies that append to the header (the client is the Nth entry from the right).
+    #[arg(long, env = "PALISADE_TRUSTED_HOPS")]
+    trusted_hops: Option<u8>,
+    /// Special-purpose CIDR whose addresses may be reported anyway (repeatable; env: comma
+    /// separated): internal clients, tests, demos.
+    #[arg(
+        long = "report-special",
+        env = "PALISADE_REPORT_SPECIAL",
+        value_delimiter = ','
+    )]
+    report_special: Vec<IpNet>,
     /// Rules directory (default: the built-in rules).
     #[arg(long, env = "PALISADE_RULES")]
     rules: Option<PathBuf>,
@@ -127,6 +143,15 @@ impl Cli {
         }
         if !self.trusted_proxies.is_empty() {
             c.trusted_proxies = self.trusted_proxies;
+        }
+        if let Some(v) = self.client_ip_header {
+            c.client_ip_header = v;
+        }
+        if let Some(v) = self.trusted_hops {
+            c.trusted_hops = v;
+        }
+        if !self.report_special.is_empty() {
+            c.report_special = self.report_special;
         }
         if let Some(v) = self.rules {
             c.rules = Some(v);

@@ -1,20 +1,21 @@
 //! From a parsed request to published reports: detect, choose the client address, suppress
 //! repeats within the window, build and validate the wire report, hand it to the publisher.
 //!
-//! Every detection is reported whatever the address (private, documentation or allowlisted
-//! ranges included): guardrails are the blocker's job.
+//! A detection is reported only under an address the client cannot choose (see
+//! [`crate::clientip`]); the rest is counted by reason. Allowlists stay the blocker's job.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use palisade_wire::{Category, Context, Report, WIRE_VERSION};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::clientip::TrustedProxies;
+use crate::clientip::{Attribution, Unattributed};
 use crate::detect::{Detection, Detector};
 use crate::http::Request;
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ use crate::reassembly::RequestMeta;
 
 /// Most (client, rule) pairs remembered for suppression.
 const DEDUP_CAPACITY: u64 = 100_000;
+/// Unattributed detections are logged at most once per reason per interval.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where a request was seen (goes into the report's `context`).
 #[derive(Debug, Clone, Default)]
@@ -36,7 +39,11 @@ pub struct Origin {
 /// The shared detection-to-report stage.
 pub struct Pipeline {
     detector: Detector,
-    trusted: TrustedProxies,
+    attribution: Attribution,
+    /// When each unattributed reason was last logged (logged once per [`LOG_INTERVAL`]).
+    unattributed_logged: Mutex<HashMap<&'static str, Instant>>,
+    /// Warned that private peers arrive while no proxy is trusted.
+    warned_private_peer: AtomicBool,
     sensor_id: String,
     node: Option<String>,
     seen: Cache<(IpAddr, String), ()>,
@@ -60,7 +67,7 @@ impl Pipeline {
     /// Without a publisher, reports are only returned (tests, dry runs).
     pub fn new(
         detector: Detector,
-        trusted: TrustedProxies,
+        attribution: Attribution,
         sensor_id: String,
         window: Duration,
         metrics: Arc<Metrics>,
@@ -73,7 +80,9 @@ impl Pipeline {
         let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         Pipeline {
             detector,
-            trusted,
+            attribution,
+            unattributed_logged: Mutex::new(HashMap::new()),
+            warned_private_peer: AtomicBool::new(false),
             sensor_id,
             node,
             seen: Cache::builder()
@@ -102,26 +111,29 @@ impl Pipeline {
         observed_at: DateTime<Utc>,
     ) -> Vec<Report> {
         self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
+        if !self.attribution.trusts_any() && !self.warned_private_peer.load(Ordering::Relaxed) {
+            self.warn_private_peer(peer);
+        }
         let detections = self.detector.inspect(request);
         if detections.is_empty() {
             return Vec::new();
         }
-        if !meta.established {
-            // A segment from an address that never completed a handshake: anyone can forge
-            // it. Inspected (the detections are counted), never reported under that address.
-            for detection in &detections {
-                self.metrics.detection(&detection.rule_id);
+        let headers = request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()));
+        let client_ip = match self.attribution.client_ip(peer, headers, meta) {
+            Ok(ip) => ip,
+            Err(why) => {
+                // Inspected (the detections are counted), never reported: the only address at
+                // hand is one a client could have chosen, or one we must never block.
+                for detection in &detections {
+                    self.metrics.detection(&detection.rule_id);
+                }
+                self.unattributed(why, peer, &detections);
+                return Vec::new();
             }
-            self.metrics.unattributed("no_handshake");
-            return Vec::new();
-        }
-        let client_ip = self.trusted.client_ip(
-            peer,
-            request
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str())),
-        );
+        };
         let mut out = Vec::new();
         for detection in detections {
             self.metrics.detection(&detection.rule_id);
@@ -158,6 +170,45 @@ impl Pipeline {
             out.push(report);
         }
         out
+    }
+
+    fn unattributed(&self, why: Unattributed, peer: IpAddr, detections: &[Detection]) {
+        let reason = why.reason();
+        self.metrics.unattributed(reason);
+        let now = Instant::now();
+        let Ok(mut logged) = self.unattributed_logged.lock() else {
+            return;
+        };
+        let due = logged
+            .get(reason)
+            .is_none_or(|at| now.duration_since(*at) >= LOG_INTERVAL);
+        if due {
+            logged.insert(reason, now);
+            warn!(
+                reason,
+                cause = %why,
+                peer_ip = %peer,
+                rule = %detections.first().map(|d| d.rule_id.as_str()).unwrap_or(""),
+                "detection not reported: no client address can be trusted (logged once a minute per reason; palisade_sensor_unattributed_total counts all)"
+            );
+        }
+    }
+
+    /// Behind a load balancer, every peer is the balancer: without trusted proxies each report
+    /// would name it. Warn once when a private peer shows up and no proxy is trusted.
+    fn warn_private_peer(&self, peer: IpAddr) {
+        let Some(range) = palisade_wire::special::special_addr(peer.to_canonical()) else {
+            return;
+        };
+        if !self.warned_private_peer.swap(true, Ordering::Relaxed) {
+            warn!(
+                peer_ip = %peer,
+                range,
+                "traffic arrives from a special-purpose address while no proxy is trusted: if a \
+                 load balancer or ingress is in front, set trusted_proxies (or trusted_hops) so the \
+                 client address comes from its X-Forwarded-For; until then such peers are not reported"
+            );
+        }
     }
 
     fn report(

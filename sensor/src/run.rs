@@ -8,7 +8,6 @@ use tracing::{info, warn};
 
 use crate::Error;
 use crate::capture::Capture;
-use crate::clientip::TrustedProxies;
 use crate::config::{Config, Source};
 use crate::detect::Detector;
 use crate::http::ParseLimits;
@@ -54,7 +53,7 @@ pub async fn run(
     let (publisher, worker) = publish::start(&config.nats, metrics.clone(), DRAIN_TIMEOUT).await?;
     let pipeline = Arc::new(Pipeline::new(
         detector,
-        TrustedProxies::new(config.trusted_proxies.clone()),
+        config.attribution(),
         config.sensor_id.clone(),
         config.report_window(),
         metrics.clone(),

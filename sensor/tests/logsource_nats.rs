@@ -45,6 +45,16 @@ fn config(server: &NatsServer, file: &Path, format: LogFormat, sensor: &str) -> 
         sensor_id: sensor.to_owned(),
         source: Source::Log,
         trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        // The clients of these lines live in the documentation ranges.
+        report_special: [
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "2001:db8::/32",
+        ]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect(),
         ..Default::default()
     };
     c.log.files = vec![file.to_owned()];

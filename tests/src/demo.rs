@@ -49,8 +49,8 @@ pub(crate) const REGION: &str = "us-east-1";
 const APP_PORT: u16 = 8080;
 /// How long the demo waits for every attacker to be blocked.
 const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
-/// The made-up clients live in documentation ranges; the demo opts in to blocking them (the
-/// blocker's guardrails refuse these ranges by default).
+/// The made-up clients live in documentation ranges; the demo opts in to reporting and blocking
+/// them (the sensor never reports and the blocker's guardrails refuse these ranges by default).
 const DEMO_RANGES: [&str; 4] = [
     "192.0.2.0/24",
     "198.51.100.0/24",
@@ -804,6 +804,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             .args(["--sensor-id", "demo-node"])
             .arg("--trusted-proxy")
             .arg(format!("{}/32", ns.ns_addr))
+            .arg("--report-special")
+            .arg(DEMO_RANGES.join(","))
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "info");

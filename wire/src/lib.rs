@@ -11,6 +11,7 @@
 
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod special;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::config::LogFormat;
 use crate::metrics::Metrics;
-use crate::reassembly::RequestMeta;
 use crate::pipeline::{Origin, Pipeline};
+use crate::reassembly::RequestMeta;
 
 pub use formats::{LogEntry, parse_line};
 
@@ -381,7 +381,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let pipeline = Pipeline::new(
             crate::detect::Detector::builtin().unwrap(),
-            crate::clientip::TrustedProxies::new(Vec::new()),
+            crate::clientip::Attribution::default(),
             "t".into(),
             Duration::from_secs(60),
             metrics.clone(),
