@@ -102,6 +102,14 @@ impl Pipeline {
         observed_at: DateTime<Utc>,
     ) -> Vec<Report> {
         self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
+        if request.header_lines_skipped > 0 {
+            self.metrics
+                .header_lines_skipped
+                .fetch_add(u64::from(request.header_lines_skipped), Ordering::Relaxed);
+        }
+        if request.head_truncated {
+            self.metrics.heads_truncated.fetch_add(1, Ordering::Relaxed);
+        }
         let detections = self.detector.inspect(request);
         if detections.is_empty() {
             return Vec::new();
