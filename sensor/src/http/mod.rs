@@ -92,12 +92,16 @@ pub struct Request {
     pub method: String,
     /// Raw request-target as sent (origin form `/a?b`, absolute form, `*` or authority form).
     pub target: String,
-    /// Minor version of `HTTP/1.x` (0 for HTTP/1.0, 1 for HTTP/1.1, 10 for `HTTP/1.10`; at most
-    /// 255). 9 for an HTTP/0.9 request line ([`Request::http09`]).
+    /// Minor version (0 for HTTP/1.0, 1 for HTTP/1.1, 10 for `HTTP/1.10`; at most 255; 9 for
+    /// HTTP/0.9).
     pub version: u8,
-    /// The request line had no version (`GET /x`): HTTP/0.9, which nginx still serves (`GET`
-    /// only, no header lines follow).
-    pub http09: bool,
+    /// Major version: 1, or 0 for HTTP/0.9 (a request line without a version, which nginx
+    /// serves, or `HTTP/0.9`, which Node serves), or 2 for `HTTP/2.0` (which Node serves as an
+    /// HTTP/1 request).
+    pub major: u8,
+    /// The request line had no version (`GET /x`, HTTP/0.9 as nginx serves it: `GET` only, and
+    /// no header lines follow).
+    pub versionless: bool,
     /// Header fields in order; names as sent, values lossy UTF-8 with surrounding whitespace trimmed.
     pub headers: Vec<(String, String)>,
     /// Body prefix (de-chunked), at most the configured limit.
@@ -126,6 +130,7 @@ impl Request {
             method: method.into(),
             target: target.into(),
             version: 1,
+            major: 1,
             headers,
             body,
             ..Request::default()
@@ -327,10 +332,11 @@ fn parse_inner(
         method: String::from_utf8_lossy(line.method).into_owned(),
         target: String::from_utf8_lossy(line.target).into_owned(),
         version: line.minor,
-        http09: line.http09,
+        major: line.major,
+        versionless: line.versionless,
         ..Request::default()
     };
-    if line.http09 {
+    if line.versionless {
         // No header lines follow an HTTP/0.9 request line: the line is the request.
         return Ok(Some((request, Some(start + nl + 1))));
     }
@@ -468,14 +474,15 @@ fn check_request_line_prefix(line: &[u8], complete: bool) -> Result<(), ParseErr
 struct RequestLine<'a> {
     method: &'a [u8],
     target: &'a [u8],
+    major: u8,
     minor: u8,
-    http09: bool,
+    versionless: bool,
 }
 
 /// Parse a whole request line (without its line end) the way nginx does: a token method, one
 /// or more spaces, the target, one or more spaces, `HTTP/1.` and the minor version in digits
-/// (`HTTP/1.2`, `HTTP/1.10`, `HTTP/1.0001` are served), optional trailing spaces; or, for `GET`
-/// only, no version at all (HTTP/0.9). Unlike nginx, any token is a method (Go serves `get`
+/// (`HTTP/1.2`, `HTTP/1.10`, `HTTP/1.0001` are served; Node also serves `HTTP/2.0` and
+/// `HTTP/0.9`), optional trailing spaces; or, for `GET` only, no version at all (HTTP/0.9). Unlike nginx, any token is a method (Go serves `get`
 /// and `FOO.BAR`) and spaces inside the target are kept (the last space-separated word is the
 /// version), so the detector sees what an attacker put there.
 fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
@@ -485,13 +492,13 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
         return Err(ParseError::BadMethod);
     }
     let rest = trim_spaces(&line[sp + 1..]);
-    let (target, minor, http09) = match memchr::memrchr(b' ', rest) {
+    let (target, (major, minor), versionless) = match memchr::memrchr(b' ', rest) {
         Some(i) => {
-            let minor = http1_minor(&rest[i + 1..]).ok_or(ParseError::BadVersion)?;
-            (trim_spaces(&rest[..i]), minor, false)
+            let version = served_version(&rest[i + 1..]).ok_or(ParseError::BadVersion)?;
+            (trim_spaces(&rest[..i]), version, false)
         }
         // nginx serves `GET /x` as HTTP/0.9; any other method without a version is a 400.
-        None if method == b"GET" => (rest, 9, true),
+        None if method == b"GET" => (rest, (0, 9), true),
         None => return Err(ParseError::BadVersion),
     };
     if target.is_empty() || target.iter().any(|&b| is_ctl(b)) {
@@ -500,14 +507,21 @@ fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
     Ok(RequestLine {
         method,
         target,
+        major,
         minor,
-        http09,
+        versionless,
     })
 }
 
-/// The minor version of `HTTP/1.<digits>` (saturated at 255), the versions nginx serves; `None`
-/// for anything else (`HTTP/2.0` gets a 505, `http/1.1`, `HTTP/1` and `HTTP/01.1` a 400).
-fn http1_minor(version: &[u8]) -> Option<u8> {
+/// `(major, minor)` of a version some server serves: `HTTP/1.<digits>` (nginx; the minor
+/// saturated at 255), `HTTP/2.0` and `HTTP/0.9` (Node). `None` for anything else (`http/1.1`,
+/// `HTTP/1`, `HTTP/01.1`, `HTTP/2.1`, `HTTP/3.0`: 400 or 505 everywhere).
+fn served_version(version: &[u8]) -> Option<(u8, u8)> {
+    match version {
+        b"HTTP/2.0" => return Some((2, 0)),
+        b"HTTP/0.9" => return Some((0, 9)),
+        _ => {}
+    }
     let digits = version.strip_prefix(b"HTTP/1.")?;
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -515,7 +529,7 @@ fn http1_minor(version: &[u8]) -> Option<u8> {
     let minor = digits
         .iter()
         .fold(0u16, |acc, &d| (acc * 10 + u16::from(d - b'0')).min(255));
-    u8::try_from(minor).ok()
+    Some((1, u8::try_from(minor).ok()?))
 }
 
 /// `v` without leading and trailing spaces (not tabs: nginx refuses a tab in the request line).
@@ -541,6 +555,7 @@ fn truncated_request_line(prefix: &[u8]) -> Result<Request, ParseError> {
         method: String::from_utf8_lossy(method).into_owned(),
         target: String::from_utf8_lossy(target).into_owned(),
         version: 1,
+        major: 1,
         head_truncated: true,
         ..Request::default()
     })
@@ -736,7 +751,8 @@ impl Line {
             .rposition(|&b| b != b' ')
             .map_or(0, |i| i + 1);
         let last_space = memchr::memrchr(b' ', &content[..trimmed]);
-        let version = last_space.is_some_and(|sp| http1_minor(&content[sp + 1..trimmed]).is_some());
+        let version =
+            last_space.is_some_and(|sp| served_version(&content[sp + 1..trimmed]).is_some());
         Line {
             end,
             next,

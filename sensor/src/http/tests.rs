@@ -143,7 +143,7 @@ fn garbage_is_invalid_early() {
         &b"\x16\x03\x01\x02\x00\x01\x00"[..],
         b"SSH-2.0-OpenSSH_9.0\r\n",
         b"GET\x00/ HTTP/1.1\r\n",
-        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/3.0\r\n\r\n",
         b"GET / FOO\r\n\r\n",
         b"HELLO\r\n\r\n",
     ] {
@@ -357,9 +357,10 @@ fn random_garbage_never_panics() {
     }
 }
 
-/// Versions nginx serves: any `HTTP/1.<digits>` (leading zeros, up to 999), trailing spaces.
+/// Versions nginx serves: any `HTTP/1.<digits>` (leading zeros, up to 999), trailing spaces;
+/// and the two more Node serves.
 #[test]
-fn http1_versions_nginx_serves() {
+fn versions_servers_serve() {
     for (version, minor) in [
         ("HTTP/1.0", 0),
         ("HTTP/1.1", 1),
@@ -372,13 +373,24 @@ fn http1_versions_nginx_serves() {
     ] {
         let (r, consumed) =
             complete(format!("GET /x?id=1 {version}\r\nHost: h\r\n\r\n").as_bytes());
-        assert_eq!((r.version, r.http09), (minor, false), "{version}");
+        assert_eq!(
+            (r.major, r.version, r.versionless),
+            (1, minor, false),
+            "{version}"
+        );
         assert_eq!(r.query(), Some("id=1"), "{version}");
         assert!(consumed.is_some());
     }
-    // nginx answers 400 or 505 to these: garbage for the sensor too.
+    // Node serves these two (as HTTP/1 requests, headers and all).
+    for (version, major, minor) in [("HTTP/2.0", 2, 0), ("HTTP/0.9", 0, 9)] {
+        let (r, _) = complete(format!("GET /x?id=1 {version}\r\nHost: h\r\n\r\n").as_bytes());
+        assert_eq!((r.major, r.version, r.versionless), (major, minor, false));
+        assert_eq!(r.header("host"), Some("h"));
+    }
+    // Every server answers 400 or 505 to these: garbage for the sensor too.
     for version in [
-        "HTTP/2.0",
+        "HTTP/2.1",
+        "HTTP/3.0",
         "HTTP/1",
         "HTTP/1.",
         "HTTP/01.1",
@@ -399,8 +411,8 @@ fn http1_versions_nginx_serves() {
 fn http09_request_line() {
     let buf = b"GET /a?id=1%27%20or%201=1--  \r\nGET /b HTTP/1.1\r\n\r\n";
     let (r, consumed) = complete(buf);
-    assert!(r.http09);
-    assert_eq!(r.version, 9);
+    assert!(r.versionless);
+    assert_eq!((r.major, r.version), (0, 9));
     assert_eq!(r.query(), Some("id=1%27%20or%201=1--"));
     assert!(r.headers.is_empty());
     assert_eq!(consumed, Some(31));
@@ -566,7 +578,8 @@ fn resync_methods_and_versions() {
         // Body text: no version, wrong target, control bytes, a 400 version.
         (b"a word /and more words\r\n", None),
         (b"PLAN A /B test\n", None),
-        (b"POST /x HTTP/2.0\r\n", None),
+        (b"POST /x HTTP/2.0\r\n", Some(0)),
+        (b"POST /x HTTP/3.0\r\n", None),
         (b"POST /x http/1.1\r\n", None),
         (b"GET /x\x01 HTTP/1.1\r\n", None),
         (b"POST /x\r\n", None),
