@@ -14,8 +14,9 @@
 //!   crash).
 //! - benign variants (no payload) served by nginx must not be flagged (false positives).
 //!
-//! Needs `nginx` (scripts/setup.sh installs nginx-light). Without it the test says so and
-//! passes, except under `CI=true`, where it fails.
+//! The same matrix runs against Node's `http` server (`node_served_requests_are_flagged`).
+//! Needs `nginx` and `node` (scripts/setup.sh installs nginx-light and nodejs). Without them the
+//! tests say so and pass, except under `CI=true`, where they fail.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -242,6 +243,10 @@ fn oddities() -> Vec<Oddity> {
         }),
         ("HTTP/2.0", |mut r, _| {
             r.version = "HTTP/2.0".into();
+            one(r)
+        }),
+        ("HTTP/0.9 (explicit, with headers)", |mut r, _| {
+            r.version = "HTTP/0.9".into();
             one(r)
         }),
         ("HTTP/0.9 (no version)", |mut r, p| {
@@ -559,20 +564,16 @@ fn escape(raw: &[u8]) -> String {
     }
 }
 
-#[test]
-fn nginx_served_requests_are_flagged() {
-    let nginx = match Nginx::start(r#"location / { return 200 "served\n"; }"#) {
-        Ok(n) => n,
-        Err(err) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "nginx is required under CI=true and could not start: {err:#}"
-            );
-            eprintln!("SKIPPED: nginx could not start ({err:#}); run scripts/setup.sh");
-            return;
-        }
-    };
-    let detector = Detector::builtin().expect("built-in rules compile");
+/// What one server did with the generated requests, against the sensor.
+struct Outcome {
+    missed: Vec<String>,
+    false_positives: Vec<String>,
+    /// Attack requests of the baseline (no oddity) sent and served.
+    baseline: (usize, usize),
+}
+
+/// Send every generated request to the server on `port`, feed it to the sensor, print the table.
+fn differential(server: &str, port: u16, detector: &Detector) -> Outcome {
     let mut table: BTreeMap<usize, (&str, Row)> = BTreeMap::new();
     let mut missed = Vec::new();
     let mut false_positives = Vec::new();
@@ -589,11 +590,11 @@ fn nginx_served_requests_are_flagged() {
                 let Some((raw, index)) = build(Req::new(place, payload), place) else {
                     continue;
                 };
-                let answer = exchange(nginx.port(), &raw);
+                let answer = exchange(port, &raw);
                 let was_served = served(&answer, index);
-                let rules = sensor_flags(&detector, &raw);
+                let rules = sensor_flags(detector, &raw);
                 let flagged = !rules.is_empty();
-                let what = format!("{name} / {} / {kind}", place.name());
+                let what = format!("{server}: {name} / {} / {kind}", place.name());
                 if kind == BENIGN.0 {
                     if was_served {
                         row.benign_served += 1;
@@ -624,10 +625,7 @@ fn nginx_served_requests_are_flagged() {
         }
     }
 
-    println!(
-        "nginx differential ({}, default settings)",
-        Nginx::version().unwrap_or_else(|| "nginx".into())
-    );
+    println!("differential against {server}, default settings");
     println!(
         "{:<40} {:>5} {:>7} {:>8} {:>7} {:>9} {:>7} {:>4}",
         "oddity", "sent", "served", "flagged", "refused", "ref+flag", "benign", "fp"
@@ -653,7 +651,7 @@ fn nginx_served_requests_are_flagged() {
         totals.false_positives += row.false_positives;
     }
     println!(
-        "total: {} attack requests, {} served by nginx, {} of them flagged; {} refused; {} benign served, {} flagged",
+        "{server}: {} attack requests, {} served, {} of them flagged; {} refused; {} benign served, {} flagged\n",
         totals.sent,
         totals.served,
         totals.flagged,
@@ -661,24 +659,141 @@ fn nginx_served_requests_are_flagged() {
         totals.benign_served,
         totals.false_positives
     );
-    // The comparison means something only if nginx served most of what was sent.
+    let baseline = table
+        .values()
+        .find(|(name, _)| *name == "baseline")
+        .map_or((0, 0), |(_, row)| (row.sent, row.served));
+    Outcome {
+        missed,
+        false_positives,
+        baseline,
+    }
+}
+
+/// Fail on every served-but-missed and every flagged benign request.
+fn check(outcome: &Outcome, server: &str, log: &str) {
+    // The comparison means something only if the server serves plain requests.
+    let (sent, served) = outcome.baseline;
     assert!(
-        totals.served * 2 > totals.sent,
-        "nginx served only {} of {} requests: is it answering? error log:\n{}",
-        totals.served,
-        totals.sent,
-        nginx.error_log()
+        sent > 0 && served == sent,
+        "{server} served {served} of {sent} plain requests: is it answering?\n{log}"
     );
     assert!(
-        missed.is_empty(),
-        "{} requests nginx served were not flagged by the sensor:\n{}",
-        missed.len(),
-        missed.join("\n")
+        outcome.missed.is_empty(),
+        "{} requests {server} served were not flagged by the sensor:\n{}",
+        outcome.missed.len(),
+        outcome.missed.join("\n")
     );
     assert!(
-        false_positives.is_empty(),
+        outcome.false_positives.is_empty(),
         "{} benign requests were flagged:\n{}",
-        false_positives.len(),
-        false_positives.join("\n")
+        outcome.false_positives.len(),
+        outcome.false_positives.join("\n")
     );
+}
+
+/// Whether a missing server must fail the test (CI runs with everything installed).
+fn required() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+#[test]
+fn nginx_served_requests_are_flagged() {
+    let nginx = match Nginx::start(r#"location / { return 200 "served\n"; }"#) {
+        Ok(n) => n,
+        Err(err) => {
+            assert!(
+                !required(),
+                "nginx is required under CI=true and could not start: {err:#}"
+            );
+            eprintln!("SKIPPED: nginx could not start ({err:#}); run scripts/setup.sh");
+            return;
+        }
+    };
+    let detector = Detector::builtin().expect("built-in rules compile");
+    let server = Nginx::version().unwrap_or_else(|| "nginx".into());
+    let outcome = differential(&server, nginx.port(), &detector);
+    check(&outcome, &server, &nginx.error_log());
+}
+
+/// A Node.js `http` server answering 200 to everything (killed on drop).
+struct NodeServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeServer {
+    fn start() -> anyhow::Result<NodeServer> {
+        use anyhow::Context as _;
+        let dir = tempfile::tempdir()?;
+        let script = dir.path().join("server.js");
+        std::fs::write(
+            &script,
+            "const http = require('http');\n\
+             http.createServer((req, res) => res.end('served\\n'))\n\
+             \x20 .listen(+process.argv[2], '127.0.0.1');\n",
+        )?;
+        let port = palisade_tests::free_port()?;
+        let child = std::process::Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting node (scripts/setup.sh installs nodejs)")?;
+        let mut node = NodeServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        // Hang guard only.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = node.child.try_wait()? {
+                anyhow::bail!("node exited early with {status}");
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "node did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(node)
+    }
+
+    fn version() -> String {
+        std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .map(|o| format!("node {}", String::from_utf8_lossy(&o.stdout).trim()))
+            .unwrap_or_else(|_| "node".into())
+    }
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same against Node's `http` server (llhttp): stricter than nginx, so mostly a subset,
+/// but it serves what nginx drops (`X_Y` headers reach the handler).
+#[test]
+fn node_served_requests_are_flagged() {
+    let node = match NodeServer::start() {
+        Ok(n) => n,
+        Err(err) => {
+            assert!(
+                !required(),
+                "node is required under CI=true and could not start: {err:#}"
+            );
+            eprintln!("SKIPPED: node could not start ({err:#}); run scripts/setup.sh");
+            return;
+        }
+    };
+    let detector = Detector::builtin().expect("built-in rules compile");
+    let server = NodeServer::version();
+    let outcome = differential(&server, node.port, &detector);
+    check(&outcome, &server, "");
 }
