@@ -31,7 +31,8 @@ pub(crate) use fields::{hex_digit, hex4};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
-    /// The request head is longer than [`ParseLimits::max_head`].
+    /// More than [`ParseLimits::max_head`] blank lines before the request line. (A head over
+    /// the limit is not an error: it is parsed up to the limit, see [`Request::head_truncated`].)
     #[error("request head is larger than {max} bytes")]
     HeadTooLarge {
         /// The configured limit.
@@ -43,18 +44,13 @@ pub enum ParseError {
     /// The request-target is empty or holds control characters.
     #[error("invalid request target")]
     BadTarget,
-    /// The request line does not end with `HTTP/1.0` or `HTTP/1.1`.
+    /// The request line ends with no version a server serves (`HTTP/1.<digits>`, `HTTP/2.0`,
+    /// `HTTP/0.9`), or has none and its method is not `GET`.
     #[error("invalid or unsupported HTTP version")]
     BadVersion,
     /// The request line does not have the shape `METHOD SP TARGET SP VERSION`.
     #[error("malformed request line")]
     BadRequestLine,
-    /// A header line is not `name: value`.
-    #[error("malformed header line {line}")]
-    BadHeader {
-        /// 1-based index of the header line.
-        line: usize,
-    },
     /// `Content-Length` is not a number, or several disagree.
     #[error("invalid Content-Length")]
     BadContentLength,
