@@ -343,8 +343,9 @@ fn parse_inner(
             // Over the limit: the request line and the header lines that fit, marked truncated;
             // the next request's start is unknown.
             let fit = &rest[..limits.max_head];
+            // The request line ends inside `fit`, so `end > nl`.
             let end = memchr::memrchr(b'\n', fit).map_or(nl + 1, |i| i + 1);
-            parse_header_lines(&rest[nl + 1..end.max(nl + 1)], &mut request);
+            parse_header_lines(&rest[nl + 1..end], &mut request);
             request.head_truncated = true;
             return Ok(Some((request, None)));
         }
