@@ -5,7 +5,8 @@
 #
 # What it installs:
 #   - Debian packages: nats-server (JetStream), clang, bpftool, iproute2, wrk, systemd (systemd-analyze checks the units),
-#     nginx-light (the web server of bench/sensor_overhead.sh)
+#     nginx-light (the web server of bench/sensor_overhead.sh and of the parser's differential
+#     test), nodejs (the second server of that test)
 #   - rust-src for the nightly toolchain and bpf-linker (to build the eBPF programs)
 #   - a Python venv in .venv with the pinned AWS WAFv2 emulator (moto[server]) and the HCL parser
 set -euo pipefail
@@ -21,7 +22,7 @@ HCL2_VERSION="8.1.4"
 PYYAML_VERSION="6.0.3"
 BPF_LINKER_VERSION="0.13.0"
 
-APT_PACKAGES=(nats-server clang bpftool iproute2 wrk systemd nginx-light)
+APT_PACKAGES=(nats-server clang bpftool iproute2 wrk systemd nginx-light nodejs)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

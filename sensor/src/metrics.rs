@@ -29,6 +29,10 @@ pub struct Metrics {
     pub reassembly_bytes: AtomicU64,
     /// Requests parsed (packets or log lines).
     pub requests_parsed: AtomicU64,
+    /// Header lines skipped by the HTTP parser because servers ignore them (invalid names).
+    pub header_lines_skipped: AtomicU64,
+    /// Requests whose head was over the parser's limit (inspected up to the limit).
+    pub heads_truncated: AtomicU64,
     /// Access-log lines read.
     pub log_lines: AtomicU64,
     /// Access-log lines that could not be parsed (skipped).
@@ -89,7 +93,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 17] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -131,6 +135,18 @@ impl Metrics {
                 "counter",
                 "HTTP requests parsed.",
                 &self.requests_parsed,
+            ),
+            (
+                "palisade_sensor_header_lines_skipped_total",
+                "counter",
+                "HTTP header lines skipped because servers ignore them (name not a token).",
+                &self.header_lines_skipped,
+            ),
+            (
+                "palisade_sensor_heads_truncated_total",
+                "counter",
+                "HTTP requests whose head was over the limit, inspected up to it.",
+                &self.heads_truncated,
             ),
             (
                 "palisade_sensor_log_lines_total",
@@ -254,6 +270,11 @@ mod tests {
         m.detection("sqli-001");
         let text = m.render();
         assert!(text.contains("palisade_sensor_requests_parsed_total 3\n"));
+        m.header_lines_skipped.fetch_add(2, Ordering::Relaxed);
+        m.heads_truncated.fetch_add(1, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("palisade_sensor_header_lines_skipped_total 2\n"));
+        assert!(text.contains("palisade_sensor_heads_truncated_total 1\n"));
         assert!(text.contains("palisade_sensor_detections_total{rule=\"sqli-001\"} 2\n"));
         assert!(text.contains("palisade_sensor_buffer_drops_total 0\n"));
         assert_eq!(m.detections_total(), 2);

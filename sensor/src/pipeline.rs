@@ -114,6 +114,14 @@ impl Pipeline {
         if !self.attribution.trusts_any() && !self.warned_private_peer.load(Ordering::Relaxed) {
             self.warn_private_peer(peer);
         }
+        if request.header_lines_skipped > 0 {
+            self.metrics
+                .header_lines_skipped
+                .fetch_add(u64::from(request.header_lines_skipped), Ordering::Relaxed);
+        }
+        if request.head_truncated {
+            self.metrics.heads_truncated.fetch_add(1, Ordering::Relaxed);
+        }
         let detections = self.detector.inspect(request);
         if detections.is_empty() {
             return Vec::new();

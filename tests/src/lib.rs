@@ -5,11 +5,13 @@
 //! - [`moto`]: the AWS WAFv2 emulator (moto in server mode) and a fault-and-limits proxy that
 //!   behaves as AWS documents where moto does not.
 //! - [`netns`]: network namespaces and veth pairs for the eBPF tests (root only).
+//! - [`nginx`]: a real nginx (Debian's `nginx-light`) with a configuration the test writes.
 
 pub mod demo;
 pub mod moto;
 pub mod nats;
 pub mod netns;
+pub mod nginx;
 pub mod restart;
 pub mod time_to_block;
 

@@ -7,6 +7,14 @@
 //! never allocates more than the limits allow: garbage gives [`Parsed::Invalid`], and the caller
 //! can resynchronise with [`find_request_start`].
 //!
+//! The head is parsed the way servers parse it (nginx 1.22 with its default configuration was
+//! measured, see `docs/sensor.md`), leniently where a server serves what a strict reading of RFC
+//! 9112 rejects: any `HTTP/1.x` version, the HTTP/0.9 form (`GET /x` with no version), any token
+//! method, extra spaces, bare LF. A header line a server ignores (a name that is not a token, a
+//! line without a colon) is skipped and counted ([`Request::header_lines_skipped`]), never a
+//! reason to drop the request. A head larger than [`ParseLimits::max_head`] still gives the
+//! request line and the header lines that fit, marked [`Request::head_truncated`].
+//!
 //! Bodies are captured as a *prefix*: the detector looks at the first bytes only. Chunked bodies
 //! are de-chunked into the prefix. A body larger than the prefix still has a known length when it
 //! is framed by `Content-Length`, so `consumed` may then be larger than the buffer: the caller
@@ -23,7 +31,8 @@ pub(crate) use fields::{hex_digit, hex4};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
-    /// The request head is longer than [`ParseLimits::max_head`].
+    /// More than [`ParseLimits::max_head`] blank lines before the request line. (A head over
+    /// the limit is not an error: it is parsed up to the limit, see [`Request::head_truncated`].)
     #[error("request head is larger than {max} bytes")]
     HeadTooLarge {
         /// The configured limit.
@@ -35,18 +44,13 @@ pub enum ParseError {
     /// The request-target is empty or holds control characters.
     #[error("invalid request target")]
     BadTarget,
-    /// The request line does not end with `HTTP/1.0` or `HTTP/1.1`.
+    /// The request line ends with no version a server serves (`HTTP/1.<digits>`, `HTTP/2.0`,
+    /// `HTTP/0.9`), or has none and its method is not `GET`.
     #[error("invalid or unsupported HTTP version")]
     BadVersion,
     /// The request line does not have the shape `METHOD SP TARGET SP VERSION`.
     #[error("malformed request line")]
     BadRequestLine,
-    /// A header line is not `name: value`.
-    #[error("malformed header line {line}")]
-    BadHeader {
-        /// 1-based index of the header line.
-        line: usize,
-    },
     /// `Content-Length` is not a number, or several disagree.
     #[error("invalid Content-Length")]
     BadContentLength,
@@ -58,7 +62,9 @@ pub enum ParseError {
 /// Size limits of the parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseLimits {
-    /// Largest request head (request line + headers + blank line) accepted, in bytes.
+    /// Largest request head (request line + headers + blank line) parsed whole, in bytes. A
+    /// longer head is not dropped: the request line and the header lines that fit are returned,
+    /// marked [`Request::head_truncated`].
     pub max_head: usize,
     /// Largest body prefix kept for inspection, in bytes.
     pub max_body: usize,
@@ -67,7 +73,9 @@ pub struct ParseLimits {
 impl Default for ParseLimits {
     fn default() -> Self {
         ParseLimits {
-            max_head: 16 * 1024,
+            // nginx's defaults (`client_header_buffer_size 1k`, `large_client_header_buffers 4
+            // 8k`) serve heads up to ~32.2 KiB (measured: 32 217 bytes); Node's limit is 16 KiB.
+            max_head: 32 * 1024,
             max_body: 2 * 1024,
         }
     }
@@ -80,14 +88,30 @@ pub struct Request {
     pub method: String,
     /// Raw request-target as sent (origin form `/a?b`, absolute form, `*` or authority form).
     pub target: String,
-    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// Minor version (0 for HTTP/1.0, 1 for HTTP/1.1, 10 for `HTTP/1.10`; at most 255; 9 for
+    /// HTTP/0.9).
     pub version: u8,
+    /// Major version: 1, or 0 for HTTP/0.9 (a request line without a version, which nginx
+    /// serves, or `HTTP/0.9`, which Node serves), or 2 for `HTTP/2.0` (which Node serves as an
+    /// HTTP/1 request).
+    pub major: u8,
+    /// The request line had no version (`GET /x`, HTTP/0.9 as nginx serves it: `GET` only, and
+    /// no header lines follow).
+    pub versionless: bool,
     /// Header fields in order; names as sent, values lossy UTF-8 with surrounding whitespace trimmed.
     pub headers: Vec<(String, String)>,
     /// Body prefix (de-chunked), at most the configured limit.
     pub body: Vec<u8>,
     /// True when the body is longer than [`Request::body`] (or its end was not seen).
     pub body_truncated: bool,
+    /// The head was larger than [`ParseLimits::max_head`]: only the request line (or its first
+    /// bytes) and the header lines that fit were parsed, and where the next request starts is
+    /// unknown.
+    pub head_truncated: bool,
+    /// Header lines skipped because servers ignore them (nginx's `ignore_invalid_headers`): a
+    /// name that is not a token (`X@Y: 1`, a space before the colon), an empty name, a line
+    /// without a colon that is not a token, a folded line with nothing to continue.
+    pub header_lines_skipped: u32,
 }
 
 impl Request {
@@ -102,9 +126,10 @@ impl Request {
             method: method.into(),
             target: target.into(),
             version: 1,
+            major: 1,
             headers,
             body,
-            body_truncated: false,
+            ..Request::default()
         }
     }
 
@@ -122,22 +147,28 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The path of the request-target, without the query. For the absolute form
+    /// The path of the request-target: what comes before the first `?`. For the absolute form
     /// (`http://host/p?q`) the scheme and authority are skipped; `*` and the authority form
     /// (`CONNECT host:443`) are returned as they are.
+    ///
+    /// A raw `#` is kept: clients never send a fragment, so one on the wire was written by hand.
+    /// nginx ends `$uri` at it, but hands the raw target to its backends, and Go's net/http
+    /// reads it as part of the path: the path holds what any of them sees.
     pub fn path(&self) -> &str {
-        let t = self.target_without_fragment();
-        let t = strip_scheme_authority(t);
+        let t = strip_scheme_authority(&self.target);
         match t.find('?') {
             Some(i) => &t[..i],
             None => t,
         }
     }
 
-    /// The query string (after the first `?`, before any `#`), if there is one.
+    /// The query string: everything after the first `?`, a raw `#` and what follows included.
+    ///
+    /// nginx's `$args` ends at a `#` and is empty for `/a#x?id=1`, but nginx passes the raw
+    /// target to a proxied backend unchanged, and Go's net/http reads `id=1` as its query (for
+    /// `/a?id=1#x` it reads `id=1#x`). The sensor inspects the union of both readings.
     pub fn query(&self) -> Option<&str> {
-        let t = self.target_without_fragment();
-        t.find('?').map(|i| &t[i + 1..])
+        self.target.find('?').map(|i| &self.target[i + 1..])
     }
 
     /// Cookies from every `Cookie` header, as `(name, value)` pairs, raw (not decoded).
@@ -165,35 +196,32 @@ impl Request {
     pub fn body_text(&self) -> Cow<'_, str> {
         String::from_utf8_lossy(&self.body)
     }
-
-    fn target_without_fragment(&self) -> &str {
-        match self.target.find('#') {
-            Some(i) => &self.target[..i],
-            None => &self.target,
-        }
-    }
 }
 
+/// The target without the scheme and authority of the absolute form (`scheme://authority`, the
+/// scheme as nginx accepts it: a letter, then letters, digits, `+`, `-`, `.`).
 fn strip_scheme_authority(t: &str) -> &str {
     if t.starts_with('/') {
         return t;
     }
-    if let Some(i) = t.find("://") {
-        let scheme = &t[..i];
-        if !scheme.is_empty()
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'+')
-        {
-            let rest = &t[i + 3..];
-            return match rest.find(['/', '?']) {
-                Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
-                Some(j) => &rest[j..j],
-                None => "",
-            };
-        }
+    let Some(i) = t.find("://") else {
+        return t;
+    };
+    let scheme = t.as_bytes();
+    let scheme = &scheme[..i];
+    let valid = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !valid {
+        return t;
     }
-    t
+    let rest = &t[i + 3..];
+    match rest.find(['/', '?']) {
+        Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
+        Some(j) => &rest[j..j],
+        None => "",
+    }
 }
 
 /// Result of [`parse_request`].
@@ -216,7 +244,8 @@ pub enum Parsed {
     Invalid(ParseError),
 }
 
-/// Methods recognised by [`find_request_start`] (any token is accepted by [`parse_request`]).
+/// Methods whose first bytes at the very end of a buffer make a plausible request start for
+/// [`find_request_start`] (any token is accepted as a method by [`parse_request`]).
 const KNOWN_METHODS: &[&[u8]] = &[
     b"GET",
     b"POST",
@@ -237,17 +266,21 @@ const KNOWN_METHODS: &[&[u8]] = &[
     b"SEARCH",
 ];
 
-/// Longest method accepted (a long token is more likely garbage than a method).
-const MAX_METHOD_LEN: usize = 24;
-/// Most header lines accepted in one head.
-const MAX_HEADERS: usize = 256;
+/// Longest method [`find_request_start`] takes as one: a longer token still matches, from its
+/// last bytes (the method is not inspected; the target and headers after it are).
+const MAX_RESYNC_METHOD: usize = 32;
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Parse one request from the start of `buf`. Leading empty lines (CRLF) are skipped, as RFC
-/// 9112 allows; they count in `consumed`.
+/// A byte nginx refuses in a request line (control bytes, DEL). Bytes >= 0x80 are served.
+fn is_ctl(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+/// Parse one request from the start of `buf`. Leading empty lines (CR, LF) are skipped, as
+/// nginx does; they count in `consumed`.
 pub fn parse_request(buf: &[u8], limits: &ParseLimits) -> Parsed {
     match parse_inner(buf, limits) {
         Ok(Some((request, consumed))) => Parsed::Complete { request, consumed },
@@ -280,64 +313,45 @@ fn parse_inner(
     };
     check_request_line_prefix(line, line_end.is_some())?;
 
-    let Some(head_len) = find_head_end(rest) else {
-        if rest.len() > limits.max_head {
-            return Err(ParseError::HeadTooLarge {
-                max: limits.max_head,
-            });
+    let nl = match line_end {
+        Some(nl) if nl < limits.max_head => nl,
+        _ if rest.len() > limits.max_head => {
+            // The request line alone is over the limit (nginx answers 414 past 8 KiB, Go serves
+            // up to 1 MiB): inspect its first bytes.
+            let request = truncated_request_line(&rest[..limits.max_head])?;
+            return Ok(Some((request, None)));
         }
-        return Ok(None);
+        _ => return Ok(None),
     };
-    if head_len > limits.max_head {
-        return Err(ParseError::HeadTooLarge {
-            max: limits.max_head,
-        });
-    }
-    let head = &rest[..head_len];
-    let mut lines = head.split(|&b| b == b'\n').map(trim_cr);
-    let request_line = lines.next().unwrap_or_default();
-    let (method, target, version) = parse_request_line(request_line)?;
-
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for (idx, line) in lines.enumerate() {
-        if line.is_empty() {
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            // obs-fold: continuation of the previous value.
-            let Some(last) = headers.last_mut() else {
-                return Err(ParseError::BadHeader { line: idx + 1 });
-            };
-            last.1.push(' ');
-            last.1
-                .push_str(String::from_utf8_lossy(trim_ows(line)).as_ref());
-            continue;
-        }
-        let colon = memchr::memchr(b':', line).ok_or(ParseError::BadHeader { line: idx + 1 })?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(ParseError::BadHeader { line: idx + 1 });
-        }
-        if headers.len() >= MAX_HEADERS {
-            return Err(ParseError::HeadTooLarge {
-                max: limits.max_head,
-            });
-        }
-        let value = trim_ows(&line[colon + 1..]);
-        headers.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
-    }
-
+    let line = parse_request_line(trim_cr(&rest[..nl]))?;
     let mut request = Request {
-        method,
-        target,
-        version,
-        headers,
-        body: Vec::new(),
-        body_truncated: false,
+        method: String::from_utf8_lossy(line.method).into_owned(),
+        target: String::from_utf8_lossy(line.target).into_owned(),
+        version: line.minor,
+        major: line.major,
+        versionless: line.versionless,
+        ..Request::default()
     };
+    if line.versionless {
+        // No header lines follow an HTTP/0.9 request line: the line is the request.
+        return Ok(Some((request, Some(start + nl + 1))));
+    }
+
+    let head_len = match find_head_end(rest) {
+        Some(h) if h <= limits.max_head => h,
+        found if found.is_some() || rest.len() > limits.max_head => {
+            // Over the limit: the request line and the header lines that fit, marked truncated;
+            // the next request's start is unknown.
+            let fit = &rest[..limits.max_head];
+            // The request line ends inside `fit`, so `end > nl`.
+            let end = memchr::memrchr(b'\n', fit).map_or(nl + 1, |i| i + 1);
+            parse_header_lines(&rest[nl + 1..end], &mut request);
+            request.head_truncated = true;
+            return Ok(Some((request, None)));
+        }
+        _ => return Ok(None),
+    };
+    parse_header_lines(&rest[nl + 1..head_len], &mut request);
 
     let body_start = start + head_len;
     let body_avail = &buf[body_start..];
@@ -436,17 +450,16 @@ fn check_request_line_prefix(line: &[u8], complete: bool) -> Result<(), ParseErr
         Some(i) => &line[..i],
         None => line,
     };
-    if method.len() > MAX_METHOD_LEN || !method.iter().all(|&b| is_tchar(b)) {
+    if !method.iter().all(|&b| is_tchar(b)) {
         return Err(ParseError::BadMethod);
     }
     if (sp.is_some() || complete) && method.is_empty() {
         return Err(ParseError::BadMethod);
     }
-    if let Some(i) = sp {
-        let rest = &line[i + 1..];
-        if rest.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
-            return Err(ParseError::BadTarget);
-        }
+    if let Some(i) = sp
+        && line[i + 1..].iter().any(|&b| is_ctl(b))
+    {
+        return Err(ParseError::BadTarget);
     }
     if complete && sp.is_none() {
         return Err(ParseError::BadRequestLine);
@@ -454,31 +467,137 @@ fn check_request_line_prefix(line: &[u8], complete: bool) -> Result<(), ParseErr
     Ok(())
 }
 
-fn parse_request_line(line: &[u8]) -> Result<(String, String, u8), ParseError> {
-    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadRequestLine)?;
-    let method = &line[..sp1];
-    if method.is_empty() || method.len() > MAX_METHOD_LEN || !method.iter().all(|&b| is_tchar(b)) {
+/// The parts of a request line.
+struct RequestLine<'a> {
+    method: &'a [u8],
+    target: &'a [u8],
+    major: u8,
+    minor: u8,
+    versionless: bool,
+}
+
+/// Parse a whole request line (without its line end) the way nginx does: a token method, one
+/// or more spaces, the target, one or more spaces, `HTTP/1.` and the minor version in digits
+/// (`HTTP/1.2`, `HTTP/1.10`, `HTTP/1.0001` are served; Node also serves `HTTP/2.0` and
+/// `HTTP/0.9`), optional trailing spaces; or, for `GET` only, no version at all (HTTP/0.9). Unlike nginx, any token is a method (Go serves `get`
+/// and `FOO.BAR`) and spaces inside the target are kept (the last space-separated word is the
+/// version), so the detector sees what an attacker put there.
+fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
+    let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadRequestLine)?;
+    let method = &line[..sp];
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(ParseError::BadMethod);
     }
-    let rest = &line[sp1 + 1..];
-    let sp2 = memchr::memrchr(b' ', rest).ok_or(ParseError::BadRequestLine)?;
-    let target = trim_ows(&rest[..sp2]);
-    let version = &rest[sp2 + 1..];
-    let version = match version {
-        b"HTTP/1.1" => 1,
-        b"HTTP/1.0" => 0,
-        _ => return Err(ParseError::BadVersion),
+    let rest = trim_spaces(&line[sp + 1..]);
+    let (target, (major, minor), versionless) = match memchr::memrchr(b' ', rest) {
+        Some(i) => {
+            let version = served_version(&rest[i + 1..]).ok_or(ParseError::BadVersion)?;
+            (trim_spaces(&rest[..i]), version, false)
+        }
+        // nginx serves `GET /x` as HTTP/0.9; any other method without a version is a 400.
+        None if method == b"GET" => (rest, (0, 9), true),
+        None => return Err(ParseError::BadVersion),
     };
-    if target.is_empty() || target.iter().any(|&b| b < 0x20 || b == 0x7f) {
+    if target.is_empty() || target.iter().any(|&b| is_ctl(b)) {
         return Err(ParseError::BadTarget);
     }
-    // Targets with raw spaces are not valid, but attackers send them and servers are lenient:
-    // keep them so the detector sees the payload.
-    Ok((
-        String::from_utf8_lossy(method).into_owned(),
-        String::from_utf8_lossy(target).into_owned(),
-        version,
-    ))
+    Ok(RequestLine {
+        method,
+        target,
+        major,
+        minor,
+        versionless,
+    })
+}
+
+/// `(major, minor)` of a version some server serves: `HTTP/1.<digits>` (nginx; the minor
+/// saturated at 255), `HTTP/2.0` and `HTTP/0.9` (Node). `None` for anything else (`http/1.1`,
+/// `HTTP/1`, `HTTP/01.1`, `HTTP/2.1`, `HTTP/3.0`: 400 or 505 everywhere).
+fn served_version(version: &[u8]) -> Option<(u8, u8)> {
+    match version {
+        b"HTTP/2.0" => return Some((2, 0)),
+        b"HTTP/0.9" => return Some((0, 9)),
+        _ => {}
+    }
+    let digits = version.strip_prefix(b"HTTP/1.")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let minor = digits
+        .iter()
+        .fold(0u16, |acc, &d| (acc * 10 + u16::from(d - b'0')).min(255));
+    Some((1, u8::try_from(minor).ok()?))
+}
+
+/// `v` without leading and trailing spaces (not tabs: nginx refuses a tab in the request line).
+fn trim_spaces(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ').map_or(start, |i| i + 1);
+    if start >= end { &[] } else { &v[start..end] }
+}
+
+/// A request line longer than the head limit, cut at the limit: the method and the first bytes
+/// of the target, marked truncated (the version is assumed to be 1.1).
+fn truncated_request_line(prefix: &[u8]) -> Result<Request, ParseError> {
+    let sp = memchr::memchr(b' ', prefix).ok_or(ParseError::BadRequestLine)?;
+    let method = &prefix[..sp];
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(ParseError::BadMethod);
+    }
+    let target = trim_spaces(trim_cr(&prefix[sp + 1..]));
+    if target.is_empty() || target.iter().any(|&b| is_ctl(b)) {
+        return Err(ParseError::BadTarget);
+    }
+    Ok(Request {
+        method: String::from_utf8_lossy(method).into_owned(),
+        target: String::from_utf8_lossy(target).into_owned(),
+        version: 1,
+        major: 1,
+        head_truncated: true,
+        ..Request::default()
+    })
+}
+
+/// Parse the header lines in `lines` (up to an empty line or the end) into `request`.
+///
+/// A line servers ignore or refuse is skipped and counted, and the rest is still parsed: nginx
+/// ignores a name that is not made of letters, digits and `-` (`ignore_invalid_headers`, the
+/// default; `_` unless `underscores_in_headers`), keeps a line without a colon as a header with
+/// an empty value, and answers 400 to a space before the colon, an obs-fold line or a NUL. The
+/// sensor keeps every token name (Go and Node serve `X_Y` and `X.Y`, nginx can be told to),
+/// skips other names, and joins an obs-fold line to the header before it as Go does.
+fn parse_header_lines(lines: &[u8], request: &mut Request) {
+    let mut last_kept = false;
+    for line in lines.split(|&b| b == b'\n').map(trim_cr) {
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            // obs-fold: continuation of the previous value.
+            match request.headers.last_mut() {
+                Some(last) if last_kept => {
+                    last.1.push(' ');
+                    last.1
+                        .push_str(String::from_utf8_lossy(trim_ows(line)).as_ref());
+                }
+                _ => request.header_lines_skipped = request.header_lines_skipped.saturating_add(1),
+            }
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b':', line) {
+            Some(colon) => (&line[..colon], trim_ows(&line[colon + 1..])),
+            None => (line, &b""[..]),
+        };
+        last_kept = !name.is_empty() && name.iter().all(|&b| is_tchar(b));
+        if !last_kept {
+            request.header_lines_skipped = request.header_lines_skipped.saturating_add(1);
+            continue;
+        }
+        request.headers.push((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
 }
 
 enum Dechunked {
@@ -557,55 +676,156 @@ fn dechunk(buf: &[u8], max_body: usize) -> Result<Dechunked, ParseError> {
 }
 
 /// Offset of the first thing in `buf` that looks like the start of an HTTP request line, for
-/// resync: a known method, a space, and a target; when the line is complete it must end with an
-/// HTTP/1.x version.
+/// resync (the flow's bytes are searched for where the next request starts).
+///
+/// A server takes any token for a method (nginx: `A-Z`, `_`, `-`; Go: any token), so a known
+/// method list would miss requests it serves; but any token followed by a space would turn
+/// every word of a body into a request start. What makes a run of bytes a request line is its
+/// end, so:
+/// - a **complete line** (ending in LF) qualifies with any token method (at most
+///   [`MAX_RESYNC_METHOD`] bytes; a longer one matches from its last bytes), spaces, a target
+///   that starts like one (`/`, `*`, `scheme://`, anything after `CONNECT`), spaces and a version
+///   nginx serves (`HTTP/1.<digits>`, trailing spaces allowed), or as `GET /target` without a
+///   version (HTTP/0.9);
+/// - the **unfinished last line** of `buf` qualifies with a method in nginx's alphabet
+///   (`A-Z`, `_`, `-`), spaces and the start of a target, or with the first bytes of a known
+///   method at the very end, so a request line split across segments is not lost;
+/// - control bytes in what would be the request line disqualify it, as they make nginx answer
+///   400.
+///
+/// The scan is linear: facts about each line are computed once, and each start position looks
+/// at a bounded number of bytes.
 pub fn find_request_start(buf: &[u8]) -> Option<usize> {
-    let mut pos = 0;
-    while pos < buf.len() {
-        let rel = buf[pos..].iter().position(|&b| {
-            matches!(
-                b,
-                b'G' | b'P' | b'H' | b'D' | b'O' | b'C' | b'T' | b'M' | b'L' | b'U' | b'S'
-            )
-        })?;
-        let at = pos + rel;
-        if looks_like_request_line(&buf[at..]) {
+    let mut line = Line::at(buf, 0);
+    for at in 0..buf.len() {
+        if at >= line.next {
+            line = Line::at(buf, at);
+        }
+        if is_tchar(buf[at]) && starts_request_line(buf, at, &line) {
             return Some(at);
         }
-        pos = at + 1;
     }
     None
 }
 
-fn looks_like_request_line(buf: &[u8]) -> bool {
-    let Some(method) = KNOWN_METHODS.iter().find(|m| buf.starts_with(m)) else {
-        // The buffer may end inside a method name.
-        return !buf.is_empty()
-            && KNOWN_METHODS
-                .iter()
-                .any(|m| m.len() > buf.len() && m.starts_with(buf));
-    };
-    let rest = &buf[method.len()..];
-    match rest.first() {
-        None => return true,
-        Some(b' ') => {}
-        Some(_) => return false,
-    }
-    let rest = &rest[1..];
-    match rest.first() {
-        None => return true,
-        Some(b'/' | b'*' | b'h' | b'H') => {}
-        Some(b) if b.is_ascii_alphanumeric() && *method == b"CONNECT" => {}
-        Some(_) => return false,
-    }
-    let line = match memchr::memchr(b'\n', rest) {
-        Some(i) => trim_cr(&rest[..i]),
-        None => {
-            // Incomplete line: plausible if it has no control bytes so far.
-            return !rest.iter().any(|&b| b < 0x20 && b != b'\t');
+/// Longest absolute-form scheme [`find_request_start`] looks through.
+const MAX_RESYNC_SCHEME: usize = 32;
+
+/// What [`find_request_start`] needs to know about one line of the buffer.
+struct Line {
+    /// End of the line's content (before `\r\n`, `\n`, or the end of the buffer).
+    end: usize,
+    /// Where the next line starts.
+    next: usize,
+    /// The line ends with LF.
+    complete: bool,
+    /// Offset of the last control byte in the content.
+    last_ctl: Option<usize>,
+    /// Offset of the last space before the content's trailing spaces.
+    last_space: Option<usize>,
+    /// The word after `last_space` is a version nginx serves.
+    version: bool,
+}
+
+impl Line {
+    /// The line of `buf` holding offset `from` (its part from `from` on).
+    fn at(buf: &[u8], from: usize) -> Line {
+        let (end, next, complete) = match memchr::memchr(b'\n', &buf[from..]) {
+            Some(i) => {
+                let nl = from + i;
+                let end = if nl > from && buf[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                (end, nl + 1, true)
+            }
+            None => (buf.len(), buf.len(), false),
+        };
+        let content = &buf[from..end];
+        let trimmed = content
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(0, |i| i + 1);
+        let last_space = memchr::memrchr(b' ', &content[..trimmed]);
+        let version =
+            last_space.is_some_and(|sp| served_version(&content[sp + 1..trimmed]).is_some());
+        Line {
+            end,
+            next,
+            complete,
+            last_ctl: content.iter().rposition(|&b| is_ctl(b)).map(|i| from + i),
+            last_space: last_space.map(|i| from + i),
+            version,
         }
+    }
+}
+
+/// Whether a request line plausibly starts at `at` (see [`find_request_start`]).
+fn starts_request_line(buf: &[u8], at: usize, line: &Line) -> bool {
+    let content = &buf[at..line.end];
+    let method_len = content
+        .iter()
+        .take(MAX_RESYNC_METHOD + 1)
+        .position(|&b| !is_tchar(b))
+        .unwrap_or(content.len().min(MAX_RESYNC_METHOD + 1));
+    if method_len > MAX_RESYNC_METHOD {
+        return false;
+    }
+    let method = &content[..method_len];
+    let Some((&sep, after)) = content[method_len..].split_first() else {
+        // The buffer ends inside the method.
+        return !line.complete && KNOWN_METHODS.iter().any(|m| m.starts_with(method));
     };
-    line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")
+    if sep != b' ' || line.last_ctl.is_some_and(|c| c >= at) {
+        return false;
+    }
+    let spaces = after.iter().position(|&b| b != b' ').unwrap_or(after.len());
+    let target = &after[spaces..];
+    let nginx_method = || {
+        method
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
+    };
+    let Some(&first) = target.first() else {
+        return !line.complete && nginx_method();
+    };
+    let target_start = line.end - target.len();
+    let starts_like_target = first == b'/'
+        || first == b'*'
+        || (method == b"CONNECT" && first.is_ascii_alphanumeric())
+        || absolute_form_start(target, line.complete);
+    if !starts_like_target {
+        return false;
+    }
+    if !line.complete {
+        return nginx_method();
+    }
+    match line.last_space {
+        Some(sp) if sp > target_start => line.version,
+        // HTTP/0.9: `GET /x` and nothing after the target.
+        _ => method == b"GET" && first == b'/',
+    }
+}
+
+/// `t` starts with an absolute-form scheme and `://` (or the first bytes of one, when the
+/// buffer ends there).
+fn absolute_form_start(t: &[u8], complete: bool) -> bool {
+    if !t.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    for (i, &b) in t.iter().enumerate().take(MAX_RESYNC_SCHEME) {
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.') {
+            continue;
+        }
+        let sep = &t[i..];
+        return if sep.len() >= 3 {
+            sep.starts_with(b"://")
+        } else {
+            !complete && b"://".starts_with(sep)
+        };
+    }
+    !complete && t.len() < MAX_RESYNC_SCHEME
 }
 
 #[cfg(test)]

@@ -1,0 +1,151 @@
+//! A real nginx (Debian's `nginx-light`) on a free loopback port, for tests that need to know
+//! what a server really serves.
+//!
+//! ```no_run
+//! let nginx = palisade_tests::nginx::Nginx::start("location / { return 200 \"served\\n\"; }")?;
+//! let addr = ("127.0.0.1", nginx.port());
+//! # anyhow::Ok(())
+//! ```
+//! nginx runs in the foreground as one process (`daemon off; master_process off;`) with a
+//! configuration written into a temporary directory: one `server` on `127.0.0.1:<port>` holding
+//! the given `location` blocks, and otherwise nginx's defaults (header buffers, invalid header
+//! handling, keep-alive), which are what the tests measure. The process is killed and the
+//! directory removed when the guard drops.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running nginx (killed on drop).
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Start nginx with `locations` (the inside of the `server` block) on a free port. Tries a
+    /// few ports when another process takes the chosen one first.
+    pub fn start(locations: &str) -> anyhow::Result<Nginx> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Nginx::start_once(locations) {
+                Ok(nginx) => return Ok(nginx),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
+    }
+
+    fn start_once(locations: &str) -> anyhow::Result<Nginx> {
+        let dir = tempfile::Builder::new()
+            .prefix("palisade-nginx-")
+            .tempdir()
+            .context("creating nginx's directory")?;
+        let port = crate::free_port()?;
+        let conf = config(dir.path(), port, locations);
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).context("writing nginx.conf")?;
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting nginx (run scripts/setup.sh to install nginx-light)")?;
+        let mut nginx = Nginx { child, port, dir };
+        nginx.wait_ready()?;
+        Ok(nginx)
+    }
+
+    /// Wait until nginx accepts connections (hang guard: 30 s).
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let mut stderr = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                bail!("nginx exited early with {status}: {}", stderr.trim());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on port {} within 30 s", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port nginx listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// nginx's error log so far (`info` level: it names the header lines nginx ignored).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// `nginx -v`'s version string (`nginx/1.22.1`), when nginx is installed.
+    pub fn version() -> Option<String> {
+        let out = Command::new(nginx_binary()).arg("-v").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.split_whitespace()
+            .find(|w| w.starts_with("nginx/"))
+            .map(str::to_owned)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `nginx` from `PATH`, or Debian's location (`/usr/sbin` is not on every user's `PATH`).
+fn nginx_binary() -> &'static str {
+    let debian = "/usr/sbin/nginx";
+    if Path::new(debian).exists() {
+        debian
+    } else {
+        "nginx"
+    }
+}
+
+fn config(dir: &Path, port: u16, locations: &str) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        {locations}
+    }}
+}}
+"
+    )
+}
