@@ -70,6 +70,25 @@ impl<'a> Body<'a> {
         body
     }
 
+    /// A window of a body whose encoding was decided on its first bytes: not sniffed again
+    /// (a later window of a JSON body need not start with `{`).
+    pub fn with_kind(kind: BodyKind, content_type: Option<&'a str>, bytes: &'a [u8]) -> Body<'a> {
+        let boundary = match kind {
+            BodyKind::Multipart => content_type.and_then(boundary),
+            _ => None,
+        };
+        let kind = match kind {
+            _ if bytes.is_empty() => BodyKind::Empty,
+            BodyKind::Multipart if boundary.is_none() => BodyKind::Other,
+            k => k,
+        };
+        Body {
+            kind,
+            bytes,
+            boundary,
+        }
+    }
+
     /// Call `f(name, value, form_encoded)` for every field of the body. Form bodies give their
     /// pairs (raw, `form_encoded` = true), JSON every string (keys with name `""`, values named
     /// by their key, escapes decoded), multipart every part (and its file name), XML and other
@@ -309,6 +328,299 @@ fn multipart_parts(buf: &[u8], boundary: &str, mut f: impl FnMut(&str, Option<&s
         }
         f(&name, filename.as_deref(), content);
     }
+}
+
+/// Splits a body that arrives in pieces into windows for inspection without holding the whole
+/// body. A field that is not finished at the end of a window is carried over to the next one,
+/// so that it is seen whole: form bodies are cut at the last `&`, JSON outside a string (the
+/// tokenizer's string and escape state decides where strings start; the last object key is
+/// repeated in front of the next window so its values keep their name), multipart bodies at
+/// the last part delimiter. A field longer than the carry bound, and any other body, is cut
+/// where the window is full and its last [`BodyStream::overlap`] bytes are seen again at the
+/// start of the next window (inside a JSON string or a multipart part, behind a synthetic
+/// opening quote or the part's headers, so the tail is still read as what it is).
+#[derive(Debug)]
+pub struct BodyStream {
+    content_type: Option<String>,
+    /// Decided on the first window.
+    kind: Option<BodyKind>,
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` that are synthetic (a key or quote put in front).
+    prefix_len: usize,
+    window: usize,
+    /// Body bytes pushed so far.
+    pushed: u64,
+}
+
+/// Where a window is cut.
+struct Cut {
+    /// The window is `buf[..end]`.
+    end: usize,
+    /// The next window starts with `prefix` then `buf[carry..]`.
+    carry: usize,
+    prefix: Vec<u8>,
+}
+
+/// Longest object key (raw) or multipart part head repeated in front of a window.
+const MAX_REPEATED: usize = 512;
+
+impl BodyStream {
+    /// A stream of windows of `window` bytes (at least 1024) for a body of this content type.
+    pub fn new(content_type: Option<&str>, window: usize) -> BodyStream {
+        BodyStream {
+            content_type: content_type.map(str::to_owned),
+            kind: None,
+            buf: Vec::with_capacity(window.max(1024)),
+            prefix_len: 0,
+            window: window.max(1024),
+            pushed: 0,
+        }
+    }
+
+    /// Most bytes this stream holds at once.
+    pub fn capacity(&self) -> usize {
+        self.window
+    }
+
+    /// A field longer than this is not carried over whole.
+    pub fn max_carry(&self) -> usize {
+        self.window / 2
+    }
+
+    /// Bytes of a window seen again at the start of the next when no field boundary is near.
+    pub fn overlap(&self) -> usize {
+        (self.window / 8).min(512)
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Room left in the current window.
+    pub fn room(&self) -> usize {
+        self.window.saturating_sub(self.buf.len())
+    }
+
+    /// Append body bytes (at most [`BodyStream::room`]).
+    pub fn push(&mut self, data: &[u8]) {
+        let data = &data[..data.len().min(self.room())];
+        self.buf.extend_from_slice(data);
+        self.pushed += data.len() as u64;
+    }
+
+    /// The body's encoding (decided on the first window taken).
+    pub fn kind(&mut self) -> BodyKind {
+        match self.kind {
+            Some(k) => k,
+            None => {
+                let k = Body::classify(self.content_type.as_deref(), &self.buf).kind;
+                // An empty first window says nothing about the body.
+                if k != BodyKind::Empty {
+                    self.kind = Some(k);
+                }
+                k
+            }
+        }
+    }
+
+    /// Take the next window: `(bytes, offset in the body, kind)`. With `last`, everything held
+    /// (the body ended, or bytes were lost and what follows cannot join it); otherwise the
+    /// window ends at a field boundary and the unfinished field stays for the next window.
+    pub fn take(&mut self, last: bool) -> Option<(Vec<u8>, u64, BodyKind)> {
+        if self.buf.len() <= self.prefix_len {
+            if last {
+                self.buf.clear();
+                self.prefix_len = 0;
+            }
+            return None;
+        }
+        let kind = self.kind();
+        let offset = self.pushed - (self.buf.len() - self.prefix_len) as u64;
+        if last {
+            let window = std::mem::replace(&mut self.buf, Vec::new());
+            self.prefix_len = 0;
+            return Some((window, offset, kind));
+        }
+        let mut cut = self.cut(kind);
+        let len = self.buf.len();
+        if self.room() == 0 && cut.prefix.len() + (len - cut.carry) >= len {
+            // A full window must make room: fall back to the plain overlap.
+            cut = Cut {
+                end: len,
+                carry: len.saturating_sub(self.overlap()).max(self.prefix_len),
+                prefix: Vec::new(),
+            };
+        }
+        let mut next = Vec::with_capacity(self.window);
+        next.extend_from_slice(&cut.prefix);
+        next.extend_from_slice(&self.buf[cut.carry..]);
+        self.prefix_len = cut.prefix.len();
+        let mut window = std::mem::replace(&mut self.buf, next);
+        window.truncate(cut.end);
+        Some((window, offset, kind))
+    }
+
+    fn cut(&self, kind: BodyKind) -> Cut {
+        let buf = &self.buf;
+        let len = buf.len();
+        let plain = Cut {
+            end: len,
+            carry: len.saturating_sub(self.overlap()).max(self.prefix_len),
+            prefix: Vec::new(),
+        };
+        match kind {
+            BodyKind::Form => {
+                let pair = memchr::memrchr(b'&', buf).map_or(0, |i| i + 1);
+                if len - pair <= self.max_carry() {
+                    return Cut {
+                        end: pair - 1,
+                        carry: pair,
+                        prefix: Vec::new(),
+                    };
+                }
+                // One long value: see its tail again, under its name.
+                let mut prefix = Vec::new();
+                if let Some(eq) = memchr::memchr(b'=', &buf[pair..])
+                    && eq < MAX_REPEATED
+                {
+                    prefix.extend_from_slice(&buf[pair..pair + eq + 1]);
+                }
+                Cut { prefix, ..plain }
+            }
+            BodyKind::Json => self.json_cut(),
+            BodyKind::Multipart => self.multipart_cut(plain),
+            _ => plain,
+        }
+    }
+
+    fn json_cut(&self) -> Cut {
+        let buf = &self.buf;
+        let len = buf.len();
+        let mut i = 0;
+        // Opening quote of the string we are in.
+        let mut in_string: Option<usize> = None;
+        // The last string closed, while only whitespace followed it.
+        let mut last_string: Option<(usize, usize)> = None;
+        // The last object key (raw, with its quotes).
+        let mut key: Option<(usize, usize)> = None;
+        while i < len {
+            match in_string {
+                Some(start) => match memchr::memchr2(b'"', b'\\', &buf[i..]) {
+                    None => i = len,
+                    Some(rel) if buf[i + rel] == b'\\' => i += rel + 2,
+                    Some(rel) => {
+                        i += rel + 1;
+                        in_string = None;
+                        last_string = Some((start, i));
+                    }
+                },
+                None => {
+                    match buf[i] {
+                        b'"' => in_string = Some(i),
+                        b':' => {
+                            key = last_string.or(key);
+                            last_string = None;
+                        }
+                        b if b.is_ascii_whitespace() => {}
+                        _ => last_string = None,
+                    }
+                    i += 1;
+                }
+            }
+        }
+        let key_prefix = |before: usize| -> Vec<u8> {
+            match key {
+                Some((s, e)) if e <= before && e - s <= MAX_REPEATED => {
+                    let mut p = buf[s..e].to_vec();
+                    p.push(b':');
+                    p
+                }
+                _ => Vec::new(),
+            }
+        };
+        // The unfinished string, or a finished one whose role (key or value) the next bytes
+        // tell, goes to the next window whole if it is short enough.
+        let open = in_string.or(last_string.map(|(s, _)| s));
+        if let Some(start) = open
+            && len - start <= self.max_carry()
+        {
+            return Cut {
+                end: start,
+                carry: start,
+                prefix: key_prefix(start),
+            };
+        }
+        match in_string {
+            Some(start) => {
+                // A long string: its tail is seen again, still as a string, from an escape
+                // boundary (a `\u` sequence is never split).
+                let from = start + 1;
+                let want = len.saturating_sub(self.overlap()).max(from);
+                let carry = escape_boundary(buf, from, want);
+                let mut prefix = key_prefix(start);
+                prefix.push(b'"');
+                Cut {
+                    end: len,
+                    carry,
+                    prefix,
+                }
+            }
+            None => Cut {
+                end: len,
+                carry: len,
+                prefix: key_prefix(len),
+            },
+        }
+    }
+
+    fn multipart_cut(&self, plain: Cut) -> Cut {
+        let buf = &self.buf;
+        let len = buf.len();
+        let Some(boundary) = self.content_type.as_deref().and_then(boundary) else {
+            return plain;
+        };
+        let delim = format!("--{boundary}");
+        let Some(part) = memchr::memmem::rfind(buf, delim.as_bytes()) else {
+            return plain;
+        };
+        if len - part <= self.max_carry() {
+            return Cut {
+                end: part,
+                carry: part,
+                prefix: Vec::new(),
+            };
+        }
+        // A long part: its tail is seen again behind the part's own headers.
+        let head_end = memchr::memmem::find(&buf[part..], b"\r\n\r\n")
+            .map(|i| part + i + 4)
+            .or_else(|| memchr::memmem::find(&buf[part..], b"\n\n").map(|i| part + i + 2));
+        match head_end {
+            Some(h) if h - part <= MAX_REPEATED && h <= plain.carry => Cut {
+                prefix: buf[part..h].to_vec(),
+                ..plain
+            },
+            _ => plain,
+        }
+    }
+}
+
+/// The start of the JSON string token (character or escape sequence) that covers `want`,
+/// walking from `from` (inside the string).
+fn escape_boundary(buf: &[u8], from: usize, want: usize) -> usize {
+    let mut i = from;
+    while i < want {
+        let step = match buf.get(i) {
+            Some(b'\\') if buf.get(i + 1) == Some(&b'u') => 6,
+            Some(b'\\') => 2,
+            _ => 1,
+        };
+        if i + step > want {
+            break;
+        }
+        i += step;
+    }
+    i.min(buf.len())
 }
 
 #[cfg(test)]
