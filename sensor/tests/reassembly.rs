@@ -35,7 +35,12 @@ fn feed(r: &mut Reassembler, k: FlowKey, segs: &[(u32, &[u8])]) -> Vec<Request> 
                 established: true,
                 stream_start: None,
             },
-            |_, req, _| out.push(req),
+            |_, req, _| {
+                // Later windows of a body repeat their request's head: not a new request.
+                if req.body_window.is_none() {
+                    out.push(req)
+                }
+            },
         );
     }
     out
