@@ -436,7 +436,9 @@ impl BodyStream {
             return None;
         }
         let kind = self.kind();
-        let offset = self.pushed - (self.buf.len() - self.prefix_len) as u64;
+        let offset = self
+            .pushed
+            .saturating_sub((self.buf.len() - self.prefix_len) as u64);
         if last {
             let window = std::mem::replace(&mut self.buf, Vec::new());
             self.prefix_len = 0;
@@ -474,7 +476,7 @@ impl BodyStream {
                 let pair = memchr::memrchr(b'&', buf).map_or(0, |i| i + 1);
                 if len - pair <= self.max_carry() {
                     return Cut {
-                        end: pair - 1,
+                        end: pair.saturating_sub(1),
                         carry: pair,
                         prefix: Vec::new(),
                     };
