@@ -519,7 +519,6 @@ fn chunked_body_with_uncaptured_data_stays_in_sync() {
     seq += next.len() as u32;
     // A chunked body whose size lines were not captured: its end is unknown.
     push(&mut r, seq, stream.len(), &stream[..600]);
-    drop(push);
     assert_eq!(seen.targets(), vec!["/big", "/next", "/upload"]);
     assert!(seen.requests().iter().all(|(_, m)| m.in_sync));
     assert_eq!(

@@ -415,8 +415,10 @@ impl BodyStream {
             Some(k) => k,
             None => {
                 let k = Body::classify(self.content_type.as_deref(), &self.buf).kind;
-                // An empty first window says nothing about the body.
-                if k != BodyKind::Empty {
+                // Blank first bytes say nothing about a body without a content type.
+                let telling = self.content_type.is_some()
+                    || self.buf.iter().any(|b| !b.is_ascii_whitespace());
+                if k != BodyKind::Empty && telling {
                     self.kind = Some(k);
                 }
                 k
@@ -440,7 +442,7 @@ impl BodyStream {
             .pushed
             .saturating_sub((self.buf.len() - self.prefix_len) as u64);
         if last {
-            let window = std::mem::replace(&mut self.buf, Vec::new());
+            let window = std::mem::take(&mut self.buf);
             self.prefix_len = 0;
             return Some((window, offset, kind));
         }
@@ -704,6 +706,144 @@ mod tests {
     fn multipart_without_boundary_is_other() {
         let b = Body::classify(Some("multipart/form-data"), b"abc");
         assert_eq!(b.kind, BodyKind::Other);
+    }
+
+    /// Push `body` in pieces of `step` and collect every window taken.
+    fn windows(ct: &str, body: &[u8], window: usize, step: usize) -> Vec<Vec<u8>> {
+        let mut s = BodyStream::new(Some(ct), window);
+        let mut out = Vec::new();
+        for piece in body.chunks(step) {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let n = s.room().min(piece.len());
+                s.push(&piece[..n]);
+                piece = &piece[n..];
+                assert!(s.held() <= s.capacity());
+                if s.room() == 0 {
+                    out.extend(s.take(false).map(|w| w.0));
+                }
+            }
+        }
+        out.extend(s.take(true).map(|w| w.0));
+        out
+    }
+
+    fn all_fields(ct: &str, windows: &[Vec<u8>]) -> Vec<(String, String)> {
+        let kind = Body::classify(Some(ct), &windows[0]).kind;
+        let mut out = Vec::new();
+        for w in windows {
+            Body::with_kind(kind, Some(ct), w).for_each_field(|n, v, _| {
+                out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned()))
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn form_windows_are_cut_at_pairs() {
+        let body: Vec<u8> = (0..400)
+            .map(|i| format!("field{i}=value-{i}&"))
+            .collect::<String>()
+            .into_bytes();
+        let ct = "application/x-www-form-urlencoded";
+        let w = windows(ct, &body, 1024, 333);
+        assert!(w.len() > 4);
+        let fields = all_fields(ct, &w);
+        // Every pair seen whole, exactly once.
+        assert_eq!(fields.len(), 400);
+        for (i, (n, v)) in fields.iter().enumerate() {
+            assert_eq!(
+                (n.as_str(), v.as_str()),
+                (&*format!("field{i}"), &*format!("value-{i}"))
+            );
+        }
+    }
+
+    #[test]
+    fn json_windows_keep_strings_escapes_and_keys() {
+        let mut body = b"{".to_vec();
+        for i in 0..300 {
+            body.extend_from_slice(format!("\"k{i}\": \"v\\\"{i}\\u0041\\\\\",").as_bytes());
+        }
+        body.extend_from_slice(b"\"end\":1}");
+        let ct = "application/json";
+        for step in [1, 100, 1000] {
+            let w = windows(ct, &body, 1024, step);
+            let fields = all_fields(ct, &w);
+            for i in 0..300 {
+                let want = (format!("k{i}"), format!("v\"{i}A\\"));
+                assert!(fields.contains(&want), "step {step}: {want:?}");
+            }
+            // No value is seen cut in half (no partial escape, no string split).
+            assert!(
+                fields
+                    .iter()
+                    .all(|(n, v)| n.is_empty() || v.ends_with("A\\")),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_json_string_goes_on_as_a_string() {
+        let mut body = b"{\"q\":\"".to_vec();
+        body.resize(3000, b'a');
+        body.extend_from_slice(b"\\u0027 union select 1--\"}");
+        let w = windows("application/json", &body, 1024, 4096);
+        // The window after the cut starts with the key and a quote: still the string of `q`.
+        assert!(
+            w[1].starts_with(b"\"q\":\""),
+            "{:?}",
+            String::from_utf8_lossy(&w[1][..8])
+        );
+        let fields = all_fields("application/json", &w);
+        assert!(
+            fields
+                .iter()
+                .any(|(n, v)| n == "q" && v.ends_with("' union select 1--"))
+        );
+    }
+
+    #[test]
+    fn multipart_windows_are_cut_at_parts_and_long_parts_keep_their_headers() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let mut body = Vec::new();
+        for i in 0..30 {
+            body.extend_from_slice(
+                format!(
+                    "--XyZ\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nvalue {i}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"big\"\r\n\r\n");
+        body.resize(body.len() + 3000, b'b');
+        body.extend_from_slice(b"<?php system($_GET[1]); ?>\r\n--XyZ--\r\n");
+        let w = windows(ct, &body, 1024, 500);
+        let fields = all_fields(ct, &w);
+        for i in 0..30 {
+            assert!(
+                fields.contains(&(format!("f{i}"), format!("value {i}"))),
+                "f{i}"
+            );
+        }
+        assert!(
+            fields
+                .iter()
+                .any(|(n, v)| n == "big" && v.ends_with("system($_GET[1]); ?>"))
+        );
+    }
+
+    #[test]
+    fn other_bodies_overlap() {
+        let mut body = vec![b'.'; 1020];
+        body.extend_from_slice(b"/etc/passwd");
+        body.resize(2500, b'.');
+        let w = windows("text/plain", &body, 1024, 700);
+        assert!(
+            w.iter()
+                .any(|w| memchr::memmem::find(w, b"/etc/passwd").is_some())
+        );
     }
 
     #[test]
