@@ -109,7 +109,8 @@ pub struct Stats {
     pub retransmits: u64,
     /// Segments that arrived ahead of a missing one and waited.
     pub out_of_order: u64,
-    /// Holes (lost or uncaptured bytes) that forced a resync.
+    /// Holes in a flow's sequence numbers (lost segments); inside a body of known framing they
+    /// are passed over, elsewhere they resync the flow.
     pub gaps: u64,
     /// Byte runs the parser rejected.
     pub invalid: u64,
@@ -184,6 +185,36 @@ struct Inspect {
 }
 
 impl Inspect {
+    /// The body will not grow any more: hand out what is held, moving the head instead of
+    /// copying it (the common small body ends in its head's segment: no copy at all).
+    fn finish(
+        mut self,
+        more: bool,
+        key: &FlowKey,
+        stats: &mut Stats,
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
+    ) {
+        let taken = self.stream.take(true);
+        let mut request = self.request;
+        request.body_truncated = more;
+        match (self.emitted, taken) {
+            (false, taken) => {
+                if let Some((window, _, _)) = taken {
+                    request.body = window;
+                }
+                stats.requests += 1;
+                emit(key, request, self.meta);
+            }
+            (true, Some((window, offset, kind))) if !window.is_empty() => {
+                request.body = window;
+                request.body_window = Some(BodyWindow { offset, kind });
+                stats.body_windows += 1;
+                emit(key, request, self.meta);
+            }
+            (true, _) => {}
+        }
+    }
+
     /// Hand the next window to `emit`: the request itself the first time, then windows.
     fn flush(
         &mut self,
@@ -869,13 +900,12 @@ impl Reassembler {
         let Some(body) = flow.body.as_mut() else {
             return;
         };
-        if let Some(ins) = body.inspect.as_mut()
-            && ins.left == 0
+        if body.inspect.as_ref().is_some_and(|i| i.left == 0)
+            && let Some(ins) = body.inspect.take()
         {
-            ins.flush(true, true, key, &mut self.stats, emit);
             self.body_bytes -= ins.reserved;
-            body.inspect = None;
             self.stats.bodies_cut += 1;
+            ins.finish(true, key, &mut self.stats, emit);
         }
         if body.inspect.is_some() {
             return;
@@ -933,10 +963,10 @@ impl Reassembler {
         emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
     ) {
         if let Some(body) = flow.body.take()
-            && let Some(mut ins) = body.inspect
+            && let Some(ins) = body.inspect
         {
-            ins.flush(true, more, key, &mut self.stats, emit);
             self.body_bytes -= ins.reserved;
+            ins.finish(more, key, &mut self.stats, emit);
         }
     }
 

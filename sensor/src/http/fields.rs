@@ -370,14 +370,15 @@ impl BodyStream {
         BodyStream {
             content_type: content_type.map(str::to_owned),
             kind: None,
-            buf: Vec::with_capacity(window.max(1024)),
+            // Grown as bytes come: a small body never costs a whole window.
+            buf: Vec::new(),
             prefix_len: 0,
             window: window.max(1024),
             pushed: 0,
         }
     }
 
-    /// Most bytes this stream holds at once.
+    /// Most bytes this stream holds at once (what a flow reserves for it).
     pub fn capacity(&self) -> usize {
         self.window
     }
@@ -456,7 +457,7 @@ impl BodyStream {
                 prefix: Vec::new(),
             };
         }
-        let mut next = Vec::with_capacity(self.window);
+        let mut next = Vec::with_capacity(cut.prefix.len() + len - cut.carry);
         next.extend_from_slice(&cut.prefix);
         next.extend_from_slice(&self.buf[cut.carry..]);
         self.prefix_len = cut.prefix.len();
