@@ -963,3 +963,97 @@ fn skips_of_known_length_are_hinted_to_the_kernel() {
     assert_eq!(hints, vec![(k, data_end)]);
     assert_eq!(r.stats().skip_hints, 1);
 }
+
+/// The fuzz target's checks on pseudo-random segments, so that CI runs them too: arbitrary
+/// splits, holes, overlaps, truncated captures and FINs over three flows of chunked and
+/// length-framed bodies never break the memory bounds or the window size.
+#[test]
+fn random_segments_keep_the_bounds() {
+    let cfg = ReassemblyConfig {
+        max_flows: 3,
+        max_flow_bytes: 8 * 1024,
+        max_total_bytes: 16 * 1024,
+        max_out_of_order: 4,
+        flow_idle_secs: 1,
+        max_body_inspect: 3 * 1024,
+        body_window: 1024,
+        max_flow_body_bytes: 4 * 1024,
+        max_body_bytes: 3 * 1024,
+    };
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n.max(1)
+    };
+    // A stream of pipelined requests with every kind of body, chunked and not.
+    let mut stream = Vec::new();
+    for i in 0..200 {
+        let body = json_with_padding((i * 37) % 5000);
+        let ct = [
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+        ][i % 3];
+        let chunk = [None, Some(1 + i % 700), Some(4096)][i % 3];
+        stream.extend_from_slice(&post(ct, &body, chunk));
+    }
+    let mut r = Reassembler::new(cfg.clone(), ParseLimits::default());
+    let mut pos = [0usize; 3];
+    let mut emitted = 0usize;
+    for step in 0..30_000u64 {
+        let f = rnd(3) as usize;
+        let len = 1 + rnd(3000) as usize;
+        let mut at = pos[f];
+        match rnd(20) {
+            0 => at += rnd(2000) as usize,                  // hole
+            1 => at = at.saturating_sub(rnd(500) as usize), // overlap / retransmit
+            _ => {}
+        }
+        let at = at % stream.len();
+        let end = (at + len).min(stream.len());
+        let captured = if rnd(10) == 0 {
+            rnd((end - at) as u64) as usize
+        } else {
+            end - at
+        };
+        pos[f] = end % stream.len();
+        let mut data = stream[at..at + captured].to_vec();
+        if rnd(30) == 0 && !data.is_empty() {
+            // a corrupted byte: broken framing or a head that does not parse
+            let i = rnd(data.len() as u64) as usize;
+            data[i] = b"\x00zZ:\r\n;"[rnd(7) as usize];
+        }
+        r.push(
+            key(f as u16 + 1),
+            Segment {
+                seq: 1 + at as u32,
+                len: (end - at) as u32,
+                data: &data,
+                end: rnd(500) == 0,
+                now_ns: step * 1000,
+                established: true,
+                stream_start: Some(1),
+            },
+            |_, q, _| {
+                emitted += 1;
+                assert!(q.body.len() <= cfg.body_window, "{}", q.body.len());
+            },
+        );
+        assert!(r.flow_count() <= cfg.max_flows);
+        assert!(r.buffered_bytes() <= cfg.max_total_bytes);
+        assert!(r.body_buffered_bytes() <= cfg.max_body_bytes);
+        r.take_skip_hints(|_, _| {});
+    }
+    assert!(emitted > 1000, "{emitted}");
+    let s = r.stats();
+    assert!(
+        s.body_windows > 0 && s.desyncs > 0 && s.bad_framing > 0,
+        "{s:?}"
+    );
+    assert!(
+        s.bodies_cut > 0 && s.body_skipped_global_budget > 0,
+        "{s:?}"
+    );
+}
