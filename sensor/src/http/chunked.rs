@@ -311,6 +311,85 @@ mod tests {
         assert!(run(&long, 100).is_err(), "endless extension");
     }
 
+    fn framing(head: &str) -> Result<crate::http::Framing, ParseError> {
+        let limits = crate::http::ParseLimits::default();
+        let (req, _) = crate::http::parse_head(head.as_bytes(), &limits)
+            .expect("head parses")
+            .expect("head complete");
+        crate::http::body_framing(&req)
+    }
+
+    #[test]
+    fn framing_follows_nginx() {
+        use crate::http::Framing;
+        let h = |headers: &str| framing(&format!("POST / HTTP/1.1\r\n{headers}\r\n"));
+        assert_eq!(h(""), Ok(Framing::None));
+        assert_eq!(h("Content-Length: 0\r\n"), Ok(Framing::None));
+        assert_eq!(h("Content-Length: 12\r\n"), Ok(Framing::Length(12)));
+        assert_eq!(h("Content-Length: 12, 12\r\n"), Ok(Framing::Length(12)));
+        assert_eq!(
+            h("Content-Length: 12\r\nContent-Length: 13\r\n"),
+            Err(ParseError::BadContentLength)
+        );
+        for te in [
+            "chunked",
+            "ChUnKeD",
+            "CHUNKED",
+            "gzip, chunked",
+            "gzip,Chunked",
+        ] {
+            assert_eq!(
+                h(&format!("Transfer-Encoding: {te}\r\n")),
+                Ok(Framing::Chunked),
+                "{te}"
+            );
+            // Chunked wins over Content-Length, whatever the order of the headers.
+            assert_eq!(
+                h(&format!("Content-Length: 3\r\ntransfer-encoding: {te}\r\n")),
+                Ok(Framing::Chunked),
+                "{te}"
+            );
+        }
+        // Several header lines are one list.
+        assert_eq!(
+            h("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for te in [
+            "gzip",
+            "chunked, gzip",
+            "chunked, chunked",
+            "identity",
+            "xchunked",
+            "",
+        ] {
+            assert_eq!(
+                h(&format!("Transfer-Encoding: {te}\r\nContent-Length: 3\r\n")),
+                Err(ParseError::BadTransferEncoding),
+                "{te:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn whole_buffer_parse_frames_chunked_past_the_prefix() {
+        use crate::http::{ParseLimits, Parsed, parse_request};
+        let limits = ParseLimits {
+            max_head: 1024,
+            max_body: 4,
+        };
+        let buf =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n6\r\nabcdef\r\n0\r\n\r\nGET";
+        match parse_request(buf, &limits) {
+            Parsed::Complete { request, consumed } => {
+                assert_eq!(request.body, b"abcd");
+                assert!(request.body_truncated);
+                assert_eq!(consumed, Some(buf.len() - 3), "the end is known");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn lost_bytes_are_fine_inside_data_only() {
         let mut d = ChunkedDecoder::new();
