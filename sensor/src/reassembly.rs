@@ -724,9 +724,17 @@ impl Reassembler {
                     }
                 },
                 Mode::Head => match http::parse_head(&flow.buf, &self.limits) {
-                    Ok(Some((request, head_len))) => {
+                    Ok(Some((request, Some(head_len)))) => {
                         flow.buf.drain(..head_len.min(flow.buf.len()));
                         self.start_body(key, flow, request, emit);
+                    }
+                    Ok(Some((request, None))) => {
+                        // A head was parsed but where it ends is not known: inspect it, then
+                        // look for the next request.
+                        self.stats.requests += 1;
+                        emit(key, request, flow.meta());
+                        flow.buf.drain(..1);
+                        self.desync(flow);
                     }
                     Ok(None) => return,
                     Err(_) => {

@@ -289,19 +289,22 @@ fn parse_inner(
     buf: &[u8],
     limits: &ParseLimits,
 ) -> Result<Option<(Request, Option<usize>)>, ParseError> {
-    let Some((request, body_start)) = parse_head(buf, limits)? else {
-        return Ok(None);
-    };
-    read_body(request, buf, body_start, limits)
+    match parse_head(buf, limits)? {
+        None => Ok(None),
+        Some((request, Some(body_start))) => read_body(request, buf, body_start, limits),
+        Some((request, None)) => Ok(Some((request, None))),
+    }
 }
 
 /// Parse the request head at the start of `buf` (leading blank lines skipped) and nothing
-/// else: `Ok(Some((request, n)))` with an empty body when the head is complete, `n` being the
-/// offset of the body's first byte; `Ok(None)` when the head is not complete yet.
+/// else: `Ok(Some((request, Some(n))))` with an empty body when the head is complete, `n` being
+/// the offset of the body's first byte; `Ok(Some((request, None)))` when a head was parsed but
+/// where it ends is unknown (the caller must resynchronise); `Ok(None)` when the head is not
+/// complete yet.
 pub fn parse_head(
     buf: &[u8],
     limits: &ParseLimits,
-) -> Result<Option<(Request, usize)>, ParseError> {
+) -> Result<Option<(Request, Option<usize>)>, ParseError> {
     // Skip leading blank lines.
     let mut start = 0;
     while start < buf.len() && (buf[start] == b'\r' || buf[start] == b'\n') {
@@ -381,7 +384,7 @@ pub fn parse_head(
         body_truncated: false,
         body_window: None,
     };
-    Ok(Some((request, start + head_len)))
+    Ok(Some((request, Some(start + head_len))))
 }
 
 /// How a request's body is delimited.
