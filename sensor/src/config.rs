@@ -229,6 +229,24 @@ pub struct ReassemblyConfig {
     /// Flows idle for this many seconds are forgotten.
     #[serde(default = "default_flow_idle_secs")]
     pub flow_idle_secs: u64,
+    /// Bytes of each request body (de-chunked) inspected, window by window; the rest of a
+    /// longer body is skipped by its framing (and counted). 0 = bodies are not inspected.
+    #[serde(default = "default_max_body_inspect")]
+    pub max_body_inspect: usize,
+    /// Size of one body window handed to the detector, in bytes (1024 to 1 MiB). A field cut
+    /// by a window's end is carried over to the next window whole (up to half a window).
+    #[serde(default = "default_body_window")]
+    pub body_window: usize,
+    /// Per-flow budget: most bytes one flow holds for body inspection (the request head kept
+    /// to label later windows, plus one window). A request whose head and window do not fit
+    /// has its body skipped past what arrived with the head (counted).
+    #[serde(default = "default_max_flow_body_bytes")]
+    pub max_flow_body_bytes: usize,
+    /// Global budget: most bytes all flows together hold for body inspection. Past it, bodies
+    /// starting are skipped past what arrived with their head (counted); heads are always
+    /// inspected.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 impl Default for ReassemblyConfig {
@@ -239,6 +257,10 @@ impl Default for ReassemblyConfig {
             max_total_bytes: default_max_total_bytes(),
             max_out_of_order: default_max_out_of_order(),
             flow_idle_secs: default_flow_idle_secs(),
+            max_body_inspect: default_max_body_inspect(),
+            body_window: default_body_window(),
+            max_flow_body_bytes: default_max_flow_body_bytes(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -386,6 +408,18 @@ fn default_max_out_of_order() -> usize {
 fn default_flow_idle_secs() -> u64 {
     120
 }
+fn default_max_body_inspect() -> usize {
+    64 * 1024
+}
+fn default_body_window() -> usize {
+    8 * 1024
+}
+fn default_max_flow_body_bytes() -> usize {
+    32 * 1024
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024 * 1024
+}
 fn default_nats_url() -> String {
     "nats://127.0.0.1:4222".to_owned()
 }
@@ -455,6 +489,12 @@ impl Config {
             return Err(Error::Config(format!(
                 "ebpf.ring_bytes must be a power of two of at least 4096, got {}",
                 self.ebpf.ring_bytes
+            )));
+        }
+        let window = self.reassembly.body_window;
+        if !(1024..=1024 * 1024).contains(&window) {
+            return Err(Error::Config(format!(
+                "reassembly.body_window must be 1024 to 1048576 bytes, got {window}"
             )));
         }
         if self.nats.buffer == 0 || self.nats.max_in_flight == 0 {

@@ -97,6 +97,12 @@ struct Cli {
     /// Seconds within which a client+rule is reported once.
     #[arg(long, env = "PALISADE_REPORT_WINDOW_SECS")]
     report_window_secs: Option<u64>,
+    /// Body bytes inspected per request, window by window (0 = bodies not inspected).
+    #[arg(long, env = "PALISADE_MAX_BODY_INSPECT")]
+    max_body_inspect: Option<usize>,
+    /// Most bytes all flows together hold for body inspection (global budget).
+    #[arg(long, env = "PALISADE_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
     /// Log as JSON lines.
     #[arg(long, env = "PALISADE_LOG_JSON")]
     log_json: bool,
@@ -169,6 +175,12 @@ impl Cli {
         }
         if let Some(v) = self.report_window_secs {
             c.report_window_secs = v;
+        }
+        if let Some(v) = self.max_body_inspect {
+            c.reassembly.max_body_inspect = v;
+        }
+        if let Some(v) = self.max_body_bytes {
+            c.reassembly.max_body_bytes = v;
         }
         c.validate()?;
         Ok(c)
@@ -266,6 +278,37 @@ mod tests {
         assert_eq!(c.nats.token.as_deref(), Some("flag-token"));
         assert_eq!(c.nats.nkey_seed.as_deref(), Some("SUFLAG"));
         assert_eq!(c.ebpf.interfaces, vec!["eth0".to_owned()]);
+    }
+
+    #[test]
+    fn body_inspection_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sensor.toml");
+        std::fs::write(
+            &path,
+            "sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"lo\"]\n[reassembly]\nmax_body_inspect = 1000\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let c = Cli::try_parse_from(["palisade-sensor", "--config", config])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.reassembly.max_body_inspect, 1000);
+        let c = Cli::try_parse_from([
+            "palisade-sensor",
+            "--config",
+            config,
+            "--max-body-inspect",
+            "131072",
+            "--max-body-bytes",
+            "1048576",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(c.reassembly.max_body_inspect, 131_072);
+        assert_eq!(c.reassembly.max_body_bytes, 1_048_576);
     }
 
     #[test]

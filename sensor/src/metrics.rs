@@ -49,11 +49,56 @@ pub struct Metrics {
     pub buffer_drops: AtomicU64,
     /// Reports that failed the wire contract (a bug; logged).
     pub reports_invalid: AtomicU64,
+    /// Bytes reserved by reassembly for body inspection now (gauge).
+    pub body_bytes: AtomicU64,
+    /// Later body windows inspected (beyond each request's first).
+    pub body_windows: AtomicU64,
+    /// Body bytes (de-chunked) inspected in windows.
+    pub body_bytes_inspected: AtomicU64,
+    /// Bodies longer than `max_body_inspect` (the rest skipped by its framing).
+    pub bodies_cut: AtomicU64,
+    /// Bodies not followed past their head's segment: per-flow budget too small.
+    pub body_skipped_flow_budget: AtomicU64,
+    /// Bodies not followed past their head's segment: global budget spent.
+    pub body_skipped_global_budget: AtomicU64,
+    /// Requests whose body framing was broken or unknown.
+    pub framing_errors: AtomicU64,
+    /// Requests with both `Transfer-Encoding: chunked` and `Content-Length`.
+    pub ambiguous_framing: AtomicU64,
+    /// Flows that lost track of request boundaries (their later requests are out of sync).
+    pub desyncs: AtomicU64,
+    /// Holes in flows' sequence numbers (lost segments).
+    pub reassembly_gaps: AtomicU64,
+    /// Skip hints handed to the kernel side.
+    pub skip_hints: AtomicU64,
     detections: Mutex<BTreeMap<String, u64>>,
     unattributed: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
+    /// Copy the reassembler's gauges and counters (called periodically by the capture loop).
+    pub fn store_reassembly(&self, r: &crate::reassembly::Reassembler) {
+        let s = r.stats();
+        let set = |m: &AtomicU64, v: u64| m.store(v, Ordering::Relaxed);
+        set(&self.flows, r.flow_count() as u64);
+        set(&self.reassembly_bytes, r.buffered_bytes() as u64);
+        set(&self.body_bytes, r.body_buffered_bytes() as u64);
+        set(&self.flows_evicted, s.evicted);
+        set(&self.body_windows, s.body_windows);
+        set(&self.body_bytes_inspected, s.body_bytes_inspected);
+        set(&self.bodies_cut, s.bodies_cut);
+        set(&self.body_skipped_flow_budget, s.body_skipped_flow_budget);
+        set(
+            &self.body_skipped_global_budget,
+            s.body_skipped_global_budget,
+        );
+        set(&self.framing_errors, s.bad_framing);
+        set(&self.ambiguous_framing, s.ambiguous_framing);
+        set(&self.desyncs, s.desyncs);
+        set(&self.reassembly_gaps, s.gaps);
+        set(&self.skip_hints, s.skip_hints);
+    }
+
     /// Count one detection of `rule`.
     pub fn detection(&self, rule: &str) {
         if let Ok(mut map) = self.detections.lock() {
@@ -93,7 +138,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 28] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -196,6 +241,72 @@ impl Metrics {
                 "Reports that failed the wire contract.",
                 &self.reports_invalid,
             ),
+            (
+                "palisade_sensor_body_inspection_bytes",
+                "gauge",
+                "Bytes reserved for body inspection (kept heads and windows).",
+                &self.body_bytes,
+            ),
+            (
+                "palisade_sensor_body_windows_total",
+                "counter",
+                "Later body windows inspected (beyond each request's first).",
+                &self.body_windows,
+            ),
+            (
+                "palisade_sensor_body_bytes_inspected_total",
+                "counter",
+                "Body bytes (de-chunked) inspected in windows.",
+                &self.body_bytes_inspected,
+            ),
+            (
+                "palisade_sensor_bodies_cut_total",
+                "counter",
+                "Bodies longer than max_body_inspect; the rest was skipped.",
+                &self.bodies_cut,
+            ),
+            (
+                "palisade_sensor_body_skipped_flow_budget_total",
+                "counter",
+                "Bodies not followed past their head's segment: per-flow budget too small.",
+                &self.body_skipped_flow_budget,
+            ),
+            (
+                "palisade_sensor_body_skipped_global_budget_total",
+                "counter",
+                "Bodies not followed past their head's segment: global budget spent.",
+                &self.body_skipped_global_budget,
+            ),
+            (
+                "palisade_sensor_framing_errors_total",
+                "counter",
+                "Requests whose body framing was broken or unknown (the flow resynchronized).",
+                &self.framing_errors,
+            ),
+            (
+                "palisade_sensor_ambiguous_framing_total",
+                "counter",
+                "Requests with both Transfer-Encoding chunked and Content-Length.",
+                &self.ambiguous_framing,
+            ),
+            (
+                "palisade_sensor_desyncs_total",
+                "counter",
+                "Flows that lost track of request boundaries (later requests out of sync).",
+                &self.desyncs,
+            ),
+            (
+                "palisade_sensor_reassembly_gaps_total",
+                "counter",
+                "Lost segments (holes in a flow's sequence numbers).",
+                &self.reassembly_gaps,
+            ),
+            (
+                "palisade_sensor_skip_hints_total",
+                "counter",
+                "Body skips of known length offered to the kernel.",
+                &self.skip_hints,
+            ),
         ];
         for (name, kind, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -278,5 +389,45 @@ mod tests {
         assert!(text.contains("palisade_sensor_detections_total{rule=\"sqli-001\"} 2\n"));
         assert!(text.contains("palisade_sensor_buffer_drops_total 0\n"));
         assert_eq!(m.detections_total(), 2);
+    }
+
+    #[test]
+    fn reassembly_body_counters_are_surfaced() {
+        use crate::config::ReassemblyConfig;
+        use crate::http::ParseLimits;
+        use crate::reassembly::{FlowKey, Reassembler, Segment};
+        let mut r = Reassembler::new(ReassemblyConfig::default(), ParseLimits::default());
+        let key = FlowKey {
+            src: "192.0.2.1".parse().unwrap(),
+            src_port: 1,
+            dst: "192.0.2.2".parse().unwrap(),
+            dst_port: 80,
+        };
+        let data =
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc";
+        r.push(
+            key,
+            Segment {
+                seq: 1,
+                len: data.len() as u32,
+                data,
+                end: false,
+                now_ns: 0,
+                established: true,
+                stream_start: Some(1),
+            },
+            |_, _, _| {},
+        );
+        let m = Metrics::default();
+        m.store_reassembly(&r);
+        let text = m.render();
+        assert!(text.contains("palisade_sensor_flows 1\n"), "{text}");
+        assert!(text.contains("palisade_sensor_ambiguous_framing_total 1\n"));
+        assert!(text.contains("palisade_sensor_body_bytes_inspected_total 3\n"));
+        assert_eq!(
+            m.body_bytes.load(Ordering::Relaxed),
+            r.body_buffered_bytes() as u64
+        );
+        assert!(r.body_buffered_bytes() > 0);
     }
 }

@@ -234,9 +234,7 @@ impl Capture {
                 _ = housekeeping.tick() => {
                     reassembler.expire(monotonic_ns());
                     let stats = reassembler.stats();
-                    metrics.flows.store(reassembler.flow_count() as u64, Ordering::Relaxed);
-                    metrics.reassembly_bytes.store(reassembler.buffered_bytes() as u64, Ordering::Relaxed);
-                    metrics.flows_evicted.store(stats.evicted, Ordering::Relaxed);
+                    metrics.store_reassembly(&reassembler);
                     metrics.ring_drops.store(counters_of(&counters, COUNTER_RING_FULL), Ordering::Relaxed);
                     metrics.kernel_errors.store(counters_of(&counters, COUNTER_ERRORS), Ordering::Relaxed);
                     debug!(

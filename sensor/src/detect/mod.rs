@@ -346,10 +346,17 @@ impl Detector {
         self.rules.iter().map(|r| r.id.as_str())
     }
 
-    /// Inspect one request. Returns at most one detection per rule, most severe first.
+    /// Inspect one request. Returns at most one detection per rule, most severe first. A later
+    /// window of a body ([`Request::body_window`]) has its body fields inspected only: its head
+    /// was inspected with the first window.
     pub fn inspect(&self, req: &Request) -> Vec<Detection> {
         let mut s = self.scratch();
         let mut out = Vec::new();
+        if req.body_window.is_some() {
+            self.scan_body(req, &mut s, &mut out);
+            out.sort_by_key(|d| std::cmp::Reverse(d.severity));
+            return out;
+        }
 
         let path = req.path();
         self.scan_raw(
@@ -424,31 +431,37 @@ impl Detector {
             }
             s.header = lname;
         }
-        if !req.body.is_empty() {
-            let body = req.body_view();
-            body.for_each_field(|name, value, form| {
-                let flavor = if form { Flavor::Form } else { Flavor::Plain };
-                if form {
-                    // Names of form pairs are raw too.
-                    self.scan_named(name, value, Kind::Body, "body", flavor, &mut s, &mut out);
-                } else {
-                    self.scan_raw(
-                        value,
-                        flavor,
-                        &Field {
-                            kind: Kind::Body,
-                            header: "",
-                            prefix: "body",
-                            name,
-                        },
-                        &mut s,
-                        &mut out,
-                    );
-                }
-            });
-        }
+        self.scan_body(req, &mut s, &mut out);
         out.sort_by_key(|d| std::cmp::Reverse(d.severity));
         out
+    }
+
+    /// Scan the fields of the request's body (prefix or window).
+    fn scan_body(&self, req: &Request, s: &mut Scratch, out: &mut Vec<Detection>) {
+        if req.body.is_empty() {
+            return;
+        }
+        let body = req.body_view();
+        body.for_each_field(|name, value, form| {
+            let flavor = if form { Flavor::Form } else { Flavor::Plain };
+            if form {
+                // Names of form pairs are raw too.
+                self.scan_named(name, value, Kind::Body, "body", flavor, s, out);
+            } else {
+                self.scan_raw(
+                    value,
+                    flavor,
+                    &Field {
+                        kind: Kind::Body,
+                        header: "",
+                        prefix: "body",
+                        name,
+                    },
+                    s,
+                    out,
+                );
+            }
+        });
     }
 
     fn scratch(&self) -> Scratch {

@@ -70,6 +70,25 @@ impl<'a> Body<'a> {
         body
     }
 
+    /// A window of a body whose encoding was decided on its first bytes: not sniffed again
+    /// (a later window of a JSON body need not start with `{`).
+    pub fn with_kind(kind: BodyKind, content_type: Option<&'a str>, bytes: &'a [u8]) -> Body<'a> {
+        let boundary = match kind {
+            BodyKind::Multipart => content_type.and_then(boundary),
+            _ => None,
+        };
+        let kind = match kind {
+            _ if bytes.is_empty() => BodyKind::Empty,
+            BodyKind::Multipart if boundary.is_none() => BodyKind::Other,
+            k => k,
+        };
+        Body {
+            kind,
+            bytes,
+            boundary,
+        }
+    }
+
     /// Call `f(name, value, form_encoded)` for every field of the body. Form bodies give their
     /// pairs (raw, `form_encoded` = true), JSON every string (keys with name `""`, values named
     /// by their key, escapes decoded), multipart every part (and its file name), XML and other
@@ -311,6 +330,304 @@ fn multipart_parts(buf: &[u8], boundary: &str, mut f: impl FnMut(&str, Option<&s
     }
 }
 
+/// Splits a body that arrives in pieces into windows for inspection without holding the whole
+/// body. A field that is not finished at the end of a window is carried over to the next one,
+/// so that it is seen whole: form bodies are cut at the last `&`, JSON outside a string (the
+/// tokenizer's string and escape state decides where strings start; the last object key is
+/// repeated in front of the next window so its values keep their name), multipart bodies at
+/// the last part delimiter. A field longer than the carry bound, and any other body, is cut
+/// where the window is full and its last [`BodyStream::overlap`] bytes are seen again at the
+/// start of the next window (inside a JSON string or a multipart part, behind a synthetic
+/// opening quote or the part's headers, so the tail is still read as what it is).
+#[derive(Debug)]
+pub struct BodyStream {
+    content_type: Option<String>,
+    /// Decided on the first window.
+    kind: Option<BodyKind>,
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` that are synthetic (a key or quote put in front).
+    prefix_len: usize,
+    window: usize,
+    /// Body bytes pushed so far.
+    pushed: u64,
+}
+
+/// Where a window is cut.
+struct Cut {
+    /// The window is `buf[..end]`.
+    end: usize,
+    /// The next window starts with `prefix` then `buf[carry..]`.
+    carry: usize,
+    prefix: Vec<u8>,
+}
+
+/// Longest object key (raw) or multipart part head repeated in front of a window.
+const MAX_REPEATED: usize = 512;
+
+impl BodyStream {
+    /// A stream of windows of `window` bytes (at least 1024) for a body of this content type.
+    pub fn new(content_type: Option<&str>, window: usize) -> BodyStream {
+        BodyStream {
+            content_type: content_type.map(str::to_owned),
+            kind: None,
+            // Grown as bytes come: a small body never costs a whole window.
+            buf: Vec::new(),
+            prefix_len: 0,
+            window: window.max(1024),
+            pushed: 0,
+        }
+    }
+
+    /// Most bytes this stream holds at once (what a flow reserves for it).
+    pub fn capacity(&self) -> usize {
+        self.window
+    }
+
+    /// A field longer than this is not carried over whole.
+    pub fn max_carry(&self) -> usize {
+        self.window / 2
+    }
+
+    /// Bytes of a window seen again at the start of the next when no field boundary is near.
+    pub fn overlap(&self) -> usize {
+        (self.window / 8).min(512)
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Room left in the current window.
+    pub fn room(&self) -> usize {
+        self.window.saturating_sub(self.buf.len())
+    }
+
+    /// Append body bytes (at most [`BodyStream::room`]).
+    pub fn push(&mut self, data: &[u8]) {
+        let data = &data[..data.len().min(self.room())];
+        self.buf.extend_from_slice(data);
+        self.pushed += data.len() as u64;
+    }
+
+    /// The body's encoding (decided on the first window taken).
+    pub fn kind(&mut self) -> BodyKind {
+        match self.kind {
+            Some(k) => k,
+            None => {
+                let k = Body::classify(self.content_type.as_deref(), &self.buf).kind;
+                // Blank first bytes say nothing about a body without a content type.
+                let telling = self.content_type.is_some()
+                    || self.buf.iter().any(|b| !b.is_ascii_whitespace());
+                if k != BodyKind::Empty && telling {
+                    self.kind = Some(k);
+                }
+                k
+            }
+        }
+    }
+
+    /// Take the next window: `(bytes, offset in the body, kind)`. With `last`, everything held
+    /// (the body ended, or bytes were lost and what follows cannot join it); otherwise the
+    /// window ends at a field boundary and the unfinished field stays for the next window.
+    pub fn take(&mut self, last: bool) -> Option<(Vec<u8>, u64, BodyKind)> {
+        if self.buf.len() <= self.prefix_len {
+            if last {
+                self.buf.clear();
+                self.prefix_len = 0;
+            }
+            return None;
+        }
+        let kind = self.kind();
+        let offset = self
+            .pushed
+            .saturating_sub((self.buf.len() - self.prefix_len) as u64);
+        if last {
+            let window = std::mem::take(&mut self.buf);
+            self.prefix_len = 0;
+            return Some((window, offset, kind));
+        }
+        let mut cut = self.cut(kind);
+        let len = self.buf.len();
+        if self.room() == 0 && cut.prefix.len() + (len - cut.carry) >= len {
+            // A full window must make room: fall back to the plain overlap.
+            cut = Cut {
+                end: len,
+                carry: len.saturating_sub(self.overlap()).max(self.prefix_len),
+                prefix: Vec::new(),
+            };
+        }
+        let mut next = Vec::with_capacity(cut.prefix.len() + len - cut.carry);
+        next.extend_from_slice(&cut.prefix);
+        next.extend_from_slice(&self.buf[cut.carry..]);
+        self.prefix_len = cut.prefix.len();
+        let mut window = std::mem::replace(&mut self.buf, next);
+        window.truncate(cut.end);
+        Some((window, offset, kind))
+    }
+
+    fn cut(&self, kind: BodyKind) -> Cut {
+        let buf = &self.buf;
+        let len = buf.len();
+        let plain = Cut {
+            end: len,
+            carry: len.saturating_sub(self.overlap()).max(self.prefix_len),
+            prefix: Vec::new(),
+        };
+        match kind {
+            BodyKind::Form => {
+                let pair = memchr::memrchr(b'&', buf).map_or(0, |i| i + 1);
+                if len - pair <= self.max_carry() {
+                    return Cut {
+                        end: pair.saturating_sub(1),
+                        carry: pair,
+                        prefix: Vec::new(),
+                    };
+                }
+                // One long value: see its tail again, under its name.
+                let mut prefix = Vec::new();
+                if let Some(eq) = memchr::memchr(b'=', &buf[pair..])
+                    && eq < MAX_REPEATED
+                {
+                    prefix.extend_from_slice(&buf[pair..pair + eq + 1]);
+                }
+                Cut { prefix, ..plain }
+            }
+            BodyKind::Json => self.json_cut(),
+            BodyKind::Multipart => self.multipart_cut(plain),
+            _ => plain,
+        }
+    }
+
+    fn json_cut(&self) -> Cut {
+        let buf = &self.buf;
+        let len = buf.len();
+        let mut i = 0;
+        // Opening quote of the string we are in.
+        let mut in_string: Option<usize> = None;
+        // The last string closed, while only whitespace followed it.
+        let mut last_string: Option<(usize, usize)> = None;
+        // The last object key (raw, with its quotes).
+        let mut key: Option<(usize, usize)> = None;
+        while i < len {
+            match in_string {
+                Some(start) => match memchr::memchr2(b'"', b'\\', &buf[i..]) {
+                    None => i = len,
+                    Some(rel) if buf[i + rel] == b'\\' => i += rel + 2,
+                    Some(rel) => {
+                        i += rel + 1;
+                        in_string = None;
+                        last_string = Some((start, i));
+                    }
+                },
+                None => {
+                    match buf[i] {
+                        b'"' => in_string = Some(i),
+                        b':' => {
+                            key = last_string.or(key);
+                            last_string = None;
+                        }
+                        b if b.is_ascii_whitespace() => {}
+                        _ => last_string = None,
+                    }
+                    i += 1;
+                }
+            }
+        }
+        let key_prefix = |before: usize| -> Vec<u8> {
+            match key {
+                Some((s, e)) if e <= before && e - s <= MAX_REPEATED => {
+                    let mut p = buf[s..e].to_vec();
+                    p.push(b':');
+                    p
+                }
+                _ => Vec::new(),
+            }
+        };
+        // The unfinished string, or a finished one whose role (key or value) the next bytes
+        // tell, goes to the next window whole if it is short enough.
+        let open = in_string.or(last_string.map(|(s, _)| s));
+        if let Some(start) = open
+            && len - start <= self.max_carry()
+        {
+            return Cut {
+                end: start,
+                carry: start,
+                prefix: key_prefix(start),
+            };
+        }
+        match in_string {
+            Some(start) => {
+                // A long string: its tail is seen again, still as a string, from an escape
+                // boundary (a `\u` sequence is never split).
+                let from = start + 1;
+                let want = len.saturating_sub(self.overlap()).max(from);
+                let carry = escape_boundary(buf, from, want);
+                let mut prefix = key_prefix(start);
+                prefix.push(b'"');
+                Cut {
+                    end: len,
+                    carry,
+                    prefix,
+                }
+            }
+            None => Cut {
+                end: len,
+                carry: len,
+                prefix: key_prefix(len),
+            },
+        }
+    }
+
+    fn multipart_cut(&self, plain: Cut) -> Cut {
+        let buf = &self.buf;
+        let len = buf.len();
+        let Some(boundary) = self.content_type.as_deref().and_then(boundary) else {
+            return plain;
+        };
+        let delim = format!("--{boundary}");
+        let Some(part) = memchr::memmem::rfind(buf, delim.as_bytes()) else {
+            return plain;
+        };
+        if len - part <= self.max_carry() {
+            return Cut {
+                end: part,
+                carry: part,
+                prefix: Vec::new(),
+            };
+        }
+        // A long part: its tail is seen again behind the part's own headers.
+        let head_end = memchr::memmem::find(&buf[part..], b"\r\n\r\n")
+            .map(|i| part + i + 4)
+            .or_else(|| memchr::memmem::find(&buf[part..], b"\n\n").map(|i| part + i + 2));
+        match head_end {
+            Some(h) if h - part <= MAX_REPEATED && h <= plain.carry => Cut {
+                prefix: buf[part..h].to_vec(),
+                ..plain
+            },
+            _ => plain,
+        }
+    }
+}
+
+/// The start of the JSON string token (character or escape sequence) that covers `want`,
+/// walking from `from` (inside the string).
+fn escape_boundary(buf: &[u8], from: usize, want: usize) -> usize {
+    let mut i = from;
+    while i < want {
+        let step = match buf.get(i) {
+            Some(b'\\') if buf.get(i + 1) == Some(&b'u') => 6,
+            Some(b'\\') => 2,
+            _ => 1,
+        };
+        if i + step > want {
+            break;
+        }
+        i += step;
+    }
+    i.min(buf.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +707,144 @@ mod tests {
     fn multipart_without_boundary_is_other() {
         let b = Body::classify(Some("multipart/form-data"), b"abc");
         assert_eq!(b.kind, BodyKind::Other);
+    }
+
+    /// Push `body` in pieces of `step` and collect every window taken.
+    fn windows(ct: &str, body: &[u8], window: usize, step: usize) -> Vec<Vec<u8>> {
+        let mut s = BodyStream::new(Some(ct), window);
+        let mut out = Vec::new();
+        for piece in body.chunks(step) {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let n = s.room().min(piece.len());
+                s.push(&piece[..n]);
+                piece = &piece[n..];
+                assert!(s.held() <= s.capacity());
+                if s.room() == 0 {
+                    out.extend(s.take(false).map(|w| w.0));
+                }
+            }
+        }
+        out.extend(s.take(true).map(|w| w.0));
+        out
+    }
+
+    fn all_fields(ct: &str, windows: &[Vec<u8>]) -> Vec<(String, String)> {
+        let kind = Body::classify(Some(ct), &windows[0]).kind;
+        let mut out = Vec::new();
+        for w in windows {
+            Body::with_kind(kind, Some(ct), w).for_each_field(|n, v, _| {
+                out.push((n.to_owned(), String::from_utf8_lossy(v).into_owned()))
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn form_windows_are_cut_at_pairs() {
+        let body: Vec<u8> = (0..400)
+            .map(|i| format!("field{i}=value-{i}&"))
+            .collect::<String>()
+            .into_bytes();
+        let ct = "application/x-www-form-urlencoded";
+        let w = windows(ct, &body, 1024, 333);
+        assert!(w.len() > 4);
+        let fields = all_fields(ct, &w);
+        // Every pair seen whole, exactly once.
+        assert_eq!(fields.len(), 400);
+        for (i, (n, v)) in fields.iter().enumerate() {
+            assert_eq!(
+                (n.as_str(), v.as_str()),
+                (&*format!("field{i}"), &*format!("value-{i}"))
+            );
+        }
+    }
+
+    #[test]
+    fn json_windows_keep_strings_escapes_and_keys() {
+        let mut body = b"{".to_vec();
+        for i in 0..300 {
+            body.extend_from_slice(format!("\"k{i}\": \"v\\\"{i}\\u0041\\\\\",").as_bytes());
+        }
+        body.extend_from_slice(b"\"end\":1}");
+        let ct = "application/json";
+        for step in [1, 100, 1000] {
+            let w = windows(ct, &body, 1024, step);
+            let fields = all_fields(ct, &w);
+            for i in 0..300 {
+                let want = (format!("k{i}"), format!("v\"{i}A\\"));
+                assert!(fields.contains(&want), "step {step}: {want:?}");
+            }
+            // No value is seen cut in half (no partial escape, no string split).
+            assert!(
+                fields
+                    .iter()
+                    .all(|(n, v)| n.is_empty() || v.ends_with("A\\")),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_json_string_goes_on_as_a_string() {
+        let mut body = b"{\"q\":\"".to_vec();
+        body.resize(3000, b'a');
+        body.extend_from_slice(b"\\u0027 union select 1--\"}");
+        let w = windows("application/json", &body, 1024, 4096);
+        // The window after the cut starts with the key and a quote: still the string of `q`.
+        assert!(
+            w[1].starts_with(b"\"q\":\""),
+            "{:?}",
+            String::from_utf8_lossy(&w[1][..8])
+        );
+        let fields = all_fields("application/json", &w);
+        assert!(
+            fields
+                .iter()
+                .any(|(n, v)| n == "q" && v.ends_with("' union select 1--"))
+        );
+    }
+
+    #[test]
+    fn multipart_windows_are_cut_at_parts_and_long_parts_keep_their_headers() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let mut body = Vec::new();
+        for i in 0..30 {
+            body.extend_from_slice(
+                format!(
+                    "--XyZ\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nvalue {i}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"big\"\r\n\r\n");
+        body.resize(body.len() + 3000, b'b');
+        body.extend_from_slice(b"<?php system($_GET[1]); ?>\r\n--XyZ--\r\n");
+        let w = windows(ct, &body, 1024, 500);
+        let fields = all_fields(ct, &w);
+        for i in 0..30 {
+            assert!(
+                fields.contains(&(format!("f{i}"), format!("value {i}"))),
+                "f{i}"
+            );
+        }
+        assert!(
+            fields
+                .iter()
+                .any(|(n, v)| n == "big" && v.ends_with("system($_GET[1]); ?>"))
+        );
+    }
+
+    #[test]
+    fn other_bodies_overlap() {
+        let mut body = vec![b'.'; 1020];
+        body.extend_from_slice(b"/etc/passwd");
+        body.resize(2500, b'.');
+        let w = windows("text/plain", &body, 1024, 700);
+        assert!(
+            w.iter()
+                .any(|w| memchr::memmem::find(w, b"/etc/passwd").is_some())
+        );
     }
 
     #[test]

@@ -15,16 +15,21 @@
 //! reason to drop the request. A head larger than [`ParseLimits::max_head`] still gives the
 //! request line and the header lines that fit, marked [`Request::head_truncated`].
 //!
-//! Bodies are captured as a *prefix*: the detector looks at the first bytes only. Chunked bodies
-//! are de-chunked into the prefix. A body larger than the prefix still has a known length when it
-//! is framed by `Content-Length`, so `consumed` may then be larger than the buffer: the caller
-//! skips the remaining bytes as they arrive.
+//! [`parse_request`] captures a body as a *prefix* (the first [`ParseLimits::max_body`] bytes,
+//! de-chunked). A body larger than the prefix still has a known length when it is framed by
+//! `Content-Length`, so `consumed` may then be larger than the buffer: the caller skips the
+//! remaining bytes as they arrive. A stream reader that follows bodies past the prefix (the
+//! reassembler) parses the head alone with [`parse_head`], asks [`body_framing`] how the body
+//! is delimited and walks chunked framing with [`ChunkedDecoder`] as bytes arrive.
 
 use std::borrow::Cow;
 
+mod chunked;
 mod fields;
 
-pub use fields::{Body, BodyKind, form_pairs};
+pub use chunked::{BadChunk, ChunkedDecoder, MAX_CHUNK_LINE, MAX_TRAILERS};
+
+pub use fields::{Body, BodyKind, BodyStream, form_pairs};
 pub(crate) use fields::{hex_digit, hex4};
 
 /// Why a buffer is not an HTTP/1.x request.
@@ -57,6 +62,10 @@ pub enum ParseError {
     /// The chunked body framing is broken.
     #[error("invalid chunked body")]
     BadChunk,
+    /// `Transfer-Encoding` does not end with `chunked` (nginx answers 501): the body's end
+    /// is unknown.
+    #[error("unsupported Transfer-Encoding")]
+    BadTransferEncoding,
 }
 
 /// Size limits of the parser.
@@ -66,7 +75,8 @@ pub struct ParseLimits {
     /// longer head is not dropped: the request line and the header lines that fit are returned,
     /// marked [`Request::head_truncated`].
     pub max_head: usize,
-    /// Largest body prefix kept for inspection, in bytes.
+    /// Largest body prefix kept by [`parse_request`], in bytes. (The reassembler inspects
+    /// bodies further, window by window: `reassembly.max_body_inspect`.)
     pub max_body: usize,
 }
 
@@ -100,7 +110,8 @@ pub struct Request {
     pub versionless: bool,
     /// Header fields in order; names as sent, values lossy UTF-8 with surrounding whitespace trimmed.
     pub headers: Vec<(String, String)>,
-    /// Body prefix (de-chunked), at most the configured limit.
+    /// Body prefix (de-chunked), at most the configured limit; for a later body window (see
+    /// [`Request::body_window`]) the bytes of that window.
     pub body: Vec<u8>,
     /// True when the body is longer than [`Request::body`] (or its end was not seen).
     pub body_truncated: bool,
@@ -112,6 +123,20 @@ pub struct Request {
     /// name that is not a token (`X@Y: 1`, a space before the colon), an empty name, a line
     /// without a colon that is not a token, a folded line with nothing to continue.
     pub header_lines_skipped: u32,
+    /// Set when this is not the request itself but a later window of its body, emitted again
+    /// with the same head so the detector can look at body bytes past the first window. The
+    /// head was already inspected with the first window; only [`Request::body`] is new.
+    pub body_window: Option<BodyWindow>,
+}
+
+/// Where a later window of a body lies, and how the body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyWindow {
+    /// Offset of the window's first byte in the de-chunked body (approximate when the window
+    /// starts with bytes carried over from the previous one).
+    pub offset: u64,
+    /// The body's encoding, decided on its first window (sniffing needs its first bytes).
+    pub kind: BodyKind,
 }
 
 impl Request {
@@ -189,7 +214,10 @@ impl Request {
 
     /// The body prefix, classified by `Content-Type` (or sniffed when it is absent).
     pub fn body_view(&self) -> Body<'_> {
-        Body::classify(self.header("content-type"), &self.body)
+        match self.body_window {
+            Some(w) => Body::with_kind(w.kind, self.header("content-type"), &self.body),
+            None => Body::classify(self.header("content-type"), &self.body),
+        }
     }
 
     /// The body prefix as text (lossy UTF-8).
@@ -293,6 +321,22 @@ fn parse_inner(
     buf: &[u8],
     limits: &ParseLimits,
 ) -> Result<Option<(Request, Option<usize>)>, ParseError> {
+    match parse_head(buf, limits)? {
+        None => Ok(None),
+        Some((request, Some(body_start))) => read_body(request, buf, body_start, limits),
+        Some((request, None)) => Ok(Some((request, None))),
+    }
+}
+
+/// Parse the request head at the start of `buf` (leading blank lines skipped) and nothing
+/// else: `Ok(Some((request, Some(n))))` with an empty body when the head is complete, `n` being
+/// the offset of the body's first byte; `Ok(Some((request, None)))` when a head was parsed but
+/// where it ends is unknown (the caller must resynchronise); `Ok(None)` when the head is not
+/// complete yet.
+pub fn parse_head(
+    buf: &[u8],
+    limits: &ParseLimits,
+) -> Result<Option<(Request, Option<usize>)>, ParseError> {
     // Skip leading blank lines.
     let mut start = 0;
     while start < buf.len() && (buf[start] == b'\r' || buf[start] == b'\n') {
@@ -352,16 +396,73 @@ fn parse_inner(
         _ => return Ok(None),
     };
     parse_header_lines(&rest[nl + 1..head_len], &mut request);
+    Ok(Some((request, Some(start + head_len))))
+}
 
-    let body_start = start + head_len;
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length` bytes (more than zero).
+    Length(u64),
+    /// The chunked transfer coding, up to its last chunk and trailers.
+    Chunked,
+}
+
+/// How the body of `req` is delimited, as nginx decides it: `Transfer-Encoding` (any letter
+/// case, all header lines as one list) wins over `Content-Length` when its last coding is
+/// `chunked`; any other `Transfer-Encoding` leaves the body's end unknown
+/// ([`ParseError::BadTransferEncoding`]); several `Content-Length` values must agree.
+pub fn body_framing(req: &Request) -> Result<Framing, ParseError> {
+    if req.headers_all("transfer-encoding").next().is_some() {
+        let mut codings = req
+            .headers_all("transfer-encoding")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .peekable();
+        let mut last_chunked = false;
+        let mut chunked_seen = 0;
+        while let Some(c) = codings.next() {
+            // A coding may carry parameters (`gzip;q=1`): only its name counts.
+            let name = c.split(';').next().unwrap_or("").trim();
+            let chunked = name.eq_ignore_ascii_case("chunked");
+            chunked_seen += usize::from(chunked);
+            last_chunked = chunked && codings.peek().is_none();
+        }
+        // chunked must be the final coding, applied once (RFC 9112 §6.1).
+        return if last_chunked && chunked_seen == 1 {
+            Ok(Framing::Chunked)
+        } else {
+            Err(ParseError::BadTransferEncoding)
+        };
+    }
+    Ok(match content_length(req)? {
+        None | Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+/// The body part of [`parse_request`]: up to `limits.max_body` bytes of it, and the request's
+/// length when its end is known.
+fn read_body(
+    mut request: Request,
+    buf: &[u8],
+    body_start: usize,
+    limits: &ParseLimits,
+) -> Result<Option<(Request, Option<usize>)>, ParseError> {
     let body_avail = &buf[body_start..];
-    let chunked = request
-        .headers_all("transfer-encoding")
-        .any(|v| v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
+    let framing = body_framing(&request)?;
+    if framing == Framing::Chunked {
         return match dechunk(body_avail, limits.max_body)? {
-            Dechunked::Done { body, len } => {
+            Dechunked::Done {
+                body,
+                len,
+                truncated,
+            } => {
                 request.body = body;
+                request.body_truncated = truncated;
                 Ok(Some((request, Some(body_start + len))))
             }
             Dechunked::Prefix { body } => {
@@ -373,10 +474,9 @@ fn parse_inner(
         };
     }
 
-    let content_length = content_length(&request)?;
-    match content_length {
-        None | Some(0) => Ok(Some((request, Some(body_start)))),
-        Some(cl) => {
+    match framing {
+        Framing::None | Framing::Chunked => Ok(Some((request, Some(body_start)))),
+        Framing::Length(cl) => {
             let want = cl.min(limits.max_body as u64) as usize;
             if body_avail.len() < want {
                 return Ok(None);
@@ -601,77 +701,39 @@ fn parse_header_lines(lines: &[u8], request: &mut Request) {
 }
 
 enum Dechunked {
-    /// The whole chunked body (up to and including the last chunk and trailers) is in the buffer.
-    Done { body: Vec<u8>, len: usize },
-    /// The prefix limit was reached before the end.
+    /// The whole chunked body (up to and including the last chunk and trailers) is in the
+    /// buffer; `body` holds at most the prefix limit (`truncated` if there was more).
+    Done {
+        body: Vec<u8>,
+        len: usize,
+        truncated: bool,
+    },
+    /// The prefix limit was reached before the end (or the framing broke after it).
     Prefix { body: Vec<u8> },
     /// Need more bytes.
     NeedMore,
 }
 
+/// De-chunk the start of `buf` with the same decoder the reassembler walks bodies with.
 fn dechunk(buf: &[u8], max_body: usize) -> Result<Dechunked, ParseError> {
     let mut body = Vec::new();
-    let mut pos = 0;
-    loop {
-        if body.len() >= max_body {
-            body.truncate(max_body);
-            return Ok(Dechunked::Prefix { body });
-        }
-        let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
-            if buf.len() - pos > 1024 {
-                return Err(ParseError::BadChunk);
-            }
-            return Ok(Dechunked::NeedMore);
-        };
-        let size_line = trim_cr(&buf[pos..pos + nl]);
-        let size_hex = match memchr::memchr(b';', size_line) {
-            Some(i) => &size_line[..i],
-            None => size_line,
-        };
-        let size_hex = trim_ows(size_hex);
-        if size_hex.is_empty() || size_hex.len() > 15 || !size_hex.iter().all(u8::is_ascii_hexdigit)
-        {
-            return Err(ParseError::BadChunk);
-        }
-        let size = size_hex.iter().fold(0usize, |acc, &b| {
-            acc * 16 + (b as char).to_digit(16).unwrap_or(0) as usize
-        });
-        pos += nl + 1;
-        if size == 0 {
-            // Trailers up to an empty line.
-            loop {
-                let Some(nl) = memchr::memchr(b'\n', &buf[pos..]) else {
-                    return Ok(Dechunked::NeedMore);
-                };
-                let line = trim_cr(&buf[pos..pos + nl]);
-                pos += nl + 1;
-                if line.is_empty() {
-                    return Ok(Dechunked::Done { body, len: pos });
-                }
-            }
-        }
-        let avail = buf.len() - pos;
-        let room = max_body - body.len();
-        if avail < size {
-            if avail >= room {
-                body.extend_from_slice(&buf[pos..pos + room]);
-                return Ok(Dechunked::Prefix { body });
-            }
-            return Ok(Dechunked::NeedMore);
-        }
-        body.extend_from_slice(&buf[pos..pos + size.min(room)]);
-        pos += size;
-        // CRLF after the chunk data.
-        match buf.get(pos) {
-            None => return Ok(Dechunked::NeedMore),
-            Some(b'\r') => match buf.get(pos + 1) {
-                None => return Ok(Dechunked::NeedMore),
-                Some(b'\n') => pos += 2,
-                Some(_) => return Err(ParseError::BadChunk),
-            },
-            Some(b'\n') => pos += 1,
-            Some(_) => return Err(ParseError::BadChunk),
-        }
+    let mut total = 0usize;
+    let mut decoder = ChunkedDecoder::new();
+    let fed = decoder.feed(buf, |data| {
+        total = total.saturating_add(data.len());
+        let room = max_body.saturating_sub(body.len());
+        body.extend_from_slice(&data[..data.len().min(room)]);
+    });
+    match fed {
+        Ok(Some(len)) => Ok(Dechunked::Done {
+            truncated: total > body.len(),
+            body,
+            len,
+        }),
+        // The prefix is there; where the body ends is not known (yet, or at all).
+        Ok(None) | Err(_) if total >= max_body => Ok(Dechunked::Prefix { body }),
+        Ok(None) => Ok(Dechunked::NeedMore),
+        Err(e) => Err(e.into()),
     }
 }
 
