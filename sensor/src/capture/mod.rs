@@ -1,5 +1,6 @@
-//! The eBPF capture: load the TC ingress program, configure its maps, attach it to the
-//! interfaces, and read captured segments from the ring buffer into reassembly.
+//! The eBPF capture: load the TC programs (ingress capture, egress handshake tracking),
+//! configure their maps, attach them to the interfaces, and read captured segments from the
+//! ring buffer into reassembly.
 //!
 //! Reading follows the low-overhead recipe measured on this machine kind (DESIGN.md): the
 //! kernel submits without waking the reader (`BPF_RB_NO_WAKEUP`) unless more than
@@ -11,13 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
 use chrono::Utc;
 use palisade_sensor_common::{
-    CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS, COUNTER_RING_FULL,
-    FLAG_FIN, FLAG_IPV6, FLAG_RST, SegmentHeader,
+    CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS,
+    COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SKIPPED, COUNTER_SYNACKS, FAMILY_V4, FAMILY_V6,
+    FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FlowTuple, SegmentHeader,
 };
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, instrument, warn};
@@ -35,7 +37,10 @@ static EBPF_OBJECT: &[u8] =
 #[cfg(palisade_no_ebpf)]
 static EBPF_OBJECT: &[u8] = &[];
 
-const PROGRAM: &str = "palisade_ingress";
+const INGRESS: &str = "palisade_ingress";
+const EGRESS: &str = "palisade_egress";
+/// The flow-tracking maps, all sized by `ebpf.max_tracked_flows`.
+const FLOW_MAPS: [&str; 3] = ["PENDING", "ESTABLISHED", "SKIP"];
 const PERMISSION_HINT: &str = " (hint: loading and attaching eBPF needs root, or the capabilities CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; or use --source log)";
 
 /// Loaded and attached programs. Dropping it detaches them.
@@ -43,8 +48,71 @@ pub struct Capture {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    skip: SkipMap,
     ifnames: HashMap<u32, String>,
     attached: Vec<String>,
+}
+
+/// Handle on the kernel's `SKIP` map: flows whose payload userspace does not need before a
+/// sequence number. The kernel then sends header-only records (`captured = 0`, flag
+/// `FLAG_SKIPPED`) for segments that end at or before it, and removes the entry once the flow
+/// passes it.
+pub struct SkipMap {
+    map: BpfHashMap<MapData, FlowTuple, u32>,
+}
+
+impl std::fmt::Debug for SkipMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SkipMap").finish_non_exhaustive()
+    }
+}
+
+impl SkipMap {
+    /// Copy no payload of `key`'s client-to-server stream that ends at or before sequence
+    /// number `until`. A segment straddling `until` is copied whole. An entry for a flow whose
+    /// addresses mix families (which no captured segment has) is refused.
+    pub fn skip_until(&mut self, key: &FlowKey, until: u32) -> Result<(), Error> {
+        let tuple = flow_tuple(key).ok_or_else(|| Error::Ebpf {
+            message: format!("skip map: flow {key:?} mixes IPv4 and IPv6 addresses"),
+            hint: "",
+        })?;
+        self.map
+            .insert(tuple, until, 0)
+            .map_err(|e| ebpf_err("writing the SKIP map", &e))
+    }
+
+    /// Copy `key`'s payload again (no-op when it has no entry).
+    pub fn clear(&mut self, key: &FlowKey) -> Result<(), Error> {
+        let Some(tuple) = flow_tuple(key) else {
+            return Ok(());
+        };
+        match self.map.remove(&tuple) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(ebpf_err("removing from the SKIP map", &e)),
+        }
+    }
+
+    /// The entry for `key`, if any (the kernel removes it once the flow passes `until`).
+    pub fn get(&self, key: &FlowKey) -> Option<u32> {
+        self.map.get(&flow_tuple(key)?, 0).ok()
+    }
+}
+
+/// Kernel counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Records that did not fit the ring buffer (dropped).
+    pub ring_full: u64,
+    /// Records written to the ring buffer.
+    pub captured: u64,
+    /// Packets on watched ports whose headers could not be read (passed, not inspected).
+    pub errors: u64,
+    /// SYN-ACKs from watched ports recorded (egress).
+    pub synacks: u64,
+    /// Handshakes seen complete (flows marked established).
+    pub handshakes: u64,
+    /// Segments sent without payload because of the skip map.
+    pub skipped: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -93,8 +161,12 @@ impl Capture {
             });
         }
         let present = present_interfaces(&config.interfaces, ifindex)?;
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", config.ring_bytes)
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("EVENTS", config.ring_bytes);
+        for map in FLOW_MAPS {
+            loader.map_max_entries(map, config.max_tracked_flows);
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| ebpf_err("loading the eBPF object", &e))?;
 
@@ -120,28 +192,33 @@ impl Capture {
             .set(CONFIG_WAKEUP_BYTES, config.wakeup_bytes, 0)
             .map_err(|e| ebpf_err("setting wakeup_bytes", &e))?;
 
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| missing(PROGRAM))?
-            .try_into()
-            .map_err(|e| ebpf_err("program type", &e))?;
-        program
-            .load()
-            .map_err(|e| ebpf_err("loading the classifier (verifier)", &e))?;
         let mut ifnames = HashMap::new();
         let mut attached = Vec::new();
-        for (iface, index) in present {
+        for (iface, index) in &present {
             // Kernels >= 6.6 attach through TCX and need no qdisc; older ones need clsact.
             // It may already exist: that error is expected and harmless.
             if let Err(err) = tc::qdisc_add_clsact(iface) {
                 debug!(interface = %iface, cause = %err, "clsact qdisc not added (may exist)");
             }
-            // An interface that exists but cannot be attached to is a real failure.
+            ifnames.insert(*index, (*iface).to_owned());
+            attached.push((*iface).to_owned());
+        }
+        // Egress first: a handshake whose SYN-ACK leaves before the ingress program is attached
+        // is still tracked. An interface that exists but cannot be attached to is a failure.
+        for (name, direction) in [(EGRESS, TcAttachType::Egress), (INGRESS, TcAttachType::Ingress)] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| missing(name))?
+                .try_into()
+                .map_err(|e| ebpf_err("program type", &e))?;
             program
-                .attach(iface, TcAttachType::Ingress)
-                .map_err(|e| ebpf_err(format!("attaching to {iface} ingress"), &e))?;
-            ifnames.insert(index, iface.to_owned());
-            attached.push(iface.to_owned());
+                .load()
+                .map_err(|e| ebpf_err(format!("loading {name} (verifier)"), &e))?;
+            for (iface, _) in &present {
+                program
+                    .attach(iface, direction)
+                    .map_err(|e| ebpf_err(format!("attaching to {iface} {direction:?}"), &e))?;
+            }
         }
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -153,13 +230,29 @@ impl Capture {
                 .ok_or_else(|| missing("map COUNTERS"))?,
         )
         .map_err(|e| ebpf_err("map COUNTERS", &e))?;
+        let skip = SkipMap {
+            map: BpfHashMap::try_from(ebpf.take_map("SKIP").ok_or_else(|| missing("map SKIP"))?)
+                .map_err(|e| ebpf_err("map SKIP", &e))?,
+        };
         Ok(Capture {
             _ebpf: ebpf,
             ring,
             counters,
+            skip,
             ifnames,
             attached,
         })
+    }
+
+    /// Copy no payload of `key`'s stream that ends at or before sequence number `until`
+    /// (see [`SkipMap::skip_until`]).
+    pub fn skip_until(&mut self, key: FlowKey, until: u32) -> Result<(), Error> {
+        self.skip.skip_until(&key, until)
+    }
+
+    /// The skip map, for a reader loop that outlives `run`'s borrow of the capture.
+    pub fn skip_map(&mut self) -> &mut SkipMap {
+        &mut self.skip
     }
 
     /// Interfaces the program is attached to.
@@ -167,19 +260,9 @@ impl Capture {
         &self.attached
     }
 
-    /// Kernel counters summed over CPUs: (ring-buffer-full drops, captured, header errors).
-    pub fn kernel_counters(&self) -> (u64, u64, u64) {
-        let sum = |slot| {
-            self.counters
-                .get(&slot, 0)
-                .map(|v| v.iter().copied().sum::<u64>())
-                .unwrap_or(0)
-        };
-        (
-            sum(COUNTER_RING_FULL),
-            sum(COUNTER_CAPTURED),
-            sum(COUNTER_ERRORS),
-        )
+    /// Kernel counters summed over CPUs.
+    pub fn kernel_counters(&self) -> KernelCounters {
+        kernel_counters(&self.counters)
     }
 
     /// Read segments until `shutdown` resolves, feeding `reassembler` and `pipeline`.
@@ -195,9 +278,13 @@ impl Capture {
             _ebpf,
             ring,
             counters,
+            skip,
             ifnames,
             attached,
         } = self;
+        // Kept alive (and its map open) for as long as the programs run; reassembly's skip
+        // hints are written through it.
+        let _skip = skip;
         // SAFETY: the ring buffer map owns its fd and keeps it open, unchanged, for as long as
         // the AsyncFd owns the map.
         let mut fd =
@@ -207,12 +294,6 @@ impl Capture {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(shutdown);
-        let counters_of = |counters: &PerCpuArray<MapData, u64>, slot: u32| {
-            counters
-                .get(&slot, 0)
-                .map(|v| v.iter().copied().sum::<u64>())
-                .unwrap_or(0)
-        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -237,10 +318,14 @@ impl Capture {
                     metrics.flows.store(reassembler.flow_count() as u64, Ordering::Relaxed);
                     metrics.reassembly_bytes.store(reassembler.buffered_bytes() as u64, Ordering::Relaxed);
                     metrics.flows_evicted.store(stats.evicted, Ordering::Relaxed);
-                    metrics.ring_drops.store(counters_of(&counters, COUNTER_RING_FULL), Ordering::Relaxed);
-                    metrics.kernel_errors.store(counters_of(&counters, COUNTER_ERRORS), Ordering::Relaxed);
+                    let k = kernel_counters(&counters);
+                    metrics.ring_drops.store(k.ring_full, Ordering::Relaxed);
+                    metrics.kernel_errors.store(k.errors, Ordering::Relaxed);
                     debug!(
-                        captured = counters_of(&counters, COUNTER_CAPTURED),
+                        captured = k.captured,
+                        synacks = k.synacks,
+                        handshakes = k.handshakes,
+                        skipped = k.skipped,
                         flows = reassembler.flow_count(),
                         gaps = stats.gaps,
                         "capture stats"
@@ -259,6 +344,49 @@ impl Capture {
         info!(interfaces = ?attached, "detaching");
         Ok(())
     }
+}
+
+fn kernel_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
+    let sum = |slot: u32| {
+        counters
+            .get(&slot, 0)
+            .map(|v| v.iter().copied().sum::<u64>())
+            .unwrap_or(0)
+    };
+    KernelCounters {
+        ring_full: sum(COUNTER_RING_FULL),
+        captured: sum(COUNTER_CAPTURED),
+        errors: sum(COUNTER_ERRORS),
+        synacks: sum(COUNTER_SYNACKS),
+        handshakes: sum(COUNTER_HANDSHAKES),
+        skipped: sum(COUNTER_SKIPPED),
+    }
+}
+
+/// The kernel's map key for `key`: IPv4 in the first 4 address bytes (rest 0), IPv6 in all 16.
+/// `None` when the addresses mix families (an IPv4-mapped IPv6 flow is canonicalised to IPv4
+/// by [`drain`], so such a key cannot be told apart from a real IPv4 one).
+pub fn flow_tuple(key: &FlowKey) -> Option<FlowTuple> {
+    let enc = |ip: &IpAddr| -> [u8; 16] {
+        let mut out = [0u8; 16];
+        match ip {
+            IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => out = a.octets(),
+        }
+        out
+    };
+    let family = match (key.src, key.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => FAMILY_V4,
+        (IpAddr::V6(_), IpAddr::V6(_)) => FAMILY_V6,
+        _ => return None,
+    };
+    Some(FlowTuple {
+        client_addr: enc(&key.src),
+        server_addr: enc(&key.dst),
+        client_port: key.src_port,
+        server_port: key.dst_port,
+        family,
+    })
 }
 
 fn monotonic_ns() -> u64 {
@@ -328,6 +456,20 @@ fn addr(bytes: &[u8; 16], v6: bool) -> IpAddr {
     }
 }
 
+/// The reassembler's view of one record: handshake facts come from the kernel's flags.
+fn segment<'a>(h: &SegmentHeader, payload: &'a [u8]) -> Segment<'a> {
+    let established = h.flags & FLAG_ESTABLISHED != 0;
+    Segment {
+        seq: h.seq,
+        len: h.payload_len,
+        data: payload,
+        end: h.flags & (FLAG_FIN | FLAG_RST) != 0,
+        now_ns: h.timestamp_ns,
+        established,
+        stream_start: established.then_some(h.stream_start),
+    }
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     reassembler: &mut Reassembler,
@@ -348,16 +490,7 @@ fn drain(
             dst: addr(&h.dst_addr, v6),
             dst_port: h.dst_port,
         };
-        let seg = Segment {
-            seq: h.seq,
-            len: h.payload_len,
-            data: payload,
-            end: h.flags & (FLAG_FIN | FLAG_RST) != 0,
-            now_ns: h.timestamp_ns,
-            // Until the kernel tracks handshakes, every flow counts as seen from its start.
-            established: true,
-            stream_start: None,
-        };
+        let seg = segment(&h, payload);
         reassembler.push(key, seg, |key, request, meta| {
             // Built per request, not per segment: most segments complete no request.
             let origin = Origin {
