@@ -539,6 +539,174 @@ mod tests {
         assert!(present_interfaces(&[], host).is_err());
     }
 
+    /// A header as the kernel writes it for `seq`.
+    fn header(seq: u32, payload_len: u32, captured: u32, flags: u32) -> SegmentHeader {
+        SegmentHeader {
+            timestamp_ns: 1,
+            src_addr: [192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            src_port: 40000,
+            dst_port: 8080,
+            ifindex: 2,
+            seq,
+            payload_len,
+            captured,
+            flags,
+            stream_start: 0,
+            reserved: 0,
+        }
+    }
+
+    /// The ring-buffer bytes of one record.
+    fn record(h: &SegmentHeader, payload: &[u8]) -> Vec<u8> {
+        // SAFETY: SegmentHeader is plain old data without implicit padding.
+        let head = unsafe {
+            std::slice::from_raw_parts(
+                (h as *const SegmentHeader).cast::<u8>(),
+                std::mem::size_of::<SegmentHeader>(),
+            )
+        };
+        let mut out = head.to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The records the kernel writes for one skb: `capture` bytes of `payload` in chunks of at
+    /// most MAX_CAPTURE, the last standing for the rest of the segment (same rule as
+    /// sensor-ebpf's `try_ingress`).
+    fn kernel_records(seq: u32, payload: &[u8], capture: usize, flags: u32) -> Vec<Vec<u8>> {
+        use palisade_sensor_common::{FLAG_TRUNCATED, MAX_CAPTURE};
+        let total = payload.len().min(capture);
+        let chunks = total.div_ceil(MAX_CAPTURE).max(1);
+        (0..chunks)
+            .map(|i| {
+                let off = i * MAX_CAPTURE;
+                let n = (total - off).min(MAX_CAPTURE);
+                let last = i + 1 == chunks;
+                let stands_for = if last { payload.len() - off } else { n };
+                // FIN/RST only on the last record: the flow ends after all of them.
+                let mut f = flags & !(FLAG_FIN | FLAG_RST);
+                if last {
+                    f = flags;
+                    if n < stands_for {
+                        f |= FLAG_TRUNCATED;
+                    }
+                }
+                let mut h = header(seq + off as u32, stands_for as u32, n as u32, f);
+                h.stream_start = 1000;
+                record(&h, &payload[off..off + n])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flow_tuple_uses_the_kernel_encoding() {
+        let v4 = FlowKey {
+            src: "192.0.2.7".parse().unwrap(),
+            src_port: 40000,
+            dst: "10.0.0.1".parse().unwrap(),
+            dst_port: 8080,
+        };
+        let t = flow_tuple(&v4).unwrap();
+        let h = header(0, 0, 0, 0);
+        // Same bytes as the header's addresses, which the kernel copies into its key.
+        assert_eq!(t.client_addr, h.src_addr);
+        assert_eq!(t.server_addr, h.dst_addr);
+        assert_eq!((t.client_port, t.server_port, t.family), (40000, 8080, FAMILY_V4));
+
+        let v6 = FlowKey {
+            src: "2001:db8::7".parse().unwrap(),
+            src_port: 1,
+            dst: "2001:db8::1".parse().unwrap(),
+            dst_port: 80,
+        };
+        let t = flow_tuple(&v6).unwrap();
+        assert_eq!(t.client_addr, "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(t.family, FAMILY_V6);
+        let mixed = FlowKey { dst: "10.0.0.1".parse().unwrap(), ..v6 };
+        assert_eq!(flow_tuple(&mixed), None);
+    }
+
+    #[test]
+    fn segment_takes_handshake_facts_from_the_record() {
+        let mut h = header(1000, 5, 5, FLAG_ESTABLISHED);
+        h.stream_start = 1000;
+        let seg = segment(&h, b"GET /");
+        assert!(seg.established);
+        assert_eq!(seg.stream_start, Some(1000));
+        // Without the flag, stream_start means nothing and the flow is not attributed.
+        let seg = segment(&header(1000, 5, 5, 0), b"GET /");
+        assert!(!seg.established);
+        assert_eq!(seg.stream_start, None);
+        let seg = segment(&header(1000, 0, 0, FLAG_RST), b"");
+        assert!(seg.end);
+    }
+
+    #[test]
+    fn consecutive_records_of_one_skb_reassemble_into_the_whole_request() {
+        use crate::config::ReassemblyConfig;
+        use crate::detect::Detector;
+        use crate::http::ParseLimits;
+
+        // One GRO skb: a JSON body whose attack sits after 9 KB of padding (3 records).
+        let attack = r#""q":"<script>alert(1)</script>"}"#;
+        let body = format!(r#"{{"pad":"{}",{attack}"#, "a".repeat(9000));
+        let raw = format!(
+            "POST /api HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let records = kernel_records(1000, raw.as_bytes(), 65536, FLAG_ESTABLISHED | FLAG_FIN);
+        assert_eq!(records.len(), 3);
+
+        let config = ReassemblyConfig {
+            max_flow_bytes: 64 * 1024,
+            ..ReassemblyConfig::default()
+        };
+        let limits = ParseLimits {
+            max_body: 16 * 1024,
+            ..ParseLimits::default()
+        };
+        let mut reassembler = Reassembler::new(config, limits);
+        let mut got = Vec::new();
+        for rec in &records {
+            let (h, payload) = decode(rec).unwrap();
+            let key = FlowKey {
+                src: addr(&h.src_addr, false),
+                src_port: h.src_port,
+                dst: addr(&h.dst_addr, false),
+                dst_port: h.dst_port,
+            };
+            reassembler.push(key, segment(&h, payload), |_, request, meta| {
+                got.push((request, meta));
+            });
+        }
+        assert_eq!(got.len(), 1, "one request");
+        let (request, meta) = &got[0];
+        assert!(meta.established && meta.in_sync, "{meta:?}");
+        assert_eq!(request.body, body.as_bytes(), "the whole body, in order");
+        let detections = Detector::builtin().unwrap().inspect(request);
+        assert!(
+            detections.iter().any(|d| d.category.as_str() == "xss"),
+            "{detections:?}"
+        );
+    }
+
+    #[test]
+    fn a_limited_capture_ends_in_a_truncated_record() {
+        let payload = vec![b'x'; 10_000];
+        let records = kernel_records(7, &payload, 5000, 0);
+        let parts: Vec<(u32, u32, usize)> = records
+            .iter()
+            .map(|r| {
+                let (h, p) = decode(r).unwrap();
+                (h.seq, h.payload_len, p.len())
+            })
+            .collect();
+        // 4096 copied, then 904 copied standing for the remaining 5904 bytes.
+        assert_eq!(parts, vec![(7, 4096, 4096), (7 + 4096, 5904, 904)]);
+        assert!(decode(&records[0][..10]).is_none(), "short record is refused");
+    }
+
     #[test]
     fn ifindex_of_an_unknown_name_is_none() {
         assert_eq!(ifindex("palisade-no0"), None);
