@@ -504,7 +504,7 @@ impl Reassembler {
                             self.stats.invalid += 1;
                             flow.buf.drain(..1);
                             flow.mode = Mode::Resync;
-                flow.in_sync = false;
+                            flow.in_sync = false;
                         }
                     }
                 }
@@ -579,7 +579,12 @@ impl Reassembler {
     }
 
     /// The client ended the connection: inspect leftovers and forget the flow.
-    fn finish(&mut self, key: &FlowKey, flow: &mut Flow, emit: &mut impl FnMut(&FlowKey, Request, RequestMeta)) {
+    fn finish(
+        &mut self,
+        key: &FlowKey,
+        flow: &mut Flow,
+        emit: &mut impl FnMut(&FlowKey, Request, RequestMeta),
+    ) {
         if flow.mode == Mode::Head && !flow.buf.is_empty() {
             self.flush_partial(key, flow, emit);
         }

@@ -205,7 +205,10 @@ impl Capture {
         }
         // Egress first: a handshake whose SYN-ACK leaves before the ingress program is attached
         // is still tracked. An interface that exists but cannot be attached to is a failure.
-        for (name, direction) in [(EGRESS, TcAttachType::Egress), (INGRESS, TcAttachType::Ingress)] {
+        for (name, direction) in [
+            (EGRESS, TcAttachType::Egress),
+            (INGRESS, TcAttachType::Ingress),
+        ] {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| missing(name))?
@@ -612,7 +615,10 @@ mod tests {
         // Same bytes as the header's addresses, which the kernel copies into its key.
         assert_eq!(t.client_addr, h.src_addr);
         assert_eq!(t.server_addr, h.dst_addr);
-        assert_eq!((t.client_port, t.server_port, t.family), (40000, 8080, FAMILY_V4));
+        assert_eq!(
+            (t.client_port, t.server_port, t.family),
+            (40000, 8080, FAMILY_V4)
+        );
 
         let v6 = FlowKey {
             src: "2001:db8::7".parse().unwrap(),
@@ -621,9 +627,15 @@ mod tests {
             dst_port: 80,
         };
         let t = flow_tuple(&v6).unwrap();
-        assert_eq!(t.client_addr, "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            t.client_addr,
+            "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets()
+        );
         assert_eq!(t.family, FAMILY_V6);
-        let mixed = FlowKey { dst: "10.0.0.1".parse().unwrap(), ..v6 };
+        let mixed = FlowKey {
+            dst: "10.0.0.1".parse().unwrap(),
+            ..v6
+        };
         assert_eq!(flow_tuple(&mixed), None);
     }
 
@@ -704,7 +716,10 @@ mod tests {
             .collect();
         // 4096 copied, then 904 copied standing for the remaining 5904 bytes.
         assert_eq!(parts, vec![(7, 4096, 4096), (7 + 4096, 5904, 904)]);
-        assert!(decode(&records[0][..10]).is_none(), "short record is refused");
+        assert!(
+            decode(&records[0][..10]).is_none(),
+            "short record is refused"
+        );
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::config::LogFormat;
 use crate::metrics::Metrics;
-use crate::reassembly::RequestMeta;
 use crate::pipeline::{Origin, Pipeline};
+use crate::reassembly::RequestMeta;
 
 pub use formats::{LogEntry, parse_line};
 
