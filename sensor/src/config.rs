@@ -101,7 +101,8 @@ const MAX_TRACKED_FLOWS: u32 = 1 << 24;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfConfig {
-    /// Interfaces to attach the TC ingress program to (e.g. `eth0`, or a veth of a pod).
+    /// Interfaces to attach the TC programs to (ingress capture, egress handshake tracking;
+    /// e.g. `eth0`, or a veth of a pod). The server's replies must leave through them too.
     #[serde(default)]
     pub interfaces: Vec<String>,
     /// Destination TCP ports carrying plain HTTP.
