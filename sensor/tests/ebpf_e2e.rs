@@ -26,7 +26,7 @@ use palisade_sensor::detect::Detector;
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
 use palisade_sensor::metrics::Metrics;
 use palisade_sensor::pipeline::Pipeline;
-use palisade_sensor::reassembly::Reassembler;
+use palisade_sensor::reassembly::{FlowKey, Reassembler};
 use palisade_tests::nats::NatsServer;
 use palisade_tests::netns::{VethNamespace, skip_unless_ci};
 use palisade_wire::Report;
@@ -49,6 +49,13 @@ for raw in sys.argv[3:]:
 
 /// A tiny HTTP server: answers every request head with `200 ok`, keep-alive.
 async fn http_server(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    http_server_mode(addr, false).await
+}
+
+/// `keep_open`: never close after the last request buffered (the client closes), so a client
+/// may send its next request after reading the previous answer. Otherwise the server closes
+/// once it has answered everything it received.
+async fn http_server_mode(addr: SocketAddr, keep_open: bool) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
@@ -69,7 +76,7 @@ async fn http_server(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
                             break;
                         }
                         buf.drain(..c);
-                        let last = buf.is_empty();
+                        let last = buf.is_empty() && !keep_open;
                         let resp = if last {
                             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
                         } else {
@@ -556,4 +563,165 @@ async fn ebpf_captures_attacks_after_body_padding() {
         "a 2 KiB prefix cannot see past 2.2 KB of padding: {detections:?}"
     );
     assert!(detections.contains_key("sqli.union"), "{detections:?}");
+}
+
+/// Connects, prints "<local port> <next send sequence number>" (read with TCP_REPAIR: the
+/// client's first data byte's sequence number), optionally waits for a line on stdin, then sends
+/// each argument (hex) and reads its answer before the next. argv: host port wait|go hex...
+const SEQ_CLIENT: &str = r#"
+import socket, struct, sys
+host, port, wait = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "wait"
+s = socket.create_connection((host, port), timeout=10)
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_SEND_QUEUE, TCP_REPAIR_OFF_NO_WP = 19, 20, 21, 2, -1
+s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+seq = struct.unpack("I", s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+print(s.getsockname()[1], seq, flush=True)
+if wait:
+    sys.stdin.readline()
+for raw in sys.argv[4:]:
+    s.sendall(bytes.fromhex(raw))
+    buf = b""
+    while not buf.endswith(b"ok"):
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("server closed early")
+        buf += chunk
+s.close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebpf_skip_map_stops_payload_copies_until_the_given_seq() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+
+    if skip_unless_ci("ebpf_skip_map_stops_payload_copies_until_the_given_seq") {
+        return;
+    }
+    let server = NatsServer::start().await.unwrap();
+    let ns = VethNamespace::create().unwrap();
+    let port = 8080;
+    let host: IpAddr = ns.host_addr.into();
+    let peer: IpAddr = ns.ns_addr.into();
+    let http = http_server_mode(SocketAddr::new(host, port), true).await;
+
+    let mut config = Config {
+        sensor_id: "e2e-skip".into(),
+        source: Source::Ebpf,
+        ..Default::default()
+    };
+    config.ebpf.interfaces = vec![ns.host_if.clone()];
+    config.ebpf.ports = vec![port];
+    config.nats.url = server.url();
+    let metrics = Arc::new(Metrics::default());
+    let (publisher, worker) =
+        palisade_sensor::publish::start(&config.nats, metrics.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+    let pipeline = Arc::new(Pipeline::new(
+        Detector::builtin().unwrap(),
+        TrustedProxies::new(Vec::new()),
+        config.sensor_id.clone(),
+        config.report_window(),
+        metrics.clone(),
+        Some(publisher),
+    ));
+    // Large enough to inspect the whole upload if it were copied.
+    let reassembler = Reassembler::new(
+        ReassemblyConfig {
+            max_flow_bytes: 256 * 1024,
+            ..ReassemblyConfig::default()
+        },
+        ParseLimits {
+            max_body: 128 * 1024,
+            ..ParseLimits::default()
+        },
+    );
+    let mut capture = Capture::attach(&config.ebpf).unwrap();
+
+    // An upload with an attack in its body, then an attack in a query on the same connection.
+    let upload = padded_json(20 * 1024);
+    let after = b"GET /item?id=1%20UNION%20SELECT%20username,password%20FROM%20users-- HTTP/1.1\r\nHost: shop\r\n\r\n".to_vec();
+    let (host_s, port_s) = (host.to_string(), port.to_string());
+    let (upload_hex, after_hex) = (hex(&upload), hex(&after));
+    let client = |wait: &str| {
+        let mut cmd = ns.exec_cmd(&[
+            "python3",
+            "-c",
+            SEQ_CLIENT,
+            host_s.as_str(),
+            port_s.as_str(),
+            wait,
+            upload_hex.as_str(),
+            after_hex.as_str(),
+        ]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    // The skipped connection: connected (handshake seen), waiting for our go.
+    let mut skipped = client("wait");
+    let mut line = String::new();
+    std::io::BufReader::new(skipped.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut words = line.split_whitespace();
+    let client_port: u16 = words.next().unwrap().parse().unwrap();
+    let stream_start: u32 = words.next().unwrap().parse().unwrap();
+    let key = FlowKey {
+        src: peer,
+        src_port: client_port,
+        dst: host,
+        dst_port: port,
+    };
+    // Nothing before the end of the upload is needed.
+    capture
+        .skip_until(key, stream_start.wrapping_add(upload.len() as u32))
+        .unwrap();
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(capture.run(
+        reassembler,
+        pipeline.clone(),
+        metrics.clone(),
+        Duration::from_millis(20),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    // Control: the same two requests on a connection without a skip entry.
+    let control = client("go");
+    let status = tokio::task::spawn_blocking(move || control.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.status.success(), "control client failed");
+    skipped.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = tokio::task::spawn_blocking(move || skipped.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "skipped client failed");
+
+    let sqli = |m: &Metrics| m.detections().get("sqli.union").copied().unwrap_or(0);
+    wait_for("both connections' query attacks detected", || {
+        sqli(&metrics) >= 2
+    })
+    .await;
+    let _ = stop_tx.send(());
+    reader.await.unwrap().unwrap();
+    drop(pipeline);
+    let _ = tokio::time::timeout(Duration::from_secs(15), worker).await;
+    http.abort();
+
+    let detections = metrics.detections();
+    // The request after the upload was copied and inspected on both connections; the upload's
+    // body only on the control connection: the kernel copied none of the skipped one.
+    assert_eq!(sqli(&metrics), 2, "{detections:?}");
+    assert_eq!(
+        detections.get("xss.script_tag"),
+        Some(&1),
+        "only the control connection's upload was inspected: {detections:?}"
+    );
+    assert_eq!(metrics.ring_drops.load(Ordering::Relaxed), 0);
 }
