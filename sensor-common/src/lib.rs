@@ -163,6 +163,6 @@ mod tests {
         assert_eq!(core::mem::align_of::<FlowTuple>(), 4);
         assert_eq!(core::mem::size_of::<Pending>(), 8);
         assert_eq!(MAX_CAPTURE_BYTES, 65_536);
-        assert!(DEFAULT_CAPTURE <= MAX_CAPTURE_BYTES);
+        const { assert!(DEFAULT_CAPTURE <= MAX_CAPTURE_BYTES) };
     }
 }
