@@ -113,19 +113,32 @@ impl Default for Config {
     }
 }
 
+/// Smallest accepted `ebpf.max_tracked_flows`.
+const MIN_TRACKED_FLOWS: u32 = 64;
+/// Largest accepted `ebpf.max_tracked_flows` (three LRU maps of ~100 bytes per entry each).
+const MAX_TRACKED_FLOWS: u32 = 1 << 24;
+
 /// eBPF capture settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfConfig {
-    /// Interfaces to attach the TC ingress program to (e.g. `eth0`, or a veth of a pod).
+    /// Interfaces to attach the TC programs to (ingress capture, egress handshake tracking;
+    /// e.g. `eth0`, or a veth of a pod). The server's replies must leave through them too.
     #[serde(default)]
     pub interfaces: Vec<String>,
     /// Destination TCP ports carrying plain HTTP.
     #[serde(default = "default_ports")]
     pub ports: Vec<u16>,
-    /// Payload bytes copied per segment, 1 to 4096.
+    /// Payload bytes copied per segment (one skb, up to ~64 KiB with GRO), 1 to 65536; the
+    /// kernel splits them into ring-buffer records of at most 4096 bytes. Default 65536: whole
+    /// requests, so an attack after kilobytes of padding is still seen.
     #[serde(default = "default_capture_bytes")]
     pub capture_bytes: u32,
+    /// Entries of each kernel flow-tracking map (handshakes pending, connections established,
+    /// skip hints; LRU). Flows beyond it evict the least recently used: an evicted established
+    /// connection is no longer attributed (its reports are withheld, never misattributed).
+    #[serde(default = "default_max_tracked_flows")]
+    pub max_tracked_flows: u32,
     /// Ring-buffer size in bytes (a power of two multiple of the page size).
     #[serde(default = "default_ring_bytes")]
     pub ring_bytes: u32,
@@ -143,6 +156,7 @@ impl Default for EbpfConfig {
             interfaces: Vec::new(),
             ports: default_ports(),
             capture_bytes: default_capture_bytes(),
+            max_tracked_flows: default_max_tracked_flows(),
             ring_bytes: default_ring_bytes(),
             wakeup_bytes: default_wakeup_bytes(),
             poll_ms: default_poll_ms(),
@@ -381,6 +395,9 @@ fn default_ports() -> Vec<u16> {
 fn default_capture_bytes() -> u32 {
     palisade_sensor_common::DEFAULT_CAPTURE
 }
+fn default_max_tracked_flows() -> u32 {
+    palisade_sensor_common::DEFAULT_TRACKED_FLOWS
+}
 fn default_ring_bytes() -> u32 {
     8 * 1024 * 1024
 }
@@ -478,11 +495,17 @@ impl Config {
                     .into(),
             ));
         }
-        let cb = self.ebpf.capture_bytes as usize;
-        if cb == 0 || cb > palisade_sensor_common::MAX_CAPTURE {
+        let cb = self.ebpf.capture_bytes;
+        if cb == 0 || cb > palisade_sensor_common::MAX_CAPTURE_BYTES {
             return Err(Error::Config(format!(
                 "ebpf.capture_bytes must be 1 to {}, got {cb}",
-                palisade_sensor_common::MAX_CAPTURE
+                palisade_sensor_common::MAX_CAPTURE_BYTES
+            )));
+        }
+        let flows = self.ebpf.max_tracked_flows;
+        if !(MIN_TRACKED_FLOWS..=MAX_TRACKED_FLOWS).contains(&flows) {
+            return Err(Error::Config(format!(
+                "ebpf.max_tracked_flows must be {MIN_TRACKED_FLOWS} to {MAX_TRACKED_FLOWS}, got {flows}"
             )));
         }
         if !self.ebpf.ring_bytes.is_power_of_two() || self.ebpf.ring_bytes < 4096 {
@@ -604,7 +627,14 @@ mod tests {
         let base = "sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"lo\"]\n";
         assert!(Config::from_toml(base).is_ok());
         assert!(Config::from_toml(&format!("{base}capture_bytes = 0\n")).is_err());
-        assert!(Config::from_toml(&format!("{base}capture_bytes = 9000\n")).is_err());
+        assert!(Config::from_toml(&format!("{base}capture_bytes = 9000\n")).is_ok());
+        assert!(Config::from_toml(&format!("{base}capture_bytes = 65536\n")).is_ok());
+        assert!(Config::from_toml(&format!("{base}capture_bytes = 65537\n")).is_err());
+        assert!(Config::from_toml(&format!("{base}max_tracked_flows = 63\n")).is_err());
+        assert!(Config::from_toml(&format!("{base}max_tracked_flows = 1000000\n")).is_ok());
+        let c = Config::from_toml(base).unwrap();
+        assert_eq!(c.ebpf.capture_bytes, 65_536, "whole segments by default");
+        assert_eq!(c.ebpf.max_tracked_flows, 65_536);
         assert!(Config::from_toml(&format!("{base}ring_bytes = 5000\n")).is_err());
         assert!(Config::from_toml("sensor_id = \"a.b\"\n[ebpf]\ninterfaces = [\"lo\"]\n").is_err());
         assert!(Config::from_toml("source = \"log\"\n").is_err());

@@ -30,9 +30,12 @@ struct Cli {
     /// Destination port carrying plain HTTP (repeatable; env: comma separated).
     #[arg(long = "port", env = "PALISADE_PORT", value_delimiter = ',')]
     ports: Vec<u16>,
-    /// Payload bytes captured per segment (1-4096).
+    /// Payload bytes captured per segment (1-65536).
     #[arg(long, env = "PALISADE_CAPTURE_BYTES")]
     capture_bytes: Option<u32>,
+    /// Entries of each kernel flow-tracking map (handshakes, established flows, skip hints).
+    #[arg(long, env = "PALISADE_MAX_TRACKED_FLOWS")]
+    max_tracked_flows: Option<u32>,
     /// NATS server URL.
     #[arg(long, env = "PALISADE_NATS_URL")]
     nats_url: Option<String>,
@@ -125,6 +128,9 @@ impl Cli {
         }
         if let Some(v) = self.capture_bytes {
             c.ebpf.capture_bytes = v;
+        }
+        if let Some(v) = self.max_tracked_flows {
+            c.ebpf.max_tracked_flows = v;
         }
         if let Some(v) = self.nats_url {
             c.nats.url = v;

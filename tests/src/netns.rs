@@ -36,6 +36,20 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// For root-only tests: `true` (after printing why) when `test` cannot run here and should
+/// return early. When the environment variable `CI` is `true` (CI runs as root) a test that
+/// cannot run is a failure, not a skip: this panics with the reason instead.
+pub fn skip_unless_ci(test: &str) -> bool {
+    let Some(reason) = skip_reason() else {
+        return false;
+    };
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        panic!("{test} cannot run with CI=true: {reason}");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    true
+}
+
 /// A namespace with one end of a veth pair; the other end is in the caller's namespace.
 #[derive(Debug)]
 pub struct VethNamespace {
@@ -150,6 +164,23 @@ impl VethNamespace {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns]).args(args);
         cmd
+    }
+
+    /// A documentation address (198.51.100.0/24, RFC 5737) unique to this pair, routed out
+    /// of `host_if` only: packets forged with it as their source inside the namespace arrive on
+    /// `host_if`, and whatever the host answers (a RST) goes back into the namespace, where no
+    /// one owns the address, instead of leaving the machine. The route goes away with the link.
+    pub fn forged_source(&self) -> anyhow::Result<Ipv4Addr> {
+        let n = self.host_addr.octets()[2];
+        let forged = Ipv4Addr::new(198, 51, 100, n);
+        run(Command::new("ip").args([
+            "route",
+            "replace",
+            &format!("{forged}/32"),
+            "dev",
+            &self.host_if,
+        ]))?;
+        Ok(forged)
     }
 
     /// Run `args` inside the namespace and return its output (error on failure).

@@ -1,5 +1,6 @@
-//! The eBPF capture: load the TC ingress program, configure its maps, attach it to the
-//! interfaces, and read captured segments from the ring buffer into reassembly.
+//! The eBPF capture: load the TC programs (ingress capture, egress handshake tracking),
+//! configure their maps, attach them to the interfaces, and read captured segments from the
+//! ring buffer into reassembly.
 //!
 //! Reading follows the low-overhead recipe measured on this machine kind (DESIGN.md): the
 //! kernel submits without waking the reader (`BPF_RB_NO_WAKEUP`) unless more than
@@ -11,13 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
 use chrono::Utc;
 use palisade_sensor_common::{
-    CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS, COUNTER_RING_FULL,
-    FLAG_FIN, FLAG_IPV6, FLAG_RST, SegmentHeader,
+    CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS,
+    COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SKIPPED, COUNTER_SYNACKS, FAMILY_V4, FAMILY_V6,
+    FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FlowTuple, SegmentHeader,
 };
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, instrument, warn};
@@ -35,7 +37,10 @@ static EBPF_OBJECT: &[u8] =
 #[cfg(palisade_no_ebpf)]
 static EBPF_OBJECT: &[u8] = &[];
 
-const PROGRAM: &str = "palisade_ingress";
+const INGRESS: &str = "palisade_ingress";
+const EGRESS: &str = "palisade_egress";
+/// The flow-tracking maps, all sized by `ebpf.max_tracked_flows`.
+const FLOW_MAPS: [&str; 3] = ["PENDING", "ESTABLISHED", "SKIP"];
 const PERMISSION_HINT: &str = " (hint: loading and attaching eBPF needs root, or the capabilities CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; or use --source log)";
 
 /// Loaded and attached programs. Dropping it detaches them.
@@ -43,8 +48,71 @@ pub struct Capture {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    skip: SkipMap,
     ifnames: HashMap<u32, String>,
     attached: Vec<String>,
+}
+
+/// Handle on the kernel's `SKIP` map: flows whose payload userspace does not need before a
+/// sequence number. The kernel then sends header-only records (`captured = 0`, flag
+/// `FLAG_SKIPPED`) for segments that end at or before it, and removes the entry once the flow
+/// passes it.
+pub struct SkipMap {
+    map: BpfHashMap<MapData, FlowTuple, u32>,
+}
+
+impl std::fmt::Debug for SkipMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SkipMap").finish_non_exhaustive()
+    }
+}
+
+impl SkipMap {
+    /// Copy no payload of `key`'s client-to-server stream that ends at or before sequence
+    /// number `until`. A segment straddling `until` is copied whole. An entry for a flow whose
+    /// addresses mix families (which no captured segment has) is refused.
+    pub fn skip_until(&mut self, key: &FlowKey, until: u32) -> Result<(), Error> {
+        let tuple = flow_tuple(key).ok_or_else(|| Error::Ebpf {
+            message: format!("skip map: flow {key:?} mixes IPv4 and IPv6 addresses"),
+            hint: "",
+        })?;
+        self.map
+            .insert(tuple, until, 0)
+            .map_err(|e| ebpf_err("writing the SKIP map", &e))
+    }
+
+    /// Copy `key`'s payload again (no-op when it has no entry).
+    pub fn clear(&mut self, key: &FlowKey) -> Result<(), Error> {
+        let Some(tuple) = flow_tuple(key) else {
+            return Ok(());
+        };
+        match self.map.remove(&tuple) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(ebpf_err("removing from the SKIP map", &e)),
+        }
+    }
+
+    /// The entry for `key`, if any (the kernel removes it once the flow passes `until`).
+    pub fn get(&self, key: &FlowKey) -> Option<u32> {
+        self.map.get(&flow_tuple(key)?, 0).ok()
+    }
+}
+
+/// Kernel counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Records that did not fit the ring buffer (dropped).
+    pub ring_full: u64,
+    /// Records written to the ring buffer.
+    pub captured: u64,
+    /// Packets on watched ports whose headers could not be read (passed, not inspected).
+    pub errors: u64,
+    /// SYN-ACKs from watched ports recorded (egress).
+    pub synacks: u64,
+    /// Handshakes seen complete (flows marked established).
+    pub handshakes: u64,
+    /// Segments sent without payload because of the skip map.
+    pub skipped: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -93,8 +161,12 @@ impl Capture {
             });
         }
         let present = present_interfaces(&config.interfaces, ifindex)?;
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", config.ring_bytes)
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("EVENTS", config.ring_bytes);
+        for map in FLOW_MAPS {
+            loader.map_max_entries(map, config.max_tracked_flows);
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| ebpf_err("loading the eBPF object", &e))?;
 
@@ -120,28 +192,36 @@ impl Capture {
             .set(CONFIG_WAKEUP_BYTES, config.wakeup_bytes, 0)
             .map_err(|e| ebpf_err("setting wakeup_bytes", &e))?;
 
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| missing(PROGRAM))?
-            .try_into()
-            .map_err(|e| ebpf_err("program type", &e))?;
-        program
-            .load()
-            .map_err(|e| ebpf_err("loading the classifier (verifier)", &e))?;
         let mut ifnames = HashMap::new();
         let mut attached = Vec::new();
-        for (iface, index) in present {
+        for (iface, index) in &present {
             // Kernels >= 6.6 attach through TCX and need no qdisc; older ones need clsact.
             // It may already exist: that error is expected and harmless.
             if let Err(err) = tc::qdisc_add_clsact(iface) {
                 debug!(interface = %iface, cause = %err, "clsact qdisc not added (may exist)");
             }
-            // An interface that exists but cannot be attached to is a real failure.
+            ifnames.insert(*index, (*iface).to_owned());
+            attached.push((*iface).to_owned());
+        }
+        // Egress first: a handshake whose SYN-ACK leaves before the ingress program is attached
+        // is still tracked. An interface that exists but cannot be attached to is a failure.
+        for (name, direction) in [
+            (EGRESS, TcAttachType::Egress),
+            (INGRESS, TcAttachType::Ingress),
+        ] {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| missing(name))?
+                .try_into()
+                .map_err(|e| ebpf_err("program type", &e))?;
             program
-                .attach(iface, TcAttachType::Ingress)
-                .map_err(|e| ebpf_err(format!("attaching to {iface} ingress"), &e))?;
-            ifnames.insert(index, iface.to_owned());
-            attached.push(iface.to_owned());
+                .load()
+                .map_err(|e| ebpf_err(format!("loading {name} (verifier)"), &e))?;
+            for (iface, _) in &present {
+                program
+                    .attach(iface, direction)
+                    .map_err(|e| ebpf_err(format!("attaching to {iface} {direction:?}"), &e))?;
+            }
         }
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -153,13 +233,29 @@ impl Capture {
                 .ok_or_else(|| missing("map COUNTERS"))?,
         )
         .map_err(|e| ebpf_err("map COUNTERS", &e))?;
+        let skip = SkipMap {
+            map: BpfHashMap::try_from(ebpf.take_map("SKIP").ok_or_else(|| missing("map SKIP"))?)
+                .map_err(|e| ebpf_err("map SKIP", &e))?,
+        };
         Ok(Capture {
             _ebpf: ebpf,
             ring,
             counters,
+            skip,
             ifnames,
             attached,
         })
+    }
+
+    /// Copy no payload of `key`'s stream that ends at or before sequence number `until`
+    /// (see [`SkipMap::skip_until`]).
+    pub fn skip_until(&mut self, key: FlowKey, until: u32) -> Result<(), Error> {
+        self.skip.skip_until(&key, until)
+    }
+
+    /// The skip map, for a reader loop that outlives `run`'s borrow of the capture.
+    pub fn skip_map(&mut self) -> &mut SkipMap {
+        &mut self.skip
     }
 
     /// Interfaces the program is attached to.
@@ -167,19 +263,9 @@ impl Capture {
         &self.attached
     }
 
-    /// Kernel counters summed over CPUs: (ring-buffer-full drops, captured, header errors).
-    pub fn kernel_counters(&self) -> (u64, u64, u64) {
-        let sum = |slot| {
-            self.counters
-                .get(&slot, 0)
-                .map(|v| v.iter().copied().sum::<u64>())
-                .unwrap_or(0)
-        };
-        (
-            sum(COUNTER_RING_FULL),
-            sum(COUNTER_CAPTURED),
-            sum(COUNTER_ERRORS),
-        )
+    /// Kernel counters summed over CPUs.
+    pub fn kernel_counters(&self) -> KernelCounters {
+        kernel_counters(&self.counters)
     }
 
     /// Read segments until `shutdown` resolves, feeding `reassembler` and `pipeline`.
@@ -195,9 +281,12 @@ impl Capture {
             _ebpf,
             ring,
             counters,
+            skip,
             ifnames,
             attached,
         } = self;
+        // Reassembly's skip hints (body bytes nobody will inspect) go to the kernel through it.
+        let mut skip = skip;
         // SAFETY: the ring buffer map owns its fd and keeps it open, unchanged, for as long as
         // the AsyncFd owns the map.
         let mut fd =
@@ -207,19 +296,13 @@ impl Capture {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(shutdown);
-        let counters_of = |counters: &PerCpuArray<MapData, u64>, slot: u32| {
-            counters
-                .get(&slot, 0)
-                .map(|v| v.iter().copied().sum::<u64>())
-                .unwrap_or(0)
-        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 guard = fd.readable_mut() => {
                     match guard {
                         Ok(mut g) => {
-                            drain(g.get_inner_mut(), &mut reassembler, &pipeline, &metrics, &ifnames);
+                            drain(g.get_inner_mut(), &mut reassembler, &mut skip, &pipeline, &metrics, &ifnames);
                             g.clear_ready();
                         }
                         Err(err) => {
@@ -229,16 +312,20 @@ impl Capture {
                     }
                 }
                 _ = tick.tick() => {
-                    drain(fd.get_mut(), &mut reassembler, &pipeline, &metrics, &ifnames);
+                    drain(fd.get_mut(), &mut reassembler, &mut skip, &pipeline, &metrics, &ifnames);
                 }
                 _ = housekeeping.tick() => {
                     reassembler.expire(monotonic_ns());
                     let stats = reassembler.stats();
                     metrics.store_reassembly(&reassembler);
-                    metrics.ring_drops.store(counters_of(&counters, COUNTER_RING_FULL), Ordering::Relaxed);
-                    metrics.kernel_errors.store(counters_of(&counters, COUNTER_ERRORS), Ordering::Relaxed);
+                    let k = kernel_counters(&counters);
+                    metrics.ring_drops.store(k.ring_full, Ordering::Relaxed);
+                    metrics.kernel_errors.store(k.errors, Ordering::Relaxed);
                     debug!(
-                        captured = counters_of(&counters, COUNTER_CAPTURED),
+                        captured = k.captured,
+                        synacks = k.synacks,
+                        handshakes = k.handshakes,
+                        skipped = k.skipped,
                         flows = reassembler.flow_count(),
                         gaps = stats.gaps,
                         "capture stats"
@@ -250,6 +337,7 @@ impl Capture {
         drain(
             fd.get_mut(),
             &mut reassembler,
+            &mut skip,
             &pipeline,
             &metrics,
             &ifnames,
@@ -257,6 +345,49 @@ impl Capture {
         info!(interfaces = ?attached, "detaching");
         Ok(())
     }
+}
+
+fn kernel_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
+    let sum = |slot: u32| {
+        counters
+            .get(&slot, 0)
+            .map(|v| v.iter().copied().sum::<u64>())
+            .unwrap_or(0)
+    };
+    KernelCounters {
+        ring_full: sum(COUNTER_RING_FULL),
+        captured: sum(COUNTER_CAPTURED),
+        errors: sum(COUNTER_ERRORS),
+        synacks: sum(COUNTER_SYNACKS),
+        handshakes: sum(COUNTER_HANDSHAKES),
+        skipped: sum(COUNTER_SKIPPED),
+    }
+}
+
+/// The kernel's map key for `key`: IPv4 in the first 4 address bytes (rest 0), IPv6 in all 16.
+/// `None` when the addresses mix families (an IPv4-mapped IPv6 flow is canonicalised to IPv4
+/// by [`drain`], so such a key cannot be told apart from a real IPv4 one).
+pub fn flow_tuple(key: &FlowKey) -> Option<FlowTuple> {
+    let enc = |ip: &IpAddr| -> [u8; 16] {
+        let mut out = [0u8; 16];
+        match ip {
+            IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => out = a.octets(),
+        }
+        out
+    };
+    let family = match (key.src, key.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => FAMILY_V4,
+        (IpAddr::V6(_), IpAddr::V6(_)) => FAMILY_V6,
+        _ => return None,
+    };
+    Some(FlowTuple {
+        client_addr: enc(&key.src),
+        server_addr: enc(&key.dst),
+        client_port: key.src_port,
+        server_port: key.dst_port,
+        family,
+    })
 }
 
 fn monotonic_ns() -> u64 {
@@ -326,9 +457,24 @@ fn addr(bytes: &[u8; 16], v6: bool) -> IpAddr {
     }
 }
 
+/// The reassembler's view of one record: handshake facts come from the kernel's flags.
+fn segment<'a>(h: &SegmentHeader, payload: &'a [u8]) -> Segment<'a> {
+    let established = h.flags & FLAG_ESTABLISHED != 0;
+    Segment {
+        seq: h.seq,
+        len: h.payload_len,
+        data: payload,
+        end: h.flags & (FLAG_FIN | FLAG_RST) != 0,
+        now_ns: h.timestamp_ns,
+        established,
+        stream_start: established.then_some(h.stream_start),
+    }
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     reassembler: &mut Reassembler,
+    skip: &mut SkipMap,
     pipeline: &Pipeline,
     metrics: &Metrics,
     ifnames: &HashMap<u32, String>,
@@ -346,16 +492,7 @@ fn drain(
             dst: addr(&h.dst_addr, v6),
             dst_port: h.dst_port,
         };
-        let seg = Segment {
-            seq: h.seq,
-            len: h.payload_len,
-            data: payload,
-            end: h.flags & (FLAG_FIN | FLAG_RST) != 0,
-            now_ns: h.timestamp_ns,
-            // Until the kernel tracks handshakes, every flow counts as seen from its start.
-            established: true,
-            stream_start: None,
-        };
+        let seg = segment(&h, payload);
         reassembler.push(key, seg, |key, request, meta| {
             // Built per request, not per segment: most segments complete no request.
             let origin = Origin {
@@ -368,6 +505,12 @@ fn drain(
     if n > 0 {
         metrics.packets_captured.fetch_add(n, Ordering::Relaxed);
     }
+    // A failed map write only costs copies the reassembler then skips itself.
+    reassembler.take_skip_hints(|key, until| {
+        if let Err(err) = skip.skip_until(&key, until) {
+            debug!(cause = %err, "skip hint not written to the kernel");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -402,6 +545,186 @@ mod tests {
         assert!(matches!(err, Error::Ebpf { .. }), "{err:?}");
         assert!(text.contains("tried: ens5, enp0s3"), "{text}");
         assert!(present_interfaces(&[], host).is_err());
+    }
+
+    /// A header as the kernel writes it for `seq`.
+    fn header(seq: u32, payload_len: u32, captured: u32, flags: u32) -> SegmentHeader {
+        SegmentHeader {
+            timestamp_ns: 1,
+            src_addr: [192, 0, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            src_port: 40000,
+            dst_port: 8080,
+            ifindex: 2,
+            seq,
+            payload_len,
+            captured,
+            flags,
+            stream_start: 0,
+            reserved: 0,
+        }
+    }
+
+    /// The ring-buffer bytes of one record.
+    fn record(h: &SegmentHeader, payload: &[u8]) -> Vec<u8> {
+        // SAFETY: SegmentHeader is plain old data without implicit padding.
+        let head = unsafe {
+            std::slice::from_raw_parts(
+                (h as *const SegmentHeader).cast::<u8>(),
+                std::mem::size_of::<SegmentHeader>(),
+            )
+        };
+        let mut out = head.to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The records the kernel writes for one skb: `capture` bytes of `payload` in chunks of at
+    /// most MAX_CAPTURE, the last standing for the rest of the segment (same rule as
+    /// sensor-ebpf's `try_ingress`).
+    fn kernel_records(seq: u32, payload: &[u8], capture: usize, flags: u32) -> Vec<Vec<u8>> {
+        use palisade_sensor_common::{FLAG_TRUNCATED, MAX_CAPTURE};
+        let total = payload.len().min(capture);
+        let chunks = total.div_ceil(MAX_CAPTURE).max(1);
+        (0..chunks)
+            .map(|i| {
+                let off = i * MAX_CAPTURE;
+                let n = (total - off).min(MAX_CAPTURE);
+                let last = i + 1 == chunks;
+                let stands_for = if last { payload.len() - off } else { n };
+                // FIN/RST only on the last record: the flow ends after all of them.
+                let mut f = flags & !(FLAG_FIN | FLAG_RST);
+                if last {
+                    f = flags;
+                    if n < stands_for {
+                        f |= FLAG_TRUNCATED;
+                    }
+                }
+                let mut h = header(seq + off as u32, stands_for as u32, n as u32, f);
+                h.stream_start = 1000;
+                record(&h, &payload[off..off + n])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flow_tuple_uses_the_kernel_encoding() {
+        let v4 = FlowKey {
+            src: "192.0.2.7".parse().unwrap(),
+            src_port: 40000,
+            dst: "10.0.0.1".parse().unwrap(),
+            dst_port: 8080,
+        };
+        let t = flow_tuple(&v4).unwrap();
+        let h = header(0, 0, 0, 0);
+        // Same bytes as the header's addresses, which the kernel copies into its key.
+        assert_eq!(t.client_addr, h.src_addr);
+        assert_eq!(t.server_addr, h.dst_addr);
+        assert_eq!(
+            (t.client_port, t.server_port, t.family),
+            (40000, 8080, FAMILY_V4)
+        );
+
+        let v6 = FlowKey {
+            src: "2001:db8::7".parse().unwrap(),
+            src_port: 1,
+            dst: "2001:db8::1".parse().unwrap(),
+            dst_port: 80,
+        };
+        let t = flow_tuple(&v6).unwrap();
+        assert_eq!(
+            t.client_addr,
+            "2001:db8::7".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(t.family, FAMILY_V6);
+        let mixed = FlowKey {
+            dst: "10.0.0.1".parse().unwrap(),
+            ..v6
+        };
+        assert_eq!(flow_tuple(&mixed), None);
+    }
+
+    #[test]
+    fn segment_takes_handshake_facts_from_the_record() {
+        let mut h = header(1000, 5, 5, FLAG_ESTABLISHED);
+        h.stream_start = 1000;
+        let seg = segment(&h, b"GET /");
+        assert!(seg.established);
+        assert_eq!(seg.stream_start, Some(1000));
+        // Without the flag, stream_start means nothing and the flow is not attributed.
+        let seg = segment(&header(1000, 5, 5, 0), b"GET /");
+        assert!(!seg.established);
+        assert_eq!(seg.stream_start, None);
+        let seg = segment(&header(1000, 0, 0, FLAG_RST), b"");
+        assert!(seg.end);
+    }
+
+    #[test]
+    fn consecutive_records_of_one_skb_reassemble_into_the_whole_request() {
+        use crate::config::ReassemblyConfig;
+        use crate::detect::Detector;
+        use crate::http::ParseLimits;
+
+        // One GRO skb: a JSON body whose attack sits after 9 KB of padding (3 records).
+        let attack = r#""q":"<script>alert(1)</script>"}"#;
+        let body = format!(r#"{{"pad":"{}",{attack}"#, "a".repeat(9000));
+        let raw = format!(
+            "POST /api HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let records = kernel_records(1000, raw.as_bytes(), 65536, FLAG_ESTABLISHED | FLAG_FIN);
+        assert_eq!(records.len(), 3);
+
+        let config = ReassemblyConfig {
+            max_flow_bytes: 64 * 1024,
+            ..ReassemblyConfig::default()
+        };
+        let limits = ParseLimits {
+            max_body: 16 * 1024,
+            ..ParseLimits::default()
+        };
+        let mut reassembler = Reassembler::new(config, limits);
+        let mut got = Vec::new();
+        for rec in &records {
+            let (h, payload) = decode(rec).unwrap();
+            let key = FlowKey {
+                src: addr(&h.src_addr, false),
+                src_port: h.src_port,
+                dst: addr(&h.dst_addr, false),
+                dst_port: h.dst_port,
+            };
+            reassembler.push(key, segment(&h, payload), |_, request, meta| {
+                got.push((request, meta));
+            });
+        }
+        assert_eq!(got.len(), 1, "one request");
+        let (request, meta) = &got[0];
+        assert!(meta.established && meta.in_sync, "{meta:?}");
+        assert_eq!(request.body, body.as_bytes(), "the whole body, in order");
+        let detections = Detector::builtin().unwrap().inspect(request);
+        assert!(
+            detections.iter().any(|d| d.category.as_str() == "xss"),
+            "{detections:?}"
+        );
+    }
+
+    #[test]
+    fn a_limited_capture_ends_in_a_truncated_record() {
+        let payload = vec![b'x'; 10_000];
+        let records = kernel_records(7, &payload, 5000, 0);
+        let parts: Vec<(u32, u32, usize)> = records
+            .iter()
+            .map(|r| {
+                let (h, p) = decode(r).unwrap();
+                (h.seq, h.payload_len, p.len())
+            })
+            .collect();
+        // 4096 copied, then 904 copied standing for the remaining 5904 bytes.
+        assert_eq!(parts, vec![(7, 4096, 4096), (7 + 4096, 5904, 904)]);
+        assert!(
+            decode(&records[0][..10]).is_none(),
+            "short record is refused"
+        );
     }
 
     #[test]
