@@ -193,7 +193,10 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
     for case in &cases {
         let client = match (trust_namespace, case.trusted_client) {
             (true, Some(ip)) => ip,
-            _ => peer,
+            // The trusted proxy's own request, without X-Forwarded-For: the proxy is never
+            // reported (counted as no_header below).
+            (true, None) => continue,
+            (false, _) => peer,
         };
         let mut buf = case.raw.as_slice();
         while let Parsed::Complete {
@@ -298,6 +301,13 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
         want.len(),
         "exactly one report per client and rule"
     );
+    if trust_namespace {
+        assert!(
+            metrics.unattributed_by_reason().get("no_header") >= Some(&1),
+            "the proxy's own request is counted, not reported: {:?}",
+            metrics.unattributed_by_reason()
+        );
+    }
     for r in &stored {
         assert_eq!(r.peer_ip, peer, "peer_ip is the namespace side of the veth");
         let ctx = r.context.as_ref().expect("context");
@@ -745,4 +755,155 @@ async fn ebpf_skip_map_stops_payload_copies_until_the_given_seq() {
         "only the control connection's upload was inspected: {detections:?}"
     );
     assert_eq!(metrics.ring_drops.load(Ordering::Relaxed), 0);
+}
+
+/// The attacks on attribution and parsing, on the real eBPF path behind a trusted proxy (the
+/// namespace, which sends each request as a load balancer would, `X-Forwarded-For` appended):
+/// the real client is reported; a client-written `Forwarded`, a smuggled request's forged
+/// `X-Forwarded-For` and the proxy itself never are; and every dodge is still detected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebpf_trust_scenarios() {
+    if skip_unless_ci("ebpf_trust_scenarios") {
+        return;
+    }
+    let server = NatsServer::start().await.unwrap();
+    let ns = VethNamespace::create().unwrap();
+    let port = 8080;
+    let host: IpAddr = ns.host_addr.into();
+    let peer: IpAddr = ns.ns_addr.into();
+    let http = http_server(SocketAddr::new(host, port)).await;
+
+    let mut config = Config {
+        sensor_id: "e2e-trust".into(),
+        source: Source::Ebpf,
+        ..Default::default()
+    };
+    config.ebpf.interfaces = vec![ns.host_if.clone()];
+    config.ebpf.ports = vec![port];
+    config.nats.url = server.url();
+    config.trusted_proxies = vec![IpNet::from(peer)];
+    config.report_special = test_ranges();
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    warm_up(&ns, host, port, &metrics).await;
+
+    // Addresses a client wrote, which must never be reported (global, so nothing but the
+    // attribution rules could keep them out).
+    let bystander: IpAddr = "8.8.8.8".parse().unwrap();
+    let smuggled: IpAddr = "8.8.4.4".parse().unwrap();
+    let xss = "q=%3Cscript%3Ealert(document.cookie)%3C/script%3E";
+    let sqli = "id=1%20UNION%20SELECT%20username,password%20FROM%20users--";
+    let smuggled_request =
+        format!("GET /?{xss} HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: {smuggled}\r\n\r\n");
+    let chunked_body = format!(
+        "{:x}\r\n{smuggled_request}\r\n0\r\n\r\n",
+        smuggled_request.len()
+    );
+    let padding = "a".repeat(2200);
+    let json =
+        format!(r#"{{"pad":"{padding}","comment":"<script>alert(document.cookie)</script>"}}"#);
+    let long_header = format!(
+        "X-Pad-1: {}\r\nX-Pad-2: {}\r\nX-Pad-3: {}\r\n",
+        "p".repeat(7000),
+        "q".repeat(7000),
+        "r".repeat(7000)
+    );
+    // (request, the client the proxy appended and that must be reported)
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!(
+                "GET /?{xss} HTTP/1.1\r\nHost: shop\r\nForwarded: for={bystander}\r\nX-Forwarded-For: 203.0.113.10\r\n\r\n"
+            ),
+            "203.0.113.10",
+        ),
+        (
+            format!(
+                "GET /item?{sqli} HTTP/1.1\r\nHost: shop\r\nForwarded: for=unknown\r\nX-Forwarded-For: 203.0.113.11\r\n\r\n"
+            ),
+            "203.0.113.11",
+        ),
+        (
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.12\r\n\r\n{chunked_body}"
+            ),
+            "203.0.113.12",
+        ),
+        (
+            format!(
+                "GET /?{xss} HTTP/1.1\r\nHost: shop\r\nX@Y: 1\r\nX-Forwarded-For: 203.0.113.20\r\n\r\n"
+            ),
+            "203.0.113.20",
+        ),
+        (
+            format!("GET /?{xss} HTTP/1.2\r\nHost: shop\r\nX-Forwarded-For: 203.0.113.21\r\n\r\n"),
+            "203.0.113.21",
+        ),
+        (
+            format!(
+                "GET /a#x?{sqli} HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 203.0.113.22\r\n\r\n"
+            ),
+            "203.0.113.22",
+        ),
+        (
+            format!(
+                "GET /?{xss} HTTP/1.1\r\nHost: shop\r\n{long_header}X-Forwarded-For: 203.0.113.23\r\n\r\n"
+            ),
+            "203.0.113.23",
+        ),
+        (
+            format!(
+                "POST /api/comments HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Forwarded-For: 203.0.113.24\r\n\r\n{json}",
+                json.len()
+            ),
+            "203.0.113.24",
+        ),
+    ];
+    // The proxy's own request with only a client-written Forwarded: nobody to report.
+    let proxy_only =
+        format!("GET /?{xss} HTTP/1.1\r\nHost: shop\r\nForwarded: for=unknown\r\n\r\n");
+    let mut requests: Vec<Vec<u8>> = cases.iter().map(|(r, _)| r.clone().into_bytes()).collect();
+    requests.push(proxy_only.into_bytes());
+    send(&ns, host, port, &requests);
+
+    let want: BTreeSet<IpAddr> = cases.iter().map(|(_, c)| c.parse().unwrap()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let stored = stored_reports(&server).await;
+        let seen: BTreeSet<IpAddr> = stored.iter().map(|r| r.client_ip).collect();
+        if want.is_subset(&seen) && metrics.unattributed_by_reason().contains_key("no_header") {
+            break stored;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out; reported {seen:?}, want {want:?}, unattributed {:?}",
+            metrics.unattributed_by_reason()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = stop_tx.send(());
+    sensor.await.unwrap().unwrap();
+    http.abort();
+
+    for (request, client) in &cases {
+        let first = request.lines().next().unwrap_or_default();
+        assert!(
+            stored.iter().any(|r| r.client_ip.to_string() == *client),
+            "{first}: no report for {client}"
+        );
+    }
+    for r in &stored {
+        assert!(
+            r.client_ip != bystander && r.client_ip != smuggled && r.client_ip != peer,
+            "reported an address the client chose, or the proxy: {r:?}"
+        );
+        assert_eq!(r.peer_ip, peer);
+    }
+    assert!(
+        metrics.unattributed_by_reason().get("no_header") >= Some(&1),
+        "the proxy-only request is counted as unattributed: {:?}",
+        metrics.unattributed_by_reason()
+    );
 }
