@@ -12,6 +12,15 @@
 #   bench/sensor_overhead.sh            (root; writes bench/results/sensor_overhead.json)
 #   ROUNDS=5 DURATION=10 CONNECTIONS=64 bench/sensor_overhead.sh
 #
+# Options (environment):
+#   BASE_REV=<git rev>   adds (d) sensor_base: the sensor built from that revision (in
+#                        target/overhead-base, so the tree's own build is untouched), measured in
+#                        the same rounds: before/after of a change in one run.
+#   BODY_BYTES=N         wrk POSTs a JSON body of N bytes (the sensor inspects bodies) instead of
+#                        a GET; nginx serves the file for POST too (error_page 405 =200).
+#   SKIP_MODSEC=1        leave out (c).
+#   OUT=path             where the JSON goes.
+#
 # Needs scripts/setup.sh (nginx-light, wrk, nats-server) and scripts/bench-deps.sh (ModSecurity).
 #
 # Topology: a network namespace (the "load balancer") runs wrk; a veth pair carries its
@@ -37,7 +46,10 @@ PORT=8080
 MODSEC_PORT=8081
 MODSEC_MODULE=/usr/lib/nginx/modules/ngx_http_modsecurity_module.so
 MODSEC_RULES="$ROOT/bench/modsec/modsecurity.conf"
-OUT="$ROOT/bench/results/sensor_overhead.json"
+OUT="${OUT:-$ROOT/bench/results/sensor_overhead.json}"
+BASE_REV="${BASE_REV:-}"
+BODY_BYTES="${BODY_BYTES:-0}"
+SKIP_MODSEC="${SKIP_MODSEC:-0}"
 
 log() { printf '\033[1;34m[bench]\033[0m %s\n' "$*" >&2; }
 die() { printf 'sensor_overhead: %s\n' "$*" >&2; exit 1; }
@@ -55,6 +67,16 @@ UPTIME_START="$(uptime)"
 log "building the sensor (release)"
 cargo build --release -q -p palisade-sensor
 SENSOR="$ROOT/target/release/palisade-sensor"
+BASE_SENSOR=""
+if [ -n "$BASE_REV" ]; then
+    log "building the sensor at $BASE_REV (release, target/overhead-base)"
+    BASE_TREE="$ROOT/target/overhead-base/src"
+    rm -rf "$BASE_TREE"; mkdir -p "$BASE_TREE"
+    git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$BASE_TREE"
+    CARGO_TARGET_DIR="$ROOT/target/overhead-base" cargo build --release -q \
+        --manifest-path "$BASE_TREE/Cargo.toml" -p palisade-sensor
+    BASE_SENSOR="$ROOT/target/overhead-base/release/palisade-sensor"
+fi
 
 # shellcheck source=bench/lib/netns.sh
 . "$ROOT/bench/lib/netns.sh"
@@ -92,7 +114,7 @@ http {
     $http
     server {
         listen $HOST_ADDR:$port;
-        location / { root $WORK/www; }
+        location / { root $WORK/www; error_page 405 =200 \$uri; }
     }
 }
 NGINX
@@ -147,9 +169,21 @@ log "ModSecurity check: $ATTACK -> 403, $BENIGN -> 200 ($RULES_LOADED)"
 modsec_lines() { grep -c 'ModSecurity: ' "$WORK/modsec/error.log" || true; }
 
 # run_wrk PORT NAME: one wrk run; its output is kept as $WORK/NAME.txt.
+WRK_SCRIPT=()
+if [ "$BODY_BYTES" -gt 0 ]; then
+    python3 - "$BODY_BYTES" >"$WORK/post.lua" <<'PY'
+import sys
+n = int(sys.argv[1])
+body = '{"comment":"' + "a" * max(0, n - 15) + '"}'
+print('wrk.method = "POST"')
+print('wrk.headers["Content-Type"] = "application/json"')
+print('wrk.body = "' + body.replace('"', '\\"') + '"')
+PY
+    WRK_SCRIPT=(-s "$WORK/post.lua")
+fi
 run_wrk() {
     ip netns exec "$NS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${HEADERS[@]}" \
-        "http://$HOST_ADDR:$1$BENIGN" >"$WORK/$2.txt"
+        "${WRK_SCRIPT[@]}" "http://$HOST_ADDR:$1$BENIGN" >"$WORK/$2.txt"
 }
 # parse_wrk FILE CONFIG ROUND [EXTRA_JSON...]: one JSON line with wrk's figures.
 parse_wrk() {
@@ -185,7 +219,7 @@ metric() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 
 vm_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 start_sensor() {
-    "$SENSOR" --source ebpf --interface "$HOST_IF" --port "$PORT" --sensor-id bench \
+    "${1:-$SENSOR}" --source ebpf --interface "$HOST_IF" --port "$PORT" --sensor-id bench \
         --nats-url "nats://127.0.0.1:$NATS_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
         >"$WORK/sensor.log" 2>&1 &
     SENSOR_PID=$!
@@ -240,7 +274,10 @@ print(json.dumps({"wrk_cpu_s": round(wrk, 2), "nginx_cpu_s": round((ours - senso
 measure() {
     local config=$1 r=$2 extra port=$PORT inst=$NGINX_PID s0 s1 w0 w1 pids sensor_ticks=0
     if [ "$config" = modsec ]; then port=$MODSEC_PORT; inst=$MODSEC_PID; fi
-    if [ "$config" = sensor ]; then start_sensor; fi
+    case "$config" in
+        sensor) start_sensor "$SENSOR" ;;
+        sensor_base) start_sensor "$BASE_SENSOR" ;;
+    esac
     mapfile -t pids < <(pgrep -P "$inst")
     [ "${#pids[@]}" -gt 0 ] || die "no nginx worker under pid $inst"
     case "$config" in
@@ -250,7 +287,7 @@ measure() {
             child_times w1; s1="$(cpu_snapshot "${pids[@]}")"
             extra='{}'
             ;;
-        sensor)
+        sensor | sensor_base)
             local c0 c1 drops captured parsed hwm
             s0="$(cpu_snapshot "${pids[@]}")"; child_times w0
             c0="$(cpu_ticks "$SENSOR_PID")"
@@ -300,10 +337,12 @@ for port in "$PORT" "$MODSEC_PORT"; do
         "http://$HOST_ADDR:$port$BENIGN" >/dev/null
 done
 
-CONFIGS=(none sensor modsec)
+CONFIGS=(none sensor)
+[ -n "$BASE_SENSOR" ] && CONFIGS+=(sensor_base)
+[ "$SKIP_MODSEC" = 1 ] || CONFIGS+=(modsec)
 for r in $(seq "$ROUNDS"); do
-    for k in 0 1 2; do
-        measure "${CONFIGS[$(( (r - 1 + k) % 3 ))]}" "$r"
+    for k in $(seq 0 $(( ${#CONFIGS[@]} - 1 ))); do
+        measure "${CONFIGS[$(( (r - 1 + k) % ${#CONFIGS[@]} ))]}" "$r"
     done
 done
 
@@ -321,12 +360,13 @@ VERSIONS="$(python3 -c 'import json,sys; a=sys.argv[1:]; print(json.dumps(dict(z
     wrk "$(pkgver wrk)")"
 
 python3 - "$OUT" "$ROWS" "$DURATION" "$CONNECTIONS" "$THREADS" "$VERSIONS" \
-    "$LOAD_START" "$LOAD_END" "$UPTIME_START" "$UPTIME_END" <<'PY'
+    "$LOAD_START" "$LOAD_END" "$UPTIME_START" "$UPTIME_END" "$BASE_REV" "$BODY_BYTES" <<'PY'
 import json, os, platform, statistics, sys
 out, rows_path, duration, conns, threads, versions = sys.argv[1:7]
-load_start, load_end, uptime_start, uptime_end = sys.argv[7:11]
+load_start, load_end, uptime_start, uptime_end, base_rev, body_bytes = sys.argv[7:13]
 rows = [json.loads(l) for l in open(rows_path)]
-configs = ["none", "sensor", "modsec"]
+configs = [c for c in ["none", "sensor", "sensor_base", "modsec"] if any(r["config"] == c for r in rows)]
+others = [c for c in configs if c != "none"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
 med = lambda xs: round(statistics.median(xs), 3) if xs else None
@@ -334,15 +374,17 @@ by = {c: [r for r in rows if r["config"] == c] for c in configs}
 medians = {c: {"rps": med([r["rps"] for r in by[c]]), "p99_ms": med([r["p99_ms"] for r in by[c]]),
                "p50_ms": med([r["p50_ms"] for r in by[c]]),
                "others_cpu_percent": med([r["others_cpu_percent"] for r in by[c]])} for c in configs}
-s = by["sensor"]
-medians["sensor"].update({
-    "sensor_cpu_s": med([r["sensor_cpu_s"] for r in s]),
-    "sensor_cpu_percent": med([r["sensor_cpu_percent"] for r in s]),
-    "sensor_vmhwm_kib": med([r["sensor_vmhwm_kib"] for r in s]),
-})
+for c in ("sensor", "sensor_base"):
+    s = by.get(c, [])
+    if s:
+        medians[c].update({
+            "sensor_cpu_s": med([r["sensor_cpu_s"] for r in s]),
+            "sensor_cpu_percent": med([r["sensor_cpu_percent"] for r in s]),
+            "sensor_vmhwm_kib": med([r["sensor_vmhwm_kib"] for r in s]),
+        })
 base = medians["none"]
 ratios = {c: {"rps": round(medians[c]["rps"] / base["rps"], 4),
-              "p99": round(medians[c]["p99_ms"] / base["p99_ms"], 4)} for c in ("sensor", "modsec")}
+              "p99": round(medians[c]["p99_ms"] / base["p99_ms"], 4)} for c in others}
 rounds = {}
 for r in rows:
     rounds.setdefault(r["round"], {"round": r["round"], "order": []})
@@ -350,12 +392,12 @@ for r in rows:
     rounds[r["round"]][r["config"]] = {k: v for k, v in r.items() if k not in ("round", "config")}
 for rd in rounds.values():
     b = rd["none"]
-    rd["ratio_rps"] = {c: round(rd[c]["rps"] / b["rps"], 4) for c in ("sensor", "modsec")}
-    rd["ratio_p99"] = {c: round(rd[c]["p99_ms"] / b["p99_ms"], 4) for c in ("sensor", "modsec")}
+    rd["ratio_rps"] = {c: round(rd[c]["rps"] / b["rps"], 4) for c in others}
+    rd["ratio_p99"] = {c: round(rd[c]["p99_ms"] / b["p99_ms"], 4) for c in others}
 # The same ratios paired within each round (less sensitive to load drifting between rounds).
 ratios_paired = {c: {"rps": med([rd["ratio_rps"][c] for rd in rounds.values()]),
                      "p99": med([rd["ratio_p99"][c] for rd in rounds.values()])}
-                 for c in ("sensor", "modsec")}
+                 for c in others}
 result = {
     "benchmark": "sensor_overhead",
     "script": "bench/sensor_overhead.sh",
@@ -370,7 +412,9 @@ result = {
     "setup": {
         "duration_secs": int(duration), "connections": int(conns), "wrk_threads": int(threads),
         "nginx": "worker_processes auto, static 3-byte file, keep-alive, access_log off",
-        "request": "GET /index.html?id=42 with Host: palisade-bench.test, User-Agent, Accept: */*",
+        "request": ("GET" if int(body_bytes) == 0 else f"POST with a {body_bytes}-byte JSON body,")
+                   + " /index.html?id=42 with Host: palisade-bench.test, User-Agent, Accept: */*",
+        "sensor_base": f"the sensor built from {base_rev}" if base_rev else None,
         "modsec_config": "bench/modsec/modsecurity.conf: SecRuleEngine On, request body access, Debian "
                          "crs-setup.conf defaults (anomaly scoring, paranoia level 1, inbound threshold 5), "
                          "CRS 3.3.4 rules; checked before measuring: SQLi request -> 403, benign -> 200",
