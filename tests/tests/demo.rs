@@ -14,8 +14,7 @@ fn bin_dir() -> PathBuf {
 }
 
 async fn run_demo(mode: SensorMode) {
-    if let Some(reason) = palisade_tests::netns::skip_reason() {
-        eprintln!("SKIPPED: the demo needs root and network namespaces: {reason}");
+    if palisade_tests::netns::skip_unless_ci("the demo (needs root and network namespaces)") {
         return;
     }
     let outcome = demo::run(DemoOptions {
