@@ -86,6 +86,7 @@ impl Config {
             );
         }
         self.nats.auth().check().map_err(Error::Config)?;
+        crate::identity::check_inbox_prefix(&self.nats.inbox_prefix)?;
         if !matches!(
             self.nats.retention.as_str(),
             "limits" | "interest" | "workqueue"
@@ -203,6 +204,9 @@ fn default_max_deliver() -> i64 {
 fn default_reconnect_max_secs() -> u64 {
     30
 }
+fn default_inbox_prefix() -> String {
+    "_INBOX_palisade_blocker".into()
+}
 
 /// NATS connection, JetStream stream and durable consumer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -265,6 +269,16 @@ pub struct NatsConfig {
     /// Longest pause between reconnect attempts, seconds (the backoff doubles up to it).
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: u64,
+    /// Sensor ids (or `*`/`?` patterns) whose reports are taken; reports on the subject of any
+    /// other sensor are rejected (`sensor_not_accepted`) without being parsed. Default: every
+    /// sensor.
+    #[serde(default)]
+    pub accepted_sensors: crate::identity::AcceptedSensors,
+    /// Subject prefix of the blocker's reply inboxes (JetStream API replies and pulled
+    /// messages). Its own prefix, so that the sensors' permission to receive their publish acks
+    /// on `_INBOX.>` does not let them read what the blocker receives.
+    #[serde(default = "default_inbox_prefix")]
+    pub inbox_prefix: String,
 }
 
 impl NatsConfig {
@@ -306,6 +320,8 @@ impl Default for NatsConfig {
             max_ack_pending: default_max_ack_pending(),
             max_deliver: default_max_deliver(),
             reconnect_max_secs: default_reconnect_max_secs(),
+            accepted_sensors: crate::identity::AcceptedSensors::default(),
+            inbox_prefix: default_inbox_prefix(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 mod error;
 pub mod guardrails;
+pub mod identity;
 mod loglimit;
 pub mod metrics;
 pub mod nats;
@@ -171,6 +172,7 @@ pub async fn run_with(
         consumer,
         client.clone(),
         Arc::clone(&engine),
+        config.nats.accepted_sensors.clone(),
         config.pipeline.batch_size,
         Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
         shutdown,
