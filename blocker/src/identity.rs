@@ -79,9 +79,8 @@ impl AcceptedSensors {
         };
         for (i, p) in patterns.iter().enumerate() {
             let p = p.as_ref();
-            check_pattern(p).map_err(|why| {
-                Error::Config(format!("nats.accepted_sensors[{i}] `{p}`: {why}"))
-            })?;
+            check_pattern(p)
+                .map_err(|why| Error::Config(format!("nats.accepted_sensors[{i}] `{p}`: {why}")))?;
             c.source.push(p.to_owned());
             if p.bytes().all(|b| b == b'*') {
                 c.any = true;
@@ -337,7 +336,11 @@ impl Credentials {
                 .join(", ")
         };
         let mut out = String::new();
-        let _ = writeln!(out, "# palisade {} (palisade-blocker credentials)", self.who);
+        let _ = writeln!(
+            out,
+            "# palisade {} (palisade-blocker credentials)",
+            self.who
+        );
         let _ = writeln!(out, "{{");
         let _ = writeln!(out, "  nkey: \"{}\"", self.public_key);
         let _ = writeln!(out, "  permissions: {{");
@@ -367,7 +370,11 @@ pub fn mint_sensor(id: &str) -> Result<Credentials> {
 /// `inbox_prefix` (the `[nats]` settings of the blocker that will use it).
 pub fn mint_blocker(stream: &str, consumer: &str, inbox_prefix: &str) -> Result<Credentials> {
     for (name, v) in [("nats.stream", stream), ("nats.consumer", consumer)] {
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && !b".*>".contains(&b)) {
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b".*>".contains(&b))
+        {
             return Err(Error::Config(format!(
                 "{name} `{v}` cannot be a JetStream name (no spaces, `.`, `*` or `>`)"
             )));
@@ -427,7 +434,11 @@ mod tests {
         assert!(a.accepts("node-1") && a.accepts("edge_7") && a.accepts("db-1"));
         assert!(!a.accepts("edge_8") && !a.accepts("db-12") && !a.accepts("Node-1"));
         assert_eq!(a.patterns(), ["node-*", "edge_7", "db-?"]);
-        assert!(AcceptedSensors::from_patterns(&["*"]).unwrap().accepts_all());
+        assert!(
+            AcceptedSensors::from_patterns(&["*"])
+                .unwrap()
+                .accepts_all()
+        );
     }
 
     #[test]
@@ -437,7 +448,10 @@ mod tests {
         let err = AcceptedSensors::from_patterns(&["ok", "node.1"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("accepted_sensors[1]") && err.contains("`.`"), "{err}");
+        assert!(
+            err.contains("accepted_sensors[1]") && err.contains("`.`"),
+            "{err}"
+        );
         assert!(AcceptedSensors::from_patterns(&[""]).is_err());
         assert!(AcceptedSensors::from_patterns(&["a>"]).is_err());
         // Through serde, as the configuration reads it.
@@ -446,7 +460,9 @@ mod tests {
             #[allow(dead_code)]
             a: AcceptedSensors,
         }
-        let err = toml::from_str::<T>("a = [\"x y\"]").unwrap_err().to_string();
+        let err = toml::from_str::<T>("a = [\"x y\"]")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("accepted_sensors[0]"), "{err}");
     }
 
