@@ -419,7 +419,9 @@ async fn handle(
     let admitted: Vec<bool> = if gate.open() {
         vec![true; msgs.len()]
     } else {
-        msgs.iter().map(|m| gate.admit(m.subject.as_str())).collect()
+        msgs.iter()
+            .map(|m| gate.admit(m.subject.as_str()))
+            .collect()
     };
     let incoming: Vec<Incoming> = msgs
         .iter()

@@ -98,9 +98,11 @@ fn creds_kind(text: &str) -> Result<CredsKind<'_>, String> {
         .filter(|l| !l.is_empty() && !l.starts_with("---") && !l.starts_with('#'));
     match (lines.next(), lines.next()) {
         (Some(seed), None) if seed.starts_with("SU") => Ok(CredsKind::Seed(seed)),
-        (Some(_), None) => Err("neither a .creds file (user JWT + seed) nor a user NKey seed \
+        (Some(_), None) => Err(
+            "neither a .creds file (user JWT + seed) nor a user NKey seed \
              (`SU...`)"
-            .into()),
+                .into(),
+        ),
         (None, _) => Err("empty: neither a .creds file nor an NKey seed file".into()),
         (Some(_), Some(_)) => Err("an NKey seed file holds one seed, and no user JWT was \
              found for a .creds file"
@@ -163,10 +165,12 @@ mod tests {
     #[test]
     fn seed_files_and_creds_files_are_told_apart() {
         let seed = nkeys::KeyPair::new_user().seed().unwrap();
-        assert_eq!(creds_kind(&format!("{seed}\n")), Ok(CredsKind::Seed(&seed[..])));
-        let decorated = format!(
-            "-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        assert_eq!(
+            creds_kind(&format!("{seed}\n")),
+            Ok(CredsKind::Seed(&seed[..]))
         );
+        let decorated =
+            format!("-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n");
         assert_eq!(creds_kind(&decorated), Ok(CredsKind::Seed(&seed[..])));
         let creds = format!(
             "-----BEGIN NATS USER JWT-----\neyJ0eXAi\n------END NATS USER JWT------\n\n{decorated}"
@@ -191,7 +195,10 @@ mod tests {
         let err = auth.connect_options("t").await.err().map(|e| e.to_string());
         std::fs::remove_dir_all(&dir).unwrap();
         let err = err.unwrap_or_default();
-        assert!(err.contains("bad.nk") && err.contains("does not decode"), "{err}");
+        assert!(
+            err.contains("bad.nk") && err.contains("does not decode"),
+            "{err}"
+        );
         assert!(!err.contains("SUNOTAREALSEED"), "{err}");
     }
 
