@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup build lint fmt bench clean
+.PHONY: demo test setup build lint fmt bench clean fuzz-smoke
 
 setup:
 	@scripts/setup.sh
@@ -20,6 +20,38 @@ demo: setup
 test: setup lint
 	$(CARGO) test --workspace --exclude palisade-sensor-ebpf --all-targets --no-fail-fast
 	$(CARGO) test --workspace --exclude palisade-sensor-ebpf --doc
+	$(MAKE) --no-print-directory fuzz-smoke
+
+# A short run of every fuzz target of the repository (whatever `cargo fuzz list` finds in each
+# fuzz crate), FUZZ_SECONDS each, from a throwaway corpus plus the crate's seeds/<target>/ when
+# there is one. A crash fails the run and libFuzzer's reproducer is kept in <crate>/fuzz/artifacts/.
+# The fuzz crates build once into target/fuzz; the targets exercise safe Rust only, so no
+# sanitizer (a panic or a failed assertion is what they find; half the build and run time).
+FUZZ_CRATES := sensor wire
+FUZZ_SECONDS ?= 12
+FUZZ := $(CARGO) +nightly fuzz
+FUZZ_OPTS := --sanitizer none --target-dir $(CURDIR)/target/fuzz
+
+fuzz-smoke: setup
+	@set -euo pipefail; \
+	for crate in $(FUZZ_CRATES); do \
+	    (cd $$crate && $(FUZZ) build $(FUZZ_OPTS)); \
+	    for target in $$(cd $$crate && $(FUZZ) list); do \
+	        corpus=$$(mktemp -d); \
+	        seeds=$$crate/fuzz/seeds/$$target; \
+	        [ -d $$seeds ] && seeds=$(CURDIR)/$$seeds || seeds=; \
+	        log=$$corpus.log; \
+	        echo "fuzz-smoke: $$crate/$$target for $(FUZZ_SECONDS)s"; \
+	        if (cd $$crate && $(FUZZ) run $(FUZZ_OPTS) $$target $$corpus $$seeds -- \
+	                -max_total_time=$(FUZZ_SECONDS)) >$$log 2>&1; then \
+	            grep -E '^(Done|#[0-9]+ +DONE)' $$log | tail -n 1 || true; \
+	            rm -rf $$corpus $$log; \
+	        else \
+	            cat $$log; rm -rf $$corpus $$log; \
+	            echo "fuzz-smoke: $$crate/$$target FAILED" >&2; exit 1; \
+	        fi; \
+	    done; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,6 +8,7 @@
 #     nginx-light (the web server of bench/sensor_overhead.sh and of the parser's differential
 #     test), nodejs (the second server of that test)
 #   - rust-src for the nightly toolchain and bpf-linker (to build the eBPF programs)
+#   - cargo-fuzz (`make fuzz-smoke`, the short fuzz run of `make test`)
 #   - a Python venv in .venv with the pinned AWS WAFv2 emulator (moto[server]) and the HCL parser
 set -euo pipefail
 
@@ -21,6 +22,7 @@ MOTO_VERSION="5.2.5"
 HCL2_VERSION="8.1.4"
 PYYAML_VERSION="6.0.3"
 BPF_LINKER_VERSION="0.13.0"
+CARGO_FUZZ_VERSION="0.13.2"
 
 APT_PACKAGES=(nats-server clang bpftool iproute2 wrk systemd nginx-light nodejs)
 
@@ -60,6 +62,12 @@ if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version 2>/dev/null
     RUSTFLAGS="-L $SYSROOT/lib -C link-arg=-l$LLVM_LIB -C link-arg=-Wl,-rpath,$SYSROOT/lib" \
         cargo install bpf-linker --locked --version "$BPF_LINKER_VERSION" \
         --no-default-features --features "llvm-$LLVM_MAJOR,no-llvm-linking"
+fi
+
+# cargo-fuzz for `make fuzz-smoke` (runs on the nightly toolchain installed above).
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 
 # Python venv: the AWS WAFv2 emulator and the Terraform parser for the tests.

@@ -4,11 +4,16 @@
 //! - `GET /readyz`: 200 when NATS is connected, the store is open and the last reconcile
 //!   succeeded; 503 with the failing checks otherwise.
 //! - `GET /metrics`: Prometheus text.
-//! - `GET /v1/blocks`: every block with its reasons (JSON).
-//! - `POST /v1/blocks` `{"cidr": "..", "ttl_secs": 3600, "note": ".."}` and
+//! - `GET /v1/blocks`: every block with its reasons (JSON). Needs `Authorization: Bearer
+//!   <admin.read_token or admin.token>` unless reads are open (`admin.open_reads`; by default
+//!   open only when no token is configured).
+//! - `POST /v1/blocks` `{"cidr": "..", "ttl_secs": 3600, "note": "..", "force": false}` and
 //!   `DELETE /v1/blocks/{cidr}` (the `/` of a CIDR written as `_` or `%2F`): manual block and
 //!   release. They need `Authorization: Bearer <admin.token>`; without a configured token they
 //!   answer 403 "disabled".
+//!
+//! Tokens are compared as SHA-256 digests in constant time: neither the content nor the
+//! length of a configured token shows in the time an answer takes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -20,8 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::AdminConfig;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::state::BlockRecord;
@@ -32,7 +39,56 @@ pub struct AdminState {
     pub engine: Arc<Engine>,
     pub nats_connected: Arc<AtomicBool>,
     pub reconcile_ok: Arc<AtomicBool>,
-    pub token: Option<Arc<str>>,
+    pub tokens: Tokens,
+}
+
+/// SHA-256 of a token: fixed-size, so comparing digests takes the same time whatever the
+/// lengths of the configured and the presented tokens.
+type TokenDigest = [u8; 32];
+
+fn digest(token: &[u8]) -> TokenDigest {
+    Sha256::digest(token).into()
+}
+
+/// The admin tokens, kept only as digests.
+#[derive(Clone)]
+pub struct Tokens {
+    write: Option<TokenDigest>,
+    read: Option<TokenDigest>,
+    open_reads: bool,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("write", &self.write.map(|_| "<set>"))
+            .field("read", &self.read.map(|_| "<set>"))
+            .field("open_reads", &self.open_reads)
+            .finish()
+    }
+}
+
+/// What a request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+impl Tokens {
+    /// From `[admin]`: `token` writes (and reads), `read_token` reads.
+    pub fn new(config: &AdminConfig) -> Tokens {
+        Tokens {
+            write: config.token.as_deref().map(|t| digest(t.as_bytes())),
+            read: config.read_token.as_deref().map(|t| digest(t.as_bytes())),
+            open_reads: config.reads_open(),
+        }
+    }
+
+    /// Does `given` match `want`? Constant time over the digests; `false` when unset.
+    fn matches(want: Option<&TokenDigest>, given: &TokenDigest) -> bool {
+        want.is_some_and(|w| bool::from(w.ct_eq(given)))
+    }
 }
 
 /// The router (bound by [`crate::run`], or served by tests).
@@ -84,7 +140,10 @@ struct BlockList {
     blocks: Vec<BlockRecord>,
 }
 
-async fn list(State(s): State<AdminState>) -> Response {
+async fn list(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(resp) = authorize(&s, &headers, Access::Read) {
+        return *resp;
+    }
     match s.engine.blocks().await {
         Ok(blocks) => Json(BlockList {
             count: blocks.len(),
@@ -104,20 +163,32 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(ApiError { error: msg.into() })).into_response()
 }
 
-/// Check the bearer token in constant time. `Err` is the response to send.
-fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &s.token else {
+/// Check the bearer token for `access`. `Err` is the response to send.
+fn authorize(s: &AdminState, headers: &HeaderMap, access: Access) -> Result<(), Box<Response>> {
+    let t = &s.tokens;
+    if access == Access::Read && t.open_reads {
+        return Ok(());
+    }
+    if access == Access::Write && t.write.is_none() {
         return Err(Box::new(err(
             StatusCode::FORBIDDEN,
             "disabled: no admin token is configured",
         )));
-    };
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    let given = digest(given.as_bytes());
+    // Both comparisons always run: which token matched does not show in the timing.
+    let write = Tokens::matches(t.write.as_ref(), &given);
+    let read = Tokens::matches(t.read.as_ref(), &given);
+    let ok = match access {
+        Access::Write => write,
+        Access::Read => write | read,
+    };
+    if ok {
         Ok(())
     } else {
         Err(Box::new(err(
@@ -139,6 +210,9 @@ pub struct ManualBlock {
     /// Free text kept as the reason's evidence.
     #[serde(default)]
     pub note: Option<String>,
+    /// Block an allowlisted or special-purpose CIDR anyway (the breadth limit still applies).
+    #[serde(default)]
+    pub force: bool,
 }
 
 async fn create(
@@ -146,7 +220,7 @@ async fn create(
     headers: HeaderMap,
     body: Result<Json<ManualBlock>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(resp) = authorize(&s, &headers) {
+    if let Err(resp) = authorize(&s, &headers, Access::Write) {
         return *resp;
     }
     let Json(req) = match body {
@@ -159,7 +233,12 @@ async fn create(
     };
     match s
         .engine
-        .manual_block(net, req.ttl_secs.map(Duration::from_secs), req.note)
+        .manual_block(
+            net,
+            req.ttl_secs.map(Duration::from_secs),
+            req.note,
+            req.force,
+        )
         .await
     {
         Ok(rec) => (StatusCode::CREATED, Json(rec)).into_response(),
@@ -175,7 +254,7 @@ async fn release(
     headers: HeaderMap,
     Path(cidr): Path<String>,
 ) -> Response {
-    if let Err(resp) = authorize(&s, &headers) {
+    if let Err(resp) = authorize(&s, &headers, Access::Write) {
         return *resp;
     }
     let net = match palisade_providers::parse_cidr(&cidr.replace('_', "/")) {

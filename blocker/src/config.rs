@@ -86,6 +86,7 @@ impl Config {
             );
         }
         self.nats.auth().check().map_err(Error::Config)?;
+        crate::identity::check_inbox_prefix(&self.nats.inbox_prefix)?;
         if !matches!(
             self.nats.retention.as_str(),
             "limits" | "interest" | "workqueue"
@@ -157,6 +158,32 @@ impl Config {
         {
             return bad("guardrails prefix limits out of range".into());
         }
+        let g = &self.guardrails;
+        if g.max_deferred == 0 || g.max_deferred_per_sensor == 0 {
+            return bad(
+                "guardrails.max_deferred and guardrails.max_deferred_per_sensor must be > 0".into(),
+            );
+        }
+        if !(g.max_sensor_share > 0.0 && g.max_sensor_share <= 1.0) {
+            return bad("guardrails.max_sensor_share must be in (0, 1]".into());
+        }
+        if !(g.max_prefix_v6_len..=128).contains(&p.ipv6_prefix_len) || p.ipv6_prefix_len < 48 {
+            return bad(format!(
+                "policy.ipv6_prefix_len = {} must be within /{}..=/128 (guardrails.max_prefix_v6_len) and never broader than /48",
+                p.ipv6_prefix_len,
+                g.max_prefix_v6_len.max(48)
+            ));
+        }
+        if !(g.max_prefix_v4_len..=32).contains(&p.ipv4_prefix_len) || p.ipv4_prefix_len < 24 {
+            return bad(format!(
+                "policy.ipv4_prefix_len = {} must be within /{}..=/32 (guardrails.max_prefix_v4_len) and never broader than /24",
+                p.ipv4_prefix_len,
+                g.max_prefix_v4_len.max(24)
+            ));
+        }
+        if self.state.max_offences == 0 {
+            return bad("state.max_offences must be > 0".into());
+        }
         if self.state.max_reasons == 0 {
             return bad("state.max_reasons must be >= 1".into());
         }
@@ -167,6 +194,11 @@ impl Config {
             && t.len() < 16
         {
             return bad("admin.token must be at least 16 characters".into());
+        }
+        if let Some(t) = &self.admin.read_token
+            && t.len() < 16
+        {
+            return bad("admin.read_token must be at least 16 characters".into());
         }
         self.provider.validate()?;
         Ok(())
@@ -202,6 +234,9 @@ fn default_max_deliver() -> i64 {
 }
 fn default_reconnect_max_secs() -> u64 {
     30
+}
+fn default_inbox_prefix() -> String {
+    "_INBOX_palisade_blocker".into()
 }
 
 /// NATS connection, JetStream stream and durable consumer.
@@ -265,6 +300,16 @@ pub struct NatsConfig {
     /// Longest pause between reconnect attempts, seconds (the backoff doubles up to it).
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: u64,
+    /// Sensor ids (or `*`/`?` patterns) whose reports are taken; reports on the subject of any
+    /// other sensor are rejected (`sensor_not_accepted`) without being parsed. Default: every
+    /// sensor.
+    #[serde(default)]
+    pub accepted_sensors: crate::identity::AcceptedSensors,
+    /// Subject prefix of the blocker's reply inboxes (JetStream API replies and pulled
+    /// messages). Its own prefix, so that the sensors' permission to receive their publish acks
+    /// on `_INBOX.>` does not let them read what the blocker receives.
+    #[serde(default = "default_inbox_prefix")]
+    pub inbox_prefix: String,
 }
 
 impl NatsConfig {
@@ -306,6 +351,8 @@ impl Default for NatsConfig {
             max_ack_pending: default_max_ack_pending(),
             max_deliver: default_max_deliver(),
             reconnect_max_secs: default_reconnect_max_secs(),
+            accepted_sensors: crate::identity::AcceptedSensors::default(),
+            inbox_prefix: default_inbox_prefix(),
         }
     }
 }
@@ -415,6 +462,12 @@ fn default_max_ttl_secs() -> u64 {
 fn default_tracked_clients() -> u64 {
     2_000_000
 }
+fn default_ipv6_prefix_len() -> u8 {
+    64
+}
+fn default_ipv4_prefix_len() -> u8 {
+    32
+}
 
 /// When a client gets blocked, and for how long.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -445,6 +498,14 @@ pub struct PolicyConfig {
     /// Most not-yet-blocked clients whose recent reports are counted in memory.
     #[serde(default = "default_tracked_clients")]
     pub max_tracked_clients: u64,
+    /// Prefix an IPv6 client is counted and blocked as (64: its /64; 128: the address alone).
+    /// At least `guardrails.max_prefix_v6_len` (never broader than /48).
+    #[serde(default = "default_ipv6_prefix_len")]
+    pub ipv6_prefix_len: u8,
+    /// Prefix an IPv4 client is counted and blocked as (32: the address alone). At least
+    /// `guardrails.max_prefix_v4_len` (never broader than /24).
+    #[serde(default = "default_ipv4_prefix_len")]
+    pub ipv4_prefix_len: u8,
 }
 
 impl Default for PolicyConfig {
@@ -458,6 +519,8 @@ impl Default for PolicyConfig {
             escalation_factor: default_escalation_factor(),
             max_ttl_secs: default_max_ttl_secs(),
             max_tracked_clients: default_tracked_clients(),
+            ipv6_prefix_len: default_ipv6_prefix_len(),
+            ipv4_prefix_len: default_ipv4_prefix_len(),
         }
     }
 }
@@ -485,6 +548,15 @@ fn default_v4_len() -> u8 {
 fn default_v6_len() -> u8 {
     48
 }
+fn default_max_deferred() -> usize {
+    20_000
+}
+fn default_max_deferred_per_sensor() -> usize {
+    2_000
+}
+fn default_max_sensor_share() -> f64 {
+    0.5
+}
 
 /// Guardrails. See `docs/blocker.md` for the special-purpose ranges refused by default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -502,9 +574,22 @@ pub struct GuardrailConfig {
     /// Broadest IPv6 prefix that may be blocked.
     #[serde(default = "default_v6_len")]
     pub max_prefix_v6_len: u8,
-    /// Most new blocks enforced per minute; blocks decided above it wait in the deferred queue.
+    /// Most new blocks enforced per minute; blocks decided above it wait in the deferred queue,
+    /// served one sensor at a time in turn.
     #[serde(default = "default_max_new_blocks")]
     pub max_new_blocks_per_minute: u32,
+    /// Most deferred blocks over all sensors; a block that would be deferred beyond it is
+    /// refused (not decided, counted as `deferred_full`).
+    #[serde(default = "default_max_deferred")]
+    pub max_deferred: usize,
+    /// Most deferred blocks decided on one sensor's report; beyond it that sensor's would-be
+    /// blocks are refused (counted as `deferred_sensor_full`).
+    #[serde(default = "default_max_deferred_per_sensor")]
+    pub max_deferred_per_sensor: usize,
+    /// Share (0 < share <= 1) of a family's firewall room that blocks reported by one sensor
+    /// alone may take while other blocks compete for it; 1 disables the bound.
+    #[serde(default = "default_max_sensor_share")]
+    pub max_sensor_share: f64,
 }
 
 impl Default for GuardrailConfig {
@@ -515,6 +600,9 @@ impl Default for GuardrailConfig {
             max_prefix_v4_len: default_v4_len(),
             max_prefix_v6_len: default_v6_len(),
             max_new_blocks_per_minute: default_max_new_blocks(),
+            max_deferred: default_max_deferred(),
+            max_deferred_per_sensor: default_max_deferred_per_sensor(),
+            max_sensor_share: default_max_sensor_share(),
         }
     }
 }
@@ -530,6 +618,9 @@ fn default_offence_memory_secs() -> u64 {
 }
 fn default_sweep_interval_secs() -> u64 {
     10
+}
+fn default_max_offences() -> usize {
+    1_000_000
 }
 
 /// Embedded state store (redb).
@@ -548,6 +639,9 @@ pub struct StateConfig {
     /// How often expired blocks are removed, seconds.
     #[serde(default = "default_sweep_interval_secs")]
     pub sweep_interval_secs: u64,
+    /// Most offence records kept (memory and store); the oldest are forgotten first.
+    #[serde(default = "default_max_offences")]
+    pub max_offences: usize,
 }
 
 impl Default for StateConfig {
@@ -557,6 +651,7 @@ impl Default for StateConfig {
             max_reasons: default_max_reasons(),
             offence_memory_secs: default_offence_memory_secs(),
             sweep_interval_secs: default_sweep_interval_secs(),
+            max_offences: default_max_offences(),
         }
     }
 }
@@ -600,9 +695,24 @@ pub struct AdminConfig {
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`, `/v1/blocks`).
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
-    /// Bearer token for `POST`/`DELETE /v1/blocks`; without it manual changes are disabled.
+    /// Bearer token for `POST`/`DELETE /v1/blocks` (it also reads); without it manual changes
+    /// are disabled.
     #[serde(default)]
     pub token: Option<String>,
+    /// Bearer token for `GET /v1/blocks` only (read-only dashboards).
+    #[serde(default)]
+    pub read_token: Option<String>,
+    /// Serve `GET /v1/blocks` without a token. Unset: open only when no token is configured.
+    #[serde(default)]
+    pub open_reads: Option<bool>,
+}
+
+impl AdminConfig {
+    /// Does `GET /v1/blocks` answer without a token?
+    pub fn reads_open(&self) -> bool {
+        self.open_reads
+            .unwrap_or(self.token.is_none() && self.read_token.is_none())
+    }
 }
 
 impl Default for AdminConfig {
@@ -610,6 +720,8 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: default_admin_listen(),
             token: None,
+            read_token: None,
+            open_reads: None,
         }
     }
 }
@@ -754,6 +866,9 @@ pub struct Cli {
     /// Bearer token for manual block/release.
     #[arg(long, env = "PALISADE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token for reading the block list only.
+    #[arg(long, env = "PALISADE_ADMIN_READ_TOKEN", hide_env_values = true)]
+    pub admin_read_token: Option<String>,
     /// State directory.
     #[arg(long, env = "PALISADE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -814,6 +929,7 @@ impl Cli {
         set(&mut c.nats.consumer, &self.nats_consumer);
         set(&mut c.admin.listen, &self.admin_listen);
         set_opt(&mut c.admin.token, &self.admin_token);
+        set_opt(&mut c.admin.read_token, &self.admin_read_token);
         set(&mut c.state.dir, &self.state_dir);
         set(&mut c.provider.kind, &self.provider);
         if !self.ipset_arns.is_empty() {

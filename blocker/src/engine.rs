@@ -5,7 +5,7 @@
 //! caller acks after that). The engine knows nothing about NATS, so tests and the benchmark
 //! drive it directly too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 use moka::sync::Cache;
 use palisade_wire::{Report, Severity, sensor_from_subject};
@@ -22,11 +22,11 @@ use tracing::{error, info, instrument, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::guardrails::{Guardrails, host_net};
+use crate::guardrails::{Guardrails, client_net};
 use crate::loglimit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, sensor_hash};
-use crate::state::{Batch, BlockRecord, Offence, Reason, Store};
+use crate::state::{Batch, BlockRecord, MAX_BLOCK_SENSORS, Offence, Reason, Store};
 
 /// What to tell JetStream about one message, once the batch is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,38 +46,172 @@ pub struct Incoming {
     pub payload: bytes::Bytes,
 }
 
-/// Decided blocks and offence history, mirrored from the store.
-#[derive(Debug, Default)]
+/// Decided blocks and offence history, mirrored from the store, with the new-block cap and
+/// the deferred queue (both guarded by the state lock).
+#[derive(Debug)]
 pub struct BlockState {
     /// Active (and deferred) blocks.
     pub blocks: HashMap<IpNet, BlockRecord>,
     /// Offence history, kept after blocks end.
     pub offences: HashMap<IpNet, Offence>,
-    /// How many of `blocks` are deferred (kept up to date by `put` and `take`).
-    deferred: usize,
+    /// Deferred blocks, one FIFO per deciding sensor, served in turn.
+    queue: DeferredQueue,
+    /// The global cap on new blocks (`guardrails.max_new_blocks_per_minute`).
+    cap: TokenBucket,
 }
 
 impl BlockState {
     /// Insert or replace a block.
     fn put(&mut self, rec: BlockRecord) {
-        if rec.deferred {
-            self.deferred += 1;
+        let was_deferred = self.blocks.get(&rec.cidr).is_some_and(|b| b.deferred);
+        match (was_deferred, rec.deferred) {
+            (false, true) => self.queue.push(rec.decided_by(), rec.cidr),
+            (true, false) => self.queue.forget(rec.decided_by()),
+            _ => {}
         }
-        if let Some(old) = self.blocks.insert(rec.cidr, rec)
-            && old.deferred
-        {
-            self.deferred -= 1;
-        }
+        self.blocks.insert(rec.cidr, rec);
     }
 
     /// Remove a block.
     fn take(&mut self, net: &IpNet) -> Option<BlockRecord> {
         let old = self.blocks.remove(net);
-        if old.as_ref().is_some_and(|b| b.deferred) {
-            self.deferred -= 1;
+        if let Some(b) = old.as_ref().filter(|b| b.deferred) {
+            self.queue.forget(b.decided_by());
         }
         old
     }
+
+    /// Deferred blocks in the state.
+    pub fn deferred(&self) -> usize {
+        self.queue.len
+    }
+
+    /// Deferred blocks decided on `sensor`'s reports.
+    pub fn deferred_of(&self, sensor: &str) -> usize {
+        self.queue.count.get(sensor).copied().unwrap_or(0)
+    }
+
+    /// Take the next deferred block to enforce: sensors in turn, each its oldest first.
+    fn next_deferred(&mut self) -> Option<BlockRecord> {
+        while let Some(sensor) = self.queue.ring.pop_front() {
+            let Some(fifo) = self.queue.fifos.get_mut(&sensor) else {
+                continue;
+            };
+            // Entries of blocks released or replaced meanwhile are skipped (lazy deletion).
+            let mut found = None;
+            while let Some(net) = fifo.pop_front() {
+                if let Some(b) = self.blocks.get(&net).filter(|b| b.deferred) {
+                    found = Some(b.clone());
+                    break;
+                }
+            }
+            let more = !fifo.is_empty();
+            if more {
+                self.queue.ring.push_back(sensor);
+            } else {
+                self.queue.fifos.remove(&sensor);
+            }
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+/// The deferred queue: per sensor, the CIDRs of its deferred blocks in decision order; the ring
+/// of sensors with something queued is served one block per sensor per turn (round robin), so
+/// a sensor that floods waits behind its own blocks, not in front of everyone else's.
+#[derive(Debug, Default)]
+struct DeferredQueue {
+    fifos: HashMap<String, VecDeque<IpNet>>,
+    ring: VecDeque<String>,
+    /// Deferred blocks per deciding sensor (exact; the FIFOs may hold stale entries).
+    count: HashMap<String, usize>,
+    /// Deferred blocks in all.
+    len: usize,
+}
+
+impl DeferredQueue {
+    fn push(&mut self, sensor: &str, net: IpNet) {
+        match self.fifos.get_mut(sensor) {
+            Some(fifo) => fifo.push_back(net),
+            None => {
+                self.fifos.insert(sensor.to_owned(), VecDeque::from([net]));
+                self.ring.push_back(sensor.to_owned());
+            }
+        }
+        *self.count.entry(sensor.to_owned()).or_default() += 1;
+        self.len += 1;
+    }
+
+    /// One of `sensor`'s deferred blocks stopped being deferred (its FIFO entry is skipped
+    /// later; dropped with the FIFO when the sensor has none left).
+    fn forget(&mut self, sensor: &str) {
+        self.len = self.len.saturating_sub(1);
+        if let Some(c) = self.count.get_mut(sensor) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.count.remove(sensor);
+                self.fifos.remove(sensor);
+                self.ring.retain(|s| s != sensor);
+            }
+        }
+    }
+}
+
+/// A token bucket on Tokio's clock (so tests can pause time): `capacity` tokens, refilled at
+/// `capacity` per minute.
+#[derive(Debug)]
+struct TokenBucket {
+    capacity: f64,
+    per_sec: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn per_minute(n: u32) -> TokenBucket {
+        let capacity = f64::from(n.max(1));
+        TokenBucket {
+            capacity,
+            per_sec: capacity / 60.0,
+            tokens: capacity,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: tokio::time::Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.capacity);
+        // Refills are summed in floating point: allow for rounding below a whole token.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Sizes of the engine's in-memory maps ([`Engine::sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Block records (enforced and deferred).
+    pub blocks: usize,
+    /// Deferred blocks.
+    pub deferred: usize,
+    /// Sensors with a deferred-queue FIFO.
+    pub deferred_sensors: usize,
+    /// Entries of those FIFOs (live and not yet skipped).
+    pub deferred_fifo_entries: usize,
+    /// Offence records.
+    pub offences: usize,
+    /// Sensor keys of the per-sensor quota.
+    pub sensor_keys: usize,
+    /// Clients counted by the policy, not blocked.
+    pub tracked_clients: u64,
 }
 
 /// Key of the dedup cache: a 64-bit hash of (client, rule, sensor), seeded per process. A
@@ -99,8 +233,9 @@ pub struct Engine {
     guardrails: Guardrails,
     dedup: Cache<DedupKey, (), FastHash>,
     dedup_hasher: FastHash,
-    sensors: DefaultKeyedRateLimiter<u64>,
-    new_blocks: DefaultDirectRateLimiter,
+    /// Per-sensor quota. Behind a lock only so that it can be replaced when a flood of distinct
+    /// sensor ids outgrows [`MAX_SENSOR_KEYS`] (checks take the read side).
+    sensors: std::sync::RwLock<DefaultKeyedRateLimiter<u64>>,
     store: Store,
     state: Mutex<BlockState>,
     metrics: Arc<Metrics>,
@@ -218,6 +353,34 @@ fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// The in-memory state from a snapshot: the deferred queue rebuilt in decision order.
+fn restore(
+    blocks: HashMap<IpNet, BlockRecord>,
+    offences: HashMap<IpNet, Offence>,
+    cap_per_minute: u32,
+) -> BlockState {
+    let mut deferred: Vec<BlockRecord> = blocks.values().filter(|b| b.deferred).cloned().collect();
+    deferred.sort_by(|a, b| a.first_seen.cmp(&b.first_seen).then(a.cidr.cmp(&b.cidr)));
+    let mut state = BlockState {
+        blocks: blocks.into_iter().filter(|(_, b)| !b.deferred).collect(),
+        offences,
+        queue: DeferredQueue::default(),
+        cap: TokenBucket::per_minute(cap_per_minute),
+    };
+    for b in deferred {
+        state.put(b);
+    }
+    state
+}
+
+fn sensor_quota(p: &crate::config::PipelineConfig) -> DefaultKeyedRateLimiter<u64> {
+    RateLimiter::keyed(Quota::per_second(nz(p.sensor_rate_per_sec)).allow_burst(nz(p.sensor_burst)))
+}
+
+/// Sensor keys the per-sensor quota remembers before idle ones are pruned (and, if they are
+/// all busy, forgotten: a flood of distinct sensor ids must not grow memory without bound).
+const MAX_SENSOR_KEYS: usize = 100_000;
+
 impl Engine {
     /// Open the store and restore everything it holds. Must run inside a Tokio runtime (it
     /// starts the committer task).
@@ -248,18 +411,13 @@ impl Engine {
                 .time_to_live(Duration::from_secs(p.dedup_window_secs.max(1)))
                 .build_with_hasher(FastHash::default()),
             dedup_hasher: FastHash::default(),
-            sensors: RateLimiter::keyed(
-                Quota::per_second(nz(p.sensor_rate_per_sec)).allow_burst(nz(p.sensor_burst)),
-            ),
-            new_blocks: RateLimiter::direct(Quota::per_minute(nz(config
-                .guardrails
-                .max_new_blocks_per_minute))),
+            sensors: std::sync::RwLock::new(sensor_quota(p)),
             store,
-            state: Mutex::new(BlockState {
-                blocks: snap.blocks,
-                offences: snap.offences,
-                deferred: deferred as usize,
-            }),
+            state: Mutex::new(restore(
+                snap.blocks,
+                snap.offences,
+                config.guardrails.max_new_blocks_per_minute,
+            )),
             metrics,
             manual_seq: Default::default(),
             config,
@@ -268,6 +426,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn guardrails(&self) -> &Guardrails {
@@ -326,11 +489,20 @@ impl Engine {
         let now = Utc::now();
         let instant = tokio::time::Instant::now();
         let max_reasons = self.config.state.max_reasons;
+        let g = &self.config.guardrails;
+        let (v4_len, v6_len) = (
+            self.config.policy.ipv4_prefix_len,
+            self.config.policy.ipv6_prefix_len,
+        );
         self.metrics.batches_decided.fetch_add(1, Relaxed);
         let mut state = self.state.lock().await;
         // Working copies of the records this batch changes; folded into `state` after commit.
         let mut dirty: HashMap<IpNet, BlockRecord> = HashMap::new();
         let mut offences: HashMap<IpNet, Offence> = HashMap::new();
+        // Deferred blocks decided in this batch, in all and per deciding sensor (not yet in
+        // `state`'s queue).
+        let mut new_deferred = 0usize;
+        let mut new_deferred_of: HashMap<u64, usize> = HashMap::new();
         for msg in msgs {
             self.metrics.reports_received.fetch_add(1, Relaxed);
             let report = match Report::from_slice(&msg.payload) {
@@ -353,23 +525,28 @@ impl Engine {
                 continue;
             }
             out.push(Disposition::Ack);
-            let key: DedupKey = self.dedup_hasher.hash_one((
-                report.client_ip,
-                report.rule.as_str(),
-                report.sensor.as_str(),
-            ));
+            // Counted, deduplicated and blocked per prefix (an IPv6 client owns its /64).
+            let net = client_net(report.client_ip, v4_len, v6_len);
+            let key: DedupKey =
+                self.dedup_hasher
+                    .hash_one((net, report.rule.as_str(), report.sensor.as_str()));
             if self.dedup.contains_key(&key) {
                 self.metrics.reports_deduplicated.fetch_add(1, Relaxed);
                 continue;
             }
             self.dedup.insert(key, ());
             let sensor = sensor_hash(&report.sensor);
-            if self.sensors.check_key(&sensor).is_err() {
+            let limited = self
+                .sensors
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .check_key(&sensor)
+                .is_err();
+            if limited {
                 self.metrics.reports_rate_limited.fetch_add(1, Relaxed);
                 continue;
             }
             self.metrics.reports_accepted.fetch_add(1, Relaxed);
-            let net = host_net(report.client_ip);
             let reason = || Reason {
                 report_id: report.id.clone(),
                 sensor: report.sensor.clone(),
@@ -393,12 +570,13 @@ impl Engine {
                 rec.hits += 1;
                 rec.last_seen = now;
                 rec.severity = rec.severity.max(report.severity);
+                rec.add_sensor(&report.sensor);
                 rec.push_reason(reason(), max_reasons);
                 dirty.insert(net, rec);
                 continue;
             }
             let Some(decision) = self.policy.observe(
-                report.client_ip,
+                net,
                 report.category.as_str(),
                 report.severity,
                 sensor,
@@ -407,11 +585,37 @@ impl Engine {
                 continue;
             };
             if let Err(refusal) = self.guardrails.check(&net) {
-                self.metrics.refused(refusal.reason());
-                if self.log_limit.allow(refusal.reason(), &report.sensor) {
-                    info!(cidr = %net, sensor = %report.sensor, reason = refusal.reason(), detail = %refusal, "block refused by guardrail (logged once per sensor and reason per minute)");
-                }
+                self.refuse(refusal.reason(), &net, &report.sensor, &refusal);
                 continue;
+            }
+            // The cap is shared fairly: while anything waits, new blocks queue behind it (and
+            // are served in turn per sensor), so a flood cannot take every fresh token.
+            let deferred = state.deferred() + new_deferred > 0 || !state.cap.try_take(instant);
+            if deferred {
+                let mine = state.deferred_of(&report.sensor)
+                    + new_deferred_of.get(&sensor).copied().unwrap_or(0);
+                // Refused at the queue's door: not decided (no record, no offence). The
+                // client's next report can decide again once there is room.
+                if state.deferred() + new_deferred >= g.max_deferred {
+                    self.refuse(
+                        "deferred_full",
+                        &net,
+                        &report.sensor,
+                        &"the deferred queue is full",
+                    );
+                    continue;
+                }
+                if mine >= g.max_deferred_per_sensor {
+                    self.refuse(
+                        "deferred_sensor_full",
+                        &net,
+                        &report.sensor,
+                        &"this sensor's share of the deferred queue is full",
+                    );
+                    continue;
+                }
+                new_deferred += 1;
+                *new_deferred_of.entry(sensor).or_default() += 1;
             }
             let prior = offences
                 .get(&net)
@@ -423,7 +627,6 @@ impl Engine {
                 last_at: now,
             };
             let ttl = self.policy.ttl(offence.count);
-            let deferred = self.new_blocks.check().is_err();
             let mut rec = BlockRecord {
                 cidr: net,
                 first_seen: now,
@@ -434,8 +637,11 @@ impl Engine {
                 severity: decision.severity.max(report.severity),
                 deferred,
                 manual: false,
+                sensors: Vec::new(),
+                corroboration: decision.sensors.min(MAX_BLOCK_SENSORS as u32),
                 reasons: Default::default(),
             };
+            rec.add_sensor(&report.sensor);
             rec.push_reason(reason(), max_reasons);
             self.metrics.blocks_added.fetch_add(1, Relaxed);
             if deferred {
@@ -454,29 +660,54 @@ impl Engine {
             offences.insert(net, offence);
             dirty.insert(net, rec);
         }
-        if !dirty.is_empty() || !offences.is_empty() {
-            let batch = Batch {
-                upserts: dirty.values().cloned().collect(),
-                removes: Vec::new(),
-                offences: offences.iter().map(|(k, v)| (*k, *v)).collect(),
-            };
-            state.offences.extend(offences);
-            for rec in dirty.into_values() {
-                state.put(rec);
-            }
-            self.refresh_gauges(&state);
-            // Submitted under the state lock: the commit order is the order of the changes.
-            let durable = self.submit(batch);
-            drop(state);
-            self.metrics
-                .tracked_clients
-                .store(self.policy.tracked_clients_cheap(), Relaxed);
-            return (out, durable);
+        let mut upserts: Vec<BlockRecord> = dirty.values().cloned().collect();
+        let new_offences: Vec<(IpNet, Offence)> = offences.iter().map(|(k, v)| (*k, *v)).collect();
+        state.offences.extend(offences);
+        for rec in dirty.into_values() {
+            state.put(rec);
         }
+        // Serve the queue now, in the same commit: under a flood this runs every batch, so a
+        // waiting block is enforced as soon as a token and its turn come.
+        let promoted = self.promote_locked(&mut state, now, instant);
+        let n_promoted = promoted.len();
+        upserts.extend(promoted);
+        let forget_offences = self.bound_offences(&mut state);
+        let batch = Batch {
+            upserts,
+            removes: Vec::new(),
+            offences: new_offences,
+            forget_offences,
+        };
+        if n_promoted > 0 {
+            info!(promoted = n_promoted, "deferred blocks enforced");
+        }
+        self.prune_sensor_keys();
         self.metrics
             .tracked_clients
             .store(self.policy.tracked_clients_cheap(), Relaxed);
-        (out, Durable::ready())
+        if batch.is_empty() {
+            return (out, Durable::ready());
+        }
+        self.refresh_gauges(&state);
+        // Submitted under the state lock: the commit order is the order of the changes.
+        let durable = self.submit(batch);
+        drop(state);
+        (out, durable)
+    }
+
+    /// Count a would-be block refused (a guardrail, or no room to defer it), logging once per
+    /// sensor and reason per minute.
+    fn refuse(
+        &self,
+        reason: &'static str,
+        net: &IpNet,
+        sensor: &str,
+        detail: &dyn std::fmt::Display,
+    ) {
+        self.metrics.refused(reason);
+        if self.log_limit.allow(reason, sensor) {
+            info!(cidr = %net, sensor = %sensor, reason, detail = %detail, "block refused (logged once per sensor and reason per minute; palisade_blocks_refused_total counts all)");
+        }
     }
 
     fn refresh_gauges(&self, state: &BlockState) {
@@ -485,43 +716,118 @@ impl Engine {
             .store(state.blocks.len() as u64, Relaxed);
         self.metrics
             .blocks_deferred
-            .store(state.deferred as u64, Relaxed);
+            .store(state.deferred() as u64, Relaxed);
     }
 
-    /// Enforce deferred blocks as the global cap allows, oldest first.
-    pub async fn promote_deferred(&self) -> usize {
-        let mut state = self.state.lock().await;
-        if self.metrics.blocks_deferred.load(Relaxed) == 0 {
-            return 0;
-        }
-        let mut waiting: Vec<&BlockRecord> = state.blocks.values().filter(|b| b.deferred).collect();
-        waiting.sort_by_key(|b| b.first_seen);
-        let now = Utc::now();
+    /// Take deferred blocks off the queue as the cap allows, one sensor at a time in turn
+    /// (each sensor's oldest first), mark them enforced in `state` and return them (to commit).
+    /// The TTL of a promoted block starts when it is enforced.
+    fn promote_locked(
+        &self,
+        state: &mut BlockState,
+        now: DateTime<Utc>,
+        instant: tokio::time::Instant,
+    ) -> Vec<BlockRecord> {
         let mut promoted = Vec::new();
-        for b in waiting {
-            if self.new_blocks.check().is_err() {
+        while state.deferred() > 0 && state.cap.try_take(instant) {
+            let Some(mut b) = state.next_deferred() else {
                 break;
-            }
-            let mut b = b.clone();
-            // The TTL starts when the block is enforced.
+            };
             b.expires_at = now + (b.expires_at - b.first_seen);
             b.deferred = false;
+            state.put(b.clone());
             promoted.push(b);
         }
+        promoted
+    }
+
+    /// Enforce deferred blocks as the global cap allows, sensors served in turn. The pipeline
+    /// does this after every batch; the sweeper calls it when no reports arrive.
+    pub async fn promote_deferred(&self) -> usize {
+        let mut state = self.state.lock().await;
+        if state.deferred() == 0 {
+            return 0;
+        }
+        let promoted = self.promote_locked(&mut state, Utc::now(), tokio::time::Instant::now());
         let n = promoted.len();
         if n > 0 {
-            self.commit(Batch {
-                upserts: promoted.clone(),
-                ..Batch::default()
-            })
-            .await;
-            for b in promoted {
-                state.put(b);
-            }
             self.refresh_gauges(&state);
+            // Committed under the lock, in order with every other change; waited for after.
+            let durable = self.submit(Batch {
+                upserts: promoted,
+                ..Batch::default()
+            });
+            drop(state);
+            durable.wait().await;
             info!(promoted = n, "deferred blocks enforced");
         }
         n
+    }
+
+    /// Keep at most `state.max_offences` offence records, forgetting the oldest (whose
+    /// client is not blocked now); returns what to delete from the store.
+    fn bound_offences(&self, state: &mut BlockState) -> Vec<IpNet> {
+        let max = self.config.state.max_offences;
+        if state.offences.len() <= max {
+            return Vec::new();
+        }
+        // Prune to 90% of the bound so the sort is amortized over many inserts.
+        let target = max - max / 10;
+        let mut by_age: Vec<(DateTime<Utc>, IpNet)> = state
+            .offences
+            .iter()
+            .filter(|(net, _)| !state.blocks.contains_key(net))
+            .map(|(net, o)| (o.last_at, *net))
+            .collect();
+        by_age.sort_unstable();
+        let excess = state.offences.len().saturating_sub(target);
+        let forget: Vec<IpNet> = by_age.into_iter().take(excess).map(|(_, n)| n).collect();
+        for net in &forget {
+            state.offences.remove(net);
+        }
+        if !forget.is_empty() && self.log_limit.allow("offences_pruned", "") {
+            warn!(
+                forgotten = forget.len(),
+                max,
+                "offence history over state.max_offences: oldest forgotten (logged once per minute)"
+            );
+        }
+        forget
+    }
+
+    /// Bound the per-sensor quota's keys: idle sensors are pruned; if every key is busy (a
+    /// flood of distinct sensor ids), the quota state is reset rather than grow.
+    fn prune_sensor_keys(&self) {
+        let len = self.sensors.read().unwrap_or_else(|p| p.into_inner()).len();
+        if len <= MAX_SENSOR_KEYS {
+            return;
+        }
+        let mut quota = self.sensors.write().unwrap_or_else(|p| p.into_inner());
+        quota.retain_recent();
+        if quota.len() > MAX_SENSOR_KEYS {
+            *quota = sensor_quota(&self.config.pipeline);
+            if self.log_limit.allow("sensor_keys_reset", "") {
+                warn!(
+                    max = MAX_SENSOR_KEYS,
+                    "more distinct sensor ids than the quota remembers: quota state reset (logged once per minute)"
+                );
+            }
+        }
+        quota.shrink_to_fit();
+    }
+
+    /// Sizes of the engine's in-memory maps (for tests and the flood benchmark).
+    pub async fn sizes(&self) -> Sizes {
+        let state = self.state.lock().await;
+        Sizes {
+            blocks: state.blocks.len(),
+            deferred: state.deferred(),
+            deferred_sensors: state.queue.fifos.len(),
+            deferred_fifo_entries: state.queue.fifos.values().map(VecDeque::len).sum(),
+            offences: state.offences.len(),
+            sensor_keys: self.sensors.read().unwrap_or_else(|p| p.into_inner()).len(),
+            tracked_clients: self.policy.tracked_clients(),
+        }
     }
 
     /// Remove blocks that ended by `now` and forget offences older than the configured memory.
@@ -553,6 +859,12 @@ impl Engine {
             Duration::from_secs(self.config.state.offence_memory_secs),
         );
         state.offences.retain(|_, o| o.last_at >= cutoff);
+        state.offences.shrink_to_fit();
+        {
+            let quota = self.sensors.read().unwrap_or_else(|p| p.into_inner());
+            quota.retain_recent();
+            quota.shrink_to_fit();
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.forget_offences(cutoff)).await {
             Ok(Ok(_)) => {}
@@ -562,21 +874,30 @@ impl Engine {
         expired.len()
     }
 
-    /// Block a CIDR by hand (admin API). Only the breadth guardrail applies: the operator is
-    /// explicit. Returns the record.
+    /// Block a CIDR by hand (admin API). The operator is explicit, so the CIDR is blocked as
+    /// given (no prefix widening) and the deferred queue is skipped; an allowlisted or
+    /// special-purpose CIDR is refused unless `force` is set, and the breadth limit (/24, /48
+    /// by default) applies always. Returns the record.
     pub async fn manual_block(
         &self,
         net: IpNet,
         ttl: Option<Duration>,
         note: Option<String>,
+        force: bool,
     ) -> Result<BlockRecord> {
         let net = palisade_providers::normalize(net)?;
-        self.guardrails
-            .check_breadth(&net)
-            .map_err(|r| Error::Refused {
-                cidr: net.to_string(),
-                reason: r.to_string(),
-            })?;
+        let refused = |r: crate::guardrails::Refusal| Error::Refused {
+            cidr: net.to_string(),
+            reason: if force {
+                r.to_string()
+            } else {
+                format!("{r} (set \"force\": true to block it anyway)")
+            },
+        };
+        self.guardrails.check_breadth(&net).map_err(refused)?;
+        if !force {
+            self.guardrails.check(&net).map_err(refused)?;
+        }
         let now = Utc::now();
         let mut state = self.state.lock().await;
         let prior = state.offences.get(&net).map(|o| o.count).unwrap_or(0);
@@ -598,8 +919,11 @@ impl Engine {
             severity: Severity::Critical,
             deferred: false,
             manual: true,
+            sensors: Vec::new(),
+            corroboration: 0,
             reasons: Default::default(),
         });
+        rec.add_sensor("admin");
         rec.manual = true;
         rec.deferred = false;
         rec.last_seen = now;
@@ -620,8 +944,8 @@ impl Engine {
         );
         self.commit(Batch {
             upserts: vec![rec.clone()],
-            removes: vec![],
             offences: vec![(net, offence)],
+            ..Batch::default()
         })
         .await;
         state.offences.insert(net, offence);

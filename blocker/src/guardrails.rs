@@ -222,6 +222,22 @@ impl Guardrails {
     }
 }
 
+/// The CIDR a client address is counted and blocked as: its `/v6_len` (IPv6) or `/v4_len`
+/// (IPv4) prefix. IPv4-mapped addresses are IPv4; a NAT64 address (`64:ff9b::/96`) stands for
+/// the IPv4 client it carries, so it is blocked as `/96 + v4_len`, never as a prefix covering
+/// every NAT64 client.
+pub fn client_net(ip: IpAddr, v4_len: u8, v6_len: u8) -> IpNet {
+    let host = host_net(ip);
+    let len = match &host {
+        IpNet::V4(_) => v4_len.min(32),
+        IpNet::V6(v6) if embedded_v4(v6).is_some() => 96 + v4_len.min(32),
+        IpNet::V6(_) => v6_len.min(128),
+    };
+    IpNet::new(host.addr(), len)
+        .map(|n| n.trunc())
+        .unwrap_or(host)
+}
+
 /// The CIDR a client address is blocked as (a host route, IPv4-mapped turned into IPv4).
 pub fn host_net(ip: IpAddr) -> IpNet {
     let ip = match ip {
@@ -381,6 +397,46 @@ mod tests {
             g.check(&net("2606:4700::1111")),
             Err(Refusal::Allowlisted(_))
         ));
+    }
+
+    #[test]
+    fn clients_are_counted_as_their_prefix() {
+        let c = |s: &str, v4: u8, v6: u8| client_net(s.parse().unwrap(), v4, v6).to_string();
+        assert_eq!(
+            c("2a00:1450:4001:81c::200e", 32, 64),
+            "2a00:1450:4001:81c::/64"
+        );
+        assert_eq!(
+            c("2a00:1450:4001:81c::200e", 32, 56),
+            "2a00:1450:4001:800::/56"
+        );
+        assert_eq!(
+            c("2a00:1450:4001:81c::200e", 32, 128),
+            "2a00:1450:4001:81c::200e/128"
+        );
+        assert_eq!(c("81.2.69.160", 32, 64), "81.2.69.160/32");
+        assert_eq!(c("81.2.69.160", 24, 64), "81.2.69.0/24");
+        assert_eq!(c("::ffff:81.2.69.160", 32, 64), "81.2.69.160/32");
+        // NAT64: the IPv4 client it carries, never the /64 holding every NAT64 client.
+        assert_eq!(c("64:ff9b::5102:45a0", 32, 64), "64:ff9b::5102:45a0/128");
+        assert_eq!(c("64:ff9b::5102:45a0", 24, 64), "64:ff9b::5102:4500/120");
+    }
+
+    #[test]
+    fn an_allowlisted_address_makes_its_prefix_unblockable() {
+        let g = g(&[], &["2a00:1450:4001:81c::53/128"]);
+        let prefix = client_net("2a00:1450:4001:81c::bad".parse().unwrap(), 32, 64);
+        assert!(matches!(g.check(&prefix), Err(Refusal::Allowlisted(_))));
+        // The neighbouring /64 is blockable.
+        let other = client_net("2a00:1450:4001:81d::bad".parse().unwrap(), 32, 64);
+        assert_eq!(g.check(&other), Ok(()));
+        // A prefix touching a special range is refused as the range.
+        let g = super::Guardrails::new(&GuardrailConfig::default());
+        let ula = client_net("fd00::1".parse().unwrap(), 32, 64);
+        assert!(matches!(g.check(&ula), Err(Refusal::Special(_))));
+        // The NAT64 prefix of a private IPv4 client is judged by that IPv4 address.
+        let nat64 = client_net("64:ff9b::a00:1".parse().unwrap(), 32, 64);
+        assert!(matches!(g.check(&nat64), Err(Refusal::Special(_))));
     }
 
     #[test]

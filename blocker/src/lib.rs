@@ -17,6 +17,7 @@ pub mod config;
 pub mod engine;
 mod error;
 pub mod guardrails;
+pub mod identity;
 mod loglimit;
 pub mod metrics;
 pub mod nats;
@@ -38,6 +39,10 @@ use tracing::{error, info};
 
 pub use config::{Cli, Config, ProviderConfig, ProviderKind};
 pub use error::{Error, Result};
+
+/// How often the sweeper task offers deferred blocks to the new-block cap when no reports
+/// arrive (the pipeline does it after every batch).
+const PROMOTE_EVERY: Duration = Duration::from_secs(1);
 
 /// Build the configured firewall. For `aws` this reads every configured IP set once (its
 /// family and current fill), so a wrong ARN, missing credentials or a missing permission stop
@@ -120,7 +125,7 @@ pub async fn run_with(
         engine: Arc::clone(&engine),
         nats_connected: Arc::clone(&nats_connected),
         reconcile_ok: Arc::clone(&reconcile_ok),
-        token: config.admin.token.as_deref().map(Arc::from),
+        tokens: admin::Tokens::new(&config.admin),
     };
     let admin_task = {
         let rx = stop_rx.clone();
@@ -153,12 +158,18 @@ pub async fn run_with(
         tokio::spawn(async move {
             let stop = stopped(rx);
             tokio::pin!(stop);
+            // Deferred blocks are promoted after every batch, and here every second when no
+            // reports arrive (so a waiting block never waits for the next sweep).
+            let mut last_sweep = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(PROMOTE_EVERY.min(every)) => {}
                 }
-                engine.sweep(chrono::Utc::now()).await;
+                if last_sweep.elapsed() >= every {
+                    last_sweep = tokio::time::Instant::now();
+                    engine.sweep(chrono::Utc::now()).await;
+                }
                 engine.promote_deferred().await;
             }
         })
@@ -171,6 +182,7 @@ pub async fn run_with(
         consumer,
         client.clone(),
         Arc::clone(&engine),
+        config.nats.accepted_sensors.clone(),
         config.pipeline.batch_size,
         Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
         shutdown,

@@ -1,23 +1,119 @@
 //! `palisade-blocker`: parse flags, set up tracing, signals and systemd notification, run the
-//! library.
+//! library; or, with `credentials`, mint the NATS NKey users of the sensors and the blocker.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use palisade_blocker::identity::{self, Credentials};
 use palisade_blocker::{Cli, build_firewall, run_with};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+/// Consumes attack reports from NATS JetStream, decides blocks and keeps the firewall in sync.
+#[derive(Debug, Parser)]
+#[command(name = "palisade-blocker", version, about)]
+struct Args {
+    #[command(flatten)]
+    run: Cli,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint the NATS NKey user of a sensor or of the blocker: the seed file for the service
+    /// and the nats-server `authorization { users = [...] }` entry with its permissions.
+    #[command(subcommand)]
+    Credentials(Mint),
+}
+
+#[derive(Debug, Subcommand)]
+enum Mint {
+    /// A sensor's user: may publish only on `palisade.reports.<ID>`.
+    Sensor {
+        /// The sensor's id (its `sensor_id`; one NATS subject token: letters, digits, `_`, `-`).
+        id: String,
+        /// Write the seed to this new file (mode 0600) instead of printing it.
+        #[arg(long)]
+        seed_file: Option<PathBuf>,
+    },
+    /// The blocker's user (shared by its replicas), for the stream, consumer and inbox prefix
+    /// of the configuration (`--config` and the flags before `credentials`).
+    Blocker {
+        /// Write the seed to this new file (mode 0600) instead of printing it.
+        #[arg(long)]
+        seed_file: Option<PathBuf>,
+    },
+}
+
+/// Write the seed file (never over an existing file) and print the server entry; without a
+/// file, print both.
+fn emit(creds: &Credentials, seed_file: Option<&Path>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match seed_file {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating the seed file {}", path.display()))?;
+            f.write_all(creds.seed_file().as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing the seed file {}", path.display()))?;
+            eprintln!("seed of {} written to {}", creds.who, path.display());
+        }
+        None => {
+            writeln!(
+                out,
+                "# Seed file of {} (secret: give it to that service only, mode 0400):",
+                creds.who
+            )?;
+            out.write_all(creds.seed_file().as_bytes())?;
+            writeln!(out)?;
+        }
+    }
+    writeln!(
+        out,
+        "# nats-server: add this user to authorization {{ users = [ ... ] }}"
+    )?;
+    out.write_all(creds.server_entry().as_bytes())?;
+    Ok(())
+}
+
+fn credentials(run: &Cli, mint: &Mint) -> anyhow::Result<()> {
+    match mint {
+        Mint::Sensor { id, seed_file } => {
+            let creds = identity::mint_sensor(id).context("minting the sensor's credentials")?;
+            emit(&creds, seed_file.as_deref())
+        }
+        Mint::Blocker { seed_file } => {
+            let config = run.load().context("loading the configuration")?;
+            let n = &config.nats;
+            let creds = identity::mint_blocker(&n.stream, &n.consumer, &n.inbox_prefix)
+                .context("minting the blocker's credentials")?;
+            emit(&creds, seed_file.as_deref())
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Credentials(mint)) = &args.command {
+        return credentials(&args.run, mint);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = args.run;
     let config = cli.load().context("loading the configuration")?;
     let firewall = build_firewall(&config.provider)
         .await

@@ -17,6 +17,7 @@ use tracing::{error, info, instrument, warn};
 use crate::config::NatsConfig;
 use crate::engine::{Disposition, Engine, Incoming};
 use crate::error::{Error, Result};
+use crate::identity::{AcceptedSensors, SensorGate};
 
 /// Connect with the configured authentication and TLS. `connected` follows the connection
 /// state (for `/readyz`). The client reconnects by itself with a capped backoff.
@@ -29,7 +30,8 @@ pub async fn connect(
         .auth()
         .connect_options("palisade-blocker")
         .await
-        .map_err(|e| Error::NatsConnect(e.to_string()))?;
+        .map_err(|e| Error::NatsConnect(e.to_string()))?
+        .custom_inbox_prefix(&config.inbox_prefix);
     let max = Duration::from_secs(config.reconnect_max_secs.max(1));
     let flag = Arc::clone(&connected);
     opts = opts
@@ -286,7 +288,8 @@ pub async fn ensure_consumer(
     Ok(consumer)
 }
 
-/// Consume until `shutdown` resolves. A batch in hand when it does is processed, persisted
+/// Consume until `shutdown` resolves. Reports on the subject of a sensor that `accepted` does
+/// not list are rejected (and terminated) without reaching the engine. A batch in hand when it does is processed, persisted
 /// and acked before this returns; messages fetched but not yet processed are nak'ed so that
 /// JetStream redelivers them at once (to another replica, or after a restart).
 ///
@@ -298,6 +301,7 @@ pub async fn consume(
     consumer: consumer::PullConsumer,
     client: async_nats::Client,
     engine: Arc<Engine>,
+    accepted: AcceptedSensors,
     batch_size: usize,
     backoff_max: Duration,
     shutdown: impl std::future::Future<Output = ()>,
@@ -311,6 +315,7 @@ pub async fn consume(
     // JetStream bounds the whole with max_ack_pending.
     let (ack_tx, ack_rx) = tokio::sync::mpsc::channel(64);
     let acker = tokio::spawn(acker(ack_rx));
+    let gate = SensorGate::new(accepted, Arc::clone(engine.metrics()));
     'outer: loop {
         let messages = tokio::select! {
             _ = &mut shutdown => break,
@@ -365,7 +370,7 @@ pub async fn consume(
             }
             if !msgs.is_empty() {
                 delay = Duration::from_millis(100);
-                handle(&engine, msgs, &ack_tx).await;
+                handle(&engine, &gate, msgs, &ack_tx).await;
             }
             if let Some(err) = failed {
                 reader.abort();
@@ -403,19 +408,40 @@ type Decided = (
     crate::engine::Durable,
 );
 
+/// Decide a batch and queue it for acking. Messages on the subject of a sensor that
+/// `accepted_sensors` does not list are rejected by the gate without reaching the engine.
 async fn handle(
     engine: &Engine,
+    gate: &SensorGate,
     msgs: Vec<jetstream::Message>,
     acks: &tokio::sync::mpsc::Sender<Decided>,
 ) {
+    let admitted: Vec<bool> = if gate.open() {
+        vec![true; msgs.len()]
+    } else {
+        msgs.iter()
+            .map(|m| gate.admit(m.subject.as_str()))
+            .collect()
+    };
     let incoming: Vec<Incoming> = msgs
         .iter()
-        .map(|m| Incoming {
+        .zip(&admitted)
+        .filter(|(_, ok)| **ok)
+        .map(|(m, _)| Incoming {
             subject: m.subject.to_string(),
             payload: m.payload.clone(),
         })
         .collect();
-    let (dispositions, durable) = engine.decide(&incoming).await;
+    let (decided, durable) = engine.decide(&incoming).await;
+    let mut decided = decided.into_iter();
+    let dispositions = admitted
+        .iter()
+        .map(|ok| match ok {
+            // The engine decides exactly one disposition per message it is given.
+            true => decided.next().unwrap_or(Disposition::Ack),
+            false => Disposition::Reject(crate::identity::NOT_ACCEPTED),
+        })
+        .collect();
     if acks.send((msgs, dispositions, durable)).await.is_err() {
         error!("ack task is gone; the batch will be redelivered");
     }

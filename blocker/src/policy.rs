@@ -1,7 +1,10 @@
 //! Policy: count reports per client in a sliding window and decide when to block, and for how
 //! long.
 //!
-//! A report of severity `s` and category `c` adds a hit to its client. The client is blocked
+//! Clients are counted per prefix (`policy.ipv6_prefix_len`, `policy.ipv4_prefix_len`: an IPv6
+//! attacker owns its /64 and rotating addresses inside it does not reset its count); the engine
+//! passes the prefix as the client. A report of severity `s` and category `c` adds a hit to its
+//! client. The client is blocked
 //! when, for `s` or any lower severity `t`, the hits of severity `t` or higher within the window
 //! reach the threshold for (`c`, `t`) and come from at least `min_distinct_sensors` sensors.
 //! Higher severities thus count towards lower thresholds. The counters of clients not yet
@@ -10,10 +13,10 @@
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use moka::sync::Cache;
 use palisade_wire::Severity;
 use tokio::time::Instant;
@@ -40,6 +43,8 @@ pub struct Decision {
     pub severity: Severity,
     /// Reports within the window that counted towards it.
     pub hits: u32,
+    /// Distinct sensors those reports came from.
+    pub sensors: u32,
 }
 
 /// The policy engine.
@@ -48,7 +53,7 @@ pub struct Policy {
     config: PolicyConfig,
     /// Hits kept per client: enough for the largest threshold.
     max_hits: usize,
-    clients: Cache<IpAddr, Arc<Mutex<Window>>, crate::engine::FastHash>,
+    clients: Cache<IpNet, Arc<Mutex<Window>>, crate::engine::FastHash>,
 }
 
 /// A stable-per-process 64-bit hash of a sensor id (the engine computes it once per report).
@@ -86,7 +91,7 @@ impl Policy {
     /// dropped then: it is blocked.
     pub fn observe(
         &self,
-        client: IpAddr,
+        client: IpNet,
         category: &str,
         severity: Severity,
         sensor: u64,
@@ -161,27 +166,32 @@ impl Policy {
             if (hits as u64) < u64::from(threshold) {
                 continue;
             }
-            if self.config.min_distinct_sensors <= 1 || self.distinct_sensors(w, t) {
+            let sensors = Self::distinct_sensors(w, t);
+            if sensors >= u64::from(self.config.min_distinct_sensors) {
                 return Some(Decision {
                     severity: t,
                     hits: hits as u32,
+                    sensors: sensors.min(u64::from(u32::MAX)) as u32,
                 });
             }
         }
         None
     }
 
-    /// Do the hits of severity `t` or higher come from enough distinct sensors?
-    fn distinct_sensors(&self, w: &Window, t: Severity) -> bool {
-        let mut sensors: Vec<u64> = w
-            .hits
-            .iter()
-            .filter(|h| h.severity >= t)
-            .map(|h| h.sensor)
-            .collect();
-        sensors.sort_unstable();
-        sensors.dedup();
-        sensors.len() as u64 >= u64::from(self.config.min_distinct_sensors)
+    /// How many distinct sensors the hits of severity `t` or higher come from. Runs only once a
+    /// threshold's hit count is reached; a single hit needs no allocation.
+    fn distinct_sensors(w: &Window, t: Severity) -> u64 {
+        let mut it = w.hits.iter().filter(|h| h.severity >= t).map(|h| h.sensor);
+        let Some(first) = it.next() else {
+            return 0;
+        };
+        let mut rest: Vec<u64> = it.filter(|s| *s != first).collect();
+        if rest.is_empty() {
+            return 1;
+        }
+        rest.sort_unstable();
+        rest.dedup();
+        1 + rest.len() as u64
     }
 
     /// TTL of a block that is the client's `offence`-th (1 for the first): the base TTL times
@@ -219,8 +229,8 @@ mod tests {
         d.map(|d| d.severity)
     }
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn ip(s: &str) -> IpNet {
+        IpNet::from(s.parse::<std::net::IpAddr>().unwrap())
     }
 
     fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
@@ -361,7 +371,7 @@ mod tests {
         for i in 0..2u8 {
             assert_eq!(
                 sev(p.observe(
-                    IpAddr::from([81, 2, 69, i]),
+                    ip(&format!("81.2.69.{i}")),
                     "sqli",
                     Severity::High,
                     sensor_hash("s"),

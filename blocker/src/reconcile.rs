@@ -11,10 +11,14 @@
 //!
 //! The room per family is what the provider's status reports free (capacity minus every entry
 //! in the set, including foreign ones the provider cannot parse) plus the entries we own that
-//! are in the set (we could free them). When it is short, blocks are ranked by severity, then
-//! recency; those that do not fit are left out (a newly decided critical block can thus
-//! displace an older low one). A block is counted and logged as evicted when it becomes left
-//! out, not again on every run while it stays out.
+//! are in the set (we could free them). When it is short, blocks are ranked: manual first, then
+//! by the number of distinct sensors behind them, then severity, then recency; those that do
+//! not fit are left out (a newly decided critical block can displace an older low one, but a
+//! burst from one sensor cannot displace a block several sensors agreed on). Blocks reported by
+//! one sensor alone take at most `guardrails.max_sensor_share` of a family's room per sensor
+//! while anything else competes for it (work-conserving: the share is filled up only with room
+//! nothing else wants). A block is counted and logged as evicted when it becomes left out, not
+//! again on every run while it stays out.
 //!
 //! Against a dry-run firewall ([`Firewall::is_dry_run`]) nothing is written, so nothing is
 //! owned: each run computes the diff, and only a diff that differs from the last one is handed
@@ -43,32 +47,77 @@ pub struct RunReport {
 }
 
 /// A desired entry with its priority.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Candidate {
+    /// The blocked network.
     pub net: IpNet,
+    /// Highest severity seen.
     pub severity: Severity,
+    /// When it was decided.
     pub since: chrono::DateTime<Utc>,
+    /// Distinct sensors behind it (at least 1).
+    pub sensors: u32,
+    /// Made by an operator through the admin API.
+    pub manual: bool,
+    /// The sensor whose report decided it.
+    pub sensor: String,
 }
 
-/// Choose what fits: per family, the `room[family]` best candidates (severity, then newest).
-/// Returns the chosen set and the set left out.
+impl Candidate {
+    /// The sensor whose share this block counts against: `None` for manual blocks and blocks
+    /// several sensors reported (they are no single sensor's doing).
+    fn share_of(&self) -> Option<&str> {
+        (!self.manual && self.sensors <= 1).then_some(self.sensor.as_str())
+    }
+}
+
+/// Choose what fits: per family, the `room[family]` best candidates (manual, then distinct
+/// sensors, then severity, then newest), a single sensor's blocks taking at most
+/// `max(1, floor(sensor_share * room))` of the room while other candidates still fit; room
+/// nobody else wants goes to the blocks held back, in the same order. Returns the chosen set
+/// and the set left out.
 pub fn choose(
     mut candidates: Vec<Candidate>,
     room: &HashMap<Family, usize>,
+    sensor_share: f64,
 ) -> (BTreeSet<IpNet>, BTreeSet<IpNet>) {
     candidates.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
+        b.manual
+            .cmp(&a.manual)
+            .then(b.sensors.cmp(&a.sensors))
+            .then(b.severity.cmp(&a.severity))
             .then(b.since.cmp(&a.since))
             .then(a.net.cmp(&b.net))
     });
+    let room_of = |f: Family| room.get(&f).copied().unwrap_or(0);
+    let quota = |f: Family| ((sensor_share * room_of(f) as f64).floor() as usize).max(1);
     let mut used: HashMap<Family, usize> = HashMap::new();
+    let mut per_sensor: HashMap<(Family, &str), usize> = HashMap::new();
     let mut chosen = BTreeSet::new();
+    let mut held_back = Vec::new();
+    for c in &candidates {
+        let f = Family::of(&c.net);
+        if let Some(s) = c.share_of() {
+            let n = per_sensor.entry((f, s)).or_default();
+            if *n >= quota(f) {
+                held_back.push(c);
+                continue;
+            }
+            *n += 1;
+        }
+        let u = used.entry(f).or_default();
+        if *u < room_of(f) {
+            *u += 1;
+            chosen.insert(c.net);
+        } else {
+            held_back.push(c);
+        }
+    }
     let mut evicted = BTreeSet::new();
-    for c in candidates {
+    for c in held_back {
         let f = Family::of(&c.net);
         let u = used.entry(f).or_default();
-        if *u < room.get(&f).copied().unwrap_or(0) {
+        if *u < room_of(f) {
             *u += 1;
             chosen.insert(c.net);
         } else {
@@ -180,6 +229,9 @@ impl Reconciler {
                         net: b.cidr,
                         severity: b.severity,
                         since: b.first_seen,
+                        sensors: b.distinct_sensors(),
+                        manual: b.manual,
+                        sensor: b.decided_by().to_owned(),
                     })
                     .collect()
             })
@@ -194,7 +246,8 @@ impl Reconciler {
                 .count();
             room.insert(family, free_capacity(&status, family) + ours);
         }
-        let (target, left_out) = choose(candidates, &room);
+        let share = self.engine.config().guardrails.max_sensor_share;
+        let (target, left_out) = choose(candidates, &room, share);
         let evicted = left_out.len();
         let newly = left_out.difference(&self.evicted).count();
         metrics.reconcile_evicted_now.store(evicted as u64, Relaxed);
@@ -342,7 +395,99 @@ mod tests {
             net: net.parse().unwrap(),
             severity,
             since: Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap(),
+            sensors: 1,
+            manual: false,
+            sensor: format!("s-{net}"),
         }
+    }
+
+    fn from(sensor: &str, sensors: u32, mut c: Candidate) -> Candidate {
+        c.sensor = sensor.into();
+        c.sensors = sensors;
+        c
+    }
+
+    fn nets(items: &[&str]) -> BTreeSet<IpNet> {
+        items.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_burst_from_one_sensor_cannot_displace_corroborated_blocks() {
+        // Two older high blocks that three sensors agreed on, and a burst of fresh criticals
+        // from one sensor, for 4 slots.
+        let mut cands = vec![
+            from("a", 3, c("81.2.69.1/32", Severity::High, 0)),
+            from("b", 3, c("81.2.69.2/32", Severity::High, 1)),
+        ];
+        for i in 0..10 {
+            cands.push(from(
+                "flood",
+                1,
+                c(&format!("81.2.70.{i}/32"), Severity::Critical, 100 + i),
+            ));
+        }
+        let room = HashMap::from([(Family::V4, 4)]);
+        let (chosen, evicted) = choose(cands, &room, 1.0);
+        assert!(chosen.is_superset(&nets(&["81.2.69.1/32", "81.2.69.2/32"])));
+        assert_eq!(chosen.len(), 4);
+        assert_eq!(evicted.len(), 8);
+    }
+
+    #[test]
+    fn one_sensor_takes_at_most_its_share_while_others_compete() {
+        // One flooding sensor's fresh criticals and another sensor's older highs: with a 50%
+        // share the flood keeps 2 of 4 slots, the other sensor gets the rest.
+        let mut cands = Vec::new();
+        for i in 0..10 {
+            cands.push(from(
+                "flood",
+                1,
+                c(&format!("81.2.70.{i}/32"), Severity::Critical, 100 + i),
+            ));
+        }
+        for i in 0..3 {
+            cands.push(from(
+                "real",
+                1,
+                c(&format!("81.2.71.{i}/32"), Severity::High, i),
+            ));
+        }
+        let room = HashMap::from([(Family::V4, 4)]);
+        let (chosen, _) = choose(cands.clone(), &room, 0.5);
+        assert_eq!(
+            chosen
+                .iter()
+                .filter(|n| n.to_string().starts_with("81.2.71."))
+                .count(),
+            2
+        );
+        assert_eq!(
+            chosen
+                .iter()
+                .filter(|n| n.to_string().starts_with("81.2.70."))
+                .count(),
+            2
+        );
+        // Work-conserving: room nobody else wants goes to the flood's held-back blocks.
+        let room = HashMap::from([(Family::V4, 8)]);
+        let (chosen, evicted) = choose(cands.clone(), &room, 0.5);
+        assert_eq!(chosen.len(), 8);
+        assert!(chosen.is_superset(&nets(&["81.2.71.0/32", "81.2.71.1/32", "81.2.71.2/32"])));
+        assert_eq!(evicted.len(), 5);
+        // Without the bound (share 1) the fresher criticals win every slot.
+        let room = HashMap::from([(Family::V4, 4)]);
+        let (chosen, _) = choose(cands, &room, 1.0);
+        assert!(chosen.iter().all(|n| n.to_string().starts_with("81.2.70.")));
+    }
+
+    #[test]
+    fn manual_blocks_rank_first() {
+        let mut m = c("81.2.69.9/32", Severity::Low, 0);
+        m.manual = true;
+        let cands = vec![from("a", 5, c("81.2.69.1/32", Severity::Critical, 10)), m];
+        let room = HashMap::from([(Family::V4, 1)]);
+        let (chosen, _) = choose(cands, &room, 0.5);
+        assert_eq!(chosen, nets(&["81.2.69.9/32"]));
     }
 
     #[test]
@@ -355,10 +500,7 @@ mod tests {
             c("2606:4700::1/128", Severity::Low, 0),
         ];
         let room = HashMap::from([(Family::V4, 3), (Family::V6, 0)]);
-        let (chosen, evicted) = choose(cands, &room);
-        let nets = |items: &[&str]| -> BTreeSet<IpNet> {
-            items.iter().map(|s| s.parse().unwrap()).collect()
-        };
+        let (chosen, evicted) = choose(cands, &room, 1.0);
         assert_eq!(chosen, nets(&["8.8.8.2/32", "8.8.8.4/32", "8.8.8.3/32"]));
         assert_eq!(evicted, nets(&["8.8.8.1/32", "2606:4700::1/128"]));
     }
@@ -367,7 +509,7 @@ mod tests {
     fn choose_everything_when_room() {
         let cands = vec![c("8.8.8.1/32", Severity::Low, 0)];
         let room = HashMap::from([(Family::V4, 10)]);
-        let (chosen, evicted) = choose(cands, &room);
+        let (chosen, evicted) = choose(cands, &room, 0.5);
         assert_eq!(chosen.len(), 1);
         assert!(evicted.is_empty());
     }

@@ -63,11 +63,42 @@ pub struct BlockRecord {
     /// Made through the admin API.
     #[serde(default)]
     pub manual: bool,
+    /// Distinct sensors whose reports are recorded on this block, the deciding one first (at
+    /// most [`MAX_BLOCK_SENSORS`]; `admin` for manual blocks).
+    #[serde(default)]
+    pub sensors: Vec<String>,
+    /// Distinct sensors behind the block: those whose reports crossed the threshold together,
+    /// or the `sensors` recorded since, whichever is more (at most [`MAX_BLOCK_SENSORS`]).
+    /// Ranks the block when the firewall is full.
+    #[serde(default)]
+    pub corroboration: u32,
     /// Most recent reasons, oldest first (bounded by `state.max_reasons`).
     pub reasons: VecDeque<Reason>,
 }
 
+/// Most sensors recorded per block: enough to rank corroboration, bounded under id rotation.
+pub const MAX_BLOCK_SENSORS: usize = 16;
+
 impl BlockRecord {
+    /// Record that `sensor` reported this block (once per sensor, at most
+    /// [`MAX_BLOCK_SENSORS`]).
+    pub fn add_sensor(&mut self, sensor: &str) {
+        if self.sensors.len() < MAX_BLOCK_SENSORS && !self.sensors.iter().any(|s| s == sensor) {
+            self.sensors.push(sensor.to_owned());
+        }
+        self.corroboration = self.corroboration.max(self.sensors.len() as u32);
+    }
+
+    /// The sensor whose report decided the block (`""` for records older than the field).
+    pub fn decided_by(&self) -> &str {
+        self.sensors.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// Distinct sensors behind the block (at least 1).
+    pub fn distinct_sensors(&self) -> u32 {
+        self.corroboration.max(self.sensors.len() as u32).max(1)
+    }
+
     /// Has this report already been counted (a redelivery after a crash)?
     pub fn has_report(&self, id: &str) -> bool {
         self.reasons.iter().any(|r| r.report_id == id)
@@ -100,11 +131,16 @@ pub struct Batch {
     pub removes: Vec<IpNet>,
     /// Offence records to write.
     pub offences: Vec<(IpNet, Offence)>,
+    /// Offence records to forget (the in-memory bound `state.max_offences` was reached).
+    pub forget_offences: Vec<IpNet>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removes.is_empty() && self.offences.is_empty()
+        self.upserts.is_empty()
+            && self.removes.is_empty()
+            && self.offences.is_empty()
+            && self.forget_offences.is_empty()
     }
 }
 
@@ -225,6 +261,9 @@ impl Store {
                     .insert(net.to_string().as_str(), encode(o)?.as_slice())
                     .map_err(store)?;
             }
+            for net in &batch.forget_offences {
+                offences.remove(net.to_string().as_str()).map_err(store)?;
+            }
         }
         txn.commit().map_err(store)?;
         Ok(())
@@ -288,6 +327,8 @@ mod tests {
             severity: Severity::Critical,
             deferred: false,
             manual: false,
+            sensors: vec!["s1".into()],
+            corroboration: 1,
             reasons: VecDeque::from([Reason {
                 report_id: "r1".into(),
                 sensor: "s1".into(),
@@ -310,6 +351,7 @@ mod tests {
             s.commit(&Batch {
                 upserts: vec![a.clone(), b.clone()],
                 removes: vec![],
+                forget_offences: vec![],
                 offences: vec![(
                     a.cidr,
                     Offence {
@@ -368,6 +410,25 @@ mod tests {
         let snap = s.load().unwrap();
         assert_eq!(snap.offences.len(), 1);
         assert_eq!(snap.offences[&"9.9.9.9/32".parse().unwrap()].count, 3);
+    }
+
+    #[test]
+    fn sensors_are_distinct_bounded_and_old_records_still_load() {
+        let mut r = record("8.8.8.8/32");
+        for i in 0..40 {
+            r.add_sensor(&format!("s{}", i % 20));
+        }
+        assert_eq!(r.sensors.len(), MAX_BLOCK_SENSORS);
+        assert_eq!(r.decided_by(), "s1");
+        assert_eq!(r.distinct_sensors(), MAX_BLOCK_SENSORS as u32);
+        // A record written before the fields existed: one sensor behind it.
+        let mut json: serde_json::Value = serde_json::to_value(record("8.8.4.4/32")).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("sensors");
+        obj.remove("corroboration");
+        let old: BlockRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(old.decided_by(), "");
+        assert_eq!(old.distinct_sensors(), 1);
     }
 
     #[test]

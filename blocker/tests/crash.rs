@@ -34,8 +34,10 @@ dir = "{state}"
 interval_ms = 100
 [admin]
 listen = "{admin}"
+token = "{token}"
 "#,
-        state = dir.join("state").display()
+        state = dir.join("state").display(),
+        token = TOKEN,
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -84,7 +86,8 @@ async fn kill_9_loses_nothing_and_decides_nothing_twice() {
                 .iter()
                 .map(|i| {
                     let id = format!("c-{i}");
-                    let client = format!("2001:db8:c::{i:x}");
+                    // One client per /64: IPv6 clients are blocked as their /64.
+                    let client = format!("2001:db8:c:{i:x}::1");
                     (
                         palisade_wire::subject_for("s1"),
                         id.clone(),
@@ -123,7 +126,7 @@ async fn kill_9_loses_nothing_and_decides_nothing_twice() {
     assert_eq!(after.len(), TOTAL);
     let want: BTreeSet<String> = (0..TOTAL)
         .map(|i| {
-            palisade_providers::parse_cidr(&format!("2001:db8:c::{i:x}"))
+            palisade_providers::parse_cidr(&format!("2001:db8:c:{i:x}::/64"))
                 .unwrap()
                 .to_string()
         })

@@ -315,7 +315,7 @@ async fn dry_run_owns_nothing_and_hands_each_change_over_once() {
     r.run_once().await.unwrap();
     assert_eq!(fw.apply_calls(), 2);
     // Back to nothing to do, then the same diff again: it is new once more.
-    for n in ["192.0.2.1", "192.0.2.3", "2001:db8::1"] {
+    for n in ["192.0.2.1", "192.0.2.3", "2001:db8::/64"] {
         assert!(e.release(net(n)).await.unwrap());
     }
     r.run_once().await.unwrap();

@@ -74,15 +74,16 @@ async fn thousands_of_reports_end_to_end() {
             msgs.push((subj("s1"), format!("bad-{i}"), bad));
         }
     }
+    // IPv6 clients are blocked as their /64 (policy.ipv6_prefix_len).
     for i in 1..=50u32 {
-        let client = format!("2001:db8::{i:x}");
+        let client = format!("2001:db8:0:{i:x}::{i:x}");
         let id = format!("crit6-{i}");
         msgs.push((
             subj("s2"),
             id.clone(),
             report(&id, "s2", &client, "rce-1", "critical"),
         ));
-        expected.insert(parse_cidr(&client).unwrap());
+        expected.insert(parse_cidr(&format!("2001:db8:0:{i:x}::/64")).unwrap());
     }
     // Too large, missing field, sensor not matching its subject.
     msgs.push((subj("s1"), "big".into(), vec![b' '; 9000]));
@@ -132,7 +133,7 @@ async fn thousands_of_reports_end_to_end() {
     // A flood from one sensor: 3000 distinct low-severity clients.
     for i in 0..3000u32 {
         let id = format!("flood-{i}");
-        let client = format!("2001:db8:f::{i:x}");
+        let client = format!("2001:db8:f:{i:x}::1");
         msgs.push((
             subj("flood"),
             id.clone(),

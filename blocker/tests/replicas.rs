@@ -48,7 +48,8 @@ async fn two_replicas_split_the_work() {
             .iter()
             .map(|i| {
                 let id = format!("r-{i}");
-                let client = format!("2001:db8:a::{i:x}");
+                // One client per /64: IPv6 clients are blocked as their /64.
+                let client = format!("2001:db8:a:{i:x}::1");
                 (
                     palisade_wire::subject_for("s1"),
                     id.clone(),

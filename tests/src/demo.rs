@@ -723,10 +723,16 @@ pub async fn foreign_edit(
     }
 }
 
+/// The entry the blocker writes for a client at its default prefixes: the IPv4 address alone,
+/// the IPv6 address's /64 (`policy.ipv6_prefix_len`).
 pub(crate) fn host_prefix(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}/32"),
-        IpAddr::V6(v6) => format!("{v6}/128"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
     }
 }
 

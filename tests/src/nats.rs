@@ -9,6 +9,8 @@
 //! The server runs `nats-server -js -a 127.0.0.1 -p <port> -sd <tempdir>`; it is killed and its
 //! store directory removed when the guard drops. [`NatsServer::stop`] and
 //! [`NatsServer::restart`] keep the store (and the port), to test restarts.
+//! [`NatsServer::start_with_config`] runs it from a configuration file instead (users and
+//! their permissions), with JetStream and the listen address added.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -23,6 +25,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// The configuration file, when started with [`NatsServer::start_with_config`].
+    config: Option<std::path::PathBuf>,
 }
 
 impl NatsServer {
@@ -37,24 +41,96 @@ impl NatsServer {
             child: None,
             port,
             store,
+            config: None,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    /// Start a JetStream-enabled server from `conf` (nats-server configuration: typically an
+    /// `authorization { users = [...] }` block) on a free port with a fresh store dir. Ready
+    /// once it accepts TCP connections (anonymous clients may be refused by `conf`; the
+    /// server enables JetStream before it accepts any client).
+    pub async fn start_with_config(conf: &str) -> anyhow::Result<NatsServer> {
+        let store = tempfile::Builder::new()
+            .prefix("palisade-nats-")
+            .tempdir()
+            .context("creating the JetStream store dir")?;
+        let port = crate::free_port()?;
+        let path = store.path().join("nats.conf");
+        let jetstream = store.path().join("js");
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n{conf}\n",
+                jetstream.display()
+            ),
+        )
+        .context("writing the nats-server configuration")?;
+        let mut server = NatsServer {
+            child: None,
+            port,
+            store,
+            config: Some(path),
         };
         server.spawn().await?;
         Ok(server)
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .arg("-sd")
-            .arg(self.store.path())
+        let mut cmd = Command::new("nats-server");
+        match &self.config {
+            Some(path) => cmd.arg("-c").arg(path),
+            None => cmd
+                .args(["-js", "-a", "127.0.0.1", "-p"])
+                .arg(self.port.to_string())
+                .arg("-sd")
+                .arg(self.store.path()),
+        };
+        // A server started from a configuration logs to a file, quoted when it exits early.
+        let stderr = match &self.config {
+            Some(_) => Stdio::from(
+                std::fs::File::create(self.store.path().join("nats-server.log"))
+                    .context("creating the nats-server log")?,
+            ),
+            None => Stdio::null(),
+        };
+        let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server (run scripts/setup.sh to install it)")?;
         self.child = Some(child);
-        self.wait_ready().await
+        if self.config.is_some() {
+            self.wait_listening().await
+        } else {
+            self.wait_ready().await
+        }
+    }
+
+    /// Wait until the server accepts TCP connections.
+    async fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let log = std::fs::read_to_string(self.store.path().join("nats-server.log"))
+                    .unwrap_or_default();
+                bail!("nats-server exited early with {status}: {}", log.trim());
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nats-server on port {} did not listen", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Wait until the server accepts connections and JetStream answers.

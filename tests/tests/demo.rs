@@ -48,7 +48,12 @@ async fn run_demo(mode: SensorMode) {
         .iter()
         .map(|a| match a.client {
             std::net::IpAddr::V4(v4) => format!("{v4}/32"),
-            std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+            // IPv6 attackers are blocked as their /64 (policy.ipv6_prefix_len).
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
         })
         .collect();
     assert_eq!(in_sets, expected);

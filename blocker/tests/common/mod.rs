@@ -151,9 +151,9 @@ where
     }
 }
 
-/// The block list from the admin API.
+/// The block list from the admin API (read with the admin token).
 pub async fn blocks(addr: SocketAddr) -> Vec<serde_json::Value> {
-    let (status, body) = http(addr, "GET", "/v1/blocks", None, None).await;
+    let (status, body) = http(addr, "GET", "/v1/blocks", Some(TOKEN), None).await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["blocks"].as_array().cloned().unwrap_or_default()

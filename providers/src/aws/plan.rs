@@ -276,6 +276,38 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_prefixes_are_written_as_cidrs() {
+        // The blocker blocks IPv6 clients as their /64: written as the prefix, host bits
+        // cleared, in the IPv6 set, and read back as the same entry.
+        let sets = [set(Family::V4, 10, &[]), set(Family::V6, 10, &[])];
+        let d = diff(&["2a00:1450:4001:81c::/64", "2a00:1450:4001:800::/56"], &[]);
+        let p = plan(&sets, &[&d]);
+        assert!(p.outcomes[0].is_ok());
+        assert!(p.changed[0].is_none());
+        let list = p.changed[1].as_ref().unwrap().to_list();
+        assert_eq!(
+            list,
+            vec![
+                "2a00:1450:4001:800::/56".to_string(),
+                "2a00:1450:4001:81c::/64".to_string()
+            ]
+        );
+        let back = state(&list.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(back.unparsed.is_empty());
+        let removed = diff(&[], &["2a00:1450:4001:81c::/64"]);
+        let sets = [PlanSet {
+            family: Family::V6,
+            capacity: 10,
+            state: back,
+        }];
+        let p = plan(&sets, &[&removed]);
+        assert_eq!(
+            p.changed[0].as_ref().unwrap().to_list(),
+            vec!["2a00:1450:4001:800::/56".to_string()]
+        );
+    }
+
+    #[test]
     fn coalesces_many_diffs_into_one_state_per_set() {
         let sets = [set(Family::V4, 10_000, &[]), set(Family::V6, 10_000, &[])];
         let diffs: Vec<Diff> = (0..500u32)
