@@ -6,9 +6,10 @@
 //! addresses are judged by the IPv4 address they carry. Allowlisted CIDRs are refused always,
 //! and so is anything broader than the configured prefix limits (/24 and /48 by default).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
+use palisade_wire::special::{embedded_v4, special_range};
 
 use crate::config::GuardrailConfig;
 
@@ -46,89 +47,9 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-const V4_SPECIAL: &[(&str, [u8; 4], u8)] = &[
-    ("0.0.0.0/8 (this network)", [0, 0, 0, 0], 8),
-    ("10.0.0.0/8 (private)", [10, 0, 0, 0], 8),
-    ("100.64.0.0/10 (CGNAT)", [100, 64, 0, 0], 10),
-    ("127.0.0.0/8 (loopback)", [127, 0, 0, 0], 8),
-    ("169.254.0.0/16 (link-local)", [169, 254, 0, 0], 16),
-    ("172.16.0.0/12 (private)", [172, 16, 0, 0], 12),
-    (
-        "192.0.0.0/24 (IETF protocol assignments)",
-        [192, 0, 0, 0],
-        24,
-    ),
-    ("192.0.2.0/24 (documentation)", [192, 0, 2, 0], 24),
-    ("192.88.99.0/24 (6to4 relay anycast)", [192, 88, 99, 0], 24),
-    ("192.168.0.0/16 (private)", [192, 168, 0, 0], 16),
-    ("198.18.0.0/15 (benchmarking)", [198, 18, 0, 0], 15),
-    ("198.51.100.0/24 (documentation)", [198, 51, 100, 0], 24),
-    ("203.0.113.0/24 (documentation)", [203, 0, 113, 0], 24),
-    ("224.0.0.0/4 (multicast)", [224, 0, 0, 0], 4),
-    ("240.0.0.0/4 (reserved, broadcast)", [240, 0, 0, 0], 4),
-];
-
-const V6_SPECIAL: &[(&str, [u16; 8], u8)] = &[
-    ("::/128 (unspecified)", [0; 8], 128),
-    ("::1/128 (loopback)", [0, 0, 0, 0, 0, 0, 0, 1], 128),
-    ("100::/64 (discard-only)", [0x100, 0, 0, 0, 0, 0, 0, 0], 64),
-    (
-        "2001::/23 (IETF protocol assignments)",
-        [0x2001, 0, 0, 0, 0, 0, 0, 0],
-        23,
-    ),
-    (
-        "2001:db8::/32 (documentation)",
-        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
-        32,
-    ),
-    (
-        "3fff::/20 (documentation)",
-        [0x3fff, 0, 0, 0, 0, 0, 0, 0],
-        20,
-    ),
-    ("fc00::/7 (unique local)", [0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
-    ("fe80::/10 (link-local)", [0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
-    ("ff00::/8 (multicast)", [0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
-];
-
-/// 2001::/23 is special, but parts of it are globally reachable (RFC 6890 and the IANA
-/// registry): TEREDO 2001::/32 is special; 2001:1::1/128, 2001:1::2/128, 2001:3::/32 (AMT),
-/// 2001:4:112::/48 (AS112) and 2001:20::/28 (ORCHIDv2) are global. Blockable sub-ranges:
-const V6_GLOBAL_IN_2001_23: &[([u16; 8], u8)] = &[
-    ([0x2001, 1, 0, 0, 0, 0, 0, 1], 128),
-    ([0x2001, 1, 0, 0, 0, 0, 0, 2], 128),
-    ([0x2001, 3, 0, 0, 0, 0, 0, 0], 32),
-    ([0x2001, 4, 0x112, 0, 0, 0, 0, 0], 48),
-    ([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28),
-];
-
-fn v4net(a: [u8; 4], len: u8) -> Ipv4Net {
-    // The table above is static and valid; `new` only fails for len > 32.
-    Ipv4Net::new(Ipv4Addr::from(a), len.min(32)).unwrap_or_default()
-}
-
-fn v6net(a: [u16; 8], len: u8) -> Ipv6Net {
-    let [a0, a1, a2, a3, a4, a5, a6, a7] = a;
-    Ipv6Net::new(Ipv6Addr::new(a0, a1, a2, a3, a4, a5, a6, a7), len.min(128)).unwrap_or_default()
-}
-
 /// Do two networks overlap (one contains the other)?
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
-}
-
-/// The IPv4 network an IPv6 network stands for (mapped or NAT64), if any.
-fn embedded_v4(net: &Ipv6Net) -> Option<Ipv4Net> {
-    let seg = net.addr().segments();
-    let mapped = seg[..5].iter().all(|s| *s == 0) && seg[5] == 0xffff;
-    let nat64 = seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6].iter().all(|s| *s == 0);
-    if (mapped || nat64) && net.prefix_len() >= 96 {
-        let o = net.addr().octets();
-        let v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
-        return Ipv4Net::new(v4, net.prefix_len() - 96).ok();
-    }
-    None
 }
 
 /// The configured guardrails, ready to check CIDRs.
@@ -175,50 +96,18 @@ impl Guardrails {
         Ok(())
     }
 
-    /// The special-purpose range `net` touches, unless the operator allowed it.
+    /// The special-purpose range `net` touches (one table, shared with the sensor:
+    /// `palisade_wire::special`), unless the operator allowed it. An IPv4-mapped or NAT64
+    /// network is judged, and allowed, by the IPv4 network it carries.
     fn special(&self, net: &IpNet) -> Option<&'static str> {
-        let allowed = |n: &IpNet| self.allow_special.iter().any(|a| a.contains(n));
-        match net {
-            IpNet::V4(v4) => self.special_v4(v4, &allowed),
-            IpNet::V6(v6) => {
-                if let Some(v4) = embedded_v4(v6) {
-                    return self.special_v4(&v4, &allowed);
-                }
-                if allowed(net) {
-                    return None;
-                }
-                for (name, a, len) in V6_SPECIAL {
-                    let range = IpNet::V6(v6net(*a, *len));
-                    if !overlaps(&range, net) {
-                        continue;
-                    }
-                    if *len == 23 {
-                        let global = V6_GLOBAL_IN_2001_23
-                            .iter()
-                            .any(|(g, l)| IpNet::V6(v6net(*g, *l)).contains(net));
-                        if global {
-                            continue;
-                        }
-                    }
-                    return Some(name);
-                }
-                None
-            }
-        }
-    }
-
-    fn special_v4(&self, v4: &Ipv4Net, allowed: &dyn Fn(&IpNet) -> bool) -> Option<&'static str> {
-        let net = IpNet::V4(*v4);
-        if allowed(&net) {
+        let judged = match net {
+            IpNet::V6(v6) => embedded_v4(v6).map_or(*net, IpNet::V4),
+            IpNet::V4(_) => *net,
+        };
+        if self.allow_special.iter().any(|a| a.contains(&judged)) {
             return None;
         }
-        if v4.contains(&Ipv4Addr::BROADCAST) {
-            return Some("255.255.255.255/32 (broadcast)");
-        }
-        V4_SPECIAL
-            .iter()
-            .find(|(_, a, len)| overlaps(&IpNet::V4(v4net(*a, *len)), &net))
-            .map(|(name, _, _)| *name)
+        special_range(&judged)
     }
 }
 
