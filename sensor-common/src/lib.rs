@@ -60,8 +60,11 @@ pub const COUNTER_SYNACKS: u32 = 3;
 pub const COUNTER_HANDSHAKES: u32 = 4;
 /// Segments whose payload was not copied because of the `SKIP` map.
 pub const COUNTER_SKIPPED: u32 = 5;
+/// Segments copied only in part (their first record) because the ring buffer was more than half
+/// full: under pressure request heads go first, body bytes are shed.
+pub const COUNTER_SHED: u32 = 6;
 /// Number of counters in `COUNTERS`.
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
 
 /// Fixed-size header of a captured TCP segment. A ring-buffer record is this header followed by
 /// exactly `captured` payload bytes (the kernel assembles a [`SegmentEvent`] in per-CPU scratch

@@ -18,7 +18,9 @@
 //! maps; they never reach the ring.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC,
+    },
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -26,8 +28,8 @@ use aya_ebpf::{
 };
 use palisade_sensor_common::{
     CAPTURE_MASK, CONFIG_CAPTURE_BYTES, CONFIG_SLOTS, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED,
-    COUNTER_ERRORS, COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SKIPPED, COUNTER_SLOTS,
-    COUNTER_SYNACKS, DEFAULT_CAPTURE, DEFAULT_TRACKED_FLOWS, FAMILY_V4, FAMILY_V6,
+    COUNTER_ERRORS, COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SHED, COUNTER_SKIPPED,
+    COUNTER_SLOTS, COUNTER_SYNACKS, DEFAULT_CAPTURE, DEFAULT_TRACKED_FLOWS, FAMILY_V4, FAMILY_V6,
     FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FLAG_SKIPPED, FLAG_TRUNCATED, FlowTuple,
     MAX_CAPTURE, MAX_CAPTURE_BYTES, MAX_CHUNKS, Pending, SegmentEvent, SegmentHeader,
 };
@@ -353,21 +355,30 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         Some(&n) if n > 0 => n as u64,
         _ => DEFAULT_WAKEUP_BYTES,
     };
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let wake = if waiting >= wakeup {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
+    // Under pressure (the ring more than half full, the reader behind), copy only the first
+    // record of a segment: request heads keep arriving whole, body bytes past the first 4 KiB
+    // are shed (userspace sees a truncated segment, a hole inside a body it can pass over).
+    let pressured = waiting.saturating_mul(2) > EVENTS.query(BPF_RB_RING_SIZE as u64);
 
     let payload_off = seg.l4_off + doff;
     // Records of at most MAX_CAPTURE bytes, each with its own seq; the last one stands for the
     // rest of the segment (and carries FIN/RST). A segment with nothing to copy (FIN, RST,
     // skipped) is one header-only record.
-    let chunks = if total == 0 {
+    let mut chunks = if total == 0 {
         1
     } else {
         total.div_ceil(MAX_CAPTURE)
     };
+    if pressured && chunks > 1 {
+        chunks = 1;
+        bump(COUNTER_SHED);
+    }
     for i in 0..MAX_CHUNKS {
         if i >= chunks {
             break;

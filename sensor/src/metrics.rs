@@ -19,6 +19,9 @@ pub struct Metrics {
     pub packets_captured: AtomicU64,
     /// Segments the kernel could not put in the ring buffer (full), summed over CPUs.
     pub ring_drops: AtomicU64,
+    /// Segments of which the kernel copied only the first 4 KiB because the ring buffer was
+    /// more than half full (summed over CPUs).
+    pub ring_shed: AtomicU64,
     /// Segments on watched ports whose headers the kernel could not read.
     pub kernel_errors: AtomicU64,
     /// Flows tracked by reassembly now (gauge).
@@ -138,12 +141,18 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 28] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 29] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
                 "Segments read from the ring buffer.",
                 &self.packets_captured,
+            ),
+            (
+                "palisade_sensor_ring_shed_total",
+                "counter",
+                "Segments copied only in their first 4 KiB because the ring buffer was over half full (body bytes shed, heads kept).",
+                &self.ring_shed,
             ),
             (
                 "palisade_sensor_ring_drops_total",

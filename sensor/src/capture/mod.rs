@@ -18,8 +18,9 @@ use aya::{Ebpf, EbpfLoader};
 use chrono::Utc;
 use palisade_sensor_common::{
     CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS,
-    COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SKIPPED, COUNTER_SYNACKS, FAMILY_V4, FAMILY_V6,
-    FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FlowTuple, SegmentHeader,
+    COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SHED, COUNTER_SKIPPED, COUNTER_SYNACKS,
+    FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FlowTuple,
+    SegmentHeader,
 };
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, instrument, warn};
@@ -113,6 +114,8 @@ pub struct KernelCounters {
     pub handshakes: u64,
     /// Segments sent without payload because of the skip map.
     pub skipped: u64,
+    /// Segments of which only the first record was copied because the ring was over half full.
+    pub shed: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -321,6 +324,7 @@ impl Capture {
                     let k = kernel_counters(&counters);
                     metrics.ring_drops.store(k.ring_full, Ordering::Relaxed);
                     metrics.kernel_errors.store(k.errors, Ordering::Relaxed);
+                    metrics.ring_shed.store(k.shed, Ordering::Relaxed);
                     debug!(
                         captured = k.captured,
                         synacks = k.synacks,
@@ -361,6 +365,7 @@ fn kernel_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
         synacks: sum(COUNTER_SYNACKS),
         handshakes: sum(COUNTER_HANDSHAKES),
         skipped: sum(COUNTER_SKIPPED),
+        shed: sum(COUNTER_SHED),
     }
 }
 
