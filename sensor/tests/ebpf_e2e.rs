@@ -465,6 +465,37 @@ async fn ebpf_blind_spoof_is_never_reported() {
     );
 }
 
+/// For tests that drive `Capture` themselves: a pipeline publishing to `config.nats` (its
+/// worker task returned) and a reassembler with room for whole uploads.
+async fn driven_sensor(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> (Arc<Pipeline>, Reassembler, tokio::task::JoinHandle<()>) {
+    let (publisher, worker) =
+        palisade_sensor::publish::start(&config.nats, metrics.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+    let pipeline = Arc::new(Pipeline::new(
+        Detector::builtin().unwrap(),
+        Attribution::new(ClientHeader::XForwardedFor, Vec::new(), 0, test_ranges()),
+        config.sensor_id.clone(),
+        config.report_window(),
+        metrics.clone(),
+        Some(publisher),
+    ));
+    let reassembler = Reassembler::new(
+        ReassemblyConfig {
+            max_flow_bytes: 256 * 1024,
+            ..ReassemblyConfig::default()
+        },
+        ParseLimits {
+            max_body: 128 * 1024,
+            ..ParseLimits::default()
+        },
+    );
+    (pipeline, reassembler, worker)
+}
+
 /// A JSON POST whose `<script>` attack comes after `padding` bytes of body.
 fn padded_json(padding: usize) -> Vec<u8> {
     let body = format!(
@@ -504,28 +535,7 @@ async fn padded_bodies(
     config.report_special = test_ranges();
     config.validate().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let (publisher, worker) =
-        palisade_sensor::publish::start(&config.nats, metrics.clone(), Duration::from_secs(10))
-            .await
-            .unwrap();
-    let pipeline = Arc::new(Pipeline::new(
-        Detector::builtin().unwrap(),
-        Attribution::new(ClientHeader::XForwardedFor, Vec::new(), 0, test_ranges()),
-        config.sensor_id.clone(),
-        config.report_window(),
-        metrics.clone(),
-        Some(publisher),
-    ));
-    let reassembler = Reassembler::new(
-        ReassemblyConfig {
-            max_flow_bytes: 256 * 1024,
-            ..ReassemblyConfig::default()
-        },
-        ParseLimits {
-            max_body: 128 * 1024,
-            ..ParseLimits::default()
-        },
-    );
+    let (pipeline, reassembler, worker) = driven_sensor(&config, &metrics).await;
     let capture = Capture::attach(&config.ebpf).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(capture.run(
@@ -646,29 +656,7 @@ async fn ebpf_skip_map_stops_payload_copies_until_the_given_seq() {
     config.nats.url = server.url();
     config.report_special = test_ranges();
     let metrics = Arc::new(Metrics::default());
-    let (publisher, worker) =
-        palisade_sensor::publish::start(&config.nats, metrics.clone(), Duration::from_secs(10))
-            .await
-            .unwrap();
-    let pipeline = Arc::new(Pipeline::new(
-        Detector::builtin().unwrap(),
-        Attribution::new(ClientHeader::XForwardedFor, Vec::new(), 0, test_ranges()),
-        config.sensor_id.clone(),
-        config.report_window(),
-        metrics.clone(),
-        Some(publisher),
-    ));
-    // Large enough to inspect the whole upload if it were copied.
-    let reassembler = Reassembler::new(
-        ReassemblyConfig {
-            max_flow_bytes: 256 * 1024,
-            ..ReassemblyConfig::default()
-        },
-        ParseLimits {
-            max_body: 128 * 1024,
-            ..ParseLimits::default()
-        },
-    );
+    let (pipeline, reassembler, worker) = driven_sensor(&config, &metrics).await;
     let mut capture = Capture::attach(&config.ebpf).unwrap();
 
     // An upload with an attack in its body, then an attack in a query on the same connection.
