@@ -64,6 +64,26 @@ fn test_ranges() -> Vec<IpNet> {
     .collect()
 }
 
+/// The sensor's configuration in these tests: eBPF on the namespace's host-side veth, `port`
+/// watched, reports to `server`, the test's own ranges reportable.
+fn ebpf_config(
+    sensor_id: impl Into<String>,
+    ns: &VethNamespace,
+    port: u16,
+    server: &NatsServer,
+) -> Config {
+    let mut config = Config {
+        sensor_id: sensor_id.into(),
+        source: Source::Ebpf,
+        ..Default::default()
+    };
+    config.ebpf.interfaces = vec![ns.host_if.clone()];
+    config.ebpf.ports = vec![port];
+    config.nats.url = server.url();
+    config.report_special = test_ranges();
+    config
+}
+
 /// A tiny HTTP server: answers every request head with `200 ok`, keep-alive.
 async fn http_server(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
     http_server_mode(addr, false).await
@@ -225,8 +245,8 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
         "benign request is benign"
     );
 
-    let mut config = Config {
-        sensor_id: format!(
+    let mut config = ebpf_config(
+        format!(
             "e2e-{}{}",
             if trust_namespace {
                 "trusted"
@@ -235,13 +255,10 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
             },
             if ipv6 { "-v6" } else { "" }
         ),
-        source: Source::Ebpf,
-        ..Default::default()
-    };
-    config.ebpf.interfaces = vec![ns.host_if.clone()];
-    config.ebpf.ports = vec![port];
-    config.nats.url = server.url();
-    config.report_special = test_ranges();
+        &ns,
+        port,
+        &server,
+    );
     if trust_namespace {
         config.trusted_proxies = vec![IpNet::from(peer)];
     }
@@ -396,15 +413,7 @@ async fn ebpf_blind_spoof_is_never_reported() {
     let peer: IpAddr = ns.ns_addr.into();
     let http = http_server(SocketAddr::new(host, port)).await;
 
-    let mut config = Config {
-        sensor_id: "e2e-spoof".into(),
-        source: Source::Ebpf,
-        ..Default::default()
-    };
-    config.ebpf.interfaces = vec![ns.host_if.clone()];
-    config.ebpf.ports = vec![port];
-    config.nats.url = server.url();
-    config.report_special = test_ranges();
+    let config = ebpf_config("e2e-spoof", &ns, port, &server);
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async move {
@@ -523,16 +532,8 @@ async fn padded_bodies(
     let peer: IpAddr = ns.ns_addr.into();
     let http = http_server(SocketAddr::new(host, port)).await;
 
-    let mut config = Config {
-        sensor_id: format!("e2e-bodies-{capture_bytes}"),
-        source: Source::Ebpf,
-        ..Default::default()
-    };
-    config.ebpf.interfaces = vec![ns.host_if.clone()];
-    config.ebpf.ports = vec![port];
+    let mut config = ebpf_config(format!("e2e-bodies-{capture_bytes}"), &ns, port, &server);
     config.ebpf.capture_bytes = capture_bytes;
-    config.nats.url = server.url();
-    config.report_special = test_ranges();
     config.validate().unwrap();
     let metrics = Arc::new(Metrics::default());
     let (pipeline, reassembler, worker) = driven_sensor(&config, &metrics).await;
@@ -646,15 +647,7 @@ async fn ebpf_skip_map_stops_payload_copies_until_the_given_seq() {
     let peer: IpAddr = ns.ns_addr.into();
     let http = http_server_mode(SocketAddr::new(host, port), true).await;
 
-    let mut config = Config {
-        sensor_id: "e2e-skip".into(),
-        source: Source::Ebpf,
-        ..Default::default()
-    };
-    config.ebpf.interfaces = vec![ns.host_if.clone()];
-    config.ebpf.ports = vec![port];
-    config.nats.url = server.url();
-    config.report_special = test_ranges();
+    let config = ebpf_config("e2e-skip", &ns, port, &server);
     let metrics = Arc::new(Metrics::default());
     let (pipeline, reassembler, worker) = driven_sensor(&config, &metrics).await;
     let mut capture = Capture::attach(&config.ebpf).unwrap();
@@ -761,16 +754,8 @@ async fn ebpf_trust_scenarios() {
     let peer: IpAddr = ns.ns_addr.into();
     let http = http_server(SocketAddr::new(host, port)).await;
 
-    let mut config = Config {
-        sensor_id: "e2e-trust".into(),
-        source: Source::Ebpf,
-        ..Default::default()
-    };
-    config.ebpf.interfaces = vec![ns.host_if.clone()];
-    config.ebpf.ports = vec![port];
-    config.nats.url = server.url();
+    let mut config = ebpf_config("e2e-trust", &ns, port, &server);
     config.trusted_proxies = vec![IpNet::from(peer)];
-    config.report_special = test_ranges();
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async move {
