@@ -24,7 +24,11 @@ PYYAML_VERSION="6.0.3"
 BPF_LINKER_VERSION="0.13.0"
 CARGO_FUZZ_VERSION="0.13.2"
 
-APT_PACKAGES=(nats-server clang bpftool iproute2 wrk systemd nginx-light nodejs)
+APT_PACKAGES=(nats-server clang bpftool iproute2 wrk systemd nginx-light nodejs
+  # OWASP CRS 3.3.4 and the reference engine the CRS differential test compares against
+  modsecurity-crs libmodsecurity3 libmodsecurity-dev gcc pkg-config
+  # the system PCRE2 (libmodsecurity's) for the pcre2 crate, instead of its bundled newer copy
+  libpcre2-dev)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

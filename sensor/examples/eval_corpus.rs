@@ -8,7 +8,13 @@
 //! ```text
 //! cargo run --release -p palisade-sensor --example eval_corpus -- [--corpus DIR] [--out FILE]
 //!     [--misses N] [--fps N] [--min-severity low|medium|high|critical]
+//!     [--crs-dir DIR [--paranoia N] [--mode builtin|crs|combined] [--verdicts FILE]]
 //! ```
+//! With `--crs-dir` the OWASP Core Rule Set runs too: `--mode crs` counts a request as
+//! detected when CRS alone reports it, `combined` (the default with CRS) when either does,
+//! `builtin` ignores CRS. `--verdicts` writes one JSON line per request with the CRS rule ids
+//! that matched and the inbound score, in the format of `bench/modsec/crs_driver.c`, for
+//! `bench/crs_compare.py`.
 //! The corpus directory defaults to `$PALISADE_CORPUS`, then `../shared/corpus` relative to the
 //! workspace root.
 
@@ -18,6 +24,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use palisade_sensor::detect::Detector;
+use palisade_sensor::detect::crs::{Crs, CrsSettings};
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
 use palisade_wire::Severity;
 use serde::Deserialize;
@@ -57,6 +64,10 @@ fn main() -> anyhow::Result<()> {
     let mut show_misses = 0usize;
     let mut show_fps = 0usize;
     let mut min_severity = Severity::Low;
+    let mut crs_dir: Option<PathBuf> = None;
+    let mut paranoia = 1u8;
+    let mut mode: Option<String> = None;
+    let mut verdicts_path: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -66,6 +77,10 @@ fn main() -> anyhow::Result<()> {
             "--misses" => show_misses = val()?.parse()?,
             "--fps" => show_fps = val()?.parse()?,
             "--min-severity" => min_severity = val()?.parse()?,
+            "--crs-dir" => crs_dir = Some(PathBuf::from(val()?)),
+            "--paranoia" => paranoia = val()?.parse()?,
+            "--mode" => mode = Some(val()?),
+            "--verdicts" => verdicts_path = Some(PathBuf::from(val()?)),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -74,8 +89,40 @@ fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("reading {} (set PALISADE_CORPUS)", file.display()))?;
 
-    let detector = Detector::builtin()?;
-    let limits = ParseLimits::default();
+    let mut detector = Detector::builtin()?;
+    let mut limits = ParseLimits::default();
+    let mode = mode.unwrap_or_else(|| {
+        if crs_dir.is_some() {
+            "combined"
+        } else {
+            "builtin"
+        }
+        .into()
+    });
+    if let Some(dir) = &crs_dir {
+        let mut settings = CrsSettings::new(dir);
+        settings.paranoia = paranoia;
+        let load = Instant::now();
+        let crs =
+            Crs::load(&settings).with_context(|| format!("loading CRS from {}", dir.display()))?;
+        eprintln!(
+            "CRS loaded in {:.2}s: {} request rules, {} response rules skipped",
+            load.elapsed().as_secs_f64(),
+            crs.report().rules,
+            crs.report().skipped_response
+        );
+        detector = detector.with_crs(std::sync::Arc::new(crs));
+        // CRS sees whole bodies (the sensor hands it its first body window)
+        limits.max_body = 1 << 20;
+    } else if mode != "builtin" {
+        bail!("--mode {mode} needs --crs-dir");
+    }
+    let mut verdicts = match &verdicts_path {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
     let mut attacks: BTreeMap<String, Tally> = BTreeMap::new();
     let mut benign: BTreeMap<String, Tally> = BTreeMap::new();
     let mut rule_hits: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -103,14 +150,47 @@ fn main() -> anyhow::Result<()> {
         bytes += raw.len() as u64;
 
         let start = Instant::now();
-        let detections = match parse_request(&raw, &limits) {
-            Parsed::Complete { request, .. } => detector.inspect(&request),
+        let (detections, verdict) = match parse_request(&raw, &limits) {
+            Parsed::Complete { request, .. } => match mode.as_str() {
+                "builtin" => (detector.inspect_builtin(&request), None),
+                "crs" => {
+                    let v = detector.crs_verdict(&request);
+                    let d = match &v {
+                        Some(v) if v.is_attack => vec![crs_detection(v)],
+                        _ => Vec::new(),
+                    };
+                    (d, v)
+                }
+                _ => {
+                    let v = if verdicts.is_some() {
+                        detector.crs_verdict(&request)
+                    } else {
+                        None
+                    };
+                    (detector.inspect(&request), v)
+                }
+            },
             Parsed::Partial | Parsed::Invalid(_) => {
                 parse_errors += 1;
-                Vec::new()
+                (Vec::new(), None)
             }
         };
         inspect_time += start.elapsed();
+        if let Some(w) = verdicts.as_mut() {
+            use std::io::Write as _;
+            let (rules, score): (Vec<u64>, i64) = match &verdict {
+                Some(v) => (v.matched.iter().map(|m| m.id).collect(), v.inbound_score),
+                None => (Vec::new(), 0),
+            };
+            let mut rules = rules;
+            rules.sort_unstable();
+            rules.dedup();
+            writeln!(
+                w,
+                "{}",
+                json!({"id": rec.id, "rules": rules, "score": score})
+            )?;
+        }
         let detections: Vec<_> = detections
             .into_iter()
             .filter(|d| d.severity >= min_severity)
@@ -212,6 +292,9 @@ fn main() -> anyhow::Result<()> {
     let report = json!({
         "corpus": file.display().to_string(),
         "rules": detector.rule_count(),
+        "mode": mode,
+        "crs_dir": crs_dir.as_ref().map(|d| d.display().to_string()),
+        "paranoia": crs_dir.as_ref().map(|_| paranoia),
         "min_severity": min_severity.as_str(),
         "requests": requests,
         "parse_errors": parse_errors,
@@ -246,6 +329,22 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// A CRS-only detection as the detector would report it (for `--mode crs`).
+fn crs_detection(v: &palisade_sensor::detect::crs::Verdict) -> palisade_sensor::detect::Detection {
+    let s = palisade_sensor::detect::crs::mapping::summary(v);
+    palisade_sensor::detect::Detection {
+        rule_id: s
+            .as_ref()
+            .map_or_else(|| "crs".to_string(), |s| s.rule_id.clone()),
+        category: s.as_ref().map_or("crs", |s| s.category).to_string(),
+        severity: palisade_sensor::detect::crs::mapping::severity(v.attack_score, 5),
+        mitre: Vec::new(),
+        evidence: String::new(),
+        location: String::new(),
+        crs: None,
+    }
 }
 
 fn line_excerpt(rec: &Line) -> String {

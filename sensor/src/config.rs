@@ -91,6 +91,68 @@ pub struct Config {
     /// NATS connection and publishing.
     #[serde(default)]
     pub nats: NatsConfig,
+    /// Detection beside the built-in rules: the OWASP Core Rule Set.
+    #[serde(default)]
+    pub detect: DetectConfig,
+}
+
+/// `[detect]`: the OWASP Core Rule Set engine (off unless `crs_dir` is set).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// A CRS tree: a 4.x release directory (with `crs-setup.conf` or `crs-setup.conf.example`,
+    /// `rules/`, optional `plugins/`), or Debian's `/usr/share/modsecurity-crs`. Absent = CRS
+    /// off, built-in rules only.
+    #[serde(default)]
+    pub crs_dir: Option<PathBuf>,
+    /// `crs-setup.conf` when it is not inside `crs_dir` (Debian: `/etc/modsecurity/crs/
+    /// crs-setup.conf`, found by itself).
+    #[serde(default)]
+    pub crs_setup: Option<PathBuf>,
+    /// Extra SecLang files loaded after the tree: the site's exclusions
+    /// (`SecRuleRemoveById`, `SecRuleUpdateTargetById`, rules with `ctl:ruleRemove*`).
+    #[serde(default)]
+    pub crs_exclusions: Vec<PathBuf>,
+    /// Paranoia level, 1-4.
+    #[serde(default = "default_paranoia")]
+    pub paranoia: u8,
+    /// Inbound anomaly score from which a request is reported (attack-family rules only).
+    #[serde(default = "default_anomaly_threshold")]
+    pub anomaly_threshold: i64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            crs_dir: None,
+            crs_setup: None,
+            crs_exclusions: Vec::new(),
+            paranoia: default_paranoia(),
+            anomaly_threshold: default_anomaly_threshold(),
+        }
+    }
+}
+
+fn default_paranoia() -> u8 {
+    1
+}
+
+fn default_anomaly_threshold() -> i64 {
+    crate::detect::crs::DEFAULT_THRESHOLD
+}
+
+impl DetectConfig {
+    /// The engine settings, when CRS is on.
+    pub fn crs_settings(&self) -> Option<crate::detect::crs::CrsSettings> {
+        let dir = self.crs_dir.clone()?;
+        Some(crate::detect::crs::CrsSettings {
+            dir,
+            setup: self.crs_setup.clone(),
+            paranoia: self.paranoia,
+            threshold: self.anomaly_threshold,
+            extra: self.crs_exclusions.clone(),
+        })
+    }
 }
 
 impl Default for Config {
@@ -109,6 +171,7 @@ impl Default for Config {
             log: LogConfig::default(),
             reassembly: ReassemblyConfig::default(),
             nats: NatsConfig::default(),
+            detect: DetectConfig::default(),
         }
     }
 }
@@ -494,6 +557,18 @@ impl Config {
                 "trusted_hops > 1 with client_ip_header = x-real-ip: that header holds one address"
                     .into(),
             ));
+        }
+        if !(1..=4).contains(&self.detect.paranoia) {
+            return Err(Error::Config(format!(
+                "detect.paranoia must be 1 to 4, got {}",
+                self.detect.paranoia
+            )));
+        }
+        if self.detect.anomaly_threshold < 1 {
+            return Err(Error::Config(format!(
+                "detect.anomaly_threshold must be at least 1, got {}",
+                self.detect.anomaly_threshold
+            )));
         }
         let cb = self.ebpf.capture_bytes;
         if cb == 0 || cb > palisade_sensor_common::MAX_CAPTURE_BYTES {

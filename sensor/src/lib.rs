@@ -25,7 +25,7 @@ pub mod publish;
 pub mod reassembly;
 mod run;
 
-pub use run::{RunSummary, run};
+pub use run::{RunSummary, load_detector, run};
 
 /// Everything that can go wrong in the sensor runtime.
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,8 @@ use palisade_sensor::config::{Config, LogFormat, Source};
 use palisade_sensor::metrics::Metrics;
 use tracing::error;
 
+mod tools;
+
 /// Sees malicious HTTP requests (eBPF on network interfaces, or access logs) and reports them
 /// to NATS JetStream for the Palisade blocker.
 #[derive(Debug, Parser)]
@@ -109,6 +111,33 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "PALISADE_LOG_JSON")]
     log_json: bool,
+    /// OWASP Core Rule Set tree to run beside the built-in rules (a CRS 4.x release directory,
+    /// or Debian's /usr/share/modsecurity-crs).
+    #[arg(long, env = "PALISADE_CRS_DIR")]
+    crs_dir: Option<PathBuf>,
+    /// crs-setup.conf when it is not inside --crs-dir.
+    #[arg(long, env = "PALISADE_CRS_SETUP")]
+    crs_setup: Option<PathBuf>,
+    /// Extra SecLang file with the site's CRS exclusions (repeatable; env: comma separated).
+    #[arg(
+        long = "crs-exclusions",
+        env = "PALISADE_CRS_EXCLUSIONS",
+        value_delimiter = ','
+    )]
+    crs_exclusions: Vec<PathBuf>,
+    /// CRS paranoia level (1-4).
+    #[arg(long, env = "PALISADE_PARANOIA")]
+    paranoia: Option<u8>,
+    /// CRS inbound anomaly score from which a request is reported.
+    #[arg(long, env = "PALISADE_ANOMALY_THRESHOLD")]
+    anomaly_threshold: Option<i64>,
+    /// Load the rules (built-in and CRS), print what was loaded and skipped, and exit.
+    #[arg(long)]
+    check_rules: bool,
+    /// Read one raw HTTP request on stdin, print every rule that matched (variable,
+    /// transformations, value) and the scores, and exit.
+    #[arg(long)]
+    explain: bool,
 }
 
 impl Cli {
@@ -188,7 +217,25 @@ impl Cli {
         if let Some(v) = self.max_body_bytes {
             c.reassembly.max_body_bytes = v;
         }
-        c.validate()?;
+        if let Some(v) = self.crs_dir {
+            c.detect.crs_dir = Some(v);
+        }
+        if let Some(v) = self.crs_setup {
+            c.detect.crs_setup = Some(v);
+        }
+        if !self.crs_exclusions.is_empty() {
+            c.detect.crs_exclusions = self.crs_exclusions;
+        }
+        if let Some(v) = self.paranoia {
+            c.detect.paranoia = v;
+        }
+        if let Some(v) = self.anomaly_threshold {
+            c.detect.anomaly_threshold = v;
+        }
+        // the rule tools only load rules: no capture or NATS settings needed
+        if !(self.check_rules || self.explain) {
+            c.validate()?;
+        }
         Ok(c)
     }
 }
@@ -206,7 +253,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    let (check_rules, explain) = (cli.check_rules, cli.explain);
     let config = cli.into_config().context("invalid configuration")?;
+    if check_rules {
+        return tools::check_rules(&config);
+    }
+    if explain {
+        return tools::explain(&config);
+    }
     let one_shot = config.source == Source::Log && config.log.exit_at_eof;
     let metrics = Arc::new(Metrics::default());
     let shutdown = async {

@@ -248,6 +248,7 @@ impl Pipeline {
             mitre: d.mitre.clone(),
             evidence: palisade_wire::truncate_evidence(&d.evidence).to_owned(),
             context: Some(context),
+            crs: d.crs.clone(),
         })
     }
 }

@@ -32,6 +32,32 @@ pub struct RunSummary {
     pub elapsed_secs: f64,
 }
 
+/// The built-in (or configured YAML) rules, plus the Core Rule Set when `[detect] crs_dir` is
+/// set. Logs what CRS loading skipped.
+pub fn load_detector(config: &Config) -> Result<Detector, Error> {
+    let detector = match &config.rules {
+        Some(dir) => Detector::from_dir(dir),
+        None => Detector::builtin(),
+    }
+    .map_err(|e| Error::Rules(e.to_string()))?;
+    let Some(settings) = config.detect.crs_settings() else {
+        return Ok(detector);
+    };
+    let crs = crate::detect::crs::Crs::load(&settings)
+        .map_err(|e| Error::Rules(format!("CRS ({}): {e}", settings.dir.display())))?;
+    let r = crs.report();
+    tracing::info!(
+        dir = %settings.dir.display(),
+        paranoia = settings.paranoia,
+        threshold = settings.threshold,
+        rules = r.rules,
+        response_rules_skipped = r.skipped_response,
+        never_match = r.never_match.len(),
+        "OWASP Core Rule Set loaded"
+    );
+    Ok(detector.with_crs(Arc::new(crs)))
+}
+
 /// How long unpublished reports may take to flush at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,11 +69,7 @@ pub async fn run(
 ) -> Result<RunSummary, Error> {
     config.validate()?;
     let started = std::time::Instant::now();
-    let detector = match &config.rules {
-        Some(dir) => Detector::from_dir(dir),
-        None => Detector::builtin(),
-    }
-    .map_err(|e| Error::Rules(e.to_string()))?;
+    let detector = load_detector(&config)?;
     let rules = detector.rule_count();
 
     let (publisher, worker) = publish::start(&config.nats, metrics.clone(), DRAIN_TIMEOUT).await?;

@@ -48,6 +48,7 @@ fn report(id: &str, sensor: &str, client: &str) -> Report {
         mitre: vec!["T1190".into()],
         evidence: "' UNION SELECT".into(),
         context: None,
+        crs: None,
     }
 }
 

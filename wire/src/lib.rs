@@ -263,6 +263,31 @@ pub struct Report {
     /// Optional context.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Context>,
+    /// What the OWASP Core Rule Set engine found, when it made or joined the detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crs: Option<CrsDetail>,
+}
+
+/// Most CRS rule ids in one report.
+pub const MAX_CRS_RULES: usize = 32;
+/// Most CRS tags in one report.
+pub const MAX_CRS_TAGS: usize = 24;
+/// Longest CRS tag.
+pub const MAX_CRS_TAG_LEN: usize = 64;
+
+/// The Core Rule Set's verdict on the request behind a report: which rules matched and the
+/// anomaly score they added up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrsDetail {
+    /// CRS rule ids that matched (attack and protocol rules), at most [`MAX_CRS_RULES`].
+    pub rules: Vec<u32>,
+    /// Inbound anomaly score of every rule family.
+    pub score: u32,
+    /// Points from the attack-family rules alone (913, 921, 930-934, 941-944): what decides.
+    pub attack_score: u32,
+    /// CRS tags of the matched rules (`attack-sqli`, `paranoia-level/1`, `capec/...`), at most
+    /// [`MAX_CRS_TAGS`].
+    pub tags: Vec<String>,
 }
 
 fn ser_rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -297,6 +322,8 @@ struct RawReport<'a> {
     /// Kept raw and parsed straight into [`Context`]: no intermediate value.
     #[serde(borrow)]
     context: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    crs: Option<&'a serde_json::value::RawValue>,
 }
 
 /// A field expected to be a string: the string, or the kind of JSON value found instead
@@ -529,6 +556,48 @@ fn parse_context(raw: &serde_json::value::RawValue) -> Result<Option<Context>, W
     Ok(if ctx.is_empty() { None } else { Some(ctx) })
 }
 
+fn parse_crs(raw: &serde_json::value::RawValue) -> Result<Option<CrsDetail>, WireError> {
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    let crs: CrsDetail =
+        serde_json::from_str(text).map_err(|e| WireError::invalid("crs", e.to_string()))?;
+    crs.validate()?;
+    Ok(Some(crs))
+}
+
+impl CrsDetail {
+    /// Checks the limits: rule and tag counts, tag length and characters.
+    pub fn validate(&self) -> Result<(), WireError> {
+        if self.rules.len() > MAX_CRS_RULES {
+            return Err(WireError::invalid(
+                "crs",
+                format!("{} rules, more than {MAX_CRS_RULES}", self.rules.len()),
+            ));
+        }
+        if self.tags.len() > MAX_CRS_TAGS {
+            return Err(WireError::invalid(
+                "crs",
+                format!("{} tags, more than {MAX_CRS_TAGS}", self.tags.len()),
+            ));
+        }
+        for t in &self.tags {
+            if t.is_empty() || t.len() > MAX_CRS_TAG_LEN || !t.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(WireError::invalid(
+                    "crs",
+                    format!(
+                        "tag `{}` is not 1 to {MAX_CRS_TAG_LEN} printable characters",
+                        clip(t, 64)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Report {
     /// Parse and validate a report body. Never panics, whatever the bytes.
     pub fn from_slice(body: &[u8]) -> Result<Report, WireError> {
@@ -612,6 +681,10 @@ impl Report {
             None => None,
             Some(v) => parse_context(v)?,
         };
+        let crs = match raw.crs {
+            None => None,
+            Some(v) => parse_crs(v)?,
+        };
         Ok(Report {
             v: WIRE_VERSION,
             id,
@@ -625,6 +698,7 @@ impl Report {
             mitre,
             evidence,
             context,
+            crs,
         })
     }
 

@@ -16,6 +16,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use crate::http::{Request, form_pairs};
 
 mod clean;
+pub mod crs;
 pub mod decode;
 mod rules;
 
@@ -119,8 +120,11 @@ pub struct Detection {
     pub mitre: Vec<String>,
     /// The matched fragment in decoded form, at most 256 bytes.
     pub evidence: String,
-    /// Where it matched: `path`, `query:<name>`, `body:<name>`, `cookie:<name>`, `header:<name>`.
+    /// Where it matched: `path`, `query:<name>`, `body:<name>`, `cookie:<name>`, `header:<name>`
+    /// (CRS detections: the SecLang variable, `ARGS:id`).
     pub location: String,
+    /// The Core Rule Set's verdict, when CRS runs and flagged the request.
+    pub crs: Option<palisade_wire::CrsDetail>,
 }
 
 #[derive(Debug)]
@@ -158,6 +162,8 @@ pub struct Detector {
     lit_patterns: Vec<Vec<u32>>,
     /// Header fields already scanned clean (skipped when they come again).
     clean_headers: clean::CleanHeaders,
+    /// The OWASP Core Rule Set, when configured: runs beside the built-in rules.
+    crs: Option<std::sync::Arc<crs::Crs>>,
 }
 
 /// One field of a request, about to be scanned.
@@ -327,7 +333,81 @@ impl Detector {
             ac,
             lit_patterns,
             clean_headers: clean::CleanHeaders::default(),
+            crs: None,
         })
+    }
+
+    /// Runs the Core Rule Set beside the built-in rules.
+    pub fn with_crs(mut self, crs: std::sync::Arc<crs::Crs>) -> Detector {
+        self.crs = Some(crs);
+        self
+    }
+
+    /// The Core Rule Set, when configured.
+    pub fn crs(&self) -> Option<&crs::Crs> {
+        self.crs.as_deref()
+    }
+
+    /// Runs the Core Rule Set over a request (None without CRS, or for a later body window:
+    /// CRS sees a request once, with its first body window).
+    pub fn crs_verdict(&self, req: &Request) -> Option<crs::Verdict> {
+        let engine = self.crs.as_deref()?;
+        if req.body_window.is_some() {
+            return None;
+        }
+        let protocol = if req.versionless {
+            String::new()
+        } else {
+            format!("HTTP/{}.{}", req.major, req.version)
+        };
+        let headers: Vec<(&[u8], &[u8])> = req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let input = crs::RequestInput {
+            method: req.method.as_bytes(),
+            target: req.target.as_bytes(),
+            protocol: protocol.as_bytes(),
+            headers: &headers,
+            body: &req.body,
+            remote_addr: "",
+        };
+        Some(engine.evaluate(&input))
+    }
+
+    /// Inspect one request with the built-in rules and, when configured, the Core Rule Set.
+    /// A request both flag gives the built-in detections, the most severe one carrying the CRS
+    /// verdict; a request only CRS flags gives one CRS detection (see [`crs::mapping`]).
+    pub fn inspect(&self, req: &Request) -> Vec<Detection> {
+        let mut out = self.inspect_builtin(req);
+        let Some(verdict) = self.crs_verdict(req) else {
+            return out;
+        };
+        if !verdict.is_attack {
+            return out;
+        }
+        let detail = crs::mapping::detail(&verdict);
+        if let Some(first) = out.first_mut() {
+            first.crs = Some(detail);
+            return out;
+        }
+        let threshold = self
+            .crs
+            .as_deref()
+            .map_or(crs::DEFAULT_THRESHOLD, |c| c.settings().threshold);
+        if let Some(s) = crs::mapping::summary(&verdict) {
+            out.push(Detection {
+                rule_id: s.rule_id,
+                category: s.category.to_string(),
+                severity: crs::mapping::severity(verdict.attack_score, threshold),
+                mitre: s.mitre,
+                evidence: s.evidence,
+                location: s.location,
+                crs: Some(detail),
+            });
+        }
+        out
     }
 
     /// Forget the header fields remembered clean, so the next requests are scanned in full
@@ -346,10 +426,10 @@ impl Detector {
         self.rules.iter().map(|r| r.id.as_str())
     }
 
-    /// Inspect one request. Returns at most one detection per rule, most severe first. A later
-    /// window of a body ([`Request::body_window`]) has its body fields inspected only: its head
-    /// was inspected with the first window.
-    pub fn inspect(&self, req: &Request) -> Vec<Detection> {
+    /// Inspect one request with the built-in rules. Returns at most one detection per rule,
+    /// most severe first. A later window of a body ([`Request::body_window`]) has its body
+    /// fields inspected only: its head was inspected with the first window.
+    pub fn inspect_builtin(&self, req: &Request) -> Vec<Detection> {
         let mut s = self.scratch();
         let mut out = Vec::new();
         if req.body_window.is_some() {
@@ -600,6 +680,7 @@ impl Detector {
                     } else {
                         format!("{}:{}", field.prefix, field.name)
                     },
+                    crs: None,
                 });
             }
         }

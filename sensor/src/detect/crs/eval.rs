@@ -1,0 +1,840 @@
+//! Running the compiled rules over one request, the way libmodsecurity 3 does in
+//! `DetectionOnly` mode: phase 1 on the head, the body processor, phase 2; per rule, every
+//! target value through the rule's transformation pipeline and operator; `setvar` once per
+//! matching value; a chain's next link only when this one matched; `ctl`, `skipAfter` and the
+//! log entry after the whole chain matched.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+
+use super::ast::IdRange;
+use super::collections::{BodyProcessor, Collections, Entry, RequestInput};
+use super::injection;
+use super::macros::{Part, Template};
+use super::operator::{Captures, Operator};
+use super::rules::{Coll, Compiled, Ctl, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target, Var};
+
+type Map<K, V> = HashMap<K, V, RandomState>;
+
+/// Most matches kept per rule for `--explain`.
+const MAX_EVIDENCE: usize = 8;
+/// Longest matched value kept per match.
+const MAX_VALUE: usize = 256;
+
+/// One value a target resolved to.
+struct Val<'a> {
+    var: Var,
+    /// The entry's key (empty for single-valued variables).
+    key: Cow<'a, [u8]>,
+    data: Cow<'a, [u8]>,
+    /// Stable identity of the value within the request, for the pipeline cache.
+    slot: Option<u32>,
+}
+
+impl Val<'_> {
+    /// `ARGS:name`, or the variable's name alone.
+    fn full_key(&self) -> String {
+        if self.key.is_empty() && !matches!(self.var, Var::Collection(_)) {
+            self.var.name().to_string()
+        } else {
+            format!("{}:{}", self.var.name(), String::from_utf8_lossy(&self.key))
+        }
+    }
+}
+
+/// One match of a rule on one value, for reports and `--explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// `ARGS:q`, `REQUEST_HEADERS:User-Agent`, `REQUEST_FILENAME`.
+    pub variable: String,
+    /// The value after the rule's transformations (cut to 256 bytes).
+    pub value: Vec<u8>,
+    /// The transformations applied, in order.
+    pub transforms: Vec<&'static str>,
+}
+
+/// A rule whose chain matched and that logs (what libmodsecurity reports through its log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRule {
+    pub id: u64,
+    pub phase: u8,
+    pub msg: Option<String>,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+    /// Anomaly points this rule added (its `setvar:tx.*anomaly_score_pl*=+N`).
+    pub points: i64,
+    pub evidence: Vec<Evidence>,
+}
+
+/// Everything one request produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub matched: Vec<MatchedRule>,
+    /// The TX collection at the end of phase 2 (keys lowercased).
+    pub tx: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct State {
+    colls: [Map<String, Vec<u8>>; 6],
+    matched_var: Option<(String, Vec<u8>)>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+    removed_ids: Vec<IdRange>,
+    removed_tags: Vec<String>,
+    removed_target_id: Vec<(u64, String)>,
+    removed_target_tag: Vec<(String, String)>,
+    processor: Option<BodyProcessor>,
+    body_access: bool,
+    force_body: bool,
+    engine_off: bool,
+    marker: Option<String>,
+    skip_next: u32,
+    /// Pipeline outputs: (slot, node) -> index in `arena` (u32::MAX: unchanged from parent).
+    cache: Map<(u32, u32), u32>,
+    arena: Vec<Vec<u8>>,
+    /// Prefilter answers per (slot, node).
+    bits: Map<(u32, u32), Box<[u64]>>,
+    /// Per top-level rule evaluation.
+    points: i64,
+    evidence: Vec<Evidence>,
+    outcome: Outcome,
+}
+
+fn coll_index(c: Coll) -> usize {
+    match c {
+        Coll::Tx => 0,
+        Coll::Ip => 1,
+        Coll::Global => 2,
+        Coll::Session => 3,
+        Coll::User => 4,
+        Coll::Resource => 5,
+    }
+}
+
+/// C `stoi`-like: optional whitespace and sign, then digits; 0 when there are none.
+pub(crate) fn to_int(v: &[u8]) -> i64 {
+    let s = v.iter().skip_while(|b| b.is_ascii_whitespace());
+    let mut neg = false;
+    let mut n: i64 = 0;
+    for (i, &b) in s.enumerate() {
+        match b {
+            b'-' if i == 0 => neg = true,
+            b'+' if i == 0 => {}
+            b'0'..=b'9' => n = n.saturating_mul(10).saturating_add(i64::from(b - b'0')),
+            _ => break,
+        }
+    }
+    if neg { -n } else { n }
+}
+
+/// Runs the rules over one request.
+pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
+    let mut c = Collections::from_head(input);
+    let mut st = State {
+        body_access: true,
+        ..State::default()
+    };
+    run_phase(rules, 0, &c, &mut st);
+    if st.body_access {
+        let processor = st.processor.or_else(|| c.default_processor());
+        c.process_body(processor, input.body);
+    }
+    // the phase-1 cache holds values of variables that the body may have changed
+    st.cache.clear();
+    st.bits.clear();
+    st.arena.clear();
+    if !st.engine_off {
+        run_phase(rules, 1, &c, &mut st);
+    }
+    let mut tx: Vec<(String, Vec<u8>)> = st.colls[0].drain().collect();
+    tx.sort();
+    st.outcome.tx = tx;
+    st.outcome
+}
+
+fn run_phase(rules: &Compiled, phase: usize, c: &Collections, st: &mut State) {
+    st.marker = None;
+    st.skip_next = 0;
+    for item in &rules.phases[phase] {
+        if st.engine_off {
+            return;
+        }
+        let rule = match item {
+            Item::Marker(name) => {
+                if st.marker.as_deref() == Some(name.as_str()) {
+                    st.marker = None;
+                }
+                continue;
+            }
+            Item::Rule(r) => r,
+        };
+        if st.marker.is_some() {
+            continue;
+        }
+        if st.skip_next > 0 {
+            st.skip_next -= 1;
+            continue;
+        }
+        if st.removed_ids.iter().any(|r| r.contains(rule.id))
+            || st
+                .removed_tags
+                .iter()
+                .any(|t| rule.tags.iter().any(|rt| rt == t))
+        {
+            continue;
+        }
+        st.points = 0;
+        st.evidence.clear();
+        if eval_rule(rules, rule, rule, c, st) && rule.log {
+            st.outcome.matched.push(MatchedRule {
+                id: rule.id,
+                phase: rule.phase,
+                msg: rule.msg.clone(),
+                severity: rule.severity,
+                tags: rule.tags.clone(),
+                points: st.points,
+                evidence: std::mem::take(&mut st.evidence),
+            });
+        }
+    }
+}
+
+/// Evaluates `rule` (a link of `top`'s chain); true when it and the rest of the chain matched.
+fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mut State) -> bool {
+    let Some(op) = &rule.op else {
+        // SecAction
+        for sv in &rule.setvars {
+            setvar(top, sv, c, st);
+        }
+        after_match(rule, st);
+        return true;
+    };
+    let mut matched_any = false;
+    let mut vals: Vec<Val<'_>> = Vec::new();
+    for t in &rule.targets {
+        if rule
+            .exclusions
+            .iter()
+            .any(|e| matches!(e.sel, Sel::All) && e.var == t.var)
+        {
+            continue;
+        }
+        if st.removed_target_id.iter().any(|(id, name)| {
+            *id == top.id && rule.id == top.id && name.eq_ignore_ascii_case(&t.full_name)
+        }) {
+            continue;
+        }
+        vals.clear();
+        resolve(t, c, st, &mut vals);
+        for v in vals.drain(..) {
+            if excluded(rule, top, &v, st) {
+                continue;
+            }
+            let steps: Vec<u32> = if rule.multi_match {
+                let mut path = Vec::new();
+                let mut n = rule.pipeline;
+                while n != 0 {
+                    path.push(n);
+                    n = rules.nodes[n as usize].parent;
+                }
+                path.push(0);
+                path.reverse();
+                path
+            } else {
+                vec![rule.pipeline]
+            };
+            let mut last: Option<Vec<u8>> = None;
+            for node in steps {
+                let value = transformed(rules, &v, node, st);
+                if rule.multi_match && last.as_deref() == Some(value.as_ref()) {
+                    continue;
+                }
+                let hit = apply_op(rules, rule, op, &v, node, &value, c, st);
+                if hit {
+                    let key = v.full_key();
+                    if st.evidence.len() < MAX_EVIDENCE {
+                        st.evidence.push(Evidence {
+                            variable: key.clone(),
+                            value: value[..value.len().min(MAX_VALUE)].to_vec(),
+                            transforms: pipeline_names(rules, node),
+                        });
+                    }
+                    st.matched_var = Some((key.clone(), value.to_vec()));
+                    st.matched_vars.push((key, value.to_vec()));
+                    for sv in &rule.setvars {
+                        setvar(top, sv, c, st);
+                    }
+                    matched_any = true;
+                }
+                if rule.multi_match {
+                    last = Some(value.into_owned());
+                }
+            }
+        }
+    }
+    if !matched_any {
+        st.matched_var = None;
+        st.matched_vars.clear();
+        return false;
+    }
+    if let Some(next) = &rule.chain {
+        if !eval_rule(rules, top, next, c, st) {
+            return false;
+        }
+    }
+    after_match(rule, st);
+    true
+}
+
+fn pipeline_names(rules: &Compiled, mut node: u32) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    while node != 0 {
+        let n = rules.nodes[node as usize];
+        out.push(n.step.name());
+        node = n.parent;
+    }
+    out.reverse();
+    out
+}
+
+/// ctl, skipAfter, skip: run once the chain matched.
+fn after_match(rule: &Rule, st: &mut State) {
+    for ctl in &rule.ctls {
+        match ctl {
+            Ctl::RuleRemoveById(ids) => st.removed_ids.extend(ids.iter().copied()),
+            Ctl::RuleRemoveByTag(t) => st.removed_tags.push(t.clone()),
+            Ctl::RuleRemoveTargetById(id, t) => st.removed_target_id.push((*id, t.clone())),
+            Ctl::RuleRemoveTargetByTag(tag, t) => {
+                st.removed_target_tag.push((tag.clone(), t.clone()))
+            }
+            Ctl::BodyProcessor(p) => st.processor = Some(*p),
+            Ctl::BodyAccess(on) => st.body_access = *on,
+            Ctl::ForceBodyVariable(on) => st.force_body = *on,
+            Ctl::RuleEngineOff => st.engine_off = true,
+            Ctl::Ignored => {}
+        }
+    }
+    if let Some(m) = &rule.skip_after {
+        st.marker = Some(m.clone());
+    }
+    if rule.skip > 0 {
+        st.skip_next = rule.skip;
+    }
+}
+
+fn excluded(rule: &Rule, top: &Rule, v: &Val<'_>, st: &State) -> bool {
+    let same_var = |t: &Target| t.var.name() == v.var.name() || base_of(t.var) == base_of(v.var);
+    for e in &rule.exclusions {
+        let hit = match &e.sel {
+            // libmodsecurity compares a regex exclusion with the key alone, whatever the
+            // collection
+            Sel::Regex(re) => re.is_match(&v.key),
+            Sel::Key(k) => same_var(e) && v.key.eq_ignore_ascii_case(k),
+            Sel::All => same_var(e),
+        };
+        if hit {
+            return true;
+        }
+    }
+    if st.removed_target_id.is_empty() && st.removed_target_tag.is_empty() {
+        return false;
+    }
+    let full = v.full_key();
+    let by_name =
+        |name: &str| name.eq_ignore_ascii_case(&full) || name.eq_ignore_ascii_case(v.var.name());
+    st.removed_target_id
+        .iter()
+        .any(|(id, name)| *id == top.id && rule.id == top.id && by_name(name))
+        || st
+            .removed_target_tag
+            .iter()
+            .any(|(tag, name)| top.tags.iter().any(|t| t == tag) && by_name(name))
+}
+
+/// ARGS_GET and ARGS_POST values carry the name ARGS when resolved through ARGS.
+fn base_of(v: Var) -> Var {
+    match v {
+        Var::ArgsGet | Var::ArgsPost => Var::Args,
+        other => other,
+    }
+}
+
+fn push_entries<'a>(
+    var: Var,
+    kind: u32,
+    entries: &'a [Entry],
+    names: bool,
+    t: &Target,
+    out: &mut Vec<Val<'a>>,
+) {
+    for (i, e) in entries.iter().enumerate() {
+        let ok = match &t.sel {
+            Sel::All => true,
+            Sel::Key(k) => e.name.eq_ignore_ascii_case(k),
+            Sel::Regex(re) => re.is_match(&e.name),
+        };
+        if !ok {
+            continue;
+        }
+        let slot = Some((kind << 24) | (i as u32 & 0xff_ffff));
+        let data = if names { &e.name } else { &e.value };
+        out.push(Val {
+            var,
+            key: Cow::Borrowed(&e.name),
+            data: Cow::Borrowed(data),
+            slot,
+        });
+    }
+}
+
+fn scalar<'a>(s: Scalar, c: &'a Collections, st: &State) -> Option<Cow<'a, [u8]>> {
+    let num = |n: usize| Some(Cow::Owned(n.to_string().into_bytes()));
+    match s {
+        Scalar::RequestFilename => Some(Cow::Borrowed(&c.request_filename)),
+        Scalar::RequestBasename => Some(Cow::Borrowed(&c.request_basename)),
+        Scalar::RequestUri => Some(Cow::Borrowed(&c.request_uri)),
+        Scalar::RequestUriRaw => Some(Cow::Borrowed(&c.request_uri_raw)),
+        Scalar::RequestLine => Some(Cow::Borrowed(&c.request_line)),
+        Scalar::RequestMethod => Some(Cow::Borrowed(&c.request_method)),
+        Scalar::RequestProtocol => Some(Cow::Borrowed(&c.request_protocol)),
+        Scalar::QueryString => Some(Cow::Borrowed(&c.query_string)),
+        Scalar::RequestBody => c.request_body.as_deref().map(Cow::Borrowed),
+        Scalar::RequestBodyLength => num(c.request_body_length),
+        Scalar::ReqbodyProcessor => c.reqbody_processor.map(|p| {
+            Cow::Borrowed(match p {
+                BodyProcessor::UrlEncoded => &b"URLENCODED"[..],
+                BodyProcessor::Multipart => b"MULTIPART",
+                BodyProcessor::Xml => b"XML",
+                BodyProcessor::Json => b"JSON",
+            })
+        }),
+        Scalar::ReqbodyError => num(usize::from(c.reqbody_error)),
+        Scalar::ReqbodyErrorMsg => Some(Cow::Borrowed(&c.reqbody_error_msg)),
+        Scalar::ArgsCombinedSize => num(c.args_combined_size),
+        Scalar::FilesCombinedSize => num(c.files_combined_size),
+        Scalar::RemoteAddr => Some(Cow::Borrowed(&c.remote_addr)),
+        Scalar::UniqueId => Some(Cow::Borrowed(b"palisade")),
+        Scalar::Duration => num(0),
+        Scalar::FullRequestLength => num(c.request_line.len() + c.request_body_length),
+        Scalar::Multipart(name) => {
+            let _ = st;
+            multipart_flag(c, name).map(|v| Cow::Owned(v.to_string().into_bytes()))
+        }
+    }
+}
+
+fn multipart_flag(c: &Collections, name: &str) -> Option<u8> {
+    let m = &c.multipart;
+    Some(match name {
+        "MULTIPART_STRICT_ERROR" => m.strict_error,
+        "MULTIPART_UNMATCHED_BOUNDARY" => m.unmatched_boundary,
+        "MULTIPART_BOUNDARY_QUOTED" => m.boundary_quoted,
+        "MULTIPART_BOUNDARY_WHITESPACE" => m.boundary_whitespace,
+        "MULTIPART_DATA_BEFORE" => m.data_before,
+        "MULTIPART_DATA_AFTER" => m.data_after,
+        "MULTIPART_HEADER_FOLDING" => m.header_folding,
+        "MULTIPART_LF_LINE" => m.lf_line,
+        "MULTIPART_MISSING_SEMICOLON" => m.missing_semicolon,
+        "MULTIPART_INVALID_QUOTING" => m.invalid_quoting,
+        "MULTIPART_INVALID_PART" => m.invalid_part,
+        "MULTIPART_INVALID_HEADER_FOLDING" => m.invalid_header_folding,
+        "MULTIPART_FILE_LIMIT_EXCEEDED" => m.file_limit_exceeded,
+        "MULTIPART_CRLF_LF_LINES" => m.crlf_lf_lines,
+        _ => return None,
+    })
+}
+
+/// A distinct number per single-valued variable (pipeline cache slots).
+fn scalar_kind(s: Scalar) -> u32 {
+    match s {
+        Scalar::RequestFilename => 0,
+        Scalar::RequestBasename => 1,
+        Scalar::RequestUri => 2,
+        Scalar::RequestUriRaw => 3,
+        Scalar::RequestLine => 4,
+        Scalar::RequestMethod => 5,
+        Scalar::RequestProtocol => 6,
+        Scalar::QueryString => 7,
+        Scalar::RequestBody => 8,
+        Scalar::RequestBodyLength => 9,
+        Scalar::ReqbodyProcessor => 10,
+        Scalar::ReqbodyError => 11,
+        Scalar::ReqbodyErrorMsg => 12,
+        Scalar::ArgsCombinedSize => 13,
+        Scalar::FilesCombinedSize => 14,
+        Scalar::RemoteAddr => 15,
+        Scalar::UniqueId => 16,
+        Scalar::Duration => 17,
+        Scalar::FullRequestLength => 18,
+        Scalar::Multipart(_) => 19,
+    }
+}
+
+/// The values of one target (before exclusions).
+fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>>) {
+    let start = out.len();
+    match t.var {
+        Var::Args => {
+            push_entries(Var::Args, 1, &c.args_get, false, t, out);
+            push_entries(Var::Args, 2, &c.args_post, false, t, out);
+            push_entries(Var::Args, 14, &c.args_other, false, t, out);
+        }
+        Var::ArgsGet => push_entries(Var::ArgsGet, 1, &c.args_get, false, t, out),
+        Var::ArgsPost => push_entries(Var::ArgsPost, 2, &c.args_post, false, t, out),
+        Var::ArgsNames => {
+            push_entries(Var::ArgsNames, 3, &c.args_get, true, t, out);
+            push_entries(Var::ArgsNames, 4, &c.args_post, true, t, out);
+            push_entries(Var::ArgsNames, 15, &c.args_other, true, t, out);
+        }
+        Var::ArgsGetNames => push_entries(Var::ArgsGetNames, 3, &c.args_get, true, t, out),
+        Var::ArgsPostNames => push_entries(Var::ArgsPostNames, 4, &c.args_post, true, t, out),
+        Var::Cookies => push_entries(Var::Cookies, 5, &c.request_cookies, false, t, out),
+        Var::CookiesNames => push_entries(Var::CookiesNames, 6, &c.request_cookies, true, t, out),
+        Var::Headers => push_entries(Var::Headers, 7, &c.request_headers, false, t, out),
+        Var::HeadersNames => push_entries(Var::HeadersNames, 8, &c.request_headers, true, t, out),
+        Var::Files => push_entries(Var::Files, 9, &c.files, false, t, out),
+        Var::FilesNames => push_entries(Var::FilesNames, 10, &c.files, true, t, out),
+        Var::MultipartPartHeaders => push_entries(
+            Var::MultipartPartHeaders,
+            11,
+            &c.multipart_part_headers,
+            false,
+            t,
+            out,
+        ),
+        Var::Xml => {
+            if let Some(x) = &c.xml_text {
+                out.push(Val {
+                    var: Var::Xml,
+                    key: Cow::Borrowed(b"/*"),
+                    data: Cow::Borrowed(x),
+                    slot: Some(12 << 24),
+                });
+            }
+        }
+        Var::Collection(coll) => {
+            let map = &st.colls[coll_index(coll)];
+            let mut items: Vec<(&String, &Vec<u8>)> = match &t.sel {
+                Sel::All => map.iter().collect(),
+                Sel::Key(k) => map
+                    .get_key_value(&*String::from_utf8_lossy(k))
+                    .into_iter()
+                    .collect(),
+                Sel::Regex(re) => map
+                    .iter()
+                    .filter(|(k, _)| re.is_match(k.as_bytes()))
+                    .collect(),
+            };
+            items.sort();
+            for (k, v) in items {
+                out.push(Val {
+                    var: t.var,
+                    key: Cow::Owned(k.as_bytes().to_vec()),
+                    data: Cow::Owned(v.clone()),
+                    slot: None,
+                });
+            }
+        }
+        Var::MatchedVar => {
+            if let Some((_, v)) = &st.matched_var {
+                out.push(Val {
+                    var: t.var,
+                    key: Cow::Borrowed(b""),
+                    data: Cow::Owned(v.clone()),
+                    slot: None,
+                });
+            }
+        }
+        Var::MatchedVarName => {
+            if let Some((k, _)) = &st.matched_var {
+                out.push(Val {
+                    var: t.var,
+                    key: Cow::Borrowed(b""),
+                    data: Cow::Owned(k.as_bytes().to_vec()),
+                    slot: None,
+                });
+            }
+        }
+        Var::MatchedVars | Var::MatchedVarsNames => {
+            for (k, v) in &st.matched_vars {
+                let ok = match &t.sel {
+                    Sel::All => true,
+                    Sel::Key(sel) => k.as_bytes().eq_ignore_ascii_case(sel),
+                    Sel::Regex(re) => re.is_match(k.as_bytes()),
+                };
+                if !ok {
+                    continue;
+                }
+                let data = if t.var == Var::MatchedVars {
+                    v.clone()
+                } else {
+                    k.as_bytes().to_vec()
+                };
+                out.push(Val {
+                    var: t.var,
+                    key: Cow::Owned(k.as_bytes().to_vec()),
+                    data: Cow::Owned(data),
+                    slot: None,
+                });
+            }
+        }
+        Var::Scalar(s) => {
+            if let Some(data) = scalar(s, c, st) {
+                let kind = 32 + scalar_kind(s);
+                out.push(Val {
+                    var: t.var,
+                    key: Cow::Borrowed(b""),
+                    data,
+                    slot: Some(kind << 24),
+                });
+            }
+        }
+        Var::Empty => {}
+    }
+    if t.count {
+        let n = out.len() - start;
+        out.truncate(start);
+        out.push(Val {
+            var: t.var,
+            key: Cow::Borrowed(b""),
+            data: Cow::Owned(n.to_string().into_bytes()),
+            slot: None,
+        });
+    }
+}
+
+/// The value after the pipeline ending at `node` (cached per slot for request values).
+fn transformed<'v>(rules: &Compiled, v: &'v Val<'_>, node: u32, st: &mut State) -> Cow<'v, [u8]> {
+    if node == 0 {
+        return Cow::Borrowed(v.data.as_ref());
+    }
+    let Some(slot) = v.slot else {
+        let mut chain = Vec::new();
+        let mut n = node;
+        while n != 0 {
+            chain.push(rules.nodes[n as usize].step);
+            n = rules.nodes[n as usize].parent;
+        }
+        let mut cur: Cow<'v, [u8]> = Cow::Borrowed(v.data.as_ref());
+        for step in chain.into_iter().rev() {
+            if let Some(next) = step.apply(&cur) {
+                cur = Cow::Owned(next);
+            }
+        }
+        return cur;
+    };
+    match cached(rules, v.data.as_ref(), slot, node, st) {
+        u32::MAX => Cow::Borrowed(v.data.as_ref()),
+        i => Cow::Owned(st.arena[i as usize].clone()),
+    }
+}
+
+/// Arena index of the pipeline output (u32::MAX: the raw value).
+fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State) -> u32 {
+    if node == 0 {
+        return u32::MAX;
+    }
+    if let Some(&i) = st.cache.get(&(slot, node)) {
+        return i;
+    }
+    let n = rules.nodes[node as usize];
+    let parent = cached(rules, raw, slot, n.parent, st);
+    let input: &[u8] = if parent == u32::MAX {
+        raw
+    } else {
+        &st.arena[parent as usize]
+    };
+    let idx = match n.step.apply(input) {
+        Some(out) => {
+            st.arena.push(out);
+            (st.arena.len() - 1) as u32
+        }
+        None => parent,
+    };
+    st.cache.insert((slot, node), idx);
+    idx
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_op(
+    rules: &Compiled,
+    rule: &Rule,
+    op: &Op,
+    v: &Val<'_>,
+    node: u32,
+    value: &[u8],
+    c: &Collections,
+    st: &mut State,
+) -> bool {
+    // prefilter: a regex whose literals are all absent cannot match
+    if let (Some(bit), Some(slot)) = (rule.prefilter_bit, v.slot) {
+        let words = (rules.prefilter_bits as usize).div_ceil(64);
+        let bits = st.bits.entry((slot, node)).or_insert_with(|| {
+            let mut b = vec![0u64; words].into_boxed_slice();
+            if let Some(Some(pf)) = rules.prefilters.get(node as usize) {
+                pf.scan(value, &mut b);
+            }
+            b
+        });
+        let set = bits
+            .get(bit as usize / 64)
+            .is_some_and(|w| w & (1 << (bit % 64)) != 0);
+        if !set {
+            return rule.negated;
+        }
+    }
+    let captures: Option<Captures> = match op {
+        Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
+        Op::Static(o) => o.evaluate(value),
+        Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(fp.to_vec())]),
+        Op::Xss => injection::detect_xss(value).then(Vec::new),
+        Op::Dynamic { name, arg } => {
+            let expanded = expand(arg, None, c, st);
+            let arg = String::from_utf8_lossy(&expanded);
+            let base = rule.loc.file.parent().unwrap_or(std::path::Path::new("."));
+            match Operator::compile(name, &arg, base) {
+                Ok(o) => o.evaluate(value),
+                Err(_) => None,
+            }
+        }
+    };
+    match captures {
+        Some(caps) if !rule.negated => {
+            if rule.capture {
+                for (i, cap) in caps.into_iter().enumerate() {
+                    if let Some(cap) = cap {
+                        st.colls[0].insert(i.to_string(), cap);
+                    }
+                }
+            }
+            true
+        }
+        Some(_) => false,
+        None => rule.negated,
+    }
+}
+
+fn expand(t: &Template, top: Option<&Rule>, c: &Collections, st: &State) -> Vec<u8> {
+    if let Some(l) = t.literal() {
+        return l.to_vec();
+    }
+    let mut out = Vec::new();
+    for p in t.parts() {
+        match p {
+            Part::Literal(l) => out.extend_from_slice(l),
+            Part::Macro { name, key } => macro_value(name, key.as_deref(), top, c, st, &mut out),
+        }
+    }
+    out
+}
+
+fn macro_value(
+    name: &str,
+    key: Option<&str>,
+    top: Option<&Rule>,
+    c: &Collections,
+    st: &State,
+    out: &mut Vec<u8>,
+) {
+    if name == "RULE" {
+        let Some(r) = top else { return };
+        match key.unwrap_or("") {
+            "id" => out.extend_from_slice(r.id.to_string().as_bytes()),
+            "msg" => out.extend_from_slice(r.msg.as_deref().unwrap_or("").as_bytes()),
+            "severity" => out.extend_from_slice(
+                r.severity
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ),
+            _ => {}
+        }
+        return;
+    }
+    if let Some(coll) = Coll::from_name(name) {
+        if let Some(v) = key.and_then(|k| st.colls[coll_index(coll)].get(k)) {
+            out.extend_from_slice(v);
+        }
+        return;
+    }
+    match name {
+        "MATCHED_VAR" => {
+            if let Some((_, v)) = &st.matched_var {
+                out.extend_from_slice(v);
+            }
+            return;
+        }
+        "MATCHED_VAR_NAME" => {
+            if let Some((k, _)) = &st.matched_var {
+                out.extend_from_slice(k.as_bytes());
+            }
+            return;
+        }
+        _ => {}
+    }
+    let Some(var) = Var::from_name(name) else {
+        return;
+    };
+    let t = Target {
+        var,
+        sel: match key {
+            Some(k) => Sel::Key(k.as_bytes().to_vec()),
+            None => Sel::All,
+        },
+        count: false,
+        full_name: String::new(),
+    };
+    let mut vals = Vec::new();
+    resolve(&t, c, st, &mut vals);
+    if let Some(v) = vals.first() {
+        out.extend_from_slice(&v.data);
+    }
+}
+
+fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State) {
+    let name = String::from_utf8_lossy(&expand(&sv.name, Some(top), c, st)).to_ascii_lowercase();
+    let value = expand(&sv.value, Some(top), c, st);
+    let idx = coll_index(sv.coll);
+    match sv.op {
+        SetOp::Unset => {
+            st.colls[idx].remove(&name);
+        }
+        SetOp::Set => {
+            st.colls[idx].insert(name, value);
+        }
+        SetOp::Add | SetOp::Sub => {
+            let cur = st.colls[idx].get(&name).map(|v| to_int(v)).unwrap_or(0);
+            let delta = to_int(&value);
+            let new = if sv.op == SetOp::Add {
+                cur + delta
+            } else {
+                cur - delta
+            };
+            if sv.op == SetOp::Add && sv.coll == Coll::Tx && is_score_var(&name) {
+                st.points += delta;
+            }
+            st.colls[idx].insert(name, new.to_string().into_bytes());
+        }
+    }
+}
+
+/// The per-paranoia-level inbound score counters CRS 3 and 4 add rule points to.
+fn is_score_var(name: &str) -> bool {
+    name.starts_with("anomaly_score_pl") || name.starts_with("inbound_anomaly_score_pl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_int;
+
+    #[test]
+    fn integers_parse_like_stoi() {
+        assert_eq!(to_int(b"5"), 5);
+        assert_eq!(to_int(b" 12abc"), 12);
+        assert_eq!(to_int(b"-3"), -3);
+        assert_eq!(to_int(b"abc"), 0);
+        assert_eq!(to_int(b""), 0);
+    }
+}

@@ -1,0 +1,225 @@
+//! The OWASP Core Rule Set, run natively: a SecLang engine for CRS's request rules, checked
+//! rule for rule against libmodsecurity 3 (see `docs/rules.md`, "CRS").
+//!
+//! Loading: [`layout::discover`] finds the files of a CRS tree (Debian's 3.3.4 or a 4.x
+//! release), [`parse`] reads them into [`ast`] directives, `rules` compiles them (operators,
+//! transformation pipelines interned in one prefix tree, literal prefilters per pipeline,
+//! exclusions). Running: `eval` takes one request through phase 1, the body processor
+//! ([`collections`]) and phase 2 as libmodsecurity does in `DetectionOnly` mode, and
+//! [`Crs::evaluate`] turns what matched into a [`Verdict`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub mod ast;
+pub mod collections;
+mod eval;
+pub mod injection;
+pub mod layout;
+mod macros;
+pub mod mapping;
+pub mod operator;
+pub mod parse;
+mod prefilter;
+mod rules;
+pub mod transform;
+
+pub use collections::RequestInput;
+pub use eval::{Evidence, MatchedRule};
+pub use rules::LoadReport;
+
+/// Errors loading a CRS tree.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrsError {
+    /// A file could not be read or parsed.
+    #[error(transparent)]
+    Parse(#[from] parse::ParseError),
+    /// A directive the engine cannot run as written.
+    #[error("{loc}: {message}")]
+    Rule {
+        /// `file:line`.
+        loc: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Settings out of range.
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// Default inbound anomaly threshold (CRS's own default).
+pub const DEFAULT_THRESHOLD: i64 = 5;
+
+/// Where the rules are and how strict to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrsSettings {
+    /// A CRS tree: a 4.x release directory, Debian's `/usr/share/modsecurity-crs`, or a
+    /// `rules/` directory.
+    pub dir: PathBuf,
+    /// `crs-setup.conf` when it is not in `dir` (Debian keeps it in `/etc/modsecurity/crs`).
+    pub setup: Option<PathBuf>,
+    /// Paranoia level 1-4.
+    pub paranoia: u8,
+    /// Inbound anomaly score threshold.
+    pub threshold: i64,
+    /// Extra files loaded after the tree (site exclusions).
+    pub extra: Vec<PathBuf>,
+}
+
+impl CrsSettings {
+    /// Settings for a tree with the defaults: paranoia 1, threshold 5.
+    pub fn new(dir: impl Into<PathBuf>) -> CrsSettings {
+        CrsSettings {
+            dir: dir.into(),
+            setup: None,
+            paranoia: 1,
+            threshold: DEFAULT_THRESHOLD,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// What the engine itself adds before the CRS files: the body processors of ModSecurity's
+/// recommended configuration (XML and JSON bodies parsed into `XML:/*` and `ARGS`).
+const PREAMBLE: &str = r#"
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+"#;
+
+/// The CRS variables that carry the paranoia level and the threshold: set after
+/// `crs-setup.conf`, so that the command line wins over the file (CRS 3 reads
+/// `paranoia_level`, CRS 4 `blocking_paranoia_level` and `detection_paranoia_level`).
+fn settings_rule(s: &CrsSettings) -> String {
+    format!(
+        "SecAction \"id:9000001,phase:1,pass,nolog,t:none,setvar:tx.paranoia_level={pl},\
+         setvar:tx.blocking_paranoia_level={pl},setvar:tx.detection_paranoia_level={pl},\
+         setvar:tx.executing_paranoia_level={pl},\
+         setvar:tx.inbound_anomaly_score_threshold={th}\"\n",
+        pl = s.paranoia,
+        th = s.threshold
+    )
+}
+
+/// Parses SecLang the engine writes itself (no Include).
+fn parse_inline(
+    text: &str,
+    file: Arc<PathBuf>,
+    out: &mut Vec<ast::Spanned<ast::Directive>>,
+) -> Result<(), CrsError> {
+    let mut no_include = |path: &str, _: bool, loc: &ast::Location, _: &mut Vec<_>| {
+        Err(parse::ParseError::Layout(format!(
+            "{loc}: Include {path} is not allowed here"
+        )))
+    };
+    parse::parse_str(text, file, out, &mut no_include)?;
+    Ok(())
+}
+
+/// The loaded rule set.
+#[derive(Debug)]
+pub struct Crs {
+    compiled: rules::Compiled,
+    settings: CrsSettings,
+}
+
+/// CRS rule families that make a report on their own (attacks), as opposed to protocol
+/// enforcement (920, 922) and the scaffolding rules (901, 949, ...).
+pub fn is_attack_family(id: u64) -> bool {
+    matches!(id / 1000, 913 | 921 | 930..=934 | 941..=944)
+}
+
+/// One request's result.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// Rules that matched and log, in evaluation order.
+    pub matched: Vec<MatchedRule>,
+    /// The inbound anomaly score as CRS computes it (every rule family).
+    pub inbound_score: i64,
+    /// Points from attack-family rules only ([`is_attack_family`]).
+    pub attack_score: i64,
+    /// `attack_score` reached the threshold: the request is an attack to report.
+    pub is_attack: bool,
+}
+
+impl Crs {
+    /// Loads and compiles a CRS tree.
+    pub fn load(s: &CrsSettings) -> Result<Crs, CrsError> {
+        if !(1..=4).contains(&s.paranoia) {
+            return Err(CrsError::Settings(format!(
+                "paranoia level {} is out of range (1-4)",
+                s.paranoia
+            )));
+        }
+        if s.threshold < 1 {
+            return Err(CrsError::Settings(format!(
+                "anomaly threshold {} must be at least 1",
+                s.threshold
+            )));
+        }
+        let layout = layout::discover(&s.dir, s.setup.as_deref())?;
+        let mut directives = Vec::new();
+        let engine_file = Arc::new(PathBuf::from("<palisade>"));
+        parse_inline(PREAMBLE, engine_file.clone(), &mut directives)?;
+        let mut files = vec![layout.setup.clone()];
+        directives.extend(parse::parse_file(&layout.setup)?);
+        parse_inline(&settings_rule(s), engine_file, &mut directives)?;
+        for f in layout.files.iter().chain(&s.extra) {
+            directives.extend(parse::parse_file(f)?);
+            files.push(f.clone());
+        }
+        let mut compiled = rules::compile(directives)?;
+        compiled.report.files = files;
+        Ok(Crs {
+            compiled,
+            settings: s.clone(),
+        })
+    }
+
+    /// What loading skipped or approximated.
+    pub fn report(&self) -> &LoadReport {
+        &self.compiled.report
+    }
+
+    /// The settings it was loaded with.
+    pub fn settings(&self) -> &CrsSettings {
+        &self.settings
+    }
+
+    /// Runs the rules over one request.
+    pub fn evaluate(&self, input: &RequestInput<'_>) -> Verdict {
+        let outcome = eval::run(&self.compiled, input);
+        let tx = |name: &str| {
+            outcome
+                .tx
+                .binary_search_by(|(k, _)| k.as_str().cmp(name))
+                .ok()
+                .map(|i| eval::to_int(&outcome.tx[i].1))
+        };
+        // CRS 4 keeps the total in blocking_inbound_anomaly_score, CRS 3 in anomaly_score
+        let inbound_score = tx("blocking_inbound_anomaly_score")
+            .or_else(|| tx("anomaly_score"))
+            .or_else(|| tx("inbound_anomaly_score"))
+            .unwrap_or(0);
+        let attack_score = outcome
+            .matched
+            .iter()
+            .filter(|m| is_attack_family(m.id))
+            .map(|m| m.points)
+            .sum::<i64>();
+        Verdict {
+            is_attack: attack_score >= self.settings.threshold,
+            matched: outcome.matched,
+            inbound_score,
+            attack_score,
+        }
+    }
+}
+
+/// Where Debian's package puts CRS (used as the default of `--crs-dir` docs and tests).
+pub const DEBIAN_CRS_DIR: &str = "/usr/share/modsecurity-crs";
+
+/// True when `dir` looks like a CRS tree (for friendly errors before loading).
+pub fn looks_like_crs(dir: &Path) -> bool {
+    dir.join("rules").is_dir() || dir.join("REQUEST-901-INITIALIZATION.conf").is_file()
+}

@@ -1,0 +1,328 @@
+//! Literal prefilter for `@rx`: the literals one of which every match must contain, extracted
+//! from the regex's syntax tree, and one Aho-Corasick automaton per transformation pipeline
+//! holding those of every rule that uses the pipeline. A regex runs only when the automaton saw
+//! one of its literals in the transformed value; a regex with no such literals always runs.
+//!
+//! Literals are compared ASCII-case-insensitively (a superset of the case-sensitive answer), so
+//! the filter can let a value through that the regex then rejects, never the reverse.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// Largest literal set kept for one sub-pattern (cross products beyond it are cut).
+const MAX_SET: usize = 64;
+/// Largest class expanded into single-byte literals (after case folding).
+const MAX_CLASS: usize = 4;
+
+/// The literals one of which every match of `pattern` contains (lowercased), or None when the
+/// pattern has no such set (it can match without any literal, or the syntax is not understood).
+pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .dot_matches_new_line(true)
+        .multi_line(true)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let info = analyze(&hir);
+    let best = best_of(info.required, info.exact.filter(|s| valid(s)));
+    best.filter(|s| valid(s))
+}
+
+struct Info {
+    /// Every string the sub-pattern can match (lowercased), when that set is small.
+    exact: Option<Vec<Vec<u8>>>,
+    /// A set one of which every match contains.
+    required: Option<Vec<Vec<u8>>>,
+}
+
+fn valid(set: &[Vec<u8>]) -> bool {
+    !set.is_empty() && set.iter().all(|s| !s.is_empty())
+}
+
+/// Higher is better: the shortest literal's length, then fewer literals.
+fn score(set: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
+    let min = set.iter().map(Vec::len).min().unwrap_or(0);
+    (min.min(8), std::cmp::Reverse(set.len()))
+}
+
+fn best_of(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if score(&b) > score(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn dedup(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len().saturating_mul(b.len()) > MAX_SET {
+        return None;
+    }
+    let mut out = Vec::with_capacity(a.len() * b.len());
+    for x in a {
+        for y in b {
+            let mut s = x.clone();
+            s.extend_from_slice(y);
+            out.push(s);
+        }
+    }
+    Some(dedup(out))
+}
+
+fn class_bytes(class: &Class) -> Option<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    match class {
+        Class::Bytes(c) => {
+            for r in c.iter() {
+                for b in r.start()..=r.end() {
+                    out.push(vec![b.to_ascii_lowercase()]);
+                    if out.len() > 4 * MAX_CLASS {
+                        return None;
+                    }
+                }
+            }
+        }
+        Class::Unicode(c) => {
+            for r in c.iter() {
+                for ch in r.start()..=r.end() {
+                    if !ch.is_ascii() {
+                        return None;
+                    }
+                    out.push(vec![(ch as u8).to_ascii_lowercase()]);
+                    if out.len() > 4 * MAX_CLASS {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    let out = dedup(out);
+    (out.len() <= MAX_CLASS).then_some(out)
+}
+
+fn analyze(hir: &Hir) -> Info {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Info {
+            exact: Some(vec![Vec::new()]),
+            required: None,
+        },
+        HirKind::Literal(lit) => Info {
+            exact: Some(vec![lit.0.to_ascii_lowercase()]),
+            required: None,
+        },
+        HirKind::Class(c) => Info {
+            exact: class_bytes(c),
+            required: None,
+        },
+        HirKind::Capture(c) => analyze(&c.sub),
+        HirKind::Repetition(rep) => {
+            let sub = analyze(&rep.sub);
+            if rep.min == 0 {
+                let exact = match (rep.max, sub.exact) {
+                    (Some(1), Some(mut e)) if e.len() < MAX_SET => {
+                        e.push(Vec::new());
+                        Some(dedup(e))
+                    }
+                    _ => None,
+                };
+                return Info {
+                    exact,
+                    required: None,
+                };
+            }
+            let required = best_of(sub.required, sub.exact.clone().filter(|s| valid(s)));
+            let exact = match (rep.min, rep.max, sub.exact) {
+                (1, Some(1), e) => e,
+                (n, Some(m), Some(e)) if n == m && n <= 4 => {
+                    let mut acc = vec![Vec::new()];
+                    for _ in 0..n {
+                        match product(&acc, &e) {
+                            Some(p) => acc = p,
+                            None => {
+                                return Info {
+                                    exact: None,
+                                    required,
+                                };
+                            }
+                        }
+                    }
+                    Some(acc)
+                }
+                _ => None,
+            };
+            Info { exact, required }
+        }
+        HirKind::Concat(subs) => {
+            let mut best: Option<Vec<Vec<u8>>> = None;
+            let mut run: Option<Vec<Vec<u8>>> = Some(vec![Vec::new()]);
+            let mut all_exact = true;
+            for s in subs {
+                let info = analyze(s);
+                best = best_of(best, info.required);
+                match info.exact {
+                    Some(e) => {
+                        let next = run.as_ref().and_then(|r| product(r, &e));
+                        match next {
+                            Some(n) => run = Some(n),
+                            None => {
+                                // the run so far is a requirement; a new run starts here
+                                best = best_of(best, run.take().filter(|r| valid(r)));
+                                all_exact = false;
+                                run = Some(e);
+                            }
+                        }
+                    }
+                    None => {
+                        best = best_of(best, run.take().filter(|r| valid(r)));
+                        all_exact = false;
+                        run = Some(vec![Vec::new()]);
+                    }
+                }
+            }
+            let exact = if all_exact { run.clone() } else { None };
+            best = best_of(best, run.filter(|r| valid(r)));
+            Info {
+                exact,
+                required: best,
+            }
+        }
+        HirKind::Alternation(subs) => {
+            let infos: Vec<Info> = subs.iter().map(analyze).collect();
+            let exact = if infos.iter().all(|i| i.exact.is_some()) {
+                let all: Vec<Vec<u8>> = infos
+                    .iter()
+                    .flat_map(|i| i.exact.clone().unwrap_or_default())
+                    .collect();
+                let all = dedup(all);
+                (all.len() <= MAX_SET).then_some(all)
+            } else {
+                None
+            };
+            let mut required = Vec::new();
+            for i in infos {
+                match best_of(i.required, i.exact.filter(|s| valid(s))) {
+                    Some(r) => required.extend(r),
+                    None => {
+                        return Info {
+                            exact,
+                            required: None,
+                        };
+                    }
+                }
+            }
+            let required = dedup(required);
+            Info {
+                exact,
+                required: (required.len() <= 4 * MAX_SET).then_some(required),
+            }
+        }
+    }
+}
+
+/// One automaton over the literals of several rules; `scan` sets the bit of every rule one of
+/// whose literals occurs in a value.
+#[derive(Debug)]
+pub struct Prefilter {
+    ac: AhoCorasick,
+    /// Pattern id -> rule bit.
+    owner: Vec<u32>,
+}
+
+impl Prefilter {
+    /// `rules`: (rule bit, its literals). None when there is nothing to filter.
+    pub fn build(rules: &[(u32, Vec<Vec<u8>>)]) -> Option<Prefilter> {
+        let mut pats: Vec<&[u8]> = Vec::new();
+        let mut owner = Vec::new();
+        for (bit, lits) in rules {
+            for l in lits {
+                pats.push(l);
+                owner.push(*bit);
+            }
+        }
+        if pats.is_empty() {
+            return None;
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&pats)
+            .ok()?;
+        Some(Prefilter { ac, owner })
+    }
+
+    /// Sets in `bits` the bit of every rule with a literal in `hay`.
+    pub fn scan(&self, hay: &[u8], bits: &mut [u64]) {
+        for m in self.ac.find_overlapping_iter(hay) {
+            if let Some(&bit) = self.owner.get(m.pattern().as_usize()) {
+                if let Some(w) = bits.get_mut(bit as usize / 64) {
+                    *w |= 1 << (bit % 64);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lits(p: &str) -> Option<Vec<String>> {
+        required_literals(p).map(|v| {
+            v.into_iter()
+                .map(|s| String::from_utf8_lossy(&s).into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn extracts_required_literals() {
+        assert_eq!(lits("(?i)union\\s+select"), Some(vec!["select".into()]));
+        assert_eq!(lits("foo|bar"), Some(vec!["bar".into(), "foo".into()]));
+        assert_eq!(lits("(?i:<script)"), Some(vec!["<script".into()]));
+        assert_eq!(lits("a?b*"), None);
+        assert_eq!(lits("\\d+"), None);
+        // alternation with one branch without literals: no requirement
+        assert_eq!(lits("abc|\\d+"), None);
+        // small classes expand: [fF]oo -> "foo"
+        assert_eq!(lits("[fF]oo"), Some(vec!["foo".into()]));
+        // optional pieces are not required, the rest is
+        assert_eq!(lits("java(?:script)?:"), Some(vec!["java".into()]));
+    }
+
+    #[test]
+    fn prefilter_is_a_superset_of_the_regex() {
+        let pats = ["(?i)union\\s+select", "etc/passwd", "<script", "abc|\\d+"];
+        let mut rules = Vec::new();
+        for (i, p) in pats.iter().enumerate() {
+            if let Some(l) = required_literals(p) {
+                rules.push((i as u32, l));
+            }
+        }
+        let pf = Prefilter::build(&rules).unwrap();
+        for hay in [
+            "x UNION  SELECT y",
+            "/etc/passwd",
+            "<SCRIPT>",
+            "nothing here",
+        ] {
+            let mut bits = [0u64];
+            pf.scan(hay.as_bytes(), &mut bits);
+            for (i, p) in pats.iter().enumerate() {
+                let re = regex::bytes::RegexBuilder::new(p)
+                    .unicode(false)
+                    .build()
+                    .unwrap();
+                let filtered = rules.iter().any(|(b, _)| *b == i as u32);
+                if re.is_match(hay.as_bytes()) && filtered {
+                    assert!(bits[0] & (1 << i) != 0, "{p} on {hay}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1000 @@
+//! Compiling the parsed directives into rules the engine runs: targets resolved to variables,
+//! operators compiled, actions interpreted, chains nested, exclusions applied, and every
+//! transformation pipeline interned in one prefix tree so that a value's pipeline is computed
+//! once per request whatever the number of rules sharing it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use regex::bytes::{Regex, RegexBuilder};
+
+use super::CrsError;
+use super::ast::{Action, Directive, IdRange, Location, OperatorSpec, RuleDecl, Spanned, VarSpec};
+use super::macros::Template;
+use super::operator::Operator;
+use super::prefilter::{self, Prefilter};
+use super::transform::Transform;
+
+/// A request variable or collection a rule can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Var {
+    Args,
+    ArgsGet,
+    ArgsPost,
+    ArgsNames,
+    ArgsGetNames,
+    ArgsPostNames,
+    Cookies,
+    CookiesNames,
+    Headers,
+    HeadersNames,
+    Files,
+    FilesNames,
+    MultipartPartHeaders,
+    Xml,
+    /// TX and the other key/value collections (IP, GLOBAL, SESSION, USER, RESOURCE): kept per
+    /// transaction here (see `docs/rules.md`).
+    Collection(Coll),
+    MatchedVar,
+    MatchedVarName,
+    MatchedVars,
+    MatchedVarsNames,
+    /// A single-valued variable of the request.
+    Scalar(Scalar),
+    /// Variables that never have a value here (GEO without a database, ENV, response
+    /// variables in request phases).
+    Empty,
+}
+
+/// The key/value collections that `setvar` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coll {
+    Tx,
+    Ip,
+    Global,
+    Session,
+    User,
+    Resource,
+}
+
+impl Coll {
+    pub fn from_name(name: &str) -> Option<Coll> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "TX" => Coll::Tx,
+            "IP" => Coll::Ip,
+            "GLOBAL" => Coll::Global,
+            "SESSION" => Coll::Session,
+            "USER" => Coll::User,
+            "RESOURCE" => Coll::Resource,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Coll::Tx => "TX",
+            Coll::Ip => "IP",
+            Coll::Global => "GLOBAL",
+            Coll::Session => "SESSION",
+            Coll::User => "USER",
+            Coll::Resource => "RESOURCE",
+        }
+    }
+}
+
+/// Single-valued request variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scalar {
+    RequestFilename,
+    RequestBasename,
+    RequestUri,
+    RequestUriRaw,
+    RequestLine,
+    RequestMethod,
+    RequestProtocol,
+    QueryString,
+    RequestBody,
+    RequestBodyLength,
+    ReqbodyProcessor,
+    ReqbodyError,
+    ReqbodyErrorMsg,
+    ArgsCombinedSize,
+    FilesCombinedSize,
+    RemoteAddr,
+    UniqueId,
+    Duration,
+    FullRequestLength,
+    /// `MULTIPART_*` flags, by name.
+    Multipart(&'static str),
+}
+
+const MULTIPART_FLAGS: &[&str] = &[
+    "MULTIPART_STRICT_ERROR",
+    "MULTIPART_UNMATCHED_BOUNDARY",
+    "MULTIPART_BOUNDARY_QUOTED",
+    "MULTIPART_BOUNDARY_WHITESPACE",
+    "MULTIPART_DATA_BEFORE",
+    "MULTIPART_DATA_AFTER",
+    "MULTIPART_HEADER_FOLDING",
+    "MULTIPART_LF_LINE",
+    "MULTIPART_MISSING_SEMICOLON",
+    "MULTIPART_INVALID_QUOTING",
+    "MULTIPART_INVALID_PART",
+    "MULTIPART_INVALID_HEADER_FOLDING",
+    "MULTIPART_FILE_LIMIT_EXCEEDED",
+    "MULTIPART_CRLF_LF_LINES",
+];
+
+impl Var {
+    /// The variable of a name as written in a rule (uppercased by the parser).
+    pub fn from_name(name: &str) -> Option<Var> {
+        let upper = name.to_ascii_uppercase();
+        if let Some(c) = Coll::from_name(&upper) {
+            return Some(Var::Collection(c));
+        }
+        if let Some(flag) = MULTIPART_FLAGS.iter().find(|f| **f == upper) {
+            return Some(Var::Scalar(Scalar::Multipart(flag)));
+        }
+        Some(match upper.as_str() {
+            "ARGS" => Var::Args,
+            "ARGS_GET" => Var::ArgsGet,
+            "ARGS_POST" => Var::ArgsPost,
+            "ARGS_NAMES" => Var::ArgsNames,
+            "ARGS_GET_NAMES" => Var::ArgsGetNames,
+            "ARGS_POST_NAMES" => Var::ArgsPostNames,
+            "REQUEST_COOKIES" => Var::Cookies,
+            "REQUEST_COOKIES_NAMES" => Var::CookiesNames,
+            "REQUEST_HEADERS" => Var::Headers,
+            "REQUEST_HEADERS_NAMES" => Var::HeadersNames,
+            "FILES" => Var::Files,
+            "FILES_NAMES" => Var::FilesNames,
+            "MULTIPART_PART_HEADERS" => Var::MultipartPartHeaders,
+            "XML" => Var::Xml,
+            "MATCHED_VAR" => Var::MatchedVar,
+            "MATCHED_VAR_NAME" => Var::MatchedVarName,
+            "MATCHED_VARS" => Var::MatchedVars,
+            "MATCHED_VARS_NAMES" => Var::MatchedVarsNames,
+            "REQUEST_FILENAME" | "PATH_INFO" => Var::Scalar(Scalar::RequestFilename),
+            "REQUEST_BASENAME" => Var::Scalar(Scalar::RequestBasename),
+            "REQUEST_URI" => Var::Scalar(Scalar::RequestUri),
+            "REQUEST_URI_RAW" => Var::Scalar(Scalar::RequestUriRaw),
+            "REQUEST_LINE" => Var::Scalar(Scalar::RequestLine),
+            "REQUEST_METHOD" => Var::Scalar(Scalar::RequestMethod),
+            "REQUEST_PROTOCOL" => Var::Scalar(Scalar::RequestProtocol),
+            "QUERY_STRING" => Var::Scalar(Scalar::QueryString),
+            "REQUEST_BODY" => Var::Scalar(Scalar::RequestBody),
+            "REQUEST_BODY_LENGTH" => Var::Scalar(Scalar::RequestBodyLength),
+            "REQBODY_PROCESSOR" => Var::Scalar(Scalar::ReqbodyProcessor),
+            "REQBODY_ERROR" | "REQBODY_PROCESSOR_ERROR" => Var::Scalar(Scalar::ReqbodyError),
+            "REQBODY_ERROR_MSG" | "REQBODY_PROCESSOR_ERROR_MSG" => {
+                Var::Scalar(Scalar::ReqbodyErrorMsg)
+            }
+            "ARGS_COMBINED_SIZE" => Var::Scalar(Scalar::ArgsCombinedSize),
+            "FILES_COMBINED_SIZE" => Var::Scalar(Scalar::FilesCombinedSize),
+            "REMOTE_ADDR" => Var::Scalar(Scalar::RemoteAddr),
+            "UNIQUE_ID" => Var::Scalar(Scalar::UniqueId),
+            "DURATION" => Var::Scalar(Scalar::Duration),
+            "FULL_REQUEST_LENGTH" => Var::Scalar(Scalar::FullRequestLength),
+            "GEO"
+            | "ENV"
+            | "AUTH_TYPE"
+            | "REMOTE_USER"
+            | "FILES_SIZES"
+            | "FILES_TMPNAMES"
+            | "FILES_TMP_CONTENT"
+            | "FILES_SIZE"
+            | "INBOUND_DATA_ERROR"
+            | "URLENCODED_ERROR"
+            | "RESPONSE_HEADERS"
+            | "RESPONSE_HEADERS_NAMES"
+            | "RESPONSE_BODY"
+            | "RESPONSE_STATUS"
+            | "RESPONSE_PROTOCOL"
+            | "RESPONSE_CONTENT_TYPE"
+            | "RESPONSE_CONTENT_LENGTH"
+            | "OUTBOUND_DATA_ERROR"
+            | "STATUS_LINE"
+            | "WEBSERVER_ERROR_LOG" => Var::Empty,
+            _ => return None,
+        })
+    }
+
+    /// The collection prefix of `MATCHED_VAR_NAME` values (`ARGS:name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Var::Args => "ARGS",
+            Var::ArgsGet => "ARGS_GET",
+            Var::ArgsPost => "ARGS_POST",
+            Var::ArgsNames => "ARGS_NAMES",
+            Var::ArgsGetNames => "ARGS_GET_NAMES",
+            Var::ArgsPostNames => "ARGS_POST_NAMES",
+            Var::Cookies => "REQUEST_COOKIES",
+            Var::CookiesNames => "REQUEST_COOKIES_NAMES",
+            Var::Headers => "REQUEST_HEADERS",
+            Var::HeadersNames => "REQUEST_HEADERS_NAMES",
+            Var::Files => "FILES",
+            Var::FilesNames => "FILES_NAMES",
+            Var::MultipartPartHeaders => "MULTIPART_PART_HEADERS",
+            Var::Xml => "XML",
+            Var::Collection(c) => c.name(),
+            Var::MatchedVar => "MATCHED_VAR",
+            Var::MatchedVarName => "MATCHED_VAR_NAME",
+            Var::MatchedVars => "MATCHED_VARS",
+            Var::MatchedVarsNames => "MATCHED_VARS_NAMES",
+            Var::Scalar(s) => match s {
+                Scalar::RequestFilename => "REQUEST_FILENAME",
+                Scalar::RequestBasename => "REQUEST_BASENAME",
+                Scalar::RequestUri => "REQUEST_URI",
+                Scalar::RequestUriRaw => "REQUEST_URI_RAW",
+                Scalar::RequestLine => "REQUEST_LINE",
+                Scalar::RequestMethod => "REQUEST_METHOD",
+                Scalar::RequestProtocol => "REQUEST_PROTOCOL",
+                Scalar::QueryString => "QUERY_STRING",
+                Scalar::RequestBody => "REQUEST_BODY",
+                Scalar::RequestBodyLength => "REQUEST_BODY_LENGTH",
+                Scalar::ReqbodyProcessor => "REQBODY_PROCESSOR",
+                Scalar::ReqbodyError => "REQBODY_ERROR",
+                Scalar::ReqbodyErrorMsg => "REQBODY_ERROR_MSG",
+                Scalar::ArgsCombinedSize => "ARGS_COMBINED_SIZE",
+                Scalar::FilesCombinedSize => "FILES_COMBINED_SIZE",
+                Scalar::RemoteAddr => "REMOTE_ADDR",
+                Scalar::UniqueId => "UNIQUE_ID",
+                Scalar::Duration => "DURATION",
+                Scalar::FullRequestLength => "FULL_REQUEST_LENGTH",
+                Scalar::Multipart(n) => n,
+            },
+            Var::Empty => "EMPTY",
+        }
+    }
+}
+
+/// Which entries of a collection a target takes.
+#[derive(Debug, Clone)]
+pub enum Sel {
+    All,
+    /// Key compared ASCII-case-insensitively (stored lowercased).
+    Key(Vec<u8>),
+    /// Keys matching a regex (case-insensitive).
+    Regex(Regex),
+}
+
+/// A compiled target or exclusion.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub var: Var,
+    pub sel: Sel,
+    pub count: bool,
+    /// As written after `!`/`&`, for `ctl:ruleRemoveTarget*` comparisons (`ARGS:foo`).
+    pub full_name: String,
+}
+
+/// A compiled operator.
+#[derive(Debug)]
+pub enum Op {
+    Static(Operator),
+    SqlI,
+    Xss,
+    /// An operator whose argument has macros: compiled per evaluation.
+    Dynamic {
+        name: String,
+        arg: Template,
+    },
+}
+
+/// `setvar` parsed: `[!]collection.name[=[+|-]value]`.
+#[derive(Debug, Clone)]
+pub struct SetVar {
+    pub coll: Coll,
+    pub name: Template,
+    pub op: SetOp,
+    pub value: Template,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOp {
+    Set,
+    Add,
+    Sub,
+    Unset,
+}
+
+/// `ctl:` actions the engine honours.
+#[derive(Debug, Clone)]
+pub enum Ctl {
+    RuleRemoveById(Vec<IdRange>),
+    RuleRemoveByTag(String),
+    RuleRemoveTargetById(u64, String),
+    RuleRemoveTargetByTag(String, String),
+    BodyProcessor(super::collections::BodyProcessor),
+    BodyAccess(bool),
+    ForceBodyVariable(bool),
+    RuleEngineOff,
+    /// Audit log settings and the like: nothing to do out of band.
+    Ignored,
+}
+
+/// One compiled rule (a chain's links are nested in `chain`).
+#[derive(Debug)]
+pub struct Rule {
+    pub id: u64,
+    pub phase: u8,
+    pub loc: Location,
+    pub targets: Vec<Target>,
+    pub exclusions: Vec<Target>,
+    /// None: SecAction (always matches, no variables).
+    pub op: Option<Op>,
+    pub negated: bool,
+    /// Node of the transformation prefix tree holding this rule's pipeline.
+    pub pipeline: u32,
+    pub multi_match: bool,
+    pub capture: bool,
+    pub log: bool,
+    pub setvars: Vec<SetVar>,
+    pub ctls: Vec<Ctl>,
+    pub skip_after: Option<String>,
+    pub skip: u32,
+    pub tags: Vec<String>,
+    pub msg: Option<String>,
+    pub severity: Option<u8>,
+    /// Bit of this rule in the prefilter of its pipeline (None: no literal requirement).
+    pub prefilter_bit: Option<u32>,
+    pub chain: Option<Box<Rule>>,
+}
+
+/// A phase's list: rules and markers in file order.
+#[derive(Debug)]
+pub enum Item {
+    Rule(Box<Rule>),
+    Marker(String),
+}
+
+/// A node of the transformation prefix tree: the pipeline `parent` followed by `step`.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    pub parent: u32,
+    pub step: Transform,
+}
+
+/// What loading skipped or could only approximate, for `--check-rules`.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    /// Files read, in order.
+    pub files: Vec<std::path::PathBuf>,
+    /// Request-phase rules (phases 1 and 2) compiled.
+    pub rules: usize,
+    /// Response and logging phase rules skipped (phases 3-5).
+    pub skipped_response: usize,
+    /// Rules removed by SecRuleRemoveById/ByTag/ByMsg.
+    pub removed: usize,
+    /// Rules using operators that never match here (`@rbl`, `@geoLookup`), with why.
+    pub never_match: Vec<(u64, String)>,
+    /// Regexes run by PCRE2 rather than the linear-time engine.
+    pub pcre_regexes: usize,
+    /// @rx operators with a literal prefilter / without.
+    pub prefiltered: usize,
+    pub unfiltered: usize,
+}
+
+/// The compiled rule set.
+#[derive(Debug)]
+pub struct Compiled {
+    /// Phase 1 and phase 2 lists.
+    pub phases: [Vec<Item>; 2],
+    pub nodes: Vec<Node>,
+    /// Prefilter per pipeline node (index = node id).
+    pub prefilters: Vec<Option<Prefilter>>,
+    /// Number of prefilter bits.
+    pub prefilter_bits: u32,
+    pub report: LoadReport,
+}
+
+#[derive(Default)]
+struct Defaults {
+    log: Option<bool>,
+    transforms: Vec<Option<Transform>>,
+}
+
+struct Builder {
+    nodes: Vec<Node>,
+    node_index: HashMap<(u32, Transform), u32>,
+    defaults: [Defaults; 6],
+    report: LoadReport,
+    /// Literal requirements per pipeline node: (bit, literals).
+    literals: HashMap<u32, Vec<(u32, Vec<Vec<u8>>)>>,
+    next_bit: u32,
+}
+
+fn err(loc: &Location, what: impl std::fmt::Display) -> CrsError {
+    CrsError::Rule {
+        loc: loc.to_string(),
+        message: what.to_string(),
+    }
+}
+
+/// Compiles directives in file order.
+pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError> {
+    let mut b = Builder {
+        nodes: vec![Node {
+            parent: 0,
+            step: Transform::Lowercase,
+        }],
+        node_index: HashMap::new(),
+        defaults: Default::default(),
+        report: LoadReport::default(),
+        literals: HashMap::new(),
+        next_bit: 0,
+    };
+    let mut phases: [Vec<Item>; 2] = [Vec::new(), Vec::new()];
+    let mut remove_ids: Vec<IdRange> = Vec::new();
+    let mut remove_tags: Vec<String> = Vec::new();
+    let mut remove_msgs: Vec<String> = Vec::new();
+    let mut updates: Vec<(Location, UpdateKey, Vec<VarSpec>)> = Vec::new();
+    // chain under construction: the top rule and its links so far
+    let mut pending: Vec<(Location, RuleDecl)> = Vec::new();
+
+    for Spanned { loc, item } in directives {
+        match item {
+            Directive::Rule(decl) => {
+                let chained = decl
+                    .actions
+                    .iter()
+                    .any(|a| a.name.eq_ignore_ascii_case("chain"));
+                pending.push((loc, decl));
+                if !chained {
+                    let chain = std::mem::take(&mut pending);
+                    if let Some(rule) = b.chain(chain)? {
+                        let idx = usize::from(rule.phase - 1);
+                        phases[idx].push(Item::Rule(Box::new(rule)));
+                    }
+                }
+            }
+            Directive::Action(actions) => {
+                if !pending.is_empty() {
+                    return Err(err(&loc, "SecAction cannot follow a rule with `chain`"));
+                }
+                let decl = RuleDecl {
+                    variables: Vec::new(),
+                    operator: OperatorSpec {
+                        negated: false,
+                        name: "unconditionalMatch".into(),
+                        argument: String::new(),
+                    },
+                    actions,
+                };
+                if let Some(mut rule) = b.chain(vec![(loc, decl)])? {
+                    rule.op = None;
+                    let idx = usize::from(rule.phase - 1);
+                    phases[idx].push(Item::Rule(Box::new(rule)));
+                }
+            }
+            Directive::Marker(name) => {
+                // markers belong to every phase, as in libmodsecurity
+                for p in &mut phases {
+                    p.push(Item::Marker(name.clone()));
+                }
+            }
+            Directive::DefaultAction(actions) => b.default_action(&loc, &actions)?,
+            Directive::RemoveById(ids) => remove_ids.extend(ids),
+            Directive::RemoveByTag(tag) => remove_tags.push(tag),
+            Directive::RemoveByMsg(msg) => remove_msgs.push(msg),
+            Directive::UpdateTargetById { ids, targets } => {
+                updates.push((loc, UpdateKey::Ids(ids), targets))
+            }
+            Directive::UpdateTargetByTag { tag, targets } => {
+                updates.push((loc, UpdateKey::Tag(tag), targets))
+            }
+            Directive::UpdateTargetByMsg { msg, targets } => {
+                updates.push((loc, UpdateKey::Msg(msg), targets))
+            }
+            Directive::UpdateActionById { .. } => {
+                return Err(err(&loc, "SecRuleUpdateActionById is not supported"));
+            }
+            Directive::Config { name, args } => config_directive(&loc, &name, &args)?,
+        }
+    }
+    if let Some((loc, _)) = pending.first() {
+        return Err(err(loc, "the last rule has `chain` but no rule follows"));
+    }
+
+    // static exclusions apply wherever they are written, as in libmodsecurity
+    for phase in &mut phases {
+        let before = phase.len();
+        phase.retain(|item| match item {
+            Item::Rule(r) => {
+                !(remove_ids
+                    .iter()
+                    .any(|range| r.id != 0 && range.contains(r.id))
+                    || remove_tags.iter().any(|t| r.tags.iter().any(|rt| rt == t))
+                    || remove_msgs.iter().any(|m| r.msg.as_deref() == Some(m)))
+            }
+            Item::Marker(_) => true,
+        });
+        b.report.removed += before - phase.len();
+        for item in phase.iter_mut() {
+            let Item::Rule(rule) = item else { continue };
+            for (loc, key, targets) in &updates {
+                let hit = match key {
+                    UpdateKey::Ids(ids) => ids.iter().any(|r| r.contains(rule.id)),
+                    UpdateKey::Tag(t) => rule.tags.iter().any(|rt| rt == t),
+                    UpdateKey::Msg(m) => rule.msg.as_deref() == Some(m),
+                };
+                if !hit {
+                    continue;
+                }
+                for spec in targets {
+                    let t = target(loc, spec)?;
+                    if spec.exclude {
+                        rule.exclusions.push(t);
+                    } else {
+                        rule.targets.push(t);
+                    }
+                }
+            }
+        }
+    }
+    b.report.rules = phases
+        .iter()
+        .flat_map(|p| p.iter())
+        .filter(|i| matches!(i, Item::Rule(_)))
+        .count();
+
+    let mut prefilters: Vec<Option<Prefilter>> = (0..b.nodes.len()).map(|_| None).collect();
+    for (node, lits) in &b.literals {
+        if let Some(slot) = prefilters.get_mut(*node as usize) {
+            *slot = Prefilter::build(lits);
+        }
+    }
+    Ok(Compiled {
+        phases,
+        nodes: b.nodes,
+        prefilters,
+        prefilter_bits: b.next_bit,
+        report: b.report,
+    })
+}
+
+enum UpdateKey {
+    Ids(Vec<IdRange>),
+    Tag(String),
+    Msg(String),
+}
+
+/// Engine-wide directives: the ones that change what rules see are refused when set to
+/// something the engine cannot honour; the rest only configure logging, limits or storage.
+fn config_directive(loc: &Location, name: &str, args: &[String]) -> Result<(), CrsError> {
+    let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "secargumentseparator" if args.first().is_some_and(|a| a != "&") => {
+            Err(err(loc, format!("{name}: only `&` is supported")))
+        }
+        "seccookieformat" if args.first().is_some_and(|a| a != "0") => Err(err(
+            loc,
+            format!("{name}: only version 0 cookies are supported"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn parse_phase(loc: &Location, v: &str) -> Result<u8, CrsError> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "1" => 1,
+        "2" | "request" => 2,
+        "3" => 3,
+        "4" | "response" => 4,
+        "5" | "logging" => 5,
+        "0" | "connection" => 1,
+        other => return Err(err(loc, format!("phase `{other}` is not a phase"))),
+    })
+}
+
+/// Target of a variable spec.
+pub fn target(loc: &Location, spec: &VarSpec) -> Result<Target, CrsError> {
+    let var = Var::from_name(&spec.collection).ok_or_else(|| {
+        err(
+            loc,
+            format!("variable `{}` is not supported", spec.collection),
+        )
+    })?;
+    let sel = match &spec.selector {
+        None => Sel::All,
+        Some(super::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase().into_bytes()),
+        Some(super::ast::Selector::Regex(r)) => Sel::Regex(
+            RegexBuilder::new(r)
+                .case_insensitive(true)
+                .unicode(false)
+                .build()
+                .map_err(|e| err(loc, format!("`{}:/{r}/`: {e}", spec.collection)))?,
+        ),
+    };
+    let full_name = match &spec.selector {
+        None => spec.collection.clone(),
+        Some(super::ast::Selector::Key(k)) => format!("{}:{k}", spec.collection),
+        Some(super::ast::Selector::Regex(r)) => format!("{}:/{r}/", spec.collection),
+    };
+    Ok(Target {
+        var,
+        sel,
+        count: spec.count,
+        full_name,
+    })
+}
+
+fn parse_setvar(loc: &Location, v: &str) -> Result<SetVar, CrsError> {
+    let (unset, body) = match v.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (lhs, rhs) = match body.split_once('=') {
+        Some((l, r)) => (l, Some(r)),
+        None => (body, None),
+    };
+    let (coll, name) = lhs
+        .split_once('.')
+        .ok_or_else(|| err(loc, format!("setvar `{v}`: expected collection.name")))?;
+    let coll = Coll::from_name(coll.trim())
+        .ok_or_else(|| err(loc, format!("setvar `{v}`: unknown collection `{coll}`")))?;
+    let (op, value) = match (unset, rhs) {
+        (true, _) => (SetOp::Unset, ""),
+        (false, None) => (SetOp::Set, "1"),
+        (false, Some(r)) => match r.as_bytes().first() {
+            Some(b'+') => (SetOp::Add, &r[1..]),
+            Some(b'-') => (SetOp::Sub, &r[1..]),
+            _ => (SetOp::Set, r),
+        },
+    };
+    Ok(SetVar {
+        coll,
+        name: Template::parse(&name.trim().to_ascii_lowercase()),
+        op,
+        value: Template::parse(value),
+    })
+}
+
+fn parse_ids(loc: &Location, s: &str) -> Result<Vec<IdRange>, CrsError> {
+    let mut out = Vec::new();
+    for part in s.split([' ', ',']).filter(|p| !p.is_empty()) {
+        let (a, z) = part.split_once('-').unwrap_or((part, part));
+        let first: u64 = a
+            .trim()
+            .parse()
+            .map_err(|_| err(loc, format!("bad rule id `{part}`")))?;
+        let last: u64 = z
+            .trim()
+            .parse()
+            .map_err(|_| err(loc, format!("bad rule id `{part}`")))?;
+        out.push(IdRange { first, last });
+    }
+    Ok(out)
+}
+
+fn parse_ctl(loc: &Location, v: &str) -> Result<Ctl, CrsError> {
+    let (name, value) = v
+        .split_once('=')
+        .ok_or_else(|| err(loc, format!("ctl `{v}`: expected name=value")))?;
+    let (name, value) = (name.trim(), value.trim());
+    let split_target = |what: &str| -> Result<(String, String), CrsError> {
+        let (a, t) = value
+            .split_once(';')
+            .ok_or_else(|| err(loc, format!("ctl:{what} `{value}`: expected id;TARGET")))?;
+        Ok((a.trim().to_string(), t.trim().to_string()))
+    };
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "ruleremovebyid" => Ctl::RuleRemoveById(parse_ids(loc, value)?),
+        "ruleremovebytag" => Ctl::RuleRemoveByTag(value.to_string()),
+        "ruleremovetargetbyid" => {
+            let (id, t) = split_target(name)?;
+            // libmodsecurity 3.0.9 reads the id with `stoi`: a range `941000-942999` is its
+            // first id (CRS's own exclusion packages write such ranges)
+            let digits: String = id.chars().take_while(char::is_ascii_digit).collect();
+            let id = digits
+                .parse()
+                .map_err(|_| err(loc, format!("ctl:{name}: bad id `{id}`")))?;
+            Ctl::RuleRemoveTargetById(id, t)
+        }
+        "ruleremovetargetbytag" => {
+            let (tag, t) = split_target(name)?;
+            Ctl::RuleRemoveTargetByTag(tag, t)
+        }
+        "requestbodyprocessor" => {
+            use super::collections::BodyProcessor as P;
+            Ctl::BodyProcessor(match value.to_ascii_uppercase().as_str() {
+                "XML" => P::Xml,
+                "JSON" => P::Json,
+                "URLENCODED" => P::UrlEncoded,
+                "MULTIPART" => P::Multipart,
+                other => return Err(err(loc, format!("ctl:{name}: unknown processor `{other}`"))),
+            })
+        }
+        "requestbodyaccess" => Ctl::BodyAccess(on_off(loc, name, value)?),
+        "forcerequestbodyvariable" => Ctl::ForceBodyVariable(on_off(loc, name, value)?),
+        "ruleengine" => {
+            if value.eq_ignore_ascii_case("off") {
+                Ctl::RuleEngineOff
+            } else {
+                Ctl::Ignored
+            }
+        }
+        "auditengine" | "auditlogparts" | "requestbodylimit" | "debugloglevel" | "hashengine"
+        | "responsebodyaccess" => Ctl::Ignored,
+        other => return Err(err(loc, format!("ctl:{other} is not supported"))),
+    })
+}
+
+fn on_off(loc: &Location, name: &str, v: &str) -> Result<bool, CrsError> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(err(
+            loc,
+            format!("ctl:{name}: expected On or Off, got `{v}`"),
+        )),
+    }
+}
+
+impl Builder {
+    fn default_action(&mut self, loc: &Location, actions: &[Action]) -> Result<(), CrsError> {
+        let mut phase = 2u8;
+        let mut d = Defaults::default();
+        for a in actions {
+            let v = a.value.as_deref().unwrap_or("");
+            match a.name.to_ascii_lowercase().as_str() {
+                "phase" => phase = parse_phase(loc, v)?,
+                "log" => d.log = Some(true),
+                "nolog" => d.log = Some(false),
+                "t" => d.transforms.push(transform(loc, v)?),
+                _ => {}
+            }
+        }
+        if let Some(slot) = self.defaults.get_mut(usize::from(phase)) {
+            *slot = d;
+        }
+        Ok(())
+    }
+
+    fn intern(&mut self, steps: &[Transform]) -> u32 {
+        let mut node = 0u32;
+        for &step in steps {
+            node = match self.node_index.get(&(node, step)) {
+                Some(&n) => n,
+                None => {
+                    let n = self.nodes.len() as u32;
+                    self.nodes.push(Node { parent: node, step });
+                    self.node_index.insert((node, step), n);
+                    n
+                }
+            };
+        }
+        node
+    }
+
+    /// Compiles a chain (top rule first). None when the rule belongs to a response phase.
+    fn chain(&mut self, chain: Vec<(Location, RuleDecl)>) -> Result<Option<Rule>, CrsError> {
+        let mut phase = 2u8;
+        if let Some((loc, top)) = chain.first() {
+            for a in &top.actions {
+                if a.name.eq_ignore_ascii_case("phase") {
+                    phase = parse_phase(loc, a.value.as_deref().unwrap_or(""))?;
+                }
+            }
+        }
+        if phase > 2 {
+            self.report.skipped_response += 1;
+            return Ok(None);
+        }
+        let mut links = Vec::new();
+        for (i, (loc, decl)) in chain.into_iter().enumerate() {
+            links.push(self.rule(loc, decl, phase, i == 0)?);
+        }
+        let mut next: Option<Box<Rule>> = None;
+        while let Some(mut r) = links.pop() {
+            r.chain = next;
+            next = Some(Box::new(r));
+        }
+        Ok(next.map(|b| *b))
+    }
+
+    fn rule(
+        &mut self,
+        loc: Location,
+        decl: RuleDecl,
+        phase: u8,
+        top: bool,
+    ) -> Result<Rule, CrsError> {
+        let defaults = &self.defaults[usize::from(phase)];
+        let mut log = defaults.log.unwrap_or(true);
+        let mut noaudit = false;
+        let mut steps: Vec<Option<Transform>> = defaults.transforms.clone();
+        let mut r = Rule {
+            id: 0,
+            phase,
+            loc: loc.clone(),
+            targets: Vec::new(),
+            exclusions: Vec::new(),
+            op: None,
+            negated: decl.operator.negated,
+            pipeline: 0,
+            multi_match: false,
+            capture: false,
+            log: true,
+            setvars: Vec::new(),
+            ctls: Vec::new(),
+            skip_after: None,
+            skip: 0,
+            tags: Vec::new(),
+            msg: None,
+            severity: None,
+            prefilter_bit: None,
+            chain: None,
+        };
+        for a in &decl.actions {
+            let v = a.value.as_deref().unwrap_or("");
+            match a.name.to_ascii_lowercase().as_str() {
+                "id" => {
+                    r.id = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| err(&loc, format!("bad id `{v}`")))?
+                }
+                "phase" => {}
+                "t" => steps.push(transform(&loc, v)?),
+                "chain" => {}
+                "multimatch" => r.multi_match = true,
+                "capture" => r.capture = true,
+                "log" => log = true,
+                // libmodsecurity 3.0.9 sends no log line for a rule with `noauditlog`, even
+                // with `log` (checked with the reference library): such a rule is not "logged"
+                "nolog" => log = false,
+                "noauditlog" => noaudit = true,
+                "setvar" => r.setvars.push(parse_setvar(&loc, v)?),
+                "ctl" => r.ctls.push(parse_ctl(&loc, v)?),
+                "skipafter" => r.skip_after = Some(v.trim().to_string()),
+                "skip" => {
+                    r.skip = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| err(&loc, format!("bad skip `{v}`")))?
+                }
+                "tag" => r.tags.push(v.to_string()),
+                "msg" => r.msg = Some(v.to_string()),
+                "severity" => r.severity = severity(v),
+                // disruptive actions do nothing out of band (libmodsecurity in DetectionOnly
+                // mode does not run them either); metadata and persistence are not needed
+                "pass"
+                | "block"
+                | "deny"
+                | "drop"
+                | "allow"
+                | "redirect"
+                | "status"
+                | "proxy"
+                | "pause"
+                | "auditlog"
+                | "logdata"
+                | "ver"
+                | "rev"
+                | "maturity"
+                | "accuracy"
+                | "initcol"
+                | "expirevar"
+                | "setuid"
+                | "setsid"
+                | "setrsc"
+                | "setenv"
+                | "deprecatevar"
+                | "sanitisearg"
+                | "sanitisematched"
+                | "sanitisematchedbytes"
+                | "sanitiserequestheader"
+                | "sanitiseresponseheader"
+                | "xmlns" => {}
+                other => {
+                    return Err(err(&loc, format!("action `{other}` is not supported")));
+                }
+            }
+        }
+        if top && r.id == 0 {
+            return Err(err(&loc, "rule has no id"));
+        }
+        r.log = log && !noaudit;
+        // t:none drops every transformation before it (including the default action's)
+        let mut pipeline = Vec::new();
+        for s in steps {
+            match s {
+                None => pipeline.clear(),
+                Some(t) => pipeline.push(t),
+            }
+        }
+        r.pipeline = self.intern(&pipeline);
+        for spec in &decl.variables {
+            let t = target(&loc, spec)?;
+            if spec.exclude {
+                r.exclusions.push(t);
+            } else {
+                r.targets.push(t);
+            }
+        }
+        let op = self.operator(&loc, &decl.operator)?;
+        if let Op::Static(o) = &op {
+            if let Some(why) = o.unsupported_reason() {
+                self.report.never_match.push((r.id, why.to_string()));
+            }
+            if o.pcre_reason().is_some() {
+                self.report.pcre_regexes += 1;
+            }
+            if let Some(src) = o.regex_source() {
+                match (r.multi_match, prefilter::required_literals(src)) {
+                    (false, Some(lits)) => {
+                        let bit = self.next_bit;
+                        self.next_bit += 1;
+                        self.literals
+                            .entry(r.pipeline)
+                            .or_default()
+                            .push((bit, lits));
+                        r.prefilter_bit = Some(bit);
+                        self.report.prefiltered += 1;
+                    }
+                    _ => self.report.unfiltered += 1,
+                }
+            }
+        }
+        r.op = Some(op);
+        Ok(r)
+    }
+
+    fn operator(&mut self, loc: &Location, spec: &OperatorSpec) -> Result<Op, CrsError> {
+        let base = loc.file.parent().unwrap_or(Path::new("."));
+        let name = spec.name.as_str();
+        if name.eq_ignore_ascii_case("detectSQLi") {
+            return Ok(Op::SqlI);
+        }
+        if name.eq_ignore_ascii_case("detectXSS") {
+            return Ok(Op::Xss);
+        }
+        let arg = Template::parse(&spec.argument);
+        let from_file = name.to_ascii_lowercase().ends_with("fromfile")
+            || name.eq_ignore_ascii_case("pmf")
+            || name.eq_ignore_ascii_case("ipMatchF");
+        if arg.has_macros() && !from_file {
+            // compile once with the macros blank to catch errors at load time
+            let blank = String::from_utf8_lossy(&arg.expand_with(|_, _, _| {})).into_owned();
+            if !name.eq_ignore_ascii_case("rx") {
+                Operator::compile(name, &blank, base).map_err(|e| err(loc, e))?;
+            }
+            return Ok(Op::Dynamic {
+                name: name.to_string(),
+                arg,
+            });
+        }
+        Operator::compile(name, &spec.argument, base)
+            .map(Op::Static)
+            .map_err(|e| err(loc, e))
+    }
+}
+
+fn transform(loc: &Location, name: &str) -> Result<Option<Transform>, CrsError> {
+    if name.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    Transform::from_name(name.trim())
+        .map(Some)
+        .ok_or_else(|| err(loc, format!("transformation `t:{name}` is not supported")))
+}
+
+/// CRS severities: names or 0-7 (EMERGENCY..DEBUG).
+fn severity(v: &str) -> Option<u8> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u8>() {
+        return Some(n);
+    }
+    Some(match v.to_ascii_uppercase().as_str() {
+        "EMERGENCY" => 0,
+        "ALERT" => 1,
+        "CRITICAL" => 2,
+        "ERROR" => 3,
+        "WARNING" => 4,
+        "NOTICE" => 5,
+        "INFO" => 6,
+        "DEBUG" => 7,
+        _ => return None,
+    })
+}
