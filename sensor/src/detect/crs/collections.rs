@@ -164,6 +164,10 @@ pub struct Collections {
     pub urlencoded_error: bool,
     /// REMOTE_ADDR.
     pub remote_addr: Vec<u8>,
+    /// SecRequestBodyJsonDepthLimit: JSON nesting deeper than this is a REQBODY_ERROR.
+    /// [`Collections::from_head`] sets libmodsecurity's default, 10000; the engine overrides
+    /// it from the configuration before [`Collections::process_body`].
+    pub json_depth_limit: usize,
     /// The first Content-Type header's value, which the multipart parser reads.
     content_type: Option<Vec<u8>>,
     /// The processor chosen from Content-Type by `addRequestHeader`.
@@ -176,6 +180,7 @@ impl Collections {
     pub fn from_head(input: &RequestInput) -> Collections {
         let mut c = Collections {
             remote_addr: input.remote_addr.as_bytes().to_vec(),
+            json_depth_limit: JSON_DEFAULT_DEPTH_LIMIT,
             ..Collections::default()
         };
         c.process_uri(cstr(input.target), cstr(input.method), cstr(input.protocol));
@@ -217,12 +222,14 @@ impl Collections {
             }
             Some(BodyProcessor::Json) => {
                 let mut args = Vec::new();
-                if let Err(e) = json_args(body, &mut args)
+                if let Err(e) = json_args(body, self.json_depth_limit, &mut args)
                     && !body.is_empty()
                 {
                     let mut m = b"JSON parsing error: ".to_vec();
                     m.extend_from_slice(e.as_bytes());
-                    m.push(b'\n');
+                    if e != JSON_DEPTH_ERROR {
+                        m.push(b'\n');
+                    }
                     self.set_error(&m);
                 }
                 for a in &args {
@@ -492,6 +499,8 @@ struct Part {
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     /// The raw header lines (MULTIPART_PART_HEADERS).
     header_lines: Vec<Vec<u8>>,
+    /// The last header line read (raw, or folded), which a folded line replaces.
+    last_line: Vec<u8>,
     last_header: Option<usize>,
     value: Vec<u8>,
     file_size: usize,
@@ -686,6 +695,14 @@ impl<'c> Multipart<'c> {
                 // header line
                 self.f.invalid_part = 1;
             } else if matches {
+                // 3.0.9 also judges the line end held back before the boundary
+                if self.in_data && self.mpp.is_some() {
+                    match self.reserve {
+                        1 => self.f.lf_line = 1,
+                        2 => self.flag_crlf_line = true,
+                        _ => {}
+                    }
+                }
                 if self.boundary_count > 0 {
                     self.f.unmatched_boundary = 2;
                 }
@@ -855,13 +872,18 @@ impl<'c> Multipart<'c> {
             let mut line = name.clone();
             line.extend_from_slice(b": ");
             line.extend_from_slice(value);
-            if let Some(l) = mpp.header_lines.last_mut() {
-                *l = line;
+            // the folded header replaces the line last read if it is in the list, else it is
+            // added (so after an invalid or duplicate line both versions are listed)
+            match mpp.header_lines.iter().position(|l| *l == mpp.last_line) {
+                Some(i) => mpp.header_lines[i] = line.clone(),
+                None => mpp.header_lines.push(line.clone()),
             }
+            mpp.last_line = line;
             if value.len() > MULTIPART_BUF_SIZE {
                 *error = b"Multipart: Part header too long.".to_vec();
             }
         } else {
+            mpp.last_line.clone_from(buf);
             let Some(colon) = memchr(b':', buf) else {
                 let mut m = b"Multipart: Invalid part header (colon missing): ".to_vec();
                 m.extend_from_slice(buf);
@@ -891,14 +913,14 @@ impl<'c> Multipart<'c> {
     /// `process_boundary`: finish the current part, start a new one unless final.
     fn process_boundary(&mut self, last: bool) {
         if let Some(mpp) = self.mpp.take() {
+            for l in &mpp.header_lines {
+                self.out
+                    .multipart_part_headers
+                    .push(Entry::new(&mpp.name, l));
+            }
             if mpp.name.is_empty() {
                 self.f.invalid_part = 1;
             } else {
-                for l in &mpp.header_lines {
-                    self.out
-                        .multipart_part_headers
-                        .push(Entry::new(&mpp.name, l));
-                }
                 self.parts.push(mpp);
             }
         }
@@ -911,6 +933,20 @@ impl<'c> Multipart<'c> {
 
     /// `multipart_complete`: the flags, the final-boundary check, then ARGS_POST and FILES.
     fn complete(mut self, error: &mut Vec<u8>) {
+        // an unterminated final boundary left in the buffer still ends the body
+        let n = self.boundary.len();
+        if self.seen_data
+            && !self.is_complete
+            && self.boundary_count > 0
+            && self.buf_contains_line
+            && self.buf.len() == 4 + n
+            && self.buf.starts_with(b"--")
+            && self.buf[2..2 + n] == self.boundary[..]
+            && self.buf.ends_with(b"--")
+        {
+            self.process_boundary(true);
+            self.is_complete = true;
+        }
         let f = &mut self.f;
         f.crlf_lf_lines = u8::from(self.flag_crlf_line && f.lf_line != 0);
         f.strict_error = u8::from(
@@ -929,25 +965,12 @@ impl<'c> Multipart<'c> {
         );
         self.out.multipart = self.f;
         if self.seen_data && !self.is_complete {
-            if self.boundary_count == 0 {
-                *error = b"Multipart: No boundaries found in payload.".to_vec();
-                return;
-            }
-            let b = &self.buf;
-            let n = self.boundary.len();
-            if self.buf_contains_line
-                && b.len() == 4 + n
-                && b.starts_with(b"--")
-                && b[2..2 + n] == self.boundary[..]
-                && b.ends_with(b"--")
-            {
-                self.process_boundary(true);
-                self.is_complete = true;
-            }
-            if !self.is_complete {
-                *error = b"Multipart: Final boundary missing.".to_vec();
-                return;
-            }
+            *error = if self.boundary_count == 0 {
+                b"Multipart: No boundaries found in payload.".to_vec()
+            } else {
+                b"Multipart: Final boundary missing.".to_vec()
+            };
+            return;
         }
         for p in self.parts {
             if p.is_file {
@@ -966,10 +989,13 @@ impl<'c> Multipart<'c> {
     }
 }
 
-/// `utils::string::chomp`: drop one trailing "\n" or "\r\n".
+/// `utils::string::chomp`: drop every trailing CR and LF, but leave a string made only of
+/// them unchanged (`find_last_not_of` finds nothing then).
 fn chomp(s: &[u8]) -> &[u8] {
-    let s = s.strip_suffix(b"\n").unwrap_or(s);
-    s.strip_suffix(b"\r").unwrap_or(s)
+    match s.iter().rposition(|&c| c != b'\n' && c != b'\r') {
+        Some(p) => &s[..=p],
+        None => s,
+    }
 }
 
 /// `Multipart::parse_content_disposition`; Err carries libmodsecurity's negative code.
@@ -1022,7 +1048,9 @@ fn parse_content_disposition(cd: &[u8], mpp: &mut Part, f: &mut MultipartFlags) 
             return Err(-6);
         }
         let mut value = Vec::new();
-        if at(p) == b'"' || at(p) == b'\'' {
+        let mut value_done = false;
+        let quoted = at(p) == b'"' || at(p) == b'\'';
+        if quoted {
             let quote = at(p);
             if quote == b'\'' {
                 f.invalid_quoting = 1;
@@ -1045,7 +1073,14 @@ fn parse_content_disposition(cd: &[u8], mpp: &mut Part, f: &mut MultipartFlags) 
                 value.push(at(p));
                 p += 1;
             }
-            p += 1;
+            if at(p) == 0 {
+                // No closing quote: libmodsecurity steps over the NUL and reads whatever
+                // byte follows (undefined behaviour); the installed library accepted the value
+                // in 4 of the 6 cases seen, so it is accepted here.
+                value_done = true;
+            } else {
+                p += 1;
+            }
         } else {
             let start = p;
             while at(p) != 0 && is_token_char(at(p)) {
@@ -1054,7 +1089,8 @@ fn parse_content_disposition(cd: &[u8], mpp: &mut Part, f: &mut MultipartFlags) 
             value.extend_from_slice(&cd[start..p]);
         }
         if name == b"name" || name == b"filename" {
-            if value.contains(&b'\'') {
+            // 3.0.9 looks for a single quote in unquoted values only
+            if !quoted && value.contains(&b'\'') {
                 f.invalid_quoting = 1;
             }
             let slot = if name == b"name" {
@@ -1068,6 +1104,9 @@ fn parse_content_disposition(cd: &[u8], mpp: &mut Part, f: &mut MultipartFlags) 
             *slot = value;
         } else {
             return Err(-11);
+        }
+        if value_done {
+            return Ok(());
         }
         if at(p) != 0 {
             while at(p) == b'\t' || at(p) == b' ' {
@@ -1158,313 +1197,378 @@ impl JsonNames<'_> {
     }
 }
 
-struct JsonParser<'a, 'o> {
-    s: &'a [u8],
-    i: usize,
-    names: JsonNames<'o>,
+/// A yajl token; strings are still raw (escapes undecoded), numbers are their text.
+enum Tok {
+    LBrace,
+    RBrace,
+    LBracket,
+    RBracket,
+    Comma,
+    Colon,
+    Str(usize, usize),
+    Value(&'static [u8]),
+    Num(usize, usize),
 }
 
-type JsonResult<T> = Result<T, &'static str>;
+/// What yajl's lexer returns: a token, "need more input" (only at the very end), or an error.
+enum Lexed {
+    Tok(Tok),
+    Eof,
+    Err(&'static str),
+}
+
+/// yajl's parser states (`yajl_state_*`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum St {
+    Start,
+    Complete,
+    MapStart,
+    MapSep,
+    MapNeedVal,
+    MapGotVal,
+    MapNeedKey,
+    ArrayStart,
+    ArrayGotVal,
+    ArrayNeedVal,
+}
 
 const PREMATURE_EOF: &str = "parse error: premature EOF";
 
+/// libmodsecurity's default SecRequestBodyJsonDepthLimit.
+const JSON_DEFAULT_DEPTH_LIMIT: usize = 10000;
+
+/// The error of a body nested deeper than the limit, exactly as 3.0.9 words it.
+const JSON_DEPTH_ERROR: &str =
+    "parse error: client cancelled parse via callback return value\n. Parsing depth limit exceeded";
+
+struct JsonParser<'a, 'o> {
+    s: &'a [u8],
+    i: usize,
+    depth_limit: usize,
+    names: JsonNames<'o>,
+}
+
 impl JsonParser<'_, '_> {
-    fn skip_ws(&mut self) {
-        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-            self.i += 1;
+    /// The byte at `i`, followed by the single space `yajl_complete_parse` feeds to flush the
+    /// lexer (so "1" ends, "tru" is an invalid string and "\"ab" is a premature EOF).
+    fn at(&self, i: usize) -> Option<u8> {
+        match i.cmp(&self.s.len()) {
+            std::cmp::Ordering::Less => Some(self.s[i]),
+            std::cmp::Ordering::Equal => Some(b' '),
+            std::cmp::Ordering::Greater => None,
         }
     }
 
-    /// Parses one value; `ctx` is the yajl message for an unexpected token here.
-    fn value(&mut self, ctx: &'static str) -> JsonResult<()> {
-        self.skip_ws();
-        let Some(&c) = self.s.get(self.i) else {
-            return Err(PREMATURE_EOF);
+    fn digit(&self, i: usize) -> bool {
+        self.at(i).is_some_and(|c| c.is_ascii_digit())
+    }
+
+    /// `yajl_lex_lex`.
+    fn lex(&mut self) -> Lexed {
+        let c = loop {
+            match self.at(self.i) {
+                None => return Lexed::Eof,
+                Some(b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') => self.i += 1,
+                Some(c) => break c,
+            }
+        };
+        let tok = |t, this: &mut Self| {
+            this.i += 1;
+            Lexed::Tok(t)
         };
         match c {
-            b'{' => {
-                self.i += 1;
-                self.names.start(false);
-                self.skip_ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    self.names.end();
-                    return Ok(());
-                }
-                loop {
-                    self.skip_ws();
-                    match self.s.get(self.i) {
-                        None => return Err(PREMATURE_EOF),
-                        Some(b'"') => {
-                            let k = self.string()?;
-                            self.names.current_key = k;
-                        }
-                        Some(_) => {
-                            self.lex_check()?;
-                            return Err("parse error: invalid object key (must be a string)");
-                        }
-                    }
-                    self.skip_ws();
-                    match self.s.get(self.i) {
-                        None => return Err(PREMATURE_EOF),
-                        Some(b':') => self.i += 1,
-                        Some(_) => {
-                            self.lex_check()?;
-                            return Err("parse error: object key and value must be separated \
-                                        by a colon (':')");
-                        }
-                    }
-                    self.value("parse error: unallowed token at this point in JSON text")?;
-                    self.skip_ws();
-                    match self.s.get(self.i) {
-                        None => return Err(PREMATURE_EOF),
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            self.names.end();
-                            return Ok(());
-                        }
-                        Some(_) => {
-                            self.lex_check()?;
-                            return Err("parse error: after key and value, inside map, I \
-                                        expect ',' or '}'");
-                        }
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                self.names.start(true);
-                self.skip_ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    self.names.end();
-                    return Ok(());
-                }
-                loop {
-                    self.value("parse error: unallowed token at this point in JSON text")?;
-                    self.skip_ws();
-                    match self.s.get(self.i) {
-                        None => return Err(PREMATURE_EOF),
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            self.names.end();
-                            return Ok(());
-                        }
-                        Some(_) => {
-                            self.lex_check()?;
-                            return Err("parse error: after array element, I expect ',' or ']'");
-                        }
-                    }
-                }
-            }
-            b'"' => {
-                let v = self.string()?;
-                self.names.add(&v);
-                Ok(())
-            }
+            b'{' => tok(Tok::LBrace, self),
+            b'}' => tok(Tok::RBrace, self),
+            b'[' => tok(Tok::LBracket, self),
+            b']' => tok(Tok::RBracket, self),
+            b',' => tok(Tok::Comma, self),
+            b':' => tok(Tok::Colon, self),
             b't' | b'f' | b'n' => {
-                let (word, val): (&[u8], &[u8]) = match c {
+                let (word, val): (&[u8], &'static [u8]) = match c {
                     b't' => (b"true", b"true"),
                     b'f' => (b"false", b"false"),
                     _ => (b"null", b""),
                 };
-                let avail = &self.s[self.i..];
-                let n = word.len().min(avail.len());
-                if avail[..n] != word[..n] {
-                    return Err("lexical error: invalid string in json text.");
-                }
-                if n < word.len() {
-                    return Err(PREMATURE_EOF);
+                for (k, &w) in word.iter().enumerate() {
+                    match self.at(self.i + k) {
+                        None => return Lexed::Eof,
+                        Some(b) if b != w => {
+                            return Lexed::Err("lexical error: invalid string in json text.");
+                        }
+                        Some(_) => {}
+                    }
                 }
                 self.i += word.len();
-                self.names.add(val);
-                Ok(())
+                Lexed::Tok(Tok::Value(val))
             }
-            b'-' | b'0'..=b'9' => {
-                let start = self.i;
-                self.number()?;
-                let v = self.s[start..self.i].to_vec();
-                self.names.add(&v);
-                Ok(())
-            }
-            b']' | b'}' | b',' | b':' => Err(ctx),
-            _ => {
-                self.lex_check()?;
-                Err(ctx)
-            }
-        }
-    }
-
-    /// The lexer error yajl reports for a byte that starts no token (before any parse error).
-    fn lex_check(&self) -> JsonResult<()> {
-        match self.s.get(self.i) {
-            Some(b'/') => Err(
-                "lexical error: probable comment found in input text, comments \
-                               are not enabled.",
+            b'"' => self.lex_string(),
+            b'-' | b'0'..=b'9' => self.lex_number(),
+            b'/' => Lexed::Err(
+                "lexical error: probable comment found in input text, comments are not enabled.",
             ),
-            Some(b'{' | b'}' | b'[' | b']' | b',' | b':' | b'"' | b'-' | b'0'..=b'9') => Ok(()),
-            Some(b't' | b'f' | b'n') => Ok(()),
-            _ => Err("lexical error: invalid char in json text."),
+            _ => Lexed::Err("lexical error: invalid char in json text."),
         }
     }
 
-    fn number(&mut self) -> JsonResult<()> {
-        let s = self.s;
-        let digit = |i: usize| s.get(i).is_some_and(u8::is_ascii_digit);
-        if s[self.i] == b'-' {
-            self.i += 1;
-            if self.i >= s.len() {
-                return Err(PREMATURE_EOF);
-            }
-            if !digit(self.i) {
-                return Err(
-                    "lexical error: malformed number, a digit is required after the \
-                            minus sign.",
-                );
-            }
+    fn lex_number(&mut self) -> Lexed {
+        let start = self.i;
+        let mut i = self.i;
+        if self.at(i) == Some(b'-') {
+            i += 1;
         }
-        if s[self.i] == b'0' {
-            self.i += 1;
+        if self.at(i) == Some(b'0') {
+            i += 1;
+        } else if self.digit(i) {
+            while self.digit(i) {
+                i += 1;
+            }
         } else {
-            while digit(self.i) {
-                self.i += 1;
-            }
+            return Lexed::Err(
+                "lexical error: malformed number, a digit is required after the minus sign.",
+            );
         }
-        if s.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if self.i >= s.len() {
-                return Err(PREMATURE_EOF);
-            }
-            if !digit(self.i) {
-                return Err(
-                    "lexical error: malformed number, a digit is required after the \
-                            decimal point.",
+        if self.at(i) == Some(b'.') {
+            i += 1;
+            if !self.digit(i) {
+                return Lexed::Err(
+                    "lexical error: malformed number, a digit is required after the decimal \
+                     point.",
                 );
             }
-            while digit(self.i) {
-                self.i += 1;
+            while self.digit(i) {
+                i += 1;
             }
         }
-        if matches!(s.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(s.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
+        if matches!(self.at(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(self.at(i), Some(b'+' | b'-')) {
+                i += 1;
             }
-            if self.i >= s.len() {
-                return Err(PREMATURE_EOF);
-            }
-            if !digit(self.i) {
-                return Err(
-                    "lexical error: malformed number, a digit is required after the \
-                            exponent.",
+            if !self.digit(i) {
+                return Lexed::Err(
+                    "lexical error: malformed number, a digit is required after the exponent.",
                 );
             }
-            while digit(self.i) {
-                self.i += 1;
+            while self.digit(i) {
+                i += 1;
             }
         }
-        // yajl needs a byte after a number to know it ended; at the very end it still accepts
-        // the number (yajl_complete_parse flushes it).
-        Ok(())
+        self.i = i;
+        Lexed::Tok(Tok::Num(start, i))
     }
 
-    /// A string token, decoded like `yajl_string_decode` (UTF-8 validated like yajl).
-    fn string(&mut self) -> JsonResult<Vec<u8>> {
-        let s = self.s;
-        self.i += 1;
-        let mut out = Vec::new();
+    /// A string token, validated like yajl's lexer (escapes, control characters, UTF-8).
+    fn lex_string(&mut self) -> Lexed {
+        let start = self.i + 1;
+        let mut i = start;
         loop {
-            let Some(&c) = s.get(self.i) else {
-                return Err(PREMATURE_EOF);
+            let Some(c) = self.at(i) else {
+                return Lexed::Eof;
             };
             match c {
                 b'"' => {
-                    self.i += 1;
-                    return Ok(out);
+                    self.i = i + 1;
+                    return Lexed::Tok(Tok::Str(start, i));
                 }
                 b'\\' => {
-                    let Some(&e) = s.get(self.i + 1) else {
-                        return Err(PREMATURE_EOF);
+                    let Some(e) = self.at(i + 1) else {
+                        return Lexed::Eof;
                     };
-                    self.i += 2;
-                    match e {
-                        b'"' | b'\\' | b'/' => out.push(e),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'n' => out.push(b'\n'),
-                        b'r' => out.push(b'\r'),
-                        b't' => out.push(b'\t'),
-                        b'u' => {
-                            let cp = self.hex4()?;
-                            if cp & 0xFC00 == 0xD800 {
-                                if s.get(self.i) == Some(&b'\\') && s.get(self.i + 1) == Some(&b'u')
-                                {
-                                    self.i += 2;
-                                    let lo = self.hex4()?;
-                                    let cp = ((cp & 0x3F) << 10)
-                                        | ((((cp >> 6) & 0xF) + 1) << 16)
-                                        | (lo & 0x3FF);
-                                    push_utf8(&mut out, cp);
-                                } else {
-                                    // yajl emits '?' and skips the following byte
-                                    out.push(b'?');
-                                    if self.i < s.len() && s[self.i] != b'"' {
-                                        self.i += 1;
-                                    }
+                    if e == b'u' {
+                        for k in 0..4 {
+                            match self.at(i + 2 + k) {
+                                None => return Lexed::Eof,
+                                Some(h) if hex_val(h).is_none() => {
+                                    return Lexed::Err(
+                                        "lexical error: invalid (non-hex) character occurs \
+                                         after '\\u' inside string.",
+                                    );
                                 }
-                            } else {
-                                push_utf8(&mut out, cp);
+                                Some(_) => {}
                             }
                         }
-                        _ => {
-                            return Err("lexical error: inside a JSON string, invalid escaped \
-                                        char");
-                        }
+                        i += 6;
+                    } else if b"\"\\/bfnrt".contains(&e) {
+                        i += 2;
+                    } else {
+                        return Lexed::Err(
+                            "lexical error: inside a string, '\\' occurs before a character \
+                             which it may not.",
+                        );
                     }
                 }
-                0..=0x1f => return Err("lexical error: invalid character inside string."),
+                0..=0x1f => {
+                    return Lexed::Err("lexical error: invalid character inside string.");
+                }
                 0x80.. => {
-                    let n = utf8_len(&s[self.i..])
-                        .ok_or("lexical error: invalid bytes in UTF8 string.")?;
-                    out.extend_from_slice(&s[self.i..self.i + n]);
-                    self.i += n;
+                    let n = match c {
+                        0xC0..=0xDF => 2,
+                        0xE0..=0xEF => 3,
+                        0xF0..=0xF7 => 4,
+                        _ => return Lexed::Err("lexical error: invalid bytes in UTF8 string."),
+                    };
+                    for k in 1..n {
+                        match self.at(i + k) {
+                            None => return Lexed::Eof,
+                            Some(b) if b & 0xC0 != 0x80 => {
+                                return Lexed::Err("lexical error: invalid bytes in UTF8 string.");
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    i += n;
                 }
-                _ => {
-                    out.push(c);
-                    self.i += 1;
-                }
+                _ => i += 1,
             }
         }
     }
 
-    fn hex4(&mut self) -> JsonResult<u32> {
-        let mut v = 0u32;
-        for k in 0..4 {
-            let Some(&c) = self.s.get(self.i + k) else {
-                return Err(PREMATURE_EOF);
+    /// The `yajl_do_parse` state machine (iterative: deep nesting cannot overflow the stack).
+    fn run(&mut self) -> Result<(), &'static str> {
+        let mut stack = vec![St::Start];
+        while let Some(&st) = stack.last() {
+            let tok = match self.lex() {
+                Lexed::Eof if st == St::Complete => return Ok(()),
+                Lexed::Eof => return Err(PREMATURE_EOF),
+                _ if st == St::Complete => return Err("parse error: trailing garbage"),
+                Lexed::Err(e) => return Err(e),
+                Lexed::Tok(t) => t,
             };
-            let d = hex_val(c).ok_or(
-                "lexical error: invalid (non-hex) character occurs after '\\u' inside string.",
-            )?;
-            v = v << 4 | u32::from(d);
+            let top = stack.len() - 1;
+            match st {
+                St::Start | St::MapNeedVal | St::ArrayNeedVal | St::ArrayStart => {
+                    let mut push = None;
+                    match tok {
+                        Tok::Str(a, b) => {
+                            let v = yajl_string_decode(&self.s[a..b]);
+                            self.names.add(&v);
+                        }
+                        Tok::Num(a, b) => {
+                            let v = &self.s[a..b];
+                            self.names.add(v);
+                        }
+                        Tok::Value(v) => self.names.add(v),
+                        Tok::LBrace | Tok::LBracket
+                            if self.names.containers.len() >= self.depth_limit =>
+                        {
+                            return Err(JSON_DEPTH_ERROR);
+                        }
+                        Tok::LBrace => {
+                            self.names.start(false);
+                            push = Some(St::MapStart);
+                        }
+                        Tok::LBracket => {
+                            self.names.start(true);
+                            push = Some(St::ArrayStart);
+                        }
+                        Tok::RBracket if st == St::ArrayStart => {
+                            stack.pop();
+                            self.names.end();
+                            continue;
+                        }
+                        _ => return Err("parse error: unallowed token at this point in JSON text"),
+                    }
+                    stack[top] = match st {
+                        St::Start => St::Complete,
+                        St::MapNeedVal => St::MapGotVal,
+                        _ => St::ArrayGotVal,
+                    };
+                    if let Some(p) = push {
+                        stack.push(p);
+                    }
+                }
+                St::MapStart | St::MapNeedKey => match tok {
+                    Tok::Str(a, b) => {
+                        self.names.current_key = yajl_string_decode(&self.s[a..b]);
+                        stack[top] = St::MapSep;
+                    }
+                    Tok::RBrace if st == St::MapStart => {
+                        stack.pop();
+                        self.names.end();
+                    }
+                    _ => return Err("parse error: invalid object key (must be a string)"),
+                },
+                St::MapSep => match tok {
+                    Tok::Colon => stack[top] = St::MapNeedVal,
+                    _ => {
+                        return Err(
+                            "parse error: object key and value must be separated by a colon \
+                             (':')",
+                        );
+                    }
+                },
+                St::MapGotVal => match tok {
+                    Tok::RBrace => {
+                        stack.pop();
+                        self.names.end();
+                    }
+                    Tok::Comma => stack[top] = St::MapNeedKey,
+                    _ => {
+                        return Err(
+                            "parse error: after key and value, inside map, I expect ',' or '}'",
+                        );
+                    }
+                },
+                St::ArrayGotVal => match tok {
+                    Tok::RBracket => {
+                        stack.pop();
+                        self.names.end();
+                    }
+                    Tok::Comma => stack[top] = St::ArrayNeedVal,
+                    _ => return Err("parse error: after array element, I expect ',' or ']'"),
+                },
+                St::Complete => return Err("parse error: trailing garbage"),
+            }
         }
-        self.i += 4;
-        Ok(v)
+        Ok(())
     }
 }
 
-/// Length of the UTF-8 sequence at the start of `s` as yajl's lexer accepts it (it checks only
-/// the lead and continuation byte patterns), None if invalid or truncated.
-fn utf8_len(s: &[u8]) -> Option<usize> {
-    let n = match s[0] {
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF7 => 4,
-        _ => return None,
+/// `yajl_string_decode` on a validated raw string, a high surrogate not followed by `\u`
+/// becomes '?'.
+fn yajl_string_decode(s: &[u8]) -> Vec<u8> {
+    let hex = |i: usize| -> u32 {
+        (0..4).fold(0, |v, k| {
+            v << 4 | u32::from(s.get(i + k).copied().and_then(hex_val).unwrap_or(0))
+        })
     };
-    (s.len() >= n && s[1..n].iter().all(|&b| b & 0xC0 == 0x80)).then_some(n)
+    let mut out = Vec::with_capacity(s.len());
+    let mut end = 0;
+    while end < s.len() {
+        if s[end] != b'\\' {
+            out.push(s[end]);
+            end += 1;
+            continue;
+        }
+        end += 1;
+        match s.get(end).copied().unwrap_or(0) {
+            b'r' => out.push(b'\r'),
+            b'n' => out.push(b'\n'),
+            b'f' => out.push(0x0c),
+            b'b' => out.push(0x08),
+            b't' => out.push(b'\t'),
+            b'u' => {
+                let mut cp = hex(end + 1);
+                end += 4;
+                if cp & 0xFC00 == 0xD800 {
+                    end += 1;
+                    if s.get(end) == Some(&b'\\') && s.get(end + 1) == Some(&b'u') {
+                        let lo = hex(end + 2);
+                        cp = ((cp & 0x3F) << 10) | ((((cp >> 6) & 0xF) + 1) << 16) | (lo & 0x3FF);
+                        end += 5;
+                    } else {
+                        // (the installed yajl goes on with the byte after the four digits)
+                        out.push(b'?');
+                        continue;
+                    }
+                }
+                push_utf8(&mut out, cp);
+            }
+            c => out.push(c),
+        }
+        end += 1;
+    }
+    out
 }
 
 /// yajl's `Utf32toUtf8`.
@@ -1493,23 +1597,18 @@ fn push_utf8(out: &mut Vec<u8>, cp: u32) {
 
 /// Parses a JSON body into ARGS entries as json.cc names them. Arguments seen before an error
 /// are kept (yajl is a streaming parser); the error is yajl's message without its newline.
-fn json_args(body: &[u8], out: &mut Vec<Entry>) -> JsonResult<()> {
+fn json_args(body: &[u8], depth_limit: usize, out: &mut Vec<Entry>) -> Result<(), &'static str> {
     let mut p = JsonParser {
         s: body,
         i: 0,
+        depth_limit,
         names: JsonNames {
             containers: Vec::new(),
             current_key: Vec::new(),
             out,
         },
     };
-    p.value("parse error: unallowed token at this point in JSON text")?;
-    p.skip_ws();
-    if p.i < body.len() {
-        p.lex_check()?;
-        return Err("parse error: trailing garbage");
-    }
-    Ok(())
+    p.run()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1519,7 +1618,15 @@ struct XmlParser<'a> {
     s: &'a [u8],
     i: usize,
     text: Vec<u8>,
-    has_dtd: bool,
+    /// The DOCTYPE names an external subset: undeclared entities are then no error.
+    external_dtd: bool,
+    /// Internal general entities of the DOCTYPE: name, literal value.
+    entities: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// XML white space.
+fn is_xml_blank(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 impl XmlParser<'_> {
@@ -1544,43 +1651,263 @@ impl XmlParser<'_> {
         }
     }
 
+    /// A comment after "<!--": no "--" inside (libxml2 treats it as fatal).
+    fn comment(&mut self) -> bool {
+        self.i += 4;
+        match self.s[self.i..].windows(2).position(|w| w == b"--") {
+            Some(p) if self.s.get(self.i + p + 2) == Some(&b'>') => {
+                self.i += p + 3;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A processing instruction after "<?": a target other than "xml", then blank or "?>".
+    fn pi(&mut self) -> bool {
+        self.i += 2;
+        let Some(target) = self.name() else {
+            return false;
+        };
+        if target.eq_ignore_ascii_case(b"xml") {
+            return false;
+        }
+        if !self.starts(b"?>") && !self.s.get(self.i).is_some_and(|&c| is_xml_blank(c)) {
+            return false;
+        }
+        self.skip_past(b"?>")
+    }
+
     /// Comments, PIs and whitespace allowed outside the root element.
     fn misc(&mut self) -> bool {
         loop {
             self.skip_ws();
-            if self.starts(b"<!--") {
-                if !self.skip_past(b"-->") {
-                    return false;
-                }
+            let ok = if self.starts(b"<!--") {
+                self.comment()
             } else if self.starts(b"<?") {
-                if !self.skip_past(b"?>") {
-                    return false;
-                }
+                self.pi()
             } else {
                 return true;
+            };
+            if !ok {
+                return false;
             }
         }
     }
 
+    /// An XML name (ASCII name characters; any byte >= 0x80 is accepted as a letter).
     fn name(&mut self) -> Option<&[u8]> {
         let start = self.i;
-        while self.i < self.s.len()
-            && !matches!(
-                self.s[self.i],
-                b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'>' | b'=' | b'<'
-            )
-        {
+        let first = *self.s.get(self.i)?;
+        if !(first.is_ascii_alphabetic() || first == b'_' || first == b':' || first >= 0x80) {
+            return None;
+        }
+        while self.i < self.s.len() {
+            let c = self.s[self.i];
+            if !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b':' | b'-' | b'.') || c >= 0x80) {
+                break;
+            }
             self.i += 1;
         }
         let n = &self.s[start..self.i];
-        let ok = n
-            .first()
-            .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80);
-        ok.then_some(n)
+        // non-ASCII name characters must be UTF-8
+        std::str::from_utf8(n).is_ok().then_some(n)
+    }
+
+    /// S? '=' S? then a quoted value; returns the value.
+    fn eq_quoted(&mut self) -> Option<&[u8]> {
+        self.skip_ws();
+        if self.s.get(self.i) != Some(&b'=') {
+            return None;
+        }
+        self.i += 1;
+        self.skip_ws();
+        let q = *self.s.get(self.i).filter(|&&q| q == b'"' || q == b'\'')?;
+        self.i += 1;
+        let end = memchr(q, &self.s[self.i..])?;
+        let v = &self.s[self.i..self.i + end];
+        self.i += end + 1;
+        Some(v)
+    }
+
+    /// The XML declaration `<?xml version="1.0" encoding="..." standalone="..."?>`.
+    fn xml_decl(&mut self) -> bool {
+        self.i += 5;
+        let mut blank = self.s.get(self.i).is_some_and(|&c| is_xml_blank(c));
+        self.skip_ws();
+        if !blank || !self.starts(b"version") {
+            return false;
+        }
+        self.i += 7;
+        let Some(v) = self.eq_quoted() else {
+            return false;
+        };
+        let dot = memchr(b'.', v);
+        let num_ok = dot.is_some_and(|d| {
+            d > 0
+                && v[..d].iter().all(u8::is_ascii_digit)
+                && v[d + 1..].iter().all(u8::is_ascii_digit)
+        });
+        if !num_ok {
+            return false;
+        }
+        for (kw, check) in [(&b"encoding"[..], 0), (&b"standalone"[..], 1)] {
+            blank = self.s.get(self.i).is_some_and(|&c| is_xml_blank(c));
+            self.skip_ws();
+            if blank && self.starts(kw) {
+                self.i += kw.len();
+                let Some(v) = self.eq_quoted() else {
+                    return false;
+                };
+                let ok = if check == 0 {
+                    v.first().is_some_and(u8::is_ascii_alphabetic)
+                        && v.iter()
+                            .all(|&c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+                } else {
+                    v == b"yes" || v == b"no"
+                };
+                if !ok {
+                    return false;
+                }
+            }
+        }
+        self.skip_ws();
+        if !self.starts(b"?>") {
+            return false;
+        }
+        self.i += 2;
+        true
+    }
+
+    /// `<!DOCTYPE name [ExternalID] [internal subset]>`, checked the way libxml2 rejects it
+    /// (markup declarations are checked only by keyword and, for ELEMENT, content spec).
+    fn doctype(&mut self) -> bool {
+        self.i += 9;
+        if !self.s.get(self.i).is_some_and(|&c| is_xml_blank(c)) {
+            return false;
+        }
+        self.skip_ws();
+        if self.name().is_none() {
+            return false;
+        }
+        self.skip_ws();
+        for (kw, n) in [(&b"SYSTEM"[..], 1), (&b"PUBLIC"[..], 2)] {
+            if self.starts(kw) {
+                self.i += kw.len();
+                for _ in 0..n {
+                    self.skip_ws();
+                    let Some(&q) = self.s.get(self.i).filter(|&&q| q == b'"' || q == b'\'') else {
+                        return false;
+                    };
+                    self.i += 1;
+                    let Some(end) = memchr(q, &self.s[self.i..]) else {
+                        return false;
+                    };
+                    self.i += end + 1;
+                }
+                self.external_dtd = true;
+                self.skip_ws();
+            }
+        }
+        if self.s.get(self.i) == Some(&b'[') {
+            self.i += 1;
+            loop {
+                self.skip_ws();
+                if self.s.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    break;
+                }
+                let ok = if self.starts(b"<!--") {
+                    self.comment()
+                } else if self.starts(b"<?") {
+                    self.pi()
+                } else if self.s.get(self.i) == Some(&b'%') {
+                    self.skip_past(b";")
+                } else {
+                    self.markup_decl()
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            self.skip_ws();
+        }
+        if self.s.get(self.i) != Some(&b'>') {
+            return false;
+        }
+        self.i += 1;
+        true
+    }
+
+    /// One `<!ELEMENT|ATTLIST|ENTITY|NOTATION ...>` of an internal subset; internal general
+    /// entities are remembered for expansion.
+    fn markup_decl(&mut self) -> bool {
+        let Some(kw) = [&b"<!ELEMENT"[..], b"<!ATTLIST", b"<!ENTITY", b"<!NOTATION"]
+            .into_iter()
+            .find(|k| self.starts(k))
+        else {
+            return false;
+        };
+        self.i += kw.len();
+        if !self.s.get(self.i).is_some_and(|&c| is_xml_blank(c)) {
+            return false;
+        }
+        self.skip_ws();
+        if kw == b"<!ENTITY" && self.s.get(self.i) != Some(&b'%') {
+            let Some(name) = self.name().map(<[u8]>::to_vec) else {
+                return false;
+            };
+            self.skip_ws();
+            if let Some(&q) = self.s.get(self.i).filter(|&&q| q == b'"' || q == b'\'') {
+                self.i += 1;
+                let Some(end) = memchr(q, &self.s[self.i..]) else {
+                    return false;
+                };
+                let value = self.s[self.i..self.i + end].to_vec();
+                self.i += end + 1;
+                if !self.entities.iter().any(|(n, _)| *n == name) {
+                    self.entities.push((name, value));
+                }
+            }
+        } else if kw == b"<!ELEMENT" {
+            if self.name().is_none() {
+                return false;
+            }
+            self.skip_ws();
+            if let Some(kw) = [&b"EMPTY"[..], b"ANY"].into_iter().find(|k| self.starts(k)) {
+                self.i += kw.len();
+                self.skip_ws();
+                let ok = self.s.get(self.i) == Some(&b'>');
+                self.i += 1;
+                return ok;
+            }
+            if !self.starts(b"(") {
+                return false;
+            }
+        }
+        // up to the closing '>', skipping quoted literals
+        while let Some(&c) = self.s.get(self.i) {
+            self.i += 1;
+            match c {
+                b'>' => return true,
+                b'"' | b'\'' => match memchr(c, &self.s[self.i..]) {
+                    Some(e) => self.i += e + 1,
+                    None => return false,
+                },
+                _ => {}
+            }
+        }
+        false
     }
 
     /// Appends character data with XML line-end normalisation; false on a forbidden char.
     fn push_text(&mut self, t: &[u8]) -> bool {
+        // libxml2 stops at the first byte that is not UTF-8 (documents declaring another
+        // encoding are not converted here)
+        let (t, utf8_ok) = match std::str::from_utf8(t) {
+            Ok(_) => (t, true),
+            Err(e) => (&t[..e.valid_up_to()], false),
+        };
         let mut k = 0;
         while k < t.len() {
             let c = t[k];
@@ -1596,7 +1923,7 @@ impl XmlParser<'_> {
             }
             k += 1;
         }
-        true
+        utf8_ok
     }
 
     /// An entity or character reference after '&'.
@@ -1621,8 +1948,14 @@ impl XmlParser<'_> {
                 b"amp" => b'&',
                 b"quot" => b'"',
                 b"apos" => b'\'',
-                // entities of a DTD: not expanded here (see the report)
-                _ => return self.has_dtd,
+                _ => {
+                    // an entity of the DOCTYPE: its literal value (markup in it is not parsed)
+                    if let Some((_, v)) = self.entities.iter().find(|(n, _)| n == r) {
+                        let v = v.clone();
+                        return self.push_text(&v);
+                    }
+                    return self.external_dtd;
+                }
             };
             self.text.push(c);
             return true;
@@ -1675,7 +2008,8 @@ impl XmlParser<'_> {
             let q = *self.s.get(self.i).filter(|&&q| q == b'"' || q == b'\'')?;
             self.i += 1;
             let end = memchr(q, &self.s[self.i..])?;
-            if memchr(b'<', &self.s[self.i..self.i + end]).is_some() {
+            let v = &self.s[self.i..self.i + end];
+            if memchr(b'<', v).is_some() || std::str::from_utf8(v).is_err() {
                 return None;
             }
             self.i += end + 1;
@@ -1726,16 +2060,21 @@ impl XmlParser<'_> {
                         return false;
                     };
                     let t = &self.s[self.i..self.i + e];
-                    if !self.push_text(t) {
+                    // a CDATA section reaches the tree whole or not at all
+                    if t.iter()
+                        .any(|&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+                        || std::str::from_utf8(t).is_err()
+                    {
                         return false;
                     }
+                    self.push_text(t);
                     self.i += e + 3;
                 } else if self.starts(b"<!--") {
-                    if !self.skip_past(b"-->") {
+                    if !self.comment() {
                         return false;
                     }
                 } else if self.starts(b"<?") {
-                    if !self.skip_past(b"?>") {
+                    if !self.pi() {
                         return false;
                     }
                 } else if self.starts(b"</") {
@@ -1766,40 +2105,22 @@ fn xml_root_text(body: &[u8]) -> (Option<Vec<u8>>, bool) {
         s,
         i: 0,
         text: Vec::new(),
-        has_dtd: false,
+        external_dtd: false,
+        entities: Vec::new(),
     };
-    if p.starts(b"<?xml") && !p.skip_past(b"?>") {
+    if p.starts(b"<?xml") && p.s.get(5).is_some_and(|&c| is_xml_blank(c)) && !p.xml_decl() {
         return (None, false);
     }
     if !p.misc() {
         return (None, false);
     }
-    if p.starts(b"<!DOCTYPE") {
-        p.has_dtd = true;
-        let mut depth = 0usize;
-        loop {
-            match p.s.get(p.i) {
-                None => return (None, false),
-                Some(b'[') => depth += 1,
-                Some(b']') => depth = depth.saturating_sub(1),
-                Some(b'>') if depth == 0 => break,
-                _ => {}
-            }
-            p.i += 1;
-        }
-        p.i += 1;
-        if !p.misc() {
-            return (None, false);
-        }
+    if p.starts(b"<!DOCTYPE") && (!p.doctype() || !p.misc()) {
+        return (None, false);
     }
     if p.s.get(p.i) != Some(&b'<') || p.starts(b"</") || p.starts(b"<!") {
         return (None, false);
     }
     let ok = p.element();
-    if std::str::from_utf8(&p.text).is_err() {
-        // libxml2 stops at the first byte that is not UTF-8; the text is lost then
-        return (Some(Vec::new()), false);
-    }
     let ok = ok && p.misc() && p.i == p.s.len();
     (Some(p.text), ok)
 }
@@ -2262,6 +2583,131 @@ mod tests {
             "Multipart parsing error: Multipart: Boundary not found in C-T."
         );
         assert_eq!(c.multipart.strict_error, 1);
+    }
+
+    #[test]
+    fn multipart_header_state_lib() {
+        // our boundary among part headers is read as a header line and flags the part
+        let c = mp(
+            CT,
+            "--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n--XX\r\n\
+             Content-Disposition: form-data; name=\"g\"\r\n\r\nw\r\n--XX--\r\n",
+        );
+        assert_eq!(pairs(&c.args_post), p(&[("a", "w")]));
+        assert_eq!((c.multipart.invalid_part, c.multipart.strict_error), (1, 1));
+        assert_eq!(
+            s(&c.reqbody_error_msg),
+            "Multipart parsing error: Multipart: Invalid part header (colon missing): --XX\r\n"
+        );
+        // a part without Content-Disposition keeps reading headers, into the next part
+        let c = mp(
+            CT,
+            "--XX\r\nX: 1\r\n\r\n--YY\r\nContent-Disposition: form-data; name=\"g\"\r\n\r\n\
+             w\r\n--XX--\r\n",
+        );
+        assert_eq!(pairs(&c.args_post), p(&[("g", "w")]));
+        assert_eq!(
+            pairs(&c.multipart_part_headers),
+            p(&[
+                ("g", "X: 1\r\n"),
+                ("g", "Content-Disposition: form-data; name=\"g\"\r\n")
+            ])
+        );
+        assert_eq!(c.multipart.invalid_part, 0);
+        // an LF-only line end before a boundary is an LF line
+        let c = mp(
+            CT,
+            "--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\ny\n--XX--\r\n",
+        );
+        assert_eq!((c.multipart.lf_line, c.multipart.crlf_lf_lines), (1, 1));
+        // single quotes are flagged in unquoted values only
+        let q = |cd: &str| {
+            let body =
+                format!("--XX\r\nContent-Disposition: form-data; {cd}\r\n\r\nv\r\n--XX--\r\n");
+            mp(CT, &body).multipart.invalid_quoting
+        };
+        assert_eq!((q("name=\"a'b\""), q("name=a'b")), (0, 1));
+    }
+
+    #[test]
+    fn multipart_folding_list_lib() {
+        // after a line without colon, the folded header is listed besides the raw one
+        let c = mp(
+            CT,
+            "--XX\r\nContent-Disposition: form-data; name=\"a\"\r\nX-A:1\r\nX-Ab\r\n c\r\n\r\n\
+             v\r\n--XX--\r\n",
+        );
+        assert_eq!(
+            pairs(&c.multipart_part_headers)[1..],
+            p(&[("a", "X-A:1\r\n"), ("a", "X-A: 1 c")])[..]
+        );
+        let c = mp(
+            CT,
+            "--XX\r\nContent-Disposition: form-data; name=\"a\"\r\nX-A: b\r\n c\r\n d\r\n\r\n\
+             v\r\n--XX--\r\n",
+        );
+        assert_eq!(
+            pairs(&c.multipart_part_headers)[1..],
+            p(&[("a", "X-A: b c d")])[..]
+        );
+    }
+
+    #[test]
+    fn json_lexer_errors_lib() {
+        let msg = |b: &str| s(&json(b).reqbody_error_msg).to_string();
+        assert_eq!(
+            msg(r#"{"a" tru}"#),
+            "JSON parsing error: lexical error: invalid string in json text.\n"
+        );
+        assert_eq!(
+            msg(r#"["\x"]"#),
+            "JSON parsing error: lexical error: inside a string, '\\' occurs before a character \
+             which it may not.\n"
+        );
+        assert_eq!(
+            msg("[1,-]"),
+            "JSON parsing error: lexical error: malformed number, a digit is required after the \
+             minus sign.\n"
+        );
+        assert_eq!(
+            msg("{}x"),
+            "JSON parsing error: parse error: trailing garbage\n"
+        );
+        // a high surrogate without its pair becomes '?'
+        assert_eq!(
+            pairs(&json(r#"{"u":"\ud830e9"}"#).args_other),
+            p(&[("json.u", "?e9")])
+        );
+        // depth limit (default 10000): 10001 nested containers fail, no argument
+        let deep = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+        let c = json(&deep(10000));
+        assert!(!c.reqbody_error && c.args_other.len() == 1);
+        let c = json(&deep(10001));
+        assert!(c.reqbody_error && c.args_other.is_empty());
+        assert!(s(&c.reqbody_error_msg).ends_with(". Parsing depth limit exceeded"));
+    }
+
+    #[test]
+    fn xml_prolog_errors_lib() {
+        // errors before the root element leave no document
+        for bad in [
+            r#"<?xml version="1.>0"?><a>t</a>"#,
+            r#"<?xml verion="1.0"?><a>t</a>"#,
+            "<?xm<?xml version=\"1.0\"?><a>t</a>",
+            "<!DOCTYPE r [<!ELEMEN:T r ANY>]><r>x</r>",
+            "<!DOCTYPE r [<!ELEMENT r AN\r\nY>]><r>x</r>",
+        ] {
+            let c = xml(bad);
+            assert!(c.xml_text.is_none() && c.reqbody_error, "{bad}");
+        }
+        // errors inside keep the text before them; a CDATA section is kept whole or not at all
+        let c = xml("<a>t1<b>t2</b> <![CDATA[c\u{0}<d]]></a>");
+        assert_eq!(c.xml_text.as_deref(), Some(&b"t1t2 "[..]));
+        let c = xml("<r>\r\n<i,>1</i></r>");
+        assert_eq!(c.xml_text.as_deref(), Some(&b"\n"[..]));
+        let c = xml("<!DOCTYPE r [<!ELEMENT r ANY>]><r>x</r>");
+        assert_eq!(c.xml_text.as_deref(), Some(&b"x"[..]));
+        assert!(!c.reqbody_error);
     }
 
     #[test]

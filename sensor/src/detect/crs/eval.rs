@@ -14,9 +14,17 @@ use super::collections::{BodyProcessor, Collections, Entry, RequestInput};
 use super::injection;
 use super::macros::{Part, Template};
 use super::operator::{Captures, Operator};
-use super::rules::{Coll, Compiled, Ctl, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target, Var};
+use super::rules::{
+    Coll, Compiled, Ctl, DynamicCache, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target, Var,
+};
 
 type Map<K, V> = HashMap<K, V, RandomState>;
+
+/// Value kinds (slot layout): collections 1-15, single-valued variables from 32.
+const KINDS: usize = 64;
+const SCALAR_BASE: u32 = 32;
+const UNSET: u32 = u32::MAX - 1;
+const RAW: u32 = u32::MAX;
 
 /// Most matches kept per rule for `--explain`.
 const MAX_EVIDENCE: usize = 8;
@@ -91,11 +99,17 @@ struct State {
     engine_off: bool,
     marker: Option<String>,
     skip_next: u32,
-    /// Pipeline outputs: (slot, node) -> index in `arena` (u32::MAX: unchanged from parent).
-    cache: Map<(u32, u32), u32>,
+    /// First dense slot of each value kind (see `reset_caches`).
+    bases: Vec<u32>,
+    /// Pipeline nodes in the rule set.
+    nodes: u32,
+    /// Pipeline outputs per dense (slot, node): index in `arena`, [`RAW`] (unchanged from the
+    /// value) or [`UNSET`].
+    cache: Vec<u32>,
     arena: Vec<Vec<u8>>,
-    /// Prefilter answers per (slot, node).
-    bits: Map<(u32, u32), Box<[u64]>>,
+    /// Prefilter answers per dense (slot, node): offset in `bit_words`, or [`UNSET`].
+    bits: Vec<u32>,
+    bit_words: Vec<u64>,
     /// Per top-level rule evaluation.
     points: i64,
     evidence: Vec<Evidence>,
@@ -136,15 +150,15 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
         body_access: true,
         ..State::default()
     };
+    st.nodes = rules.nodes.len() as u32;
+    reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
     if st.body_access {
         let processor = st.processor.or_else(|| c.default_processor());
         c.process_body(processor, input.body);
     }
-    // the phase-1 cache holds values of variables that the body may have changed
-    st.cache.clear();
-    st.bits.clear();
-    st.arena.clear();
+    // the body adds values and may change some: the phase-1 caches are dropped
+    reset_caches(&c, &mut st);
     if !st.engine_off {
         run_phase(rules, 1, &c, &mut st);
     }
@@ -152,6 +166,39 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     tx.sort();
     st.outcome.tx = tx;
     st.outcome
+}
+
+/// Number of values of each kind, for the dense slot layout.
+fn kind_len(c: &Collections, kind: usize) -> usize {
+    match kind {
+        1 | 3 => c.args_get.len(),
+        2 | 4 => c.args_post.len(),
+        5 | 6 => c.request_cookies.len(),
+        7 | 8 => c.request_headers.len(),
+        9 | 10 => c.files.len(),
+        11 => c.multipart_part_headers.len(),
+        12 | 13 => 1,
+        14 | 15 => c.args_other.len(),
+        k if (SCALAR_BASE as usize..SCALAR_BASE as usize + 20).contains(&k) => 1,
+        _ => 0,
+    }
+}
+
+/// Lays the request's values out in dense slots and empties the per-request caches.
+fn reset_caches(c: &Collections, st: &mut State) {
+    let mut next = 0u32;
+    st.bases.resize(KINDS, 0);
+    for kind in 0..KINDS {
+        st.bases[kind] = next;
+        next += kind_len(c, kind) as u32;
+    }
+    let cells = next as usize * st.nodes as usize;
+    st.cache.clear();
+    st.cache.resize(cells, UNSET);
+    st.bits.clear();
+    st.bits.resize(cells, UNSET);
+    st.bit_words.clear();
+    st.arena.clear();
 }
 
 fn run_phase(rules: &Compiled, phase: usize, c: &Collections, st: &mut State) {
@@ -232,8 +279,9 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
             if excluded(rule, top, &v, st) {
                 continue;
             }
-            let steps: Vec<u32> = if rule.multi_match {
-                let mut path = Vec::new();
+            let single = [rule.pipeline];
+            let mut path = Vec::new();
+            let steps: &[u32] = if rule.multi_match {
                 let mut n = rule.pipeline;
                 while n != 0 {
                     path.push(n);
@@ -241,17 +289,40 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
                 }
                 path.push(0);
                 path.reverse();
-                path
+                &path
             } else {
-                vec![rule.pipeline]
+                &single
             };
             let mut last: Option<Vec<u8>> = None;
-            for node in steps {
-                let value = transformed(rules, &v, node, st);
-                if rule.multi_match && last.as_deref() == Some(value.as_ref()) {
+            for &node in steps {
+                // the transformed value, borrowed from the request, or moved out of the
+                // pipeline cache for the time of the operator (and put back)
+                if let (Some(bit), Some(slot), false) =
+                    (rule.prefilter_bit, v.slot, rule.multi_match)
+                    && !rule.negated
+                    && !prefilter_hit(rules, &v, slot, node, bit, st)
+                {
+                    // a regex whose literals are all absent cannot match: no need for the value
                     continue;
                 }
-                let hit = apply_op(rules, rule, op, &v, node, &value, c, st);
+                let tv = transformed(rules, &v, node, st);
+                let held: Vec<u8> = match &tv {
+                    Tv::Raw => Vec::new(),
+                    Tv::Arena(i) => std::mem::take(&mut st.arena[*i as usize]),
+                    Tv::Owned(_) => Vec::new(),
+                };
+                let value: &[u8] = match &tv {
+                    Tv::Raw => &v.data,
+                    Tv::Arena(_) => &held,
+                    Tv::Owned(o) => o,
+                };
+                if rule.multi_match && last.as_deref() == Some(value) {
+                    if let Tv::Arena(i) = tv {
+                        st.arena[i as usize] = held;
+                    }
+                    continue;
+                }
+                let hit = apply_op(rule, op, value, c, st);
                 if hit {
                     let key = v.full_key();
                     if st.evidence.len() < MAX_EVIDENCE {
@@ -269,7 +340,10 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
                     matched_any = true;
                 }
                 if rule.multi_match {
-                    last = Some(value.into_owned());
+                    last = Some(value.to_vec());
+                }
+                if let Tv::Arena(i) = tv {
+                    st.arena[i as usize] = held;
                 }
             }
         }
@@ -328,9 +402,7 @@ fn excluded(rule: &Rule, top: &Rule, v: &Val<'_>, st: &State) -> bool {
     let same_var = |t: &Target| t.var.name() == v.var.name() || base_of(t.var) == base_of(v.var);
     for e in &rule.exclusions {
         let hit = match &e.sel {
-            // libmodsecurity compares a regex exclusion with the key alone, whatever the
-            // collection
-            Sel::Regex(re) => re.is_match(&v.key),
+            Sel::Regex(re) => same_var(e) && re.is_match(&v.key),
             Sel::Key(k) => same_var(e) && v.key.eq_ignore_ascii_case(k),
             Sel::All => same_var(e),
         };
@@ -362,6 +434,7 @@ fn base_of(v: Var) -> Var {
 }
 
 fn push_entries<'a>(
+    bases: &[u32],
     var: Var,
     kind: u32,
     entries: &'a [Entry],
@@ -369,7 +442,16 @@ fn push_entries<'a>(
     t: &Target,
     out: &mut Vec<Val<'a>>,
 ) {
-    for (i, e) in entries.iter().enumerate() {
+    // libmodsecurity keeps a collection in a hash multimap, where entries under one key come
+    // out newest first: with a key selector the last header/argument of that name comes first
+    // (it decides TX:0 and MATCHED_VAR when several match)
+    let keyed = matches!(t.sel, Sel::Key(_));
+    let order: Box<dyn Iterator<Item = (usize, &Entry)>> = if keyed {
+        Box::new(entries.iter().enumerate().rev())
+    } else {
+        Box::new(entries.iter().enumerate())
+    };
+    for (i, e) in order {
         let ok = match &t.sel {
             Sel::All => true,
             Sel::Key(k) => e.name.eq_ignore_ascii_case(k),
@@ -378,7 +460,7 @@ fn push_entries<'a>(
         if !ok {
             continue;
         }
-        let slot = Some((kind << 24) | (i as u32 & 0xff_ffff));
+        let slot = Some(bases[kind as usize] + i as u32);
         let data = if names { &e.name } else { &e.value };
         out.push(Val {
             var,
@@ -477,26 +559,63 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
     let start = out.len();
     match t.var {
         Var::Args => {
-            push_entries(Var::Args, 1, &c.args_get, false, t, out);
-            push_entries(Var::Args, 2, &c.args_post, false, t, out);
-            push_entries(Var::Args, 14, &c.args_other, false, t, out);
+            push_entries(&st.bases, Var::Args, 1, &c.args_get, false, t, out);
+            push_entries(&st.bases, Var::Args, 2, &c.args_post, false, t, out);
+            push_entries(&st.bases, Var::Args, 14, &c.args_other, false, t, out);
         }
-        Var::ArgsGet => push_entries(Var::ArgsGet, 1, &c.args_get, false, t, out),
-        Var::ArgsPost => push_entries(Var::ArgsPost, 2, &c.args_post, false, t, out),
+        Var::ArgsGet => push_entries(&st.bases, Var::ArgsGet, 1, &c.args_get, false, t, out),
+        Var::ArgsPost => push_entries(&st.bases, Var::ArgsPost, 2, &c.args_post, false, t, out),
         Var::ArgsNames => {
-            push_entries(Var::ArgsNames, 3, &c.args_get, true, t, out);
-            push_entries(Var::ArgsNames, 4, &c.args_post, true, t, out);
-            push_entries(Var::ArgsNames, 15, &c.args_other, true, t, out);
+            push_entries(&st.bases, Var::ArgsNames, 3, &c.args_get, true, t, out);
+            push_entries(&st.bases, Var::ArgsNames, 4, &c.args_post, true, t, out);
+            push_entries(&st.bases, Var::ArgsNames, 15, &c.args_other, true, t, out);
         }
-        Var::ArgsGetNames => push_entries(Var::ArgsGetNames, 3, &c.args_get, true, t, out),
-        Var::ArgsPostNames => push_entries(Var::ArgsPostNames, 4, &c.args_post, true, t, out),
-        Var::Cookies => push_entries(Var::Cookies, 5, &c.request_cookies, false, t, out),
-        Var::CookiesNames => push_entries(Var::CookiesNames, 6, &c.request_cookies, true, t, out),
-        Var::Headers => push_entries(Var::Headers, 7, &c.request_headers, false, t, out),
-        Var::HeadersNames => push_entries(Var::HeadersNames, 8, &c.request_headers, true, t, out),
-        Var::Files => push_entries(Var::Files, 9, &c.files, false, t, out),
-        Var::FilesNames => push_entries(Var::FilesNames, 10, &c.files, true, t, out),
+        Var::ArgsGetNames => {
+            push_entries(&st.bases, Var::ArgsGetNames, 3, &c.args_get, true, t, out)
+        }
+        Var::ArgsPostNames => {
+            push_entries(&st.bases, Var::ArgsPostNames, 4, &c.args_post, true, t, out)
+        }
+        Var::Cookies => push_entries(
+            &st.bases,
+            Var::Cookies,
+            5,
+            &c.request_cookies,
+            false,
+            t,
+            out,
+        ),
+        Var::CookiesNames => push_entries(
+            &st.bases,
+            Var::CookiesNames,
+            6,
+            &c.request_cookies,
+            true,
+            t,
+            out,
+        ),
+        Var::Headers => push_entries(
+            &st.bases,
+            Var::Headers,
+            7,
+            &c.request_headers,
+            false,
+            t,
+            out,
+        ),
+        Var::HeadersNames => push_entries(
+            &st.bases,
+            Var::HeadersNames,
+            8,
+            &c.request_headers,
+            true,
+            t,
+            out,
+        ),
+        Var::Files => push_entries(&st.bases, Var::Files, 9, &c.files, false, t, out),
+        Var::FilesNames => push_entries(&st.bases, Var::FilesNames, 10, &c.files, true, t, out),
         Var::MultipartPartHeaders => push_entries(
+            &st.bases,
             Var::MultipartPartHeaders,
             11,
             &c.multipart_part_headers,
@@ -505,12 +624,19 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
             out,
         ),
         Var::Xml => {
-            if let Some(x) = &c.xml_text {
+            // `XML:/*` is the document's text; other XPath expressions (CRS uses `//@*`, the
+            // attribute values) have no values here (see docs/crs.md)
+            let root = match &t.sel {
+                Sel::Key(k) => k.as_slice() == b"/*",
+                Sel::All => true,
+                Sel::Regex(_) => false,
+            };
+            if let Some(x) = c.xml_text.as_ref().filter(|_| root) {
                 out.push(Val {
                     var: Var::Xml,
                     key: Cow::Borrowed(b"/*"),
                     data: Cow::Borrowed(x),
-                    slot: Some(12 << 24),
+                    slot: Some(st.bases[12]),
                 });
             }
         }
@@ -518,8 +644,9 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
             let map = &st.colls[coll_index(coll)];
             let mut items: Vec<(&String, &Vec<u8>)> = match &t.sel {
                 Sel::All => map.iter().collect(),
-                Sel::Key(k) => map
-                    .get_key_value(&*String::from_utf8_lossy(k))
+                Sel::Key(k) => std::str::from_utf8(k)
+                    .ok()
+                    .and_then(|k| map.get_key_value(k))
                     .into_iter()
                     .collect(),
                 Sel::Regex(re) => map
@@ -582,12 +709,12 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
         }
         Var::Scalar(s) => {
             if let Some(data) = scalar(s, c, st) {
-                let kind = 32 + scalar_kind(s);
+                let kind = (SCALAR_BASE + scalar_kind(s)) as usize;
                 out.push(Val {
                     var: t.var,
                     key: Cow::Borrowed(b""),
                     data,
-                    slot: Some(kind << 24),
+                    slot: Some(st.bases[kind]),
                 });
             }
         }
@@ -605,10 +732,20 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
     }
 }
 
+/// Where a transformed value is.
+enum Tv {
+    /// The value itself (no transformation changed it).
+    Raw,
+    /// In the pipeline cache.
+    Arena(u32),
+    /// Computed for this use only (values that change during the request: TX, MATCHED_*).
+    Owned(Vec<u8>),
+}
+
 /// The value after the pipeline ending at `node` (cached per slot for request values).
-fn transformed<'v>(rules: &Compiled, v: &'v Val<'_>, node: u32, st: &mut State) -> Cow<'v, [u8]> {
+fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State) -> Tv {
     if node == 0 {
-        return Cow::Borrowed(v.data.as_ref());
+        return Tv::Raw;
     }
     let Some(slot) = v.slot else {
         let mut chain = Vec::new();
@@ -617,31 +754,35 @@ fn transformed<'v>(rules: &Compiled, v: &'v Val<'_>, node: u32, st: &mut State) 
             chain.push(rules.nodes[n as usize].step);
             n = rules.nodes[n as usize].parent;
         }
-        let mut cur: Cow<'v, [u8]> = Cow::Borrowed(v.data.as_ref());
+        let mut cur: Option<Vec<u8>> = None;
         for step in chain.into_iter().rev() {
-            if let Some(next) = step.apply(&cur) {
-                cur = Cow::Owned(next);
+            let input: &[u8] = cur.as_deref().unwrap_or(&v.data);
+            if let Some(next) = step.apply(input) {
+                cur = Some(next);
             }
         }
-        return cur;
+        return cur.map_or(Tv::Raw, Tv::Owned);
     };
     match cached(rules, v.data.as_ref(), slot, node, st) {
-        u32::MAX => Cow::Borrowed(v.data.as_ref()),
-        i => Cow::Owned(st.arena[i as usize].clone()),
+        RAW => Tv::Raw,
+        i => Tv::Arena(i),
     }
 }
 
-/// Arena index of the pipeline output (u32::MAX: the raw value).
+/// Arena index of the pipeline output ([`RAW`]: the value itself).
 fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State) -> u32 {
     if node == 0 {
-        return u32::MAX;
+        return RAW;
     }
-    if let Some(&i) = st.cache.get(&(slot, node)) {
-        return i;
+    let cell = slot as usize * st.nodes as usize + node as usize;
+    match st.cache.get(cell) {
+        Some(&i) if i != UNSET => return i,
+        Some(_) => {}
+        None => return RAW,
     }
     let n = rules.nodes[node as usize];
     let parent = cached(rules, raw, slot, n.parent, st);
-    let input: &[u8] = if parent == u32::MAX {
+    let input: &[u8] = if parent == RAW {
         raw
     } else {
         &st.arena[parent as usize]
@@ -653,51 +794,55 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State) ->
         }
         None => parent,
     };
-    st.cache.insert((slot, node), idx);
+    st.cache[cell] = idx;
     idx
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply_op(
+/// The prefilter's answer for `bit` on the value in `slot` after pipeline `node`.
+fn prefilter_hit(
     rules: &Compiled,
-    rule: &Rule,
-    op: &Op,
     v: &Val<'_>,
+    slot: u32,
     node: u32,
-    value: &[u8],
-    c: &Collections,
+    bit: u32,
     st: &mut State,
 ) -> bool {
-    // prefilter: a regex whose literals are all absent cannot match
-    if let (Some(bit), Some(slot)) = (rule.prefilter_bit, v.slot) {
-        let words = (rules.prefilter_bits as usize).div_ceil(64);
-        let bits = st.bits.entry((slot, node)).or_insert_with(|| {
-            let mut b = vec![0u64; words].into_boxed_slice();
-            if let Some(Some(pf)) = rules.prefilters.get(node as usize) {
-                pf.scan(value, &mut b);
-            }
-            b
-        });
-        let set = bits
-            .get(bit as usize / 64)
-            .is_some_and(|w| w & (1 << (bit % 64)) != 0);
-        if !set {
-            return rule.negated;
+    let words = (rules.prefilter_bits as usize).div_ceil(64);
+    let cell = slot as usize * st.nodes as usize + node as usize;
+    let Some(&at) = st.bits.get(cell) else {
+        return true;
+    };
+    let at = if at == UNSET {
+        let at = st.bit_words.len();
+        st.bit_words.resize(at + words, 0);
+        let idx = cached(rules, v.data.as_ref(), slot, node, st);
+        if let Some(Some(pf)) = rules.prefilters.get(node as usize) {
+            let hay: &[u8] = if idx == RAW {
+                &v.data
+            } else {
+                &st.arena[idx as usize]
+            };
+            pf.scan(hay, &mut st.bit_words[at..at + words]);
         }
-    }
+        st.bits[cell] = at as u32;
+        at
+    } else {
+        at as usize
+    };
+    st.bit_words
+        .get(at + bit as usize / 64)
+        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+}
+
+fn apply_op(rule: &Rule, op: &Op, value: &[u8], c: &Collections, st: &mut State) -> bool {
     let captures: Option<Captures> = match op {
         Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
         Op::Static(o) => o.evaluate(value),
         Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(fp.to_vec())]),
         Op::Xss => injection::detect_xss(value).then(Vec::new),
-        Op::Dynamic { name, arg } => {
+        Op::Dynamic { name, arg, last } => {
             let expanded = expand(arg, None, c, st);
-            let arg = String::from_utf8_lossy(&expanded);
-            let base = rule.loc.file.parent().unwrap_or(std::path::Path::new("."));
-            match Operator::compile(name, &arg, base) {
-                Ok(o) => o.evaluate(value),
-                Err(_) => None,
-            }
+            dynamic_operator(rule, name, &expanded, last).and_then(|o| o.evaluate(value))
         }
     };
     match captures {
@@ -714,6 +859,28 @@ fn apply_op(
         Some(_) => false,
         None => rule.negated,
     }
+}
+
+/// The operator for an expanded argument, compiled once per distinct expansion in a row.
+fn dynamic_operator(
+    rule: &Rule,
+    name: &str,
+    expanded: &[u8],
+    last: &DynamicCache,
+) -> Option<std::sync::Arc<Operator>> {
+    if let Ok(guard) = last.0.lock()
+        && let Some((arg, op)) = guard.as_ref()
+        && arg.as_slice() == expanded
+    {
+        return Some(op.clone());
+    }
+    let base = rule.loc.file.parent().unwrap_or(std::path::Path::new("."));
+    let arg = String::from_utf8_lossy(expanded);
+    let op = std::sync::Arc::new(Operator::compile(name, &arg, base).ok()?);
+    if let Ok(mut guard) = last.0.lock() {
+        *guard = Some((expanded.to_vec(), op.clone()));
+    }
+    Some(op)
 }
 
 fn expand(t: &Template, top: Option<&Rule>, c: &Collections, st: &State) -> Vec<u8> {

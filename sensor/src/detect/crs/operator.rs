@@ -304,6 +304,11 @@ impl Rx {
                 )
             }
             RxEngine::Pcre(re, _) => {
+                // `captures` builds fresh match data (a JIT stack: two system calls) where
+                // `is_match` reuses pooled data: look first, capture only on a match
+                if !re.is_match(value).unwrap_or(false) {
+                    return None;
+                }
                 let caps = re.captures(value).ok()??;
                 Some(
                     (0..caps.len())

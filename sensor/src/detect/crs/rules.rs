@@ -274,12 +274,18 @@ pub enum Op {
     Static(Operator),
     SqlI,
     Xss,
-    /// An operator whose argument has macros: compiled per evaluation.
+    /// An operator whose argument has macros: compiled when the expanded argument changes
+    /// (in CRS it expands to settings, the same on every request).
     Dynamic {
         name: String,
         arg: Template,
+        last: DynamicCache,
     },
 }
+
+/// The last expansion of a dynamic operator's argument and the operator compiled from it.
+#[derive(Debug, Default)]
+pub struct DynamicCache(pub std::sync::Mutex<Option<(Vec<u8>, std::sync::Arc<Operator>)>>);
 
 /// `setvar` parsed: `[!]collection.name[=[+|-]value]`.
 #[derive(Debug, Clone)]
@@ -963,6 +969,7 @@ impl Builder {
             return Ok(Op::Dynamic {
                 name: name.to_string(),
                 arg,
+                last: DynamicCache::default(),
             });
         }
         Operator::compile(name, &spec.argument, base)
