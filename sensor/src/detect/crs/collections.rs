@@ -126,6 +126,9 @@ pub struct Collections {
     pub multipart_part_headers: Vec<Entry>,
     /// What `XML:/*` yields: the text content of the root element (None: no document).
     pub xml_text: Option<Vec<u8>>,
+    /// What `XML://@*` yields: every attribute value of the document (entities decoded,
+    /// white space normalized as libxml2 does for CDATA attributes).
+    pub xml_attrs: Vec<Vec<u8>>,
     /// REQUEST_METHOD.
     pub request_method: Vec<u8>,
     /// REQUEST_PROTOCOL ("HTTP/" + version).
@@ -214,8 +217,9 @@ impl Collections {
         self.reqbody_error_msg.clear();
         match processor {
             Some(BodyProcessor::Xml) => {
-                let (text, ok) = xml_root_text(body);
+                let (text, attrs, ok) = xml_root_text(body);
                 self.xml_text = text;
+                self.xml_attrs = attrs;
                 if !ok {
                     self.set_error(b"XML parsing error: XML: Failed parsing document.");
                 }
@@ -1618,6 +1622,8 @@ struct XmlParser<'a> {
     s: &'a [u8],
     i: usize,
     text: Vec<u8>,
+    /// Attribute values, normalized.
+    attrs: Vec<Vec<u8>>,
     /// The DOCTYPE names an external subset: undeclared entities are then no error.
     external_dtd: bool,
     /// Internal general entities of the DOCTYPE: name, literal value.
@@ -2012,6 +2018,7 @@ impl XmlParser<'_> {
             if memchr(b'<', v).is_some() || std::str::from_utf8(v).is_err() {
                 return None;
             }
+            self.attrs.push(attribute_value(v));
             self.i += end + 1;
         }
     }
@@ -2099,30 +2106,80 @@ impl XmlParser<'_> {
 }
 
 /// Parses an XML body: (text of the root element if one was started, well-formed?).
-fn xml_root_text(body: &[u8]) -> (Option<Vec<u8>>, bool) {
+/// An attribute value as libxml2 hands it out: character and predefined entity references
+/// decoded, each white-space character (tab, CR, LF) a space, CRLF one space.
+fn attribute_value(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'\r' if v.get(i + 1) == Some(&b'\n') => {
+                out.push(b' ');
+                i += 2;
+                continue;
+            }
+            b'\t' | b'\n' | b'\r' => out.push(b' '),
+            b'&' => {
+                let Some(end) = memchr(b';', &v[i..]) else {
+                    out.push(b'&');
+                    i += 1;
+                    continue;
+                };
+                let name = &v[i + 1..i + end];
+                let decoded: Option<u32> = match name {
+                    b"lt" => Some(u32::from(b'<')),
+                    b"gt" => Some(u32::from(b'>')),
+                    b"amp" => Some(u32::from(b'&')),
+                    b"quot" => Some(u32::from(b'"')),
+                    b"apos" => Some(u32::from(b'\'')),
+                    [b'#', b'x', hex @ ..] => std::str::from_utf8(hex)
+                        .ok()
+                        .and_then(|h| u32::from_str_radix(h, 16).ok()),
+                    [b'#', dec @ ..] => std::str::from_utf8(dec).ok().and_then(|d| d.parse().ok()),
+                    _ => None,
+                };
+                match decoded.and_then(char::from_u32) {
+                    Some(c) => {
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                        i += end + 1;
+                        continue;
+                    }
+                    None => out.push(b'&'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn xml_root_text(body: &[u8]) -> (Option<Vec<u8>>, Vec<Vec<u8>>, bool) {
     let s = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut p = XmlParser {
         s,
         i: 0,
         text: Vec::new(),
+        attrs: Vec::new(),
         external_dtd: false,
         entities: Vec::new(),
     };
     if p.starts(b"<?xml") && p.s.get(5).is_some_and(|&c| is_xml_blank(c)) && !p.xml_decl() {
-        return (None, false);
+        return (None, Vec::new(), false);
     }
     if !p.misc() {
-        return (None, false);
+        return (None, Vec::new(), false);
     }
     if p.starts(b"<!DOCTYPE") && (!p.doctype() || !p.misc()) {
-        return (None, false);
+        return (None, Vec::new(), false);
     }
     if p.s.get(p.i) != Some(&b'<') || p.starts(b"</") || p.starts(b"<!") {
-        return (None, false);
+        return (None, Vec::new(), false);
     }
     let ok = p.element();
     let ok = ok && p.misc() && p.i == p.s.len();
-    (Some(p.text), ok)
+    (Some(p.text), p.attrs, ok)
 }
 
 #[cfg(test)]

@@ -177,7 +177,8 @@ fn kind_len(c: &Collections, kind: usize) -> usize {
         7 | 8 => c.request_headers.len(),
         9 | 10 => c.files.len(),
         11 => c.multipart_part_headers.len(),
-        12 | 13 => 1,
+        12 => 1,
+        13 => c.xml_attrs.len(),
         14 | 15 => c.args_other.len(),
         k if (SCALAR_BASE as usize..SCALAR_BASE as usize + 20).contains(&k) => 1,
         _ => 0,
@@ -624,13 +625,23 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
             out,
         ),
         Var::Xml => {
-            // `XML:/*` is the document's text; other XPath expressions (CRS uses `//@*`, the
-            // attribute values) have no values here (see docs/crs.md)
-            let root = match &t.sel {
-                Sel::Key(k) => k.as_slice() == b"/*",
-                Sel::All => true,
-                Sel::Regex(_) => false,
+            // `XML:/*` is the document's text, `XML://@*` its attribute values; other XPath
+            // expressions have no values here (see docs/crs.md)
+            let (root, attrs) = match &t.sel {
+                Sel::Key(k) => (k.as_slice() == b"/*", k.as_slice() == b"//@*"),
+                Sel::All => (true, false),
+                Sel::Regex(_) => (false, false),
             };
+            if attrs && c.xml_text.is_some() {
+                for (i, a) in c.xml_attrs.iter().enumerate() {
+                    out.push(Val {
+                        var: Var::Xml,
+                        key: Cow::Borrowed(b"//@*"),
+                        data: Cow::Borrowed(a),
+                        slot: Some(st.bases[13] + i as u32),
+                    });
+                }
+            }
             if let Some(x) = c.xml_text.as_ref().filter(|_| root) {
                 out.push(Val {
                     var: Var::Xml,
