@@ -2185,7 +2185,7 @@ fn xml_root_text(body: &[u8]) -> (Option<Vec<u8>>, Vec<Vec<u8>>, bool) {
 #[cfg(test)]
 mod tests {
     //! Expected values marked "lib" were produced by libmodsecurity 3.0.9 through
-    //! ref/harness.c (`SecRule <VARS> @unconditionalMatch` collecting MATCHED_VAR_NAME and
+    //! bench/modsec/reference/collections/harness.c (`SecRule <VARS> @unconditionalMatch` collecting MATCHED_VAR_NAME and
     //! MATCHED_VAR of every match).
 
     use super::*;

@@ -6,11 +6,11 @@
 //! 3.9.2 (see each module); the XSS classification ([`xss`]) is ported from 3.9.2 because the
 //! crate follows a later libinjection. The SQLi keyword and fingerprint table (`sqli/data.rs`,
 //! generated from libinjection's `sqlparse_data.json`) is identical, entry for entry, to the
-//! one inside libmodsecurity.so (checked by `ref/check_table.sh`).
+//! one inside libmodsecurity.so (checked by `bench/modsec/reference/injection/check_table.sh`).
 //!
-//! Checked against libmodsecurity 3.0.9 with `ref/harness.c` (direct libinjection calls; the
+//! Checked against libmodsecurity 3.0.9 with `bench/modsec/reference/injection/harness.c` (direct libinjection calls; the
 //! same verdicts and `TX.0` as the `@detectSQLi`/`@detectXSS` operators, see
-//! `ref/modsec_rule.c`) on ~1.16 M inputs: every corpus value, payload lists, mutations,
+//! `bench/modsec/reference/injection/modsec_rule.c`) on ~1.16 M inputs: every corpus value, payload lists, mutations,
 //! random SQL token sequences, with and without NUL and high bytes: 100 % agreement.
 
 mod html5;
@@ -44,7 +44,7 @@ mod tests {
 
     /// Every expectation below is what libmodsecurity 3.0.9 gives through
     /// `SecRule REQUEST_HEADERS:x "@detectSQLi" "...,capture,msg:'%{TX.0}'"` and the same rule
-    /// with `@detectXSS` (`ref/modsec_rule.c`).
+    /// with `@detectXSS` (`bench/modsec/reference/injection/modsec_rule.c`).
     #[test]
     fn sqli_payloads_match_libmodsecurity() {
         let cases: &[(&[u8], &str)] = &[

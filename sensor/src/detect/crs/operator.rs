@@ -946,7 +946,7 @@ mod tests {
             .and_then(|c| c.into_iter().next().flatten())
     }
 
-    // Every case below was run through libmodsecurity 3.0.9 with ref/harness.c (value in
+    // Every case below was run through libmodsecurity 3.0.9 with bench/modsec/reference/operator/harness.c (value in
     // REQUEST_HEADERS:X-T, rule with `capture`, TX.0 printed through msg).
     #[test]
     fn numbers_like_libmodsecurity() {
@@ -1238,7 +1238,7 @@ mod tests {
         let ua = op("pmFromFile", "scanners-user-agents.data");
         assert!(ua.is_match(b"Mozilla/5.00 (Nikto/2.1.6) (Evasions:None)"));
         assert!(!ua.is_match(b"Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"));
-        // Checked with ref/harness.c: TX:0 is "etc/passwd".
+        // Checked with bench/modsec/reference/operator/harness.c: TX:0 is "etc/passwd".
         let pmf = op("pmf", "lfi-os-files.data");
         assert_eq!(
             pmf.evaluate(b"/etc/passwd"),
@@ -1384,16 +1384,19 @@ mod tests {
         assert!(hits > 1000);
     }
 
-    /// `ref/pm_cases.tsv` (file, value, libmodsecurity's verdict and TX:0) was produced by
-    /// ref/harness.c with @pmFromFile on each CRS .data file: the ACMP port agrees on all of it.
+    /// `tests/data/crs/pm_cases.tsv` (file, value, libmodsecurity's verdict and TX:0) was produced by
+    /// bench/modsec/reference/operator/harness.c with @pmFromFile on each CRS .data file: the ACMP port agrees on all of it.
     #[test]
     fn pm_from_file_agrees_with_libmodsecurity() {
         let dir = Path::new("/usr/share/modsecurity-crs/rules");
         if !dir.exists() {
             return;
         }
-        let cases =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/ref/pm_cases.tsv")).unwrap();
+        let cases = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/crs/pm_cases.tsv"
+        ))
+        .unwrap();
         let mut ops = std::collections::HashMap::new();
         let mut n = 0;
         for line in cases.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -1436,13 +1439,15 @@ mod tests {
         out
     }
 
-    /// `ref/rx_cases.tsv`: every CRS 3.3.4 @rx (as written in the rule, `\"` escaped) on attack
-    /// subjects, with libmodsecurity's verdict and TX:0 from ref/harness.c. Both engines agree.
+    /// `tests/data/crs/rx_cases.tsv`: every CRS 3.3.4 @rx (as written in the rule, `\"` escaped) on attack
+    /// subjects, with libmodsecurity's verdict and TX:0 from bench/modsec/reference/operator/harness.c. Both engines agree.
     #[test]
     fn crs_rx_agrees_with_libmodsecurity() {
-        let cases =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ref/rx_cases.tsv"))
-                .unwrap();
+        let cases = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/crs/rx_cases.tsv"
+        ))
+        .unwrap();
         let mut compiled = std::collections::HashMap::new();
         let mut matches = 0;
         for line in cases.lines() {

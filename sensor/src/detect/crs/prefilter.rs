@@ -291,8 +291,13 @@ mod tests {
         assert_eq!(lits("abc|\\d+"), None);
         // small classes expand: [fF]oo -> "foo"
         assert_eq!(lits("[fF]oo"), Some(vec!["foo".into()]));
-        // optional pieces are not required, the rest is
-        assert_eq!(lits("java(?:script)?:"), Some(vec!["java".into()]));
+        // an optional piece makes two exact strings
+        assert_eq!(
+            lits("java(?:script)?:"),
+            Some(vec!["java:".into(), "javascript:".into()])
+        );
+        // an unbounded optional piece is not required, the rest is
+        assert_eq!(lits("java(?:script)*:"), Some(vec!["java".into()]));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! base64 decoder, `Base64::decode_forgiven_engine`, ...), including its quirks: CRS rules were
 //! tuned against that behaviour, so "fixing" a quirk would change which rules match. Quirks that
 //! look like bugs are kept on purpose and pointed out in comments. The behaviour was checked
-//! against the installed library with `ref/direct.cc` (see the tests at the end of this file).
+//! against the installed library with `bench/modsec/reference/transform/direct.cc` (see the tests at the end of this file).
 
 use std::borrow::Cow;
 
@@ -1276,9 +1276,9 @@ fn parity(c: u8, even: bool) -> u8 {
 mod tests {
     use super::*;
 
-    /// (name, input, output) triples produced by libmodsecurity 3.0.9 itself: `ref/vectors.py`
-    /// ran each input through the library's own transformation classes (`ref/direct.cc`), which
-    /// `ref/crosscheck.py` showed to agree with full rules (`ref/rules.c`, raw request header
+    /// (name, input, output) triples produced by libmodsecurity 3.0.9 itself: `bench/modsec/reference/transform/vectors.py`
+    /// ran each input through the library's own transformation classes (`bench/modsec/reference/transform/direct.cc`), which
+    /// `bench/modsec/reference/transform/crosscheck.py` showed to agree with full rules (`bench/modsec/reference/transform/rules.c`, raw request header
     /// values, `t:none,t:<name>,t:hexEncode`, `%{MATCHED_VAR}`).
     const VERIFIED: &[(&str, &[u8], &[u8])] = &[
         ("lowercase", b"ABC def", b"abc def"),
@@ -1530,7 +1530,7 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive_with_aliases() {
-        // The 3.0.9 parser accepts all of these spellings (checked with ref/rules.c).
+        // The 3.0.9 parser accepts all of these spellings (checked with bench/modsec/reference/transform/rules.c).
         assert_eq!(
             Transform::from_name("URLDECODEUNI"),
             Some(Transform::UrlDecodeUni)

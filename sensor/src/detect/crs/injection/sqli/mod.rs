@@ -1307,7 +1307,7 @@ pub(super) fn detect(value: &[u8]) -> Option<[u8; 8]> {
 mod tests {
     use super::*;
 
-    // Fingerprints from libmodsecurity 3.0.9 (`ref/harness.c`).
+    // Fingerprints from libmodsecurity 3.0.9 (`bench/modsec/reference/injection/harness.c`).
     #[test]
     fn fingerprints_and_whitelist() {
         assert_eq!(
