@@ -354,10 +354,10 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
         st.matched_vars.clear();
         return false;
     }
-    if let Some(next) = &rule.chain {
-        if !eval_rule(rules, top, next, c, st) {
-            return false;
-        }
+    if let Some(next) = &rule.chain
+        && !eval_rule(rules, top, next, c, st)
+    {
+        return false;
     }
     after_match(rule, st);
     true

@@ -259,10 +259,10 @@ impl Prefilter {
     /// Sets in `bits` the bit of every rule with a literal in `hay`.
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) {
         for m in self.ac.find_overlapping_iter(hay) {
-            if let Some(&bit) = self.owner.get(m.pattern().as_usize()) {
-                if let Some(w) = bits.get_mut(bit as usize / 64) {
-                    *w |= 1 << (bit % 64);
-                }
+            if let Some(&bit) = self.owner.get(m.pattern().as_usize())
+                && let Some(w) = bits.get_mut(bit as usize / 64)
+            {
+                *w |= 1 << (bit % 64);
             }
         }
     }

@@ -16,6 +16,7 @@ use super::prefilter::{self, Prefilter};
 use super::transform::Transform;
 
 /// A request variable or collection a rule can target.
+#[allow(clippy::enum_variant_names)] // MATCHED_VAR & co. are SecLang's names
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Var {
     Args,
@@ -400,13 +401,16 @@ struct Defaults {
     transforms: Vec<Option<Transform>>,
 }
 
+/// A rule's prefilter bit and the literals one of which its regex needs.
+type RuleLiterals = (u32, Vec<Vec<u8>>);
+
 struct Builder {
     nodes: Vec<Node>,
     node_index: HashMap<(u32, Transform), u32>,
     defaults: [Defaults; 6],
     report: LoadReport,
     /// Literal requirements per pipeline node: (bit, literals).
-    literals: HashMap<u32, Vec<(u32, Vec<Vec<u8>>)>>,
+    literals: HashMap<u32, Vec<RuleLiterals>>,
     next_bit: u32,
 }
 
