@@ -6,6 +6,11 @@
 #   bench/detector_vs_modsec.sh             # 3 runs of each
 #   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh
 #   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
+#   SKIP_CRS=1 bench/detector_vs_modsec.sh  # leave out Palisade's CRS engine
+#
+# Three contenders: Palisade's built-in rules, Palisade's CRS engine running the same CRS as
+# ModSecurity (Debian's 3.3.4, PL1, threshold 5; `--mode crs`: a request counts as detected
+# when its attack-family rules reach the threshold), and libmodsecurity3 + CRS.
 #
 # Palisade side: sensor/examples/eval_corpus.rs (parse + inspect timed inside, one pass).
 # ModSecurity side: bench/modsec/driver.c (transaction timed inside; wall and thread CPU time).
@@ -44,6 +49,12 @@ for run in $(seq "$RUNS"); do
   echo "run $run/$RUNS: palisade detector" >&2
   /usr/bin/time -v -o "$WORK/p.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
     --out "$WORK/p.$run.json" >"$WORK/p.$run.out"
+  if [[ -z ${SKIP_CRS:-} ]]; then
+    echo "run $run/$RUNS: palisade crs engine" >&2
+    /usr/bin/time -v -o "$WORK/c.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
+      --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
+      --out "$WORK/c.$run.json" >"$WORK/c.$run.out"
+  fi
   echo "run $run/$RUNS: modsecurity + crs" >&2
   /usr/bin/time -v -o "$WORK/m.$run.time" taskset -c "$CORE" "$WORK/driver" \
     "$ROOT/bench/modsec/modsecurity.conf" "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts" \
@@ -58,10 +69,21 @@ def gnu_time(path):
         v[k] = val
     return {"process_cpu_s": float(v["User time (seconds)"]) + float(v["System time (seconds)"]),
             "max_rss_kib": int(v["Maximum resident set size (kbytes)"])}
+import os
 p = json.load(open(f"{work}/p.{run}.json"))
 m = json.load(open(f"{work}/m.{run}.json"))
 pt, mt = gnu_time(f"{work}/p.{run}.time"), gnu_time(f"{work}/m.{run}.time")
-print(json.dumps({"run": int(run),
+def ours(p, pt):
+    return {"requests": p["requests"], "attacks_detected": p["attacks"]["detected"],
+            "attacks_total": p["attacks"]["total"], "tpr": p["attacks"]["tpr"],
+            "benign_detected": p["benign"]["false_positives"], "benign_total": p["benign"]["total"],
+            "fpr": p["benign"]["fpr"], "parse_errors": p["parse_errors"],
+            "requests_per_s": p["throughput_unwarmed"]["requests_per_s"],
+            "requests_per_process_cpu_s": p["requests"] / pt["process_cpu_s"], **pt}
+extra = {}
+if os.path.exists(f"{work}/c.{run}.json"):
+    extra["palisade_crs"] = ours(json.load(open(f"{work}/c.{run}.json")), gnu_time(f"{work}/c.{run}.time"))
+print(json.dumps({"run": int(run), **extra,
   "palisade": {"requests": p["requests"], "attacks_detected": p["attacks"]["detected"],
                "attacks_total": p["attacks"]["total"], "tpr": p["attacks"]["tpr"],
                "benign_detected": p["benign"]["false_positives"], "benign_total": p["benign"]["total"],
@@ -85,22 +107,30 @@ rows = [json.loads(l) for l in open(rows_path)]
 def med(side, key):
     return statistics.median(r[side][key] for r in rows)
 keys = ("requests_per_s", "requests_per_process_cpu_s", "process_cpu_s", "max_rss_kib")
-medians = {side: {k: med(side, k) for k in keys} for side in ("palisade", "modsecurity")}
+sides = ["palisade"] + (["palisade_crs"] if "palisade_crs" in rows[0] else []) + ["modsecurity"]
+medians = {side: {k: med(side, k) for k in keys} for side in sides}
 medians["modsecurity"]["requests_per_cpu_s"] = med("modsecurity", "requests_per_cpu_s")
 last = rows[-1]
 det = {side: {k: last[side][k] for k in ("attacks_detected", "attacks_total", "tpr",
-              "benign_detected", "benign_total", "fpr")} for side in ("palisade", "modsecurity")}
+              "benign_detected", "benign_total", "fpr")} for side in sides}
 P, M = medians["palisade"], medians["modsecurity"]
 ratios = {
     "requests_per_s_timed_inside": round(P["requests_per_s"] / M["requests_per_s"], 1),
     "requests_per_process_cpu_s": round(P["requests_per_process_cpu_s"] / M["requests_per_process_cpu_s"], 1),
     "max_rss": round(P["max_rss_kib"] / M["max_rss_kib"], 3),
 }
+if "palisade_crs" in medians:
+    C = medians["palisade_crs"]
+    ratios["crs_engine_requests_per_s_timed_inside"] = round(C["requests_per_s"] / M["requests_per_s"], 1)
+    ratios["crs_engine_requests_per_s_vs_modsec_thread_cpu"] = round(C["requests_per_s"] / M["requests_per_cpu_s"], 1)
+    ratios["crs_engine_requests_per_process_cpu_s"] = round(C["requests_per_process_cpu_s"] / M["requests_per_process_cpu_s"], 1)
 targets = {
     "throughput_10x": ratios["requests_per_process_cpu_s"] >= 10 and ratios["requests_per_s_timed_inside"] >= 10,
     "attack_detection_at_least_modsec": det["palisade"]["tpr"] >= det["modsecurity"]["tpr"],
     "fewer_benign_detections": det["palisade"]["benign_detected"] < det["modsecurity"]["benign_detected"],
 }
+if "palisade_crs" in medians:
+    targets["crs_engine_50x"] = ratios["crs_engine_requests_per_s_vs_modsec_thread_cpu"] >= 50
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 crs = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "modsecurity-crs"], capture_output=True, text=True).stdout
 lib = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libmodsecurity3"], capture_output=True, text=True).stdout
@@ -113,7 +143,7 @@ doc = {"benchmark": "detector_vs_modsec", "script": "bench/detector_vs_modsec.sh
                     "crs_config": "Debian crs-setup.conf defaults: anomaly scoring, PL1, inbound threshold 5; SecRuleEngine On"},
        "medians": medians, "detection": det, "ratios": ratios, "targets_met": targets, "runs": rows}
 json.dump(doc, open(out, "w"), indent=1)
-for side in ("palisade", "modsecurity"):
+for side in sides:
     d, m = det[side], medians[side]
     print(f"{side:12} attacks {d['attacks_detected']}/{d['attacks_total']} ({d['tpr']:.3f})  "
           f"benign {d['benign_detected']}/{d['benign_total']} ({d['fpr']:.4f})  "

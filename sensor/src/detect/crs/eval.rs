@@ -326,7 +326,9 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
                 let hit = apply_op(rule, op, value, c, st);
                 if hit {
                     let key = v.full_key();
-                    if st.evidence.len() < MAX_EVIDENCE {
+                    // evidence only for rules that log (the paranoia-level gates and the
+                    // scaffolding match on every request and log nothing)
+                    if top.log && st.evidence.len() < MAX_EVIDENCE {
                         st.evidence.push(Evidence {
                             variable: key.clone(),
                             value: value[..value.len().min(MAX_VALUE)].to_vec(),
