@@ -19,6 +19,9 @@
 #   BODY_BYTES=N         wrk POSTs a JSON body of N bytes (the sensor inspects bodies) instead of
 #                        a GET; nginx serves the file for POST too (error_page 405 =200).
 #   SKIP_MODSEC=1        leave out (c).
+#   SKIP_CRS=1           leave out (e) sensor_crs: the same sensor with the OWASP CRS engine on
+#                        (--crs-dir $CRS_DIR, default Debian's /usr/share/modsecurity-crs, PL1),
+#                        measured in the same rounds as built-in only.
 #   OUT=path             where the JSON goes.
 #
 # Needs scripts/setup.sh (nginx-light, wrk, nats-server) and scripts/bench-deps.sh (ModSecurity).
@@ -50,6 +53,8 @@ OUT="${OUT:-$ROOT/bench/results/sensor_overhead.json}"
 BASE_REV="${BASE_REV:-}"
 BODY_BYTES="${BODY_BYTES:-0}"
 SKIP_MODSEC="${SKIP_MODSEC:-0}"
+SKIP_CRS="${SKIP_CRS:-0}"
+CRS_DIR="${CRS_DIR:-/usr/share/modsecurity-crs}"
 
 log() { printf '\033[1;34m[bench]\033[0m %s\n' "$*" >&2; }
 die() { printf 'sensor_overhead: %s\n' "$*" >&2; exit 1; }
@@ -219,9 +224,11 @@ metric() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 
 vm_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 start_sensor() {
-    "${1:-$SENSOR}" --source ebpf --interface "$HOST_IF" --port "$PORT" --sensor-id bench \
+    local bin="${1:-$SENSOR}"
+    shift || true
+    "$bin" --source ebpf --interface "$HOST_IF" --port "$PORT" --sensor-id bench \
         --nats-url "nats://127.0.0.1:$NATS_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
-        >"$WORK/sensor.log" 2>&1 &
+        "$@" >"$WORK/sensor.log" 2>&1 &
     SENSOR_PID=$!
     for _ in $(seq 100); do
         status "$PORT" /warmup >/dev/null
@@ -277,6 +284,7 @@ measure() {
     case "$config" in
         sensor) start_sensor "$SENSOR" ;;
         sensor_base) start_sensor "$BASE_SENSOR" ;;
+        sensor_crs) start_sensor "$SENSOR" --crs-dir "$CRS_DIR" ;;
     esac
     mapfile -t pids < <(pgrep -P "$inst")
     [ "${#pids[@]}" -gt 0 ] || die "no nginx worker under pid $inst"
@@ -287,7 +295,7 @@ measure() {
             child_times w1; s1="$(cpu_snapshot "${pids[@]}")"
             extra='{}'
             ;;
-        sensor | sensor_base)
+        sensor | sensor_base | sensor_crs)
             local c0 c1 drops captured parsed hwm
             s0="$(cpu_snapshot "${pids[@]}")"; child_times w0
             c0="$(cpu_ticks "$SENSOR_PID")"
@@ -339,6 +347,7 @@ done
 
 CONFIGS=(none sensor)
 [ -n "$BASE_SENSOR" ] && CONFIGS+=(sensor_base)
+[ "$SKIP_CRS" = 1 ] || CONFIGS+=(sensor_crs)
 [ "$SKIP_MODSEC" = 1 ] || CONFIGS+=(modsec)
 for r in $(seq "$ROUNDS"); do
     for k in $(seq 0 $(( ${#CONFIGS[@]} - 1 ))); do
@@ -365,7 +374,7 @@ import json, os, platform, statistics, sys
 out, rows_path, duration, conns, threads, versions = sys.argv[1:7]
 load_start, load_end, uptime_start, uptime_end, base_rev, body_bytes = sys.argv[7:13]
 rows = [json.loads(l) for l in open(rows_path)]
-configs = [c for c in ["none", "sensor", "sensor_base", "modsec"] if any(r["config"] == c for r in rows)]
+configs = [c for c in ["none", "sensor", "sensor_base", "sensor_crs", "modsec"] if any(r["config"] == c for r in rows)]
 others = [c for c in configs if c != "none"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
@@ -374,7 +383,7 @@ by = {c: [r for r in rows if r["config"] == c] for c in configs}
 medians = {c: {"rps": med([r["rps"] for r in by[c]]), "p99_ms": med([r["p99_ms"] for r in by[c]]),
                "p50_ms": med([r["p50_ms"] for r in by[c]]),
                "others_cpu_percent": med([r["others_cpu_percent"] for r in by[c]])} for c in configs}
-for c in ("sensor", "sensor_base"):
+for c in ("sensor", "sensor_base", "sensor_crs"):
     s = by.get(c, [])
     if s:
         medians[c].update({

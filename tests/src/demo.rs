@@ -77,6 +77,8 @@ pub struct DemoOptions {
     pub mode: Option<SensorMode>,
     /// Print progress as it goes.
     pub verbose: bool,
+    /// Run the sensor with the OWASP Core Rule Set in this directory beside its built-in rules.
+    pub crs_dir: Option<PathBuf>,
 }
 
 /// One attacker in the outcome.
@@ -815,6 +817,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "info");
+        if let Some(dir) = &opts.crs_dir {
+            cmd.arg("--crs-dir").arg(dir);
+        }
         match mode {
             SensorMode::Ebpf => {
                 cmd.args(["--source", "ebpf"])

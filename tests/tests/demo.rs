@@ -21,6 +21,7 @@ async fn run_demo(mode: SensorMode) {
         bin_dir: bin_dir(),
         mode: Some(mode),
         verbose: true,
+        crs_dir: None,
     })
     .await
     .expect("the demo runs to the end");

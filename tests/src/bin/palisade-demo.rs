@@ -20,6 +20,10 @@ struct Cli {
     /// Also write the outcome as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the sensor with the OWASP Core Rule Set beside its built-in rules (e.g. Debian's
+    /// /usr/share/modsecurity-crs).
+    #[arg(long, env = "PALISADE_CRS_DIR")]
+    crs_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -33,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         bin_dir,
         mode: cli.log_source.then_some(SensorMode::Log),
         verbose: true,
+        crs_dir: cli.crs_dir,
     };
     // Ctrl-C or SIGTERM drops the demo future, and with it every guard: processes, the
     // namespace, the servers.
