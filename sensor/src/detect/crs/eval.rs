@@ -402,7 +402,7 @@ fn after_match(rule: &Rule, st: &mut State) {
 }
 
 fn excluded(rule: &Rule, top: &Rule, v: &Val<'_>, st: &State) -> bool {
-    let same_var = |t: &Target| t.var.name() == v.var.name() || base_of(t.var) == base_of(v.var);
+    let same_var = |t: &Target| base_of(t.var) == base_of(v.var);
     for e in &rule.exclusions {
         let hit = match &e.sel {
             Sel::Regex(re) => same_var(e) && re.is_match(&v.key),
