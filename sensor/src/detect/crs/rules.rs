@@ -256,7 +256,65 @@ pub enum Sel {
     /// Key compared ASCII-case-insensitively (stored lowercased).
     Key(Vec<u8>),
     /// Keys matching a regex (case-insensitive).
-    Regex(Regex),
+    Regex(KeyRegex),
+}
+
+/// A key selector's regex, with the literal forms CRS writes (`/^HEADER_NAME_/`, `/__utm/`)
+/// answered without running it.
+#[derive(Debug, Clone)]
+pub struct KeyRegex {
+    re: Regex,
+    fast: Option<(LiteralKind, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LiteralKind {
+    Exact,
+    Prefix,
+    Contains,
+}
+
+impl KeyRegex {
+    fn new(pattern: &str) -> Result<KeyRegex, regex::Error> {
+        let re = RegexBuilder::new(pattern)
+            .case_insensitive(true)
+            .unicode(false)
+            .build()?;
+        let (anchored, rest) = match pattern.strip_prefix('^') {
+            Some(r) => (true, r),
+            None => (false, pattern),
+        };
+        let (ended, lit) = match rest.strip_suffix('$') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let plain = !lit.is_empty()
+            && lit
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let fast = match (plain, anchored, ended) {
+            (false, _, _) | (true, false, true) => None,
+            (true, true, true) => Some(LiteralKind::Exact),
+            (true, true, false) => Some(LiteralKind::Prefix),
+            (true, false, false) => Some(LiteralKind::Contains),
+        }
+        .map(|k| (k, lit.to_ascii_lowercase().into_bytes()));
+        Ok(KeyRegex { re, fast })
+    }
+
+    /// Does the key match (ASCII case-insensitively)?
+    pub fn is_match(&self, key: &[u8]) -> bool {
+        match &self.fast {
+            None => self.re.is_match(key),
+            Some((LiteralKind::Exact, l)) => key.eq_ignore_ascii_case(l),
+            Some((LiteralKind::Prefix, l)) => {
+                key.len() >= l.len() && key[..l.len()].eq_ignore_ascii_case(l)
+            }
+            Some((LiteralKind::Contains, l)) => {
+                key.windows(l.len()).any(|w| w.eq_ignore_ascii_case(l))
+            }
+        }
+    }
 }
 
 /// A compiled target or exclusion.
@@ -609,11 +667,7 @@ pub fn target(loc: &Location, spec: &VarSpec) -> Result<Target, CrsError> {
         None => Sel::All,
         Some(super::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase().into_bytes()),
         Some(super::ast::Selector::Regex(r)) => Sel::Regex(
-            RegexBuilder::new(r)
-                .case_insensitive(true)
-                .unicode(false)
-                .build()
-                .map_err(|e| err(loc, format!("`{}:/{r}/`: {e}", spec.collection)))?,
+            KeyRegex::new(r).map_err(|e| err(loc, format!("`{}:/{r}/`: {e}", spec.collection)))?,
         ),
     };
     let full_name = match &spec.selector {
@@ -1008,4 +1062,40 @@ fn severity(v: &str) -> Option<u8> {
         "DEBUG" => 7,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyRegex;
+
+    #[test]
+    fn literal_key_regexes_answer_like_the_regex() {
+        let keys: &[&[u8]] = &[
+            b"header_name_host",
+            b"HEADER_NAME_X",
+            b"x_header_name_",
+            b"__utma",
+            b"a__UTMz",
+            b"utm",
+            b"",
+        ];
+        for pattern in [
+            "^HEADER_NAME_",
+            "__utm",
+            "^__utma$",
+            "utm$",
+            "^a.c",
+            "(?:x|y)",
+        ] {
+            let k = KeyRegex::new(pattern).unwrap();
+            let re = regex::bytes::RegexBuilder::new(pattern)
+                .case_insensitive(true)
+                .unicode(false)
+                .build()
+                .unwrap();
+            for key in keys {
+                assert_eq!(k.is_match(key), re.is_match(key), "{pattern} on {key:?}");
+            }
+        }
+    }
 }
