@@ -344,14 +344,7 @@ fn rust_equivalent(pattern: &str) -> Result<regex::bytes::Regex, String> {
     if check.has_caret {
         // PCRE's multiline `^` does not match after a newline that ends the subject; Rust's does.
         // That only matters for a match that is empty and starts at the end of the value.
-        let hir = regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .dot_matches_new_line(true)
-            .multi_line(true)
-            .build()
-            .parse(pattern)
-            .map_err(|e| format!("rust: {e}"))?;
+        let hir = super::prefilter::pcre_like_hir(pattern).map_err(|e| format!("rust: {e}"))?;
         if hir.properties().minimum_len().unwrap_or(0) == 0 {
             return Err("`^` in a pattern that can match empty".into());
         }

@@ -17,17 +17,22 @@ const MAX_CLASS: usize = 4;
 /// The literals one of which every match of `pattern` contains (lowercased), or None when the
 /// pattern has no such set (it can match without any literal, or the syntax is not understood).
 pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::ParserBuilder::new()
+    let hir = pcre_like_hir(pattern).ok()?;
+    let info = analyze(&hir);
+    let best = best_of(info.required, info.exact.filter(|s| valid(s)));
+    best.filter(|s| valid(s))
+}
+
+/// The syntax tree of `pattern` read the way libmodsecurity compiles it for PCRE2: bytes (no
+/// Unicode), `.` matching newlines, `^`/`$` at line ends.
+pub fn pcre_like_hir(pattern: &str) -> Result<Hir, regex_syntax::Error> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .dot_matches_new_line(true)
         .multi_line(true)
         .build()
         .parse(pattern)
-        .ok()?;
-    let info = analyze(&hir);
-    let best = best_of(info.required, info.exact.filter(|s| valid(s)));
-    best.filter(|s| valid(s))
 }
 
 struct Info {
