@@ -25,7 +25,7 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
 
 /// The syntax tree of `pattern` read the way libmodsecurity compiles it for PCRE2: bytes (no
 /// Unicode), `.` matching newlines, `^`/`$` at line ends.
-pub fn pcre_like_hir(pattern: &str) -> Result<Hir, regex_syntax::Error> {
+pub fn pcre_like_hir(pattern: &str) -> Result<Hir, String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
@@ -33,6 +33,7 @@ pub fn pcre_like_hir(pattern: &str) -> Result<Hir, regex_syntax::Error> {
         .multi_line(true)
         .build()
         .parse(pattern)
+        .map_err(|e| e.to_string())
 }
 
 struct Info {
