@@ -155,20 +155,10 @@ fn main() -> anyhow::Result<()> {
                 "builtin" => (detector.inspect_builtin(&request), None),
                 "crs" => {
                     let v = detector.crs_verdict(&request);
-                    let d = match &v {
-                        Some(v) if v.is_attack => vec![crs_detection(v)],
-                        _ => Vec::new(),
-                    };
-                    (d, v)
+                    let d = v.as_ref().and_then(|v| detector.crs_detection(v));
+                    (d.into_iter().collect(), v)
                 }
-                _ => {
-                    let v = if verdicts.is_some() {
-                        detector.crs_verdict(&request)
-                    } else {
-                        None
-                    };
-                    (detector.inspect(&request), v)
-                }
+                _ => detector.inspect_with_verdict(&request),
             },
             Parsed::Partial | Parsed::Invalid(_) => {
                 parse_errors += 1;
@@ -329,22 +319,6 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(())
-}
-
-/// A CRS-only detection as the detector would report it (for `--mode crs`).
-fn crs_detection(v: &palisade_sensor::detect::crs::Verdict) -> palisade_sensor::detect::Detection {
-    let s = palisade_sensor::detect::crs::mapping::summary(v);
-    palisade_sensor::detect::Detection {
-        rule_id: s
-            .as_ref()
-            .map_or_else(|| "crs".to_string(), |s| s.rule_id.clone()),
-        category: s.as_ref().map_or("crs", |s| s.category).to_string(),
-        severity: palisade_sensor::detect::crs::mapping::severity(v.attack_score, 5),
-        mitre: Vec::new(),
-        evidence: String::new(),
-        location: String::new(),
-        crs: None,
-    }
 }
 
 fn line_excerpt(rec: &Line) -> String {

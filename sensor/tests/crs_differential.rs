@@ -28,13 +28,6 @@ const MIN_AGREEMENT: f64 = 99.0;
 
 type Verdicts = BTreeMap<String, (BTreeSet<u64>, i64)>;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
 /// Why the reference cannot run here, if it cannot.
 fn missing() -> Option<String> {
     for f in [
@@ -58,12 +51,10 @@ fn missing() -> Option<String> {
 }
 
 fn can_run(test: &str) -> bool {
-    let Some(why) = missing() else { return true };
-    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-        panic!("{test} cannot run with CI=true: {why} (run scripts/setup.sh)");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    false
+    !palisade_tests::skip_because(
+        test,
+        missing().map(|why| format!("{why} (run scripts/setup.sh)")),
+    )
 }
 
 fn build_driver(dir: &Path) -> PathBuf {
@@ -76,7 +67,7 @@ fn build_driver(dir: &Path) -> PathBuf {
     let status = Command::new("gcc")
         .args(["-O2", "-Wall", "-o"])
         .arg(&out)
-        .arg(workspace_root().join("bench/modsec/crs_driver.c"))
+        .arg(palisade_tests::workspace_root().join("bench/modsec/crs_driver.c"))
         .args(flags.split_whitespace())
         .status()
         .expect("gcc");

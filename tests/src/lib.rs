@@ -32,6 +32,21 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// For tests that need something a machine may lack: `true` (after printing why) when
+/// `missing` says what is missing and `test` should return early. Under `CI=true` (CI
+/// installs everything with `scripts/setup.sh` and runs as root) a test that cannot run is a
+/// failure, not a skip: this panics with the reason instead.
+pub fn skip_because(test: &str, missing: Option<String>) -> bool {
+    let Some(reason) = missing else {
+        return false;
+    };
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        panic!("{test} cannot run with CI=true: {reason}");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    true
+}
+
 /// Where the workspace's binaries are when none is given: the directory of the running
 /// executable (`target/<profile>/`, since the demo and bench binaries are built beside them).
 pub fn default_bin_dir() -> anyhow::Result<PathBuf> {

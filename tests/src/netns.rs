@@ -40,14 +40,7 @@ pub fn skip_reason() -> Option<String> {
 /// return early. When the environment variable `CI` is `true` (CI runs as root) a test that
 /// cannot run is a failure, not a skip: this panics with the reason instead.
 pub fn skip_unless_ci(test: &str) -> bool {
-    let Some(reason) = skip_reason() else {
-        return false;
-    };
-    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-        panic!("{test} cannot run with CI=true: {reason}");
-    }
-    eprintln!("SKIPPED {test}: {reason}");
-    true
+    crate::skip_because(test, skip_reason())
 }
 
 /// A namespace with one end of a veth pair; the other end is in the caller's namespace.

@@ -380,34 +380,43 @@ impl Detector {
     /// A request both flag gives the built-in detections, the most severe one carrying the CRS
     /// verdict; a request only CRS flags gives one CRS detection (see [`crs::mapping`]).
     pub fn inspect(&self, req: &Request) -> Vec<Detection> {
+        self.inspect_with_verdict(req).0
+    }
+
+    /// [`Detector::inspect`], also returning the CRS verdict it was made from (None without
+    /// CRS, or for a later body window).
+    pub fn inspect_with_verdict(&self, req: &Request) -> (Vec<Detection>, Option<crs::Verdict>) {
         let mut out = self.inspect_builtin(req);
-        let Some(verdict) = self.crs_verdict(req) else {
-            return out;
-        };
-        if !verdict.is_attack {
-            return out;
+        let verdict = self.crs_verdict(req);
+        if let Some(v) = verdict.as_ref().filter(|v| v.is_attack) {
+            match out.first_mut() {
+                Some(first) => first.crs = Some(crs::mapping::detail(v)),
+                None => out.extend(self.crs_detection(v)),
+            }
         }
-        let detail = crs::mapping::detail(&verdict);
-        if let Some(first) = out.first_mut() {
-            first.crs = Some(detail);
-            return out;
+        (out, verdict)
+    }
+
+    /// The detection a CRS verdict makes on its own (None when it does not reach the
+    /// threshold): led by its attack rule with the most points (see [`crs::mapping`]).
+    pub fn crs_detection(&self, verdict: &crs::Verdict) -> Option<Detection> {
+        if !verdict.is_attack {
+            return None;
         }
         let threshold = self
             .crs
             .as_deref()
             .map_or(crs::DEFAULT_THRESHOLD, |c| c.settings().threshold);
-        if let Some(s) = crs::mapping::summary(&verdict) {
-            out.push(Detection {
-                rule_id: s.rule_id,
-                category: s.category.to_string(),
-                severity: crs::mapping::severity(verdict.attack_score, threshold),
-                mitre: s.mitre,
-                evidence: s.evidence,
-                location: s.location,
-                crs: Some(detail),
-            });
-        }
-        out
+        let s = crs::mapping::summary(verdict)?;
+        Some(Detection {
+            rule_id: s.rule_id,
+            category: s.category.to_string(),
+            severity: crs::mapping::severity(verdict.attack_score, threshold),
+            mitre: s.mitre,
+            evidence: s.evidence,
+            location: s.location,
+            crs: Some(crs::mapping::detail(verdict)),
+        })
     }
 
     /// Forget the header fields remembered clean, so the next requests are scanned in full

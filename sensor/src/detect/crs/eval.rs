@@ -12,15 +12,36 @@ use foldhash::fast::RandomState;
 use super::ast::IdRange;
 use super::collections::{BodyProcessor, Collections, Entry, RequestInput};
 use super::injection;
-use super::macros::{Part, Template};
+use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
     Coll, Compiled, Ctl, DynamicCache, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target, Var,
 };
+use super::transform::{Transform, apply_all};
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
-/// Value kinds (slot layout): collections 1-15, single-valued variables from 32.
+/// Value kinds of the dense slot layout: one per collection (values and names apart), then
+/// one per single-valued variable from [`SCALAR_BASE`]. `kind_len` says how many slots each
+/// takes in a request; `resolve` hands values out under the same kinds.
+mod kind {
+    pub const ARGS_GET: u32 = 1;
+    pub const ARGS_POST: u32 = 2;
+    pub const ARGS_GET_NAMES: u32 = 3;
+    pub const ARGS_POST_NAMES: u32 = 4;
+    pub const COOKIES: u32 = 5;
+    pub const COOKIES_NAMES: u32 = 6;
+    pub const HEADERS: u32 = 7;
+    pub const HEADERS_NAMES: u32 = 8;
+    pub const FILES: u32 = 9;
+    pub const FILES_NAMES: u32 = 10;
+    pub const MULTIPART_PART_HEADERS: u32 = 11;
+    pub const XML_TEXT: u32 = 12;
+    pub const XML_ATTRS: u32 = 13;
+    /// JSON arguments: in ARGS, not in ARGS_POST.
+    pub const ARGS_OTHER: u32 = 14;
+    pub const ARGS_OTHER_NAMES: u32 = 15;
+}
 const KINDS: usize = 64;
 const SCALAR_BASE: u32 = 32;
 const UNSET: u32 = u32::MAX - 1;
@@ -169,18 +190,18 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
 }
 
 /// Number of values of each kind, for the dense slot layout.
-fn kind_len(c: &Collections, kind: usize) -> usize {
-    match kind {
-        1 | 3 => c.args_get.len(),
-        2 | 4 => c.args_post.len(),
-        5 | 6 => c.request_cookies.len(),
-        7 | 8 => c.request_headers.len(),
-        9 | 10 => c.files.len(),
-        11 => c.multipart_part_headers.len(),
-        12 => 1,
-        13 => c.xml_attrs.len(),
-        14 | 15 => c.args_other.len(),
-        k if (SCALAR_BASE as usize..SCALAR_BASE as usize + 20).contains(&k) => 1,
+fn kind_len(c: &Collections, k: u32) -> usize {
+    match k {
+        kind::ARGS_GET | kind::ARGS_GET_NAMES => c.args_get.len(),
+        kind::ARGS_POST | kind::ARGS_POST_NAMES => c.args_post.len(),
+        kind::COOKIES | kind::COOKIES_NAMES => c.request_cookies.len(),
+        kind::HEADERS | kind::HEADERS_NAMES => c.request_headers.len(),
+        kind::FILES | kind::FILES_NAMES => c.files.len(),
+        kind::MULTIPART_PART_HEADERS => c.multipart_part_headers.len(),
+        kind::XML_TEXT => 1,
+        kind::XML_ATTRS => c.xml_attrs.len(),
+        kind::ARGS_OTHER | kind::ARGS_OTHER_NAMES => c.args_other.len(),
+        k if (SCALAR_BASE..SCALAR_BASE + 20).contains(&k) => 1,
         _ => 0,
     }
 }
@@ -189,9 +210,9 @@ fn kind_len(c: &Collections, kind: usize) -> usize {
 fn reset_caches(c: &Collections, st: &mut State) {
     let mut next = 0u32;
     st.bases.resize(KINDS, 0);
-    for kind in 0..KINDS {
-        st.bases[kind] = next;
-        next += kind_len(c, kind) as u32;
+    for (k, base) in st.bases.iter_mut().enumerate() {
+        *base = next;
+        next += kind_len(c, k as u32) as u32;
     }
     let cells = next as usize * st.nodes as usize;
     st.cache.clear();
@@ -283,13 +304,9 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
             let single = [rule.pipeline];
             let mut path = Vec::new();
             let steps: &[u32] = if rule.multi_match {
-                let mut n = rule.pipeline;
-                while n != 0 {
-                    path.push(n);
-                    n = rules.nodes[n as usize].parent;
-                }
+                // the value before any transformation, then after each one
                 path.push(0);
-                path.reverse();
+                path.extend(rules.pipeline(rule.pipeline));
                 &path
             } else {
                 &single
@@ -365,15 +382,11 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
     true
 }
 
-fn pipeline_names(rules: &Compiled, mut node: u32) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    while node != 0 {
-        let n = rules.nodes[node as usize];
-        out.push(n.step.name());
-        node = n.parent;
-    }
-    out.reverse();
-    out
+fn pipeline_names(rules: &Compiled, node: u32) -> Vec<&'static str> {
+    rules
+        .pipeline(node)
+        .map(|n| rules.nodes[n as usize].step.name())
+        .collect()
 }
 
 /// ctl, skipAfter, skip: run once the chain matched.
@@ -439,7 +452,7 @@ fn base_of(v: Var) -> Var {
 fn push_entries<'a>(
     bases: &[u32],
     var: Var,
-    kind: u32,
+    k: u32,
     entries: &'a [Entry],
     names: bool,
     t: &Target,
@@ -463,7 +476,7 @@ fn push_entries<'a>(
         if !ok {
             continue;
         }
-        let slot = Some(bases[kind as usize] + i as u32);
+        let slot = Some(bases[k as usize] + i as u32);
         let data = if names { &e.name } else { &e.value };
         out.push(Val {
             var,
@@ -562,27 +575,103 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
     let start = out.len();
     match t.var {
         Var::Args => {
-            push_entries(&st.bases, Var::Args, 1, &c.args_get, false, t, out);
-            push_entries(&st.bases, Var::Args, 2, &c.args_post, false, t, out);
-            push_entries(&st.bases, Var::Args, 14, &c.args_other, false, t, out);
+            push_entries(
+                &st.bases,
+                Var::Args,
+                kind::ARGS_GET,
+                &c.args_get,
+                false,
+                t,
+                out,
+            );
+            push_entries(
+                &st.bases,
+                Var::Args,
+                kind::ARGS_POST,
+                &c.args_post,
+                false,
+                t,
+                out,
+            );
+            push_entries(
+                &st.bases,
+                Var::Args,
+                kind::ARGS_OTHER,
+                &c.args_other,
+                false,
+                t,
+                out,
+            );
         }
-        Var::ArgsGet => push_entries(&st.bases, Var::ArgsGet, 1, &c.args_get, false, t, out),
-        Var::ArgsPost => push_entries(&st.bases, Var::ArgsPost, 2, &c.args_post, false, t, out),
+        Var::ArgsGet => push_entries(
+            &st.bases,
+            Var::ArgsGet,
+            kind::ARGS_GET,
+            &c.args_get,
+            false,
+            t,
+            out,
+        ),
+        Var::ArgsPost => push_entries(
+            &st.bases,
+            Var::ArgsPost,
+            kind::ARGS_POST,
+            &c.args_post,
+            false,
+            t,
+            out,
+        ),
         Var::ArgsNames => {
-            push_entries(&st.bases, Var::ArgsNames, 3, &c.args_get, true, t, out);
-            push_entries(&st.bases, Var::ArgsNames, 4, &c.args_post, true, t, out);
-            push_entries(&st.bases, Var::ArgsNames, 15, &c.args_other, true, t, out);
+            push_entries(
+                &st.bases,
+                Var::ArgsNames,
+                kind::ARGS_GET_NAMES,
+                &c.args_get,
+                true,
+                t,
+                out,
+            );
+            push_entries(
+                &st.bases,
+                Var::ArgsNames,
+                kind::ARGS_POST_NAMES,
+                &c.args_post,
+                true,
+                t,
+                out,
+            );
+            push_entries(
+                &st.bases,
+                Var::ArgsNames,
+                kind::ARGS_OTHER_NAMES,
+                &c.args_other,
+                true,
+                t,
+                out,
+            );
         }
-        Var::ArgsGetNames => {
-            push_entries(&st.bases, Var::ArgsGetNames, 3, &c.args_get, true, t, out)
-        }
-        Var::ArgsPostNames => {
-            push_entries(&st.bases, Var::ArgsPostNames, 4, &c.args_post, true, t, out)
-        }
+        Var::ArgsGetNames => push_entries(
+            &st.bases,
+            Var::ArgsGetNames,
+            kind::ARGS_GET_NAMES,
+            &c.args_get,
+            true,
+            t,
+            out,
+        ),
+        Var::ArgsPostNames => push_entries(
+            &st.bases,
+            Var::ArgsPostNames,
+            kind::ARGS_POST_NAMES,
+            &c.args_post,
+            true,
+            t,
+            out,
+        ),
         Var::Cookies => push_entries(
             &st.bases,
             Var::Cookies,
-            5,
+            kind::COOKIES,
             &c.request_cookies,
             false,
             t,
@@ -591,7 +680,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
         Var::CookiesNames => push_entries(
             &st.bases,
             Var::CookiesNames,
-            6,
+            kind::COOKIES_NAMES,
             &c.request_cookies,
             true,
             t,
@@ -600,7 +689,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
         Var::Headers => push_entries(
             &st.bases,
             Var::Headers,
-            7,
+            kind::HEADERS,
             &c.request_headers,
             false,
             t,
@@ -609,18 +698,26 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
         Var::HeadersNames => push_entries(
             &st.bases,
             Var::HeadersNames,
-            8,
+            kind::HEADERS_NAMES,
             &c.request_headers,
             true,
             t,
             out,
         ),
-        Var::Files => push_entries(&st.bases, Var::Files, 9, &c.files, false, t, out),
-        Var::FilesNames => push_entries(&st.bases, Var::FilesNames, 10, &c.files, true, t, out),
+        Var::Files => push_entries(&st.bases, Var::Files, kind::FILES, &c.files, false, t, out),
+        Var::FilesNames => push_entries(
+            &st.bases,
+            Var::FilesNames,
+            kind::FILES_NAMES,
+            &c.files,
+            true,
+            t,
+            out,
+        ),
         Var::MultipartPartHeaders => push_entries(
             &st.bases,
             Var::MultipartPartHeaders,
-            11,
+            kind::MULTIPART_PART_HEADERS,
             &c.multipart_part_headers,
             false,
             t,
@@ -640,7 +737,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
                         var: Var::Xml,
                         key: Cow::Borrowed(b"//@*"),
                         data: Cow::Borrowed(a),
-                        slot: Some(st.bases[13] + i as u32),
+                        slot: Some(st.bases[kind::XML_ATTRS as usize] + i as u32),
                     });
                 }
             }
@@ -649,7 +746,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
                     var: Var::Xml,
                     key: Cow::Borrowed(b"/*"),
                     data: Cow::Borrowed(x),
-                    slot: Some(st.bases[12]),
+                    slot: Some(st.bases[kind::XML_TEXT as usize]),
                 });
             }
         }
@@ -761,20 +858,14 @@ fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State) -> Tv {
         return Tv::Raw;
     }
     let Some(slot) = v.slot else {
-        let mut chain = Vec::new();
-        let mut n = node;
-        while n != 0 {
-            chain.push(rules.nodes[n as usize].step);
-            n = rules.nodes[n as usize].parent;
-        }
-        let mut cur: Option<Vec<u8>> = None;
-        for step in chain.into_iter().rev() {
-            let input: &[u8] = cur.as_deref().unwrap_or(&v.data);
-            if let Some(next) = step.apply(input) {
-                cur = Some(next);
-            }
-        }
-        return cur.map_or(Tv::Raw, Tv::Owned);
+        let steps: Vec<Transform> = rules
+            .pipeline(node)
+            .map(|n| rules.nodes[n as usize].step)
+            .collect();
+        return match apply_all(&steps, &v.data) {
+            Cow::Borrowed(_) => Tv::Raw,
+            Cow::Owned(o) => Tv::Owned(o),
+        };
     };
     match cached(rules, v.data.as_ref(), slot, node, st) {
         RAW => Tv::Raw,
@@ -897,17 +988,7 @@ fn dynamic_operator(
 }
 
 fn expand(t: &Template, top: Option<&Rule>, c: &Collections, st: &State) -> Vec<u8> {
-    if let Some(l) = t.literal() {
-        return l.to_vec();
-    }
-    let mut out = Vec::new();
-    for p in t.parts() {
-        match p {
-            Part::Literal(l) => out.extend_from_slice(l),
-            Part::Macro { name, key } => macro_value(name, key.as_deref(), top, c, st, &mut out),
-        }
-    }
-    out
+    t.expand_with(|name, key, out| macro_value(name, key, top, c, st, out))
 }
 
 fn macro_value(

@@ -48,13 +48,14 @@ impl Template {
         Template { parts }
     }
 
-    /// True when the text has at least one macro (otherwise [`Template::literal`] is the value).
+    /// True when the text has at least one macro.
     pub fn has_macros(&self) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Macro { .. }))
     }
 
-    /// The text when there are no macros.
-    pub fn literal(&self) -> Option<&[u8]> {
+    /// The text when there are no macros (what the tests inspect).
+    #[cfg(test)]
+    fn literal(&self) -> Option<&[u8]> {
         match self.parts.as_slice() {
             [] => Some(b""),
             [Part::Literal(l)] => Some(l),
@@ -62,8 +63,9 @@ impl Template {
         }
     }
 
-    /// The parts, for expansion by the engine.
-    pub fn parts(&self) -> &[Part] {
+    /// The parts (what the tests inspect; the engine expands with [`Template::expand_with`]).
+    #[cfg(test)]
+    fn parts(&self) -> &[Part] {
         &self.parts
     }
 

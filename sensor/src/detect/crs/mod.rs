@@ -8,7 +8,7 @@
 //! ([`collections`]) and phase 2 as libmodsecurity does in `DetectionOnly` mode, and
 //! [`Crs::evaluate`] turns what matched into a [`Verdict`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod ast;
@@ -219,13 +219,10 @@ impl Crs {
 /// Where Debian's package puts CRS (used as the default of `--crs-dir` docs and tests).
 pub const DEBIAN_CRS_DIR: &str = "/usr/share/modsecurity-crs";
 
-/// True when `dir` looks like a CRS tree (for friendly errors before loading).
-pub fn looks_like_crs(dir: &Path) -> bool {
-    dir.join("rules").is_dir() || dir.join("REQUEST-901-INITIALIZATION.conf").is_file()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// A CRS-4-layout tree with `rules` as its one rule file.
@@ -369,11 +366,12 @@ mod tests {
 
     #[test]
     fn loads_debians_crs_when_installed() {
-        if !Path::new(DEBIAN_CRS_DIR).join("rules").is_dir() {
-            if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
-                panic!("modsecurity-crs is not installed (scripts/setup.sh installs it)");
-            }
-            eprintln!("SKIPPED: {DEBIAN_CRS_DIR} missing");
+        let missing = (!Path::new(DEBIAN_CRS_DIR).join("rules").is_dir()).then(|| {
+            format!(
+                "{DEBIAN_CRS_DIR} is missing (Debian package modsecurity-crs: scripts/setup.sh)"
+            )
+        });
+        if palisade_tests::skip_because("loads_debians_crs_when_installed", missing) {
             return;
         }
         for pl in 1..=4 {

@@ -453,6 +453,19 @@ pub struct Compiled {
     pub report: LoadReport,
 }
 
+impl Compiled {
+    /// The nodes of the transformation pipeline ending at `node`, first step first (the empty
+    /// pipeline, node 0, has none).
+    pub fn pipeline(&self, mut node: u32) -> impl Iterator<Item = u32> + use<> {
+        let mut nodes = Vec::new();
+        while node != 0 {
+            nodes.push(node);
+            node = self.nodes[node as usize].parent;
+        }
+        nodes.into_iter().rev()
+    }
+}
+
 #[derive(Default)]
 struct Defaults {
     log: Option<bool>,
