@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 
@@ -52,12 +54,44 @@ const MAX_EVIDENCE: usize = 8;
 /// Longest matched value kept per match.
 const MAX_VALUE: usize = 256;
 
+/// Bytes borrowed from the request, shared with the TX collection, or made for one use.
+enum Data<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Arc<[u8]>),
+    Name(Arc<str>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Data<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Borrowed(b) => b,
+            Data::Shared(b) => b,
+            Data::Name(n) => n.as_bytes(),
+            Data::Owned(b) => b,
+        }
+    }
+}
+
+impl<'a> From<Cow<'a, [u8]>> for Data<'a> {
+    fn from(c: Cow<'a, [u8]>) -> Data<'a> {
+        match c {
+            Cow::Borrowed(b) => Data::Borrowed(b),
+            Cow::Owned(o) => Data::Owned(o),
+        }
+    }
+}
+
+/// A TX (or other persistent collection) variable: name lowercased, value shared with readers.
+type CollMap = Map<Arc<str>, Arc<[u8]>>;
+
 /// One value a target resolved to.
 struct Val<'a> {
     var: Var,
     /// The entry's key (empty for single-valued variables).
-    key: Cow<'a, [u8]>,
-    data: Cow<'a, [u8]>,
+    key: Data<'a>,
+    data: Data<'a>,
     /// Stable identity of the value within the request, for the pipeline cache.
     slot: Option<u32>,
 }
@@ -65,10 +99,23 @@ struct Val<'a> {
 impl Val<'_> {
     /// `ARGS:name`, or the variable's name alone.
     fn full_key(&self) -> String {
-        if self.key.is_empty() && !matches!(self.var, Var::Collection(_)) {
-            self.var.name().to_string()
-        } else {
-            format!("{}:{}", self.var.name(), String::from_utf8_lossy(&self.key))
+        let mut out = String::new();
+        self.write_full_key(&mut out);
+        out
+    }
+
+    /// [`Val::full_key`] into a reused buffer.
+    fn write_full_key(&self, out: &mut String) {
+        out.clear();
+        out.push_str(self.var.name());
+        if !self.key.is_empty() || matches!(self.var, Var::Collection(_)) {
+            out.push(':');
+            match std::str::from_utf8(&self.key) {
+                Ok(k) => out.push_str(k),
+                Err(_) => {
+                    let _ = write!(out, "{}", String::from_utf8_lossy(&self.key));
+                }
+            }
         }
     }
 }
@@ -106,10 +153,15 @@ pub struct Outcome {
 }
 
 #[derive(Default)]
-struct State {
-    colls: [Map<String, Vec<u8>>; 6],
-    matched_var: Option<(String, Vec<u8>)>,
+struct State<'r> {
+    colls: [CollMap; 6],
+    /// MATCHED_VAR_NAME and MATCHED_VAR (when `matched_set`), in buffers reused per match.
+    matched_set: bool,
+    matched_name: String,
+    matched_value: Vec<u8>,
+    /// MATCHED_VARS: the first `matched_len` entries (the rest are spare buffers).
     matched_vars: Vec<(String, Vec<u8>)>,
+    matched_len: usize,
     removed_ids: Vec<IdRange>,
     removed_tags: Vec<String>,
     removed_target_id: Vec<(u64, String)>,
@@ -118,7 +170,7 @@ struct State {
     body_access: bool,
     force_body: bool,
     engine_off: bool,
-    marker: Option<String>,
+    marker: Option<&'r str>,
     skip_next: u32,
     /// First dense slot of each value kind (see `reset_caches`).
     bases: Vec<u32>,
@@ -128,8 +180,12 @@ struct State {
     /// value) or [`UNSET`].
     cache: Vec<u32>,
     arena: Vec<Vec<u8>>,
-    /// Prefilter answers per dense (slot, node): offset in `bit_words`, or [`UNSET`].
-    bits: Vec<u32>,
+    /// Prefilter answers per distinct transformed value, as offsets in `bit_words` (or
+    /// [`UNSET`]): for each slot's value itself, and for each arena entry.
+    raw_bits: Vec<u32>,
+    arena_bits: Vec<u32>,
+    /// The union of the prefilter answers over every value of a kind, per (kind, node).
+    union_bits: Vec<u32>,
     bit_words: Vec<u64>,
     /// Per top-level rule evaluation.
     points: i64,
@@ -183,7 +239,10 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     if !st.engine_off {
         run_phase(rules, 1, &c, &mut st);
     }
-    let mut tx: Vec<(String, Vec<u8>)> = st.colls[0].drain().collect();
+    let mut tx: Vec<(String, Vec<u8>)> = st.colls[0]
+        .drain()
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect();
     tx.sort();
     st.outcome.tx = tx;
     st.outcome
@@ -207,7 +266,7 @@ fn kind_len(c: &Collections, k: u32) -> usize {
 }
 
 /// Lays the request's values out in dense slots and empties the per-request caches.
-fn reset_caches(c: &Collections, st: &mut State) {
+fn reset_caches(c: &Collections, st: &mut State<'_>) {
     let mut next = 0u32;
     st.bases.resize(KINDS, 0);
     for (k, base) in st.bases.iter_mut().enumerate() {
@@ -217,13 +276,17 @@ fn reset_caches(c: &Collections, st: &mut State) {
     let cells = next as usize * st.nodes as usize;
     st.cache.clear();
     st.cache.resize(cells, UNSET);
-    st.bits.clear();
-    st.bits.resize(cells, UNSET);
+    st.raw_bits.clear();
+    st.raw_bits.resize(next as usize, UNSET);
+    st.union_bits.clear();
+    st.union_bits.resize(KINDS * st.nodes as usize, UNSET);
+    st.arena_bits.clear();
     st.bit_words.clear();
     st.arena.clear();
 }
 
-fn run_phase(rules: &Compiled, phase: usize, c: &Collections, st: &mut State) {
+fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut State<'r>) {
+    let mut vals = Vec::new();
     st.marker = None;
     st.skip_next = 0;
     for item in &rules.phases[phase] {
@@ -232,7 +295,7 @@ fn run_phase(rules: &Compiled, phase: usize, c: &Collections, st: &mut State) {
         }
         let rule = match item {
             Item::Marker(name) => {
-                if st.marker.as_deref() == Some(name.as_str()) {
+                if st.marker == Some(name.as_str()) {
                     st.marker = None;
                 }
                 continue;
@@ -256,7 +319,8 @@ fn run_phase(rules: &Compiled, phase: usize, c: &Collections, st: &mut State) {
         }
         st.points = 0;
         st.evidence.clear();
-        if eval_rule(rules, rule, rule, c, st) && rule.log {
+        let m = eval_rule(rules, rule, rule, c, st, &mut vals);
+        if m && rule.log {
             st.outcome.matched.push(MatchedRule {
                 id: rule.id,
                 phase: rule.phase,
@@ -270,8 +334,21 @@ fn run_phase(rules: &Compiled, phase: usize, c: &Collections, st: &mut State) {
     }
 }
 
+fn clear_matched(st: &mut State<'_>) {
+    st.matched_set = false;
+    st.matched_len = 0;
+}
+
 /// Evaluates `rule` (a link of `top`'s chain); true when it and the rest of the chain matched.
-fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mut State) -> bool {
+/// `vals` is a buffer reused between rules.
+fn eval_rule<'r, 'c>(
+    rules: &'r Compiled,
+    top: &'r Rule,
+    rule: &'r Rule,
+    c: &'c Collections,
+    st: &mut State<'r>,
+    vals: &mut Vec<Val<'c>>,
+) -> bool {
     let Some(op) = &rule.op else {
         // SecAction
         for sv in &rule.setvars {
@@ -280,8 +357,11 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
         after_match(rule, st);
         return true;
     };
+    if cannot_match(rules, rule, c, st) {
+        clear_matched(st);
+        return false;
+    }
     let mut matched_any = false;
-    let mut vals: Vec<Val<'_>> = Vec::new();
     for t in &rule.targets {
         if rule
             .exclusions
@@ -296,7 +376,7 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
             continue;
         }
         vals.clear();
-        resolve(t, c, st, &mut vals);
+        resolve(t, c, st, vals);
         for v in vals.drain(..) {
             if excluded(rule, top, &v, st) {
                 continue;
@@ -315,8 +395,7 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
             for &node in steps {
                 // the transformed value, borrowed from the request, or moved out of the
                 // pipeline cache for the time of the operator (and put back)
-                if let (Some(bit), Some(slot), false) =
-                    (rule.prefilter_bit, v.slot, rule.multi_match)
+                if let (Some(bit), Some(slot)) = (rule.prefilter_bit, v.slot)
                     && !rule.negated
                     && !prefilter_hit(rules, &v, slot, node, bit, st)
                 {
@@ -342,18 +421,16 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
                 }
                 let hit = apply_op(rule, op, value, c, st);
                 if hit {
-                    let key = v.full_key();
                     // evidence only for rules that log (the paranoia-level gates and the
                     // scaffolding match on every request and log nothing)
                     if top.log && st.evidence.len() < MAX_EVIDENCE {
                         st.evidence.push(Evidence {
-                            variable: key.clone(),
+                            variable: v.full_key(),
                             value: value[..value.len().min(MAX_VALUE)].to_vec(),
                             transforms: pipeline_names(rules, node),
                         });
                     }
-                    st.matched_var = Some((key.clone(), value.to_vec()));
-                    st.matched_vars.push((key, value.to_vec()));
+                    set_matched(st, &v, value);
                     for sv in &rule.setvars {
                         setvar(top, sv, c, st);
                     }
@@ -369,17 +446,34 @@ fn eval_rule(rules: &Compiled, top: &Rule, rule: &Rule, c: &Collections, st: &mu
         }
     }
     if !matched_any {
-        st.matched_var = None;
-        st.matched_vars.clear();
+        clear_matched(st);
         return false;
     }
     if let Some(next) = &rule.chain
-        && !eval_rule(rules, top, next, c, st)
+        && !eval_rule(rules, top, next, c, st, vals)
     {
         return false;
     }
     after_match(rule, st);
     true
+}
+
+/// MATCHED_VAR(_NAME) and a new MATCHED_VARS entry, in reused buffers.
+fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
+    v.write_full_key(&mut st.matched_name);
+    st.matched_value.clear();
+    st.matched_value.extend_from_slice(value);
+    st.matched_set = true;
+    if st.matched_len == st.matched_vars.len() {
+        st.matched_vars.push((String::new(), Vec::new()));
+    }
+    if let Some((name, data)) = st.matched_vars.get_mut(st.matched_len) {
+        name.clear();
+        name.push_str(&st.matched_name);
+        data.clear();
+        data.extend_from_slice(value);
+    }
+    st.matched_len += 1;
 }
 
 fn pipeline_names(rules: &Compiled, node: u32) -> Vec<&'static str> {
@@ -390,7 +484,7 @@ fn pipeline_names(rules: &Compiled, node: u32) -> Vec<&'static str> {
 }
 
 /// ctl, skipAfter, skip: run once the chain matched.
-fn after_match(rule: &Rule, st: &mut State) {
+fn after_match<'r>(rule: &'r Rule, st: &mut State<'r>) {
     for ctl in &rule.ctls {
         match ctl {
             Ctl::RuleRemoveById(ids) => st.removed_ids.extend(ids.iter().copied()),
@@ -407,14 +501,14 @@ fn after_match(rule: &Rule, st: &mut State) {
         }
     }
     if let Some(m) = &rule.skip_after {
-        st.marker = Some(m.clone());
+        st.marker = Some(m.as_str());
     }
     if rule.skip > 0 {
         st.skip_next = rule.skip;
     }
 }
 
-fn excluded(rule: &Rule, top: &Rule, v: &Val<'_>, st: &State) -> bool {
+fn excluded(rule: &Rule, top: &Rule, v: &Val<'_>, st: &State<'_>) -> bool {
     let same_var = |t: &Target| base_of(t.var) == base_of(v.var);
     for e in &rule.exclusions {
         let hit = match &e.sel {
@@ -480,14 +574,14 @@ fn push_entries<'a>(
         let data = if names { &e.name } else { &e.value };
         out.push(Val {
             var,
-            key: Cow::Borrowed(&e.name),
-            data: Cow::Borrowed(data),
+            key: Data::Borrowed(&e.name),
+            data: Data::Borrowed(data),
             slot,
         });
     }
 }
 
-fn scalar<'a>(s: Scalar, c: &'a Collections, st: &State) -> Option<Cow<'a, [u8]>> {
+fn scalar(s: Scalar, c: &Collections) -> Option<Cow<'_, [u8]>> {
     let num = |n: usize| Some(Cow::Owned(n.to_string().into_bytes()));
     match s {
         Scalar::RequestFilename => Some(Cow::Borrowed(&c.request_filename)),
@@ -517,7 +611,6 @@ fn scalar<'a>(s: Scalar, c: &'a Collections, st: &State) -> Option<Cow<'a, [u8]>
         Scalar::Duration => num(0),
         Scalar::FullRequestLength => num(c.request_line.len() + c.request_body_length),
         Scalar::Multipart(name) => {
-            let _ = st;
             multipart_flag(c, name).map(|v| Cow::Owned(v.to_string().into_bytes()))
         }
     }
@@ -571,7 +664,7 @@ fn scalar_kind(s: Scalar) -> u32 {
 }
 
 /// The values of one target (before exclusions).
-fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>>) {
+fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val<'a>>) {
     let start = out.len();
     match t.var {
         Var::Args => {
@@ -735,8 +828,8 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
                 for (i, a) in c.xml_attrs.iter().enumerate() {
                     out.push(Val {
                         var: Var::Xml,
-                        key: Cow::Borrowed(b"//@*"),
-                        data: Cow::Borrowed(a),
+                        key: Data::Borrowed(b"//@*"),
+                        data: Data::Borrowed(a),
                         slot: Some(st.bases[kind::XML_ATTRS as usize] + i as u32),
                     });
                 }
@@ -744,58 +837,64 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
             if let Some(x) = c.xml_text.as_ref().filter(|_| root) {
                 out.push(Val {
                     var: Var::Xml,
-                    key: Cow::Borrowed(b"/*"),
-                    data: Cow::Borrowed(x),
+                    key: Data::Borrowed(b"/*"),
+                    data: Data::Borrowed(x),
                     slot: Some(st.bases[kind::XML_TEXT as usize]),
                 });
             }
         }
         Var::Collection(coll) => {
             let map = &st.colls[coll_index(coll)];
-            let mut items: Vec<(&String, &Vec<u8>)> = match &t.sel {
-                Sel::All => map.iter().collect(),
-                Sel::Key(k) => std::str::from_utf8(k)
-                    .ok()
-                    .and_then(|k| map.get_key_value(k))
-                    .into_iter()
-                    .collect(),
-                Sel::Regex(re) => map
-                    .iter()
-                    .filter(|(k, _)| re.is_match(k.as_bytes()))
-                    .collect(),
+            let shared = |(k, v): (&Arc<str>, &Arc<[u8]>)| Val {
+                var: t.var,
+                key: Data::Name(k.clone()),
+                data: Data::Shared(v.clone()),
+                slot: None,
             };
-            items.sort();
-            for (k, v) in items {
-                out.push(Val {
-                    var: t.var,
-                    key: Cow::Owned(k.as_bytes().to_vec()),
-                    data: Cow::Owned(v.clone()),
-                    slot: None,
-                });
+            match &t.sel {
+                Sel::Key(k) => {
+                    if let Some(kv) = std::str::from_utf8(k)
+                        .ok()
+                        .and_then(|k| map.get_key_value(k))
+                    {
+                        out.push(shared(kv));
+                    }
+                }
+                sel => {
+                    let mut items: Vec<(&Arc<str>, &Arc<[u8]>)> = match sel {
+                        Sel::Regex(re) => map
+                            .iter()
+                            .filter(|(k, _)| re.is_match(k.as_bytes()))
+                            .collect(),
+                        _ => map.iter().collect(),
+                    };
+                    items.sort();
+                    out.extend(items.into_iter().map(shared));
+                }
             }
         }
         Var::MatchedVar => {
-            if let Some((_, v)) = &st.matched_var {
+            if st.matched_set {
                 out.push(Val {
                     var: t.var,
-                    key: Cow::Borrowed(b""),
-                    data: Cow::Owned(v.clone()),
+                    key: Data::Borrowed(b""),
+                    data: Data::Owned(st.matched_value.clone()),
                     slot: None,
                 });
             }
         }
         Var::MatchedVarName => {
-            if let Some((k, _)) = &st.matched_var {
+            if st.matched_set {
                 out.push(Val {
                     var: t.var,
-                    key: Cow::Borrowed(b""),
-                    data: Cow::Owned(k.as_bytes().to_vec()),
+                    key: Data::Borrowed(b""),
+                    data: Data::Owned(st.matched_name.as_bytes().to_vec()),
                     slot: None,
                 });
             }
         }
         Var::MatchedVars | Var::MatchedVarsNames => {
-            for (k, v) in &st.matched_vars {
+            for (k, v) in &st.matched_vars[..st.matched_len] {
                 let ok = match &t.sel {
                     Sel::All => true,
                     Sel::Key(sel) => k.as_bytes().eq_ignore_ascii_case(sel),
@@ -811,19 +910,19 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
                 };
                 out.push(Val {
                     var: t.var,
-                    key: Cow::Owned(k.as_bytes().to_vec()),
-                    data: Cow::Owned(data),
+                    key: Data::Owned(k.as_bytes().to_vec()),
+                    data: Data::Owned(data),
                     slot: None,
                 });
             }
         }
         Var::Scalar(s) => {
-            if let Some(data) = scalar(s, c, st) {
+            if let Some(data) = scalar(s, c) {
                 let kind = (SCALAR_BASE + scalar_kind(s)) as usize;
                 out.push(Val {
                     var: t.var,
-                    key: Cow::Borrowed(b""),
-                    data,
+                    key: Data::Borrowed(b""),
+                    data: data.into(),
                     slot: Some(st.bases[kind]),
                 });
             }
@@ -835,8 +934,8 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State, out: &mut Vec<Val<'a>
         out.truncate(start);
         out.push(Val {
             var: t.var,
-            key: Cow::Borrowed(b""),
-            data: Cow::Owned(n.to_string().into_bytes()),
+            key: Data::Borrowed(b""),
+            data: Data::Owned(n.to_string().into_bytes()),
             slot: None,
         });
     }
@@ -853,7 +952,7 @@ enum Tv {
 }
 
 /// The value after the pipeline ending at `node` (cached per slot for request values).
-fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State) -> Tv {
+fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State<'_>) -> Tv {
     if node == 0 {
         return Tv::Raw;
     }
@@ -862,19 +961,19 @@ fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State) -> Tv {
             .pipeline(node)
             .map(|n| rules.nodes[n as usize].step)
             .collect();
-        return match apply_all(&steps, &v.data) {
+        return match apply_all(&steps, &v.data[..]) {
             Cow::Borrowed(_) => Tv::Raw,
             Cow::Owned(o) => Tv::Owned(o),
         };
     };
-    match cached(rules, v.data.as_ref(), slot, node, st) {
+    match cached(rules, &v.data, slot, node, st) {
         RAW => Tv::Raw,
         i => Tv::Arena(i),
     }
 }
 
 /// Arena index of the pipeline output ([`RAW`]: the value itself).
-fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State) -> u32 {
+fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>) -> u32 {
     if node == 0 {
         return RAW;
     }
@@ -894,12 +993,56 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State) ->
     let idx = match n.step.apply(input) {
         Some(out) => {
             st.arena.push(out);
+            st.arena_bits.push(UNSET);
             (st.arena.len() - 1) as u32
         }
         None => parent,
     };
     st.cache[cell] = idx;
     idx
+}
+
+/// Where in `bit_words` the prefilter's answer for the value in `slot` after pipeline `node`
+/// is: the automaton runs once per distinct transformed value (a transformation that changes
+/// nothing shares its input's answer).
+fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>) -> usize {
+    let idx = cached(rules, raw, slot, node, st);
+    let known = if idx == RAW {
+        st.raw_bits.get(slot as usize)
+    } else {
+        st.arena_bits.get(idx as usize)
+    };
+    if let Some(&at) = known
+        && at != UNSET
+    {
+        return at as usize;
+    }
+    let words = (rules.prefilter_bits as usize).div_ceil(64);
+    let at = st.bit_words.len();
+    st.bit_words.resize(at + words, 0);
+    if let Some(pf) = &rules.prefilter {
+        let hay: &[u8] = if idx == RAW {
+            raw
+        } else {
+            &st.arena[idx as usize]
+        };
+        pf.scan(hay, &mut st.bit_words[at..at + words]);
+    }
+    let cell = if idx == RAW {
+        st.raw_bits.get_mut(slot as usize)
+    } else {
+        st.arena_bits.get_mut(idx as usize)
+    };
+    if let Some(cell) = cell {
+        *cell = at as u32;
+    }
+    at
+}
+
+fn bit_set(st: &State<'_>, at: usize, bit: u32) -> bool {
+    st.bit_words
+        .get(at + bit as usize / 64)
+        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }
 
 /// The prefilter's answer for `bit` on the value in `slot` after pipeline `node`.
@@ -909,36 +1052,176 @@ fn prefilter_hit(
     slot: u32,
     node: u32,
     bit: u32,
-    st: &mut State,
+    st: &mut State<'_>,
 ) -> bool {
-    let words = (rules.prefilter_bits as usize).div_ceil(64);
-    let cell = slot as usize * st.nodes as usize + node as usize;
-    let Some(&at) = st.bits.get(cell) else {
-        return true;
-    };
-    let at = if at == UNSET {
-        let at = st.bit_words.len();
-        st.bit_words.resize(at + words, 0);
-        let idx = cached(rules, v.data.as_ref(), slot, node, st);
-        if let Some(Some(pf)) = rules.prefilters.get(node as usize) {
-            let hay: &[u8] = if idx == RAW {
-                &v.data
-            } else {
-                &st.arena[idx as usize]
-            };
-            pf.scan(hay, &mut st.bit_words[at..at + words]);
-        }
-        st.bits[cell] = at as u32;
-        at
-    } else {
-        at as usize
-    };
-    st.bit_words
-        .get(at + bit as usize / 64)
-        .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+    let at = scan_bits(rules, &v.data, slot, node, st);
+    bit_set(st, at, bit)
 }
 
-fn apply_op(rule: &Rule, op: &Op, value: &[u8], c: &Collections, st: &mut State) -> bool {
+/// Whether any value of kind `k` after pipeline `node` has one of `bit`'s literals: the union
+/// of the per-value answers, computed once per (kind, node) and request.
+fn union_hit(
+    rules: &Compiled,
+    c: &Collections,
+    k: u32,
+    node: u32,
+    bit: u32,
+    st: &mut State<'_>,
+) -> bool {
+    let cell = k as usize * st.nodes as usize + node as usize;
+    let Some(&known) = st.union_bits.get(cell) else {
+        return true;
+    };
+    if known != UNSET {
+        return bit_set(st, known as usize, bit);
+    }
+    let words = (rules.prefilter_bits as usize).div_ceil(64);
+    let mut acc = vec![0u64; words];
+    let base = st.bases[k as usize];
+    for i in 0..kind_len(c, k) {
+        let Some(data) = slot_data(c, k, i) else {
+            continue;
+        };
+        let at = scan_bits(rules, &data, base + i as u32, node, st);
+        for (a, w) in acc.iter_mut().zip(&st.bit_words[at..at + words]) {
+            *a |= *w;
+        }
+    }
+    let at = st.bit_words.len();
+    st.bit_words.extend_from_slice(&acc);
+    st.union_bits[cell] = at as u32;
+    bit_set(st, at, bit)
+}
+
+/// The value in slot `i` of kind `k` (as `resolve` hands it out).
+fn slot_data(c: &Collections, k: u32, i: usize) -> Option<Cow<'_, [u8]>> {
+    fn entry(entries: &[Entry], i: usize, names: bool) -> Option<Cow<'_, [u8]>> {
+        entries
+            .get(i)
+            .map(|e| Cow::Borrowed(if names { &e.name[..] } else { &e.value[..] }))
+    }
+    match k {
+        kind::ARGS_GET => entry(&c.args_get, i, false),
+        kind::ARGS_GET_NAMES => entry(&c.args_get, i, true),
+        kind::ARGS_POST => entry(&c.args_post, i, false),
+        kind::ARGS_POST_NAMES => entry(&c.args_post, i, true),
+        kind::ARGS_OTHER => entry(&c.args_other, i, false),
+        kind::ARGS_OTHER_NAMES => entry(&c.args_other, i, true),
+        kind::COOKIES => entry(&c.request_cookies, i, false),
+        kind::COOKIES_NAMES => entry(&c.request_cookies, i, true),
+        kind::HEADERS => entry(&c.request_headers, i, false),
+        kind::HEADERS_NAMES => entry(&c.request_headers, i, true),
+        kind::FILES => entry(&c.files, i, false),
+        kind::FILES_NAMES => entry(&c.files, i, true),
+        kind::MULTIPART_PART_HEADERS => entry(&c.multipart_part_headers, i, false),
+        kind::XML_TEXT => c.xml_text.as_deref().map(Cow::Borrowed),
+        kind::XML_ATTRS => c.xml_attrs.get(i).map(|a| Cow::Borrowed(&a[..])),
+        k => SCALARS
+            .get(k.wrapping_sub(SCALAR_BASE) as usize)
+            .and_then(|&s| scalar(s, c)),
+    }
+}
+
+/// The single-valued variables in [`scalar_kind`] order (multipart flags share one kind and
+/// are left out: their slot does not say which flag).
+const SCALARS: [Scalar; 19] = [
+    Scalar::RequestFilename,
+    Scalar::RequestBasename,
+    Scalar::RequestUri,
+    Scalar::RequestUriRaw,
+    Scalar::RequestLine,
+    Scalar::RequestMethod,
+    Scalar::RequestProtocol,
+    Scalar::QueryString,
+    Scalar::RequestBody,
+    Scalar::RequestBodyLength,
+    Scalar::ReqbodyProcessor,
+    Scalar::ReqbodyError,
+    Scalar::ReqbodyErrorMsg,
+    Scalar::ArgsCombinedSize,
+    Scalar::FilesCombinedSize,
+    Scalar::RemoteAddr,
+    Scalar::UniqueId,
+    Scalar::Duration,
+    Scalar::FullRequestLength,
+];
+
+/// The value kinds a target's values come from (None: values that are not request data,
+/// or a count).
+fn target_kinds(t: &Target) -> Option<&'static [u32]> {
+    use kind::*;
+    if t.count {
+        return None;
+    }
+    Some(match t.var {
+        Var::Args => &[ARGS_GET, ARGS_POST, ARGS_OTHER],
+        Var::ArgsGet => &[ARGS_GET],
+        Var::ArgsPost => &[ARGS_POST],
+        Var::ArgsNames => &[ARGS_GET_NAMES, ARGS_POST_NAMES, ARGS_OTHER_NAMES],
+        Var::ArgsGetNames => &[ARGS_GET_NAMES],
+        Var::ArgsPostNames => &[ARGS_POST_NAMES],
+        Var::Cookies => &[COOKIES],
+        Var::CookiesNames => &[COOKIES_NAMES],
+        Var::Headers => &[HEADERS],
+        Var::HeadersNames => &[HEADERS_NAMES],
+        Var::Files => &[FILES],
+        Var::FilesNames => &[FILES_NAMES],
+        Var::MultipartPartHeaders => &[MULTIPART_PART_HEADERS],
+        Var::Xml => &[XML_TEXT, XML_ATTRS],
+        Var::Scalar(Scalar::Multipart(_)) => return None,
+        Var::Scalar(s) => {
+            const K: [u32; 19] = {
+                let mut k = [0u32; 19];
+                let mut i = 0;
+                while i < 19 {
+                    k[i] = SCALAR_BASE + i as u32;
+                    i += 1;
+                }
+                k
+            };
+            let i = scalar_kind(s) as usize;
+            return K.get(i..i + 1);
+        }
+        Var::Collection(_)
+        | Var::MatchedVar
+        | Var::MatchedVarName
+        | Var::MatchedVars
+        | Var::MatchedVarsNames
+        | Var::Empty => return None,
+    })
+}
+
+/// True when no value of any of the rule's targets, after any pipeline the rule looks at,
+/// holds one of its literals: the rule cannot match, and nothing needs resolving.
+fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'_>) -> bool {
+    let Some(bit) = rule.prefilter_bit else {
+        return false;
+    };
+    if rule.negated {
+        return false;
+    }
+    for t in &rule.targets {
+        let Some(kinds) = target_kinds(t) else {
+            return false;
+        };
+        for &k in kinds {
+            // multiMatch looks at the value before and after every transformation
+            let mut node = rule.pipeline;
+            loop {
+                if union_hit(rules, c, k, node, bit, st) {
+                    return false;
+                }
+                if node == 0 || !rule.multi_match {
+                    break;
+                }
+                node = rules.nodes[node as usize].parent;
+            }
+        }
+    }
+    true
+}
+
+fn apply_op(rule: &Rule, op: &Op, value: &[u8], c: &Collections, st: &mut State<'_>) -> bool {
     let captures: Option<Captures> = match op {
         Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
         Op::Static(o) => o.evaluate(value),
@@ -954,7 +1237,7 @@ fn apply_op(rule: &Rule, op: &Op, value: &[u8], c: &Collections, st: &mut State)
             if rule.capture {
                 for (i, cap) in caps.into_iter().enumerate() {
                     if let Some(cap) = cap {
-                        st.colls[0].insert(i.to_string(), cap);
+                        st.colls[0].insert(Arc::from(i.to_string()), Arc::from(cap));
                     }
                 }
             }
@@ -987,7 +1270,7 @@ fn dynamic_operator(
     Some(op)
 }
 
-fn expand(t: &Template, top: Option<&Rule>, c: &Collections, st: &State) -> Vec<u8> {
+fn expand(t: &Template, top: Option<&Rule>, c: &Collections, st: &State<'_>) -> Vec<u8> {
     t.expand_with(|name, key, out| macro_value(name, key, top, c, st, out))
 }
 
@@ -996,7 +1279,7 @@ fn macro_value(
     key: Option<&str>,
     top: Option<&Rule>,
     c: &Collections,
-    st: &State,
+    st: &State<'_>,
     out: &mut Vec<u8>,
 ) {
     if name == "RULE" {
@@ -1022,14 +1305,14 @@ fn macro_value(
     }
     match name {
         "MATCHED_VAR" => {
-            if let Some((_, v)) = &st.matched_var {
-                out.extend_from_slice(v);
+            if st.matched_set {
+                out.extend_from_slice(&st.matched_value);
             }
             return;
         }
         "MATCHED_VAR_NAME" => {
-            if let Some((k, _)) = &st.matched_var {
-                out.extend_from_slice(k.as_bytes());
+            if st.matched_set {
+                out.extend_from_slice(st.matched_name.as_bytes());
             }
             return;
         }
@@ -1054,20 +1337,31 @@ fn macro_value(
     }
 }
 
-fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State) {
-    let name = String::from_utf8_lossy(&expand(&sv.name, Some(top), c, st)).to_ascii_lowercase();
-    let value = expand(&sv.value, Some(top), c, st);
+fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
+    let name: Arc<str> = match &sv.name_literal {
+        Some(n) => n.clone(),
+        None => Arc::from(
+            String::from_utf8_lossy(&expand(&sv.name, Some(top), c, st)).to_ascii_lowercase(),
+        ),
+    };
     let idx = coll_index(sv.coll);
     match sv.op {
         SetOp::Unset => {
             st.colls[idx].remove(&name);
         }
         SetOp::Set => {
+            let value: Arc<[u8]> = match &sv.value_literal {
+                Some(v) => v.clone(),
+                None => Arc::from(expand(&sv.value, Some(top), c, st)),
+            };
             st.colls[idx].insert(name, value);
         }
         SetOp::Add | SetOp::Sub => {
             let cur = st.colls[idx].get(&name).map(|v| to_int(v)).unwrap_or(0);
-            let delta = to_int(&value);
+            let delta = match &sv.value_literal {
+                Some(v) => to_int(v),
+                None => to_int(&expand(&sv.value, Some(top), c, st)),
+            };
             let new = if sv.op == SetOp::Add {
                 cur + delta
             } else {
@@ -1076,7 +1370,13 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State) {
             if sv.op == SetOp::Add && sv.coll == Coll::Tx && is_score_var(&name) {
                 st.points += delta;
             }
-            st.colls[idx].insert(name, new.to_string().into_bytes());
+            let mut digits = [0u8; 24];
+            let n = {
+                let mut w = &mut digits[..];
+                let _ = std::io::Write::write_fmt(&mut w, format_args!("{new}"));
+                24 - w.len()
+            };
+            st.colls[idx].insert(name, Arc::from(&digits[..n]));
         }
     }
 }

@@ -53,9 +53,8 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Macro { .. }))
     }
 
-    /// The text when there are no macros (what the tests inspect).
-    #[cfg(test)]
-    fn literal(&self) -> Option<&[u8]> {
+    /// The text when there are no macros.
+    pub fn literal(&self) -> Option<&[u8]> {
         match self.parts.as_slice() {
             [] => Some(b""),
             [Part::Literal(l)] => Some(l),

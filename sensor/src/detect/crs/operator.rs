@@ -199,6 +199,14 @@ impl Operator {
         }
     }
 
+    /// For the engine's prefilter: the phrases of a `@pm`/`@pmFromFile`.
+    pub fn phrases(&self) -> Option<&[Vec<u8>]> {
+        match self {
+            Operator::Pm(pm) => Some(&pm.phrases),
+            _ => None,
+        }
+    }
+
     /// Why this operator never matches here (`@rbl`, `@geoLookup`, an `@rx` PCRE2 rejects), for
     /// `--check-rules`.
     pub fn unsupported_reason(&self) -> Option<&'static str> {

@@ -23,6 +23,13 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     best.filter(|s| valid(s))
 }
 
+/// The literals of a `@pm`: the phrases themselves (a phrase matcher matches only where one
+/// occurs). None when a phrase is empty or there are none.
+pub fn phrase_literals(phrases: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    let lits: Vec<Vec<u8>> = phrases.iter().map(|p| p.to_ascii_lowercase()).collect();
+    valid(&lits).then(|| dedup(lits))
+}
+
 /// The syntax tree of `pattern` read the way libmodsecurity compiles it for PCRE2: bytes (no
 /// Unicode), `.` matching newlines, `^`/`$` at line ends.
 pub fn pcre_like_hir(pattern: &str) -> Result<Hir, String> {

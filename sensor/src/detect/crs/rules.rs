@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use regex::bytes::{Regex, RegexBuilder};
 
@@ -353,6 +354,10 @@ pub struct SetVar {
     pub name: Template,
     pub op: SetOp,
     pub value: Template,
+    /// The name when it has no macros (most do): no expansion per request.
+    pub name_literal: Option<Arc<str>>,
+    /// The value when it has no macros.
+    pub value_literal: Option<Arc<[u8]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +406,8 @@ pub struct Rule {
     pub tags: Vec<String>,
     pub msg: Option<String>,
     pub severity: Option<u8>,
-    /// Bit of this rule in the prefilter of its pipeline (None: no literal requirement).
+    /// Bit of this rule in the prefilter (None: no literal requirement). A value none of whose
+    /// transformed forms contains one of the rule's literals cannot match.
     pub prefilter_bit: Option<u32>,
     pub chain: Option<Box<Rule>>,
 }
@@ -435,7 +441,7 @@ pub struct LoadReport {
     pub never_match: Vec<(u64, String)>,
     /// Regexes run by PCRE2 rather than the linear-time engine.
     pub pcre_regexes: usize,
-    /// @rx operators with a literal prefilter / without.
+    /// @rx and @pm operators with a literal prefilter / without.
     pub prefiltered: usize,
     pub unfiltered: usize,
 }
@@ -446,8 +452,9 @@ pub struct Compiled {
     /// Phase 1 and phase 2 lists.
     pub phases: [Vec<Item>; 2],
     pub nodes: Vec<Node>,
-    /// Prefilter per pipeline node (index = node id).
-    pub prefilters: Vec<Option<Prefilter>>,
+    /// One automaton over the literals of every prefiltered rule, run once per distinct
+    /// transformed value.
+    pub prefilter: Option<Prefilter>,
     /// Number of prefilter bits.
     pub prefilter_bits: u32,
     pub report: LoadReport,
@@ -472,7 +479,7 @@ struct Defaults {
     transforms: Vec<Option<Transform>>,
 }
 
-/// A rule's prefilter bit and the literals one of which its regex needs.
+/// A rule's prefilter bit and the literals one of which its `@rx` or `@pm` needs.
 type RuleLiterals = (u32, Vec<Vec<u8>>);
 
 struct Builder {
@@ -480,8 +487,8 @@ struct Builder {
     node_index: HashMap<(u32, Transform), u32>,
     defaults: [Defaults; 6],
     report: LoadReport,
-    /// Literal requirements per pipeline node: (bit, literals).
-    literals: HashMap<u32, Vec<RuleLiterals>>,
+    /// Literal requirements: (bit, literals).
+    literals: Vec<RuleLiterals>,
     next_bit: u32,
 }
 
@@ -502,7 +509,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         node_index: HashMap::new(),
         defaults: Default::default(),
         report: LoadReport::default(),
-        literals: HashMap::new(),
+        literals: Vec::new(),
         next_bit: 0,
     };
     let mut phases: [Vec<Item>; 2] = [Vec::new(), Vec::new()];
@@ -619,16 +626,10 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         .filter(|i| matches!(i, Item::Rule(_)))
         .count();
 
-    let mut prefilters: Vec<Option<Prefilter>> = (0..b.nodes.len()).map(|_| None).collect();
-    for (node, lits) in &b.literals {
-        if let Some(slot) = prefilters.get_mut(*node as usize) {
-            *slot = Prefilter::build(lits);
-        }
-    }
     Ok(Compiled {
         phases,
         nodes: b.nodes,
-        prefilters,
+        prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
         report: b.report,
     })
@@ -719,11 +720,17 @@ fn parse_setvar(loc: &Location, v: &str) -> Result<SetVar, CrsError> {
             _ => (SetOp::Set, r),
         },
     };
+    let name = Template::parse(&name.trim().to_ascii_lowercase());
+    let value = Template::parse(value);
     Ok(SetVar {
         coll,
-        name: Template::parse(&name.trim().to_ascii_lowercase()),
+        name_literal: name
+            .literal()
+            .map(|l| Arc::from(String::from_utf8_lossy(l).to_ascii_lowercase())),
+        value_literal: value.literal().map(Arc::from),
+        name,
         op,
-        value: Template::parse(value),
+        value,
     })
 }
 
@@ -998,20 +1005,21 @@ impl Builder {
             if o.pcre_reason().is_some() {
                 self.report.pcre_regexes += 1;
             }
-            if let Some(src) = o.regex_source() {
-                match (r.multi_match, prefilter::required_literals(src)) {
-                    (false, Some(lits)) => {
-                        let bit = self.next_bit;
-                        self.next_bit += 1;
-                        self.literals
-                            .entry(r.pipeline)
-                            .or_default()
-                            .push((bit, lits));
-                        r.prefilter_bit = Some(bit);
-                        self.report.prefiltered += 1;
-                    }
-                    _ => self.report.unfiltered += 1,
+            let lits = match (o.regex_source(), o.phrases()) {
+                (Some(src), _) => Some(prefilter::required_literals(src)),
+                (None, Some(phrases)) => Some(prefilter::phrase_literals(phrases)),
+                _ => None,
+            };
+            match lits {
+                Some(Some(lits)) => {
+                    let bit = self.next_bit;
+                    self.next_bit += 1;
+                    self.literals.push((bit, lits));
+                    r.prefilter_bit = Some(bit);
+                    self.report.prefiltered += 1;
                 }
+                Some(None) => self.report.unfiltered += 1,
+                None => {}
             }
         }
         r.op = Some(op);
