@@ -148,8 +148,19 @@ pub struct MatchedRule {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub matched: Vec<MatchedRule>,
-    /// The TX collection at the end of phase 2 (keys lowercased).
-    pub tx: Vec<(String, Vec<u8>)>,
+    /// The TX collection at the end of phase 2.
+    pub tx: Tx,
+}
+
+/// The TX collection (names lowercased).
+#[derive(Debug, Clone, Default)]
+pub struct Tx(CollMap);
+
+impl Tx {
+    /// The value of `tx.<name>` (`name` lowercase).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| &v[..])
+    }
 }
 
 #[derive(Default)]
@@ -239,12 +250,7 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     if !st.engine_off {
         run_phase(rules, 1, &c, &mut st);
     }
-    let mut tx: Vec<(String, Vec<u8>)> = st.colls[0]
-        .drain()
-        .map(|(k, v)| (k.to_string(), v.to_vec()))
-        .collect();
-    tx.sort();
-    st.outcome.tx = tx;
+    st.outcome.tx = Tx(std::mem::take(&mut st.colls[0]));
     st.outcome
 }
 
@@ -991,12 +997,14 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>
         &st.arena[parent as usize]
     };
     let idx = match n.step.apply(input) {
-        Some(out) => {
+        // a transformation that returns its input unchanged shares the input's cache entries
+        // (and prefilter answer)
+        Some(out) if out.as_slice() != input => {
             st.arena.push(out);
             st.arena_bits.push(UNSET);
             (st.arena.len() - 1) as u32
         }
-        None => parent,
+        _ => parent,
     };
     st.cache[cell] = idx;
     idx
@@ -1076,21 +1084,58 @@ fn union_hit(
         return bit_set(st, known as usize, bit);
     }
     let words = (rules.prefilter_bits as usize).div_ceil(64);
-    let mut acc = vec![0u64; words];
+    let acc = st.bit_words.len();
+    st.bit_words.resize(acc + words, 0);
     let base = st.bases[k as usize];
     for i in 0..kind_len(c, k) {
         let Some(data) = slot_data(c, k, i) else {
             continue;
         };
         let at = scan_bits(rules, &data, base + i as u32, node, st);
-        for (a, w) in acc.iter_mut().zip(&st.bit_words[at..at + words]) {
-            *a |= *w;
+        for w in 0..words {
+            let v = st.bit_words[at + w];
+            st.bit_words[acc + w] |= v;
         }
     }
-    let at = st.bit_words.len();
-    st.bit_words.extend_from_slice(&acc);
-    st.union_bits[cell] = at as u32;
-    bit_set(st, at, bit)
+    st.union_bits[cell] = acc as u32;
+    bit_set(st, acc, bit)
+}
+
+/// Whether an entry named `key` of kind `k` (a collection) after pipeline `node` has one of
+/// `bit`'s literals; single-valued kinds and XML answer through [`union_hit`].
+fn keyed_hit(
+    rules: &Compiled,
+    c: &Collections,
+    k: u32,
+    key: &[u8],
+    node: u32,
+    bit: u32,
+    st: &mut State<'_>,
+) -> bool {
+    let entries: &[Entry] = match k {
+        kind::ARGS_GET | kind::ARGS_GET_NAMES => &c.args_get,
+        kind::ARGS_POST | kind::ARGS_POST_NAMES => &c.args_post,
+        kind::ARGS_OTHER | kind::ARGS_OTHER_NAMES => &c.args_other,
+        kind::COOKIES | kind::COOKIES_NAMES => &c.request_cookies,
+        kind::HEADERS | kind::HEADERS_NAMES => &c.request_headers,
+        kind::FILES | kind::FILES_NAMES => &c.files,
+        kind::MULTIPART_PART_HEADERS => &c.multipart_part_headers,
+        _ => return union_hit(rules, c, k, node, bit, st),
+    };
+    let base = st.bases[k as usize];
+    for (i, e) in entries.iter().enumerate() {
+        if !e.name.eq_ignore_ascii_case(key) {
+            continue;
+        }
+        let Some(data) = slot_data(c, k, i) else {
+            continue;
+        };
+        let at = scan_bits(rules, &data, base + i as u32, node, st);
+        if bit_set(st, at, bit) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The value in slot `i` of kind `k` (as `resolve` hands it out).
@@ -1208,7 +1253,12 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
             // multiMatch looks at the value before and after every transformation
             let mut node = rule.pipeline;
             loop {
-                if union_hit(rules, c, k, node, bit, st) {
+                let hit = match &t.sel {
+                    // a named header or argument: only the entries of that name
+                    Sel::Key(key) => keyed_hit(rules, c, k, key, node, bit, st),
+                    _ => union_hit(rules, c, k, node, bit, st),
+                };
+                if hit {
                     return false;
                 }
                 if node == 0 || !rule.multi_match {

@@ -189,13 +189,7 @@ impl Crs {
     /// Runs the rules over one request.
     pub fn evaluate(&self, input: &RequestInput<'_>) -> Verdict {
         let outcome = eval::run(&self.compiled, input);
-        let tx = |name: &str| {
-            outcome
-                .tx
-                .binary_search_by(|(k, _)| k.as_str().cmp(name))
-                .ok()
-                .map(|i| eval::to_int(&outcome.tx[i].1))
-        };
+        let tx = |name: &str| outcome.tx.get(name).map(eval::to_int);
         // CRS 4 keeps the total in blocking_inbound_anomaly_score, CRS 3 in anomaly_score
         let inbound_score = tx("blocking_inbound_anomaly_score")
             .or_else(|| tx("anomaly_score"))

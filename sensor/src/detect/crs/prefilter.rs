@@ -238,13 +238,21 @@ fn analyze(hir: &Hir) -> Info {
     }
 }
 
-/// One automaton over the literals of several rules; `scan` sets the bit of every rule one of
-/// whose literals occurs in a value.
+/// The literals of several rules; `scan` sets the bit of every rule one of whose literals occurs
+/// in a value. One- and two-byte literals (`<`, `'`, `||`, `or`) would make an automaton stop at
+/// nearly every byte; they are answered from byte and byte-pair tables instead, and the
+/// automaton holds the literals of three bytes or more.
 #[derive(Debug)]
 pub struct Prefilter {
-    ac: AhoCorasick,
+    ac: Option<AhoCorasick>,
     /// Pattern id -> rule bit.
     owner: Vec<u32>,
+    /// Lowercased one-byte literals and the rule bits of each.
+    singles: Vec<(u8, Vec<u32>)>,
+    /// Bitmap over lowercased byte pairs that are some rule's literal.
+    pair_seen: Box<[u64; 1024]>,
+    /// Lowercased byte pair -> rule bits, sorted by pair.
+    pairs: Vec<(u16, Vec<u32>)>,
 }
 
 impl Prefilter {
@@ -252,33 +260,93 @@ impl Prefilter {
     pub fn build(rules: &[(u32, Vec<Vec<u8>>)]) -> Option<Prefilter> {
         let mut pats: Vec<&[u8]> = Vec::new();
         let mut owner = Vec::new();
+        let mut singles: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
+        let mut pairs: std::collections::BTreeMap<u16, Vec<u32>> = Default::default();
         for (bit, lits) in rules {
             for l in lits {
-                pats.push(l);
-                owner.push(*bit);
+                match l.as_slice() {
+                    [] => {}
+                    [a] => singles
+                        .entry(a.to_ascii_lowercase())
+                        .or_default()
+                        .push(*bit),
+                    [a, b] => pairs.entry(pair(*a, *b)).or_default().push(*bit),
+                    _ => {
+                        pats.push(l);
+                        owner.push(*bit);
+                    }
+                }
             }
         }
-        if pats.is_empty() {
+        if pats.is_empty() && singles.is_empty() && pairs.is_empty() {
             return None;
         }
-        let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(&pats)
-            .ok()?;
-        Some(Prefilter { ac, owner })
+        let ac = if pats.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .build(&pats)
+                    .ok()?,
+            )
+        };
+        let mut pair_seen = Box::new([0u64; 1024]);
+        for &p in pairs.keys() {
+            pair_seen[usize::from(p >> 6)] |= 1 << (p % 64);
+        }
+        Some(Prefilter {
+            ac,
+            owner,
+            singles: singles.into_iter().collect(),
+            pair_seen,
+            pairs: pairs.into_iter().collect(),
+        })
     }
 
     /// Sets in `bits` the bit of every rule with a literal in `hay`.
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) {
-        for m in self.ac.find_overlapping_iter(hay) {
-            if let Some(&bit) = self.owner.get(m.pattern().as_usize())
-                && let Some(w) = bits.get_mut(bit as usize / 64)
-            {
+        let mut set = |bit: u32| {
+            if let Some(w) = bits.get_mut(bit as usize / 64) {
                 *w |= 1 << (bit % 64);
+            }
+        };
+        if !self.singles.is_empty() || !self.pairs.is_empty() {
+            // which bytes occur (lowercased), and every byte pair checked against the bitmap
+            let mut present = [0u64; 4];
+            let mut prev: u16 = 0;
+            for (i, &b) in hay.iter().enumerate() {
+                let l = b.to_ascii_lowercase();
+                present[usize::from(l >> 6)] |= 1 << (l & 63);
+                let p = prev << 8 | u16::from(l);
+                if i > 0 && self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
+                    if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
+                        self.pairs[at].1.iter().for_each(|&bit| set(bit));
+                    }
+                }
+                prev = u16::from(l);
+            }
+            for (l, rule_bits) in &self.singles {
+                if present[usize::from(l >> 6)] & (1 << (l & 63)) != 0 {
+                    rule_bits.iter().for_each(|&bit| set(bit));
+                }
+            }
+        }
+        if let Some(ac) = &self.ac {
+            for m in ac.find_overlapping_iter(hay) {
+                if let Some(&bit) = self.owner.get(m.pattern().as_usize()) {
+                    set(bit);
+                }
             }
         }
     }
+}
+
+/// Two bytes, lowercased, as one table index.
+fn pair(a: u8, b: u8) -> u16 {
+    u16::from(a.to_ascii_lowercase()) << 8 | u16::from(b.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -315,7 +383,16 @@ mod tests {
 
     #[test]
     fn prefilter_is_a_superset_of_the_regex() {
-        let pats = ["(?i)union\\s+select", "etc/passwd", "<script", "abc|\\d+"];
+        // long literals go to the automaton, one- and two-byte ones to the tables
+        let pats = [
+            "(?i)union\\s+select",
+            "etc/passwd",
+            "<script",
+            "abc|\\d+",
+            "[<>]",
+            "\\|\\|",
+            "(?i)a[bB]",
+        ];
         let mut rules = Vec::new();
         for (i, p) in pats.iter().enumerate() {
             if let Some(l) = required_literals(p) {
@@ -323,14 +400,24 @@ mod tests {
             }
         }
         let pf = Prefilter::build(&rules).unwrap();
+        assert_eq!(lits("[<>]"), Some(vec!["<".into(), ">".into()]));
+        assert_eq!(lits("\\|\\|"), Some(vec!["||".into()]));
         for hay in [
             "x UNION  SELECT y",
             "/etc/passwd",
             "<SCRIPT>",
             "nothing here",
+            "a || b",
+            "x>y",
+            "AB",
+            "ab",
+            "",
         ] {
             let mut bits = [0u64];
             pf.scan(hay.as_bytes(), &mut bits);
+            if hay == "nothing here" || hay.is_empty() {
+                assert_eq!(bits[0], 0, "no literal in {hay:?}");
+            }
             for (i, p) in pats.iter().enumerate() {
                 let re = regex::bytes::RegexBuilder::new(p)
                     .unicode(false)
