@@ -321,10 +321,11 @@ impl Prefilter {
                 let l = b.to_ascii_lowercase();
                 present[usize::from(l >> 6)] |= 1 << (l & 63);
                 let p = prev << 8 | u16::from(l);
-                if i > 0 && self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
-                    if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
-                        self.pairs[at].1.iter().for_each(|&bit| set(bit));
-                    }
+                if i > 0
+                    && self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0
+                    && let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k)
+                {
+                    self.pairs[at].1.iter().for_each(|&bit| set(bit));
                 }
                 prev = u16::from(l);
             }
