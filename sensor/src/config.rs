@@ -119,6 +119,12 @@ pub struct DetectConfig {
     /// Inbound anomaly score from which a request is reported (attack-family rules only).
     #[serde(default = "default_anomaly_threshold")]
     pub anomaly_threshold: i64,
+    /// Requests waiting for the Core Rule Set worker (eBPF source). CRS runs on its own
+    /// thread so that it never delays the built-in rules; when this many requests wait, more
+    /// are inspected by the built-in rules only and counted in
+    /// `palisade_sensor_crs_shed_total`. 0 runs CRS inline, on the capture thread.
+    #[serde(default = "default_crs_queue")]
+    pub crs_queue: usize,
 }
 
 impl Default for DetectConfig {
@@ -129,8 +135,13 @@ impl Default for DetectConfig {
             crs_exclusions: Vec::new(),
             paranoia: default_paranoia(),
             anomaly_threshold: default_anomaly_threshold(),
+            crs_queue: default_crs_queue(),
         }
     }
+}
+
+fn default_crs_queue() -> usize {
+    4096
 }
 
 fn default_paranoia() -> u8 {

@@ -131,6 +131,10 @@ struct Cli {
     /// CRS inbound anomaly score from which a request is reported.
     #[arg(long, env = "PALISADE_ANOMALY_THRESHOLD")]
     anomaly_threshold: Option<i64>,
+    /// Requests waiting for the CRS worker before more are shed to built-in rules only
+    /// (0: CRS inline).
+    #[arg(long = "crs-queue", env = "PALISADE_CRS_QUEUE", value_name = "N")]
+    crs_queue: Option<usize>,
     /// Load the rules (built-in and CRS), print what was loaded and skipped, and exit.
     #[arg(long)]
     check_rules: bool,
@@ -228,6 +232,9 @@ impl Cli {
         }
         if let Some(v) = self.paranoia {
             c.detect.paranoia = v;
+        }
+        if let Some(v) = self.crs_queue {
+            c.detect.crs_queue = v;
         }
         if let Some(v) = self.anomaly_threshold {
             c.detect.anomaly_threshold = v;

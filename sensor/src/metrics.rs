@@ -36,6 +36,11 @@ pub struct Metrics {
     pub header_lines_skipped: AtomicU64,
     /// Requests whose head was over the parser's limit (inspected up to the limit).
     pub heads_truncated: AtomicU64,
+    /// Requests the Core Rule Set worker evaluated.
+    pub crs_inspected: AtomicU64,
+    /// Requests not given to the Core Rule Set because its queue was full (built-in rules
+    /// still inspected them).
+    pub crs_shed: AtomicU64,
     /// Access-log lines read.
     pub log_lines: AtomicU64,
     /// Access-log lines that could not be parsed (skipped).
@@ -141,7 +146,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 29] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 31] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -201,6 +206,18 @@ impl Metrics {
                 "counter",
                 "HTTP requests whose head was over the limit, inspected up to it.",
                 &self.heads_truncated,
+            ),
+            (
+                "palisade_sensor_crs_inspected_total",
+                "counter",
+                "Requests the Core Rule Set worker evaluated.",
+                &self.crs_inspected,
+            ),
+            (
+                "palisade_sensor_crs_shed_total",
+                "counter",
+                "Requests not given to the Core Rule Set because its queue was full (the built-in rules still inspected them).",
+                &self.crs_shed,
             ),
             (
                 "palisade_sensor_log_lines_total",

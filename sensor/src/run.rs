@@ -111,6 +111,9 @@ pub async fn run(
                 nats = %config.nats.url,
                 "sensor started"
             );
+            pipeline
+                .start_crs_worker(config.detect.crs_queue)
+                .map_err(|e| Error::Config(format!("cannot start the CRS worker thread: {e}")))?;
             notify_ready(stopped());
             let reassembler = Reassembler::new(config.reassembly.clone(), ParseLimits::default());
             capture
@@ -163,6 +166,8 @@ pub async fn run(
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // The CRS worker evaluates what is queued and lets go of its publisher handle.
+    pipeline.finish_crs();
     // Dropping the last publisher handle lets the worker drain and stop.
     drop(pipeline);
     // The worker bounds its own drain; this bound only guards against a stuck client.
