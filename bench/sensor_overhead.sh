@@ -296,7 +296,7 @@ measure() {
             extra='{}'
             ;;
         sensor | sensor_base | sensor_crs)
-            local c0 c1 drops captured parsed hwm
+            local c0 c1 drops captured parsed hwm crs_in crs_shed
             s0="$(cpu_snapshot "${pids[@]}")"; child_times w0
             c0="$(cpu_ticks "$SENSOR_PID")"
             run_wrk "$port" "$config-$r"
@@ -309,6 +309,8 @@ measure() {
             drops="$(metric palisade_sensor_ring_drops_total)"
             captured="$(metric palisade_sensor_packets_captured_total)"
             parsed="$(metric palisade_sensor_requests_parsed_total)"
+            crs_in="$(metric palisade_sensor_crs_inspected_total)"
+            crs_shed="$(metric palisade_sensor_crs_shed_total)"
             hwm="$(vm_kib "$SENSOR_PID" VmHWM)"
             if [ -z "$drops" ] || [ -z "$parsed" ]; then die "the sensor's metrics endpoint did not answer"; fi
             stop_sensor
@@ -316,8 +318,9 @@ measure() {
                 "sensor_cpu_s": round((int(a[1]) - int(a[0])) / int(a[2]), 2),
                 "sensor_cpu_percent": round(100 * (int(a[1]) - int(a[0])) / int(a[2]) / int(a[3]), 1),
                 "ring_drops": int(a[4]), "segments_captured": int(a[5]), "requests_parsed": int(a[6]),
-                "sensor_vmhwm_kib": int(a[7])}))' \
-                "$c0" "$c1" "$HZ" "$DURATION" "$drops" "$captured" "$parsed" "$hwm")"
+                "sensor_vmhwm_kib": int(a[7]), "crs_inspected": int(a[8] or 0),
+                "crs_shed": int(a[9] or 0)}))' \
+                "$c0" "$c1" "$HZ" "$DURATION" "$drops" "$captured" "$parsed" "$hwm" "${crs_in:-0}" "${crs_shed:-0}")"
             ;;
         modsec)
             local l0 l1
