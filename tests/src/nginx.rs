@@ -32,9 +32,14 @@ impl Nginx {
     /// Start nginx with `locations` (the inside of the `server` block) on a free port. Tries a
     /// few ports when another process takes the chosen one first.
     pub fn start(locations: &str) -> anyhow::Result<Nginx> {
+        Nginx::start_with_http("", locations)
+    }
+
+    /// Like [`Nginx::start`], with `http` added at `http` level (upstream blocks, includes).
+    pub fn start_with_http(http: &str, locations: &str) -> anyhow::Result<Nginx> {
         let mut last = None;
         for _ in 0..3 {
-            match Nginx::start_once(locations) {
+            match Nginx::start_once(http, locations) {
                 Ok(nginx) => return Ok(nginx),
                 Err(err) => last = Some(err),
             }
@@ -42,13 +47,13 @@ impl Nginx {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
     }
 
-    fn start_once(locations: &str) -> anyhow::Result<Nginx> {
+    fn start_once(http: &str, locations: &str) -> anyhow::Result<Nginx> {
         let dir = tempfile::Builder::new()
             .prefix("palisade-nginx-")
             .tempdir()
             .context("creating nginx's directory")?;
         let port = crate::free_port()?;
-        let conf = config(dir.path(), port, locations);
+        let conf = config(dir.path(), port, http, locations);
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).context("writing nginx.conf")?;
         let child = Command::new(nginx_binary())
@@ -126,7 +131,7 @@ fn nginx_binary() -> &'static str {
     }
 }
 
-fn config(dir: &Path, port: u16, locations: &str) -> String {
+fn config(dir: &Path, port: u16, http: &str, locations: &str) -> String {
     let d = dir.display();
     format!(
         "daemon off;
@@ -141,6 +146,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    {http}
     server {{
         listen 127.0.0.1:{port};
         {locations}
