@@ -814,7 +814,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
         for (file, source) in [
             ("sensor.toml", Source::Ebpf),
-            ("fargate/sensor.toml", Source::Log),
+            ("fargate/sensor.toml", Source::Mirror),
         ] {
             let path = root.join(file);
             let config = Config::from_file(&path).unwrap();
