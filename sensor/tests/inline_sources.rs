@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -190,25 +189,14 @@ fn chunked_request(target: &str, xff: &str, body: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // nginx + mirror + sensor binary + nats-server.
 
-fn repo_file(path: &str) -> PathBuf {
-    palisade_tests::workspace_root().join(path)
-}
-
 /// nginx (with or without the shipped mirror snippet) proxying to `app`.
 fn start_nginx(app: SocketAddr, mirror_port: Option<u16>) -> anyhow::Result<Nginx> {
     let location = format!("location / {{ proxy_pass http://{app}; }}");
     let Some(port) = mirror_port else {
         return Nginx::start(&location);
     };
-    // The shipped files; only the sensor's port differs from the default.
-    let upstream =
-        std::fs::read_to_string(repo_file("config/nginx/palisade-mirror-upstream.conf"))?
-            .replace("127.0.0.1:9099", &format!("127.0.0.1:{port}"));
-    let snippet = repo_file("config/nginx/palisade-mirror.conf");
-    Nginx::start_with_http(
-        &upstream,
-        &format!("include {};\n        {location}", snippet.display()),
-    )
+    let (http, include) = palisade_tests::nginx::shipped_mirror(port)?;
+    Nginx::start_with_http(&http, &format!("{include}\n        {location}"))
 }
 
 fn nginx_missing() -> Option<String> {
