@@ -270,9 +270,8 @@ impl Conn {
 
     /// Move `n` buffered body bytes out, keeping them while under the bound.
     fn keep(&mut self, kept: &mut Vec<u8>, n: usize) {
-        let room = self.limits.keep_body.saturating_sub(kept.len());
-        let head_room = room.min(n);
-        kept.extend_from_slice(&self.buf[..head_room]);
+        let take = self.limits.keep_body.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&self.buf[..take]);
         self.buf.advance(n);
     }
 
@@ -303,16 +302,15 @@ impl Conn {
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with
 /// `Connection: keep-alive`.
 fn keep_alive(request: &Request) -> bool {
-    let mut tokens = request
-        .headers_all("connection")
-        .flat_map(|v| v.split(','))
-        .map(str::trim);
     if request.versionless {
         return false;
     }
-    let persistent = request.major == 1 && request.version >= 1;
-    let mut keep = persistent;
-    for token in tokens.by_ref() {
+    let tokens = request
+        .headers_all("connection")
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    let mut keep = request.major == 1 && request.version >= 1;
+    for token in tokens {
         if token.eq_ignore_ascii_case("close") {
             return false;
         }
