@@ -97,6 +97,9 @@ pub struct Metrics {
     /// Copies of client bytes not inspected because the inspection queue was full (the bytes
     /// were forwarded all the same).
     pub proxy_copies_dropped: AtomicU64,
+    /// Client bytes forwarded without a copy because inspection needed none of them (body
+    /// bytes past the inspection bound).
+    pub proxy_bytes_not_copied: AtomicU64,
     detections: Mutex<BTreeMap<String, u64>>,
     unattributed: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -164,7 +167,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 40] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 41] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -404,6 +407,12 @@ impl Metrics {
                 "counter",
                 "Copies of client bytes not inspected because the queue was full (bytes still forwarded).",
                 &self.proxy_copies_dropped,
+            ),
+            (
+                "palisade_sensor_proxy_bytes_not_copied_total",
+                "counter",
+                "Client bytes forwarded without a copy: body past the inspection bound.",
+                &self.proxy_bytes_not_copied,
             ),
         ];
         for (name, kind, help, value) in counters {

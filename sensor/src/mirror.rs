@@ -178,6 +178,7 @@ impl Conn {
                 len: u32::try_from(total).unwrap_or(u32::MAX),
                 data: kept.into(),
                 end: true,
+                skip: None,
             };
             if !self.tap.offer(copy) {
                 self.metrics.mirror_dropped.fetch_add(1, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::metrics::Metrics;
 use crate::reassembly::FlowKey;
-use crate::tap::{Copy, Tap, flow_key};
+use crate::tap::{Copy, SkipUntil, Tap, flow_key};
 
 /// Bytes read from a client per read (one copy at most this long).
 const READ_CHUNK: usize = 16 * 1024;
@@ -127,6 +127,7 @@ async fn client_to_app(
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut seq = 0u32;
+    let skip = Arc::new(SkipUntil::default());
     let result = loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => break Ok(()),
@@ -140,14 +141,34 @@ async fn client_to_app(
             .proxy_bytes_in
             .fetch_add(n as u64, Ordering::Relaxed);
         let len = u32::try_from(n).unwrap_or(u32::MAX);
-        let copy = Copy {
-            key,
-            seq,
-            len,
-            data: Bytes::copy_from_slice(&buf[..n]),
-            end: false,
-        };
-        if !tap.offer(copy) {
+        // Bytes the reassembler said it will not need (a body past the inspection bound) go
+        // as their length alone, the rest of the run as bytes.
+        let skipped = skip.skippable(seq).min(len);
+        let mut offered = true;
+        if skipped > 0 {
+            metrics
+                .proxy_bytes_not_copied
+                .fetch_add(u64::from(skipped), Ordering::Relaxed);
+            offered &= tap.offer(Copy {
+                key,
+                seq,
+                len: skipped,
+                data: Bytes::new(),
+                end: false,
+                skip: Some(skip.clone()),
+            });
+        }
+        if skipped < len {
+            offered &= tap.offer(Copy {
+                key,
+                seq: seq.wrapping_add(skipped),
+                len: len - skipped,
+                data: Bytes::copy_from_slice(&buf[skipped as usize..n]),
+                end: false,
+                skip: Some(skip.clone()),
+            });
+        }
+        if !offered {
             metrics.proxy_copies_dropped.fetch_add(1, Ordering::Relaxed);
         }
         seq = seq.wrapping_add(len);
@@ -159,6 +180,7 @@ async fn client_to_app(
         len: 0,
         data: Bytes::new(),
         end: true,
+        skip: None,
     });
     let _ = to.shutdown().await;
     result

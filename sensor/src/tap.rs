@@ -9,10 +9,16 @@
 //! forwards it, the mirror each mirrored request as one connection of its own. A dropped copy
 //! is a hole in the stream; the reassembler passes over it inside a body of known length and
 //! otherwise resynchronizes, after which proxy headers of that connection are not believed.
+//!
+//! The reassembler's skip hints (body bytes past the inspection bound, of known length) go back
+//! to the proxy through a [`SkipUntil`] per connection, as they go to the kernel on the eBPF
+//! path: the proxy then forwards those bytes without copying them, so a large upload neither
+//! costs the copy nor fills the queue that other connections' heads need.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -42,6 +48,39 @@ pub struct Copy {
     pub data: Bytes,
     /// The client finished sending: the connection's flow ends after this run.
     pub end: bool,
+    /// Where the worker tells the connection which bytes it may stop copying (proxy source).
+    pub skip: Option<Arc<SkipUntil>>,
+}
+
+/// A connection's skip hint: the stream offset up to which the reassembler needs no bytes.
+#[derive(Debug, Default)]
+pub struct SkipUntil(AtomicU64);
+
+/// Marks a stored offset (offsets are 32-bit, like TCP sequence numbers).
+const SKIP_SET: u64 = 1 << 32;
+
+impl SkipUntil {
+    /// How many of the bytes at `seq` need not be copied (0 when no skip is pending). A skip
+    /// that `seq` has reached is cleared.
+    pub fn skippable(&self, seq: u32) -> u32 {
+        let v = self.0.load(Ordering::Acquire);
+        if v & SKIP_SET == 0 {
+            return 0;
+        }
+        let ahead = (v as u32).wrapping_sub(seq);
+        if ahead == 0 || ahead > u32::MAX / 2 {
+            // Reached, or behind: done with this hint.
+            let _ = self
+                .0
+                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return 0;
+        }
+        ahead
+    }
+
+    fn set(&self, until: u32) {
+        self.0.store(SKIP_SET | u64::from(until), Ordering::Release);
+    }
 }
 
 /// Where the address handed to attribution as the request's peer comes from.
@@ -91,6 +130,8 @@ pub struct Worker {
     reassembler: Reassembler,
     peer_from: PeerFrom,
     origin: Origin,
+    /// The skip slot of each connection that has one, to hand the reassembler's hints back.
+    skips: HashMap<FlowKey, Arc<SkipUntil>>,
 }
 
 /// A queue of at most `queue` copies and `queue_bytes` bytes, and the worker that drains it.
@@ -115,6 +156,7 @@ pub fn channel(
             reassembler: Reassembler::new(reassembly, ParseLimits::default()),
             peer_from,
             origin,
+            skips: HashMap::new(),
         },
     )
 }
@@ -136,6 +178,8 @@ impl Worker {
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 last_housekeeping = Instant::now();
+                // Connections gone without their end copy (dropped) hold no slot any more.
+                self.skips.retain(|_, slot| Arc::strong_count(slot) > 1);
                 self.reassembler.expire(elapsed_ns(started));
                 metrics.store_reassembly(&self.reassembler);
             }
@@ -144,6 +188,11 @@ impl Worker {
     }
 
     fn inspect(&mut self, copy: Copy, started: Instant, pipeline: &Pipeline, metrics: &Metrics) {
+        if let Some(slot) = &copy.skip
+            && !copy.end
+        {
+            self.skips.entry(copy.key).or_insert_with(|| slot.clone());
+        }
         let seg = Segment {
             seq: copy.seq,
             len: copy.len,
@@ -183,6 +232,15 @@ impl Worker {
                 let dst_port = (*peer_from == PeerFrom::Connection).then_some(key.dst_port);
                 handle(pipeline, peer, &request, meta, origin, dst_port);
             });
+        if copy.end {
+            self.skips.remove(&copy.key);
+        }
+        let skips = &self.skips;
+        self.reassembler.take_skip_hints(|key, until| {
+            if let Some(slot) = skips.get(&key) {
+                slot.set(until);
+            }
+        });
     }
 }
 
@@ -277,6 +335,21 @@ mod tests {
     }
 
     #[test]
+    fn a_skip_hint_counts_down_and_clears() {
+        let slot = SkipUntil::default();
+        assert_eq!(slot.skippable(10), 0, "no hint");
+        slot.set(100);
+        assert_eq!(slot.skippable(10), 90);
+        assert_eq!(slot.skippable(60), 40);
+        assert_eq!(slot.skippable(100), 0, "reached");
+        assert_eq!(slot.skippable(50), 0, "cleared once reached");
+        // Offsets wrap like sequence numbers.
+        slot.set(5);
+        assert_eq!(slot.skippable(u32::MAX - 4), 10);
+        assert_eq!(slot.skippable(9), 0, "past it");
+    }
+
+    #[test]
     fn a_full_queue_drops_and_never_blocks() {
         let (tap, worker) = channel(
             2,
@@ -295,6 +368,7 @@ mod tests {
             len: 1,
             data: Bytes::from_static(b"x"),
             end: false,
+            skip: None,
         };
         assert!(tap.offer(copy(0)));
         assert!(tap.offer(copy(1)));
@@ -314,6 +388,7 @@ mod tests {
             len: 5,
             data: Bytes::from_static(b"hello"),
             end: false,
+            skip: None,
         };
         assert!(!tap.offer(big), "full in bytes");
     }

@@ -875,6 +875,14 @@ async fn proxy_streams_a_large_upload() {
     drop(stream);
     let metrics = proxy.stop().await;
     assert!(metrics.proxy_bytes_in.load(Ordering::Relaxed) >= body.len() as u64);
+    // Past the inspection bound the body is forwarded without being copied for inspection.
+    let not_copied = metrics.proxy_bytes_not_copied.load(Ordering::Relaxed);
+    assert!(
+        not_copied >= (body.len() - 2 * 1024 * 1024) as u64,
+        "only {not_copied} of {} body bytes went uncopied",
+        body.len()
+    );
+    assert_eq!(metrics.proxy_copies_dropped.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
