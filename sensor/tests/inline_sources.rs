@@ -9,6 +9,10 @@
 //! - `mirror_and_capture_paths_agree`: a fixed generated sample (attack payloads x where they
 //!   sit, benign controls) through the mirror server and through the reassembler as the eBPF
 //!   capture feeds it: the same detections, request by request.
+//! - `through_nginx_the_mirror_sees_what_the_capture_path_sees`: the same sample through a real
+//!   nginx with the shipped snippet to the sensor (in process, publishing to nats-server): for
+//!   every request nginx served, the same rules as the capture path, under the client of the
+//!   trusted X-Forwarded-For chain.
 //! - `proxy_*`: the proxy source in front of the app: bodies, chunked, keep-alive, a 20 MB
 //!   upload streamed through, detection, and fail-open when the inspection queue is full.
 //!
@@ -906,4 +910,117 @@ async fn proxy_fails_open_when_the_queue_is_full() {
     assert_eq!(via_proxy, direct, "every request still answered");
     let metrics = proxy.stop().await;
     assert!(metrics.proxy_copies_dropped.load(Ordering::Relaxed) > 0);
+}
+
+/// `bytes` with the sample's placeholder `X-Forwarded-For` replaced by client `i`, as the
+/// load balancer would append it.
+fn from_client(i: usize, bytes: &[u8]) -> Vec<u8> {
+    let placeholder = b"X-Forwarded-For: x\r\n";
+    let at = bytes
+        .windows(placeholder.len())
+        .position(|w| w == placeholder)
+        .expect("every sample request has the placeholder");
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(format!("X-Forwarded-For: {}\r\n", client(i)).as_bytes());
+    out.extend_from_slice(&bytes[at + placeholder.len()..]);
+    out
+}
+
+/// The sample through a real nginx with the shipped mirror snippet to the sensor (run in
+/// process, publishing to a real nats-server), against the capture path on the same bytes:
+/// for every request nginx served, the same rules, under the client of the trusted chain.
+#[tokio::test]
+async fn through_nginx_the_mirror_sees_what_the_capture_path_sees() {
+    let test = "through_nginx_the_mirror_sees_what_the_capture_path_sees";
+    if palisade_tests::skip_because(test, nginx_missing().or_else(nats_missing)) {
+        return;
+    }
+    let sample: Vec<Vec<u8>> = sample()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| from_client(i, r))
+        .collect();
+    let want = capture_path(&sample);
+
+    let nats = NatsServer::start().await.unwrap();
+    let mirror_port = palisade_tests::free_port().unwrap();
+    let mut config = palisade_sensor::config::Config {
+        sensor_id: "mirror-diff".into(),
+        source: palisade_sensor::config::Source::Mirror,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        report_special: vec!["2001:db8::/32".parse().unwrap()],
+        ..Default::default()
+    };
+    config.mirror.listen = SocketAddr::from(([127, 0, 0, 1], mirror_port));
+    config.nats.url = nats.url();
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async {
+        let _ = stopped.await;
+    }));
+    let mirror_addr = SocketAddr::from(([127, 0, 0, 1], mirror_port));
+    wait_until("the mirror port", Duration::from_secs(30), || async {
+        TcpStream::connect(mirror_addr).await.is_ok()
+    })
+    .await;
+    let app = start_app().await;
+    let nginx = start_nginx(app, Some(mirror_port)).unwrap();
+    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], nginx.port()));
+
+    // One connection per request: a request nginx refuses closes its connection.
+    let mut served = BTreeSet::new();
+    for (i, r) in sample.iter().enumerate() {
+        let (status, _) = exchange(nginx_addr, std::slice::from_ref(r)).await[0].clone();
+        if status == 200 {
+            served.insert(i);
+        }
+    }
+    assert!(
+        served.len() * 10 >= sample.len() * 8,
+        "nginx served {served:?}"
+    );
+    wait_until(
+        "every served request inspected",
+        Duration::from_secs(30),
+        || {
+            let m = metrics.clone();
+            let n = served.len() as u64;
+            async move { m.mirror_inspected.load(Ordering::Relaxed) >= n }
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    sensor.await.unwrap().unwrap();
+
+    let by_client: BTreeMap<IpAddr, usize> = (0..sample.len()).map(|i| (client(i), i)).collect();
+    let mut got: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for report in stored_reports(&nats).await {
+        let i = *by_client
+            .get(&report.client_ip)
+            .unwrap_or_else(|| panic!("a report for an unknown client: {report:?}"));
+        got.entry(i).or_default().insert(report.rule);
+    }
+    let want: BTreeMap<usize, BTreeSet<String>> = want
+        .into_iter()
+        .filter(|(i, _)| served.contains(i))
+        .collect();
+    assert!(
+        want.len() >= PAYLOADS.len() * 3,
+        "attacks nginx served: {want:?}"
+    );
+    println!(
+        "{} requests, {} served by nginx, {} of them with detections",
+        sample.len(),
+        served.len(),
+        want.len()
+    );
+    assert_eq!(
+        got,
+        want,
+        "through nginx's mirror vs the capture path, by request (refused by nginx: {:?})",
+        (0..sample.len())
+            .filter(|i| !served.contains(i))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(metrics.mirror_dropped.load(Ordering::Relaxed), 0);
 }
