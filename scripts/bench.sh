@@ -4,7 +4,7 @@
 # BENCH="ingest time_to_block" picks a subset.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-all="aws_calls time_to_block ingest sensor_overhead sensor_flows log_mode detector_vs_modsec"
+all="aws_calls time_to_block ingest sensor_overhead mirror_overhead sensor_flows log_mode detector_vs_modsec"
 for name in ${BENCH:-$all}; do
     case "$name" in
         log_mode|detector_vs_modsec|sensor_overhead) scripts/bench-deps.sh ;;

@@ -23,6 +23,12 @@ pub enum Source {
     /// Access-log files (for places without eBPF, such as Fargate, and for TLS-terminating
     /// servers).
     Log,
+    /// Whole requests mirrored by the pod's own proxy (nginx `mirror`, Envoy
+    /// `request_mirror_policies`) to a local port: full analysis without privileges.
+    Mirror,
+    /// The sensor in the request path: listens on the service port, streams to the app on
+    /// localhost and inspects a copy out of band (apps with no proxy in the pod).
+    Proxy,
 }
 
 impl std::str::FromStr for Source {
@@ -31,8 +37,10 @@ impl std::str::FromStr for Source {
         match s {
             "ebpf" => Ok(Source::Ebpf),
             "log" => Ok(Source::Log),
+            "mirror" => Ok(Source::Mirror),
+            "proxy" => Ok(Source::Proxy),
             other => Err(Error::Config(format!(
-                "unknown source `{other}` (expected ebpf or log)"
+                "unknown source `{other}` (expected ebpf, log, mirror or proxy)"
             ))),
         }
     }
@@ -46,7 +54,7 @@ pub struct Config {
     /// name (sanitized).
     #[serde(default = "default_sensor_id")]
     pub sensor_id: String,
-    /// Request source: `ebpf` or `log`.
+    /// Request source: `ebpf`, `log`, `mirror` or `proxy`.
     #[serde(default)]
     pub source: Source,
     /// CIDRs of the proxies / load balancers in front of the servers (ALB subnets,
@@ -85,7 +93,14 @@ pub struct Config {
     /// Access-log settings (`source = "log"`).
     #[serde(default)]
     pub log: LogConfig,
-    /// Reassembly bounds (eBPF source).
+    /// Mirror settings (`source = "mirror"`).
+    #[serde(default)]
+    pub mirror: MirrorConfig,
+    /// Inline proxy settings (`source = "proxy"`).
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Reassembly bounds (eBPF, mirror and proxy sources; `max_body_inspect` bounds the body
+    /// bytes inspected per request on every source).
     #[serde(default)]
     pub reassembly: ReassemblyConfig,
     /// NATS connection and publishing.
@@ -119,7 +134,7 @@ pub struct DetectConfig {
     /// Inbound anomaly score from which a request is reported (attack-family rules only).
     #[serde(default = "default_anomaly_threshold")]
     pub anomaly_threshold: i64,
-    /// Requests waiting for the Core Rule Set worker (eBPF source). CRS runs on its own
+    /// Requests waiting for the Core Rule Set worker (eBPF, mirror, proxy). CRS runs on its own
     /// thread so that it never delays the built-in rules; when this many requests wait, more
     /// are inspected by the built-in rules only and counted in
     /// `palisade_sensor_crs_shed_total`. 0 runs CRS inline, on the capture thread.
@@ -180,6 +195,8 @@ impl Default for Config {
             metrics_listen: None,
             ebpf: EbpfConfig::default(),
             log: LogConfig::default(),
+            mirror: MirrorConfig::default(),
+            proxy: ProxyConfig::default(),
             reassembly: ReassemblyConfig::default(),
             nats: NatsConfig::default(),
             detect: DetectConfig::default(),
@@ -294,6 +311,82 @@ impl Default for LogConfig {
             from_start: false,
             exit_at_eof: false,
             poll_ms: default_log_poll_ms(),
+        }
+    }
+}
+
+/// `[mirror]`: the local port the pod's proxy mirrors every request to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Address to accept mirrored requests on. Keep it on loopback: only the pod's own proxy
+    /// may reach it (connections from other addresses are refused and counted).
+    #[serde(default = "default_mirror_listen")]
+    pub listen: SocketAddr,
+    /// The header the proxy sets, overwriting any client value, to the address it received the
+    /// request from (nginx `proxy_set_header X-Palisade-Peer $remote_addr;`). It stands for the
+    /// TCP peer of the eBPF path: `trusted_proxies` / `trusted_hops` decide from there. A
+    /// mirrored request without it (exactly once) is rejected and counted.
+    #[serde(default = "default_peer_header")]
+    pub peer_header: String,
+    /// Mirrored requests waiting for inspection; past it (or past `queue_bytes`) new ones are
+    /// dropped and counted, never waited for.
+    #[serde(default = "default_mirror_queue")]
+    pub queue: usize,
+    /// Bytes of mirrored requests waiting for inspection.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: usize,
+    /// Connections from the proxy served at once; more are closed at once (counted).
+    #[serde(default = "default_mirror_connections")]
+    pub max_connections: usize,
+    /// A connection with no complete request for this many seconds is closed.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            listen: default_mirror_listen(),
+            peer_header: default_peer_header(),
+            queue: default_mirror_queue(),
+            queue_bytes: default_queue_bytes(),
+            max_connections: default_mirror_connections(),
+            idle_secs: default_idle_secs(),
+        }
+    }
+}
+
+/// `[proxy]`: the sensor as a streaming TCP proxy in front of the app.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address the clients (the load balancer) connect to: the service port.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The application, on localhost (`127.0.0.1:8081`).
+    #[serde(default)]
+    pub upstream: Option<SocketAddr>,
+    /// Copies of client bytes waiting for inspection; past it (or `queue_bytes`) copies are
+    /// dropped and counted while the bytes still flow to the app.
+    #[serde(default = "default_proxy_queue")]
+    pub queue: usize,
+    /// Bytes of copies waiting for inspection.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: usize,
+    /// Client connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_proxy_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: None,
+            upstream: None,
+            queue: default_proxy_queue(),
+            queue_bytes: default_queue_bytes(),
+            max_connections: default_proxy_connections(),
         }
     }
 }
@@ -460,6 +553,30 @@ fn default_sensor_id() -> String {
         id
     }
 }
+fn default_mirror_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9099))
+}
+fn default_peer_header() -> String {
+    "x-palisade-peer".to_owned()
+}
+fn default_mirror_queue() -> usize {
+    1024
+}
+fn default_proxy_queue() -> usize {
+    4096
+}
+fn default_queue_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_mirror_connections() -> usize {
+    256
+}
+fn default_proxy_connections() -> usize {
+    4096
+}
+fn default_idle_secs() -> u64 {
+    60
+}
 fn default_report_window_secs() -> u64 {
     60
 }
@@ -525,6 +642,49 @@ fn default_max_in_flight() -> usize {
 }
 fn default_ack_timeout_secs() -> u64 {
     5
+}
+
+impl MirrorConfig {
+    fn validate(&self) -> Result<(), Error> {
+        let name = self.peer_header.trim();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Error::Config(format!(
+                "mirror.peer_header must be a header name (letters, digits, '-'), got `{}`",
+                self.peer_header
+            )));
+        }
+        if self.queue == 0 || self.queue_bytes == 0 || self.max_connections == 0 {
+            return Err(Error::Config(
+                "mirror.queue, mirror.queue_bytes and mirror.max_connections must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ProxyConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if self.listen.is_none() || self.upstream.is_none() {
+            return Err(Error::Config(
+                "source proxy needs a listen address and an upstream (--proxy-listen, \
+                 --proxy-upstream)"
+                    .to_owned(),
+            ));
+        }
+        if self.listen == self.upstream {
+            return Err(Error::Config(
+                "proxy.listen and proxy.upstream are the same address".to_owned(),
+            ));
+        }
+        if self.queue == 0 || self.queue_bytes == 0 || self.max_connections == 0 {
+            return Err(Error::Config(
+                "proxy.queue, proxy.queue_bytes and proxy.max_connections must be at least 1"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -622,6 +782,8 @@ impl Config {
             Source::Log if self.log.files.is_empty() => Err(Error::Config(
                 "source log needs at least one file (--log-file)".to_owned(),
             )),
+            Source::Mirror => self.mirror.validate(),
+            Source::Proxy => self.proxy.validate(),
             _ => Ok(()),
         }
     }
@@ -663,7 +825,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
         for (file, source) in [
             ("sensor.toml", Source::Ebpf),
-            ("fargate/sensor.toml", Source::Log),
+            ("fargate/sensor.toml", Source::Mirror),
         ] {
             let path = root.join(file);
             let config = Config::from_file(&path).unwrap();

@@ -6,6 +6,10 @@
 //! - [`reassembly`]: per-connection request reassembly by TCP sequence number.
 //! - [`clientip`]: the client address behind trusted proxies (`X-Forwarded-For`, `Forwarded`).
 //! - [`logsource`]: access-log tailing (nginx combined, JSON lines, AWS ALB).
+//! - [`context`]: the pod a sidecar runs in (Kubernetes Downward API), for reports' context.
+//! - [`mirror`]: requests mirrored by the pod's proxy (nginx, Envoy) to a local port.
+//! - [`proxy`]: the sensor as a streaming proxy in front of an app, inspecting a copy.
+//! - [`tap`]: the bounded queue and worker that inspect what the mirror and the proxy copy.
 //! - [`pipeline`]: request -> detections -> de-duplicated wire reports.
 //! - [`publish`]: JetStream publishing with a bounded buffer and awaited acks.
 //! - [`metrics`]: counters and the Prometheus `/metrics` endpoint.
@@ -16,14 +20,18 @@
 pub mod capture;
 pub mod clientip;
 pub mod config;
+pub mod context;
 pub mod detect;
 pub mod http;
 pub mod logsource;
 pub mod metrics;
+pub mod mirror;
 pub mod pipeline;
+pub mod proxy;
 pub mod publish;
 pub mod reassembly;
 mod run;
+pub mod tap;
 
 pub use run::{RunSummary, load_detector, run};
 
@@ -56,6 +64,24 @@ pub enum Error {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The mirror or proxy source could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A source's worker task failed.
+    #[error("{what} task failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
     },
     /// The metrics endpoint could not listen.
     #[error("metrics endpoint: {0}")]

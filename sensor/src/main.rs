@@ -15,17 +15,32 @@ use tracing::error;
 
 mod tools;
 
-/// Sees malicious HTTP requests (eBPF on network interfaces, or access logs) and reports them
-/// to NATS JetStream for the Palisade blocker.
+/// Sees malicious HTTP requests (eBPF on network interfaces, requests mirrored by the pod's
+/// proxy, an inline proxy, or access logs) and reports them to NATS JetStream for the
+/// Palisade blocker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// Configuration file (TOML); flags and environment variables override it.
     #[arg(long, env = "PALISADE_CONFIG")]
     config: Option<PathBuf>,
-    /// Request source: ebpf or log.
+    /// Request source: ebpf, log, mirror or proxy.
     #[arg(long, env = "PALISADE_SOURCE")]
     source: Option<Source>,
+    /// Address the mirror source accepts the proxy's mirrored requests on (default
+    /// 127.0.0.1:9099).
+    #[arg(long, env = "PALISADE_MIRROR_LISTEN")]
+    mirror_listen: Option<SocketAddr>,
+    /// Header the pod's proxy sets to the address it received each request from (default
+    /// x-palisade-peer).
+    #[arg(long, env = "PALISADE_MIRROR_PEER_HEADER")]
+    mirror_peer_header: Option<String>,
+    /// Address the proxy source listens on (the service port, e.g. 0.0.0.0:8080).
+    #[arg(long, env = "PALISADE_PROXY_LISTEN")]
+    proxy_listen: Option<SocketAddr>,
+    /// The application the proxy source forwards to (e.g. 127.0.0.1:8081).
+    #[arg(long, env = "PALISADE_PROXY_UPSTREAM")]
+    proxy_upstream: Option<SocketAddr>,
     /// Interface to capture on (repeatable; env: comma separated).
     #[arg(long = "interface", env = "PALISADE_INTERFACE", value_delimiter = ',')]
     interfaces: Vec<String>,
@@ -152,6 +167,18 @@ impl Cli {
         };
         if let Some(v) = self.source {
             c.source = v;
+        }
+        if let Some(v) = self.mirror_listen {
+            c.mirror.listen = v;
+        }
+        if let Some(v) = self.mirror_peer_header {
+            c.mirror.peer_header = v;
+        }
+        if let Some(v) = self.proxy_listen {
+            c.proxy.listen = Some(v);
+        }
+        if let Some(v) = self.proxy_upstream {
+            c.proxy.upstream = Some(v);
         }
         if !self.interfaces.is_empty() {
             c.ebpf.interfaces = self.interfaces;
@@ -376,6 +403,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.reassembly.max_body_inspect, 131_072);
         assert_eq!(c.reassembly.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn mirror_and_proxy_flags() {
+        let c = Cli::try_parse_from(["palisade-sensor", "--sensor-id", "s1", "--source", "mirror"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.source, Source::Mirror);
+        assert_eq!(c.mirror.listen, "127.0.0.1:9099".parse().unwrap());
+        let c = Cli::try_parse_from([
+            "palisade-sensor",
+            "--sensor-id",
+            "s1",
+            "--source",
+            "proxy",
+            "--proxy-listen",
+            "0.0.0.0:8080",
+            "--proxy-upstream",
+            "127.0.0.1:8081",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(c.proxy.upstream, Some("127.0.0.1:8081".parse().unwrap()));
+        let missing =
+            Cli::try_parse_from(["palisade-sensor", "--sensor-id", "s1", "--source", "proxy"])
+                .unwrap()
+                .into_config();
+        assert!(format!("{:#}", missing.unwrap_err()).contains("--proxy-upstream"));
     }
 
     #[test]

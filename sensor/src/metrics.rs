@@ -79,6 +79,32 @@ pub struct Metrics {
     pub reassembly_gaps: AtomicU64,
     /// Skip hints handed to the kernel side.
     pub skip_hints: AtomicU64,
+    /// Mirrored requests read whole from the proxy (mirror source).
+    pub mirror_requests: AtomicU64,
+    /// Mirrored requests run through the detector.
+    pub mirror_inspected: AtomicU64,
+    /// Mirrored requests dropped because the inspection queue was full.
+    pub mirror_dropped: AtomicU64,
+    /// Mirrored requests rejected: the proxy's peer header missing, repeated or not an address.
+    pub mirror_rejected_no_peer: AtomicU64,
+    /// Mirrored requests rejected as malformed (head or framing); the connection is closed.
+    pub mirror_rejected_malformed: AtomicU64,
+    /// Mirror connections refused: not from loopback, or over `max_connections`.
+    pub mirror_connections_refused: AtomicU64,
+    /// Client connections accepted (proxy source).
+    pub proxy_connections: AtomicU64,
+    /// Connections to the application that failed (the client's connection is closed).
+    pub proxy_upstream_errors: AtomicU64,
+    /// Bytes forwarded from clients to the application.
+    pub proxy_bytes_in: AtomicU64,
+    /// Bytes forwarded from the application to clients.
+    pub proxy_bytes_out: AtomicU64,
+    /// Copies of client bytes not inspected because the inspection queue was full (the bytes
+    /// were forwarded all the same).
+    pub proxy_copies_dropped: AtomicU64,
+    /// Client bytes forwarded without a copy because inspection needed none of them (body
+    /// bytes past the inspection bound).
+    pub proxy_bytes_not_copied: AtomicU64,
     detections: Mutex<BTreeMap<String, u64>>,
     unattributed: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -146,7 +172,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 31] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 43] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -332,6 +358,78 @@ impl Metrics {
                 "counter",
                 "Body skips of known length offered to the kernel.",
                 &self.skip_hints,
+            ),
+            (
+                "palisade_sensor_mirror_requests_total",
+                "counter",
+                "Mirrored requests read whole from the proxy.",
+                &self.mirror_requests,
+            ),
+            (
+                "palisade_sensor_mirror_inspected_total",
+                "counter",
+                "Mirrored requests run through the detector.",
+                &self.mirror_inspected,
+            ),
+            (
+                "palisade_sensor_mirror_dropped_total",
+                "counter",
+                "Mirrored requests dropped because the inspection queue was full.",
+                &self.mirror_dropped,
+            ),
+            (
+                "palisade_sensor_mirror_rejected_no_peer_total",
+                "counter",
+                "Mirrored requests without exactly one valid peer header from the proxy.",
+                &self.mirror_rejected_no_peer,
+            ),
+            (
+                "palisade_sensor_mirror_rejected_malformed_total",
+                "counter",
+                "Mirrored requests whose head or body framing could not be read.",
+                &self.mirror_rejected_malformed,
+            ),
+            (
+                "palisade_sensor_mirror_connections_refused_total",
+                "counter",
+                "Mirror connections refused (not from loopback, or over max_connections).",
+                &self.mirror_connections_refused,
+            ),
+            (
+                "palisade_sensor_proxy_connections_total",
+                "counter",
+                "Client connections accepted by the proxy source.",
+                &self.proxy_connections,
+            ),
+            (
+                "palisade_sensor_proxy_upstream_errors_total",
+                "counter",
+                "Connections to the application that failed.",
+                &self.proxy_upstream_errors,
+            ),
+            (
+                "palisade_sensor_proxy_bytes_in_total",
+                "counter",
+                "Bytes forwarded from clients to the application.",
+                &self.proxy_bytes_in,
+            ),
+            (
+                "palisade_sensor_proxy_bytes_out_total",
+                "counter",
+                "Bytes forwarded from the application to clients.",
+                &self.proxy_bytes_out,
+            ),
+            (
+                "palisade_sensor_proxy_copies_dropped_total",
+                "counter",
+                "Copies of client bytes not inspected because the queue was full (bytes still forwarded).",
+                &self.proxy_copies_dropped,
+            ),
+            (
+                "palisade_sensor_proxy_bytes_not_copied_total",
+                "counter",
+                "Client bytes forwarded without a copy: body past the inspection bound.",
+                &self.proxy_bytes_not_copied,
             ),
         ];
         for (name, kind, help, value) in counters {

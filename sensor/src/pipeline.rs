@@ -35,6 +35,12 @@ pub struct Origin {
     pub interface: Option<String>,
     /// Destination port (eBPF source).
     pub dst_port: Option<u16>,
+    /// Node name (Downward API); absent = the host name.
+    pub node: Option<String>,
+    /// Pod name (Downward API; sidecar sources).
+    pub pod: Option<String>,
+    /// Pod namespace (Downward API; sidecar sources).
+    pub namespace: Option<String>,
 }
 
 /// The shared detection-to-report stage.
@@ -360,7 +366,9 @@ impl Pipeline {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{:x}-{:x}", self.sensor_id, self.started_ns, n);
         let context = Context {
-            node: self.node.clone(),
+            node: origin.node.clone().or_else(|| self.node.clone()),
+            pod: origin.pod.clone(),
+            namespace: origin.namespace.clone(),
             interface: origin.interface.clone(),
             dst_port: origin.dst_port,
             ..Default::default()

@@ -16,11 +16,12 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::publish;
 use crate::reassembly::Reassembler;
+use crate::tap::{self, PeerFrom};
 
 /// What a run did, for the one-shot log mode's summary.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RunSummary {
-    /// Log-source counts (zero for eBPF).
+    /// Log-source counts (zero for the other sources).
     pub log: LogSummary,
     /// Detections by rule.
     pub detections: std::collections::BTreeMap<String, u64>,
@@ -98,6 +99,13 @@ pub async fn run(
     }
 
     let mut summary = RunSummary::default();
+    // CRS on its own thread beside the capture or the inspection queue; the log source keeps
+    // it inline (a backlog of lines just waits, and one-shot runs count every report)
+    if config.source != Source::Log {
+        pipeline
+            .start_crs_worker(config.detect.crs_queue)
+            .map_err(|e| Error::Config(format!("cannot start the CRS worker thread: {e}")))?;
+    }
     match config.source {
         Source::Ebpf => {
             let capture = Capture::attach(&config.ebpf)?;
@@ -111,9 +119,6 @@ pub async fn run(
                 nats = %config.nats.url,
                 "sensor started"
             );
-            pipeline
-                .start_crs_worker(config.detect.crs_queue)
-                .map_err(|e| Error::Config(format!("cannot start the CRS worker thread: {e}")))?;
             notify_ready(stopped());
             let reassembler = Reassembler::new(config.reassembly.clone(), ParseLimits::default());
             capture
@@ -162,7 +167,84 @@ pub async fn run(
                 )
             })
             .await
-            .map_err(|e| Error::Config(format!("log source task failed: {e}")))??;
+            .map_err(|source| Error::Task {
+                what: "log source",
+                source,
+            })??;
+        }
+        Source::Mirror => {
+            let listener = crate::mirror::bind(config.mirror.listen).await?;
+            let (tap, worker) = tap::channel(
+                config.mirror.queue,
+                config.mirror.queue_bytes,
+                config.reassembly.clone(),
+                PeerFrom::Header(config.mirror.peer_header.trim().to_owned()),
+                crate::context::downward_api(),
+            );
+            info!(
+                source = "mirror",
+                listen = %listener.local_addr().unwrap_or(config.mirror.listen),
+                peer_header = %config.mirror.peer_header,
+                rules,
+                sensor = %config.sensor_id,
+                nats = %config.nats.url,
+                "sensor started"
+            );
+            let inspect = spawn_worker(worker, pipeline.clone(), metrics.clone());
+            notify_ready(stopped());
+            crate::mirror::serve(
+                listener,
+                config.mirror.clone(),
+                config.reassembly.max_body_inspect,
+                tap,
+                metrics.clone(),
+                stopped(),
+            )
+            .await;
+            inspect.await.map_err(|source| Error::Task {
+                what: "mirror inspection",
+                source,
+            })?;
+        }
+        Source::Proxy => {
+            let (Some(listen), Some(upstream)) = (config.proxy.listen, config.proxy.upstream)
+            else {
+                return Err(Error::Config(
+                    "source proxy needs proxy.listen and proxy.upstream".to_owned(),
+                ));
+            };
+            let listener = crate::proxy::bind(listen).await?;
+            let (tap, worker) = tap::channel(
+                config.proxy.queue,
+                config.proxy.queue_bytes,
+                config.reassembly.clone(),
+                PeerFrom::Connection,
+                crate::context::downward_api(),
+            );
+            info!(
+                source = "proxy",
+                listen = %listener.local_addr().unwrap_or(listen),
+                upstream = %upstream,
+                rules,
+                sensor = %config.sensor_id,
+                nats = %config.nats.url,
+                "sensor started"
+            );
+            let inspect = spawn_worker(worker, pipeline.clone(), metrics.clone());
+            notify_ready(stopped());
+            crate::proxy::serve(
+                listener,
+                upstream,
+                config.proxy.max_connections,
+                tap,
+                metrics.clone(),
+                stopped(),
+            )
+            .await;
+            inspect.await.map_err(|source| Error::Task {
+                what: "proxy inspection",
+                source,
+            })?;
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -181,6 +263,16 @@ pub async fn run(
     summary.buffer_drops = metrics.buffer_drops.load(Ordering::Relaxed);
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Run the inspection worker of the mirror or proxy source on a blocking thread; it ends once
+/// the source has dropped every queue sender.
+fn spawn_worker(
+    worker: tap::Worker,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || worker.run(&pipeline, &metrics))
 }
 
 /// Tell systemd we are up, and keep its watchdog fed while the sensor runs.

@@ -11,7 +11,8 @@
 //!   balancer, the host plays the node running a small web app on the veth address;
 //! - `palisade-blocker` with the AWS provider pointed at the emulator, and `palisade-sensor`
 //!   with its eBPF program on the veth (or, where eBPF is not permitted, reading the app's
-//!   access log);
+//!   access log; or, in mirror mode, fed by an nginx in front of the app that includes the
+//!   shipped `config/nginx/palisade-mirror.conf`, as the Fargate sidecar is);
 //! - a realistic mix of requests from made-up clients (documentation addresses) forwarded by
 //!   the "load balancer" with `X-Forwarded-For`: browsing from most, attacks from a few.
 //!
@@ -66,6 +67,9 @@ pub enum SensorMode {
     Ebpf,
     /// The app's access log (where eBPF is not permitted).
     Log,
+    /// nginx in front of the app with the shipped mirror snippet, the sensor in mirror mode
+    /// (the Fargate sidecar; chosen explicitly, needs nginx).
+    Mirror,
 }
 
 /// Options for [`run`].
@@ -783,11 +787,39 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let app_addr = SocketAddr::new(IpAddr::V4(ns.host_addr), APP_PORT);
     let access_log = work.path().join("access.log");
     std::fs::File::create(&access_log)?;
-    let listener = TcpListener::bind(app_addr)
+    // Mirror mode: nginx takes the app's address and proxies to the app on loopback, mirroring
+    // every request to the sensor (the pod's proxy on Fargate).
+    let mirror_port = match opts.mode {
+        Some(SensorMode::Mirror) => Some(crate::free_port()?),
+        _ => None,
+    };
+    let app_listen = match mirror_port {
+        Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        None => app_addr,
+    };
+    let listener = TcpListener::bind(app_listen)
         .await
-        .with_context(|| format!("binding the demo app on {app_addr}"))?;
+        .with_context(|| format!("binding the demo app on {app_listen}"))?;
+    let app_local = listener.local_addr()?;
     let app = tokio::spawn(serve_app(listener, access_log.clone()));
-    say(v, format!("demo web app listening on {app_addr}"));
+    say(v, format!("demo web app listening on {app_local}"));
+    let _nginx = match mirror_port {
+        Some(port) => {
+            let (http, include) = crate::nginx::shipped_mirror(port)?;
+            let nginx = crate::nginx::Nginx::start_on(
+                app_addr,
+                &http,
+                &format!("{include}\n        location / {{ proxy_pass http://{app_local}; }}"),
+            )
+            .context("starting nginx with the mirror snippet (scripts/setup.sh installs nginx)")?;
+            say(
+                v,
+                format!("nginx on {app_addr} (mirror to 127.0.0.1:{port}) -> app on {app_local}"),
+            );
+            Some(nginx)
+        }
+        None => None,
+    };
 
     let admin_port = crate::free_port()?;
     let admin_url = format!("http://127.0.0.1:{admin_port}");
@@ -833,6 +865,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
                     .arg("--log-file")
                     .arg(&access_log);
             }
+            SensorMode::Mirror => {
+                // nginx tells the sensor the namespace address (the trusted load balancer) in
+                // X-Palisade-Peer; the client comes from its X-Forwarded-For.
+                let port = mirror_port.unwrap_or(9099);
+                cmd.args(["--source", "mirror", "--mirror-listen"])
+                    .arg(format!("127.0.0.1:{port}"));
+            }
         }
         cmd
     };
@@ -847,6 +886,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             let name = match mode {
                 SensorMode::Ebpf => "sensor-ebpf",
                 SensorMode::Log => "sensor-log",
+                SensorMode::Mirror => "sensor-mirror",
             };
             let mut sensor = Service::spawn(name, cmd, work).await?;
             let metrics_url = format!("http://127.0.0.1:{port}/metrics");

@@ -13,7 +13,7 @@
 //! directory removed when the guard drops.
 
 use std::io::Read;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 #[derive(Debug)]
 pub struct Nginx {
     child: Child,
-    port: u16,
+    listen: SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -32,9 +32,14 @@ impl Nginx {
     /// Start nginx with `locations` (the inside of the `server` block) on a free port. Tries a
     /// few ports when another process takes the chosen one first.
     pub fn start(locations: &str) -> anyhow::Result<Nginx> {
+        Nginx::start_with_http("", locations)
+    }
+
+    /// Like [`Nginx::start`], with `http` added at `http` level (upstream blocks, includes).
+    pub fn start_with_http(http: &str, locations: &str) -> anyhow::Result<Nginx> {
         let mut last = None;
         for _ in 0..3 {
-            match Nginx::start_once(locations) {
+            match Nginx::start_once(None, http, locations) {
                 Ok(nginx) => return Ok(nginx),
                 Err(err) => last = Some(err),
             }
@@ -42,13 +47,25 @@ impl Nginx {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("nginx did not start")))
     }
 
-    fn start_once(locations: &str) -> anyhow::Result<Nginx> {
+    /// Like [`Nginx::start_with_http`], listening on `listen` (the demo's veth address).
+    pub fn start_on(listen: SocketAddr, http: &str, locations: &str) -> anyhow::Result<Nginx> {
+        Nginx::start_once(Some(listen), http, locations)
+    }
+
+    fn start_once(
+        listen: Option<SocketAddr>,
+        http: &str,
+        locations: &str,
+    ) -> anyhow::Result<Nginx> {
         let dir = tempfile::Builder::new()
             .prefix("palisade-nginx-")
             .tempdir()
             .context("creating nginx's directory")?;
-        let port = crate::free_port()?;
-        let conf = config(dir.path(), port, locations);
+        let listen = match listen {
+            Some(addr) => addr,
+            None => SocketAddr::from(([127, 0, 0, 1], crate::free_port()?)),
+        };
+        let conf = config(dir.path(), listen, http, locations);
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).context("writing nginx.conf")?;
         let child = Command::new(nginx_binary())
@@ -63,7 +80,7 @@ impl Nginx {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting nginx (run scripts/setup.sh to install nginx-light)")?;
-        let mut nginx = Nginx { child, port, dir };
+        let mut nginx = Nginx { child, listen, dir };
         nginx.wait_ready()?;
         Ok(nginx)
     }
@@ -79,19 +96,19 @@ impl Nginx {
                 }
                 bail!("nginx exited early with {status}: {}", stderr.trim());
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if TcpStream::connect(self.listen).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("nginx did not listen on port {} within 30 s", self.port);
+                bail!("nginx did not listen on {} within 30 s", self.listen);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// The port nginx listens on (on 127.0.0.1).
+    /// The port nginx listens on (on 127.0.0.1 unless started with [`Nginx::start_on`]).
     pub fn port(&self) -> u16 {
-        self.port
+        self.listen.port()
     }
 
     /// nginx's error log so far (`info` level: it names the header lines nginx ignored).
@@ -126,7 +143,7 @@ fn nginx_binary() -> &'static str {
     }
 }
 
-fn config(dir: &Path, port: u16, locations: &str) -> String {
+fn config(dir: &Path, listen: SocketAddr, http: &str, locations: &str) -> String {
     let d = dir.display();
     format!(
         "daemon off;
@@ -141,11 +158,30 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    {http}
     server {{
-        listen 127.0.0.1:{port};
+        listen {listen};
         {locations}
     }}
 }}
 "
     )
+}
+
+/// The shipped mirror configuration (`config/nginx/`), as an nginx in front of an app includes
+/// it, sending the mirror to palisade-sensor on `127.0.0.1:sensor_port`: the `http`-level part
+/// (the upstream file, only its port changed) and the `server`-level include of the snippet
+/// itself, unchanged.
+pub fn shipped_mirror(sensor_port: u16) -> anyhow::Result<(String, String)> {
+    let dir = crate::workspace_root().join("config/nginx");
+    let upstream_file = dir.join("palisade-mirror-upstream.conf");
+    let upstream = std::fs::read_to_string(&upstream_file)
+        .with_context(|| format!("reading {}", upstream_file.display()))?;
+    let default = "127.0.0.1:9099";
+    if !upstream.contains(default) {
+        bail!("{} no longer names {default}", upstream_file.display());
+    }
+    let http = upstream.replace(default, &format!("127.0.0.1:{sensor_port}"));
+    let server = format!("include {};", dir.join("palisade-mirror.conf").display());
+    Ok((http, server))
 }

@@ -74,3 +74,8 @@ async fn demo_with_ebpf_sensor() {
 async fn demo_with_log_sensor() {
     run_demo(SensorMode::Log).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_mirror_sensor() {
+    run_demo(SensorMode::Mirror).await;
+}

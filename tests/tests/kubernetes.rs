@@ -662,68 +662,80 @@ fn blocker_uses_irsa_and_keeps_its_state() {
 }
 
 #[test]
-fn fargate_sidecar_shares_the_log_volume_with_nginx() {
+fn fargate_sidecar_receives_the_mirror_of_nginx() {
     let k = Kustomization::load(&k8s_root().join("fargate"));
     let pod = pod_spec(&k, "Deployment", "web");
     let containers = seq(pod, &["containers"]);
-    let mounts = |name: &str| -> BTreeMap<String, (String, bool)> {
-        let c = containers
+    let container = |name: &str| {
+        containers
             .iter()
             .find(|c| str_at(c, &["name"]) == Some(name))
-            .unwrap_or_else(|| panic!("container {name}"));
-        seq(c, &["volumeMounts"])
+            .unwrap_or_else(|| panic!("container {name}"))
+    };
+    let mounts = |name: &str| -> BTreeMap<String, String> {
+        seq(container(name), &["volumeMounts"])
             .iter()
             .map(|m| {
                 (
                     str_at(m, &["name"]).unwrap_or_default().to_owned(),
-                    (
-                        str_at(m, &["mountPath"]).unwrap_or_default().to_owned(),
-                        m.get("readOnly").and_then(Value::as_bool) == Some(true),
-                    ),
+                    str_at(m, &["mountPath"]).unwrap_or_default().to_owned(),
                 )
             })
             .collect()
     };
+    // The snippet in the ConfigMaps is the one shipped (and tested) in config/nginx.
+    for file in ["palisade-mirror.conf", "palisade-mirror-upstream.conf"] {
+        let shipped = fs::read_to_string(workspace_root().join("config/nginx").join(file)).unwrap();
+        let copy = fs::read_to_string(k8s_root().join("fargate/nginx").join(file)).unwrap();
+        assert_eq!(
+            copy, shipped,
+            "fargate/nginx/{file} differs from config/nginx/{file}"
+        );
+    }
+    // nginx reads the server block and the upstream from conf.d (http level) and includes the
+    // snippet from where the second ConfigMap is mounted.
     let nginx = mounts("nginx");
-    let sensor = mounts("palisade-sensor");
-    let shared: Vec<&String> = nginx.keys().filter(|v| sensor.contains_key(*v)).collect();
-    assert_eq!(shared.len(), 1, "one shared volume");
-    let volume = seq(pod, &["volumes"])
-        .iter()
-        .find(|v| str_at(v, &["name"]) == Some(shared[0].as_str()))
-        .expect("the shared volume");
-    assert!(
-        volume.get("emptyDir").is_some(),
-        "the shared volume is an emptyDir"
+    assert_eq!(
+        nginx.get("nginx-conf").map(String::as_str),
+        Some("/etc/nginx/conf.d")
     );
-    assert!(sensor[shared[0]].1, "the sensor mounts the logs read-only");
-    assert!(!nginx[shared[0]].1, "nginx writes the logs");
-
-    // The sensor follows the file nginx writes, in log mode.
+    let snippet_dir = nginx.get("nginx-palisade").expect("the snippet is mounted");
+    let server = fs::read_to_string(k8s_root().join("fargate/nginx/default.conf")).unwrap();
+    assert!(
+        server.contains(&format!("include {snippet_dir}/palisade-mirror.conf;")),
+        "default.conf includes the snippet where it is mounted"
+    );
+    // The sensor listens where the snippet's upstream sends the mirror.
     let config = toml_file(&k8s_root().join("fargate/sensor.toml"));
-    assert_eq!(config.get("source").and_then(|s| s.as_str()), Some("log"));
-    let files: Vec<&str> = config
-        .get("log")
-        .and_then(|l| l.get("files"))
-        .and_then(|f| f.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(files.len(), 1);
-    assert!(
-        files[0].starts_with(&format!("{}/", sensor[shared[0]].0)),
-        "the log file {} is on the shared volume",
-        files[0]
+    assert_eq!(
+        config.get("source").and_then(|s| s.as_str()),
+        Some("mirror")
     );
-    // Unprivileged: no capability added.
-    let sidecar = containers
-        .iter()
-        .find(|c| str_at(c, &["name"]) == Some("palisade-sensor"))
-        .expect("sidecar");
+    let listen = config
+        .get("mirror")
+        .and_then(|m| m.get("listen"))
+        .and_then(|l| l.as_str())
+        .expect("mirror.listen");
+    let upstream =
+        fs::read_to_string(k8s_root().join("fargate/nginx/palisade-mirror-upstream.conf")).unwrap();
+    assert!(
+        upstream.contains(&format!("server {listen};")),
+        "{upstream}"
+    );
+    // Unprivileged, with the Downward API context.
+    let sidecar = container("palisade-sensor");
     assert!(seq(sidecar, &["securityContext", "capabilities", "add"]).is_empty());
     assert_eq!(
         at(sidecar, &["securityContext", "runAsNonRoot"]).and_then(Value::as_bool),
         Some(true)
     );
+    let env: BTreeSet<&str> = seq(sidecar, &["env"])
+        .iter()
+        .filter_map(|e| str_at(e, &["name"]))
+        .collect();
+    for name in ["POD_NAME", "POD_NAMESPACE", "NODE_NAME"] {
+        assert!(env.contains(name), "the sidecar's env lacks {name}");
+    }
 }
 
 fn toml_file(path: &Path) -> toml::Table {

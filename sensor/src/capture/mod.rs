@@ -503,6 +503,7 @@ fn drain(
             let origin = Origin {
                 interface: ifnames.get(&h.ifindex).cloned(),
                 dst_port: Some(key.dst_port),
+                ..Origin::default()
             };
             pipeline.handle(key.src, &request, meta, &origin, Utc::now());
         });

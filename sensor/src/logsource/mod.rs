@@ -225,7 +225,7 @@ pub fn run(
         }
     }
     let mut summary = LogSummary::default();
-    let origin = Origin::default();
+    let origin = crate::context::downward_api();
     // Files whose last read failed: warned about once until a read succeeds again.
     let mut failing = vec![false; followers.len()];
     loop {

@@ -15,8 +15,12 @@ struct Cli {
     #[arg(long, env = "PALISADE_BIN_DIR")]
     bin_dir: Option<PathBuf>,
     /// Use the access-log source even where eBPF is available.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mirror_source")]
     log_source: bool,
+    /// Put nginx with the shipped mirror snippet in front of the app and run the sensor in
+    /// mirror mode (the Fargate sidecar), even where eBPF is available.
+    #[arg(long, env = "PALISADE_DEMO_MIRROR")]
+    mirror_source: bool,
     /// Also write the outcome as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -35,7 +39,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let opts = DemoOptions {
         bin_dir,
-        mode: cli.log_source.then_some(SensorMode::Log),
+        mode: if cli.mirror_source {
+            Some(SensorMode::Mirror)
+        } else {
+            cli.log_source.then_some(SensorMode::Log)
+        },
         verbose: true,
         crs_dir: cli.crs_dir,
     };
