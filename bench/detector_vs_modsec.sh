@@ -7,6 +7,9 @@
 #   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh
 #   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
 #   SKIP_CRS=1 bench/detector_vs_modsec.sh  # leave out Palisade's CRS engine
+#   CRS_BASE_EVAL=/path/to/eval_corpus bench/detector_vs_modsec.sh
+#       # a fourth contender: the CRS engine of another build (e.g. the last release), in the
+#       # same runs: before/after of an engine change beside ModSecurity
 #
 # Three contenders: Palisade's built-in rules, Palisade's CRS engine running the same CRS as
 # ModSecurity (Debian's 3.3.4, PL1, threshold 5; `--mode crs`: a request counts as detected
@@ -55,6 +58,12 @@ for run in $(seq "$RUNS"); do
       --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
       --out "$WORK/c.$run.json" >"$WORK/c.$run.out"
   fi
+  if [[ -z ${SKIP_CRS:-} && -n ${CRS_BASE_EVAL:-} ]]; then
+    echo "run $run/$RUNS: palisade crs engine, base build ($CRS_BASE_EVAL)" >&2
+    /usr/bin/time -v -o "$WORK/b.$run.time" taskset -c "$CORE" "$CRS_BASE_EVAL" --corpus "$CORPUS" \
+      --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
+      --out "$WORK/b.$run.json" >"$WORK/b.$run.out"
+  fi
   echo "run $run/$RUNS: modsecurity + crs" >&2
   /usr/bin/time -v -o "$WORK/m.$run.time" taskset -c "$CORE" "$WORK/driver" \
     "$ROOT/bench/modsec/modsecurity.conf" "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts" \
@@ -83,6 +92,8 @@ def ours(p, pt):
 extra = {}
 if os.path.exists(f"{work}/c.{run}.json"):
     extra["palisade_crs"] = ours(json.load(open(f"{work}/c.{run}.json")), gnu_time(f"{work}/c.{run}.time"))
+if os.path.exists(f"{work}/b.{run}.json"):
+    extra["palisade_crs_base"] = ours(json.load(open(f"{work}/b.{run}.json")), gnu_time(f"{work}/b.{run}.time"))
 print(json.dumps({"run": int(run), **extra,
   "palisade": {"requests": p["requests"], "attacks_detected": p["attacks"]["detected"],
                "attacks_total": p["attacks"]["total"], "tpr": p["attacks"]["tpr"],
@@ -107,7 +118,8 @@ rows = [json.loads(l) for l in open(rows_path)]
 def med(side, key):
     return statistics.median(r[side][key] for r in rows)
 keys = ("requests_per_s", "requests_per_process_cpu_s", "process_cpu_s", "max_rss_kib")
-sides = ["palisade"] + (["palisade_crs"] if "palisade_crs" in rows[0] else []) + ["modsecurity"]
+sides = (["palisade"] + (["palisade_crs"] if "palisade_crs" in rows[0] else [])
+         + (["palisade_crs_base"] if "palisade_crs_base" in rows[0] else []) + ["modsecurity"])
 medians = {side: {k: med(side, k) for k in keys} for side in sides}
 medians["modsecurity"]["requests_per_cpu_s"] = med("modsecurity", "requests_per_cpu_s")
 last = rows[-1]
@@ -124,6 +136,10 @@ if "palisade_crs" in medians:
     ratios["crs_engine_requests_per_s_timed_inside"] = round(C["requests_per_s"] / M["requests_per_s"], 1)
     ratios["crs_engine_requests_per_s_vs_modsec_thread_cpu"] = round(C["requests_per_s"] / M["requests_per_cpu_s"], 1)
     ratios["crs_engine_requests_per_process_cpu_s"] = round(C["requests_per_process_cpu_s"] / M["requests_per_process_cpu_s"], 1)
+if "palisade_crs_base" in medians:
+    B = medians["palisade_crs_base"]
+    ratios["crs_base_requests_per_s_timed_inside"] = round(B["requests_per_s"] / M["requests_per_s"], 1)
+    ratios["crs_engine_vs_base_requests_per_s"] = round(medians["palisade_crs"]["requests_per_s"] / B["requests_per_s"], 2)
 targets = {
     "throughput_10x": ratios["requests_per_process_cpu_s"] >= 10 and ratios["requests_per_s_timed_inside"] >= 10,
     "attack_detection_at_least_modsec": det["palisade"]["tpr"] >= det["modsecurity"]["tpr"],
