@@ -26,7 +26,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::Error;
 use crate::config::MirrorConfig;
 use crate::http::{self, ChunkedDecoder, Framing, ParseLimits, Request};
 use crate::metrics::Metrics;
@@ -41,13 +40,6 @@ const BAD_REQUEST: &[u8] =
 const READ_CHUNK: usize = 16 * 1024;
 /// Raw body bytes kept beyond the inspection bound, for chunked framing's size lines.
 const FRAMING_SLACK: usize = 4 * 1024;
-
-/// Bind the mirror port (separately from [`serve`], so a taken port fails the start).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
-}
 
 /// Accept mirrored requests on `listener` until `shutdown` resolves; `max_body` raw body bytes
 /// of each request are kept for inspection.
@@ -344,7 +336,9 @@ mod tests {
             PeerFrom::Header(config.peer_header.clone()),
             Origin::default(),
         );
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = crate::tap::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(serve(

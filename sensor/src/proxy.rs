@@ -21,20 +21,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::Error;
 use crate::metrics::Metrics;
 use crate::reassembly::FlowKey;
 use crate::tap::{Copy, SkipUntil, Tap, flow_key};
 
 /// Bytes read from a client per read (one copy at most this long).
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Bind the service port (separately from [`serve`], so a taken port fails the start).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
-}
 
 /// Forward connections from `listener` to `upstream` until `shutdown` resolves; at most
 /// `max_connections` at once (the rest wait in the listen backlog).

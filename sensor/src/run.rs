@@ -173,7 +173,7 @@ pub async fn run(
             })??;
         }
         Source::Mirror => {
-            let listener = crate::mirror::bind(config.mirror.listen).await?;
+            let listener = tap::bind(config.mirror.listen).await?;
             let (tap, worker) = tap::channel(
                 config.mirror.queue,
                 config.mirror.queue_bytes,
@@ -213,7 +213,7 @@ pub async fn run(
                     "source proxy needs proxy.listen and proxy.upstream".to_owned(),
                 ));
             };
-            let listener = crate::proxy::bind(listen).await?;
+            let listener = tap::bind(listen).await?;
             let (tap, worker) = tap::channel(
                 config.proxy.queue,
                 config.proxy.queue_bytes,

@@ -31,6 +31,13 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Origin, Pipeline};
 use crate::reassembly::{FlowKey, Reassembler, RequestMeta, Segment};
 
+/// Bind a source's listening port (apart from serving, so that a taken port fails the start).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, crate::Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::Error::Listen { addr, source })
+}
+
 /// How often the worker expires idle flows and copies the reassembler's counters to metrics.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 

@@ -662,7 +662,7 @@ async fn mirror_path(
         PeerFrom::Header("x-palisade-peer".into()),
         Origin::default(),
     );
-    let listener = palisade_sensor::mirror::bind("127.0.0.1:0".parse().unwrap())
+    let listener = palisade_sensor::tap::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -772,7 +772,7 @@ impl Proxy {
             // Held, never run: the queue fills and stays full.
             (None, Some(worker))
         };
-        let listener = palisade_sensor::proxy::bind("127.0.0.1:0".parse().unwrap())
+        let listener = palisade_sensor::tap::bind("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
