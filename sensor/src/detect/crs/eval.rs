@@ -562,12 +562,10 @@ fn push_entries<'a>(
     // out newest first: with a key selector the last header/argument of that name comes first
     // (it decides TX:0 and MATCHED_VAR when several match)
     let keyed = matches!(t.sel, Sel::Key(_));
-    let order: Box<dyn Iterator<Item = (usize, &Entry)>> = if keyed {
-        Box::new(entries.iter().enumerate().rev())
-    } else {
-        Box::new(entries.iter().enumerate())
-    };
-    for (i, e) in order {
+    let n = entries.len();
+    for j in 0..n {
+        let i = if keyed { n - 1 - j } else { j };
+        let e = &entries[i];
         let ok = match &t.sel {
             Sel::All => true,
             Sel::Key(k) => e.name.eq_ignore_ascii_case(k),
