@@ -47,6 +47,9 @@ pub fn load_detector(config: &Config) -> Result<Detector, Error> {
     let crs = crate::detect::crs::Crs::load(&settings)
         .map_err(|e| Error::Rules(format!("CRS ({}): {e}", settings.dir.display())))?;
     let r = crs.report();
+    for w in &r.warnings {
+        tracing::warn!(dir = %settings.dir.display(), "{w}");
+    }
     tracing::info!(
         dir = %settings.dir.display(),
         paranoia = settings.paranoia,

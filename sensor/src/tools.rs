@@ -36,11 +36,14 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
     );
     println!("  rules removed by exclusions: {}", r.removed);
     println!(
-        "  @rx with a literal prefilter: {}, without: {}, run by PCRE2: {}",
+        "  @rx/@pm with a literal prefilter: {}, without: {}; @rx run by PCRE2: {}",
         r.prefiltered, r.unfiltered, r.pcre_regexes
     );
     for (id, why) in &r.never_match {
         println!("  rule {id} never matches here: {why}");
+    }
+    for w in &r.warnings {
+        println!("  warning: {w}");
     }
     Ok(())
 }

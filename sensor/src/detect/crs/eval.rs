@@ -330,7 +330,12 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             st.outcome.matched.push(MatchedRule {
                 id: rule.id,
                 phase: rule.phase,
-                msg: rule.msg.clone(),
+                // as libmodsecurity logs it: macros (%{MATCHED_VAR}, %{tx.anomaly_score})
+                // expanded once the chain matched
+                msg: rule.msg.as_deref().map(|m| {
+                    String::from_utf8_lossy(&expand(&Template::parse(m), Some(rule), c, st))
+                        .into_owned()
+                }),
                 severity: rule.severity,
                 tags: rule.tags.clone(),
                 points: st.points,

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::parse::ParseError;
 
+/// Where Debian's `modsecurity-crs` package installs the rules.
+const DEBIAN_RULES_ROOT: &str = "/usr/share/modsecurity-crs";
+
 /// Where Debian's `modsecurity-crs` package keeps the setup of the rules it installs under
 /// `/usr/share/modsecurity-crs` (see its `owasp-crs.load`).
 const DEBIAN_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
@@ -21,6 +24,8 @@ pub struct CrsLayout {
     pub setup: PathBuf,
     /// Plugin configs, plugin `-before` files, the rules, plugin `-after` files.
     pub files: Vec<PathBuf>,
+    /// What the operator should know about the choice (a setup file taken from elsewhere).
+    pub warnings: Vec<String>,
 }
 
 /// Finds the files of the CRS tree at `crs_dir`, in load order.
@@ -55,6 +60,7 @@ pub fn discover(crs_dir: &Path, setup_override: Option<&Path>) -> Result<CrsLayo
             crs_dir.display()
         )));
     }
+    let mut warnings = Vec::new();
     let setup = match setup_override {
         Some(path) => path.to_path_buf(),
         None => {
@@ -64,7 +70,21 @@ pub fn discover(crs_dir: &Path, setup_override: Option<&Path>) -> Result<CrsLayo
                 PathBuf::from(DEBIAN_SETUP),
             ];
             match candidates.iter().find(|p| p.is_file()) {
-                Some(found) => found.clone(),
+                Some(found) => {
+                    if found.as_path() == Path::new(DEBIAN_SETUP)
+                        && root != Path::new(DEBIAN_RULES_ROOT)
+                    {
+                        // a downloaded tree without its setup would silently run with the
+                        // settings Debian wrote for its own CRS version
+                        warnings.push(format!(
+                            "{} has no crs-setup.conf or crs-setup.conf.example: using Debian's \
+                             {DEBIAN_SETUP}, written for the CRS version Debian installs; give \
+                             the tree's own setup with --crs-setup (detect.crs_setup)",
+                            root.display()
+                        ));
+                    }
+                    found.clone()
+                }
                 None => {
                     let looked: Vec<String> =
                         candidates.iter().map(|p| p.display().to_string()).collect();
@@ -89,7 +109,11 @@ pub fn discover(crs_dir: &Path, setup_override: Option<&Path>) -> Result<CrsLayo
     files.extend(rules);
     files.extend(beside_setup(DEBIAN_AFTER));
     files.extend(list(&plugins, "", "-after.conf")?);
-    Ok(CrsLayout { setup, files })
+    Ok(CrsLayout {
+        setup,
+        files,
+        warnings,
+    })
 }
 
 /// The regular files of `dir` named `{prefix}*{suffix}` (not starting with `.`), sorted by
@@ -166,6 +190,28 @@ mod tests {
         let layout = discover(&d.join("rules"), None).unwrap();
         assert_eq!(layout.setup, d.join("crs-setup.conf"));
         assert_eq!(layout.files.len(), 2);
+    }
+
+    #[test]
+    fn a_tree_without_setup_names_the_fallback_or_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        touch(&d.join("rules/REQUEST-901-INITIALIZATION.conf"));
+        match discover(d, None) {
+            // Debian's package is installed here: its setup is used, and said so
+            Ok(layout) => {
+                assert_eq!(layout.setup, Path::new(DEBIAN_SETUP));
+                assert_eq!(layout.warnings.len(), 1, "{:?}", layout.warnings);
+                assert!(layout.warnings[0].contains("--crs-setup"));
+            }
+            Err(e) => {
+                assert!(!Path::new(DEBIAN_SETUP).is_file());
+                assert!(e.to_string().contains("no CRS setup file found"), "{e}");
+            }
+        }
+        // with the tree's own setup there is nothing to say
+        touch(&d.join("crs-setup.conf"));
+        assert!(discover(d, None).unwrap().warnings.is_empty());
     }
 
     #[test]

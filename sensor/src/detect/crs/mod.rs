@@ -170,6 +170,7 @@ impl Crs {
         }
         let mut compiled = rules::compile(directives)?;
         compiled.report.files = files;
+        compiled.report.warnings = layout.warnings;
         Ok(Crs {
             compiled,
             settings: s.clone(),
@@ -260,6 +261,19 @@ mod tests {
     }
 
     const SCORE: &str = "setvar:'tx.anomaly_score_pl1=+5',setvar:'tx.anomaly_score=+5'";
+
+    #[test]
+    fn messages_expand_their_macros_like_the_log_does() {
+        let crs = load(&format!(
+            "SecRule ARGS:q \"@rx (?i)union\\s+select\" \"id:942100,phase:2,block,t:none,t:lowercase,\
+             msg:'SQLi in %{{MATCHED_VAR_NAME}}: %{{MATCHED_VAR}} (rule %{{rule.id}})',{SCORE}\"\n"
+        ));
+        let v = run(&crs, "/?q=UNION%20SELECT", &[], "");
+        assert_eq!(
+            v.matched[0].msg.as_deref(),
+            Some("SQLi in ARGS:q: union select (rule 942100)")
+        );
+    }
 
     #[test]
     fn scores_every_matching_value_and_reports_attack_families_only() {

@@ -444,6 +444,8 @@ pub struct LoadReport {
     /// @rx and @pm operators with a literal prefilter / without.
     pub prefiltered: usize,
     pub unfiltered: usize,
+    /// What the operator should know about how the tree was loaded.
+    pub warnings: Vec<String>,
 }
 
 /// The compiled rule set.
