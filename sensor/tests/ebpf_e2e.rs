@@ -146,18 +146,13 @@ fn send(ns: &VethNamespace, host: IpAddr, port: u16, requests: &[Vec<u8>]) {
 }
 
 async fn stored_reports(server: &NatsServer) -> Vec<Report> {
-    let js = server.jetstream().await.unwrap();
-    let Ok(mut stream) = js.get_stream(palisade_wire::STREAM_NAME).await else {
-        return Vec::new();
-    };
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        if let Ok(msg) = stream.get_raw_message(seq).await {
-            out.push(Report::from_slice(&msg.payload).unwrap());
-        }
-    }
-    out
+    server
+        .stored_messages(palisade_wire::STREAM_NAME)
+        .await
+        .unwrap()
+        .iter()
+        .map(|msg| Report::from_slice(&msg.payload).unwrap())
+        .collect()
 }
 
 /// (request bytes, the client IP the report must carry when the namespace is / is not trusted,

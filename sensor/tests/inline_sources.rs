@@ -219,18 +219,13 @@ fn nats_missing() -> Option<String> {
 
 /// Every report stored in the stream.
 async fn stored_reports(server: &NatsServer) -> Vec<Report> {
-    let js = server.jetstream().await.unwrap();
-    let Ok(mut stream) = js.get_stream(palisade_wire::STREAM_NAME).await else {
-        return Vec::new();
-    };
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        if let Ok(msg) = stream.get_raw_message(seq).await {
-            out.push(Report::from_slice(&msg.payload).expect("stored report follows the contract"));
-        }
-    }
-    out
+    server
+        .stored_messages(palisade_wire::STREAM_NAME)
+        .await
+        .unwrap()
+        .iter()
+        .map(|msg| Report::from_slice(&msg.payload).expect("stored report follows the contract"))
+        .collect()
 }
 
 /// The sensor binary in mirror mode (killed on drop).

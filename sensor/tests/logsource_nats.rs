@@ -18,16 +18,12 @@ use palisade_wire::Report;
 
 /// Every report stored in the stream, with its `Nats-Msg-Id` header.
 async fn stored_reports(server: &NatsServer) -> Vec<(Report, String)> {
-    let js = server.jetstream().await.unwrap();
-    let Ok(mut stream) = js.get_stream(palisade_wire::STREAM_NAME).await else {
-        return Vec::new();
-    };
-    let last = stream.info().await.unwrap().state.last_sequence;
     let mut out = Vec::new();
-    for seq in 1..=last {
-        let Ok(msg) = stream.get_raw_message(seq).await else {
-            continue;
-        };
+    for msg in server
+        .stored_messages(palisade_wire::STREAM_NAME)
+        .await
+        .unwrap()
+    {
         let report = Report::from_slice(&msg.payload).expect("stored report follows the contract");
         assert_eq!(msg.subject.as_str(), report.subject());
         let id = msg

@@ -190,6 +190,26 @@ impl NatsServer {
         Ok(async_nats::jetstream::new(self.connect().await?))
     }
 
+    /// Every message stored in `stream`, oldest first (none when the stream does not exist
+    /// yet; deleted sequences are left out).
+    pub async fn stored_messages(
+        &self,
+        stream: &str,
+    ) -> anyhow::Result<Vec<async_nats::jetstream::message::StreamMessage>> {
+        let js = self.jetstream().await?;
+        let Ok(mut stream) = js.get_stream(stream).await else {
+            return Ok(Vec::new());
+        };
+        let last = stream.info().await?.state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(msg) = stream.get_raw_message(seq).await {
+                out.push(msg);
+            }
+        }
+        Ok(out)
+    }
+
     /// Stop the server (SIGKILL), keeping its store.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
