@@ -117,18 +117,10 @@ async fn client_to_app(
     tap: Tap,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut seq = 0u32;
     let skip = Arc::new(SkipUntil::default());
-    let result = loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(err) => break Err(err),
-        };
-        if let Err(err) = to.write_all(&buf[..n]).await {
-            break Err(err);
-        }
+    let result = pump(&mut from, &mut to, |chunk| {
+        let n = chunk.len();
         metrics
             .proxy_bytes_in
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -155,7 +147,7 @@ async fn client_to_app(
                 key,
                 seq: seq.wrapping_add(skipped),
                 len: len - skipped,
-                data: Bytes::copy_from_slice(&buf[skipped as usize..n]),
+                data: Bytes::copy_from_slice(&chunk[skipped as usize..]),
                 end: false,
                 skip: Some(skip.clone()),
             });
@@ -164,7 +156,8 @@ async fn client_to_app(
             metrics.proxy_copies_dropped.fetch_add(1, Ordering::Relaxed);
         }
         seq = seq.wrapping_add(len);
-    };
+    })
+    .await;
     // The flow ends for the reassembler either way (if this is dropped, it expires idle).
     let _ = tap.offer(Copy {
         key,
@@ -183,20 +176,30 @@ async fn app_to_client(
     mut to: OwnedWriteHalf,
     metrics: &Metrics,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; READ_CHUNK];
-    let result = loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(err) => break Err(err),
-        };
-        if let Err(err) = to.write_all(&buf[..n]).await {
-            break Err(err);
-        }
+    let result = pump(&mut from, &mut to, |chunk| {
         metrics
             .proxy_bytes_out
-            .fetch_add(n as u64, Ordering::Relaxed);
-    };
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    })
+    .await;
     let _ = to.shutdown().await;
     result
+}
+
+/// Copies `from` to `to` until end of stream or an error, reads of at most [`READ_CHUNK`]
+/// bytes; `forwarded` sees each run once it is written.
+async fn pump(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    mut forwarded: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match from.read(&mut buf).await? {
+            0 => return Ok(()),
+            n => n,
+        };
+        to.write_all(&buf[..n]).await?;
+        forwarded(&buf[..n]);
+    }
 }

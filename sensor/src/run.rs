@@ -193,21 +193,23 @@ pub async fn run(
                 nats = %config.nats.url,
                 "sensor started"
             );
-            let inspect = spawn_worker(worker, pipeline.clone(), metrics.clone());
-            notify_ready(stopped());
-            crate::mirror::serve(
+            let serve = crate::mirror::serve(
                 listener,
                 config.mirror.clone(),
                 config.reassembly.max_body_inspect,
                 tap,
                 metrics.clone(),
                 stopped(),
+            );
+            run_tapped(
+                worker,
+                &pipeline,
+                &metrics,
+                "mirror inspection",
+                serve,
+                stopped(),
             )
-            .await;
-            inspect.await.map_err(|source| Error::Task {
-                what: "mirror inspection",
-                source,
-            })?;
+            .await?;
         }
         Source::Proxy => {
             let (Some(listen), Some(upstream)) = (config.proxy.listen, config.proxy.upstream)
@@ -233,21 +235,23 @@ pub async fn run(
                 nats = %config.nats.url,
                 "sensor started"
             );
-            let inspect = spawn_worker(worker, pipeline.clone(), metrics.clone());
-            notify_ready(stopped());
-            crate::proxy::serve(
+            let serve = crate::proxy::serve(
                 listener,
                 upstream,
                 config.proxy.max_connections,
                 tap,
                 metrics.clone(),
                 stopped(),
+            );
+            run_tapped(
+                worker,
+                &pipeline,
+                &metrics,
+                "proxy inspection",
+                serve,
+                stopped(),
             )
-            .await;
-            inspect.await.map_err(|source| Error::Task {
-                what: "proxy inspection",
-                source,
-            })?;
+            .await?;
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -268,14 +272,22 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Run the inspection worker of the mirror or proxy source on a blocking thread; it ends once
-/// the source has dropped every queue sender.
-fn spawn_worker(
+/// A source that copies requests into a tap (mirror, proxy): its inspection worker drains the
+/// tap on a blocking thread while `serve` runs; once `serve` returns (shutdown) and has dropped
+/// its queue senders, waits until the worker has inspected what was queued.
+async fn run_tapped(
     worker: tap::Worker,
-    pipeline: Arc<Pipeline>,
-    metrics: Arc<Metrics>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || worker.run(&pipeline, &metrics))
+    pipeline: &Arc<Pipeline>,
+    metrics: &Arc<Metrics>,
+    what: &'static str,
+    serve: impl std::future::Future<Output = ()>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
+    let inspect = tokio::task::spawn_blocking(move || worker.run(&pipeline, &metrics));
+    notify_ready(stopped);
+    serve.await;
+    inspect.await.map_err(|source| Error::Task { what, source })
 }
 
 /// Tell systemd we are up, and keep its watchdog fed while the sensor runs.
