@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -176,39 +176,17 @@ impl Pipeline {
         }
     }
 
-    /// Queues a request for the CRS worker; false when there is no worker.
-    fn queue_crs(
-        &self,
-        peer: IpAddr,
-        request: &Request,
-        meta: RequestMeta,
-        origin: &Origin,
-        observed_at: DateTime<Utc>,
-    ) -> bool {
-        let Some(w) = self.crs.get() else {
-            return false;
-        };
+    /// Queues a request for the CRS worker, or counts it as shed when the queue is full (or
+    /// the worker is gone). Nothing is queued once [`Pipeline::finish_crs`] ran.
+    fn queue_crs(&self, w: &CrsWorker, job: CrsJob) {
         let Ok(q) = w.queue.lock() else {
-            return false;
+            return;
         };
-        let Some(tx) = q.as_ref() else {
-            // finished: shutting down
-            return true;
-        };
-        let job = CrsJob {
-            peer,
-            request: request.clone(),
-            meta,
-            origin: origin.clone(),
-            observed_at,
-        };
-        match tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.crs_shed.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(tx) = q.as_ref()
+            && tx.try_send(job).is_err()
+        {
+            self.metrics.crs_shed.fetch_add(1, Ordering::Relaxed);
         }
-        true
     }
 
     /// Number of rules loaded.
@@ -237,10 +215,17 @@ impl Pipeline {
         if request.head_truncated {
             self.metrics.heads_truncated.fetch_add(1, Ordering::Relaxed);
         }
-        let detections = if self.crs.get().is_some() {
+        let detections = if let Some(worker) = self.crs.get() {
             let found = self.detector.inspect_builtin(request);
             if found.is_empty() && request.body_window.is_none() {
-                self.queue_crs(peer, request, meta, origin, observed_at);
+                let job = CrsJob {
+                    peer,
+                    request: request.clone(),
+                    meta,
+                    origin: origin.clone(),
+                    observed_at,
+                };
+                self.queue_crs(worker, job);
             }
             found
         } else {
