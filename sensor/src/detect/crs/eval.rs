@@ -256,19 +256,36 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
 
 /// Number of values of each kind, for the dense slot layout.
 fn kind_len(c: &Collections, k: u32) -> usize {
+    if let Some((entries, _)) = kind_entries(c, k) {
+        return entries.len();
+    }
     match k {
-        kind::ARGS_GET | kind::ARGS_GET_NAMES => c.args_get.len(),
-        kind::ARGS_POST | kind::ARGS_POST_NAMES => c.args_post.len(),
-        kind::COOKIES | kind::COOKIES_NAMES => c.request_cookies.len(),
-        kind::HEADERS | kind::HEADERS_NAMES => c.request_headers.len(),
-        kind::FILES | kind::FILES_NAMES => c.files.len(),
-        kind::MULTIPART_PART_HEADERS => c.multipart_part_headers.len(),
         kind::XML_TEXT => 1,
         kind::XML_ATTRS => c.xml_attrs.len(),
-        kind::ARGS_OTHER | kind::ARGS_OTHER_NAMES => c.args_other.len(),
         k if (SCALAR_BASE..SCALAR_BASE + 20).contains(&k) => 1,
         _ => 0,
     }
+}
+
+/// The entries behind a collection kind, and whether the kind is their names (None for XML and
+/// single-valued kinds).
+fn kind_entries(c: &Collections, k: u32) -> Option<(&[Entry], bool)> {
+    Some(match k {
+        kind::ARGS_GET => (&c.args_get, false),
+        kind::ARGS_GET_NAMES => (&c.args_get, true),
+        kind::ARGS_POST => (&c.args_post, false),
+        kind::ARGS_POST_NAMES => (&c.args_post, true),
+        kind::ARGS_OTHER => (&c.args_other, false),
+        kind::ARGS_OTHER_NAMES => (&c.args_other, true),
+        kind::COOKIES => (&c.request_cookies, false),
+        kind::COOKIES_NAMES => (&c.request_cookies, true),
+        kind::HEADERS => (&c.request_headers, false),
+        kind::HEADERS_NAMES => (&c.request_headers, true),
+        kind::FILES => (&c.files, false),
+        kind::FILES_NAMES => (&c.files, true),
+        kind::MULTIPART_PART_HEADERS => (&c.multipart_part_headers, false),
+        _ => return None,
+    })
 }
 
 /// Lays the request's values out in dense slots and empties the per-request caches.
@@ -1115,15 +1132,8 @@ fn keyed_hit(
     bit: u32,
     st: &mut State<'_>,
 ) -> bool {
-    let entries: &[Entry] = match k {
-        kind::ARGS_GET | kind::ARGS_GET_NAMES => &c.args_get,
-        kind::ARGS_POST | kind::ARGS_POST_NAMES => &c.args_post,
-        kind::ARGS_OTHER | kind::ARGS_OTHER_NAMES => &c.args_other,
-        kind::COOKIES | kind::COOKIES_NAMES => &c.request_cookies,
-        kind::HEADERS | kind::HEADERS_NAMES => &c.request_headers,
-        kind::FILES | kind::FILES_NAMES => &c.files,
-        kind::MULTIPART_PART_HEADERS => &c.multipart_part_headers,
-        _ => return union_hit(rules, c, k, node, bit, st),
+    let Some((entries, _)) = kind_entries(c, k) else {
+        return union_hit(rules, c, k, node, bit, st);
     };
     let base = st.bases[k as usize];
     for (i, e) in entries.iter().enumerate() {
@@ -1143,25 +1153,15 @@ fn keyed_hit(
 
 /// The value in slot `i` of kind `k` (as `resolve` hands it out).
 fn slot_data(c: &Collections, k: u32, i: usize) -> Option<Cow<'_, [u8]>> {
-    fn entry(entries: &[Entry], i: usize, names: bool) -> Option<Cow<'_, [u8]>> {
-        entries
-            .get(i)
-            .map(|e| Cow::Borrowed(if names { &e.name[..] } else { &e.value[..] }))
+    if let Some((entries, names)) = kind_entries(c, k) {
+        let e = entries.get(i)?;
+        return Some(Cow::Borrowed(if names {
+            &e.name[..]
+        } else {
+            &e.value[..]
+        }));
     }
     match k {
-        kind::ARGS_GET => entry(&c.args_get, i, false),
-        kind::ARGS_GET_NAMES => entry(&c.args_get, i, true),
-        kind::ARGS_POST => entry(&c.args_post, i, false),
-        kind::ARGS_POST_NAMES => entry(&c.args_post, i, true),
-        kind::ARGS_OTHER => entry(&c.args_other, i, false),
-        kind::ARGS_OTHER_NAMES => entry(&c.args_other, i, true),
-        kind::COOKIES => entry(&c.request_cookies, i, false),
-        kind::COOKIES_NAMES => entry(&c.request_cookies, i, true),
-        kind::HEADERS => entry(&c.request_headers, i, false),
-        kind::HEADERS_NAMES => entry(&c.request_headers, i, true),
-        kind::FILES => entry(&c.files, i, false),
-        kind::FILES_NAMES => entry(&c.files, i, true),
-        kind::MULTIPART_PART_HEADERS => entry(&c.multipart_part_headers, i, false),
         kind::XML_TEXT => c.xml_text.as_deref().map(Cow::Borrowed),
         kind::XML_ATTRS => c.xml_attrs.get(i).map(|a| Cow::Borrowed(&a[..])),
         k => SCALARS
