@@ -14,6 +14,11 @@
 //!
 //! Tokens are compared as SHA-256 digests in constant time: neither the content nor the
 //! length of a configured token shows in the time an answer takes.
+//!
+//! With the `nats` state backend every replica answers: the lease holder from its engine, a
+//! standby by reading the state bucket (`GET`) or by forwarding the change to the holder over
+//! NATS (`POST`/`DELETE`, a request on `palisade.blocker.<bucket>.admin`, answered only by the
+//! holder). Without a holder (the seconds of a takeover) changes answer 503.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -28,19 +33,90 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
 use crate::config::AdminConfig;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::state::BlockRecord;
+use crate::state::jetstream::KvStore;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    pub engine: Arc<Engine>,
+    /// The engine while this replica decides (always, with the embedded backend).
+    pub leader: watch::Receiver<Option<Arc<Engine>>>,
+    /// The other replicas (`nats` backend).
+    pub cluster: Option<Cluster>,
+    pub metrics: Arc<Metrics>,
     pub nats_connected: Arc<AtomicBool>,
     pub reconcile_ok: Arc<AtomicBool>,
     pub tokens: Tokens,
 }
+
+impl AdminState {
+    /// One blocker that always decides (the embedded backend, tests).
+    pub fn single(
+        engine: Arc<Engine>,
+        nats_connected: Arc<AtomicBool>,
+        reconcile_ok: Arc<AtomicBool>,
+        tokens: Tokens,
+    ) -> AdminState {
+        let metrics = Arc::clone(engine.metrics());
+        let (tx, leader) = watch::channel(Some(engine));
+        // The sender lives as long as the receivers: the value never changes.
+        std::mem::forget(tx);
+        AdminState {
+            leader,
+            cluster: None,
+            metrics,
+            nats_connected,
+            reconcile_ok,
+            tokens,
+        }
+    }
+
+    fn engine(&self) -> Option<Arc<Engine>> {
+        self.leader.borrow().clone()
+    }
+}
+
+/// How a replica that does not decide reaches the state and the one that does.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The state bucket (read for `GET /v1/blocks`).
+    pub store: KvStore,
+    pub client: async_nats::Client,
+    /// Subject of forwarded changes ([`command_subject`]).
+    pub subject: String,
+}
+
+/// The subject on which the lease holder takes forwarded admin changes.
+pub fn command_subject(bucket: &str) -> String {
+    format!("palisade.blocker.{bucket}.admin")
+}
+
+/// A change made through the admin API, as forwarded to the lease holder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Command {
+    Block(ManualBlock),
+    Release { cidr: String },
+}
+
+/// The lease holder's answer to a [`Command`]: the HTTP status and JSON body to send.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommandReply {
+    pub status: u16,
+    #[serde(default)]
+    pub body: serde_json::Value,
+}
+
+/// How long a standby waits for the lease holder to answer a forwarded change.
+const FORWARD_WAIT: Duration = Duration::from_secs(10);
 
 /// SHA-256 of a token: fixed-size, so comparing digests takes the same time whatever the
 /// lengths of the configured and the presented tokens.
@@ -105,16 +181,21 @@ pub fn router(state: AdminState) -> Router {
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
+    /// Does this replica decide (hold the lease)? Always with the embedded backend.
+    leader: bool,
     nats_connected: bool,
     store_open: bool,
+    /// The last reconcile succeeded (a standby does not reconcile: true).
     last_reconcile_ok: bool,
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
+    let leader = s.engine().is_some();
     let r = Readiness {
+        leader,
         nats_connected: s.nats_connected.load(Relaxed),
-        store_open: !s.engine.metrics().store_failing.load(Relaxed),
-        last_reconcile_ok: s.reconcile_ok.load(Relaxed),
+        store_open: !leader || !s.metrics.store_failing.load(Relaxed),
+        last_reconcile_ok: !leader || s.reconcile_ok.load(Relaxed),
         ready: false,
     };
     let ready = r.nats_connected && r.store_open && r.last_reconcile_ok;
@@ -129,7 +210,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.engine.metrics().render(),
+        s.metrics.render(),
     )
         .into_response()
 }
@@ -144,7 +225,15 @@ async fn list(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(resp) = authorize(&s, &headers, Access::Read) {
         return *resp;
     }
-    match s.engine.blocks().await {
+    let blocks = match (s.engine(), &s.cluster) {
+        (Some(engine), _) => engine.blocks().await,
+        (None, Some(c)) => c.store.blocks().await.map(|mut v| {
+            v.sort_by(|a, b| b.first_seen.cmp(&a.first_seen).then(a.cidr.cmp(&b.cidr)));
+            v
+        }),
+        (None, None) => Err(Error::NotLeader),
+    };
+    match blocks {
         Ok(blocks) => Json(BlockList {
             count: blocks.len(),
             blocks,
@@ -199,7 +288,7 @@ fn authorize(s: &AdminState, headers: &HeaderMap, access: Access) -> Result<(), 
 }
 
 /// Body of `POST /v1/blocks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManualBlock {
     /// Address or CIDR (at most /24 for IPv4, /48 for IPv6).
@@ -227,26 +316,7 @@ async fn create(
         Ok(b) => b,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let net = match palisade_providers::parse_cidr(&req.cidr) {
-        Ok(n) => n,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    match s
-        .engine
-        .manual_block(
-            net,
-            req.ttl_secs.map(Duration::from_secs),
-            req.note,
-            req.force,
-        )
-        .await
-    {
-        Ok(rec) => (StatusCode::CREATED, Json(rec)).into_response(),
-        Err(e @ (Error::Refused { .. } | Error::Provider(_))) => {
-            err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        }
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    execute(&s, Command::Block(req)).await
 }
 
 async fn release(
@@ -257,13 +327,135 @@ async fn release(
     if let Err(resp) = authorize(&s, &headers, Access::Write) {
         return *resp;
     }
-    let net = match palisade_providers::parse_cidr(&cidr.replace('_', "/")) {
-        Ok(n) => n,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    execute(&s, Command::Release { cidr }).await
+}
+
+/// Carry out a change: on the engine when this replica decides, else forwarded to the one
+/// that does.
+async fn execute(s: &AdminState, cmd: Command) -> Response {
+    let reply = match (s.engine(), &s.cluster) {
+        (Some(engine), _) => apply(&engine, cmd).await,
+        (None, Some(c)) => forward(c, &cmd).await,
+        (None, None) => unavailable(),
     };
-    match s.engine.release(net).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => err(StatusCode::NOT_FOUND, format!("{net} is not blocked")),
-        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let code = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code == StatusCode::NO_CONTENT {
+        code.into_response()
+    } else {
+        (code, Json(reply.body)).into_response()
     }
+}
+
+fn reply(status: StatusCode, body: impl Serialize) -> CommandReply {
+    CommandReply {
+        status: status.as_u16(),
+        body: serde_json::to_value(body).unwrap_or_default(),
+    }
+}
+
+fn reply_err(status: StatusCode, msg: impl Into<String>) -> CommandReply {
+    reply(status, ApiError { error: msg.into() })
+}
+
+fn unavailable() -> CommandReply {
+    reply_err(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no replica holds the lease right now (a takeover takes a few seconds); retry",
+    )
+}
+
+/// Apply a change on the engine of the lease holder.
+pub async fn apply(engine: &Engine, cmd: Command) -> CommandReply {
+    match cmd {
+        Command::Block(req) => {
+            let net = match palisade_providers::parse_cidr(&req.cidr) {
+                Ok(n) => n,
+                Err(e) => return reply_err(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            match engine
+                .manual_block(
+                    net,
+                    req.ttl_secs.map(Duration::from_secs),
+                    req.note,
+                    req.force,
+                )
+                .await
+            {
+                Ok(rec) => reply(StatusCode::CREATED, rec),
+                Err(e @ (Error::Refused { .. } | Error::Provider(_))) => {
+                    reply_err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                Err(e) => reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
+        Command::Release { cidr } => {
+            let net = match palisade_providers::parse_cidr(&cidr.replace('_', "/")) {
+                Ok(n) => n,
+                Err(e) => return reply_err(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            match engine.release(net).await {
+                Ok(true) => reply(StatusCode::NO_CONTENT, serde_json::Value::Null),
+                Ok(false) => reply_err(StatusCode::NOT_FOUND, format!("{net} is not blocked")),
+                Err(e) => reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            }
+        }
+    }
+}
+
+/// Send a change to the lease holder and wait for its answer.
+async fn forward(c: &Cluster, cmd: &Command) -> CommandReply {
+    let payload = match serde_json::to_vec(cmd) {
+        Ok(p) => p,
+        Err(e) => return reply_err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let request = c.client.request(c.subject.clone(), payload.into());
+    match tokio::time::timeout(FORWARD_WAIT, request).await {
+        Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).unwrap_or_else(|e| {
+            reply_err(
+                StatusCode::BAD_GATEWAY,
+                format!("unreadable answer from the lease holder: {e}"),
+            )
+        }),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => unavailable(),
+        Ok(Err(e)) => reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(_) => reply_err(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the lease holder did not answer in time; the change may still be applied",
+        ),
+    }
+}
+
+/// The lease holder's side: answer forwarded changes until `stop` resolves.
+pub async fn serve_commands(
+    engine: Arc<Engine>,
+    client: async_nats::Client,
+    subject: String,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut sub = match client.subscribe(subject.clone()).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            warn!(cause = %e, %subject, "cannot take forwarded admin changes");
+            return;
+        }
+    };
+    info!(%subject, "taking forwarded admin changes");
+    tokio::pin!(stop);
+    loop {
+        let msg = tokio::select! {
+            _ = &mut stop => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let answer = match serde_json::from_slice::<Command>(&msg.payload) {
+            Ok(cmd) => apply(&engine, cmd).await,
+            Err(e) => reply_err(StatusCode::BAD_REQUEST, format!("bad command: {e}")),
+        };
+        if let Some(to) = msg.reply {
+            let body = serde_json::to_vec(&answer).unwrap_or_default();
+            if let Err(e) = client.publish(to, body.into()).await {
+                warn!(cause = %e, "cannot answer a forwarded admin change");
+            }
+        }
+    }
+    let _ = sub.unsubscribe().await;
 }

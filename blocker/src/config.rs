@@ -187,6 +187,39 @@ impl Config {
         if self.state.max_reasons == 0 {
             return bad("state.max_reasons must be >= 1".into());
         }
+        let st = &self.state;
+        if st.bucket.is_empty()
+            || !st
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(format!(
+                "state.bucket = {:?} must be letters, digits, '-' and '_'",
+                st.bucket
+            ));
+        }
+        if !(1..=5).contains(&st.replicas) {
+            return bad("state.replicas must be 1..=5".into());
+        }
+        if !(2..=120).contains(&st.lease_secs) {
+            return bad("state.lease_secs must be 2..=120".into());
+        }
+        if st.max_age_secs > 0
+            && st.max_age_secs < self.policy.max_ttl_secs.max(st.offence_memory_secs)
+        {
+            return bad(format!(
+                "state.max_age_secs = {} would drop blocks or offences the policy still needs: \
+                 0 (keep) or at least policy.max_ttl_secs and state.offence_memory_secs ({})",
+                st.max_age_secs,
+                self.policy.max_ttl_secs.max(st.offence_memory_secs)
+            ));
+        }
+        if let Some(id) = &st.replica_id
+            && (id.is_empty() || id.len() > 128 || id.contains(char::is_whitespace))
+        {
+            return bad("state.replica_id must be 1..=128 characters without spaces".into());
+        }
         if self.reconcile.interval_ms == 0 {
             return bad("reconcile.interval_ms must be > 0".into());
         }
@@ -607,6 +640,27 @@ impl Default for GuardrailConfig {
     }
 }
 
+/// Where the blocker keeps its state (`[state] backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// A redb file on a local disk: one blocker.
+    #[default]
+    Embedded,
+    /// A JetStream key-value bucket: several replicas, one lease holder decides and writes.
+    Nats,
+}
+
+fn default_bucket() -> String {
+    "palisade-blocker".to_owned()
+}
+fn default_bucket_replicas() -> usize {
+    1
+}
+fn default_lease_secs() -> u64 {
+    5
+}
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/palisade-blocker")
 }
@@ -627,9 +681,31 @@ fn default_max_offences() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// Directory of the store file `blocker.redb`.
+    /// Where the state lives: `embedded` (a redb file in `dir`; one blocker) or `nats` (a
+    /// JetStream key-value bucket; several replicas, of which the lease holder decides).
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// Directory of the store file `blocker.redb` (`embedded`).
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// Key-value bucket of the state (`nats`).
+    #[serde(default = "default_bucket")]
+    pub bucket: String,
+    /// Replicas of the bucket on the NATS cluster (`nats`; 1, 3 or 5).
+    #[serde(default = "default_bucket_replicas")]
+    pub replicas: usize,
+    /// Oldest value the bucket keeps, seconds; 0 keeps values until they are deleted (`nats`).
+    /// When set, at least `policy.max_ttl_secs` and `state.offence_memory_secs`.
+    #[serde(default)]
+    pub max_age_secs: u64,
+    /// Lease time, seconds (`nats`): the holder renews it every third of it; a standby takes
+    /// over when it has not changed for this long (after a crash of the holder: within about
+    /// this time plus one poll).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// This replica's name in the lease and the logs (`nats`). Default: the host name.
+    #[serde(default)]
+    pub replica_id: Option<String>,
     /// Most recent reasons kept per block.
     #[serde(default = "default_max_reasons")]
     pub max_reasons: usize,
@@ -647,7 +723,13 @@ pub struct StateConfig {
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
+            backend: StateBackend::default(),
             dir: default_state_dir(),
+            bucket: default_bucket(),
+            replicas: default_bucket_replicas(),
+            max_age_secs: 0,
+            lease_secs: default_lease_secs(),
+            replica_id: None,
             max_reasons: default_max_reasons(),
             offence_memory_secs: default_offence_memory_secs(),
             sweep_interval_secs: default_sweep_interval_secs(),
@@ -869,9 +951,15 @@ pub struct Cli {
     /// Bearer token for reading the block list only.
     #[arg(long, env = "PALISADE_ADMIN_READ_TOKEN", hide_env_values = true)]
     pub admin_read_token: Option<String>,
-    /// State directory.
+    /// State directory (embedded backend).
     #[arg(long, env = "PALISADE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where the state lives: `embedded` (one blocker) or `nats` (several replicas).
+    #[arg(long, env = "PALISADE_STATE_BACKEND", value_enum)]
+    pub state_backend: Option<StateBackend>,
+    /// This replica's name in the lease (nats backend; default: the host name).
+    #[arg(long, env = "PALISADE_REPLICA_ID")]
+    pub replica_id: Option<String>,
     /// Firewall provider.
     #[arg(long, env = "PALISADE_PROVIDER", value_enum)]
     pub provider: Option<ProviderKind>,
@@ -931,6 +1019,8 @@ impl Cli {
         set_opt(&mut c.admin.token, &self.admin_token);
         set_opt(&mut c.admin.read_token, &self.admin_read_token);
         set(&mut c.state.dir, &self.state_dir);
+        set(&mut c.state.backend, &self.state_backend);
+        set_opt(&mut c.state.replica_id, &self.replica_id);
         set(&mut c.provider.kind, &self.provider);
         if !self.ipset_arns.is_empty() {
             c.provider.aws.ipset_arns = self.ipset_arns.clone();

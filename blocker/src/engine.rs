@@ -26,7 +26,8 @@ use crate::guardrails::{Guardrails, client_net};
 use crate::loglimit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, sensor_hash};
-use crate::state::{Batch, BlockRecord, MAX_BLOCK_SENSORS, Offence, Reason, Store};
+use crate::state::embedded::EmbeddedStore;
+use crate::state::{Batch, BlockRecord, MAX_BLOCK_SENSORS, Offence, Reason, Snapshot, Store};
 
 /// What to tell JetStream about one message, once the batch is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,20 +304,18 @@ async fn committer(
         let batches = Arc::new(batches);
         let mut delay = Duration::from_millis(100);
         loop {
-            let store = store.clone();
-            let b = Arc::clone(&batches);
-            let res = match tokio::task::spawn_blocking(move || store.commit_all(&b)).await {
-                Ok(res) => res,
-                Err(join) => Err(Error::Io {
-                    what: "store commit task".into(),
-                    source: std::io::Error::other(join.to_string()),
-                }),
-            };
-            match res {
+            match store.commit_all(Arc::clone(&batches)).await {
                 Ok(()) => {
                     metrics.batches_committed.fetch_add(1, Relaxed);
                     metrics.store_failing.store(false, Relaxed);
                     break;
+                }
+                // The lease is gone: nothing of this term may be written or acked any more.
+                // Dropping the waiters tells them so; the replica steps down.
+                Err(err @ (Error::Fenced(_) | Error::NotLeader)) => {
+                    metrics.store_failing.store(true, Relaxed);
+                    error!(cause = %err, "state not written: this replica no longer decides");
+                    return;
                 }
                 Err(err) => {
                     metrics.store_errors.fetch_add(1, Relaxed);
@@ -382,11 +381,27 @@ fn sensor_quota(p: &crate::config::PipelineConfig) -> DefaultKeyedRateLimiter<u6
 const MAX_SENSOR_KEYS: usize = 100_000;
 
 impl Engine {
-    /// Open the store and restore everything it holds. Must run inside a Tokio runtime (it
-    /// starts the committer task).
+    /// Open the embedded store (`state.dir`) and restore everything it holds. Must run inside
+    /// a Tokio runtime (it starts the committer task).
     pub fn open(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Engine> {
-        let store = Store::open(&config.state.dir)?;
+        let store = EmbeddedStore::open(&config.state.dir)?;
         let snap = store.load()?;
+        Ok(Engine::with_store(
+            config,
+            metrics,
+            Store::Embedded(store),
+            snap,
+        ))
+    }
+
+    /// An engine over `store`, restored from `snap` (read from it). Must run inside a Tokio
+    /// runtime (it starts the committer task).
+    pub fn with_store(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        store: Store,
+        snap: Snapshot,
+    ) -> Engine {
         let active = snap.blocks.len() as u64;
         let deferred = snap.blocks.values().filter(|b| b.deferred).count() as u64;
         metrics.blocks_active.store(active, Relaxed);
@@ -395,13 +410,13 @@ impl Engine {
             blocks = active,
             deferred,
             offences = snap.offences.len(),
-            dir = %config.state.dir.display(),
+            store = %store.describe(),
             "state restored"
         );
         let p = &config.pipeline;
         let (committer_tx, committer_rx) = mpsc::unbounded_channel();
         tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
-        Ok(Engine {
+        Engine {
             committer: committer_tx,
             log_limit: LogLimiter::new(LOG_INTERVAL),
             policy: Policy::new(config.policy.clone()),
@@ -421,7 +436,7 @@ impl Engine {
             metrics,
             manual_seq: Default::default(),
             config,
-        })
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -468,9 +483,14 @@ impl Engine {
         Durable(rx)
     }
 
-    /// Commit and wait until durable.
-    async fn commit(&self, batch: Batch) {
-        self.submit(batch).wait().await;
+    /// Commit and wait until durable. `Err` when the committer stopped first (the lease of
+    /// the `nats` backend was lost): the change is not durable and must not be reported done.
+    async fn commit(&self, batch: Batch) -> Result<()> {
+        if self.submit(batch).wait().await {
+            Ok(())
+        } else {
+            Err(Error::committer_stopped())
+        }
     }
 
     /// Process a batch; every state change is durable when this returns.
@@ -840,11 +860,16 @@ impl Engine {
             .map(|b| b.cidr)
             .collect();
         if !expired.is_empty() {
-            self.commit(Batch {
-                removes: expired.clone(),
-                ..Batch::default()
-            })
-            .await;
+            if let Err(err) = self
+                .commit(Batch {
+                    removes: expired.clone(),
+                    ..Batch::default()
+                })
+                .await
+            {
+                error!(cause = %err, "expired blocks not removed");
+                return 0;
+            }
             for net in &expired {
                 state.take(net);
             }
@@ -858,18 +883,28 @@ impl Engine {
             now,
             Duration::from_secs(self.config.state.offence_memory_secs),
         );
-        state.offences.retain(|_, o| o.last_at >= cutoff);
+        let forgotten: Vec<IpNet> = state
+            .offences
+            .iter()
+            .filter(|(_, o)| o.last_at < cutoff)
+            .map(|(net, _)| *net)
+            .collect();
+        if !forgotten.is_empty() {
+            for net in &forgotten {
+                state.offences.remove(net);
+            }
+            // Queued, not awaited: forgetting is not a decision, and the next batch's commit
+            // carries it anyway.
+            drop(self.submit(Batch {
+                forget_offences: forgotten,
+                ..Batch::default()
+            }));
+        }
         state.offences.shrink_to_fit();
         {
             let quota = self.sensors.read().unwrap_or_else(|p| p.into_inner());
             quota.retain_recent();
             quota.shrink_to_fit();
-        }
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.forget_offences(cutoff)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => error!(cause = %err, "forgetting old offences failed"),
-            Err(err) => error!(cause = %err, "forgetting old offences failed"),
         }
         expired.len()
     }
@@ -947,7 +982,7 @@ impl Engine {
             offences: vec![(net, offence)],
             ..Batch::default()
         })
-        .await;
+        .await?;
         state.offences.insert(net, offence);
         state.put(rec.clone());
         self.metrics.blocks_added.fetch_add(1, Relaxed);
@@ -967,7 +1002,7 @@ impl Engine {
             removes: vec![net],
             ..Batch::default()
         })
-        .await;
+        .await?;
         state.take(&net);
         self.metrics.blocks_released.fetch_add(1, Relaxed);
         self.refresh_gauges(&state);

@@ -45,6 +45,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// This replica does not hold the lease of the `nats` state backend: it may not write.
+    #[error("this replica does not hold the lease (another replica decides and writes)")]
+    NotLeader,
+    /// The lease was lost: another replica took it (the server refused our write), or it was
+    /// not renewed in time. Nothing more is written by this lease term.
+    #[error("lease lost: {0}")]
+    Fenced(String),
     /// A CIDR was refused (by a guardrail or because it does not parse).
     #[error("refused `{cidr}`: {reason}")]
     Refused { cidr: String, reason: String },

@@ -18,6 +18,7 @@ pub mod engine;
 mod error;
 pub mod guardrails;
 pub mod identity;
+pub mod lease;
 mod loglimit;
 pub mod metrics;
 pub mod nats;
@@ -35,9 +36,11 @@ use palisade_providers::Firewall;
 use palisade_providers::aws::AwsFirewall;
 use palisade_providers::memory::MemoryFirewall;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-pub use config::{Cli, Config, ProviderConfig, ProviderKind};
+pub use config::{Cli, Config, ProviderConfig, ProviderKind, StateBackend};
+use state::Store;
+use state::jetstream::{BucketSettings, KvStore};
 pub use error::{Error, Result};
 
 /// How often the sweeper task offers deferred blocks to the new-block cap when no reports
@@ -77,6 +80,10 @@ pub async fn run(
 
 /// [`run`], calling `on_ready` with the admin address once NATS, the store and the admin
 /// listener are up (the binary sends systemd `READY=1` from it).
+///
+/// With the embedded backend this replica decides from the start. With the `nats` backend it
+/// stands by (answering the admin API from the state bucket) until it takes the lease, decides
+/// while it holds it, and stands by again if it loses it.
 pub async fn run_with(
     config: Config,
     firewall: Arc<dyn Firewall>,
@@ -86,16 +93,6 @@ pub async fn run_with(
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::default());
-    let engine = Arc::new(engine::Engine::open(Arc::clone(&config), metrics)?);
-    let owned = {
-        let store = engine.store().clone();
-        tokio::task::spawn_blocking(move || store.load().map(|s| s.owned))
-            .await
-            .map_err(|e| Error::Io {
-                what: "loading ownership".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
-    };
 
     let nats_connected = Arc::new(AtomicBool::new(false));
     let client = nats::connect(&config.nats, Arc::clone(&nats_connected)).await?;
@@ -103,6 +100,30 @@ pub async fn run_with(
     let stream = nats::ensure_stream(&js, &config.nats).await?;
     let consumer = nats::ensure_consumer(&stream, &config.nats).await?;
     info!(stream = %config.nats.stream, consumer = %config.nats.consumer, "JetStream ready");
+
+    let kv = match config.state.backend {
+        StateBackend::Embedded => None,
+        StateBackend::Nats => Some(
+            KvStore::open(
+                &js,
+                &BucketSettings {
+                    bucket: config.state.bucket.clone(),
+                    replicas: config.state.replicas,
+                    max_age: Duration::from_secs(config.state.max_age_secs),
+                },
+            )
+            .await?,
+        ),
+    };
+    // The embedded store is opened before anything listens: a locked or corrupt file stops
+    // the blocker at start.
+    let embedded = match kv {
+        None => Some(Arc::new(engine::Engine::open(
+            Arc::clone(&config),
+            Arc::clone(&metrics),
+        )?)),
+        Some(_) => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
@@ -116,13 +137,17 @@ pub async fn run_with(
     })?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-
+    let (leader_tx, leader_rx) = watch::channel(embedded.clone());
     let reconcile_ok = Arc::new(AtomicBool::new(false));
+    let subject = admin::command_subject(&config.state.bucket);
     let admin_state = admin::AdminState {
-        engine: Arc::clone(&engine),
+        leader: leader_rx,
+        cluster: kv.as_ref().map(|store| admin::Cluster {
+            store: store.clone(),
+            client: client.clone(),
+            subject: subject.clone(),
+        }),
+        metrics: Arc::clone(&metrics),
         nats_connected: Arc::clone(&nats_connected),
         reconcile_ok: Arc::clone(&reconcile_ok),
         tokens: admin::Tokens::new(&config.admin),
@@ -139,68 +164,220 @@ pub async fn run_with(
         })
     };
     info!(addr = %admin_addr, "admin listener up");
-
-    let mut reconciler =
-        reconcile::Reconciler::new(Arc::clone(&engine), firewall, owned, reconcile_ok);
-    if let Err(err) = reconciler.run_once().await {
-        error!(cause = %err, "first reconcile failed; retrying in the background");
-    }
-    let reconcile_task = {
-        let rx = stop_rx.clone();
-        let interval = Duration::from_millis(config.reconcile.interval_ms);
-        let backoff = Duration::from_secs(config.reconcile.backoff_max_secs);
-        tokio::spawn(reconciler.run(interval, backoff, stopped(rx)))
-    };
-    let sweep_task = {
-        let rx = stop_rx.clone();
-        let engine = Arc::clone(&engine);
-        let every = Duration::from_secs(config.state.sweep_interval_secs.max(1));
-        tokio::spawn(async move {
-            let stop = stopped(rx);
-            tokio::pin!(stop);
-            // Deferred blocks are promoted after every batch, and here every second when no
-            // reports arrive (so a waiting block never waits for the next sweep).
-            let mut last_sweep = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = &mut stop => break,
-                    _ = tokio::time::sleep(PROMOTE_EVERY.min(every)) => {}
-                }
-                if last_sweep.elapsed() >= every {
-                    last_sweep = tokio::time::Instant::now();
-                    engine.sweep(chrono::Utc::now()).await;
-                }
-                engine.promote_deferred().await;
-            }
-        })
-    };
-
     on_ready(admin_addr);
-    info!("blocker ready");
 
-    nats::consume(
-        consumer,
-        client.clone(),
-        Arc::clone(&engine),
-        config.nats.accepted_sensors.clone(),
-        config.pipeline.batch_size,
-        Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
-        shutdown,
-    )
-    .await;
+    let term = Term {
+        config: &config,
+        firewall: &firewall,
+        client: &client,
+        consumer: &consumer,
+        reconcile_ok: &reconcile_ok,
+    };
+    tokio::pin!(shutdown);
+    match (embedded, kv) {
+        (Some(engine), _) => {
+            metrics.leader.store(1, std::sync::atomic::Ordering::Relaxed);
+            let owned = engine.store().load().await?.owned;
+            info!("blocker ready");
+            term.lead(engine, owned, None, &mut shutdown).await;
+        }
+        (None, Some(kv)) => {
+            let replica = config.state.replica_id.clone().unwrap_or_else(hostname);
+            let incarnation = incarnation();
+            let ttl = Duration::from_secs(config.state.lease_secs);
+            info!(%replica, bucket = %kv.bucket(), lease_secs = ttl.as_secs(), "blocker ready; standing by for the lease");
+            loop {
+                if !lease::campaign(&kv, &replica, &incarnation, ttl, &mut shutdown).await? {
+                    break;
+                }
+                metrics.leader.store(1, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let snap = kv.load().await?;
+                let owned = snap.owned.clone();
+                let engine = Arc::new(engine::Engine::with_store(
+                    Arc::clone(&config),
+                    Arc::clone(&metrics),
+                    Store::Nats(kv.clone()),
+                    snap,
+                ));
+                let _ = leader_tx.send(Some(Arc::clone(&engine)));
+                info!(%replica, "this replica now decides and writes the firewall");
+                let serve = tokio::spawn({
+                    let rx = stop_rx.clone();
+                    let (engine, client, subject) =
+                        (Arc::clone(&engine), client.clone(), subject.clone());
+                    async move { admin::serve_commands(engine, client, subject, stopped(rx)).await }
+                });
+                let ended = term
+                    .lead(engine, owned, Some((&kv, ttl)), &mut shutdown)
+                    .await;
+                serve.abort();
+                let _ = leader_tx.send(None);
+                metrics.leader.store(0, std::sync::atomic::Ordering::Relaxed);
+                match ended {
+                    Ended::Shutdown => {
+                        if let Err(err) = kv.release().await {
+                            warn!(cause = %err, "could not release the lease; a standby takes it when it expires");
+                        } else {
+                            info!("lease released");
+                        }
+                        break;
+                    }
+                    Ended::LeaseLost => {
+                        kv.step_down().await;
+                        warn!(%replica, "lease lost; standing by");
+                    }
+                }
+            }
+        }
+        (None, None) => unreachable!("one backend is always chosen"),
+    }
 
     info!("shutting down");
     let _ = stop_tx.send(true);
-    for (name, task) in [
-        ("reconciler", reconcile_task),
-        ("sweeper", sweep_task),
-        ("admin", admin_task),
-    ] {
-        if let Err(err) = task.await {
-            error!(task = name, cause = %err, "task failed");
-        }
+    if let Err(err) = admin_task.await {
+        error!(task = "admin", cause = %err, "task failed");
     }
     drop(client);
     info!("stopped");
     Ok(())
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    async move {
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// This process among all that ran as the replica: process id and start time.
+fn incarnation() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// The host name (the default replica id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "blocker".to_owned())
+}
+
+/// Why a term of deciding ended.
+enum Ended {
+    Shutdown,
+    LeaseLost,
+}
+
+/// What every term of deciding uses.
+struct Term<'a> {
+    config: &'a Arc<Config>,
+    firewall: &'a Arc<dyn Firewall>,
+    client: &'a async_nats::Client,
+    consumer: &'a async_nats::jetstream::consumer::PullConsumer,
+    reconcile_ok: &'a Arc<AtomicBool>,
+}
+
+impl Term<'_> {
+    /// Decide: consume reports, reconcile, sweep (and renew the lease, with the `nats`
+    /// backend) until shutdown or until the lease is lost.
+    async fn lead(
+        &self,
+        engine: Arc<engine::Engine>,
+        owned: std::collections::BTreeSet<ipnet::IpNet>,
+        lease: Option<(&KvStore, Duration)>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Ended {
+        let config = self.config;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        self.reconcile_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut reconciler = reconcile::Reconciler::new(
+            Arc::clone(&engine),
+            Arc::clone(self.firewall),
+            owned,
+            Arc::clone(self.reconcile_ok),
+        );
+        if let Err(err) = reconciler.run_once().await {
+            error!(cause = %err, "first reconcile failed; retrying in the background");
+        }
+        let reconcile_task = {
+            let interval = Duration::from_millis(config.reconcile.interval_ms);
+            let backoff = Duration::from_secs(config.reconcile.backoff_max_secs);
+            tokio::spawn(reconciler.run(interval, backoff, stopped(stop_rx.clone())))
+        };
+        let sweep_task = {
+            let rx = stop_rx.clone();
+            let engine = Arc::clone(&engine);
+            let every = Duration::from_secs(config.state.sweep_interval_secs.max(1));
+            tokio::spawn(async move {
+                let stop = stopped(rx);
+                tokio::pin!(stop);
+                // Deferred blocks are promoted after every batch, and here every second when
+                // no reports arrive (so a waiting block never waits for the next sweep).
+                let mut last_sweep = tokio::time::Instant::now();
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(PROMOTE_EVERY.min(every)) => {}
+                    }
+                    if last_sweep.elapsed() >= every {
+                        last_sweep = tokio::time::Instant::now();
+                        engine.sweep(chrono::Utc::now()).await;
+                    }
+                    engine.promote_deferred().await;
+                }
+            })
+        };
+
+        let lost = tokio::sync::Notify::new();
+        let mut shut = false;
+        let renew = async {
+            match lease {
+                Some((kv, ttl)) => lease::keep(kv, ttl).await,
+                None => std::future::pending().await,
+            }
+            lost.notify_one();
+        };
+        {
+            let stop = async {
+                tokio::select! {
+                    _ = shutdown.as_mut() => shut = true,
+                    _ = lost.notified() => {}
+                }
+            };
+            let consume = nats::consume(
+                self.consumer.clone(),
+                self.client.clone(),
+                Arc::clone(&engine),
+                config.nats.accepted_sensors.clone(),
+                config.pipeline.batch_size,
+                Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
+                stop,
+            );
+            tokio::pin!(renew);
+            tokio::pin!(consume);
+            tokio::select! {
+                _ = &mut consume => {}
+                _ = &mut renew => {
+                    // The lease is gone: stop consuming (what is in hand is not acked: its
+                    // commit is refused) and let the next holder redeliver it.
+                    consume.await;
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        for (name, task) in [("reconciler", reconcile_task), ("sweeper", sweep_task)] {
+            if let Err(err) = task.await {
+                error!(task = name, cause = %err, "task failed");
+            }
+        }
+        if shut { Ended::Shutdown } else { Ended::LeaseLost }
+    }
 }

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub reconcile_evictions: AtomicU64,
     pub reconcile_evicted_now: AtomicU64,
     pub firewall_owned: AtomicU64,
+    /// 1 while this replica decides (holds the lease; always with the embedded backend).
+    pub leader: AtomicU64,
+    /// Times this replica took the lease.
+    pub leader_changes: AtomicU64,
     sets: Mutex<Vec<SetStatus>>,
 }
 
@@ -154,6 +158,11 @@ impl Metrics {
             self.store_errors.load(Relaxed),
         );
         counter(
+            "palisade_leader_terms_total",
+            "Times this replica took the lease of the nats state backend.",
+            self.leader_changes.load(Relaxed),
+        );
+        counter(
             "palisade_reconcile_runs_total",
             "Reconcile runs.",
             self.reconcile_runs.load(Relaxed),
@@ -185,6 +194,11 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
+        gauge(
+            "palisade_leader",
+            "1 while this replica decides and writes (holds the lease), else 0.",
+            self.leader.load(Relaxed),
+        );
         gauge(
             "palisade_blocks_active",
             "Blocks in force (deferred ones included).",

@@ -173,13 +173,7 @@ impl Reconciler {
     }
 
     async fn persist_owned(&self, add: BTreeSet<IpNet>, remove: BTreeSet<IpNet>) -> Result<()> {
-        let store = self.engine.store().clone();
-        tokio::task::spawn_blocking(move || store.set_owned(&add, &remove))
-            .await
-            .map_err(|e| Error::Io {
-                what: "ownership commit task".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+        self.engine.store().set_owned(add, remove).await
     }
 
     /// One reconcile run.
@@ -293,6 +287,11 @@ impl Reconciler {
             add: add.clone(),
             remove: remove.clone(),
         };
+        // The last check before writing: a lease holder that was paused past its lease stops
+        // here (its state writes are fenced by the server; the firewall has no such fence).
+        if !self.engine.store().may_write().await {
+            return Err(Error::NotLeader);
+        }
         let applied = self.firewall.apply(&diff).await?;
         let forget: BTreeSet<IpNet> = remove.union(&gone).copied().collect();
         self.persist_owned(BTreeSet::new(), forget.clone()).await?;

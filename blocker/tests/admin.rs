@@ -24,12 +24,12 @@ async fn serve(dir: &std::path::Path, f: impl FnOnce(&mut Config)) -> SocketAddr
     c.validate().unwrap();
     let tokens = Tokens::new(&c.admin);
     let engine = Arc::new(Engine::open(Arc::new(c), Arc::new(Metrics::default())).unwrap());
-    let state = AdminState {
+    let state = AdminState::single(
         engine,
-        nats_connected: Arc::new(AtomicBool::new(true)),
-        reconcile_ok: Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
         tokens,
-    };
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

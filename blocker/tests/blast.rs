@@ -238,7 +238,7 @@ async fn offences_are_bounded_oldest_forgotten_first() {
     }
     drop(s);
     // The store forgets them too.
-    let stored = e.store().load().unwrap().offences.len();
+    let stored = e.store().load().await.unwrap().offences.len();
     assert!(stored <= 100, "{stored} offences in the store");
 }
 

@@ -164,7 +164,7 @@ async fn reconciler_respects_capacity_ownership_and_faults() {
     assert_eq!(r.owned().len(), 2);
 
     // Ownership survives a restart: a new reconciler with the persisted set removes only ours.
-    let owned = e.store().load().unwrap().owned;
+    let owned = e.store().load().await.unwrap().owned;
     assert_eq!(owned, BTreeSet::from([net("192.0.2.1"), net("192.0.2.3")]));
     assert!(e.release(net("192.0.2.1")).await.unwrap());
     assert!(e.release(net("192.0.2.3")).await.unwrap());
@@ -305,7 +305,7 @@ async fn dry_run_owns_nothing_and_hands_each_change_over_once() {
     assert_eq!(fw.apply_calls(), 1, "an unchanged diff is handed over once");
     assert!(fw.snapshot().is_empty());
     assert!(r.owned().is_empty());
-    assert!(e.store().load().unwrap().owned.is_empty());
+    assert!(e.store().load().await.unwrap().owned.is_empty());
     assert_eq!(get(&m.reconcile_added), 0);
     assert_eq!(get(&m.firewall_owned), 0);
 

@@ -362,6 +362,16 @@ impl Service {
             .with_context(|| format!("killing {}", self.name))
     }
 
+    /// The last `lines` lines of its log.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+
+    /// Its process id (while it runs).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Fail with the tail of its log if it has exited.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -538,6 +548,15 @@ impl Waf {
         })
     }
 
+    /// What a blocker needs to reach the sets (through the proxy).
+    pub(crate) fn arns(&self) -> WafArns {
+        WafArns {
+            v4: self.v4_arn.clone(),
+            v6: self.v6_arn.clone(),
+            endpoint: self.proxy.endpoint(),
+        }
+    }
+
     /// Every entry of both IP sets, read from moto directly (not counted, never throttled).
     pub(crate) async fn entries(&self) -> anyhow::Result<BTreeSet<String>> {
         let mut all = BTreeSet::new();
@@ -548,6 +567,14 @@ impl Waf {
     }
 }
 
+/// The ARNs and endpoint [`blocker_command`] needs, detached from the [`Waf`].
+#[derive(Debug, Clone)]
+pub(crate) struct WafArns {
+    pub(crate) v4: String,
+    pub(crate) v6: String,
+    pub(crate) endpoint: String,
+}
+
 /// `palisade-blocker` with the AWS provider pointed at the emulator (through the proxy),
 /// allowed to block the given special-purpose ranges (comma separated).
 pub(crate) fn blocker_command(
@@ -555,7 +582,7 @@ pub(crate) fn blocker_command(
     nats_url: &str,
     admin_port: u16,
     state_dir: &Path,
-    waf: &Waf,
+    waf: &WafArns,
     allow_special: &str,
     log_level: &str,
 ) -> Command {
@@ -568,11 +595,11 @@ pub(crate) fn blocker_command(
         .arg(state_dir)
         .args(["--provider", "aws"])
         .arg("--ipset-arn")
-        .arg(&waf.v4_arn)
+        .arg(&waf.v4)
         .arg("--ipset-arn")
-        .arg(&waf.v6_arn)
+        .arg(&waf.v6)
         .arg("--aws-endpoint-url")
-        .arg(waf.proxy.endpoint())
+        .arg(&waf.endpoint)
         .arg("--allow-special")
         .arg(allow_special)
         .env("AWS_ACCESS_KEY_ID", "palisade-local")
@@ -828,7 +855,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         &nats.url(),
         admin_port,
         &work.path().join("blocker-state"),
-        &waf,
+        &waf.arns(),
         &DEMO_RANGES.join(","),
         "info",
     );

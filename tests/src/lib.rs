@@ -8,6 +8,7 @@
 //! - [`nginx`]: a real nginx (Debian's `nginx-light`) with a configuration the test writes.
 
 pub mod demo;
+pub mod failover;
 pub mod moto;
 pub mod nats;
 pub mod netns;

@@ -57,7 +57,7 @@ pub async fn blocker_killed_mid_sync(bin_dir: &Path, n: usize) -> anyhow::Result
             &nats.url(),
             admin_port,
             &work.path().join("state"),
-            &waf,
+            &waf.arns(),
             ATTACKER_RANGES,
             "warn",
         )

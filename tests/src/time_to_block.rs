@@ -136,7 +136,7 @@ pub async fn run_case(bin_dir: &std::path::Path, n: usize) -> anyhow::Result<Cas
         &nats.url(),
         admin_port,
         &work.path().join("state"),
-        &waf,
+        &waf.arns(),
         ATTACKER_RANGES,
         "warn",
     );

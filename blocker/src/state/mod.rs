@@ -1,25 +1,28 @@
-//! Durable state: decided blocks, offence history and firewall ownership, in one redb file
-//! (`<state dir>/blocker.redb`).
+//! Durable state: decided blocks, offence history and the firewall entries Palisade owns.
 //!
-//! Every change is one transaction committed with redb's default durability (fsync) before the
-//! caller acknowledges anything. The pipeline writes one transaction per batch of reports.
-//! Records are JSON, so the file can be inspected and migrated.
+//! Two backends keep it ([`Store`]):
+//! - `embedded` ([`embedded`]): one redb file (`<state dir>/blocker.redb`) on a local disk, for a
+//!   single blocker.
+//! - `nats` ([`jetstream`]): a JetStream key-value bucket, replicated by the NATS cluster, for
+//!   several blocker replicas of which one (the lease holder, [`crate::lease`]) decides and
+//!   writes. Its writes are fenced: a replica that lost the lease cannot write afterwards.
+//!
+//! Either way every change is durable before the caller acknowledges anything; the pipeline
+//! writes one commit per group of batches. Records are JSON, so they can be inspected and
+//! migrated (`palisade-blocker` reads either backend the same way).
+
+pub mod embedded;
+pub mod jetstream;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use palisade_wire::Severity;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, store};
-
-const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");
-const OFFENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("offences");
-const OWNED: TableDefinition<&str, i64> = TableDefinition::new("owned");
+use crate::error::{Error, Result};
 
 /// Why a block exists: one report (or a manual action).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,28 +155,113 @@ pub struct Snapshot {
     pub owned: BTreeSet<IpNet>,
 }
 
-/// The redb store. Cheap to clone. Methods block (file I/O): call them from
-/// `spawn_blocking` on the async side.
+/// The state backend. Cheap to clone; every method is async (the embedded store runs its file
+/// I/O on the blocking pool).
 #[derive(Debug, Clone)]
-pub struct Store {
-    db: Arc<Database>,
+pub enum Store {
+    /// redb on a local disk.
+    Embedded(embedded::EmbeddedStore),
+    /// A JetStream key-value bucket, written only by the lease holder.
+    Nats(jetstream::KvStore),
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
+        what: what.into(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+}
+
+impl Store {
+    /// Read everything (at start, or when a replica takes the lease).
+    pub async fn load(&self) -> Result<Snapshot> {
+        match self {
+            Store::Embedded(s) => {
+                let s = s.clone();
+                blocking("loading the state", move || s.load()).await
+            }
+            Store::Nats(s) => s.load().await,
+        }
+    }
+
+    /// Every decided block (the admin API of a replica that does not hold the lease).
+    pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
+        match self {
+            Store::Embedded(_) => Ok(self.load().await?.blocks.into_values().collect()),
+            Store::Nats(s) => s.blocks().await,
+        }
+    }
+
+    /// Commit a batch durably.
+    pub async fn commit(&self, batch: Batch) -> Result<()> {
+        self.commit_all(Arc::new(vec![batch])).await
+    }
+
+    /// Commit several batches, applied in order, durably and at once (group commit).
+    pub async fn commit_all(&self, batches: Arc<Vec<Batch>>) -> Result<()> {
+        if batches.iter().all(Batch::is_empty) {
+            return Ok(());
+        }
+        match self {
+            Store::Embedded(s) => {
+                let s = s.clone();
+                blocking("store commit task", move || s.commit_all(&batches)).await
+            }
+            Store::Nats(s) => s.commit_all(&batches).await,
+        }
+    }
+
+    /// Record firewall entries as ours (before they are added) or forget them (after removal).
+    pub async fn set_owned(&self, add: BTreeSet<IpNet>, remove: BTreeSet<IpNet>) -> Result<()> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Embedded(s) => {
+                let s = s.clone();
+                blocking("recording ownership", move || s.set_owned(&add, &remove)).await
+            }
+            Store::Nats(s) => s.set_owned(&add, &remove).await,
+        }
+    }
+
+    /// May this replica write the firewall now? Always for the embedded store; for the `nats`
+    /// backend only while it holds a lease that is valid by its own clock (checked right before
+    /// every firewall write, so a replica paused past its lease writes nothing when it wakes).
+    pub async fn may_write(&self) -> bool {
+        match self {
+            Store::Embedded(_) => true,
+            Store::Nats(s) => s.holds_lease().await,
+        }
+    }
+
+    /// Where the state lives, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Embedded(s) => format!("redb file {}", s.path().display()),
+            Store::Nats(s) => format!("JetStream bucket {}", s.bucket()),
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| Error::Corrupt {
         key: "<encode>".into(),
         message: e.to_string(),
     })
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         key: key.into(),
         message: e.to_string(),
     })
 }
 
-fn parse_key(key: &str) -> Result<IpNet> {
+pub(crate) fn parse_key(key: &str) -> Result<IpNet> {
     key.parse()
         .map_err(|e: ipnet::AddrParseError| Error::Corrupt {
             key: key.into(),
@@ -181,138 +269,9 @@ fn parse_key(key: &str) -> Result<IpNet> {
         })
 }
 
-impl Store {
-    /// Open (or create) `<dir>/blocker.redb`.
-    pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            what: format!("cannot create state dir {}", dir.display()),
-            source,
-        })?;
-        let db = Database::create(dir.join("blocker.redb")).map_err(store)?;
-        // Create the tables so that readers never see them missing.
-        let txn = db.begin_write().map_err(store)?;
-        txn.open_table(BLOCKS).map_err(store)?;
-        txn.open_table(OFFENCES).map_err(store)?;
-        txn.open_table(OWNED).map_err(store)?;
-        txn.commit().map_err(store)?;
-        Ok(Store { db: Arc::new(db) })
-    }
-
-    /// Read everything (at start).
-    pub fn load(&self) -> Result<Snapshot> {
-        let txn = self.db.begin_read().map_err(store)?;
-        let mut snap = Snapshot::default();
-        for item in txn
-            .open_table(BLOCKS)
-            .map_err(store)?
-            .iter()
-            .map_err(store)?
-        {
-            let (k, v) = item.map_err(store)?;
-            let rec: BlockRecord = decode(k.value(), v.value())?;
-            snap.blocks.insert(rec.cidr, rec);
-        }
-        for item in txn
-            .open_table(OFFENCES)
-            .map_err(store)?
-            .iter()
-            .map_err(store)?
-        {
-            let (k, v) = item.map_err(store)?;
-            snap.offences
-                .insert(parse_key(k.value())?, decode(k.value(), v.value())?);
-        }
-        for item in txn
-            .open_table(OWNED)
-            .map_err(store)?
-            .iter()
-            .map_err(store)?
-        {
-            let (k, _) = item.map_err(store)?;
-            snap.owned.insert(parse_key(k.value())?);
-        }
-        Ok(snap)
-    }
-
-    /// Commit a batch in one durable transaction.
-    pub fn commit(&self, batch: &Batch) -> Result<()> {
-        self.commit_all(std::slice::from_ref(batch))
-    }
-
-    /// Commit several batches, applied in order, in one durable transaction (group commit).
-    pub fn commit_all(&self, batches: &[Batch]) -> Result<()> {
-        if batches.iter().all(Batch::is_empty) {
-            return Ok(());
-        }
-        let txn = self.db.begin_write().map_err(store)?;
-        for batch in batches {
-            let mut blocks = txn.open_table(BLOCKS).map_err(store)?;
-            for rec in &batch.upserts {
-                blocks
-                    .insert(rec.cidr.to_string().as_str(), encode(rec)?.as_slice())
-                    .map_err(store)?;
-            }
-            for net in &batch.removes {
-                blocks.remove(net.to_string().as_str()).map_err(store)?;
-            }
-            let mut offences = txn.open_table(OFFENCES).map_err(store)?;
-            for (net, o) in &batch.offences {
-                offences
-                    .insert(net.to_string().as_str(), encode(o)?.as_slice())
-                    .map_err(store)?;
-            }
-            for net in &batch.forget_offences {
-                offences.remove(net.to_string().as_str()).map_err(store)?;
-            }
-        }
-        txn.commit().map_err(store)?;
-        Ok(())
-    }
-
-    /// Remove offence records last updated before `cutoff`; returns how many.
-    pub fn forget_offences(&self, cutoff: DateTime<Utc>) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(store)?;
-        let mut removed = 0;
-        {
-            let mut t = txn.open_table(OFFENCES).map_err(store)?;
-            t.retain(|_, v| {
-                let keep = serde_json::from_slice::<Offence>(v)
-                    .map(|o| o.last_at >= cutoff)
-                    .unwrap_or(false);
-                if !keep {
-                    removed += 1;
-                }
-                keep
-            })
-            .map_err(store)?;
-        }
-        txn.commit().map_err(store)?;
-        Ok(removed)
-    }
-
-    /// Record firewall entries as ours (before they are added) or forget them (after removal).
-    pub fn set_owned(&self, add: &BTreeSet<IpNet>, remove: &BTreeSet<IpNet>) -> Result<()> {
-        if add.is_empty() && remove.is_empty() {
-            return Ok(());
-        }
-        let now = Utc::now().timestamp_millis();
-        let txn = self.db.begin_write().map_err(store)?;
-        {
-            let mut t = txn.open_table(OWNED).map_err(store)?;
-            for net in add {
-                t.insert(net.to_string().as_str(), now).map_err(store)?;
-            }
-            for net in remove {
-                t.remove(net.to_string().as_str()).map_err(store)?;
-            }
-        }
-        txn.commit().map_err(store)?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::embedded::EmbeddedStore;
     use super::*;
 
     fn record(cidr: &str) -> BlockRecord {
@@ -345,7 +304,7 @@ mod tests {
     fn everything_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = EmbeddedStore::open(dir.path()).unwrap();
             let a = record("8.8.8.8/32");
             let b = record("2606:4700::1/128");
             s.commit(&Batch {
@@ -371,45 +330,13 @@ mod tests {
             s.set_owned(&BTreeSet::new(), &BTreeSet::from([b.cidr]))
                 .unwrap();
         }
-        let s = Store::open(dir.path()).unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
         let snap = s.load().unwrap();
         assert_eq!(snap.blocks.len(), 1);
         let a = &snap.blocks[&"8.8.8.8/32".parse().unwrap()];
         assert_eq!(a.reasons[0].evidence, "; cat /etc/passwd");
         assert_eq!(snap.offences.len(), 1);
         assert_eq!(snap.owned, BTreeSet::from(["8.8.8.8/32".parse().unwrap()]));
-    }
-
-    #[test]
-    fn old_offences_are_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let now = Utc::now();
-        s.commit(&Batch {
-            offences: vec![
-                (
-                    "8.8.8.8/32".parse().unwrap(),
-                    Offence {
-                        count: 1,
-                        last_at: now - chrono::Duration::days(40),
-                    },
-                ),
-                (
-                    "9.9.9.9/32".parse().unwrap(),
-                    Offence {
-                        count: 3,
-                        last_at: now,
-                    },
-                ),
-            ],
-            ..Batch::default()
-        })
-        .unwrap();
-        let removed = s.forget_offences(now - chrono::Duration::days(30)).unwrap();
-        assert_eq!(removed, 1);
-        let snap = s.load().unwrap();
-        assert_eq!(snap.offences.len(), 1);
-        assert_eq!(snap.offences[&"9.9.9.9/32".parse().unwrap()].count, 3);
     }
 
     #[test]

@@ -1,0 +1,458 @@
+//! Several blocker replicas on the `nats` state backend, one AWS account: the lease holder
+//! decides and writes, the others stand by. Scenarios:
+//!
+//! - [`leader_killed_mid_stream`]: SIGKILL of the replica doing the work in the middle of a
+//!   stream of attackers, repeated; another replica takes over, and the IP sets converge to
+//!   exactly the decided blocks plus the entries somebody else put there, with no throttle.
+//! - [`paused_leader_writes_nothing`]: the holder is paused (SIGSTOP) past its lease, another
+//!   takes over and releases a block; the paused one is resumed and writes nothing: the
+//!   released entry stays out of the IP set and no message of the state bucket after the
+//!   takeover is the old holder's.
+//!
+//! Real processes (`palisade-blocker`), real nats-server, moto behind the AWS-limits proxy.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::Command;
+
+use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit};
+use crate::nats::NatsServer;
+use crate::time_to_block::{ATTACKER_RANGES, attackers, publish_critical};
+
+/// How long the replicas may take to converge after the last kill.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(120);
+/// Lease time given to the replicas (`--` the default: 5 s).
+const LEASE_SECS: u64 = 5;
+const BUCKET: &str = "palisade-blocker";
+
+/// One replica: its process (None while down) and admin port.
+struct Replica {
+    name: &'static str,
+    service: Option<Service>,
+    admin_port: u16,
+    command: Box<dyn Fn() -> Command + Send>,
+}
+
+impl Replica {
+    fn log_tail(&self, lines: usize) -> String {
+        self.service
+            .as_ref()
+            .map(|s| s.log_tail(lines))
+            .unwrap_or_default()
+    }
+
+    async fn start(&mut self, dir: &Path) -> anyhow::Result<()> {
+        self.service = Some(Service::spawn(self.name, (self.command)(), dir).await?);
+        Ok(())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// `Some(true)` when it answers `/readyz` as the lease holder, `Some(false)` as a standby.
+    async fn is_leader(&self) -> Option<bool> {
+        let (_, body) = HttpGet.get(&self.url("/readyz")).await.ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["leader"].as_bool()
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = HttpGet.get(&self.url("/metrics")).await.ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+struct Cluster {
+    work: tempfile::TempDir,
+    nats: NatsServer,
+    waf: Waf,
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    async fn start(bin_dir: &Path, n: usize) -> anyhow::Result<Cluster> {
+        const NAMES: [&str; 5] = ["replica-0", "replica-1", "replica-2", "replica-3", "replica-4"];
+        let blocker_bin = bin_dir.join("palisade-blocker");
+        if !blocker_bin.exists() {
+            bail!("{blocker_bin:?} is missing: cargo build -p palisade-blocker");
+        }
+        let work = tempfile::Builder::new()
+            .prefix("palisade-failover-")
+            .tempdir()?;
+        let nats = NatsServer::start().await?;
+        let waf = Waf::start().await?;
+        let mut replicas = Vec::new();
+        for name in NAMES.iter().take(n) {
+            let admin_port = crate::free_port()?;
+            let (bin, url, state) = (
+                blocker_bin.clone(),
+                nats.url(),
+                work.path().join(format!("{name}-state")),
+            );
+            let arns = waf.arns();
+            let command = move || {
+                let mut cmd = blocker_command(
+                    &bin,
+                    &url,
+                    admin_port,
+                    &state,
+                    &arns,
+                    ATTACKER_RANGES,
+                    "info",
+                );
+                cmd.env("PALISADE_STATE_BACKEND", "nats")
+                    .env("PALISADE_REPLICA_ID", name)
+                    .env("PALISADE_ADMIN_TOKEN", ADMIN_TOKEN);
+                cmd
+            };
+            replicas.push(Replica {
+                name,
+                service: None,
+                admin_port,
+                command: Box::new(command),
+            });
+        }
+        let mut c = Cluster {
+            work,
+            nats,
+            waf,
+            replicas,
+        };
+        for i in 0..n {
+            let dir = c.work.path().to_path_buf();
+            c.replicas[i].start(&dir).await?;
+        }
+        Ok(c)
+    }
+
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        for r in &mut self.replicas {
+            if let Some(s) = r.service.as_mut() {
+                s.check_running()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until exactly one running replica says it holds the lease; its index.
+    async fn leader(&mut self, within: Duration) -> anyhow::Result<usize> {
+        let start = Instant::now();
+        loop {
+            self.check_running()?;
+            let mut leaders = Vec::new();
+            for (i, r) in self.replicas.iter().enumerate() {
+                if r.service.is_some() && r.is_leader().await == Some(true) {
+                    leaders.push(i);
+                }
+            }
+            match leaders.as_slice() {
+                [one] => return Ok(*one),
+                [] => {}
+                many => bail!("several replicas hold the lease at once: {many:?}"),
+            }
+            if start.elapsed() > within {
+                bail!("no replica took the lease within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut s) = self.replicas[i].service.take() {
+            s.kill().await?;
+        }
+        Ok(())
+    }
+
+    fn pid(&self, i: usize) -> anyhow::Result<u32> {
+        self.replicas[i]
+            .service
+            .as_ref()
+            .and_then(Service::pid)
+            .context("replica not running")
+    }
+}
+
+/// What [`leader_killed_mid_stream`] saw.
+#[derive(Debug)]
+pub struct FailoverOutcome {
+    pub replicas: usize,
+    pub attackers: usize,
+    /// Seconds from each SIGKILL of the holder to another replica answering as holder.
+    pub takeovers: Vec<f64>,
+    pub foreign: BTreeSet<String>,
+    pub final_entries: BTreeSet<String>,
+    pub expected: BTreeSet<String>,
+    /// The block list as a standby answers it at the end.
+    pub standby_blocks: usize,
+    /// ThrottlingException answers (the account's write budget kept: 0).
+    pub throttled: u64,
+}
+
+/// `replicas` blocker replicas; `n` attackers published in `kills + 1` waves, the lease holder
+/// SIGKILLed after each of the first `kills` waves (mid-sync) and restarted as a standby.
+pub async fn leader_killed_mid_stream(
+    bin_dir: &Path,
+    replicas: usize,
+    n: usize,
+    kills: usize,
+) -> anyhow::Result<FailoverOutcome> {
+    let mut c = Cluster::start(bin_dir, replicas).await?;
+    let mut leader = c.leader(Duration::from_secs(30)).await?;
+    let foreign = ["192.0.2.77/32".to_string(), "192.0.2.78/32".to_string()];
+    foreign_edit(&c.waf.admin, &c.waf.v4_arn, &foreign, &[]).await?;
+    let js = c.nats.jetstream().await?;
+    let ips = attackers(n);
+    let waves: Vec<&[std::net::IpAddr]> = ips.chunks(n.div_ceil(kills + 1)).collect();
+    let mut ours = BTreeSet::new();
+    let mut takeovers = Vec::new();
+    for (w, wave) in waves.iter().enumerate() {
+        let published: BTreeSet<String> = publish_critical(&js, wave, &format!("failover-{w}"))
+            .await?
+            .into_keys()
+            .collect();
+        ours.extend(published.iter().cloned());
+        if w >= kills {
+            break;
+        }
+        // Mid-sync: some of this wave is in the sets, not all of it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            c.check_running()?;
+            if c.waf.entries().await?.iter().any(|e| published.contains(e)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("no block of wave {w} reached the WAF within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.kill(leader).await?;
+        let killed = Instant::now();
+        let next = c.leader(Duration::from_secs(60)).await?;
+        takeovers.push(killed.elapsed().as_secs_f64());
+        if next == leader {
+            bail!("the killed replica still answers as holder");
+        }
+        let dir = c.work.path().to_path_buf();
+        c.replicas[leader].start(&dir).await?;
+        leader = next;
+    }
+    let expected: BTreeSet<String> = ours.union(&foreign.iter().cloned().collect()).cloned().collect();
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    let final_entries = loop {
+        c.check_running()?;
+        let now = c.waf.entries().await?;
+        if now == expected || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let standby = (0..replicas)
+        .find(|i| *i != leader && c.replicas[*i].service.is_some())
+        .context("no standby")?;
+    let (code, body) = HttpGet.get(&c.replicas[standby].url("/v1/blocks")).await?;
+    if code != 200 {
+        bail!("a standby answered {code} to GET /v1/blocks: {body}");
+    }
+    let standby_blocks = serde_json::from_str::<serde_json::Value>(&body)?["count"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    Ok(FailoverOutcome {
+        replicas,
+        attackers: n,
+        takeovers,
+        foreign: foreign.into_iter().collect(),
+        final_entries,
+        expected,
+        standby_blocks,
+        throttled: c.waf.proxy.errors("ThrottlingException"),
+    })
+}
+
+/// What [`paused_leader_writes_nothing`] saw.
+#[derive(Debug)]
+pub struct PauseOutcome {
+    /// The entry released through the new holder while the old one was paused.
+    pub released: String,
+    /// Was it back in the IP set at any point in the seconds after the old holder resumed?
+    pub released_came_back: bool,
+    /// Messages of the state bucket written by the old holder after the takeover.
+    pub writes_after_takeover: usize,
+    /// Did the old holder answer as a standby after it resumed?
+    pub old_stood_down: bool,
+    /// Firewall entries the old holder added or removed after it resumed.
+    pub old_firewall_writes: f64,
+}
+
+/// Pause the holder (SIGSTOP) past its lease, let another take over and release a block
+/// through it, resume the old one: it must write nothing.
+pub async fn paused_leader_writes_nothing(bin_dir: &Path) -> anyhow::Result<PauseOutcome> {
+    let mut c = Cluster::start(bin_dir, 2).await?;
+    let old = c.leader(Duration::from_secs(30)).await?;
+    let js = c.nats.jetstream().await?;
+    let ips = attackers(20);
+    let ours: BTreeSet<String> = publish_critical(&js, &ips, "pause")
+        .await?
+        .into_keys()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ours.is_subset(&c.waf.entries().await?) {
+        c.check_running()?;
+        if Instant::now() > deadline {
+            bail!("the first holder did not push its blocks within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = c.pid(old)?.to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .context("kill(1)")
+    };
+    let writes_before = firewall_writes(&c.replicas[old]).await;
+    signal("-STOP")?;
+    let paused = Instant::now();
+    let new = async {
+        loop {
+            for (i, r) in c.replicas.iter().enumerate() {
+                if i != old && r.is_leader().await == Some(true) {
+                    return Ok(i);
+                }
+            }
+            if paused.elapsed() > Duration::from_secs(60) {
+                bail!("no replica took over from the paused holder within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    .await;
+    let new = match new {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = signal("-CONT");
+            return Err(e);
+        }
+    };
+    let takeover_seq = bucket_last_sequence(&js).await?;
+    // Release one block through the new holder: the paused one still has it in memory.
+    let released = ours.iter().next().cloned().context("no block")?;
+    let url = c.replicas[new].url(&format!("/v1/blocks/{}", released.replace('/', "_")));
+    let code = HttpDelete.delete(&url).await?;
+    if code != 204 {
+        let _ = signal("-CONT");
+        bail!("release through the new holder answered {code}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.waf.entries().await?.contains(&released) {
+        if Instant::now() > deadline {
+            let _ = signal("-CONT");
+            bail!(
+                "the new holder did not remove {released} within 30 s; the sets hold {:?}\n\
+                 new holder:\n{}\nold holder:\n{}",
+                c.waf.entries().await?,
+                c.replicas[new].log_tail(15),
+                c.replicas[old].log_tail(15)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal("-CONT")?;
+    // Give the old holder time to act on what it believed before the pause.
+    let mut released_came_back = false;
+    let watch_until = Instant::now() + Duration::from_secs(3 * LEASE_SECS);
+    while Instant::now() < watch_until {
+        c.check_running()?;
+        if c.waf.entries().await?.contains(&released) {
+            released_came_back = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let old_stood_down = c.replicas[old].is_leader().await == Some(false);
+    let writes_after = firewall_writes(&c.replicas[old]).await - writes_before;
+    let old_writer = format!("{}/", c.replicas[old].name);
+    let writes_after_takeover = bucket_writers_after(&js, takeover_seq)
+        .await?
+        .iter()
+        .filter(|w| w.starts_with(&old_writer))
+        .count();
+    Ok(PauseOutcome {
+        released,
+        released_came_back,
+        writes_after_takeover,
+        old_stood_down,
+        old_firewall_writes: writes_after,
+    })
+}
+
+async fn firewall_writes(r: &Replica) -> f64 {
+    r.metric("palisade_reconcile_entries_added_total")
+        .await
+        .unwrap_or(0.0)
+        + r.metric("palisade_reconcile_entries_removed_total")
+            .await
+            .unwrap_or(0.0)
+}
+
+async fn bucket_last_sequence(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(format!("KV_{BUCKET}")).await?;
+    Ok(stream.info().await?.state.last_sequence)
+}
+
+/// The `Palisade-Writer` header of every message of the state bucket after `seq`.
+async fn bucket_writers_after(
+    js: &async_nats::jetstream::Context,
+    seq: u64,
+) -> anyhow::Result<Vec<String>> {
+    let stream = js.get_stream(format!("KV_{BUCKET}")).await?;
+    let last = bucket_last_sequence(js).await?;
+    let mut out = Vec::new();
+    for s in seq + 1..=last {
+        if let Ok(m) = stream.get_raw_message(s).await {
+            out.push(
+                m.headers
+                    .get("Palisade-Writer")
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A DELETE on a loopback admin endpoint; the status code.
+struct HttpDelete;
+
+impl HttpDelete {
+    async fn delete(&self, url: &str) -> anyhow::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url.strip_prefix("http://").context("http URL")?;
+        let (host, path) = rest.split_once('/').context("URL path")?;
+        let mut sock = tokio::net::TcpStream::connect(host).await?;
+        sock.write_all(
+            format!(
+                "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                ADMIN_TOKEN
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        sock.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("no status line")
+    }
+}
+
+/// The admin token given to the replicas.
+pub(crate) const ADMIN_TOKEN: &str = "failover-admin-token-0123456789";
+

@@ -1,0 +1,61 @@
+//! Issue scenario: several blocker replicas on the `nats` state backend share one AWS
+//! account. The lease holder is killed (SIGKILL) mid-stream: another takes over within
+//! seconds and the IP sets converge to exactly the decided blocks plus foreign entries, with
+//! the account's write budget kept. A holder paused past its lease writes nothing when it
+//! wakes. See `palisade_tests::failover`.
+
+use std::path::PathBuf;
+
+/// `target/<profile>`, where cargo put the workspace's binaries for this test run.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_holder_is_replaced_and_the_sets_converge() {
+    let o = palisade_tests::failover::leader_killed_mid_stream(&bin_dir(), 3, 10_000, 2)
+        .await
+        .expect("the scenario runs");
+    eprintln!(
+        "{} replicas, {} attackers, takeovers after SIGKILL: {:?} s",
+        o.replicas, o.attackers, o.takeovers
+    );
+    let missing: Vec<_> = o.expected.difference(&o.final_entries).take(5).collect();
+    let extra: Vec<_> = o.final_entries.difference(&o.expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "did not converge: missing e.g. {missing:?}, unexpected e.g. {extra:?}"
+    );
+    assert!(o.foreign.is_subset(&o.final_entries));
+    assert_eq!(
+        o.standby_blocks, o.attackers,
+        "a standby's GET /v1/blocks must list every decided block"
+    );
+    // One writer per account: the budget is the account's, never exceeded.
+    assert_eq!(o.throttled, 0, "ThrottlingExceptions: two replicas wrote at once");
+    // The lease is 5 s; a standby polls every 0.5 s.
+    for t in &o.takeovers {
+        assert!(*t < 10.0, "a takeover took {t:.1} s");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_holder_writes_nothing_after_it_wakes() {
+    let o = palisade_tests::failover::paused_leader_writes_nothing(&bin_dir())
+        .await
+        .expect("the scenario runs");
+    eprintln!("{o:?}");
+    assert!(
+        !o.released_came_back,
+        "{} came back: the paused holder wrote the firewall after losing the lease",
+        o.released
+    );
+    assert_eq!(
+        o.writes_after_takeover, 0,
+        "the paused holder wrote the state bucket after the takeover"
+    );
+    assert_eq!(o.old_firewall_writes, 0.0, "the paused holder wrote the firewall");
+    assert!(o.old_stood_down, "the old holder still answers as holder");
+}
