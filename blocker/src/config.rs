@@ -883,6 +883,20 @@ pub struct AwsProviderConfig {
     /// GetIPSet calls per second, shared likewise (AWS allows about 5).
     #[serde(default = "default_aws_read_rate")]
     pub read_rate: f64,
+    /// Seconds the provider answers the reconciler's reads from its cache of each set (our
+    /// last GetIPSet or our own last write) before it reads the set again. Bounds how late a
+    /// change somebody else made is seen while the blocker writes nothing (a write planned on
+    /// stale contents fails on its lock token and reads again, so nothing is lost). 0 reads
+    /// every set on every run: two GetIPSet per set per interval.
+    #[serde(default = "default_aws_refresh_secs")]
+    pub refresh_secs: u64,
+}
+
+impl AwsProviderConfig {
+    /// `refresh_secs` for [`palisade_providers::aws::AwsFirewallBuilder::with_refresh`].
+    pub fn refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.refresh_secs)
+    }
 }
 
 fn default_aws_write_rate() -> f64 {
@@ -893,6 +907,10 @@ fn default_aws_read_rate() -> f64 {
     5.0
 }
 
+fn default_aws_refresh_secs() -> u64 {
+    palisade_providers::aws::DEFAULT_REFRESH.as_secs()
+}
+
 impl Default for AwsProviderConfig {
     fn default() -> Self {
         AwsProviderConfig {
@@ -901,6 +919,7 @@ impl Default for AwsProviderConfig {
             dry_run: false,
             write_rate: default_aws_write_rate(),
             read_rate: default_aws_read_rate(),
+            refresh_secs: default_aws_refresh_secs(),
         }
     }
 }

@@ -178,6 +178,11 @@ impl Metrics {
             self.reconcile_removed.load(Relaxed),
         );
         counter(
+            "palisade_firewall_reads_total",
+            "GetIPSet calls the AWS provider sent (cache refreshes, startup, lock conflicts); AWS allows about 5 per second per account and region.",
+            palisade_providers::aws::reads_total(),
+        );
+        counter(
             "palisade_reconcile_evictions_total",
             "Blocks that became left out of the firewall for lack of capacity (lowest severity, then oldest, first); counted once while they stay out.",
             self.reconcile_evictions.load(Relaxed),

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_wafv2::config::retry::RetryConfig;
@@ -11,9 +12,10 @@ use tracing::{info, instrument};
 use crate::{Error, Result};
 
 use super::arn::IpSetArn;
+use super::cache::Cache;
 use super::client::{SetClient, limiters};
 use super::retry::Backoff;
-use super::{AwsError, AwsFirewall, IPSET_CAPACITY, Inner, Writer};
+use super::{AwsError, AwsFirewall, DEFAULT_REFRESH, IPSET_CAPACITY, Inner, Writer};
 
 /// Environment variable with the IP set ARNs, comma separated.
 pub const ENV_IPSET_ARNS: &str = "PALISADE_IPSET_ARNS";
@@ -34,6 +36,7 @@ pub struct AwsFirewallBuilder {
     read_rate: f64,
     capacity: usize,
     max_attempts: u32,
+    refresh: Duration,
     sdk_config: Option<SdkConfig>,
 }
 
@@ -44,7 +47,8 @@ impl Default for AwsFirewallBuilder {
 }
 
 impl AwsFirewallBuilder {
-    /// No sets; 1 write/s and 5 reads/s; 10,000 entries per set; writes enabled.
+    /// No sets; 1 write/s and 5 reads/s; 10,000 entries per set; reads cached for 60 s;
+    /// writes enabled.
     pub fn new() -> Self {
         AwsFirewallBuilder {
             arns: Vec::new(),
@@ -55,6 +59,7 @@ impl AwsFirewallBuilder {
             read_rate: 5.0,
             capacity: IPSET_CAPACITY,
             max_attempts: 8,
+            refresh: DEFAULT_REFRESH,
             sdk_config: None,
         }
     }
@@ -122,6 +127,15 @@ impl AwsFirewallBuilder {
         self
     }
 
+    /// How long `status()` and `entries()` answer from the cached contents of a set before
+    /// they read it again (default 60 s). Our own writes keep the cache current and a lock
+    /// conflict makes the writer read again, so this bounds how late a change somebody else
+    /// made shows in `entries()` while we write nothing. `Duration::ZERO` reads every time.
+    pub fn with_refresh(mut self, refresh: Duration) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
     /// Use this SDK configuration (credentials, timeouts) instead of aws-config's default
     /// chain. The region always comes from each ARN.
     pub fn with_sdk_config(mut self, config: SdkConfig) -> Self {
@@ -157,7 +171,7 @@ impl AwsFirewallBuilder {
 
     /// Parse the ARNs, look every set up (GetIPSet: it must exist, its family is learned) and
     /// start the writer. Must run inside a Tokio runtime.
-    #[instrument(skip(self), fields(sets = self.arns.len(), dry_run = self.dry_run))]
+    #[instrument(skip(self), fields(sets = self.arns.len(), dry_run = self.dry_run, refresh_ms = self.refresh.as_millis() as u64))]
     pub async fn build(self) -> Result<AwsFirewall> {
         let arns = self.parse_arns()?;
         if self.capacity == 0 {
@@ -218,13 +232,14 @@ impl AwsFirewallBuilder {
                 "managing IP set"
             );
             sets.push(set);
-            states.push(Some(state));
+            states.push(state);
         }
         let sets: Arc<[SetClient]> = sets.into();
+        let cache = Arc::new(Cache::new(states, self.refresh));
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             sets: sets.clone(),
-            cache: states,
+            cache: cache.clone(),
             jobs: rx,
             dry_run: self.dry_run,
             backoff: Backoff::default(),
@@ -235,6 +250,7 @@ impl AwsFirewallBuilder {
         Ok(AwsFirewall {
             inner: Arc::new(Inner {
                 sets,
+                cache,
                 jobs: tx,
                 writer: handle,
                 dry_run: self.dry_run,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -73,6 +74,14 @@ pub(crate) fn limiters(key: &str, write: f64, read: f64) -> Result<Arc<Limiters>
     Ok(l)
 }
 
+/// GetIPSet calls sent by every AWS firewall of this process (for the blocker's metrics).
+static READS_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// GetIPSet calls sent by every AWS firewall of this process, failed ones included.
+pub(crate) fn reads_total() -> u64 {
+    READS_TOTAL.load(Relaxed)
+}
+
 /// One configured IP set and the client that reaches it.
 #[derive(Debug)]
 pub(crate) struct SetClient {
@@ -81,6 +90,8 @@ pub(crate) struct SetClient {
     pub(crate) capacity: usize,
     client: Client,
     limiters: Arc<Limiters>,
+    /// GetIPSet calls sent for this set, failed ones included.
+    reads: AtomicU64,
 }
 
 fn sdk_error<E>(op: &'static str, arn: &IpSetArn, err: SdkError<E>) -> Error
@@ -111,6 +122,7 @@ impl SetClient {
             capacity,
             client,
             limiters,
+            reads: AtomicU64::new(0),
         };
         let (state, version) = set.get_with_version().await?;
         set.family = match version {
@@ -135,6 +147,8 @@ impl SetClient {
     #[instrument(skip(self), fields(arn = %self.arn))]
     async fn get_with_version(&self) -> Result<(SetState, IpAddressVersion), Error> {
         self.limiters.read.until_ready().await;
+        self.reads.fetch_add(1, Relaxed);
+        READS_TOTAL.fetch_add(1, Relaxed);
         let out = self
             .client
             .get_ip_set()
@@ -158,6 +172,11 @@ impl SetClient {
         let state = SetState::from_aws(set.addresses(), token, description);
         debug!(entries = state.len(), "read IP set");
         Ok((state, set.ip_address_version().clone()))
+    }
+
+    /// GetIPSet calls sent for this set so far.
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads.load(Relaxed)
     }
 
     /// The rate budget this set shares with the other sets of its account and region.

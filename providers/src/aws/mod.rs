@@ -13,14 +13,26 @@
 //!   newer ones.
 //! - Calls go through token buckets shared per account and region (defaults: 1 write/s,
 //!   5 reads/s), as AWS limits them.
+//! - Reads are cached: per set, the contents and lock token of our last GetIPSet or of our own
+//!   last successful UpdateIPSet. [`status`](Firewall::status) and
+//!   [`entries`](Firewall::entries) answer from it and read again (GetIPSet) only once it is
+//!   older than the refresh interval ([`AwsFirewallBuilder::with_refresh`], default 60 s; 0
+//!   reads every time), so a reconciler that runs every second costs one read per set per
+//!   minute while nothing changes. The writer plans on the cache whatever its age: the lock
+//!   token makes an UpdateIPSet planned on stale contents fail with
+//!   WAFOptimisticLockException, and it then reads again. A foreign change therefore shows in
+//!   `entries()` at the next refresh or at our next write, whichever comes first, and is never
+//!   written over.
 //! - Sets of one family fill in configuration order, 10,000 entries each; a diff whose adds do
 //!   not fit fails whole with [`Error::LimitExceeded`]. Fill is logged as it passes 80% and 95%,
 //!   per family.
-//! - A dry run ([`Firewall::is_dry_run`]) plans every round against a fresh GetIPSet, logs what
+//! - A dry run ([`Firewall::is_dry_run`]) plans every round on contents no older than the
+//!   refresh interval (nothing it does keeps the cache current: it writes nothing), logs what
 //!   it would write and never calls UpdateIPSet.
 
 mod arn;
 mod builder;
+mod cache;
 mod client;
 mod plan;
 mod retry;
@@ -39,6 +51,7 @@ pub use builder::AwsFirewallBuilder;
 use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus, normalize};
 
 use arn::ArnError;
+use cache::{Cache, MaxAge};
 use client::{Limiters, SetClient};
 use plan::{PlanSet, SetState, plan};
 use retry::Backoff;
@@ -55,6 +68,16 @@ const NAME: &str = "aws";
 
 /// Most entries one WAFv2 IP set holds.
 pub const IPSET_CAPACITY: usize = 10_000;
+
+/// How long `status()` and `entries()` answer from the cache before they read a set again.
+pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// GetIPSet calls sent by every AWS firewall in this process so far, failed ones included
+/// (AWS allows about 5 per second per account and region). [`AwsFirewall::reads`] counts one
+/// firewall's.
+pub fn reads_total() -> u64 {
+    client::reads_total()
+}
 
 /// Configuration and build failures of the AWS backend, mapped into [`Error::Config`].
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +239,8 @@ struct Job {
 #[derive(Debug)]
 struct Inner {
     sets: Arc<[SetClient]>,
+    /// What each set holds, shared with the writer.
+    cache: Arc<Cache>,
     jobs: mpsc::Sender<Job>,
     writer: JoinHandle<()>,
     dry_run: bool,
@@ -238,6 +263,11 @@ impl AwsFirewall {
     /// Start configuring one.
     pub fn builder() -> AwsFirewallBuilder {
         AwsFirewallBuilder::new()
+    }
+
+    /// GetIPSet calls this firewall has sent, failed ones included (the startup reads too).
+    pub fn reads(&self) -> u64 {
+        self.inner.sets.iter().map(SetClient::reads).sum()
     }
 
     fn check(&self, diff: &Diff) -> Result<()> {
@@ -272,34 +302,55 @@ impl Firewall for AwsFirewall {
         NAME
     }
 
+    /// From the cache; a set whose cached contents are older than the refresh interval is
+    /// read again.
     #[instrument(skip(self))]
     async fn status(&self) -> Result<Vec<SetStatus>> {
         let mut out = Vec::with_capacity(self.inner.sets.len());
-        for set in self.inner.sets.iter() {
-            let state = set.get().await?;
+        for (i, set) in self.inner.sets.iter().enumerate() {
+            let entries = read_set(
+                &self.inner.sets,
+                &self.inner.cache,
+                i,
+                MaxAge::Refresh,
+                SetState::len,
+            )
+            .await?;
             out.push(SetStatus {
                 id: set.arn.arn.clone(),
                 family: set.family,
-                entries: state.len(),
+                entries,
                 capacity: set.capacity,
             });
         }
         Ok(out)
     }
 
+    /// From the cache, like [`status`](Firewall::status): an entry somebody else added shows
+    /// up at the next refresh or after our next write, whichever comes first.
     #[instrument(skip(self))]
     async fn entries(&self) -> Result<BTreeSet<IpNet>> {
         let mut out = BTreeSet::new();
-        for set in self.inner.sets.iter() {
-            let state = set.get().await?;
-            if !state.unparsed.is_empty() {
+        for (i, set) in self.inner.sets.iter().enumerate() {
+            let (nets, unparsed) = read_set(
+                &self.inner.sets,
+                &self.inner.cache,
+                i,
+                MaxAge::Refresh,
+                |state: &SetState| {
+                    let nets: Vec<IpNet> = state.addresses.keys().copied().collect();
+                    (nets, state.unparsed.len())
+                },
+            )
+            .await?;
+            if unparsed > 0 {
                 warn!(
                     arn = %set.arn,
-                    unparsed = state.unparsed.len(),
+                    unparsed,
                     "IP set holds entries that are not CIDRs; left as they are"
                 );
             }
-            out.extend(state.addresses.into_keys());
+            out.extend(nets);
         }
         Ok(out)
     }
@@ -334,11 +385,31 @@ impl Firewall for AwsFirewall {
     }
 }
 
+/// `f` of what set `i` holds: from the cache if it is young enough for `max_age`, else from a
+/// GetIPSet, which refreshes the cache.
+async fn read_set<T>(
+    sets: &[SetClient],
+    cache: &Cache,
+    i: usize,
+    max_age: MaxAge,
+    f: impl Fn(&SetState) -> T,
+) -> Result<T> {
+    let miss = match cache.lookup(i, max_age, &f) {
+        Ok(out) => return Ok(out),
+        Err(miss) => miss,
+    };
+    let state = sets[i].get().await?;
+    let out = f(&state);
+    cache.store_read(miss, state);
+    Ok(out)
+}
+
 /// The single task that writes: merges queued diffs, one UpdateIPSet per changed set per round.
 struct Writer {
     sets: Arc<[SetClient]>,
-    /// What each set held after our last read or write, with the lock token to chain.
-    cache: Vec<Option<SetState>>,
+    /// What each set held after our last read or write, with the lock token to chain; shared
+    /// with `status()` and `entries()`.
+    cache: Arc<Cache>,
     jobs: mpsc::Receiver<Job>,
     dry_run: bool,
     backoff: Backoff,
@@ -398,7 +469,15 @@ impl Writer {
         // A write token taken before the final plan, so that everything queued while we
         // waited for it joins this write.
         let mut held: Option<Arc<Limiters>> = None;
-        let (touched, planned) = loop {
+        // A dry run writes nothing, so nothing keeps the cache current: it plans on contents
+        // no older than the refresh interval. A write plans on whatever we know; the lock
+        // token turns stale contents into a conflict, and the next round reads again.
+        let max_age = if self.dry_run {
+            MaxAge::Refresh
+        } else {
+            MaxAge::Any
+        };
+        let (touched, plan_sets, planned) = loop {
             let touched: Vec<usize> = (0..self.sets.len())
                 .filter(|&i| {
                     pending.iter().any(|j| {
@@ -410,30 +489,22 @@ impl Writer {
                     })
                 })
                 .collect();
+            let mut plan_sets = Vec::with_capacity(touched.len());
             for &i in &touched {
-                // A dry run writes nothing, so nothing would keep the cache current: plan
-                // against what the set holds now.
-                if self.cache[i].is_none() || self.dry_run {
-                    self.cache[i] = Some(self.sets[i].get().await?);
-                }
+                let state = read_set(&self.sets, &self.cache, i, max_age, SetState::clone).await?;
+                plan_sets.push(PlanSet {
+                    family: self.sets[i].family,
+                    capacity: self.sets[i].capacity,
+                    state,
+                });
             }
-            let plan_sets: Vec<PlanSet> = touched
-                .iter()
-                .filter_map(|&i| {
-                    Some(PlanSet {
-                        family: self.sets[i].family,
-                        capacity: self.sets[i].capacity,
-                        state: self.cache[i].clone()?,
-                    })
-                })
-                .collect();
             let diffs: Vec<&Diff> = pending.iter().map(|j| &j.diff).collect();
             let planned = plan(&plan_sets, &diffs);
             if self.dry_run || held.is_some() {
-                break (touched, planned);
+                break (touched, plan_sets, planned);
             }
             let Some(first) = planned.changed.iter().position(Option::is_some) else {
-                break (touched, planned);
+                break (touched, plan_sets, planned);
             };
             let limiters = self.sets[touched[first]].limiters().clone();
             limiters.write.until_ready().await;
@@ -443,7 +514,7 @@ impl Writer {
                 pending.push(job);
             }
             if pending.len() == queued {
-                break (touched, planned);
+                break (touched, plan_sets, planned);
             }
         };
         let mut accepted = Vec::with_capacity(pending.len());
@@ -472,9 +543,7 @@ impl Writer {
                 );
                 continue;
             }
-            let Some(base) = self.cache[i].take() else {
-                continue;
-            };
+            let base = &plan_sets[k].state;
             // The token taken before planning pays for the first write on its account.
             let paid = held
                 .as_ref()
@@ -482,7 +551,7 @@ impl Writer {
             if paid {
                 held = None;
             }
-            match set.update(&base, &next, !paid).await {
+            match set.update(base, &next, !paid).await {
                 Ok(token) => {
                     next.lock_token = token;
                     info!(
@@ -492,10 +561,14 @@ impl Writer {
                         entries = next.len(),
                         "updated the IP set"
                     );
-                    self.cache[i] = Some(next);
+                    self.cache.store_written(i, next);
                 }
-                // The cache slot stays empty: the next round re-reads this set.
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // A conflict (somebody else wrote) or an unknown outcome: the next round,
+                    // and the next status() or entries(), read this set again.
+                    self.cache.forget(i);
+                    return Err(e);
+                }
             }
         }
         for job in pending.drain(..) {
@@ -508,11 +581,13 @@ impl Writer {
     /// Warn as a family's fill passes 80% and 95%. Each family on its own: one whose fill is
     /// unknown (a set not cached after a failed write) is skipped until it is read again.
     fn check_fill(&mut self) {
+        let fills = self.cache.fills();
         for (slot, family) in [Family::V4, Family::V6].into_iter().enumerate() {
-            let sets =
-                self.sets.iter().zip(&self.cache).map(|(set, state)| {
-                    (set.family, set.capacity, state.as_ref().map(SetState::len))
-                });
+            let sets = self
+                .sets
+                .iter()
+                .zip(&fills)
+                .map(|(set, len)| (set.family, set.capacity, *len));
             let Some((entries, capacity)) = family_fill(sets, family) else {
                 continue;
             };
