@@ -866,7 +866,7 @@ pub struct Cli {
     /// TOML configuration file (defaults apply to everything it leaves out).
     #[arg(long, env = "PALISADE_BLOCKER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// NATS server URL(s).
+    /// NATS server URL, or the servers of a cluster comma separated.
     #[arg(long, env = "PALISADE_NATS_URL")]
     pub nats_url: Option<String>,
     /// NATS user (with --nats-password).
