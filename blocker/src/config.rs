@@ -96,6 +96,8 @@ impl Config {
                 self.nats.retention
             ));
         }
+        palisade_wire::nats::server_addrs(&self.nats.url).map_err(Error::Config)?;
+        self.nats.stream_settings().check().map_err(Error::Config)?;
         if self.nats.max_ack_pending == 0 || self.nats.ack_wait_secs == 0 {
             return bad("nats.max_ack_pending and nats.ack_wait_secs must be > 0".into());
         }
@@ -251,10 +253,16 @@ fn default_retention() -> String {
     "limits".into()
 }
 fn default_max_age_secs() -> u64 {
-    24 * 3600
+    palisade_wire::nats::DEFAULT_STREAM_MAX_AGE.as_secs()
 }
 fn default_duplicate_window_secs() -> u64 {
-    120
+    palisade_wire::nats::DEFAULT_STREAM_DUPLICATE_WINDOW.as_secs()
+}
+fn default_stream_replicas() -> usize {
+    palisade_wire::nats::DEFAULT_STREAM_REPLICAS
+}
+fn default_stream_max_bytes() -> i64 {
+    palisade_wire::nats::DEFAULT_STREAM_MAX_BYTES
 }
 fn default_ack_wait_secs() -> u64 {
     30
@@ -318,6 +326,17 @@ pub struct NatsConfig {
     /// Window in which JetStream drops a re-sent report with the same `Nats-Msg-Id`, seconds.
     #[serde(default = "default_duplicate_window_secs")]
     pub duplicate_window_secs: u64,
+    /// Copies of the stream on different servers of a NATS cluster (1 to 5; 3 on a 3-node
+    /// cluster survives the loss of one server). Same name and default in the sensor's `[nats]`.
+    #[serde(default = "default_stream_replicas")]
+    pub stream_replicas: usize,
+    /// Size limit of the stream in bytes, -1 for none (`max_age_secs` still bounds it).
+    #[serde(default = "default_stream_max_bytes")]
+    pub stream_max_bytes: i64,
+    /// At `stream_max_bytes`: `old` deletes the oldest reports, `new` refuses new ones (the
+    /// sensors buffer and retry).
+    #[serde(default)]
+    pub stream_discard: palisade_wire::nats::Discard,
     /// Durable pull consumer name; blocker replicas sharing it split the work.
     #[serde(default = "default_consumer")]
     pub consumer: String,
@@ -346,6 +365,20 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
+    /// The stream as the shared [`palisade_wire::nats::StreamSettings`] describes it. An
+    /// unknown `retention` reads as `limits` here; [`Config::validate`] refuses it first.
+    pub fn stream_settings(&self) -> palisade_wire::nats::StreamSettings {
+        palisade_wire::nats::StreamSettings {
+            name: self.stream.clone(),
+            retention: palisade_wire::nats::retention_policy(&self.retention).unwrap_or_default(),
+            max_age: Duration::from_secs(self.max_age_secs),
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            replicas: self.stream_replicas,
+            max_bytes: self.stream_max_bytes,
+            discard: self.stream_discard,
+        }
+    }
+
     /// The authentication and TLS settings, as the shared connector takes them.
     pub fn auth(&self) -> palisade_wire::nats::Auth<'_> {
         palisade_wire::nats::Auth {
@@ -379,6 +412,9 @@ impl Default for NatsConfig {
             retention: default_retention(),
             max_age_secs: default_max_age_secs(),
             duplicate_window_secs: default_duplicate_window_secs(),
+            stream_replicas: default_stream_replicas(),
+            stream_max_bytes: default_stream_max_bytes(),
+            stream_discard: palisade_wire::nats::Discard::default(),
             consumer: default_consumer(),
             ack_wait_secs: default_ack_wait_secs(),
             max_ack_pending: default_max_ack_pending(),
@@ -931,7 +967,7 @@ pub struct Cli {
     /// TOML configuration file (defaults apply to everything it leaves out).
     #[arg(long, env = "PALISADE_BLOCKER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// NATS server URL(s).
+    /// NATS server URL, or the servers of a cluster comma separated.
     #[arg(long, env = "PALISADE_NATS_URL")]
     pub nats_url: Option<String>,
     /// NATS user (with --nats-password).

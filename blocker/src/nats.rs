@@ -2,9 +2,9 @@
 //! consume loop (fetch a batch, process it, persist, then ack).
 //!
 //! An existing stream or consumer keeps its settings; those that differ from the configuration
-//! are logged (`setting`, `configured`, `actual`). The stream's `max_age` and
-//! `duplicate_window` are updated to the configured values; its retention cannot change on an
-//! existing stream, and the consumer is left as it is.
+//! are logged (`setting`, `configured`, `actual`). The stream's `max_age`, `duplicate_window`,
+//! `replicas`, `max_bytes` and `discard` are updated to the configured values; its retention
+//! cannot change on an existing stream, and the consumer is left as it is.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures_util::StreamExt;
 use tracing::{error, info, instrument, warn};
+
+use palisade_wire::nats::StreamSettings;
 
 use crate::config::NatsConfig;
 use crate::engine::{Disposition, Engine, Incoming};
@@ -56,8 +58,9 @@ pub async fn connect(
                 }
             }
         });
+    let servers = palisade_wire::nats::server_addrs(&config.url).map_err(Error::NatsConnect)?;
     let client = opts
-        .connect(config.url.as_str())
+        .connect(servers)
         .await
         .map_err(|e| Error::NatsConnect(e.to_string()))?;
     if client.connection_state() == async_nats::connection::State::Connected {
@@ -66,23 +69,7 @@ pub async fn connect(
     Ok(client)
 }
 
-fn retention(s: &str) -> stream::RetentionPolicy {
-    match s {
-        "interest" => stream::RetentionPolicy::Interest,
-        "workqueue" => stream::RetentionPolicy::WorkQueue,
-        _ => stream::RetentionPolicy::Limits,
-    }
-}
-
-fn retention_name(r: stream::RetentionPolicy) -> &'static str {
-    match r {
-        stream::RetentionPolicy::Limits => "limits",
-        stream::RetentionPolicy::Interest => "interest",
-        stream::RetentionPolicy::WorkQueue => "workqueue",
-    }
-}
-
-/// A setting of an existing stream or consumer that differs from the configuration.
+/// A setting of an existing consumer that differs from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Drift {
     setting: &'static str,
@@ -103,32 +90,6 @@ fn drift<T: PartialEq + std::fmt::Debug>(
             actual: format!("{actual:?}"),
         });
     }
-}
-
-/// The stream settings we configure that `actual` does not have.
-fn stream_drift(config: &NatsConfig, actual: &stream::Config) -> Vec<Drift> {
-    let mut out = Vec::new();
-    let configured = retention(&config.retention);
-    if configured != actual.retention {
-        out.push(Drift {
-            setting: "retention",
-            configured: retention_name(configured).to_string(),
-            actual: retention_name(actual.retention).to_string(),
-        });
-    }
-    drift(
-        &mut out,
-        "max_age",
-        Duration::from_secs(config.max_age_secs),
-        actual.max_age,
-    );
-    drift(
-        &mut out,
-        "duplicate_window",
-        Duration::from_secs(config.duplicate_window_secs),
-        actual.duplicate_window,
-    );
-    out
 }
 
 /// The consumer settings we configure that `actual` does not have.
@@ -155,39 +116,42 @@ fn consumer_drift(config: &NatsConfig, actual: &consumer::Config) -> Vec<Drift> 
     out
 }
 
-/// Bring an existing stream's `max_age` and `duplicate_window` to the configured values (one
-/// UpdateStream); warn about each setting that still differs. Never fails: the stream works
-/// either way.
-async fn reconcile_stream(js: &jetstream::Context, config: &NatsConfig, actual: &stream::Config) {
-    let drifts = stream_drift(config, actual);
-    // NATS refuses to change the retention of an existing stream.
-    let updatable = |d: &Drift| d.setting != "retention";
-    let updated = drifts.iter().any(updatable) && {
-        let want = stream::Config {
-            max_age: Duration::from_secs(config.max_age_secs),
-            duplicate_window: Duration::from_secs(config.duplicate_window_secs),
-            ..actual.clone()
-        };
-        match js.update_stream(&want).await {
+/// Bring an existing stream's updatable settings (`max_age`, `duplicate_window`, `replicas`,
+/// `max_bytes`, `discard`) to the configured values in one UpdateStream; warn about each
+/// setting that still differs. Never fails: the stream works either way (a replica count the
+/// cluster cannot place is refused by NATS, and logged with a hint).
+async fn reconcile_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+    actual: &stream::Config,
+) {
+    let drifts = settings.drift(actual);
+    let updated = match settings.updated(actual) {
+        Some(want) => match js.update_stream(&want).await {
             Ok(_) => true,
             Err(err) => {
-                warn!(cause = %err, stream = %config.stream, "cannot update the stream");
+                warn!(
+                    cause = %format!("{err}{}", settings.failure_hint()),
+                    stream = %settings.name,
+                    "cannot update the stream"
+                );
                 false
             }
-        }
+        },
+        None => false,
     };
     for d in &drifts {
-        if updatable(d) && updated {
+        if d.updatable && updated {
             info!(
-                stream = %config.stream,
+                stream = %settings.name,
                 setting = d.setting,
                 configured = %d.configured,
                 was = %d.actual,
                 "stream setting updated to the configured value"
             );
-        } else if updatable(d) {
+        } else if d.updatable {
             warn!(
-                stream = %config.stream,
+                stream = %settings.name,
                 setting = d.setting,
                 configured = %d.configured,
                 actual = %d.actual,
@@ -195,7 +159,7 @@ async fn reconcile_stream(js: &jetstream::Context, config: &NatsConfig, actual: 
             );
         } else {
             warn!(
-                stream = %config.stream,
+                stream = %settings.name,
                 setting = d.setting,
                 configured = %d.configured,
                 actual = %d.actual,
@@ -206,48 +170,38 @@ async fn reconcile_stream(js: &jetstream::Context, config: &NatsConfig, actual: 
     }
 }
 
-/// Create the stream if missing; check an existing one captures the report subjects, update
-/// its `max_age` and `duplicate_window` if they differ and warn about a different retention.
+/// Create the stream if missing (the settings of [`NatsConfig::stream_settings`], shared with
+/// the sensor); check an existing one captures the report subjects, bring its updatable
+/// settings to the configured values and warn about a different retention.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<jetstream::stream::Stream> {
+    let settings = config.stream_settings();
     let mut stream = js
-        .get_or_create_stream(stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![palisade_wire::SUBJECT_WILDCARD.to_string()],
-            retention: retention(&config.retention),
-            max_age: Duration::from_secs(config.max_age_secs),
-            duplicate_window: Duration::from_secs(config.duplicate_window_secs),
-            storage: stream::StorageType::File,
-            max_message_size: palisade_wire::MAX_REPORT_BYTES as i32 * 2,
-            ..Default::default()
-        })
+        .get_or_create_stream(settings.config())
         .await
         .map_err(|e| Error::JetStream {
             what: "create stream",
-            message: e.to_string(),
+            message: format!("{e}{}", settings.failure_hint()),
         })?;
     let info = stream.info().await.map_err(|e| Error::JetStream {
         what: "stream info",
         message: e.to_string(),
     })?;
-    let subjects = &info.config.subjects;
-    let covers = subjects
-        .iter()
-        .any(|s| s == palisade_wire::SUBJECT_WILDCARD || s == ">");
-    if !covers {
+    if !StreamSettings::covers_reports(&info.config) {
         return Err(Error::JetStream {
             what: "check stream",
             message: format!(
-                "stream {} exists but captures {subjects:?}, not {}",
+                "stream {} exists but captures {:?}, not {}",
                 config.stream,
+                info.config.subjects,
                 palisade_wire::SUBJECT_WILDCARD
             ),
         });
     }
     let actual = info.config.clone();
-    reconcile_stream(js, config, &actual).await;
+    reconcile_stream(js, &settings, &actual).await;
     Ok(stream)
 }
 
@@ -472,34 +426,28 @@ async fn acker(mut rx: tokio::sync::mpsc::Receiver<Decided>) {
 mod tests {
     use super::*;
 
-    fn matching_stream(config: &NatsConfig) -> stream::Config {
-        stream::Config {
-            name: config.stream.clone(),
-            retention: retention(&config.retention),
-            max_age: Duration::from_secs(config.max_age_secs),
-            duplicate_window: Duration::from_secs(config.duplicate_window_secs),
-            ..Default::default()
-        }
-    }
-
     #[test]
-    fn stream_drift_names_each_differing_setting() {
-        let config = NatsConfig::default();
-        let mut actual = matching_stream(&config);
-        assert_eq!(stream_drift(&config, &actual), vec![]);
-        actual.retention = stream::RetentionPolicy::WorkQueue;
-        actual.max_age = Duration::from_secs(60);
-        let d = stream_drift(&config, &actual);
-        let settings: Vec<&str> = d.iter().map(|d| d.setting).collect();
-        assert_eq!(settings, ["retention", "max_age"]);
-        assert_eq!(d[0].configured, config.retention);
-        assert_eq!(d[0].actual, "workqueue");
-        assert_eq!(d[1].actual, "60s");
-        actual = matching_stream(&config);
-        actual.duplicate_window = Duration::from_secs(1);
+    fn stream_settings_follow_the_config() {
+        let mut config = NatsConfig {
+            retention: "workqueue".into(),
+            max_age_secs: 60,
+            stream_replicas: 3,
+            stream_max_bytes: 1 << 30,
+            stream_discard: palisade_wire::nats::Discard::New,
+            ..NatsConfig::default()
+        };
+        let c = config.stream_settings().config();
+        assert_eq!(c.name, config.stream);
+        assert_eq!(c.retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(c.max_age, Duration::from_secs(60));
+        assert_eq!(c.num_replicas, 3);
+        assert_eq!(c.max_bytes, 1 << 30);
+        assert_eq!(c.discard, stream::DiscardPolicy::New);
+        // The defaults are the shared ones the sensor creates the stream with.
+        config = NatsConfig::default();
         assert_eq!(
-            stream_drift(&config, &actual)[0].setting,
-            "duplicate_window"
+            config.stream_settings(),
+            palisade_wire::nats::StreamSettings::default()
         );
     }
 
@@ -522,18 +470,19 @@ mod tests {
         assert_eq!(d[1].actual, (config.max_ack_pending + 1).to_string());
     }
 
-    /// Against a real nats-server: an existing stream gets the configured age limits, keeps
-    /// its retention; an existing consumer is bound as it is.
+    /// Against a real nats-server: an existing stream gets the configured age and size
+    /// limits, keeps its retention; an existing consumer is bound as it is.
     #[tokio::test]
     async fn existing_stream_is_updated_and_consumer_kept() {
         let server = palisade_tests::nats::NatsServer::start().await.unwrap();
         let js = server.jetstream().await.unwrap();
         let config = NatsConfig::default();
-        let mut old = matching_stream(&config);
-        old.subjects = vec![palisade_wire::SUBJECT_WILDCARD.to_string()];
+        let mut old = config.stream_settings().config();
         old.retention = stream::RetentionPolicy::Interest;
         old.max_age = Duration::from_secs(60);
         old.duplicate_window = Duration::from_secs(10);
+        old.max_bytes = 1 << 20;
+        old.discard = stream::DiscardPolicy::New;
         js.create_stream(old).await.unwrap();
         let created = js.get_stream(&config.stream).await.unwrap();
         created
@@ -555,6 +504,8 @@ mod tests {
             info.config.duplicate_window,
             Duration::from_secs(config.duplicate_window_secs)
         );
+        assert_eq!(info.config.max_bytes, -1);
+        assert_eq!(info.config.discard, stream::DiscardPolicy::Old);
         assert_eq!(info.config.retention, stream::RetentionPolicy::Interest);
         assert_eq!(info.config.subjects, [palisade_wire::SUBJECT_WILDCARD]);
 

@@ -484,6 +484,16 @@ pub struct NatsConfig {
     /// Create the `PALISADE_REPORTS` stream if it does not exist (same settings as the blocker).
     #[serde(default = "default_true")]
     pub create_stream: bool,
+    /// Copies of the stream on different servers of a NATS cluster (1 to 5), when the sensor
+    /// creates it. Same name and default as the blocker's `[nats]`.
+    #[serde(default = "default_stream_replicas")]
+    pub stream_replicas: usize,
+    /// Size limit of the stream in bytes, -1 for none, when the sensor creates it.
+    #[serde(default = "default_stream_max_bytes")]
+    pub stream_max_bytes: i64,
+    /// At `stream_max_bytes`: `old` deletes the oldest reports, `new` refuses new ones.
+    #[serde(default)]
+    pub stream_discard: palisade_wire::nats::Discard,
     /// Reports waiting for NATS (unreachable or slow) before new ones are dropped and counted.
     #[serde(default = "default_buffer")]
     pub buffer: usize,
@@ -496,6 +506,17 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
+    /// The stream the sensor creates when missing: the shared defaults (the blocker's) with
+    /// this table's replicas, size limit and discard policy.
+    pub fn stream_settings(&self) -> palisade_wire::nats::StreamSettings {
+        palisade_wire::nats::StreamSettings {
+            replicas: self.stream_replicas,
+            max_bytes: self.stream_max_bytes,
+            discard: self.stream_discard,
+            ..palisade_wire::nats::StreamSettings::default()
+        }
+    }
+
     /// The authentication and TLS settings, as the shared connector takes them.
     pub fn auth(&self) -> palisade_wire::nats::Auth<'_> {
         palisade_wire::nats::Auth {
@@ -526,6 +547,9 @@ impl Default for NatsConfig {
             tls_client_key: None,
             tls_required: false,
             create_stream: true,
+            stream_replicas: default_stream_replicas(),
+            stream_max_bytes: default_stream_max_bytes(),
+            stream_discard: palisade_wire::nats::Discard::default(),
             buffer: default_buffer(),
             max_in_flight: default_max_in_flight(),
             ack_timeout_secs: default_ack_timeout_secs(),
@@ -630,6 +654,12 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_nats_url() -> String {
     "nats://127.0.0.1:4222".to_owned()
+}
+fn default_stream_replicas() -> usize {
+    palisade_wire::nats::DEFAULT_STREAM_REPLICAS
+}
+fn default_stream_max_bytes() -> i64 {
+    palisade_wire::nats::DEFAULT_STREAM_MAX_BYTES
 }
 fn default_true() -> bool {
     true
@@ -772,6 +802,8 @@ impl Config {
             ));
         }
         self.nats.auth().check().map_err(Error::Config)?;
+        palisade_wire::nats::server_addrs(&self.nats.url).map_err(Error::Config)?;
+        self.nats.stream_settings().check().map_err(Error::Config)?;
         match self.source {
             Source::Ebpf if self.ebpf.interfaces.is_empty() => Err(Error::Config(
                 "source ebpf needs at least one interface (--interface)".to_owned(),
@@ -848,6 +880,28 @@ mod tests {
         assert!(new.nats.tls_required);
         let half = Config::from_toml(&format!("{base}tls_client_cert = \"/c.pem\"\n"));
         assert!(half.unwrap_err().to_string().contains("tls_client_key"));
+    }
+
+    #[test]
+    fn stream_settings_have_the_blockers_names_and_defaults() {
+        let base = "sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"lo\"]\n[nats]\n";
+        let c = Config::from_toml(base).unwrap();
+        assert_eq!(
+            c.nats.stream_settings(),
+            palisade_wire::nats::StreamSettings::default()
+        );
+        let c = Config::from_toml(&format!(
+            "{base}url = \"nats://a:4222, nats://b:4222\"\nstream_replicas = 3\n\
+             stream_max_bytes = 1073741824\nstream_discard = \"new\"\n"
+        ))
+        .unwrap();
+        let s = c.nats.stream_settings().config();
+        assert_eq!((s.num_replicas, s.max_bytes), (3, 1 << 30), "{:?}", c.nats);
+        assert_eq!(s.discard, async_nats::jetstream::stream::DiscardPolicy::New);
+        let err = Config::from_toml(&format!("{base}stream_replicas = 7\n")).unwrap_err();
+        assert!(err.to_string().contains("stream_replicas"), "{err}");
+        let err = Config::from_toml(&format!("{base}url = \"nats://a:4222,,\"\n")).unwrap_err();
+        assert!(err.to_string().contains("element 2 of 3"), "{err}");
     }
 
     #[test]

@@ -53,7 +53,7 @@ struct Cli {
     /// Entries of each kernel flow-tracking map (handshakes, established flows, skip hints).
     #[arg(long, env = "PALISADE_MAX_TRACKED_FLOWS")]
     max_tracked_flows: Option<u32>,
-    /// NATS server URL.
+    /// NATS server URL, or the servers of a cluster comma separated.
     #[arg(long, env = "PALISADE_NATS_URL")]
     nats_url: Option<String>,
     /// NATS user (with --nats-password).

@@ -8,8 +8,11 @@
 //! (`buffer_drops`), never blocking the capture path.
 //!
 //! The sensor creates the `PALISADE_REPORTS` stream when it is missing (subjects
-//! `palisade.reports.>`, file storage, the same settings the blocker uses), so reports are kept
-//! even when the sensor starts first; an existing stream is used as it is.
+//! `palisade.reports.>`, file storage: the shared [`palisade_wire::nats::StreamSettings`] the
+//! blocker uses, with `[nats] stream_replicas`, `stream_max_bytes` and `stream_discard`), so
+//! reports are kept even when the sensor starts first. An existing stream is used as it is: a
+//! replica count, size limit or discard policy that differs from the sensor's configuration is
+//! logged, and left to the blocker, which manages the stream (sensors may only read its info).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use async_nats::{ConnectOptions, HeaderMap};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use palisade_wire::Report;
+use palisade_wire::nats::StreamSettings;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
@@ -70,8 +74,9 @@ pub async fn start(
     drain_timeout: Duration,
 ) -> Result<(Publisher, JoinHandle<()>), Error> {
     let opts = connect_options(config).await?;
+    let servers = palisade_wire::nats::server_addrs(&config.url).map_err(Error::Nats)?;
     let client = opts
-        .connect(config.url.as_str())
+        .connect(servers)
         .await
         .map_err(|e| Error::Nats(format!("connect to {}: {e}", config.url)))?;
     let js = jetstream::ContextBuilder::new()
@@ -84,20 +89,31 @@ pub async fn start(
         metrics: metrics.clone(),
         max_in_flight: config.max_in_flight,
         create_stream: config.create_stream,
+        stream: config.stream_settings(),
         drain_timeout,
     };
     let handle = tokio::spawn(worker.run());
     Ok((Publisher { tx, metrics }, handle))
 }
 
-/// The stream the sensor creates when missing.
-pub fn stream_config() -> jetstream::stream::Config {
-    jetstream::stream::Config {
-        name: palisade_wire::STREAM_NAME.to_owned(),
-        subjects: vec![palisade_wire::SUBJECT_WILDCARD.to_owned()],
-        storage: jetstream::stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
+/// The settings of `[nats]` the sensor configures for the stream; other drift is the
+/// blocker's to report.
+const SENSOR_STREAM_SETTINGS: [&str; 3] = ["replicas", "max_bytes", "discard"];
+
+/// Log the settings of an existing stream that differ from the sensor's configuration. The
+/// sensor leaves them: the blocker updates the stream (sensors may only read its info).
+fn log_stream_drift(settings: &StreamSettings, actual: &jetstream::stream::Config) {
+    for d in settings.drift(actual) {
+        if SENSOR_STREAM_SETTINGS.contains(&d.setting) {
+            warn!(
+                stream = %settings.name,
+                setting = d.setting,
+                configured = %d.configured,
+                actual = %d.actual,
+                "stream setting differs from the sensor's [nats] configuration; left as it is \
+                 (the blocker applies its own [nats] stream settings)"
+            );
+        }
     }
 }
 
@@ -107,6 +123,7 @@ struct Worker {
     metrics: Arc<Metrics>,
     max_in_flight: usize,
     create_stream: bool,
+    stream: StreamSettings,
     drain_timeout: Duration,
 }
 
@@ -134,10 +151,16 @@ impl Worker {
             }
             let wait = backoff.next();
             tokio::select! {
-                result = self.js.get_or_create_stream(stream_config()) => match result {
-                    Ok(_) => stream_ready = true,
+                result = self.js.get_or_create_stream(self.stream.config()) => match result {
+                    Ok(stream) => {
+                        log_stream_drift(&self.stream, &stream.cached_info().config);
+                        stream_ready = true;
+                    }
                     Err(err) => {
-                        warn!(cause = %err, "cannot ensure the JetStream stream yet; retrying");
+                        warn!(
+                            cause = %format!("{err}{}", self.stream.failure_hint()),
+                            "cannot ensure the JetStream stream yet; retrying"
+                        );
                         tokio::time::sleep(wait).await;
                     }
                 },

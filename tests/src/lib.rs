@@ -1,7 +1,7 @@
 //! Test harness shared by every crate's integration tests: real servers on free loopback ports,
 //! started by the tests and stopped when their guard drops.
 //!
-//! - [`nats`]: a real `nats-server` with JetStream.
+//! - [`nats`]: a real `nats-server` with JetStream, or a cluster of them.
 //! - [`moto`]: the AWS WAFv2 emulator (moto in server mode) and a fault-and-limits proxy that
 //!   behaves as AWS documents where moto does not.
 //! - [`netns`]: network namespaces and veth pairs for the eBPF tests (root only).

@@ -11,6 +11,13 @@
 //! [`NatsServer::restart`] keep the store (and the port), to test restarts.
 //! [`NatsServer::start_with_config`] runs it from a configuration file instead (users and
 //! their permissions), with JetStream and the listen address added.
+//!
+//! [`NatsCluster`] runs several servers clustered with each other (JetStream replicas,
+//! failover when a node is killed).
+
+mod cluster;
+
+pub use cluster::NatsCluster;
 
 use std::path::Path;
 use std::process::Stdio;
