@@ -61,6 +61,7 @@ pub async fn build_firewall(config: &ProviderConfig) -> Result<Arc<dyn Firewall>
                 .with_dry_run(aws.dry_run)
                 .with_write_rate(aws.write_rate)
                 .with_read_rate(aws.read_rate)
+                .with_refresh(aws.refresh())
                 .build()
                 .await?;
             Ok(Arc::new(firewall))
@@ -297,6 +298,8 @@ impl Term<'_> {
     ) -> Ended {
         let config = self.config;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Another replica may have written the firewall since this one last looked.
+        self.firewall.forget_cached();
         self.reconcile_ok.store(false, std::sync::atomic::Ordering::Relaxed);
         let mut reconciler = reconcile::Reconciler::new(
             Arc::clone(&engine),

@@ -130,6 +130,11 @@ pub trait Firewall: Send + Sync + Debug + 'static {
     fn is_dry_run(&self) -> bool {
         false
     }
+
+    /// Forget what the backend remembers of the firewall's contents: the next call reads
+    /// them afresh. A blocker replica calls it when it takes over from another writer, whose
+    /// changes its memory does not know. Nothing to forget by default.
+    fn forget_cached(&self) {}
 }
 
 #[async_trait]
@@ -139,6 +144,9 @@ impl<T: Firewall + ?Sized> Firewall for Arc<T> {
     }
     fn is_dry_run(&self) -> bool {
         (**self).is_dry_run()
+    }
+    fn forget_cached(&self) {
+        (**self).forget_cached()
     }
     async fn status(&self) -> Result<Vec<SetStatus>> {
         (**self).status().await
@@ -158,6 +166,9 @@ impl<T: Firewall + ?Sized> Firewall for Box<T> {
     }
     fn is_dry_run(&self) -> bool {
         (**self).is_dry_run()
+    }
+    fn forget_cached(&self) {
+        (**self).forget_cached()
     }
     async fn status(&self) -> Result<Vec<SetStatus>> {
         (**self).status().await

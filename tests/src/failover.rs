@@ -256,7 +256,7 @@ pub async fn leader_killed_mid_stream(
     let standby = (0..replicas)
         .find(|i| *i != leader && c.replicas[*i].service.is_some())
         .context("no standby")?;
-    let (code, body) = HttpGet.get(&c.replicas[standby].url("/v1/blocks")).await?;
+    let (code, body) = admin_request("GET", &c.replicas[standby].url("/v1/blocks")).await?;
     if code != 200 {
         bail!("a standby answered {code} to GET /v1/blocks: {body}");
     }
@@ -344,7 +344,7 @@ pub async fn paused_leader_writes_nothing(bin_dir: &Path) -> anyhow::Result<Paus
     // Release one block through the new holder: the paused one still has it in memory.
     let released = ours.iter().next().cloned().context("no block")?;
     let url = c.replicas[new].url(&format!("/v1/blocks/{}", released.replace('/', "_")));
-    let code = HttpDelete.delete(&url).await?;
+    let (code, _) = admin_request("DELETE", &url).await?;
     if code != 204 {
         let _ = signal("-CONT");
         bail!("release through the new holder answered {code}");
@@ -426,31 +426,33 @@ async fn bucket_writers_after(
     Ok(out)
 }
 
-/// A DELETE on a loopback admin endpoint; the status code.
-struct HttpDelete;
-
-impl HttpDelete {
-    async fn delete(&self, url: &str) -> anyhow::Result<u16> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let rest = url.strip_prefix("http://").context("http URL")?;
-        let (host, path) = rest.split_once('/').context("URL path")?;
-        let mut sock = tokio::net::TcpStream::connect(host).await?;
-        sock.write_all(
-            format!(
-                "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-                ADMIN_TOKEN
-            )
-            .as_bytes(),
+/// A request with the admin token to a loopback admin endpoint; status and body. HTTP/1.0,
+/// so the body comes whole (no chunking).
+async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("http URL")?;
+    let (host, path) = rest.split_once('/').context("URL path")?;
+    let mut sock = tokio::net::TcpStream::connect(host).await?;
+    sock.write_all(
+        format!(
+            "{method} /{path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
         )
-        .await?;
-        let mut buf = Vec::new();
-        sock.read_to_end(&mut buf).await?;
-        let text = String::from_utf8_lossy(&buf);
-        text.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("no status line")
-    }
+        .as_bytes(),
+    )
+    .await?;
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 /// The admin token given to the replicas.

@@ -302,6 +302,13 @@ impl Firewall for AwsFirewall {
         NAME
     }
 
+    /// Drop every cached set: the next read or write starts from a GetIPSet.
+    fn forget_cached(&self) {
+        for i in 0..self.inner.sets.len() {
+            self.inner.cache.forget(i);
+        }
+    }
+
     /// From the cache; a set whose cached contents are older than the refresh interval is
     /// read again.
     #[instrument(skip(self))]
