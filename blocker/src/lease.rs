@@ -129,8 +129,14 @@ mod tests {
 
     #[test]
     fn standbys_poll_often_but_not_too_often() {
-        assert_eq!(poll_every(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(
+            poll_every(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
         assert_eq!(poll_every(Duration::from_secs(60)), Duration::from_secs(1));
-        assert_eq!(poll_every(Duration::from_secs(1)), Duration::from_millis(100));
+        assert_eq!(
+            poll_every(Duration::from_secs(1)),
+            Duration::from_millis(100)
+        );
     }
 }

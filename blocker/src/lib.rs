@@ -39,9 +39,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use config::{Cli, Config, ProviderConfig, ProviderKind, StateBackend};
+pub use error::{Error, Result};
 use state::Store;
 use state::jetstream::{BucketSettings, KvStore};
-pub use error::{Error, Result};
 
 /// How often the sweeper task offers deferred blocks to the new-block cap when no reports
 /// arrive (the pipeline does it after every batch).
@@ -177,7 +177,9 @@ pub async fn run_with(
     tokio::pin!(shutdown);
     match (embedded, kv) {
         (Some(engine), _) => {
-            metrics.leader.store(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .leader
+                .store(1, std::sync::atomic::Ordering::Relaxed);
             let owned = engine.store().load().await?.owned;
             info!("blocker ready");
             term.lead(engine, owned, None, &mut shutdown).await;
@@ -191,7 +193,9 @@ pub async fn run_with(
                 if !lease::campaign(&kv, &replica, &incarnation, ttl, &mut shutdown).await? {
                     break;
                 }
-                metrics.leader.store(1, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .leader
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
                 metrics
                     .leader_changes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -216,7 +220,9 @@ pub async fn run_with(
                     .await;
                 serve.abort();
                 let _ = leader_tx.send(None);
-                metrics.leader.store(0, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .leader
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
                 match ended {
                     Ended::Shutdown => {
                         if let Err(err) = kv.release().await {
@@ -246,10 +252,8 @@ pub async fn run_with(
     Ok(())
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|v| *v).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 /// This process among all that ran as the replica: process id and start time.
@@ -300,7 +304,8 @@ impl Term<'_> {
         let (stop_tx, stop_rx) = watch::channel(false);
         // Another replica may have written the firewall since this one last looked.
         self.firewall.forget_cached();
-        self.reconcile_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.reconcile_ok
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut reconciler = reconcile::Reconciler::new(
             Arc::clone(&engine),
             Arc::clone(self.firewall),
@@ -381,6 +386,10 @@ impl Term<'_> {
                 error!(task = name, cause = %err, "task failed");
             }
         }
-        if shut { Ended::Shutdown } else { Ended::LeaseLost }
+        if shut {
+            Ended::Shutdown
+        } else {
+            Ended::LeaseLost
+        }
     }
 }

@@ -76,7 +76,13 @@ struct Cluster {
 
 impl Cluster {
     async fn start(bin_dir: &Path, n: usize) -> anyhow::Result<Cluster> {
-        const NAMES: [&str; 5] = ["replica-0", "replica-1", "replica-2", "replica-3", "replica-4"];
+        const NAMES: [&str; 5] = [
+            "replica-0",
+            "replica-1",
+            "replica-2",
+            "replica-3",
+            "replica-4",
+        ];
         let blocker_bin = bin_dir.join("palisade-blocker");
         if !blocker_bin.exists() {
             bail!("{blocker_bin:?} is missing: cargo build -p palisade-blocker");
@@ -243,7 +249,10 @@ pub async fn leader_killed_mid_stream(
         c.replicas[leader].start(&dir).await?;
         leader = next;
     }
-    let expected: BTreeSet<String> = ours.union(&foreign.iter().cloned().collect()).cloned().collect();
+    let expected: BTreeSet<String> = ours
+        .union(&foreign.iter().cloned().collect())
+        .cloned()
+        .collect();
     let deadline = Instant::now() + CONVERGE_DEADLINE;
     let final_entries = loop {
         c.check_running()?;
@@ -457,4 +466,3 @@ async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)>
 
 /// The admin token given to the replicas.
 pub(crate) const ADMIN_TOKEN: &str = "failover-admin-token-0123456789";
-

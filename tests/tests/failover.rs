@@ -36,7 +36,10 @@ async fn killed_holder_is_replaced_and_the_sets_converge() {
         "a standby's GET /v1/blocks must list every decided block"
     );
     // One writer per account: the budget is the account's, never exceeded.
-    assert_eq!(o.throttled, 0, "ThrottlingExceptions: two replicas wrote at once");
+    assert_eq!(
+        o.throttled, 0,
+        "ThrottlingExceptions: two replicas wrote at once"
+    );
     // The lease is 5 s; a standby polls every 0.5 s.
     for t in &o.takeovers {
         assert!(*t < 10.0, "a takeover took {t:.1} s");
@@ -58,6 +61,34 @@ async fn paused_holder_writes_nothing_after_it_wakes() {
         o.writes_after_takeover, 0,
         "the paused holder wrote the state bucket after the takeover"
     );
-    assert_eq!(o.old_firewall_writes, 0.0, "the paused holder wrote the firewall");
+    assert_eq!(
+        o.old_firewall_writes, 0.0,
+        "the paused holder wrote the firewall"
+    );
     assert!(o.old_stood_down, "the old holder still answers as holder");
+}
+
+/// The measurement behind BENCHMARKS.md ("Failover"): ten SIGKILLs of the holder, the
+/// median and longest takeover. `bench/failover.sh` runs it; not part of `make test`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about 2 minutes): bench/failover.sh"]
+async fn takeover_time_over_ten_kills() {
+    let o = palisade_tests::failover::leader_killed_mid_stream(&bin_dir(), 3, 11_000, 10)
+        .await
+        .expect("the scenario runs");
+    let mut t = o.takeovers.clone();
+    t.sort_by(f64::total_cmp);
+    let median = (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2.0;
+    println!(
+        "failover: {} kills of the holder among {} replicas, {} attackers: takeover median {:.2} s, max {:.2} s, all {:?}; converged: {}; throttled: {}",
+        t.len(),
+        o.replicas,
+        o.attackers,
+        median,
+        t.last().copied().unwrap_or_default(),
+        o.takeovers,
+        o.final_entries == o.expected,
+        o.throttled
+    );
+    assert_eq!(o.final_entries, o.expected, "did not converge");
 }

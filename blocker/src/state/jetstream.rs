@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -181,8 +181,7 @@ impl KvStore {
                     .create_stream(jetstream::stream::Config {
                         name: format!("KV_{}", settings.bucket),
                         description: Some(
-                            "Palisade blocker state: blocks, offences, owned entries, lease"
-                                .into(),
+                            "Palisade blocker state: blocks, offences, owned entries, lease".into(),
                         ),
                         subjects: vec![format!("$KV.{}.>", settings.bucket)],
                         max_messages_per_subject: 1,
@@ -231,7 +230,10 @@ impl KvStore {
     /// Does this replica hold a lease that is still valid by its own clock?
     pub async fn holds_lease(&self) -> bool {
         let w = self.inner.writer.lock().await;
-        !self.is_fenced() && w.lease.as_ref().is_some_and(|h| Instant::now() < h.valid_until)
+        !self.is_fenced()
+            && w.lease
+                .as_ref()
+                .is_some_and(|h| Instant::now() < h.valid_until)
     }
 
     /// The current lease as stored, with its revision (`None`: nobody ever took it).
@@ -281,7 +283,12 @@ impl KvStore {
         let value: Bytes = encode(&lease)?.into();
         let sent = Instant::now();
         let res = match previous {
-            None => self.inner.kv.create(LEASE_KEY, value).await.map_err(|e| e.to_string()),
+            None => self
+                .inner
+                .kv
+                .create(LEASE_KEY, value)
+                .await
+                .map_err(|e| e.to_string()),
             Some((_, revision)) => self
                 .inner
                 .kv
@@ -291,7 +298,9 @@ impl KvStore {
         };
         let revision = match res {
             Ok(r) => r,
-            Err(message) if message.contains("wrong last sequence") || message.contains("exists") => {
+            Err(message)
+                if message.contains("wrong last sequence") || message.contains("exists") =>
+            {
                 return Ok(false);
             }
             Err(message) => return Err(js_err("take lease")(message)),
@@ -364,7 +373,8 @@ impl KvStore {
                 }
                 snap.blocks.insert(rec.cidr, rec);
             } else if let Some(k) = key.strip_prefix(OFFENCE) {
-                snap.offences.insert(net_of(k)?, decode::<Offence>(&key, &value)?);
+                snap.offences
+                    .insert(net_of(k)?, decode::<Offence>(&key, &value)?);
             } else if let Some(k) = key.strip_prefix(OWNED) {
                 snap.owned.insert(net_of(k)?);
             }
@@ -437,7 +447,10 @@ impl KvStore {
         };
         for batch in batches {
             for rec in &batch.upserts {
-                set(format!("{BLOCK}{}", key_of(&rec.cidr)), Some(encode(rec)?.into()));
+                set(
+                    format!("{BLOCK}{}", key_of(&rec.cidr)),
+                    Some(encode(rec)?.into()),
+                );
             }
             for net in &batch.removes {
                 set(format!("{BLOCK}{}", key_of(net)), None);
@@ -465,7 +478,11 @@ impl KvStore {
         let ops = add
             .iter()
             .map(|n| Op::Put(format!("{OWNED}{}", key_of(n)), now.clone()))
-            .chain(remove.iter().map(|n| Op::Purge(format!("{OWNED}{}", key_of(n)))))
+            .chain(
+                remove
+                    .iter()
+                    .map(|n| Op::Purge(format!("{OWNED}{}", key_of(n)))),
+            )
             .collect();
         self.write(ops).await
     }
@@ -595,7 +612,11 @@ impl KvStore {
             if writer != held.writer_id {
                 return Err(Error::Fenced(format!(
                     "message {seq} of the state bucket was written by {}",
-                    if writer.is_empty() { "another client" } else { &writer }
+                    if writer.is_empty() {
+                        "another client"
+                    } else {
+                        &writer
+                    }
                 )));
             }
         }
