@@ -16,8 +16,10 @@ pub mod nginx;
 pub mod restart;
 pub mod time_to_block;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -55,4 +57,39 @@ pub fn default_bin_dir() -> anyhow::Result<PathBuf> {
     exe.parent()
         .map(PathBuf::from)
         .ok_or_else(|| anyhow::anyhow!("{exe:?} has no parent directory"))
+}
+
+/// `target/<profile>`, where cargo put the workspace's binaries, seen from an integration
+/// test binary (which runs from `target/<profile>/deps/`).
+pub fn test_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// Poll `f` every `poll` until it is true; panic naming `what` after `within`.
+pub async fn wait_for<F, Fut>(what: &str, within: Duration, poll: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Assert that the IP sets hold exactly `expected`, naming a few of the entries missing and
+/// unexpected when not.
+pub fn assert_converged(expected: &BTreeSet<String>, entries: &BTreeSet<String>) {
+    let missing: Vec<_> = expected.difference(entries).take(5).collect();
+    let extra: Vec<_> = entries.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "did not converge: missing e.g. {missing:?}, unexpected e.g. {extra:?}"
+    );
 }

@@ -2,23 +2,14 @@
 //! AWS WAF), checked by outcome: every attacker blocked, no benign client blocked, the IP sets
 //! hold exactly the attackers.
 
-use std::path::PathBuf;
-
 use palisade_tests::demo::{self, DemoOptions, SensorMode};
-
-/// `target/<profile>`, where cargo put the workspace's binaries for this test run.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
-}
 
 async fn run_demo(mode: SensorMode) {
     if palisade_tests::netns::skip_unless_ci("the demo (needs root and network namespaces)") {
         return;
     }
     let outcome = demo::run(DemoOptions {
-        bin_dir: bin_dir(),
+        bin_dir: palisade_tests::test_bin_dir(),
         mode: Some(mode),
         verbose: true,
         crs_dir: None,

@@ -4,30 +4,21 @@
 //! the account's write budget kept. A holder paused past its lease writes nothing when it
 //! wakes. See `palisade_tests::failover`.
 
-use std::path::PathBuf;
-
-/// `target/<profile>`, where cargo put the workspace's binaries for this test run.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_is_replaced_and_the_sets_converge() {
-    let o = palisade_tests::failover::leader_killed_mid_stream(&bin_dir(), 3, 10_000, 2)
-        .await
-        .expect("the scenario runs");
+    let o = palisade_tests::failover::leader_killed_mid_stream(
+        &palisade_tests::test_bin_dir(),
+        3,
+        10_000,
+        2,
+    )
+    .await
+    .expect("the scenario runs");
     eprintln!(
         "{} replicas, {} attackers, takeovers after SIGKILL: {:?} s",
         o.replicas, o.attackers, o.takeovers
     );
-    let missing: Vec<_> = o.expected.difference(&o.final_entries).take(5).collect();
-    let extra: Vec<_> = o.final_entries.difference(&o.expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "did not converge: missing e.g. {missing:?}, unexpected e.g. {extra:?}"
-    );
+    palisade_tests::assert_converged(&o.expected, &o.final_entries);
     assert!(o.foreign.is_subset(&o.final_entries));
     // One block per IPv4 address and per IPv6 /64: the expected entries less the foreign ones.
     assert_eq!(
@@ -48,7 +39,7 @@ async fn killed_holder_is_replaced_and_the_sets_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_writes_nothing_after_it_wakes() {
-    let o = palisade_tests::failover::paused_leader_writes_nothing(&bin_dir())
+    let o = palisade_tests::failover::paused_leader_writes_nothing(&palisade_tests::test_bin_dir())
         .await
         .expect("the scenario runs");
     eprintln!("{o:?}");
@@ -73,9 +64,14 @@ async fn paused_holder_writes_nothing_after_it_wakes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement (about 2 minutes): bench/failover.sh"]
 async fn takeover_time_over_ten_kills() {
-    let o = palisade_tests::failover::leader_killed_mid_stream(&bin_dir(), 3, 11_000, 10)
-        .await
-        .expect("the scenario runs");
+    let o = palisade_tests::failover::leader_killed_mid_stream(
+        &palisade_tests::test_bin_dir(),
+        3,
+        11_000,
+        10,
+    )
+    .await
+    .expect("the scenario runs");
     let mut t = o.takeovers.clone();
     t.sort_by(f64::total_cmp);
     let median = (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2.0;

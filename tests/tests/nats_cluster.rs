@@ -28,6 +28,8 @@ use tokio::sync::oneshot;
 
 /// Hang guard for each wait below (each polls for a condition). A failover takes seconds:
 /// RAFT elections, the clients' reconnect backoff, and redelivery after `ack_wait_secs`.
+/// How often the waits below poll.
+const POLL: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(90);
 /// Reports, one attacker each.
 const TOTAL: usize = 400;
@@ -99,21 +101,6 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
             (k == name).then(|| v.parse().ok())?
         })
         .unwrap_or(0.0)
-}
-
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The blocker on `urls` with the memory firewall, documentation ranges allowed.
@@ -213,9 +200,12 @@ async fn a_node_dies_mid_stream_and_no_report_or_block_is_lost() {
             }
         })
     };
-    wait_for("the blocker to decide a quarter of the reports", || async {
-        decided(admin).await.len() >= TOTAL / 4
-    })
+    palisade_tests::wait_for(
+        "the blocker to decide a quarter of the reports",
+        WAIT,
+        POLL,
+        || async { decided(admin).await.len() >= TOTAL / 4 },
+    )
     .await;
 
     // Kill the node the blocker is connected to (if /connz can tell; else the first).
@@ -243,9 +233,12 @@ async fn a_node_dies_mid_stream_and_no_report_or_block_is_lost() {
     feeder.await.expect("every report submitted");
 
     let expected: BTreeSet<IpNet> = (0..TOTAL).map(|i| attacker(i).1).collect();
-    wait_for("every report to be decided after the kill", || async {
-        decided(admin).await.len() >= expected.len()
-    })
+    palisade_tests::wait_for(
+        "every report to be decided after the kill",
+        WAIT,
+        POLL,
+        || async { decided(admin).await.len() >= expected.len() },
+    )
     .await;
     eprintln!(
         "all {} decided {:?} after the kill",
@@ -253,7 +246,7 @@ async fn a_node_dies_mid_stream_and_no_report_or_block_is_lost() {
         killed_at.elapsed()
     );
     assert_eq!(decided(admin).await, expected, "the decided set");
-    wait_for("the firewall to hold every block", || {
+    palisade_tests::wait_for("the firewall to hold every block", WAIT, POLL, || {
         let fw = firewall.clone();
         let expected = expected.clone();
         async move { fw.snapshot() == expected }
@@ -314,7 +307,7 @@ async fn both_services_connect_with_a_server_list() {
     .await
     .expect("the sensor connects with a list");
     assert!(publisher.submit(report(0)));
-    wait_for("the report to be stored", || async {
+    palisade_tests::wait_for("the report to be stored", WAIT, POLL, || async {
         server
             .stored_messages(palisade_wire::STREAM_NAME)
             .await
@@ -339,9 +332,12 @@ async fn both_services_connect_with_a_server_list() {
     .await
     .expect("blocker connects in time")
     .expect("the blocker connects with a list");
-    wait_for("the blocker's client to be connected", || async {
-        connected.load(Relaxed)
-    })
+    palisade_tests::wait_for(
+        "the blocker's client to be connected",
+        WAIT,
+        POLL,
+        || async { connected.load(Relaxed) },
+    )
     .await;
     assert_eq!(client.server_info().port, server.port());
 

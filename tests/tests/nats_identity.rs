@@ -25,6 +25,8 @@ use palisade_wire::{Category, Report, Severity};
 use tokio::sync::{mpsc, oneshot};
 
 /// Generous hang guard; every wait below polls for a condition.
+/// How often the waits below poll.
+const POLL: Duration = Duration::from_millis(50);
 const WAIT: Duration = Duration::from_secs(30);
 
 fn seed_file(dir: &Path, name: &str, creds: &Credentials) -> PathBuf {
@@ -110,21 +112,6 @@ async fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
             Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
-}
-
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +204,7 @@ async fn each_sensor_speaks_only_for_itself() {
     .expect("sensor A's publisher starts");
     assert!(publisher.submit(report("a-1", "node-a", "203.0.113.10")));
     let blocked: ipnet::IpNet = "203.0.113.10/32".parse().expect("net");
-    wait_for("A's report to block 203.0.113.10", || {
+    palisade_tests::wait_for("A's report to block 203.0.113.10", WAIT, POLL, || {
         let fw = firewall.clone();
         async move { fw.snapshot().contains(&blocked) }
     })
@@ -281,8 +268,10 @@ async fn each_sensor_speaks_only_for_itself() {
             .expect("stored: rogue-1 may publish on its own subject");
     }
 
-    wait_for(
+    palisade_tests::wait_for(
         "the mismatch and the rogue reports to be rejected",
+        WAIT,
+        POLL,
         || async {
             let m = metrics(admin).await;
             let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
@@ -311,7 +300,7 @@ async fn each_sensor_speaks_only_for_itself() {
         .get_stream(palisade_wire::STREAM_NAME)
         .await
         .expect("stream");
-    wait_for("the consumer to have nothing pending", || {
+    palisade_tests::wait_for("the consumer to have nothing pending", WAIT, POLL, || {
         let stream = stream.clone();
         async move {
             match stream.consumer_info("palisade-blocker").await {
