@@ -8,8 +8,11 @@
 //!   takes over and releases a block; the paused one is resumed and writes nothing: the
 //!   released entry stays out of the IP set and no message of the state bucket after the
 //!   takeover is the old holder's.
+//! - [`threshold_counted_across_takeover`]: a threshold of 2 reports, the first counted by
+//!   one holder, the second by the next after a SIGKILL: every client is blocked.
 //!
-//! Real processes (`palisade-blocker`), real nats-server, moto behind the AWS-limits proxy.
+//! Real processes (`palisade-blocker`), a real 3-node nats-server cluster (the reports stream
+//! and the state bucket at 3 replicas), moto behind the AWS-limits proxy.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,7 +22,7 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 
 use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit};
-use crate::nats::NatsServer;
+use crate::nats::NatsCluster;
 use crate::time_to_block::{ATTACKER_RANGES, attackers, publish_critical};
 
 /// How long the replicas may take to converge after the last kill.
@@ -69,13 +72,21 @@ impl Replica {
 
 struct Cluster {
     work: tempfile::TempDir,
-    nats: NatsServer,
+    nats: NatsCluster,
     waf: Waf,
     replicas: Vec<Replica>,
 }
 
+/// The replicas' configuration file: everything replicated 3 times on the 3-node cluster.
+const CONFIG: &str = "[nats]\nstream_replicas = 3\n[state]\nreplicas = 3\n";
+
 impl Cluster {
     async fn start(bin_dir: &Path, n: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_with(bin_dir, n, "").await
+    }
+
+    /// `n` replicas with [`CONFIG`] plus `extra` (more TOML tables).
+    async fn start_with(bin_dir: &Path, n: usize, extra: &str) -> anyhow::Result<Cluster> {
         const NAMES: [&str; 5] = [
             "replica-0",
             "replica-1",
@@ -90,15 +101,18 @@ impl Cluster {
         let work = tempfile::Builder::new()
             .prefix("palisade-failover-")
             .tempdir()?;
-        let nats = NatsServer::start().await?;
+        let nats = NatsCluster::start(3).await?;
         let waf = Waf::start().await?;
+        let config = work.path().join("blocker.toml");
+        std::fs::write(&config, format!("{CONFIG}{extra}"))?;
         let mut replicas = Vec::new();
         for name in NAMES.iter().take(n) {
             let admin_port = crate::free_port()?;
-            let (bin, url, state) = (
+            let (bin, url, state, config) = (
                 blocker_bin.clone(),
-                nats.url(),
+                nats.urls(),
                 work.path().join(format!("{name}-state")),
+                config.clone(),
             );
             let arns = waf.arns();
             let command = move || {
@@ -111,7 +125,9 @@ impl Cluster {
                     ATTACKER_RANGES,
                     "info",
                 );
-                cmd.env("PALISADE_STATE_BACKEND", "nats")
+                cmd.arg("--config")
+                    .arg(&config)
+                    .env("PALISADE_STATE_BACKEND", "nats")
                     .env("PALISADE_REPLICA_ID", name)
                     .env("PALISADE_ADMIN_TOKEN", ADMIN_TOKEN);
                 cmd
@@ -466,3 +482,116 @@ async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)>
 
 /// The admin token given to the replicas.
 pub(crate) const ADMIN_TOKEN: &str = "failover-admin-token-0123456789";
+
+/// What [`threshold_counted_across_takeover`] saw.
+#[derive(Debug)]
+pub struct ThresholdOutcome {
+    /// Clients that each got one report before the kill and one after.
+    pub clients: usize,
+    /// Of them, in the IP sets at the end.
+    pub blocked: usize,
+    /// Seconds from the SIGKILL to the takeover.
+    pub takeover: f64,
+    /// The new holder's log lines about the lease.
+    pub log: String,
+}
+
+/// `policy.thresholds.high = 2`: every client gets one `high` report counted by the first
+/// holder, which is then SIGKILLed; the second report goes to the next holder. Counted as by
+/// one blocker, every client is blocked.
+pub async fn threshold_counted_across_takeover(
+    bin_dir: &Path,
+    clients: usize,
+) -> anyhow::Result<ThresholdOutcome> {
+    let mut c = Cluster::start_with(
+        bin_dir,
+        2,
+        "[policy.thresholds]\nhigh = 2\n",
+    )
+    .await?;
+    let first = c.leader(Duration::from_secs(30)).await?;
+    let js = c.nats.jetstream().await?;
+    let ips: Vec<std::net::IpAddr> = attackers(clients * 2)
+        .into_iter()
+        .filter(std::net::IpAddr::is_ipv4)
+        .take(clients)
+        .collect();
+    publish_high(&js, &ips, "first", "sensor-a").await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.check_running()?;
+        let accepted = c.replicas[first]
+            .metric("palisade_reports_accepted_total")
+            .await
+            .unwrap_or(0.0);
+        if accepted >= ips.len() as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the first holder did not count the first reports within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !c.waf.entries().await?.is_empty() {
+        bail!("one report blocked a client: the threshold of 2 is not in force");
+    }
+    // The counts are committed with the batch that counted them, before its ack; give the
+    // acks a moment so that the kill tests the store, not a redelivery.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill(first).await?;
+    let killed = Instant::now();
+    let next = c.leader(Duration::from_secs(60)).await?;
+    let takeover = killed.elapsed().as_secs_f64();
+    publish_high(&js, &ips, "second", "sensor-b").await?;
+    let expected: BTreeSet<String> = ips.iter().map(|ip| format!("{ip}/32")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let blocked = loop {
+        c.check_running()?;
+        let now = c.waf.entries().await?;
+        let blocked = expected.intersection(&now).count();
+        if blocked == expected.len() || Instant::now() > deadline {
+            break blocked;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    Ok(ThresholdOutcome {
+        clients: expected.len(),
+        blocked,
+        takeover,
+        log: c.replicas[next]
+            .log_tail(100_000)
+            .lines()
+            .filter(|l| l.contains("lease") || l.contains("restored") || l.contains("decides"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}
+
+/// One `high` report per address from `sensor`.
+async fn publish_high(
+    js: &async_nats::jetstream::Context,
+    ips: &[std::net::IpAddr],
+    id_prefix: &str,
+    sensor: &str,
+) -> anyhow::Result<()> {
+    let mut acks = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let id = format!("{id_prefix}-{i}");
+        let body = serde_json::json!({
+            "v": 1, "id": id, "sensor": sensor, "observed_at": crate::demo::chrono_like_now(),
+            "client_ip": ip.to_string(), "peer_ip": "10.0.0.1", "rule": "sqli.union",
+            "category": "sqli", "severity": "high", "mitre": ["T1190"],
+            "evidence": "' union select 1--",
+        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(palisade_wire::MSG_ID_HEADER, id.as_str());
+        let subject = palisade_wire::subject_for(sensor);
+        let payload: bytes::Bytes = serde_json::to_vec(&body)?.into();
+        let ack = js
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await
+            .context("publishing a report")?;
+        acks.push((ack, subject, headers, payload));
+    }
+    crate::time_to_block::settle(js, &mut acks).await
+}

@@ -68,6 +68,18 @@ async fn paused_holder_writes_nothing_after_it_wakes() {
     assert!(o.old_stood_down, "the old holder still answers as holder");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_of_two_counts_reports_across_a_takeover() {
+    let o = palisade_tests::failover::threshold_counted_across_takeover(&bin_dir(), 200)
+        .await
+        .expect("the scenario runs");
+    eprintln!("{o:?}");
+    assert_eq!(
+        o.blocked, o.clients,
+        "reports counted before the takeover were forgotten"
+    );
+}
+
 /// The measurement behind BENCHMARKS.md ("Failover"): ten SIGKILLs of the holder, the
 /// median and longest takeover. `bench/failover.sh` runs it; not part of `make test`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
