@@ -274,7 +274,13 @@ impl Policy {
 
     /// Restore a client's counted reports (a replica that took over); those older than the
     /// window are left out. `false` when none is left.
-    pub fn restore(&self, client: IpNet, hits: &[PendingHit], now: Instant, wall: DateTime<Utc>) -> bool {
+    pub fn restore(
+        &self,
+        client: IpNet,
+        hits: &[PendingHit],
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> bool {
         let window = self.config.window();
         let mut w = Window::default();
         for h in hits.iter().rev().take(self.max_hits).rev() {
@@ -328,6 +334,67 @@ mod tests {
         let mut c = PolicyConfig::default();
         f(&mut c);
         Policy::new(c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counted_reports_survive_a_takeover_and_are_not_counted_twice() {
+        let cfg = |c: &mut PolicyConfig| {
+            c.window_secs = 60;
+            c.thresholds.high = Some(3);
+        };
+        let old = policy(cfg);
+        let c = ip("8.8.8.8");
+        let now = Instant::now();
+        let wall = Utc::now();
+        for r in [1, 2] {
+            let d = old.observe_report(c, "sqli", Severity::High, sensor_hash("s1"), r, now);
+            assert_eq!(d, None);
+        }
+        // A redelivered report is not counted again.
+        let d = old.observe_report(c, "sqli", Severity::High, sensor_hash("s1"), 2, now);
+        assert_eq!(d, None);
+        let pending = old.pending(&c, now, wall).unwrap();
+        assert_eq!(pending.len(), 2);
+
+        // The next holder, 10 s later on both clocks.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let new = policy(cfg);
+        assert!(new.restore(
+            c,
+            &pending,
+            Instant::now(),
+            wall + chrono::Duration::seconds(10)
+        ));
+        let again = new.observe_report(
+            c,
+            "sqli",
+            Severity::High,
+            sensor_hash("s1"),
+            2,
+            Instant::now(),
+        );
+        assert_eq!(
+            again, None,
+            "a redelivery after the takeover is not counted"
+        );
+        let third = new.observe_report(
+            c,
+            "sqli",
+            Severity::High,
+            sensor_hash("s2"),
+            3,
+            Instant::now(),
+        );
+        assert_eq!(sev(third), Some(Severity::High));
+
+        // Reports older than the window are not restored.
+        let late = policy(cfg);
+        assert!(!late.restore(
+            c,
+            &pending,
+            Instant::now(),
+            wall + chrono::Duration::seconds(61)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -503,12 +503,7 @@ pub async fn threshold_counted_across_takeover(
     bin_dir: &Path,
     clients: usize,
 ) -> anyhow::Result<ThresholdOutcome> {
-    let mut c = Cluster::start_with(
-        bin_dir,
-        2,
-        "[policy.thresholds]\nhigh = 2\n",
-    )
-    .await?;
+    let mut c = Cluster::start_with(bin_dir, 2, "[policy.thresholds]\nhigh = 2\n").await?;
     let first = c.leader(Duration::from_secs(30)).await?;
     let js = c.nats.jetstream().await?;
     let ips: Vec<std::net::IpAddr> = attackers(clients * 2)

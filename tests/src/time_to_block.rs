@@ -117,7 +117,10 @@ pub(crate) type Pending = (
 /// Wait for every ack; a publish that failed (a JetStream cluster electing a stream leader
 /// under load answers "no responders" for a moment) is sent again, as a sensor does, with
 /// the same `Nats-Msg-Id` (JetStream drops a copy that did land).
-pub(crate) async fn settle(js: &async_nats::jetstream::Context, acks: &mut Vec<Pending>) -> anyhow::Result<()> {
+pub(crate) async fn settle(
+    js: &async_nats::jetstream::Context,
+    acks: &mut Vec<Pending>,
+) -> anyhow::Result<()> {
     for (ack, subject, headers, payload) in acks.drain(..) {
         let mut result = ack.await.map(|_| ());
         let mut attempt = 0;

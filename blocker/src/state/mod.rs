@@ -319,6 +319,7 @@ mod tests {
                 upserts: vec![a.clone(), b.clone()],
                 removes: vec![],
                 forget_offences: vec![],
+                pending: vec![],
                 offences: vec![(
                     a.cidr,
                     Offence {
