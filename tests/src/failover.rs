@@ -590,3 +590,57 @@ async fn publish_high(
     }
     crate::time_to_block::settle(js, &mut acks).await
 }
+
+/// What [`nats_node_killed_mid_stream`] saw.
+#[derive(Debug)]
+pub struct NodeLossOutcome {
+    pub attackers: usize,
+    /// The NATS node killed (it led the state bucket's stream).
+    pub killed_node: usize,
+    pub final_entries: BTreeSet<String>,
+    pub expected: BTreeSet<String>,
+    /// ThrottlingException answers.
+    pub throttled: u64,
+}
+
+/// Two replicas on a 3-node cluster; `n` attackers published in two halves, and between them
+/// the NATS node that leads the state bucket is SIGKILLed. Nothing may be lost: the IP sets
+/// converge to every attacker.
+pub async fn nats_node_killed_mid_stream(
+    bin_dir: &Path,
+    n: usize,
+) -> anyhow::Result<NodeLossOutcome> {
+    let mut c = Cluster::start(bin_dir, 2).await?;
+    c.leader(Duration::from_secs(30)).await?;
+    let js = c.nats.jetstream().await?;
+    let ips = attackers(n);
+    let (head, tail) = ips.split_at(n / 2);
+    let mut ours: BTreeSet<String> = publish_critical(&js, head, "node-a")
+        .await?
+        .into_keys()
+        .collect();
+    let killed_node = c
+        .nats
+        .stream_leader(&format!("KV_{BUCKET}"))
+        .await?
+        .context("the state bucket has no leader")?;
+    c.nats.kill(killed_node).await?;
+    // The publisher's own connection may have been to the killed node: it reconnects.
+    ours.extend(publish_critical(&js, tail, "node-b").await?.into_keys());
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    let final_entries = loop {
+        c.check_running()?;
+        let now = c.waf.entries().await?;
+        if now == ours || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    Ok(NodeLossOutcome {
+        attackers: n,
+        killed_node,
+        final_entries,
+        expected: ours,
+        throttled: c.waf.proxy.errors("ThrottlingException"),
+    })
+}

@@ -80,6 +80,24 @@ async fn a_threshold_of_two_counts_reports_across_a_takeover() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_lost_mid_stream_loses_no_report_and_no_block() {
+    let o = palisade_tests::failover::nats_node_killed_mid_stream(&bin_dir(), 4000)
+        .await
+        .expect("the scenario runs");
+    eprintln!(
+        "{} attackers, NATS node {} (the state bucket's leader) killed mid-stream",
+        o.attackers, o.killed_node
+    );
+    let missing: Vec<_> = o.expected.difference(&o.final_entries).take(5).collect();
+    let extra: Vec<_> = o.final_entries.difference(&o.expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "did not converge: missing e.g. {missing:?}, unexpected e.g. {extra:?}"
+    );
+    assert_eq!(o.throttled, 0);
+}
+
 /// The measurement behind BENCHMARKS.md ("Failover"): ten SIGKILLs of the holder, the
 /// median and longest takeover. `bench/failover.sh` runs it; not part of `make test`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
