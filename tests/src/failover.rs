@@ -288,6 +288,27 @@ pub async fn leader_killed_mid_stream(
     let standby_blocks = serde_json::from_str::<serde_json::Value>(&body)?["count"]
         .as_u64()
         .unwrap_or(0) as usize;
+    // A manual block and a release through the standby reach the holder and the IP sets.
+    let manual = "198.19.200.9/32";
+    let (code, body) = admin_request_body(
+        "POST",
+        &c.replicas[standby].url("/v1/blocks"),
+        &format!(r#"{{"cidr":"{manual}","ttl_secs":600,"note":"failover test"}}"#),
+    )
+    .await?;
+    if code != 201 {
+        bail!("POST /v1/blocks on a standby answered {code}: {body}");
+    }
+    wait_for_entry(&c, manual, true).await?;
+    let (code, body) = admin_request(
+        "DELETE",
+        &c.replicas[standby].url("/v1/blocks/198.19.200.9_32"),
+    )
+    .await?;
+    if code != 204 {
+        bail!("DELETE /v1/blocks on a standby answered {code}: {body}");
+    }
+    wait_for_entry(&c, manual, false).await?;
     Ok(FailoverOutcome {
         replicas,
         attackers: n,
@@ -451,16 +472,38 @@ async fn bucket_writers_after(
     Ok(out)
 }
 
+/// Wait until `entry` is (or is no longer) in the IP sets, at most 30 s.
+async fn wait_for_entry(c: &Cluster, entry: &str, present: bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.waf.entries().await?.contains(entry) != present {
+        if Instant::now() > deadline {
+            bail!(
+                "{entry} did not become {} within 30 s",
+                if present { "present" } else { "absent" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// A request with the admin token to a loopback admin endpoint; status and body. HTTP/1.0,
 /// so the body comes whole (no chunking).
 async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    admin_request_body(method, url, "").await
+}
+
+/// [`admin_request`] with a JSON body.
+async fn admin_request_body(method: &str, url: &str, body: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("http URL")?;
     let (host, path) = rest.split_once('/').context("URL path")?;
     let mut sock = tokio::net::TcpStream::connect(host).await?;
     sock.write_all(
         format!(
-            "{method} /{path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+            "{method} /{path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .as_bytes(),
     )
