@@ -178,10 +178,39 @@ impl Cluster {
                 many => bail!("several replicas hold the lease at once: {many:?}"),
             }
             if start.elapsed() > within {
-                bail!("no replica took the lease within {within:?}");
+                bail!(
+                    "no replica took the lease within {within:?}:\n{}",
+                    self.lease_logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Every running replica's log lines about the lease and the state, for error messages.
+    fn lease_logs(&self) -> String {
+        self.replicas
+            .iter()
+            .filter(|r| r.service.is_some())
+            .map(|r| {
+                let lines: Vec<String> = r
+                    .log_tail(100_000)
+                    .lines()
+                    .filter(|l| {
+                        ["lease", "restored", "decides", "state", "ERROR", "WARN"]
+                            .iter()
+                            .any(|k| l.contains(k))
+                    })
+                    .map(|l| l.chars().take(240).collect())
+                    .collect();
+                format!(
+                    "{}:\n{}",
+                    r.name,
+                    lines[lines.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
@@ -547,7 +576,7 @@ pub async fn threshold_counted_across_takeover(
     clients: usize,
 ) -> anyhow::Result<ThresholdOutcome> {
     let mut c = Cluster::start_with(bin_dir, 2, "[policy.thresholds]\nhigh = 2\n").await?;
-    let first = c.leader(Duration::from_secs(30)).await?;
+    c.leader(Duration::from_secs(30)).await?;
     let js = c.nats.jetstream().await?;
     let ips: Vec<std::net::IpAddr> = attackers(clients * 2)
         .into_iter()
@@ -555,21 +584,33 @@ pub async fn threshold_counted_across_takeover(
         .take(clients)
         .collect();
     publish_high(&js, &ips, "first", "sensor-a").await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         c.check_running()?;
-        let accepted = c.replicas[first]
-            .metric("palisade_reports_accepted_total")
-            .await
-            .unwrap_or(0.0);
+        let mut accepted = 0.0;
+        for r in &c.replicas {
+            accepted += r
+                .metric("palisade_reports_accepted_total")
+                .await
+                .unwrap_or(0.0);
+        }
         if accepted >= ips.len() as f64 {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the first holder did not count the first reports within 30 s");
+            bail!(
+                "the first reports were not counted within 60 s ({accepted} of {}):\n{}",
+                ips.len(),
+                c.replicas
+                    .iter()
+                    .map(|r| r.log_tail(10))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let first = c.leader(Duration::from_secs(30)).await?;
     if !c.waf.entries().await?.is_empty() {
         bail!("one report blocked a client: the threshold of 2 is not in force");
     }

@@ -6,6 +6,10 @@
 
 use std::path::PathBuf;
 
+/// The scenarios each start a 3-node NATS cluster, the AWS emulator and several blocker
+/// processes: on two cores, running them one at a time keeps their timings meaningful.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `target/<profile>`, where cargo put the workspace's binaries for this test run.
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
@@ -15,6 +19,7 @@ fn bin_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_is_replaced_and_the_sets_converge() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::leader_killed_mid_stream(&bin_dir(), 3, 10_000, 2)
         .await
         .expect("the scenario runs");
@@ -48,6 +53,7 @@ async fn killed_holder_is_replaced_and_the_sets_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_writes_nothing_after_it_wakes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::paused_leader_writes_nothing(&bin_dir())
         .await
         .expect("the scenario runs");
@@ -70,6 +76,7 @@ async fn paused_holder_writes_nothing_after_it_wakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_of_two_counts_reports_across_a_takeover() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::threshold_counted_across_takeover(&bin_dir(), 200)
         .await
         .expect("the scenario runs");
@@ -82,6 +89,7 @@ async fn a_threshold_of_two_counts_reports_across_a_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_node_lost_mid_stream_loses_no_report_and_no_block() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::nats_node_killed_mid_stream(&bin_dir(), 4000)
         .await
         .expect("the scenario runs");
@@ -103,6 +111,7 @@ async fn a_nats_node_lost_mid_stream_loses_no_report_and_no_block() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement (about 2 minutes): bench/failover.sh"]
 async fn takeover_time_over_ten_kills() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::leader_killed_mid_stream(&bin_dir(), 3, 11_000, 10)
         .await
         .expect("the scenario runs");
