@@ -59,6 +59,9 @@ pub struct BlockState {
     queue: DeferredQueue,
     /// The global cap on new blocks (`guardrails.max_new_blocks_per_minute`).
     cap: TokenBucket,
+    /// Clients whose counted reports are persisted (`nats` backend), with their last report:
+    /// forgotten in the store once blocked or once their window has passed.
+    pending_keys: HashMap<IpNet, DateTime<Utc>>,
 }
 
 impl BlockState {
@@ -243,6 +246,9 @@ pub struct Engine {
     manual_seq: std::sync::atomic::AtomicU64,
     committer: mpsc::UnboundedSender<(Batch, oneshot::Sender<()>)>,
     log_limit: LogLimiter,
+    /// Persist the counted reports of clients not yet blocked (the `nats` backend: a replica
+    /// that takes over counts on from them).
+    persist_pending: bool,
 }
 
 /// Per-sensor problems (rejected reports, guardrail refusals) are logged at most once per key
@@ -365,6 +371,7 @@ fn restore(
         offences,
         queue: DeferredQueue::default(),
         cap: TokenBucket::per_minute(cap_per_minute),
+        pending_keys: HashMap::new(),
     };
     for b in deferred {
         state.put(b);
@@ -416,10 +423,47 @@ impl Engine {
         let p = &config.pipeline;
         let (committer_tx, committer_rx) = mpsc::unbounded_channel();
         tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
+        let persist_pending = matches!(store, Store::Nats(_));
+        let policy = Policy::new(config.policy.clone());
+        let mut state = restore(
+            snap.blocks,
+            snap.offences,
+            config.guardrails.max_new_blocks_per_minute,
+        );
+        let (instant, wall) = (tokio::time::Instant::now(), Utc::now());
+        let mut stale = Vec::new();
+        for (net, hits) in snap.pending {
+            let last = hits.iter().map(|h| h.at).max();
+            match last {
+                Some(last) if policy.restore(net, &hits, instant, wall) => {
+                    state.pending_keys.insert(net, last);
+                }
+                _ => stale.push((net, None)),
+            }
+        }
+        if !state.pending_keys.is_empty() || !stale.is_empty() {
+            info!(
+                clients = state.pending_keys.len(),
+                expired = stale.len(),
+                "counted reports restored"
+            );
+        }
+        if !stale.is_empty() {
+            // Queued first: the committer writes it before anything this engine decides.
+            let (tx, _rx) = oneshot::channel();
+            let _ = committer_tx.send((
+                Batch {
+                    pending: stale,
+                    ..Batch::default()
+                },
+                tx,
+            ));
+        }
         Engine {
             committer: committer_tx,
             log_limit: LogLimiter::new(LOG_INTERVAL),
-            policy: Policy::new(config.policy.clone()),
+            persist_pending,
+            policy,
             guardrails: Guardrails::new(&config.guardrails),
             dedup: Cache::builder()
                 .max_capacity(p.dedup_capacity)
@@ -428,11 +472,7 @@ impl Engine {
             dedup_hasher: FastHash::default(),
             sensors: std::sync::RwLock::new(sensor_quota(p)),
             store,
-            state: Mutex::new(restore(
-                snap.blocks,
-                snap.offences,
-                config.guardrails.max_new_blocks_per_minute,
-            )),
+            state: Mutex::new(state),
             metrics,
             manual_seq: Default::default(),
             config,
@@ -523,6 +563,8 @@ impl Engine {
         // `state`'s queue).
         let mut new_deferred = 0usize;
         let mut new_deferred_of: HashMap<u64, usize> = HashMap::new();
+        // Clients whose counted reports changed (`true`) or that got blocked (`false`).
+        let mut pending: HashMap<IpNet, bool> = HashMap::new();
         for msg in msgs {
             self.metrics.reports_received.fetch_add(1, Relaxed);
             let report = match Report::from_slice(&msg.payload) {
@@ -595,15 +637,22 @@ impl Engine {
                 dirty.insert(net, rec);
                 continue;
             }
-            let Some(decision) = self.policy.observe(
+            let Some(decision) = self.policy.observe_report(
                 net,
                 report.category.as_str(),
                 report.severity,
                 sensor,
+                sensor_hash(&report.id),
                 instant,
             ) else {
+                if self.persist_pending {
+                    pending.insert(net, true);
+                }
                 continue;
             };
+            if self.persist_pending {
+                pending.insert(net, false);
+            }
             if let Err(refusal) = self.guardrails.check(&net) {
                 self.refuse(refusal.reason(), &net, &report.sensor, &refusal);
                 continue;
@@ -692,11 +741,31 @@ impl Engine {
         let n_promoted = promoted.len();
         upserts.extend(promoted);
         let forget_offences = self.bound_offences(&mut state);
+        let mut pending_writes = Vec::with_capacity(pending.len());
+        for (net, counted) in pending {
+            let hits = if counted {
+                self.policy.pending(&net, instant, now)
+            } else {
+                None
+            };
+            match hits {
+                Some(h) => {
+                    state.pending_keys.insert(net, now);
+                    pending_writes.push((net, Some(h)));
+                }
+                None => {
+                    if state.pending_keys.remove(&net).is_some() {
+                        pending_writes.push((net, None));
+                    }
+                }
+            }
+        }
         let batch = Batch {
             upserts,
             removes: Vec::new(),
             offences: new_offences,
             forget_offences,
+            pending: pending_writes,
         };
         if n_promoted > 0 {
             info!(promoted = n_promoted, "deferred blocks enforced");
@@ -883,6 +952,22 @@ impl Engine {
             now,
             Duration::from_secs(self.config.state.offence_memory_secs),
         );
+        let window_start = before(now, self.config.policy.window());
+        let expired_pending: Vec<(IpNet, Option<crate::policy::Pending>)> = state
+            .pending_keys
+            .iter()
+            .filter(|(_, last)| **last < window_start)
+            .map(|(net, _)| (*net, None))
+            .collect();
+        if !expired_pending.is_empty() {
+            for (net, _) in &expired_pending {
+                state.pending_keys.remove(net);
+            }
+            drop(self.submit(Batch {
+                pending: expired_pending,
+                ..Batch::default()
+            }));
+        }
         let forgotten: Vec<IpNet> = state
             .offences
             .iter()

@@ -37,8 +37,19 @@ pub async fn campaign(
     // The revision last seen, and since when (this replica's clock).
     let mut seen: Option<(u64, Instant)> = None;
     let mut logged_holder = String::new();
+    // A read that hangs (a just-created bucket whose replicas are not all caught up yet on a
+    // cluster) must not hold the standby for the client's whole request timeout.
+    let read_limit = (ttl / 2).min(Duration::from_secs(2));
     loop {
-        let attempt = match kv.read_lease().await {
+        let read = tokio::time::timeout(read_limit, kv.read_lease())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::JetStream {
+                    what: "read lease",
+                    message: format!("no answer within {} ms", read_limit.as_millis()),
+                })
+            });
+        let attempt = match read {
             Ok(None) => Some(kv.acquire(replica, incarnation, ttl, None).await),
             Ok(Some((lease, revision))) => {
                 let lease_time = Duration::from_millis(lease.ttl_ms).max(Duration::from_secs(1));

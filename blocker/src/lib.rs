@@ -98,23 +98,21 @@ pub async fn run_with(
     let nats_connected = Arc::new(AtomicBool::new(false));
     let client = nats::connect(&config.nats, Arc::clone(&nats_connected)).await?;
     let js = async_nats::jetstream::new(client.clone());
-    let stream = nats::ensure_stream(&js, &config.nats).await?;
-    let consumer = nats::ensure_consumer(&stream, &config.nats).await?;
+    let stream = with_retries("stream", || nats::ensure_stream(&js, &config.nats)).await?;
+    let consumer =
+        with_retries("consumer", || nats::ensure_consumer(&stream, &config.nats)).await?;
     info!(stream = %config.nats.stream, consumer = %config.nats.consumer, "JetStream ready");
 
     let kv = match config.state.backend {
         StateBackend::Embedded => None,
-        StateBackend::Nats => Some(
-            KvStore::open(
-                &js,
-                &BucketSettings {
-                    bucket: config.state.bucket.clone(),
-                    replicas: config.state.replicas,
-                    max_age: Duration::from_secs(config.state.max_age_secs),
-                },
-            )
-            .await?,
-        ),
+        StateBackend::Nats => {
+            let settings = BucketSettings {
+                bucket: config.state.bucket.clone(),
+                replicas: config.state.replicas,
+                max_age: Duration::from_secs(config.state.max_age_secs),
+            };
+            Some(with_retries("state bucket", || KvStore::open(&js, &settings)).await?)
+        }
     };
     // The embedded store is opened before anything listens: a locked or corrupt file stops
     // the blocker at start.
@@ -193,13 +191,39 @@ pub async fn run_with(
                 if !lease::campaign(&kv, &replica, &incarnation, ttl, &mut shutdown).await? {
                     break;
                 }
+                // Renewed from this moment: loading the state and the first reconcile can take
+                // longer than the lease.
+                let (lost_tx, lost_rx) = watch::channel(false);
+                let keeper = tokio::spawn({
+                    let kv = kv.clone();
+                    async move {
+                        lease::keep(&kv, ttl).await;
+                        let _ = lost_tx.send(true);
+                    }
+                });
+                let snap = match kv.load().await {
+                    Ok(snap) => snap,
+                    Err(err) => {
+                        // Without the state this replica cannot decide: give the lease back
+                        // (a standby, or this one, takes it again) instead of exiting.
+                        error!(cause = %err, "cannot read the state after taking the lease; releasing it");
+                        keeper.abort();
+                        if let Err(err) = kv.release().await {
+                            warn!(cause = %err, "could not release the lease");
+                        }
+                        kv.step_down().await;
+                        tokio::select! {
+                            _ = shutdown.as_mut() => break,
+                            _ = tokio::time::sleep(ttl) => continue,
+                        }
+                    }
+                };
                 metrics
                     .leader
                     .store(1, std::sync::atomic::Ordering::Relaxed);
                 metrics
                     .leader_changes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let snap = kv.load().await?;
                 let owned = snap.owned.clone();
                 let engine = Arc::new(engine::Engine::with_store(
                     Arc::clone(&config),
@@ -215,9 +239,8 @@ pub async fn run_with(
                         (Arc::clone(&engine), client.clone(), subject.clone());
                     async move { admin::serve_commands(engine, client, subject, stopped(rx)).await }
                 });
-                let ended = term
-                    .lead(engine, owned, Some((&kv, ttl)), &mut shutdown)
-                    .await;
+                let ended = term.lead(engine, owned, Some(lost_rx), &mut shutdown).await;
+                keeper.abort();
                 serve.abort();
                 let _ = leader_tx.send(None);
                 metrics
@@ -250,6 +273,34 @@ pub async fn run_with(
     drop(client);
     info!("stopped");
     Ok(())
+}
+
+/// Attempts at a JetStream set-up call at start before giving up (backoff 0.5 s doubling to
+/// 8 s: about 40 s in all). A NATS cluster that is still electing its leaders, or a stream
+/// whose replicas are being placed, answers with timeouts for a while.
+const SETUP_ATTEMPTS: u32 = 7;
+
+async fn with_retries<T, F, Fut>(what: &'static str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            // Only JetStream answers (timeouts, no leader yet) are worth another try; a
+            // configuration problem is reported at once.
+            Err(err @ Error::JetStream { .. }) if attempt < SETUP_ATTEMPTS => {
+                warn!(cause = %err, attempt, retry_in_ms = delay.as_millis() as u64, "JetStream {what} not ready; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -291,13 +342,13 @@ struct Term<'a> {
 }
 
 impl Term<'_> {
-    /// Decide: consume reports, reconcile, sweep (and renew the lease, with the `nats`
-    /// backend) until shutdown or until the lease is lost.
+    /// Decide: consume reports, reconcile, sweep until shutdown or, with the `nats` backend,
+    /// until `lease` says the lease is lost (its keeper runs from the moment it was taken).
     async fn lead(
         &self,
         engine: Arc<engine::Engine>,
         owned: std::collections::BTreeSet<ipnet::IpNet>,
-        lease: Option<(&KvStore, Duration)>,
+        lease: Option<watch::Receiver<bool>>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Ended {
         let config = self.config;
@@ -344,20 +395,20 @@ impl Term<'_> {
             })
         };
 
-        let lost = tokio::sync::Notify::new();
         let mut shut = false;
-        let renew = async {
-            match lease {
-                Some((kv, ttl)) => lease::keep(kv, ttl).await,
+        let lost = |rx: Option<watch::Receiver<bool>>| async move {
+            match rx {
+                Some(rx) => stopped(rx).await,
                 None => std::future::pending().await,
             }
-            lost.notify_one();
         };
+        let renew = lost(lease.clone());
         {
+            let lost_too = lost(lease);
             let stop = async {
                 tokio::select! {
                     _ = shutdown.as_mut() => shut = true,
-                    _ = lost.notified() => {}
+                    _ = lost_too => {}
                 }
             };
             let consume = nats::consume(

@@ -190,15 +190,13 @@ pub async fn ensure_stream(
         message: e.to_string(),
     })?;
     if !StreamSettings::covers_reports(&info.config) {
-        return Err(Error::JetStream {
-            what: "check stream",
-            message: format!(
-                "stream {} exists but captures {:?}, not {}",
-                config.stream,
-                info.config.subjects,
-                palisade_wire::SUBJECT_WILDCARD
-            ),
-        });
+        // A configuration problem, not a passing one: reported at once, never retried.
+        return Err(Error::Config(format!(
+            "stream {} exists but captures {:?}, not {}",
+            config.stream,
+            info.config.subjects,
+            palisade_wire::SUBJECT_WILDCARD
+        )));
     }
     let actual = info.config.clone();
     reconcile_stream(js, &settings, &actual).await;

@@ -8,17 +8,22 @@
 //! when, for `s` or any lower severity `t`, the hits of severity `t` or higher within the window
 //! reach the threshold for (`c`, `t`) and come from at least `min_distinct_sensors` sensors.
 //! Higher severities thus count towards lower thresholds. The counters of clients not yet
-//! blocked live in memory only (a bounded moka cache): a restart forgets reports that had not
-//! yet reached a threshold; decided blocks are persisted (see [`crate::state`]).
+//! blocked live in memory (a bounded moka cache). With the embedded state backend a restart
+//! forgets reports that had not yet reached a threshold; with the `nats` backend the engine
+//! persists every client's counted reports ([`Pending`]) and a replica that takes over
+//! restores them ([`Policy::restore`]), so a client is counted as by one blocker across
+//! takeovers. Decided blocks are persisted either way (see [`crate::state`]).
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use moka::sync::Cache;
 use palisade_wire::Severity;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::PolicyConfig;
@@ -29,7 +34,24 @@ struct Hit {
     at: Instant,
     severity: Severity,
     sensor: u64,
+    /// Hash of the report id (0: unknown); a redelivered report is not counted twice.
+    report: u64,
 }
+
+/// A client's counted reports as they are persisted: wall-clock times, because the replica
+/// that restores them has another monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingHit {
+    pub at: DateTime<Utc>,
+    pub severity: Severity,
+    /// [`sensor_hash`] of the sensor id.
+    pub sensor: u64,
+    /// [`sensor_hash`] of the report id (0: unknown).
+    pub report: u64,
+}
+
+/// Every counted report of a client not (yet) blocked, oldest first.
+pub type Pending = Vec<PendingHit>;
 
 #[derive(Debug, Default)]
 struct Window {
@@ -97,6 +119,21 @@ impl Policy {
         sensor: u64,
         now: Instant,
     ) -> Option<Decision> {
+        self.observe_report(client, category, severity, sensor, 0, now)
+    }
+
+    /// [`observe`](Policy::observe) for the report whose id hashes to `report`: a report
+    /// already counted in the client's window (redelivered after a takeover) is not counted
+    /// again.
+    pub fn observe_report(
+        &self,
+        client: IpNet,
+        category: &str,
+        severity: Severity,
+        sensor: u64,
+        report: u64,
+        now: Instant,
+    ) -> Option<Decision> {
         let window = self.config.window();
         // `get` then `insert` rather than `get_with`: callers are serialized (the engine holds
         // its state lock), so the initializer's coordination would be pure cost.
@@ -111,6 +148,7 @@ impl Policy {
                         at: now,
                         severity,
                         sensor,
+                        report,
                     }]),
                 };
                 if let Some(d) = self.evaluate(&first, category, severity) {
@@ -130,6 +168,9 @@ impl Policy {
                     break;
                 }
             }
+            if report != 0 && w.hits.iter().any(|h| h.report == report) {
+                return None;
+            }
             if w.hits.len() >= self.max_hits {
                 // Keep the strongest evidence: drop the oldest lowest-severity hit.
                 let weakest = w
@@ -146,6 +187,7 @@ impl Policy {
                 at: now,
                 severity,
                 sensor,
+                report,
             });
             self.evaluate(&w, category, severity)
         };
@@ -208,6 +250,61 @@ impl Policy {
         })
     }
 
+    /// The counted reports of `client` (`None`: it has none), with `now` and `wall` the same
+    /// moment on both clocks.
+    pub fn pending(&self, client: &IpNet, now: Instant, wall: DateTime<Utc>) -> Option<Pending> {
+        let entry = self.clients.get(client)?;
+        let w = entry.lock().unwrap_or_else(|p| p.into_inner());
+        let window = self.config.window();
+        let hits: Pending = w
+            .hits
+            .iter()
+            .filter(|h| now.saturating_duration_since(h.at) < window)
+            .map(|h| PendingHit {
+                at: wall
+                    - chrono::Duration::from_std(now.saturating_duration_since(h.at))
+                        .unwrap_or_default(),
+                severity: h.severity,
+                sensor: h.sensor,
+                report: h.report,
+            })
+            .collect();
+        (!hits.is_empty()).then_some(hits)
+    }
+
+    /// Restore a client's counted reports (a replica that took over); those older than the
+    /// window are left out. `false` when none is left.
+    pub fn restore(
+        &self,
+        client: IpNet,
+        hits: &[PendingHit],
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> bool {
+        let window = self.config.window();
+        let mut w = Window::default();
+        for h in hits.iter().rev().take(self.max_hits).rev() {
+            let age = (wall - h.at).to_std().unwrap_or_default();
+            if age >= window {
+                continue;
+            }
+            let Some(at) = now.checked_sub(age) else {
+                continue;
+            };
+            w.hits.push_back(Hit {
+                at,
+                severity: h.severity,
+                sensor: h.sensor,
+                report: h.report,
+            });
+        }
+        if w.hits.is_empty() {
+            return false;
+        }
+        self.clients.insert(client, Arc::new(Mutex::new(w)));
+        true
+    }
+
     /// Clients currently counted, without running cache maintenance (approximate, cheap).
     pub fn tracked_clients_cheap(&self) -> u64 {
         self.clients.entry_count()
@@ -237,6 +334,67 @@ mod tests {
         let mut c = PolicyConfig::default();
         f(&mut c);
         Policy::new(c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counted_reports_survive_a_takeover_and_are_not_counted_twice() {
+        let cfg = |c: &mut PolicyConfig| {
+            c.window_secs = 60;
+            c.thresholds.high = Some(3);
+        };
+        let old = policy(cfg);
+        let c = ip("8.8.8.8");
+        let now = Instant::now();
+        let wall = Utc::now();
+        for r in [1, 2] {
+            let d = old.observe_report(c, "sqli", Severity::High, sensor_hash("s1"), r, now);
+            assert_eq!(d, None);
+        }
+        // A redelivered report is not counted again.
+        let d = old.observe_report(c, "sqli", Severity::High, sensor_hash("s1"), 2, now);
+        assert_eq!(d, None);
+        let pending = old.pending(&c, now, wall).unwrap();
+        assert_eq!(pending.len(), 2);
+
+        // The next holder, 10 s later on both clocks.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let new = policy(cfg);
+        assert!(new.restore(
+            c,
+            &pending,
+            Instant::now(),
+            wall + chrono::Duration::seconds(10)
+        ));
+        let again = new.observe_report(
+            c,
+            "sqli",
+            Severity::High,
+            sensor_hash("s1"),
+            2,
+            Instant::now(),
+        );
+        assert_eq!(
+            again, None,
+            "a redelivery after the takeover is not counted"
+        );
+        let third = new.observe_report(
+            c,
+            "sqli",
+            Severity::High,
+            sensor_hash("s2"),
+            3,
+            Instant::now(),
+        );
+        assert_eq!(sev(third), Some(Severity::High));
+
+        // Reports older than the window are not restored.
+        let late = policy(cfg);
+        assert!(!late.restore(
+            c,
+            &pending,
+            Instant::now(),
+            wall + chrono::Duration::seconds(61)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,8 +8,11 @@
 //!   takes over and releases a block; the paused one is resumed and writes nothing: the
 //!   released entry stays out of the IP set and no message of the state bucket after the
 //!   takeover is the old holder's.
+//! - [`threshold_counted_across_takeover`]: a threshold of 2 reports, the first counted by
+//!   one holder, the second by the next after a SIGKILL: every client is blocked.
 //!
-//! Real processes (`palisade-blocker`), real nats-server, moto behind the AWS-limits proxy.
+//! Real processes (`palisade-blocker`), a real 3-node nats-server cluster (the reports stream
+//! and the state bucket at 3 replicas), moto behind the AWS-limits proxy.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,7 +22,7 @@ use anyhow::{Context, bail};
 use tokio::process::Command;
 
 use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit};
-use crate::nats::NatsServer;
+use crate::nats::NatsCluster;
 use crate::time_to_block::{ATTACKER_RANGES, attackers, publish_critical};
 
 /// How long the replicas may take to converge after the last kill.
@@ -69,13 +72,21 @@ impl Replica {
 
 struct Cluster {
     work: tempfile::TempDir,
-    nats: NatsServer,
+    nats: NatsCluster,
     waf: Waf,
     replicas: Vec<Replica>,
 }
 
+/// The replicas' configuration file: everything replicated 3 times on the 3-node cluster.
+const CONFIG: &str = "[nats]\nstream_replicas = 3\n[state]\nreplicas = 3\n";
+
 impl Cluster {
     async fn start(bin_dir: &Path, n: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_with(bin_dir, n, "").await
+    }
+
+    /// `n` replicas with [`CONFIG`] plus `extra` (more TOML tables).
+    async fn start_with(bin_dir: &Path, n: usize, extra: &str) -> anyhow::Result<Cluster> {
         const NAMES: [&str; 5] = [
             "replica-0",
             "replica-1",
@@ -90,15 +101,18 @@ impl Cluster {
         let work = tempfile::Builder::new()
             .prefix("palisade-failover-")
             .tempdir()?;
-        let nats = NatsServer::start().await?;
+        let nats = NatsCluster::start(3).await?;
         let waf = Waf::start().await?;
+        let config = work.path().join("blocker.toml");
+        std::fs::write(&config, format!("{CONFIG}{extra}"))?;
         let mut replicas = Vec::new();
         for name in NAMES.iter().take(n) {
             let admin_port = crate::free_port()?;
-            let (bin, url, state) = (
+            let (bin, url, state, config) = (
                 blocker_bin.clone(),
-                nats.url(),
+                nats.urls(),
                 work.path().join(format!("{name}-state")),
+                config.clone(),
             );
             let arns = waf.arns();
             let command = move || {
@@ -111,7 +125,9 @@ impl Cluster {
                     ATTACKER_RANGES,
                     "info",
                 );
-                cmd.env("PALISADE_STATE_BACKEND", "nats")
+                cmd.arg("--config")
+                    .arg(&config)
+                    .env("PALISADE_STATE_BACKEND", "nats")
                     .env("PALISADE_REPLICA_ID", name)
                     .env("PALISADE_ADMIN_TOKEN", ADMIN_TOKEN);
                 cmd
@@ -162,10 +178,39 @@ impl Cluster {
                 many => bail!("several replicas hold the lease at once: {many:?}"),
             }
             if start.elapsed() > within {
-                bail!("no replica took the lease within {within:?}");
+                bail!(
+                    "no replica took the lease within {within:?}:\n{}",
+                    self.lease_logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Every running replica's log lines about the lease and the state, for error messages.
+    fn lease_logs(&self) -> String {
+        self.replicas
+            .iter()
+            .filter(|r| r.service.is_some())
+            .map(|r| {
+                let lines: Vec<String> = r
+                    .log_tail(100_000)
+                    .lines()
+                    .filter(|l| {
+                        ["lease", "restored", "decides", "state", "ERROR", "WARN"]
+                            .iter()
+                            .any(|k| l.contains(k))
+                    })
+                    .map(|l| l.chars().take(240).collect())
+                    .collect();
+                format!(
+                    "{}:\n{}",
+                    r.name,
+                    lines[lines.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
@@ -272,6 +317,27 @@ pub async fn leader_killed_mid_stream(
     let standby_blocks = serde_json::from_str::<serde_json::Value>(&body)?["count"]
         .as_u64()
         .unwrap_or(0) as usize;
+    // A manual block and a release through the standby reach the holder and the IP sets.
+    let manual = "198.19.200.9/32";
+    let (code, body) = admin_request_body(
+        "POST",
+        &c.replicas[standby].url("/v1/blocks"),
+        &format!(r#"{{"cidr":"{manual}","ttl_secs":600,"note":"failover test"}}"#),
+    )
+    .await?;
+    if code != 201 {
+        bail!("POST /v1/blocks on a standby answered {code}: {body}");
+    }
+    wait_for_entry(&c, manual, true).await?;
+    let (code, body) = admin_request(
+        "DELETE",
+        &c.replicas[standby].url("/v1/blocks/198.19.200.9_32"),
+    )
+    .await?;
+    if code != 204 {
+        bail!("DELETE /v1/blocks on a standby answered {code}: {body}");
+    }
+    wait_for_entry(&c, manual, false).await?;
     Ok(FailoverOutcome {
         replicas,
         attackers: n,
@@ -435,16 +501,38 @@ async fn bucket_writers_after(
     Ok(out)
 }
 
+/// Wait until `entry` is (or is no longer) in the IP sets, at most 30 s.
+async fn wait_for_entry(c: &Cluster, entry: &str, present: bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.waf.entries().await?.contains(entry) != present {
+        if Instant::now() > deadline {
+            bail!(
+                "{entry} did not become {} within 30 s",
+                if present { "present" } else { "absent" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// A request with the admin token to a loopback admin endpoint; status and body. HTTP/1.0,
 /// so the body comes whole (no chunking).
 async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    admin_request_body(method, url, "").await
+}
+
+/// [`admin_request`] with a JSON body.
+async fn admin_request_body(method: &str, url: &str, body: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("http URL")?;
     let (host, path) = rest.split_once('/').context("URL path")?;
     let mut sock = tokio::net::TcpStream::connect(host).await?;
     sock.write_all(
         format!(
-            "{method} /{path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+            "{method} /{path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .as_bytes(),
     )
@@ -466,3 +554,177 @@ async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)>
 
 /// The admin token given to the replicas.
 pub(crate) const ADMIN_TOKEN: &str = "failover-admin-token-0123456789";
+
+/// What [`threshold_counted_across_takeover`] saw.
+#[derive(Debug)]
+pub struct ThresholdOutcome {
+    /// Clients that each got one report before the kill and one after.
+    pub clients: usize,
+    /// Of them, in the IP sets at the end.
+    pub blocked: usize,
+    /// Seconds from the SIGKILL to the takeover.
+    pub takeover: f64,
+    /// The new holder's log lines about the lease.
+    pub log: String,
+}
+
+/// `policy.thresholds.high = 2`: every client gets one `high` report counted by the first
+/// holder, which is then SIGKILLed; the second report goes to the next holder. Counted as by
+/// one blocker, every client is blocked.
+pub async fn threshold_counted_across_takeover(
+    bin_dir: &Path,
+    clients: usize,
+) -> anyhow::Result<ThresholdOutcome> {
+    let mut c = Cluster::start_with(bin_dir, 2, "[policy.thresholds]\nhigh = 2\n").await?;
+    c.leader(Duration::from_secs(30)).await?;
+    let js = c.nats.jetstream().await?;
+    let ips: Vec<std::net::IpAddr> = attackers(clients * 2)
+        .into_iter()
+        .filter(std::net::IpAddr::is_ipv4)
+        .take(clients)
+        .collect();
+    publish_high(&js, &ips, "first", "sensor-a").await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.check_running()?;
+        let mut accepted = 0.0;
+        for r in &c.replicas {
+            accepted += r
+                .metric("palisade_reports_accepted_total")
+                .await
+                .unwrap_or(0.0);
+        }
+        if accepted >= ips.len() as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the first reports were not counted within 60 s ({accepted} of {}):\n{}",
+                ips.len(),
+                c.replicas
+                    .iter()
+                    .map(|r| r.log_tail(10))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = c.leader(Duration::from_secs(30)).await?;
+    if !c.waf.entries().await?.is_empty() {
+        bail!("one report blocked a client: the threshold of 2 is not in force");
+    }
+    // The counts are committed with the batch that counted them, before its ack; give the
+    // acks a moment so that the kill tests the store, not a redelivery.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill(first).await?;
+    let killed = Instant::now();
+    let next = c.leader(Duration::from_secs(60)).await?;
+    let takeover = killed.elapsed().as_secs_f64();
+    publish_high(&js, &ips, "second", "sensor-b").await?;
+    let expected: BTreeSet<String> = ips.iter().map(|ip| format!("{ip}/32")).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let blocked = loop {
+        c.check_running()?;
+        let now = c.waf.entries().await?;
+        let blocked = expected.intersection(&now).count();
+        if blocked == expected.len() || Instant::now() > deadline {
+            break blocked;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    Ok(ThresholdOutcome {
+        clients: expected.len(),
+        blocked,
+        takeover,
+        log: c.replicas[next]
+            .log_tail(100_000)
+            .lines()
+            .filter(|l| l.contains("lease") || l.contains("restored") || l.contains("decides"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}
+
+/// One `high` report per address from `sensor`.
+async fn publish_high(
+    js: &async_nats::jetstream::Context,
+    ips: &[std::net::IpAddr],
+    id_prefix: &str,
+    sensor: &str,
+) -> anyhow::Result<()> {
+    let mut acks = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let id = format!("{id_prefix}-{i}");
+        let body = serde_json::json!({
+            "v": 1, "id": id, "sensor": sensor, "observed_at": crate::demo::chrono_like_now(),
+            "client_ip": ip.to_string(), "peer_ip": "10.0.0.1", "rule": "sqli.union",
+            "category": "sqli", "severity": "high", "mitre": ["T1190"],
+            "evidence": "' union select 1--",
+        });
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(palisade_wire::MSG_ID_HEADER, id.as_str());
+        let subject = palisade_wire::subject_for(sensor);
+        let payload: bytes::Bytes = serde_json::to_vec(&body)?.into();
+        let ack = js
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await
+            .context("publishing a report")?;
+        acks.push((ack, subject, headers, payload));
+    }
+    crate::time_to_block::settle(js, &mut acks).await
+}
+
+/// What [`nats_node_killed_mid_stream`] saw.
+#[derive(Debug)]
+pub struct NodeLossOutcome {
+    pub attackers: usize,
+    /// The NATS node killed (it led the state bucket's stream).
+    pub killed_node: usize,
+    pub final_entries: BTreeSet<String>,
+    pub expected: BTreeSet<String>,
+    /// ThrottlingException answers.
+    pub throttled: u64,
+}
+
+/// Two replicas on a 3-node cluster; `n` attackers published in two halves, and between them
+/// the NATS node that leads the state bucket is SIGKILLed. Nothing may be lost: the IP sets
+/// converge to every attacker.
+pub async fn nats_node_killed_mid_stream(
+    bin_dir: &Path,
+    n: usize,
+) -> anyhow::Result<NodeLossOutcome> {
+    let mut c = Cluster::start(bin_dir, 2).await?;
+    c.leader(Duration::from_secs(30)).await?;
+    let js = c.nats.jetstream().await?;
+    let ips = attackers(n);
+    let (head, tail) = ips.split_at(n / 2);
+    let mut ours: BTreeSet<String> = publish_critical(&js, head, "node-a")
+        .await?
+        .into_keys()
+        .collect();
+    let killed_node = c
+        .nats
+        .stream_leader(&format!("KV_{BUCKET}"))
+        .await?
+        .context("the state bucket has no leader")?;
+    c.nats.kill(killed_node).await?;
+    // The publisher's own connection may have been to the killed node: it reconnects.
+    ours.extend(publish_critical(&js, tail, "node-b").await?.into_keys());
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    let final_entries = loop {
+        c.check_running()?;
+        let now = c.waf.entries().await?;
+        if now == ours || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    Ok(NodeLossOutcome {
+        attackers: n,
+        killed_node,
+        final_entries,
+        expected: ours,
+        throttled: c.waf.proxy.errors("ThrottlingException"),
+    })
+}

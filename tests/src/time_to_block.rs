@@ -92,25 +92,54 @@ pub(crate) async fn publish_critical(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(palisade_wire::MSG_ID_HEADER, id.as_str());
         published.insert(host_prefix(*ip), Instant::now());
+        let subject = palisade_wire::subject_for(&sensor);
+        let payload: bytes::Bytes = serde_json::to_vec(&body)?.into();
         let ack = js
-            .publish_with_headers(
-                palisade_wire::subject_for(&sensor),
-                headers,
-                serde_json::to_vec(&body)?.into(),
-            )
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await
             .context("publishing a report")?;
-        acks.push(ack);
+        acks.push((ack, subject, headers, payload));
         if acks.len() >= 256 {
-            for a in acks.drain(..) {
-                a.await.context("JetStream publish ack")?;
-            }
+            settle(js, &mut acks).await?;
         }
     }
-    for a in acks.drain(..) {
-        a.await.context("JetStream publish ack")?;
-    }
+    settle(js, &mut acks).await?;
     Ok(published)
+}
+
+pub(crate) type Pending = (
+    async_nats::jetstream::context::PublishAckFuture,
+    String,
+    async_nats::HeaderMap,
+    bytes::Bytes,
+);
+
+/// Wait for every ack; a publish that failed (a JetStream cluster electing a stream leader
+/// under load answers "no responders" for a moment) is sent again, as a sensor does, with
+/// the same `Nats-Msg-Id` (JetStream drops a copy that did land).
+pub(crate) async fn settle(
+    js: &async_nats::jetstream::Context,
+    acks: &mut Vec<Pending>,
+) -> anyhow::Result<()> {
+    for (ack, subject, headers, payload) in acks.drain(..) {
+        let mut result = ack.await.map(|_| ());
+        let mut attempt = 0;
+        while let Err(err) = result {
+            attempt += 1;
+            if attempt > 20 {
+                return Err(err).context("JetStream publish ack (20 attempts)");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            result = match js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+            {
+                Ok(a) => a.await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+        }
+    }
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

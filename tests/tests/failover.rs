@@ -4,8 +4,13 @@
 //! the account's write budget kept. A holder paused past its lease writes nothing when it
 //! wakes. See `palisade_tests::failover`.
 
+/// The scenarios each start a 3-node NATS cluster, the AWS emulator and several blocker
+/// processes: on two cores, running them one at a time keeps their timings meaningful.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_holder_is_replaced_and_the_sets_converge() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::leader_killed_mid_stream(
         &palisade_tests::test_bin_dir(),
         3,
@@ -39,6 +44,7 @@ async fn killed_holder_is_replaced_and_the_sets_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_holder_writes_nothing_after_it_wakes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::paused_leader_writes_nothing(&palisade_tests::test_bin_dir())
         .await
         .expect("the scenario runs");
@@ -59,11 +65,45 @@ async fn paused_holder_writes_nothing_after_it_wakes() {
     assert!(o.old_stood_down, "the old holder still answers as holder");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_of_two_counts_reports_across_a_takeover() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let o = palisade_tests::failover::threshold_counted_across_takeover(
+        &palisade_tests::test_bin_dir(),
+        200,
+    )
+    .await
+    .expect("the scenario runs");
+    eprintln!("{o:?}");
+    assert_eq!(
+        o.blocked, o.clients,
+        "reports counted before the takeover were forgotten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_node_lost_mid_stream_loses_no_report_and_no_block() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let o = palisade_tests::failover::nats_node_killed_mid_stream(
+        &palisade_tests::test_bin_dir(),
+        4000,
+    )
+    .await
+    .expect("the scenario runs");
+    eprintln!(
+        "{} attackers, NATS node {} (the state bucket's leader) killed mid-stream",
+        o.attackers, o.killed_node
+    );
+    palisade_tests::assert_converged(&o.expected, &o.final_entries);
+    assert_eq!(o.throttled, 0);
+}
+
 /// The measurement behind BENCHMARKS.md ("Failover"): ten SIGKILLs of the holder, the
 /// median and longest takeover. `bench/failover.sh` runs it; not part of `make test`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement (about 2 minutes): bench/failover.sh"]
 async fn takeover_time_over_ten_kills() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = palisade_tests::failover::leader_killed_mid_stream(
         &palisade_tests::test_bin_dir(),
         3,

@@ -8,6 +8,7 @@
 //! | `block.<cidr>` | a [`BlockRecord`] (JSON) |
 //! | `offence.<cidr>` | an [`Offence`] (JSON) |
 //! | `owned.<cidr>` | when the firewall entry became ours (Unix ms) |
+//! | `pending.<cidr>` | the counted reports of a client not (yet) blocked ([`crate::policy::Pending`]) |
 //! | `lease` | the [`Lease`]: which replica decides and writes |
 //!
 //! A CIDR's `:` is written `_` (key names allow `[-/_=.a-zA-Z0-9]`). Deletes are purges (a
@@ -56,6 +57,7 @@ const ROLLUP: &str = "Nats-Rollup";
 const BLOCK: &str = "block.";
 const OFFENCE: &str = "offence.";
 const OWNED: &str = "owned.";
+const PENDING: &str = "pending.";
 /// The key of the lease.
 pub const LEASE_KEY: &str = "lease";
 
@@ -377,6 +379,8 @@ impl KvStore {
                     .insert(net_of(k)?, decode::<Offence>(&key, &value)?);
             } else if let Some(k) = key.strip_prefix(OWNED) {
                 snap.owned.insert(net_of(k)?);
+            } else if let Some(k) = key.strip_prefix(PENDING) {
+                snap.pending.insert(net_of(k)?, decode(&key, &value)?);
             }
         }
         Ok(snap)
@@ -460,6 +464,13 @@ impl KvStore {
             }
             for net in &batch.forget_offences {
                 set(format!("{OFFENCE}{}", key_of(net)), None);
+            }
+            for (net, hits) in &batch.pending {
+                let value = match hits {
+                    Some(h) => Some(encode(h)?.into()),
+                    None => None,
+                };
+                set(format!("{PENDING}{}", key_of(net)), value);
             }
         }
         let ops = order

@@ -136,6 +136,9 @@ pub struct Batch {
     pub offences: Vec<(IpNet, Offence)>,
     /// Offence records to forget (the in-memory bound `state.max_offences` was reached).
     pub forget_offences: Vec<IpNet>,
+    /// Counted reports of clients not (yet) blocked, to write (`Some`) or forget (`None`).
+    /// Filled only for the `nats` backend, so that a replica taking over counts on.
+    pub pending: Vec<(IpNet, Option<crate::policy::Pending>)>,
 }
 
 impl Batch {
@@ -144,6 +147,7 @@ impl Batch {
             && self.removes.is_empty()
             && self.offences.is_empty()
             && self.forget_offences.is_empty()
+            && self.pending.is_empty()
     }
 }
 
@@ -153,6 +157,8 @@ pub struct Snapshot {
     pub blocks: HashMap<IpNet, BlockRecord>,
     pub offences: HashMap<IpNet, Offence>,
     pub owned: BTreeSet<IpNet>,
+    /// Counted reports of clients not blocked (`nats` backend only).
+    pub pending: HashMap<IpNet, crate::policy::Pending>,
 }
 
 /// The state backend. Cheap to clone; every method is async (the embedded store runs its file
@@ -313,6 +319,7 @@ mod tests {
                 upserts: vec![a.clone(), b.clone()],
                 removes: vec![],
                 forget_offences: vec![],
+                pending: vec![],
                 offences: vec![(
                     a.cidr,
                     Offence {
