@@ -54,14 +54,12 @@ enum Cmd {
 }
 
 /// A report about client `i`: 1 in 10 is critical (decides a block), the rest high (counted).
+/// Each client has its own /64: the blocker counts, deduplicates and blocks an IPv6 client by
+/// its /64, so clients sharing one would be one client (and all but the first report of each
+/// sensor deduplicated).
 fn body(i: usize, critical_every: usize) -> (String, Vec<u8>) {
     let sensor = format!("sensor-{}", i % 8);
-    let client = format!(
-        "2001:db8:{:x}:{:x}::{:x}",
-        (i >> 32) & 0xffff,
-        (i >> 16) & 0xffff,
-        i & 0xffff
-    );
+    let client = format!("2001:db8:{:x}:{:x}::1", (i >> 16) & 0xffff, i & 0xffff);
     let severity = if critical_every > 0 && i.is_multiple_of(critical_every) {
         "critical"
     } else {
