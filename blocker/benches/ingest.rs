@@ -5,6 +5,10 @@
 //!   same run, a bare async-nats pull consumer that only acks, and the blocker pipeline
 //!   (`run_with`, memory firewall), each on its own fresh durable consumer. Rounds alternate
 //!   bare/blocker; medians are reported.
+//! - `ha`: the same pre-filled stream, per round: the bare consumer, one blocker on the
+//!   embedded backend, one on the `nats` backend and three `nats` replicas in this process
+//!   (distinct replica ids, one bucket; only the lease holder consumes). Each blocker case gets
+//!   a fresh durable consumer and a fresh bucket, deleted afterwards.
 //! - `rss`: push N distinct clients through the engine (validate, dedup, quota, policy, state)
 //!   and report the peak RSS (VmHWM) next to the peak before the run.
 //!
@@ -17,11 +21,13 @@ use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer, message::PublishMessage};
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use palisade_blocker::Config;
 use palisade_blocker::engine::{Engine, Incoming};
 use palisade_blocker::metrics::Metrics;
+use palisade_blocker::{Config, StateBackend};
+use palisade_providers::Firewall;
 use palisade_providers::memory::MemoryFirewall;
 use serde_json::json;
+use tokio::sync::watch;
 
 #[derive(Parser)]
 struct Args {
@@ -42,6 +48,18 @@ enum Cmd {
         #[arg(long, default_value_t = 512)]
         batch_size: usize,
     },
+    /// Ingest rate of the `nats` state backend, one and three replicas, next to a bare
+    /// consumer and the embedded backend on the same pre-filled stream.
+    Ha {
+        #[arg(long)]
+        nats_url: String,
+        #[arg(long, default_value_t = 50_000)]
+        reports: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 512)]
+        batch_size: usize,
+    },
     /// Peak RSS with N distinct clients tracked by the pipeline.
     Rss {
         #[arg(long, default_value_t = 1_000_000)]
@@ -54,14 +72,12 @@ enum Cmd {
 }
 
 /// A report about client `i`: 1 in 10 is critical (decides a block), the rest high (counted).
+/// Each client has its own /64: the blocker counts, deduplicates and blocks an IPv6 client by
+/// its /64, so clients sharing one would be one client (and all but the first report of each
+/// sensor deduplicated).
 fn body(i: usize, critical_every: usize) -> (String, Vec<u8>) {
     let sensor = format!("sensor-{}", i % 8);
-    let client = format!(
-        "2001:db8:{:x}:{:x}::{:x}",
-        (i >> 32) & 0xffff,
-        (i >> 16) & 0xffff,
-        i & 0xffff
-    );
+    let client = format!("2001:db8:{:x}:{:x}::1", (i >> 16) & 0xffff, i & 0xffff);
     let severity = if critical_every > 0 && i.is_multiple_of(critical_every) {
         "critical"
     } else {
@@ -154,66 +170,164 @@ async fn bare(js: &jetstream::Context, name: &str, n: usize, batch: usize) -> an
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn blocker(url: &str, name: &str, n: usize, batch: usize) -> anyhow::Result<f64> {
+/// One blocker case of a round: how many replicas, on which state backend.
+#[derive(Clone, Copy)]
+struct Case {
+    backend: StateBackend,
+    replicas: usize,
+}
+
+/// What one blocker case measured.
+struct Measured {
+    /// Reports per second, from the first replica's admin listener being up (before any replica
+    /// can consume) until `palisade_reports_received_total`, summed over the replicas, reaches
+    /// the number of pre-filled reports. With the `nats` backend this includes the election.
+    rate: f64,
+    /// From the same start until a replica reported `palisade_leader 1` (polled every 5 ms).
+    leader_after_ms: f64,
+    /// Replicas that held the lease at the end, and terms started over the run (1 and 1 when
+    /// no takeover happened).
+    leaders_at_end: u64,
+    leader_terms: u64,
+}
+
+/// Run `case.replicas` blockers in this process (`run_with`, one shared memory firewall), each
+/// on the same fresh durable consumer `name` and, with the `nats` backend, the same fresh
+/// bucket `bench-<name>`; time them until every pre-filled report was received.
+async fn blockers(
+    url: &str,
+    name: &str,
+    case: Case,
+    n: usize,
+    batch: usize,
+) -> anyhow::Result<Measured> {
     let state = tempfile::tempdir()?;
     let mut c = Config::default();
     c.nats.url = url.to_string();
     c.nats.consumer = name.to_string();
+    c.state.backend = case.backend;
     c.state.dir = state.path().to_path_buf();
+    c.state.bucket = format!("bench-{name}");
     c.admin.listen = "127.0.0.1:0".parse()?;
     c.pipeline.batch_size = batch;
     c.guardrails.allow_special = vec!["2001:db8::/32".parse()?];
     // Measure the pipeline, not the guardrail cap: 20k critical reports in the stream.
     c.guardrails.max_new_blocks_per_minute = 1_000_000;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(palisade_blocker::run_with(
-        c,
-        Arc::new(MemoryFirewall::new()),
-        async {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = ready_rx.await.context("blocker did not start")?;
-    let started = Instant::now();
-    loop {
-        let received = scrape(admin, "palisade_reports_received_total").await?;
+    let firewall: Arc<dyn Firewall> = Arc::new(MemoryFirewall::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut readies = Vec::new();
+    for i in 0..case.replicas {
+        let mut c = c.clone();
+        c.state.replica_id = Some(format!("{name}-{i}"));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(palisade_blocker::run_with(
+            c,
+            Arc::clone(&firewall),
+            async move {
+                let _ = stop.wait_for(|v| *v).await;
+            },
+            move |addr| {
+                let _ = ready_tx.send((addr, Instant::now()));
+            },
+        )));
+        readies.push(ready_rx);
+    }
+    let mut admins = Vec::new();
+    let mut started: Option<Instant> = None;
+    for ready in readies {
+        match ready.await {
+            Ok((addr, at)) => {
+                admins.push(addr);
+                started = Some(started.map_or(at, |s| s.min(at)));
+            }
+            Err(_) => {
+                // A replica ended before it listened: stop the others and report its error.
+                let _ = stop_tx.send(true);
+                for task in tasks {
+                    task.await??;
+                }
+                bail!("a blocker replica ended before it was ready");
+            }
+        }
+    }
+    let started = started.context("no replica")?;
+    let mut leader_at = None;
+    let finished = loop {
+        let mut received = 0.0;
+        for admin in &admins {
+            let text = scrape(*admin).await?;
+            received += metric(&text, "palisade_reports_received_total");
+            if leader_at.is_none() && metric(&text, "palisade_leader") >= 1.0 {
+                leader_at = Some(Instant::now());
+            }
+        }
         if received as usize >= n {
-            break;
+            break Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let rate = n as f64 / (finished - started).as_secs_f64();
+    let (mut batches, mut commits, mut leaders_at_end, mut leader_terms) = (0.0, 0.0, 0.0, 0.0);
+    let (mut accepted, mut blocks) = (0.0, 0.0);
+    for admin in &admins {
+        let text = scrape(*admin).await?;
+        batches += metric(&text, "palisade_batches_decided_total");
+        commits += metric(&text, "palisade_state_batches_committed_total");
+        accepted += metric(&text, "palisade_reports_accepted_total");
+        blocks += metric(&text, "palisade_blocks_added_total");
+        leaders_at_end += metric(&text, "palisade_leader");
+        leader_terms += metric(&text, "palisade_leader_terms_total");
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    let batches = scrape(admin, "palisade_batches_decided_total").await?;
-    let commits = scrape(admin, "palisade_state_batches_committed_total").await?;
     eprintln!(
-        "blocker: mean batch {:.1} reports, {commits} store commits",
+        "{name}: {accepted} reports accepted, {blocks} blocks, mean batch {:.1} reports, \
+         {commits} store commits",
         n as f64 / batches.max(1.0)
     );
-    let _ = stop_tx.send(());
-    task.await??;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        task.await??;
+    }
     let js = jetstream::new(async_nats::connect(url).await?);
     js.get_stream(palisade_wire::STREAM_NAME)
         .await?
         .delete_consumer(name)
         .await?;
-    Ok(rate)
+    if case.backend == StateBackend::Nats {
+        js.delete_stream(format!("KV_{}", c.state.bucket)).await?;
+    }
+    Ok(Measured {
+        rate,
+        leader_after_ms: leader_at.map_or(f64::NAN, |t| (t - started).as_secs_f64() * 1000.0),
+        leaders_at_end: leaders_at_end as u64,
+        leader_terms: leader_terms as u64,
+    })
 }
 
-async fn scrape(addr: std::net::SocketAddr, name: &str) -> anyhow::Result<f64> {
+/// The admin listener's `/metrics` text.
+async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
         .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
-    Ok(out
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0))
+    Ok(out)
+}
+
+/// The value of an unlabelled metric `name` in Prometheus text; 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            if k == name {
+                v.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+        .unwrap_or(0.0)
 }
 
 async fn rss(clients: usize, mode: &str) -> anyhow::Result<serde_json::Value> {
@@ -262,6 +376,77 @@ async fn rss(clients: usize, mode: &str) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// The `ha` command: four cases per round on one pre-filled stream.
+async fn ha(
+    url: &str,
+    reports: usize,
+    rounds: usize,
+    batch: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let js = jetstream::new(async_nats::connect(url).await?);
+    palisade_blocker::nats::ensure_stream(&js, &Config::default().nats).await?;
+    let t = Instant::now();
+    prefill(&js, reports).await?;
+    let prefill_s = t.elapsed().as_secs_f64();
+    let cases = [
+        ("embedded", StateBackend::Embedded, 1),
+        ("nats1", StateBackend::Nats, 1),
+        ("nats3", StateBackend::Nats, 3),
+    ];
+    let mut bare_rates = Vec::new();
+    let mut rates = vec![Vec::new(); cases.len()];
+    let mut leader_ms = vec![Vec::new(); cases.len()];
+    let mut takeovers = 0;
+    for r in 0..rounds {
+        bare_rates.push(bare(&js, &format!("bare-{r}"), reports, batch).await?);
+        let mut line = format!("round {r}: bare {:.0}/s", bare_rates[r]);
+        for (i, (label, backend, replicas)) in cases.iter().enumerate() {
+            let case = Case {
+                backend: *backend,
+                replicas: *replicas,
+            };
+            let m = blockers(url, &format!("{label}-{r}"), case, reports, batch).await?;
+            // One term, one holder at the end: otherwise a takeover happened mid-run and the
+            // round measured something else.
+            if m.leader_terms > 1 || m.leaders_at_end != 1 {
+                eprintln!(
+                    "{label}-{r}: {} terms, {} holders at the end",
+                    m.leader_terms, m.leaders_at_end
+                );
+                takeovers += 1;
+            }
+            rates[i].push(m.rate);
+            leader_ms[i].push(m.leader_after_ms);
+            line += &format!(", {label} {:.0}/s", m.rate);
+        }
+        eprintln!("{line}");
+    }
+    let bare_m = median(bare_rates.clone());
+    let mut out = json!({
+        "reports": reports,
+        "batch_size": batch,
+        "critical_share": 0.1,
+        "prefill_seconds": prefill_s,
+        "timing": "from the first replica's admin listener up (before any replica consumes; \
+                   with `nats` the election is included) until palisade_reports_received_total, \
+                   summed over the replicas, reaches `reports`",
+        "rounds_with_a_takeover": takeovers,
+        "bare_consumer_reports_per_sec": bare_rates,
+        "bare_median": bare_m.round(),
+    });
+    for (i, (label, _, replicas)) in cases.iter().enumerate() {
+        let m = median(rates[i].clone());
+        out[*label] = json!({
+            "replicas": replicas,
+            "reports_per_sec": rates[i],
+            "median": m.round(),
+            "ratio_to_bare": (m / bare_m * 1000.0).round() / 1000.0,
+            "leader_after_ms": leader_ms[i],
+        });
+    }
+    Ok(out)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `cargo bench` appends `--bench`; `cargo test --all-targets` runs bench targets without it
@@ -289,8 +474,16 @@ async fn main() -> anyhow::Result<()> {
             let mut blocker_rates = Vec::new();
             for r in 0..rounds {
                 bare_rates.push(bare(&js, &format!("bare-{r}"), reports, batch_size).await?);
-                blocker_rates
-                    .push(blocker(&nats_url, &format!("blocker-{r}"), reports, batch_size).await?);
+                let embedded = Case {
+                    backend: StateBackend::Embedded,
+                    replicas: 1,
+                };
+                let name = format!("blocker-{r}");
+                blocker_rates.push(
+                    blockers(&nats_url, &name, embedded, reports, batch_size)
+                        .await?
+                        .rate,
+                );
                 eprintln!(
                     "round {r}: bare {:.0}/s, blocker {:.0}/s",
                     bare_rates[r], blocker_rates[r]
@@ -312,6 +505,17 @@ async fn main() -> anyhow::Result<()> {
                     "ratio": (blocker_m / bare_m * 1000.0).round() / 1000.0,
                     "target_ratio": 0.7,
                 }))?
+            );
+        }
+        Cmd::Ha {
+            nats_url,
+            reports,
+            rounds,
+            batch_size,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ha(&nats_url, reports, rounds, batch_size).await?)?
             );
         }
         Cmd::Rss { clients, mode } => {

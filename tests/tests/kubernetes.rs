@@ -4,8 +4,10 @@
 //! volumeMounts, named ports, `$(VAR)` expansions); selectors of the PodDisruptionBudget, the
 //! Services and the NetworkPolicy match a workload; the sensor gets exactly its three
 //! capabilities; the TOML files the ConfigMaps carry use only fields of the example configs and
-//! the env variables only names the binaries read. `kubectl kustomize` builds both
-//! kustomizations where kubectl is installed.
+//! the env variables only names the binaries read. The HA Component (ha/) is checked applied
+//! to the base, its patches applied here as kustomize would: three blocker replicas without a
+//! volume on the `nats` backend, and a 3-node NATS cluster. `kubectl kustomize` builds the
+//! kustomizations (and the base with the Component) where kubectl is installed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -74,22 +76,33 @@ struct Kustomization {
 
 impl Kustomization {
     fn load(dir: &Path) -> Kustomization {
+        Kustomization::compose(dir, "Kustomization", Vec::new(), BTreeMap::new())
+    }
+
+    /// The kustomization `base` with the Component `component` (resources added, generators
+    /// and patches applied), as an overlay listing both would build it.
+    fn with_component(base: &Path, component: &Path) -> Kustomization {
+        let base = Kustomization::load(base);
+        Kustomization::compose(component, "Component", base.objects, base.generated_files)
+    }
+
+    /// Read the kustomization file of `dir` (of kind `kind`) on top of what came before it.
+    fn compose(
+        dir: &Path,
+        kind: &str,
+        mut objects: Vec<Object>,
+        mut generated_files: BTreeMap<String, Vec<PathBuf>>,
+    ) -> Kustomization {
         let path = dir.join("kustomization.yaml");
         let docs = documents(&path);
         assert_eq!(docs.len(), 1, "{}: one document", path.display());
         let k = &docs[0];
-        assert_eq!(
-            str_at(k, &["kind"]),
-            Some("Kustomization"),
-            "{}",
-            path.display()
-        );
+        assert_eq!(str_at(k, &["kind"]), Some(kind), "{}", path.display());
         assert!(
             str_at(k, &["namespace"]).is_some(),
             "{}: a namespace",
             path.display()
         );
-        let mut objects = Vec::new();
         for resource in seq(k, &["resources"]) {
             let resource = resource.as_str().expect("resources are paths");
             let file = dir.join(resource);
@@ -121,7 +134,6 @@ impl Kustomization {
                 });
             }
         }
-        let mut generated_files = BTreeMap::new();
         for (field, kind) in [
             ("configMapGenerator", "ConfigMap"),
             ("secretGenerator", "Secret"),
@@ -160,6 +172,26 @@ impl Kustomization {
                     "{}: {field} {name} has no keys",
                     path.display()
                 );
+                // `replace` and `merge` change a ConfigMap or Secret of a base, which must
+                // exist; `create` (the default) makes a new one.
+                let behavior = str_at(generator, &["behavior"]).unwrap_or("create");
+                let existing = objects
+                    .iter()
+                    .position(|o| o.kind == kind && o.name == name);
+                match (behavior, existing) {
+                    ("create", _) => {}
+                    ("replace", Some(i)) => {
+                        objects.remove(i);
+                    }
+                    ("merge", Some(i)) => {
+                        keys.extend(objects.remove(i).keys);
+                        files.extend(generated_files.remove(name).unwrap_or_default());
+                    }
+                    (other, _) => panic!(
+                        "{}: {field} {name}: behavior {other} needs an existing {kind} {name}",
+                        path.display()
+                    ),
+                }
                 objects.push(Object {
                     kind: kind.to_owned(),
                     name: name.to_owned(),
@@ -169,6 +201,9 @@ impl Kustomization {
                 });
                 generated_files.insert(name.to_owned(), files);
             }
+        }
+        for patch in seq(k, &["patches"]) {
+            apply_patch(&mut objects, dir, patch);
         }
         let mut seen = BTreeSet::new();
         for o in &objects {
@@ -208,11 +243,162 @@ impl Kustomization {
     }
 }
 
+/// Apply one entry of a kustomization's `patches` to the objects, as kustomize would, for the
+/// two shapes this tree uses: JSON 6902 operations on a `target` (kind and name), and a
+/// strategic-merge document `$patch: delete` that removes an object. Any other shape fails
+/// the test: teach it here before using it.
+fn apply_patch(objects: &mut Vec<Object>, dir: &Path, patch: &Value) {
+    let text = match (str_at(patch, &["patch"]), str_at(patch, &["path"])) {
+        (Some(inline), None) => inline.to_owned(),
+        (None, Some(file)) => fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("{}: patch {file}: {e}", dir.display())),
+        _ => panic!("{}: a patch has one of patch and path", dir.display()),
+    };
+    let body: Value = serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: patch does not parse: {e}\n{text}", dir.display()));
+    if let Some(ops) = body.as_sequence() {
+        let kind = str_at(patch, &["target", "kind"]).expect("a JSON 6902 patch's target.kind");
+        let name = str_at(patch, &["target", "name"]).expect("a JSON 6902 patch's target.name");
+        let target = objects
+            .iter_mut()
+            .find(|o| o.kind == kind && o.name == name)
+            .unwrap_or_else(|| panic!("{}: patch target {kind} {name} missing", dir.display()));
+        for op in ops {
+            json6902(&mut target.doc, op)
+                .unwrap_or_else(|e| panic!("{}: {kind} {name}: {e}", dir.display()));
+        }
+        // A patched ConfigMap's keys may have changed.
+        let mut keys = BTreeSet::new();
+        for field in ["data", "stringData", "binaryData"] {
+            keys.extend(string_map(target.doc.get(field)).into_keys());
+        }
+        if !keys.is_empty() {
+            target.keys = keys;
+        }
+        return;
+    }
+    assert_eq!(
+        str_at(&body, &["$patch"]),
+        Some("delete"),
+        "{}: only JSON 6902 patches and `$patch: delete` are understood here:\n{text}",
+        dir.display()
+    );
+    let kind = str_at(&body, &["kind"]).expect("kind of the object to delete");
+    let name = str_at(&body, &["metadata", "name"]).expect("name of the object to delete");
+    let before = objects.len();
+    objects.retain(|o| !(o.kind == kind && o.name == name));
+    assert_eq!(
+        objects.len(),
+        before - 1,
+        "{}: `$patch: delete` of {kind} {name}, which does not exist",
+        dir.display()
+    );
+}
+
+/// One JSON 6902 operation (`add`, `remove`, `replace`, `test`) on a document.
+fn json6902(doc: &mut Value, op: &Value) -> Result<(), String> {
+    let kind = str_at(op, &["op"]).ok_or("an operation without op")?;
+    let path = str_at(op, &["path"]).ok_or("an operation without path")?;
+    let tokens: Vec<String> = path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("path {path} does not start with /"))?
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let (last, parents) = tokens.split_last().ok_or("an empty path")?;
+    let mut parent = &mut *doc;
+    for token in parents {
+        parent = match parent {
+            Value::Mapping(m) => m.get_mut(token.as_str()),
+            Value::Sequence(s) => token.parse::<usize>().ok().and_then(|i| s.get_mut(i)),
+            _ => None,
+        }
+        .ok_or_else(|| format!("{kind} {path}: no {token}"))?;
+    }
+    let value = op.get("value").cloned();
+    let need_value = || {
+        value
+            .clone()
+            .ok_or_else(|| format!("{kind} {path}: no value"))
+    };
+    match parent {
+        Value::Mapping(m) => {
+            let key = Value::String(last.clone());
+            match kind {
+                "add" => {
+                    m.insert(key, need_value()?);
+                }
+                "replace" if m.contains_key(&key) => {
+                    m.insert(key, need_value()?);
+                }
+                "remove" if m.contains_key(&key) => {
+                    m.remove(&key);
+                }
+                "test" if m.get(&key) == Some(&need_value()?) => {}
+                _ => return Err(format!("{kind} {path} fails")),
+            }
+        }
+        Value::Sequence(s) => {
+            let index = if last == "-" && kind == "add" {
+                s.len()
+            } else {
+                last.parse::<usize>()
+                    .map_err(|_| format!("{kind} {path}: {last} is not an index"))?
+            };
+            match kind {
+                "add" if index <= s.len() => s.insert(index, need_value()?),
+                "replace" if index < s.len() => s[index] = need_value()?,
+                "remove" if index < s.len() => {
+                    s.remove(index);
+                }
+                "test" if s.get(index) == Some(&need_value()?) => {}
+                _ => return Err(format!("{kind} {path} fails")),
+            }
+        }
+        _ => return Err(format!("{kind} {path}: the parent is not a map or a list")),
+    }
+    Ok(())
+}
+
+#[test]
+fn json6902_patches_apply_as_kustomize_does() {
+    let mut doc: Value =
+        serde_yaml::from_str("{a: {b~c: 1, list: [x, y, z]}, s: {k/v: 2}}").expect("doc");
+    let ops: Value = serde_yaml::from_str(
+        "[{op: test, path: /a/list/1, value: y}, {op: remove, path: /a/list/1},
+          {op: add, path: /a/list/-, value: w}, {op: add, path: /a/list/0, value: v},
+          {op: replace, path: /a/b~0c, value: 3}, {op: replace, path: /s/k~1v, value: 4}]",
+    )
+    .expect("ops");
+    for op in ops.as_sequence().expect("a list") {
+        json6902(&mut doc, op).expect("applies");
+    }
+    let want: Value =
+        serde_yaml::from_str("{a: {b~c: 3, list: [v, x, z, w]}, s: {k/v: 4}}").expect("want");
+    assert_eq!(doc, want);
+    // A failed test, a missing key to replace or remove, an index out of range: errors.
+    for bad in [
+        "{op: test, path: /a/list/0, value: nope}",
+        "{op: replace, path: /a/missing, value: 1}",
+        "{op: remove, path: /a/list/9}",
+        "{op: add, path: /nope/x, value: 1}",
+    ] {
+        let op: Value = serde_yaml::from_str(bad).expect("op");
+        assert!(json6902(&mut doc, &op).is_err(), "{bad} applied");
+    }
+}
+
 fn kustomizations() -> Vec<Kustomization> {
     vec![
         Kustomization::load(&k8s_root()),
         Kustomization::load(&k8s_root().join("fargate")),
+        ha(),
     ]
+}
+
+/// The base with the HA Component.
+fn ha() -> Kustomization {
+    Kustomization::with_component(&k8s_root(), &k8s_root().join("ha"))
 }
 
 fn is_optional(v: &Value) -> bool {
@@ -274,6 +460,14 @@ fn check_workload(k: &Kustomization, w: &Object) -> Vec<String> {
             && k.find("PersistentVolumeClaim", claim).is_none()
         {
             problems.push(format!("{ctx}: volume {name}: PVC {claim} missing"));
+        }
+    }
+
+    // A StatefulSet's claim templates are volumes of each pod too.
+    for template in seq(&w.doc, &["spec", "volumeClaimTemplates"]) {
+        let name = str_at(template, &["metadata", "name"]).unwrap_or_default();
+        if !volumes.insert(name.to_owned()) {
+            problems.push(format!("{ctx}: volume {name} defined twice"));
         }
     }
 
@@ -456,7 +650,10 @@ fn workloads_reference_only_what_exists() {
             problems.extend(check_workload(&k, w));
         }
     }
-    assert_eq!(workloads, 3, "blocker, sensor, Fargate example");
+    assert_eq!(
+        workloads, 6,
+        "blocker, sensor; Fargate example; HA overlay: blocker, sensor, NATS"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -813,6 +1010,7 @@ fn configmap_tomls_use_only_documented_fields() {
         ("blocker.toml", "config/blocker.example.toml"),
         ("sensor.toml", "config/sensor.example.toml"),
         ("fargate/sensor.toml", "config/sensor.example.toml"),
+        ("ha/blocker.toml", "config/blocker.example.toml"),
     ];
     for (ours, example) in pairs {
         let ours_path = k8s_root().join(ours);
@@ -904,9 +1102,35 @@ fn env_variables_are_ones_the_binaries_read() {
     println!("{checked} env variables checked against the sources");
 }
 
+/// A path from `from` to `to`, both absolute, with `..` (kustomize takes only relative ones).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    out.extend(&to[common..]);
+    out
+}
+
 #[test]
 fn kubectl_kustomize_builds() {
-    for dir in [k8s_root(), k8s_root().join("fargate")] {
+    // The HA Component is built as a user's overlay would use it: beside the base.
+    let overlay = tempfile::tempdir().expect("a temporary directory");
+    let listing = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+         resources: [{}]\ncomponents: [{}]\n",
+        relative(overlay.path(), &k8s_root()).display(),
+        relative(overlay.path(), &k8s_root().join("ha")).display()
+    );
+    fs::write(overlay.path().join("kustomization.yaml"), listing).expect("write the overlay");
+    for dir in [
+        k8s_root(),
+        k8s_root().join("fargate"),
+        overlay.path().to_owned(),
+    ] {
         let out = match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
             Ok(out) => out,
             Err(err) => {
@@ -1006,5 +1230,231 @@ fn image_entrypoints_are_the_binaries_the_manifests_run() {
         stages["blocker"].get("USER").cloned(),
         user.zip(group).map(|(u, g)| format!("{u}:{g}")),
         "the blocker image runs as the Deployment's user"
+    );
+}
+
+/// An env entry of a container, by name.
+fn env_entry<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    seq(container, &["env"])
+        .iter()
+        .find(|e| str_at(e, &["name"]) == Some(name))
+}
+
+#[test]
+fn ha_overlay_runs_three_blocker_replicas_without_a_volume() {
+    let k = ha();
+    let deployment = k
+        .find("Deployment", "palisade-blocker")
+        .expect("the blocker Deployment");
+    assert_eq!(
+        at(&deployment.doc, &["spec", "replicas"]).and_then(Value::as_u64),
+        Some(3)
+    );
+    assert_eq!(
+        str_at(&deployment.doc, &["spec", "strategy", "type"]),
+        Some("RollingUpdate"),
+        "replicas share no volume: they may overlap during a rollout"
+    );
+    let pod = pod_spec(&k, "Deployment", "palisade-blocker");
+    let claims: Vec<&Value> = seq(pod, &["volumes"])
+        .iter()
+        .filter(|v| v.get("persistentVolumeClaim").is_some())
+        .collect();
+    assert!(claims.is_empty(), "a PVC volume is left: {claims:?}");
+    assert_eq!(
+        k.of_kind("PersistentVolumeClaim").count(),
+        0,
+        "the base's PVC is removed"
+    );
+    let container = &seq(pod, &["containers"])[0];
+    assert_eq!(
+        env_entry(container, "PALISADE_STATE_BACKEND").and_then(|e| str_at(e, &["value"])),
+        Some("nats")
+    );
+    assert_eq!(
+        env_entry(container, "PALISADE_REPLICA_ID")
+            .and_then(|e| str_at(e, &["valueFrom", "fieldRef", "fieldPath"])),
+        Some("metadata.name"),
+        "each replica is named after its pod"
+    );
+
+    // A drain stops at most one replica at a time; at least one stays.
+    let budgets: Vec<&Object> = k
+        .of_kind("PodDisruptionBudget")
+        .filter(|pdb| {
+            let selector = string_map(at(&pdb.doc, &["spec", "selector", "matchLabels"]));
+            selected(&k, &selector)
+                .iter()
+                .any(|w| w.kind == "Deployment" && w.name == "palisade-blocker")
+        })
+        .collect();
+    assert_eq!(
+        budgets.len(),
+        1,
+        "one PodDisruptionBudget selects the blocker"
+    );
+    let spec = at_or_panic(&budgets[0].doc, &["spec"], "pdb");
+    let min = spec.get("minAvailable").and_then(Value::as_u64);
+    let max = spec.get("maxUnavailable").and_then(Value::as_u64);
+    assert!(
+        min == Some(1) || max == Some(1),
+        "minAvailable 1 or maxUnavailable 1, got {spec:?}"
+    );
+
+    // The blocker.toml the ConfigMap carries, as the blocker loads it.
+    let files = &k.generated_files["palisade-blocker-config"];
+    assert_eq!(files, &[k8s_root().join("ha/blocker.toml")]);
+    let mut config = palisade_blocker::Config::load(&files[0])
+        .unwrap_or_else(|e| panic!("ha/blocker.toml: {e}"));
+    assert_eq!(config.state.backend, palisade_blocker::StateBackend::Nats);
+    assert_eq!(config.state.replicas, 3, "[state] replicas");
+    assert_eq!(config.nats.stream_replicas, 3, "[nats] stream_replicas");
+    // With what the env adds (the NATS URL, the IP set ARNs), the configuration is valid.
+    let value_of = |map: &str, key: &str| {
+        k.find("ConfigMap", map)
+            .and_then(|o| str_at(&o.doc, &["data", key]))
+            .unwrap_or_else(|| panic!("ConfigMap {map} key {key}"))
+            .to_owned()
+    };
+    config.nats.url = value_of("palisade-nats", "url");
+    config.provider.aws.ipset_arns = value_of("palisade-aws", "ipset_arns")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    config
+        .validate()
+        .expect("the overlay's configuration is valid");
+}
+
+#[test]
+fn ha_overlay_nats_is_a_three_node_jetstream_cluster() {
+    let k = ha();
+    let set = k.find("StatefulSet", "nats").expect("the NATS StatefulSet");
+    let replicas = at(&set.doc, &["spec", "replicas"])
+        .and_then(Value::as_u64)
+        .expect("replicas");
+    assert_eq!(replicas, 3);
+    assert_eq!(
+        str_at(&set.doc, &["spec", "podManagementPolicy"]),
+        Some("Parallel"),
+        "JetStream needs all three up to form its quorum"
+    );
+    let headless = str_at(&set.doc, &["spec", "serviceName"]).expect("serviceName");
+    let service = k.find("Service", headless).expect("the headless Service");
+    assert_eq!(str_at(&service.doc, &["spec", "clusterIP"]), Some("None"));
+    let selector = string_map(at(&service.doc, &["spec", "selector"]));
+    assert_eq!(
+        selected(&k, &selector)
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>(),
+        ["nats"]
+    );
+
+    // The file store is a claim template, mounted where nats.conf keeps JetStream.
+    let pod = pod_spec(&k, "StatefulSet", "nats");
+    let container = &seq(pod, &["containers"])[0];
+    let claims: Vec<&str> = seq(&set.doc, &["spec", "volumeClaimTemplates"])
+        .iter()
+        .filter_map(|t| str_at(t, &["metadata", "name"]))
+        .collect();
+    assert_eq!(claims.len(), 1, "one file store claim per server");
+    let mount_of = |volume: &str| {
+        seq(container, &["volumeMounts"])
+            .iter()
+            .find(|m| str_at(m, &["name"]) == Some(volume))
+            .and_then(|m| str_at(m, &["mountPath"]))
+            .unwrap_or_else(|| panic!("volume {volume} is not mounted"))
+            .to_owned()
+    };
+    let store = mount_of(claims[0]);
+    let conf_volume = seq(pod, &["volumes"])
+        .iter()
+        .find(|v| str_at(v, &["configMap", "name"]) == Some("nats-config"))
+        .and_then(|v| str_at(v, &["name"]))
+        .expect("the nats-config volume");
+    let conf_dir = mount_of(conf_volume);
+    let args: Vec<&str> = seq(container, &["args"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args, ["--config", &format!("{conf_dir}/nats.conf")]);
+    let conf = k
+        .find("ConfigMap", "nats-config")
+        .and_then(|o| str_at(&o.doc, &["data", "nats.conf"]))
+        .expect("nats.conf");
+    let lines: Vec<&str> = conf.lines().map(str::trim).collect();
+    assert!(lines.contains(&"server_name: $POD_NAME"), "{conf}");
+    assert_eq!(
+        env_entry(container, "POD_NAME")
+            .and_then(|e| str_at(e, &["valueFrom", "fieldRef", "fieldPath"])),
+        Some("metadata.name")
+    );
+    assert!(lines.contains(&"listen: 0.0.0.0:6222"), "{conf}");
+    assert!(
+        lines.contains(&format!("store_dir: {store}").as_str()),
+        "jetstream store_dir is the claim's mount {store}:\n{conf}"
+    );
+    // One route per server, by its stable name under the headless Service.
+    let routes: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("nats://"))
+        .collect();
+    let servers: Vec<String> = (0..replicas)
+        .map(|i| format!("nats-{i}.{headless}"))
+        .collect();
+    assert_eq!(
+        routes,
+        servers
+            .iter()
+            .map(|s| format!("nats://{s}:6222"))
+            .collect::<Vec<_>>()
+    );
+    // The users file nats.conf includes (relative to its own directory) is the Secret's key.
+    let include = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("include "))
+        .map(|p| p.trim_matches('"'))
+        .expect("nats.conf includes the users");
+    let mut included = PathBuf::new();
+    for part in Path::new(&conf_dir).join(include).components() {
+        match part {
+            std::path::Component::ParentDir => {
+                included.pop();
+            }
+            other => included.push(other),
+        }
+    }
+    let users_file = included.file_name().and_then(|f| f.to_str());
+    let users_volume = seq(pod, &["volumes"])
+        .iter()
+        .find(|v| str_at(v, &["secret", "secretName"]) == Some("nats-users"))
+        .expect("the nats-users volume");
+    let users_mount = mount_of(str_at(users_volume, &["name"]).unwrap_or_default());
+    assert_eq!(
+        included.parent(),
+        Some(Path::new(&users_mount)),
+        "nats.conf includes {}, where the Secret is mounted",
+        included.display()
+    );
+    assert!(
+        seq(users_volume, &["secret", "items"])
+            .iter()
+            .any(|i| str_at(i, &["path"]) == users_file),
+        "the Secret provides {users_file:?}"
+    );
+
+    // The blocker and the sensors get every server.
+    let url = k
+        .find("ConfigMap", "palisade-nats")
+        .and_then(|o| str_at(&o.doc, &["data", "url"]))
+        .expect("palisade-nats url");
+    assert_eq!(
+        url.split(',').collect::<Vec<_>>(),
+        servers
+            .iter()
+            .map(|s| format!("nats://{s}:4222"))
+            .collect::<Vec<_>>()
     );
 }
