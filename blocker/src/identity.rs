@@ -256,20 +256,51 @@ pub fn sensor_permissions(id: &str) -> Result<Permissions> {
 /// The permissions of the blocker for `stream` and its durable `consumer`: create, read and
 /// update the stream; create and read the consumer; pull from it and ack; receive replies on
 /// its own inbox prefix (`[nats] inbox_prefix`), which no sensor may subscribe to.
-pub fn blocker_permissions(stream: &str, consumer: &str, inbox_prefix: &str) -> Permissions {
-    Permissions {
-        publish: vec![
-            format!("$JS.API.STREAM.CREATE.{stream}"),
-            format!("$JS.API.STREAM.INFO.{stream}"),
-            format!("$JS.API.STREAM.UPDATE.{stream}"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>"),
-            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
-            format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
-            format!("$JS.ACK.{stream}.{consumer}.>"),
-        ],
-        subscribe: vec![format!("{inbox_prefix}.>")],
+///
+/// With `state_bucket` (the `nats` state backend, `[state] bucket`), also what its replicas do
+/// on the bucket and with each other: create, read and update the bucket's stream `KV_<bucket>`,
+/// read it whole with an ordered consumer and key by key, write its keys `$KV.<bucket>.>`, and
+/// forward admin changes to the lease holder on `palisade.blocker.<bucket>.admin` (the holder
+/// answers on the requester's inbox, under the same prefix).
+pub fn blocker_permissions(
+    stream: &str,
+    consumer: &str,
+    inbox_prefix: &str,
+    state_bucket: Option<&str>,
+) -> Permissions {
+    let mut publish = vec![
+        format!("$JS.API.STREAM.CREATE.{stream}"),
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.UPDATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>"),
+        format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+    ];
+    let mut subscribe = vec![format!("{inbox_prefix}.>")];
+    if let Some(bucket) = state_bucket {
+        let kv = format!("KV_{bucket}");
+        publish.extend([
+            format!("$JS.API.STREAM.CREATE.{kv}"),
+            format!("$JS.API.STREAM.INFO.{kv}"),
+            format!("$JS.API.STREAM.UPDATE.{kv}"),
+            format!("$JS.API.STREAM.MSG.GET.{kv}"),
+            format!("$JS.API.DIRECT.GET.{kv}"),
+            format!("$JS.API.DIRECT.GET.{kv}.>"),
+            // The ordered consumer that loads the state: its name is generated.
+            format!("$JS.API.CONSUMER.CREATE.{kv}"),
+            format!("$JS.API.CONSUMER.CREATE.{kv}.>"),
+            format!("$JS.API.CONSUMER.INFO.{kv}.*"),
+            format!("$JS.API.CONSUMER.DELETE.{kv}.*"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{kv}.*"),
+            format!("$KV.{bucket}.>"),
+            crate::admin::command_subject(bucket),
+            format!("{inbox_prefix}.>"),
+        ]);
+        subscribe.push(crate::admin::command_subject(bucket));
     }
+    Permissions { publish, subscribe }
 }
 
 /// A freshly minted NATS NKey user.
@@ -367,9 +398,19 @@ pub fn mint_sensor(id: &str) -> Result<Credentials> {
 }
 
 /// Mint the NKey user of the blocker (shared by its replicas) for `stream`, `consumer` and
-/// `inbox_prefix` (the `[nats]` settings of the blocker that will use it).
-pub fn mint_blocker(stream: &str, consumer: &str, inbox_prefix: &str) -> Result<Credentials> {
-    for (name, v) in [("nats.stream", stream), ("nats.consumer", consumer)] {
+/// `inbox_prefix` (the `[nats]` settings of the blocker that will use it), and `state_bucket`
+/// when it keeps its state in NATS (`[state] backend = "nats"`).
+pub fn mint_blocker(
+    stream: &str,
+    consumer: &str,
+    inbox_prefix: &str,
+    state_bucket: Option<&str>,
+) -> Result<Credentials> {
+    let mut names = vec![("nats.stream", stream), ("nats.consumer", consumer)];
+    if let Some(bucket) = state_bucket {
+        names.push(("state.bucket", bucket));
+    }
+    for (name, v) in names {
         if v.is_empty()
             || !v
                 .bytes()
@@ -383,7 +424,7 @@ pub fn mint_blocker(stream: &str, consumer: &str, inbox_prefix: &str) -> Result<
     check_inbox_prefix(inbox_prefix)?;
     Credentials::mint(
         "blocker".into(),
-        blocker_permissions(stream, consumer, inbox_prefix),
+        blocker_permissions(stream, consumer, inbox_prefix, state_bucket),
     )
 }
 
@@ -493,10 +534,29 @@ mod tests {
         for id in ["", "a.b", "node-*", "x>", "a b", &"n".repeat(65)] {
             assert!(mint_sensor(id).is_err(), "{id:?}");
         }
-        assert!(mint_blocker("PALISADE_REPORTS", "a.b", "_INBOX_x").is_err());
-        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX.>").is_err());
-        assert!(mint_blocker("PALISADE_REPORTS", "c", "").is_err());
-        let b = mint_blocker("PALISADE_REPORTS", "palisade-blocker", "_INBOX_pb").unwrap();
+        assert!(mint_blocker("PALISADE_REPORTS", "a.b", "_INBOX_x", None).is_err());
+        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX.>", None).is_err());
+        assert!(mint_blocker("PALISADE_REPORTS", "c", "", None).is_err());
+        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX_x", Some("a.b")).is_err());
+        let b = mint_blocker("PALISADE_REPORTS", "palisade-blocker", "_INBOX_pb", None).unwrap();
         assert!(b.permissions.subscribe == ["_INBOX_pb.>"]);
+        assert!(!b.permissions.publish.iter().any(|s| s.contains("KV")));
+        let b = mint_blocker(
+            "PALISADE_REPORTS",
+            "pb",
+            "_INBOX_pb",
+            Some("palisade-blocker"),
+        )
+        .unwrap();
+        assert!(
+            b.permissions
+                .publish
+                .contains(&"$KV.palisade-blocker.>".to_owned())
+        );
+        assert!(
+            b.permissions
+                .subscribe
+                .contains(&"palisade.blocker.palisade-blocker.admin".to_owned())
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use palisade_blocker::identity::{self, Credentials};
-use palisade_blocker::{Cli, build_firewall, run_with};
+use palisade_blocker::{Cli, StateBackend, build_firewall, run_with};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -42,7 +42,8 @@ enum Mint {
         seed_file: Option<PathBuf>,
     },
     /// The blocker's user (shared by its replicas), for the stream, consumer and inbox prefix
-    /// of the configuration (`--config` and the flags before `credentials`).
+    /// of the configuration (`--config` and the flags before `credentials`), and with the
+    /// `nats` state backend for its bucket and the replicas' admin subject.
     Blocker {
         /// Write the seed to this new file (mode 0600) instead of printing it.
         #[arg(long)]
@@ -95,7 +96,9 @@ fn credentials(run: &Cli, mint: &Mint) -> anyhow::Result<()> {
         Mint::Blocker { seed_file } => {
             let config = run.load().context("loading the configuration")?;
             let n = &config.nats;
-            let creds = identity::mint_blocker(&n.stream, &n.consumer, &n.inbox_prefix)
+            let bucket =
+                (config.state.backend == StateBackend::Nats).then_some(&*config.state.bucket);
+            let creds = identity::mint_blocker(&n.stream, &n.consumer, &n.inbox_prefix, bucket)
                 .context("minting the blocker's credentials")?;
             emit(&creds, seed_file.as_deref())
         }

@@ -185,6 +185,12 @@ impl NatsServer {
         self.store.path()
     }
 
+    /// What a server started with [`NatsServer::start_with_config`] has logged so far
+    /// (permission violations among it); empty for the others.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.path().join("nats-server.log")).unwrap_or_default()
+    }
+
     /// A plain client.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
         async_nats::connect(self.url())

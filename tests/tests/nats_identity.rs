@@ -9,6 +9,10 @@
 //! - A report on A's subject claiming `sensor: B` is rejected (`sensor_mismatch`) and counted.
 //! - A sensor that `accepted_sensors` does not list is rejected (`sensor_not_accepted`),
 //!   counted, and acked: nothing is left pending or redelivered.
+//! - Two blocker replicas on the `nats` state backend, sharing the one user minted for that
+//!   backend, need nothing more: the holder takes the lease, loads and writes the bucket and
+//!   blocks; the standby lists the blocks from the bucket and forwards a manual block to the
+//!   holder; the server logs no permission violation.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -130,6 +134,7 @@ async fn each_sensor_speaks_only_for_itself() {
         &blocker_config.nats.stream,
         &blocker_config.nats.consumer,
         &blocker_config.nats.inbox_prefix,
+        None,
     )
     .expect("mint blocker");
     // The test's own unrestricted user, to look at the stream and the consumer.
@@ -333,4 +338,183 @@ async fn each_sensor_speaks_only_for_itself() {
         .expect("blocker stops")
         .expect("blocker task")
         .expect("blocker ran cleanly");
+}
+
+/// A blocker replica on the `nats` state backend, in this process, with its own firewall.
+struct Replica {
+    admin: SocketAddr,
+    firewall: Arc<MemoryFirewall>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<palisade_blocker::Result<()>>,
+}
+
+async fn start_replica(mut config: palisade_blocker::Config, id: &str) -> Replica {
+    config.state.replica_id = Some(id.to_owned());
+    let firewall = Arc::new(MemoryFirewall::new());
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::spawn(palisade_blocker::run_with(
+        config,
+        firewall.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = ready_tx.send(addr);
+        },
+    ));
+    let admin = tokio::time::timeout(WAIT, ready_rx)
+        .await
+        .expect("replica ready in time")
+        .expect("replica started with the minted user");
+    Replica {
+        admin,
+        firewall,
+        stop,
+        task,
+    }
+}
+
+/// One HTTP/1.0 request to an admin API with the read-write token.
+async fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.0\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response");
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (code, body.unwrap_or_default())
+}
+
+const ADMIN_TOKEN: &str = "identity-test-admin-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_the_nats_backend_need_only_their_minted_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = identity::mint_sensor("node-a").expect("mint A");
+    let mut config = palisade_blocker::Config::default();
+    config.state.backend = palisade_blocker::StateBackend::Nats;
+    config.state.lease_secs = 2;
+    let blocker = identity::mint_blocker(
+        &config.nats.stream,
+        &config.nats.consumer,
+        &config.nats.inbox_prefix,
+        Some(&config.state.bucket),
+    )
+    .expect("mint blocker");
+    let users: String = [&a, &blocker]
+        .iter()
+        .map(|c| c.server_entry())
+        .collect::<Vec<_>>()
+        .join("");
+    let server =
+        NatsServer::start_with_config(&format!("authorization {{\n users = [\n{users}\n ]\n}}"))
+            .await
+            .expect("nats-server with the minted users");
+    let a_seed = seed_file(dir.path(), "node-a", &a);
+    let blocker_seed = seed_file(dir.path(), "blocker", &blocker);
+
+    config.nats.url = server.url();
+    config.nats.creds_file = Some(blocker_seed);
+    config.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    config.admin.token = Some(ADMIN_TOKEN.into());
+    config.reconcile.interval_ms = 100;
+    config.guardrails.allow_special = vec!["203.0.113.0/24".parse().expect("net")];
+    let first = start_replica(config.clone(), "replica-1").await;
+    let second = start_replica(config, "replica-2").await;
+
+    let sensor_metrics = Arc::new(palisade_sensor::metrics::Metrics::default());
+    let sensor_config = palisade_sensor::config::NatsConfig {
+        url: server.url(),
+        creds_file: Some(a_seed),
+        ..Default::default()
+    };
+    let (publisher, publisher_task) = palisade_sensor::publish::start(
+        &sensor_config,
+        Arc::clone(&sensor_metrics),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("sensor A's publisher starts");
+    assert!(publisher.submit(report("ha-1", "node-a", "203.0.113.20")));
+    let blocked: ipnet::IpNet = "203.0.113.20/32".parse().expect("net");
+    let firewalls = [first.firewall.clone(), second.firewall.clone()];
+    palisade_tests::wait_for("the holder to block 203.0.113.20", WAIT, POLL, || {
+        let fws = firewalls.clone();
+        async move { fws.iter().any(|fw| fw.snapshot().contains(&blocked)) }
+    })
+    .await;
+    let (holder, standby) = if first.firewall.snapshot().contains(&blocked) {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert!(
+        !standby.firewall.snapshot().contains(&blocked),
+        "the standby wrote its firewall"
+    );
+
+    // The standby lists the holder's blocks from the bucket...
+    let (code, body) = admin(standby.admin, "GET", "/v1/blocks", "").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("203.0.113.20/32"), "{body}");
+    // ...and forwards a manual block to the holder, which applies it.
+    let (code, body) = admin(
+        standby.admin,
+        "POST",
+        "/v1/blocks",
+        r#"{"cidr":"203.0.113.21/32","ttl_secs":600,"note":"through the standby"}"#,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let manual: ipnet::IpNet = "203.0.113.21/32".parse().expect("net");
+    let holder_fw = holder.firewall.clone();
+    palisade_tests::wait_for(
+        "the forwarded block in the holder's firewall",
+        WAIT,
+        POLL,
+        || {
+            let fw = holder_fw.clone();
+            async move { fw.snapshot().contains(&manual) }
+        },
+    )
+    .await;
+
+    let log = server.log();
+    assert!(
+        !log.to_lowercase().contains("violation"),
+        "the blocker's user lacks a permission:\n{}",
+        log.lines()
+            .filter(|l| l.to_lowercase().contains("violation"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    drop(publisher);
+    tokio::time::timeout(WAIT, publisher_task)
+        .await
+        .expect("publisher stops")
+        .expect("publisher task");
+    for r in [first, second] {
+        let _ = r.stop.send(());
+        tokio::time::timeout(WAIT, r.task)
+            .await
+            .expect("replica stops")
+            .expect("replica task")
+            .expect("replica ran cleanly");
+    }
 }
