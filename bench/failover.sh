@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build -p palisade-blocker --bins
 cargo test -p palisade-tests --test failover -- --ignored takeover_time_over_ten_kills --nocapture 2>&1 |
-    grep -E '^failover:|test result'
+    grep -E '^failover|test result'

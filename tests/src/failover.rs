@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit};
+use crate::demo::{HttpGet, Service, Waf, blocker_command, foreign_edit, get_ip_set};
 use crate::nats::NatsCluster;
 use crate::time_to_block::{ATTACKER_RANGES, attackers, publish_critical};
 
@@ -243,6 +243,39 @@ pub struct FailoverOutcome {
     pub standby_blocks: usize,
     /// ThrottlingException answers (the account's write budget kept: 0).
     pub throttled: u64,
+    /// Entries that were in the IP sets at one read and gone at a later one, while the holder
+    /// was killed and replaced (the IP sets read every 100 ms, straight from the emulator).
+    pub flapped: BTreeSet<String>,
+}
+
+/// Read both IP sets every 100 ms (from the emulator, outside the account's budget) until the
+/// returned sender is dropped or sent to; the task's result is every entry seen and later gone.
+fn watch_for_flaps(
+    waf: &Waf,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<BTreeSet<String>>>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = waf.admin.clone();
+    let arns = [waf.v4_arn.clone(), waf.v6_arn.clone()];
+    let task = tokio::spawn(async move {
+        let mut seen = BTreeSet::new();
+        let mut flapped = BTreeSet::new();
+        loop {
+            let mut now = BTreeSet::new();
+            for arn in &arns {
+                now.extend(get_ip_set(&admin, arn).await?.1);
+            }
+            flapped.extend(seen.difference(&now).cloned());
+            seen.extend(now);
+            tokio::select! {
+                _ = &mut stopped => return Ok(flapped),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    (stop, task)
 }
 
 /// `replicas` blocker replicas; `n` attackers published in `kills + 1` waves, the lease holder
@@ -257,6 +290,7 @@ pub async fn leader_killed_mid_stream(
     let mut leader = c.leader(Duration::from_secs(30)).await?;
     let foreign = ["192.0.2.77/32".to_string(), "192.0.2.78/32".to_string()];
     foreign_edit(&c.waf.admin, &c.waf.v4_arn, &foreign, &[]).await?;
+    let (stop_watching, watcher) = watch_for_flaps(&c.waf);
     let js = c.nats.jetstream().await?;
     let ips = attackers(n);
     let waves: Vec<&[std::net::IpAddr]> = ips.chunks(n.div_ceil(kills + 1)).collect();
@@ -307,6 +341,9 @@ pub async fn leader_killed_mid_stream(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The manual release below removes an entry on purpose: stop watching before it.
+    let _ = stop_watching.send(());
+    let flapped = watcher.await.context("the IP-set watcher")??;
     let standby = (0..replicas)
         .find(|i| *i != leader && c.replicas[*i].service.is_some())
         .context("no standby")?;
@@ -347,6 +384,7 @@ pub async fn leader_killed_mid_stream(
         expected,
         standby_blocks,
         throttled: c.waf.proxy.errors("ThrottlingException"),
+        flapped,
     })
 }
 

@@ -1,7 +1,7 @@
 //! Issue scenario: several blocker replicas on the `nats` state backend share one AWS
 //! account. The lease holder is killed (SIGKILL) mid-stream: another takes over within
 //! seconds and the IP sets converge to exactly the decided blocks plus foreign entries, with
-//! the account's write budget kept. A holder paused past its lease writes nothing when it
+//! the account's write budget kept and no entry leaving the sets on the way. A holder paused past its lease writes nothing when it
 //! wakes. See `palisade_tests::failover`.
 
 /// The scenarios each start a 3-node NATS cluster, the AWS emulator and several blocker
@@ -25,6 +25,11 @@ async fn killed_holder_is_replaced_and_the_sets_converge() {
     );
     palisade_tests::assert_converged(&o.expected, &o.final_entries);
     assert!(o.foreign.is_subset(&o.final_entries));
+    assert!(
+        o.flapped.is_empty(),
+        "entries left the IP sets during the takeovers: {:?}",
+        o.flapped.iter().take(5).collect::<Vec<_>>()
+    );
     // One block per IPv4 address and per IPv6 /64: the expected entries less the foreign ones.
     assert_eq!(
         o.standby_blocks,
@@ -125,6 +130,10 @@ async fn takeover_time_over_ten_kills() {
         o.takeovers,
         o.final_entries == o.expected,
         o.throttled
+    );
+    println!(
+        "failover: entries that left the IP sets meanwhile: {}",
+        o.flapped.len()
     );
     assert_eq!(o.final_entries, o.expected, "did not converge");
 }
