@@ -53,6 +53,9 @@ pub enum Error {
     #[error("lease lost: {0}")]
     Fenced(String),
     /// A CIDR was refused (by a guardrail or because it does not parse).
+    #[error("cannot migrate the state: {0}")]
+    Migrate(String),
+
     #[error("refused `{cidr}`: {reason}")]
     Refused { cidr: String, reason: String },
     /// A firewall call failed.

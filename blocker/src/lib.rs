@@ -79,6 +79,40 @@ pub async fn run(
     run_with(config, firewall, shutdown, |_| {}).await
 }
 
+/// How long `migrate-state` waits for NATS.
+const MIGRATE_CONNECT_WAIT: Duration = Duration::from_secs(20);
+
+/// Copy the embedded backend's state in `from` (a directory holding `blocker.redb`) into the
+/// `nats` backend's bucket of `config` (`palisade-blocker migrate-state`): see
+/// [`state::migrate`]. Stop the old blocker first; start the replicas after.
+pub async fn migrate_state(
+    config: &Config,
+    from: &std::path::Path,
+) -> Result<state::migrate::Migrated> {
+    state::migrate::check_source(from)?;
+    // A one-off command: give up on an unreachable server instead of retrying for ever.
+    let connected = Arc::new(AtomicBool::new(false));
+    let client = nats::connect(&config.nats, Arc::clone(&connected)).await?;
+    let deadline = tokio::time::Instant::now() + MIGRATE_CONNECT_WAIT;
+    while !connected.load(std::sync::atomic::Ordering::Relaxed) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::NatsConnect(format!(
+                "no connection to {} within {} s",
+                config.nats.url,
+                MIGRATE_CONNECT_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    let settings = BucketSettings::of(&config.state);
+    let lease_time = Duration::from_secs(config.state.lease_secs);
+    let migrated = state::migrate::embedded_to_nats(from, &js, &settings, lease_time).await;
+    // Every write was acknowledged; flush the release of the lease before leaving.
+    let _ = client.flush().await;
+    migrated
+}
+
 /// [`run`], calling `on_ready` with the admin address once NATS, the store and the admin
 /// listener are up (the binary sends systemd `READY=1` from it).
 ///
@@ -106,11 +140,7 @@ pub async fn run_with(
     let kv = match config.state.backend {
         StateBackend::Embedded => None,
         StateBackend::Nats => {
-            let settings = BucketSettings {
-                bucket: config.state.bucket.clone(),
-                replicas: config.state.replicas,
-                max_age: Duration::from_secs(config.state.max_age_secs),
-            };
+            let settings = BucketSettings::of(&config.state);
             Some(with_retries("state bucket", || KvStore::open(&js, &settings)).await?)
         }
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use palisade_blocker::identity::{self, Credentials};
-use palisade_blocker::{Cli, StateBackend, build_firewall, run_with};
+use palisade_blocker::{Cli, StateBackend, build_firewall, migrate_state, run_with};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -29,6 +29,14 @@ enum Command {
     /// and the nats-server `authorization { users = [...] }` entry with its permissions.
     #[command(subcommand)]
     Credentials(Mint),
+    /// Copy the embedded backend's state (blocks, offence counts, the IP-set entries Palisade
+    /// owns) into the `nats` backend's bucket (`[state] bucket`), before the replicas start
+    /// on it. Stop the old blocker first. Fills an empty bucket only.
+    MigrateState {
+        /// The directory of the old blocker's `blocker.redb` (default: `[state] dir`).
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +124,26 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    if let Some(Command::MigrateState { from }) = &args.command {
+        let config = args.run.load().context("loading the configuration")?;
+        let from = from.clone().unwrap_or_else(|| config.state.dir.clone());
+        let m = migrate_state(&config, &from).await.with_context(|| {
+            format!(
+                "migrating {} into bucket `{}`",
+                from.display(),
+                config.state.bucket
+            )
+        })?;
+        println!(
+            "migrated {} blocks, {} offence records and {} owned IP-set entries from {} into bucket `{}`",
+            m.blocks,
+            m.offences,
+            m.owned,
+            from.display(),
+            config.state.bucket
+        );
+        return Ok(());
+    }
     let cli = args.run;
     let config = cli.load().context("loading the configuration")?;
     let firewall = build_firewall(&config.provider)

@@ -91,6 +91,17 @@ pub struct BucketSettings {
     pub max_age: Duration,
 }
 
+impl BucketSettings {
+    /// The bucket of `[state]`.
+    pub fn of(state: &crate::config::StateConfig) -> BucketSettings {
+        BucketSettings {
+            bucket: state.bucket.clone(),
+            replicas: state.replicas,
+            max_age: Duration::from_secs(state.max_age_secs),
+        }
+    }
+}
+
 /// The JetStream key-value state. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct KvStore {

@@ -13,6 +13,7 @@
 
 pub mod embedded;
 pub mod jetstream;
+pub mod migrate;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
