@@ -17,6 +17,7 @@ use palisade_wire::{Category, Context, Report, WIRE_VERSION};
 use tracing::{error, info, warn};
 
 use crate::clientip::{Attribution, Unattributed};
+use crate::context::{CgroupRef, ContextResolver};
 use crate::detect::{Detection, Detector};
 use crate::http::Request;
 use crate::metrics::Metrics;
@@ -41,6 +42,13 @@ pub struct Origin {
     pub pod: Option<String>,
     /// Pod namespace (Downward API; sidecar sources).
     pub namespace: Option<String>,
+    /// Pod UID (Downward API `POD_UID`; sidecar sources).
+    pub pod_uid: Option<String>,
+    /// Container name (`CONTAINER_NAME`; sidecar sources).
+    pub container: Option<String>,
+    /// The receiving socket's cgroup, when the capture source knows it: the pipeline's
+    /// [`ContextResolver`] names the pod and container behind it.
+    pub cgroup: Option<CgroupRef>,
 }
 
 /// The shared detection-to-report stage.
@@ -52,7 +60,8 @@ pub struct Pipeline {
     /// Warned that private peers arrive while no proxy is trusted.
     warned_private_peer: AtomicBool,
     sensor_id: String,
-    node: Option<String>,
+    /// Fills each report's context from its origin.
+    context: ContextResolver,
     seen: Cache<(IpAddr, String), ()>,
     metrics: Arc<Metrics>,
     publisher: Option<Publisher>,
@@ -97,10 +106,6 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         publisher: Option<Publisher>,
     ) -> Self {
-        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty() && s.len() <= palisade_wire::MAX_CONTEXT_FIELD_LEN);
         let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         Pipeline {
             detector,
@@ -108,7 +113,7 @@ impl Pipeline {
             unattributed_logged: Mutex::new(HashMap::new()),
             warned_private_peer: AtomicBool::new(false),
             sensor_id,
-            node,
+            context: ContextResolver::host(),
             seen: Cache::builder()
                 .max_capacity(DEDUP_CAPACITY)
                 .time_to_live(window.max(Duration::from_millis(1)))
@@ -119,6 +124,13 @@ impl Pipeline {
             started_ns,
             crs: OnceLock::new(),
         }
+    }
+
+    /// Fill reports' context with `context` (by default: the origin's values and the host
+    /// name as the node).
+    pub fn with_context(mut self, context: ContextResolver) -> Self {
+        self.context = context;
+        self
     }
 
     /// Runs the Core Rule Set (when loaded) on a thread of its own, fed by a queue of `queue`
@@ -350,14 +362,7 @@ impl Pipeline {
     ) -> Result<Report, palisade_wire::WireError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{:x}-{:x}", self.sensor_id, self.started_ns, n);
-        let context = Context {
-            node: origin.node.clone().or_else(|| self.node.clone()),
-            pod: origin.pod.clone(),
-            namespace: origin.namespace.clone(),
-            interface: origin.interface.clone(),
-            dst_port: origin.dst_port,
-            ..Default::default()
-        };
+        let context: Context = self.context.resolve(origin);
         Ok(Report {
             v: WIRE_VERSION,
             id,

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::capture::Capture;
 use crate::config::{Config, Source};
+use crate::context::ContextResolver;
 use crate::detect::Detector;
 use crate::http::ParseLimits;
 use crate::logsource::{self, LogSummary};
@@ -77,14 +78,17 @@ pub async fn run(
     let rules = detector.rule_count();
 
     let (publisher, worker) = publish::start(&config.nats, metrics.clone(), DRAIN_TIMEOUT).await?;
-    let pipeline = Arc::new(Pipeline::new(
-        detector,
-        config.attribution(),
-        config.sensor_id.clone(),
-        config.report_window(),
-        metrics.clone(),
-        Some(publisher),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            detector,
+            config.attribution(),
+            config.sensor_id.clone(),
+            config.report_window(),
+            metrics.clone(),
+            Some(publisher),
+        )
+        .with_context(ContextResolver::from_config(&config.context)),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
