@@ -609,6 +609,8 @@ impl Engine {
                 continue;
             }
             self.metrics.reports_accepted.fetch_add(1, Relaxed);
+            self.metrics
+                .detection(report.context.as_ref().and_then(|c| c.namespace.as_deref()));
             let reason = || Reason {
                 report_id: report.id.clone(),
                 sensor: report.sensor.clone(),
@@ -617,6 +619,8 @@ impl Engine {
                 severity: report.severity,
                 evidence: report.evidence.clone(),
                 observed_at: report.observed_at,
+                mitre: report.mitre.clone(),
+                context: report.context.clone(),
             };
             // Already blocked: record the hit on the block (once per report id).
             let existing = dirty
@@ -1059,6 +1063,8 @@ impl Engine {
                     .map(|n| palisade_wire::truncate_evidence(&n).to_owned())
                     .unwrap_or_default(),
                 observed_at: now,
+                mitre: Vec::new(),
+                context: None,
             },
             self.config.state.max_reasons,
         );
