@@ -910,6 +910,20 @@ mod tests {
         assert_eq!(config.ebpf.ports, vec![80, 8080]);
         assert_eq!(config.trusted_proxies.len(), 2);
         assert_eq!(config.log.format, LogFormat::Nginx);
+        assert_eq!(config.context, ContextConfig::default());
+    }
+
+    #[test]
+    fn kubernetes_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
+        let node = Config::from_file(&dir.join("sensor.toml")).unwrap();
+        assert_eq!(
+            node.context.cgroup_root,
+            Some(PathBuf::from("/host/sys/fs/cgroup")),
+            "the host hierarchy the DaemonSet mounts"
+        );
+        assert_eq!(node.context.pod_logs_dir, PathBuf::from("/var/log/pods"));
+        Config::from_file(&dir.join("fargate/sensor.toml")).unwrap();
     }
 
     #[test]

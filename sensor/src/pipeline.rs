@@ -511,4 +511,55 @@ mod tests {
         // the built-in rules still see every request
         assert_eq!(metrics.requests_parsed.load(Ordering::Relaxed), 5);
     }
+
+    #[test]
+    fn reports_name_the_pod_and_container_behind_the_receiving_cgroup() {
+        const UID: &str = "0f5e7c3a-1b2c-4d5e-8f90-123456789abc";
+        const ID: &str = "4f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join(format!("pods/shop_web-1_{UID}/app")))
+            .expect("pod dir");
+        let context = ContextResolver::new(Some("node-a".into()))
+            .with_pod_logs(crate::context::PodLogs::new(dir.path().join("pods")));
+        let metrics = Arc::new(Metrics::default());
+        let p = Pipeline::new(
+            Detector::builtin().expect("built-in rules"),
+            Attribution::default(),
+            "t".into(),
+            Duration::from_secs(60),
+            metrics,
+            None,
+        )
+        .with_context(context);
+        let origin = Origin {
+            interface: Some("eth0".into()),
+            dst_port: Some(8080),
+            cgroup: Some(CgroupRef::Path(format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
+                 crio-{ID}.scope",
+                UID.replace('-', "_")
+            ))),
+            ..Origin::default()
+        };
+        let reports = p.handle(
+            CLIENT.parse().expect("address"),
+            &request(BUILTIN),
+            RequestMeta::WHOLE,
+            &origin,
+            Utc::now(),
+        );
+        assert!(!reports.is_empty());
+        let ctx = reports[0].context.clone().expect("context");
+        assert_eq!(ctx.node.as_deref(), Some("node-a"));
+        assert_eq!(ctx.namespace.as_deref(), Some("shop"));
+        assert_eq!(ctx.pod.as_deref(), Some("web-1"));
+        assert_eq!(ctx.pod_uid.as_deref(), Some(UID));
+        assert_eq!(ctx.container.as_deref(), Some("app"));
+        assert_eq!(ctx.container_id, Some(format!("cri-o://{ID}")));
+        assert_eq!(ctx.dst_port, Some(8080));
+        // and it survives the wire: what the blocker receives
+        let body = reports[0].to_vec().expect("valid report");
+        let back = Report::from_slice(&body).expect("parses");
+        assert_eq!(back.context, Some(ctx));
+    }
 }

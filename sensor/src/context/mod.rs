@@ -62,12 +62,17 @@ impl ContextResolver {
         ContextResolver::new(node)
     }
 
-    /// The host's name, the cgroup2 hierarchy at `cgroup_root` (default: the cgroup2 mount in
+    /// The node's name (`NODE_NAME`, as a DaemonSet sets it from the Downward API, else the
+    /// host name), the cgroup2 hierarchy at `cgroup_root` (default: the cgroup2 mount in
     /// `/proc/mounts`; none found = no cgroup attribution) and the kubelet's log directories
     /// under `pod_logs_dir`.
     pub fn from_config(config: &ContextConfig) -> Self {
         let root = config.cgroup_root.clone().or_else(cgroup::cgroup2_mount);
-        let mut r = ContextResolver::host().with_pod_logs(PodLogs::new(&config.pod_logs_dir));
+        let base = match downward_api().node {
+            Some(node) => ContextResolver::new(Some(node)),
+            None => ContextResolver::host(),
+        };
+        let mut r = base.with_pod_logs(PodLogs::new(&config.pod_logs_dir));
         if let Some(root) = root {
             r = r.with_cgroups(CgroupResolver::new(root));
         }
