@@ -262,6 +262,29 @@ fn resolves_ids_of_real_cgroups_and_rescans_at_most_once_a_second() {
     // the cached entry is still served, without a rescan
     assert_eq!(resolver.path_at(id, later).as_deref(), Some(rel.as_str()));
 
+    // the id is the one the kernel gives BPF programs: the cgroup's file handle (what
+    // bpf_get_current_cgroup_id and bpf_skb_cgroup_id return) is its inode number
+    assert_eq!(kernel_cgroup_id(&mount.join(&rel)), Some(id));
+
+    // a process placed in the scope: its /proc/<pid>/cgroup path parses to the same container
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    std::fs::write(
+        mount.join(&rel).join("cgroup.procs"),
+        child.id().to_string(),
+    )
+    .expect("move the process into the scope");
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v2 = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line");
+    assert_eq!(parse_cgroup_path(v2), Some(c.clone()), "{v2}");
+
     // a removed cgroup is not reported from the cache
     std::fs::remove_dir(mount.join(&crio)).expect("remove");
     assert_eq!(
@@ -270,6 +293,29 @@ fn resolves_ids_of_real_cgroups_and_rescans_at_most_once_a_second() {
     );
     drop(guard);
     assert!(!mount.join(&name).exists(), "cleaned up");
+}
+
+/// The kernel's id of the cgroup at `path`, from its file handle (how systemd and bpftool
+/// read it): an 8-byte handle holding the kernfs node id.
+fn kernel_cgroup_id(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // struct file_handle (two 4-byte fields) followed by up to 120 bytes of handle, 8-aligned
+    let mut buf = [0u64; 16];
+    let handle = buf.as_mut_ptr().cast::<libc::file_handle>();
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `handle` points at 128 writable, aligned bytes; handle_bytes says 120 follow
+    // the header, which is what the kernel may write.
+    let rc = unsafe {
+        (*handle).handle_bytes = 120;
+        libc::name_to_handle_at(libc::AT_FDCWD, c_path.as_ptr(), handle, &mut mount_id, 0)
+    };
+    // SAFETY: the header was initialized above and by the kernel.
+    let len = unsafe { (*handle).handle_bytes };
+    if rc != 0 || len != 8 {
+        return None;
+    }
+    Some(buf[1])
 }
 
 fn rand_suffix() -> u64 {
