@@ -362,7 +362,10 @@ impl Pipeline {
     ) -> Result<Report, palisade_wire::WireError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{:x}-{:x}", self.sensor_id, self.started_ns, n);
-        let context: Context = self.context.resolve(origin);
+        let (context, outcome): (Context, _) = self.context.resolve_outcome(origin);
+        if let Some(o) = outcome {
+            self.metrics.context(o.label());
+        }
         Ok(Report {
             v: WIRE_VERSION,
             id,
@@ -527,7 +530,7 @@ mod tests {
             Attribution::default(),
             "t".into(),
             Duration::from_secs(60),
-            metrics,
+            metrics.clone(),
             None,
         )
         .with_context(context);
@@ -561,5 +564,15 @@ mod tests {
         let body = reports[0].to_vec().expect("valid report");
         let back = Report::from_slice(&body).expect("parses");
         assert_eq!(back.context, Some(ctx));
+        assert_eq!(
+            metrics.context_by_outcome().get("pod").copied(),
+            Some(reports.len() as u64),
+            "each report's lookup is counted"
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("palisade_sensor_context_total{outcome=\"pod\"}")
+        );
     }
 }

@@ -34,6 +34,31 @@ pub enum CgroupRef {
     Path(String),
 }
 
+/// What looking up a receiving socket's cgroup gave (`palisade_sensor_context_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A pod's cgroup, named from the kubelet's log directories.
+    Pod,
+    /// A pod's cgroup the log directories do not name (yet): UID and container id only.
+    PodUid,
+    /// A cgroup that is not a pod's (a host service, a host-network process outside pods).
+    Host,
+    /// A cgroup id not found in the hierarchy (wrong `--cgroup-root`, or already removed).
+    UnknownCgroup,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pod => "pod",
+            Outcome::PodUid => "pod_uid",
+            Outcome::Host => "host",
+            Outcome::UnknownCgroup => "unknown_cgroup",
+        }
+    }
+}
+
 /// Fills a report's [`Context`] from where its request was seen: the source's [`Origin`]
 /// (interface, port, Downward API values) and, when the source names the receiving socket's
 /// cgroup, the pod and container behind it.
@@ -98,15 +123,30 @@ impl ContextResolver {
 
     /// The container a cgroup belongs to, if it is a Kubernetes pod's.
     pub fn container_of(&self, cgroup: &CgroupRef) -> Option<CgroupContainer> {
-        match cgroup {
-            CgroupRef::Id(id) => self.cgroups.as_ref()?.container_of(*id),
-            CgroupRef::Path(path) => parse_cgroup_path(path),
-        }
+        self.lookup(cgroup).ok()
+    }
+
+    fn lookup(&self, cgroup: &CgroupRef) -> Result<CgroupContainer, Outcome> {
+        let path = match cgroup {
+            CgroupRef::Id(id) => self
+                .cgroups
+                .as_ref()
+                .and_then(|c| c.path_of(*id))
+                .ok_or(Outcome::UnknownCgroup)?,
+            CgroupRef::Path(path) => path.clone(),
+        };
+        parse_cgroup_path(&path).ok_or(Outcome::Host)
     }
 
     /// The report context for a request seen at `origin`. Values the wire contract would
     /// refuse are left out rather than costing the report.
     pub fn resolve(&self, origin: &Origin) -> Context {
+        self.resolve_outcome(origin).0
+    }
+
+    /// [`ContextResolver::resolve`], and what the cgroup lookup gave when the origin names a
+    /// cgroup.
+    pub fn resolve_outcome(&self, origin: &Origin) -> (Context, Option<Outcome>) {
         let mut ctx = Context {
             node: origin.node.clone().or_else(|| self.node.clone()),
             pod: origin.pod.clone(),
@@ -117,19 +157,29 @@ impl ContextResolver {
             dst_port: origin.dst_port,
             ..Context::default()
         };
-        if let Some(c) = origin.cgroup.as_ref().and_then(|r| self.container_of(r)) {
-            // what the receiving socket's cgroup says replaces the source's own pod
-            let names = self
-                .pod_logs
-                .as_ref()
-                .and_then(|p| p.lookup(&c.pod_uid, c.container_id.as_deref()));
-            ctx.container_id = c.kubernetes_container_id(None);
-            ctx.namespace = names.as_ref().map(|n| n.namespace.clone());
-            ctx.pod = names.as_ref().map(|n| n.pod.clone());
-            ctx.container = names.and_then(|n| n.container);
-            ctx.pod_uid = Some(c.pod_uid);
+        let mut outcome = None;
+        match origin.cgroup.as_ref().map(|r| self.lookup(r)) {
+            None => {}
+            Some(Err(why)) => outcome = Some(why),
+            Some(Ok(c)) => {
+                // what the receiving socket's cgroup says replaces the source's own pod
+                let names = self
+                    .pod_logs
+                    .as_ref()
+                    .and_then(|p| p.lookup(&c.pod_uid, c.container_id.as_deref()));
+                outcome = Some(if names.is_some() {
+                    Outcome::Pod
+                } else {
+                    Outcome::PodUid
+                });
+                ctx.container_id = c.kubernetes_container_id(None);
+                ctx.namespace = names.as_ref().map(|n| n.namespace.clone());
+                ctx.pod = names.as_ref().map(|n| n.pod.clone());
+                ctx.container = names.and_then(|n| n.container);
+                ctx.pod_uid = Some(c.pod_uid);
+            }
         }
-        sanitize(ctx)
+        (sanitize(ctx), outcome)
     }
 }
 

@@ -35,7 +35,8 @@ fn a_cgroup_path_names_pod_namespace_container_and_id() {
         ))),
         ..Origin::default()
     };
-    let ctx = r.resolve(&origin);
+    let (ctx, outcome) = r.resolve_outcome(&origin);
+    assert_eq!(outcome, Some(Outcome::Pod));
     assert_eq!(
         ctx,
         Context {
@@ -57,12 +58,13 @@ fn a_cgroup_path_names_pod_namespace_container_and_id() {
 fn without_the_logs_the_cgroup_still_gives_uid_and_id() {
     let r = ContextResolver::new(Some("node-a".into()))
         .with_pod_logs(PodLogs::new("/nonexistent/palisade/pods"));
-    let ctx = r.resolve(&Origin {
+    let (ctx, outcome) = r.resolve_outcome(&Origin {
         cgroup: Some(CgroupRef::Path(format!(
             "/kubepods/besteffort/pod{UID}/crio-{ID}"
         ))),
         ..Origin::default()
     });
+    assert_eq!(outcome, Some(Outcome::PodUid));
     assert_eq!(ctx.pod_uid.as_deref(), Some(UID));
     assert_eq!(ctx.container_id, Some(format!("cri-o://{ID}")));
     assert_eq!((ctx.pod, ctx.namespace, ctx.container), (None, None, None));
@@ -71,16 +73,20 @@ fn without_the_logs_the_cgroup_still_gives_uid_and_id() {
 #[test]
 fn a_host_cgroup_or_an_unknown_id_adds_nothing() {
     let r = ContextResolver::new(Some("node-a".into()));
-    for cgroup in [
-        CgroupRef::Path("/system.slice/nginx.service".into()),
+    for (cgroup, why) in [
+        (
+            CgroupRef::Path("/system.slice/nginx.service".into()),
+            Outcome::Host,
+        ),
         // no cgroup hierarchy configured
-        CgroupRef::Id(12345),
+        (CgroupRef::Id(12345), Outcome::UnknownCgroup),
     ] {
-        let ctx = r.resolve(&Origin {
+        let (ctx, outcome) = r.resolve_outcome(&Origin {
             dst_port: Some(80),
             cgroup: Some(cgroup),
             ..Origin::default()
         });
+        assert_eq!(outcome, Some(why));
         assert_eq!(
             ctx,
             Context {
@@ -103,7 +109,8 @@ fn log_mode_keeps_the_downward_api_values_and_drops_invalid_ones() {
         container: Some("bad name".into()),
         ..Origin::default()
     };
-    let ctx = r.resolve(&origin);
+    let (ctx, outcome) = r.resolve_outcome(&origin);
+    assert_eq!(outcome, None, "no cgroup to look up");
     assert_eq!(
         ctx.node.as_deref(),
         Some("ip-10-0-0-5"),
