@@ -14,7 +14,7 @@ pub fn downward_api() -> Origin {
     from_lookup(|name| std::env::var(name).ok())
 }
 
-fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Origin {
+pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Origin {
     let field = |name: &str| {
         get(name)
             .map(|v| v.trim().to_owned())
