@@ -130,6 +130,11 @@ pub struct ContextConfig {
     /// (`/var/log/containers`) tells several containers of a pod apart.
     #[serde(default = "default_pod_logs_dir")]
     pub pod_logs_dir: PathBuf,
+    /// The node's container runtime (`containerd`, `cri-o`, `docker`), for the cgroupfs
+    /// driver, whose cgroup names a container by its bare id: reports then say
+    /// `containerd://<id>`. Absent = the bare id. (systemd-driver paths name their runtime.)
+    #[serde(default)]
+    pub container_runtime: Option<crate::context::Runtime>,
 }
 
 impl Default for ContextConfig {
@@ -137,6 +142,7 @@ impl Default for ContextConfig {
         ContextConfig {
             cgroup_root: None,
             pod_logs_dir: default_pod_logs_dir(),
+            container_runtime: None,
         }
     }
 }
@@ -156,6 +162,10 @@ pub struct ContextArgs {
     /// The kubelet's pod log directory, to name pods and containers (default /var/log/pods).
     #[arg(long, env = "PALISADE_POD_LOGS_DIR", value_name = "DIR")]
     pub pod_logs_dir: Option<PathBuf>,
+    /// The node's container runtime (containerd, cri-o, docker), naming the bare container ids
+    /// of the cgroupfs driver.
+    #[arg(long, env = "PALISADE_CONTAINER_RUNTIME", value_name = "RUNTIME")]
+    pub container_runtime: Option<crate::context::Runtime>,
 }
 
 impl ContextArgs {
@@ -166,6 +176,9 @@ impl ContextArgs {
         }
         if let Some(v) = self.pod_logs_dir {
             config.pod_logs_dir = v;
+        }
+        if let Some(v) = self.container_runtime {
+            config.container_runtime = Some(v);
         }
     }
 }

@@ -402,6 +402,8 @@ mod tests {
             "/host/sys/fs/cgroup",
             "--pod-logs-dir",
             "/host/var/log/pods",
+            "--container-runtime",
+            "cri-o",
         ])
         .unwrap()
         .into_config()
@@ -411,6 +413,14 @@ mod tests {
             Some(PathBuf::from("/host/sys/fs/cgroup"))
         );
         assert_eq!(c.context.pod_logs_dir, PathBuf::from("/host/var/log/pods"));
+        assert_eq!(
+            c.context.container_runtime,
+            Some(palisade_sensor::context::Runtime::CriO)
+        );
+        assert!(
+            Cli::try_parse_from(["palisade-sensor", "--container-runtime", "rkt"]).is_err(),
+            "an unknown runtime is refused"
+        );
     }
 
     #[test]

@@ -26,14 +26,31 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The container runtime that named a cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 pub enum Runtime {
     /// containerd's CRI plugin (`cri-containerd-<id>.scope`).
+    #[serde(rename = "containerd")]
     Containerd,
     /// CRI-O (`crio-<id>.scope`, cgroupfs `crio-<id>`).
+    #[serde(rename = "cri-o")]
     CriO,
     /// Docker, through dockershim or cri-dockerd (`docker-<id>.scope`).
+    #[serde(rename = "docker")]
     Docker,
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "containerd" => Ok(Runtime::Containerd),
+            "cri-o" => Ok(Runtime::CriO),
+            "docker" => Ok(Runtime::Docker),
+            other => Err(format!(
+                "unknown container runtime `{other}` (expected containerd, cri-o or docker)"
+            )),
+        }
+    }
 }
 
 impl Runtime {

@@ -67,6 +67,8 @@ pub struct ContextResolver {
     node: Option<String>,
     cgroups: Option<CgroupResolver>,
     pod_logs: Option<PodLogs>,
+    /// The runtime of a cgroupfs-driver bare id (the path does not say it).
+    runtime: Option<Runtime>,
 }
 
 impl ContextResolver {
@@ -76,6 +78,7 @@ impl ContextResolver {
             node: node.filter(|n| !n.is_empty() && n.len() <= palisade_wire::MAX_CONTEXT_FIELD_LEN),
             cgroups: None,
             pod_logs: None,
+            runtime: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl ContextResolver {
             None => ContextResolver::host(),
         };
         let mut r = base.with_pod_logs(PodLogs::new(&config.pod_logs_dir));
+        r.runtime = config.container_runtime;
         if let Some(root) = root {
             r = r.with_cgroups(CgroupResolver::new(root));
         }
@@ -107,6 +111,12 @@ impl ContextResolver {
     /// Attribute cgroup ids through this hierarchy.
     pub fn with_cgroups(mut self, cgroups: CgroupResolver) -> Self {
         self.cgroups = Some(cgroups);
+        self
+    }
+
+    /// Name bare container ids (cgroupfs driver) as this runtime's: `containerd://<id>`.
+    pub fn with_runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = Some(runtime);
         self
     }
 
@@ -172,7 +182,7 @@ impl ContextResolver {
                 } else {
                     Outcome::PodUid
                 });
-                ctx.container_id = c.kubernetes_container_id(None);
+                ctx.container_id = c.kubernetes_container_id(self.runtime);
                 ctx.namespace = names.as_ref().map(|n| n.namespace.clone());
                 ctx.pod = names.as_ref().map(|n| n.pod.clone());
                 ctx.container = names.and_then(|n| n.container);

@@ -125,3 +125,26 @@ fn log_mode_keeps_the_downward_api_values_and_drops_invalid_ones() {
     );
     ctx.validate().expect("valid");
 }
+
+#[test]
+fn a_bare_cgroupfs_id_takes_the_configured_runtime() {
+    let path = CgroupRef::Path(format!("/kubepods/pod{UID}/{ID}"));
+    let origin = Origin {
+        cgroup: Some(path),
+        ..Origin::default()
+    };
+    let bare = ContextResolver::new(None).resolve(&origin);
+    assert_eq!(bare.container_id.as_deref(), Some(ID));
+    let named = ContextResolver::new(None)
+        .with_runtime(Runtime::Containerd)
+        .resolve(&origin);
+    assert_eq!(named.container_id, Some(format!("containerd://{ID}")));
+    // a path that names its runtime keeps it
+    let crio = ContextResolver::new(None)
+        .with_runtime(Runtime::Containerd)
+        .resolve(&Origin {
+            cgroup: Some(CgroupRef::Path(format!("/kubepods/pod{UID}/crio-{ID}"))),
+            ..Origin::default()
+        });
+    assert_eq!(crio.container_id, Some(format!("cri-o://{ID}")));
+}
