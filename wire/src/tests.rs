@@ -319,3 +319,17 @@ fn context_carries_the_kubernetes_fields_and_bounds_them() {
     // a bare container id from a publisher that predates the documented form still passes
     parse(&with("context", json!({"container_id": "4f1a2b"}))).expect("bare id accepted");
 }
+
+#[test]
+fn the_fuzz_seeds_are_valid_reports() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/report");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("seed directory") {
+        let path = entry.expect("entry").path();
+        let body = std::fs::read(&path).expect("seed");
+        Report::from_slice(body.trim_ascii_end())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 3, "full, minimal and the Kubernetes context");
+}
