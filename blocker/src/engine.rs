@@ -720,6 +720,11 @@ impl Engine {
             if deferred {
                 self.metrics.blocks_deferred_total.fetch_add(1, Relaxed);
             }
+            // which workload was probed: the first question of an incident
+            let ctx = report.context.as_ref();
+            let field = |f: fn(&palisade_wire::Context) -> Option<&String>| {
+                ctx.and_then(f).map(String::as_str).unwrap_or("")
+            };
             info!(
                 cidr = %net,
                 severity = %rec.severity,
@@ -728,6 +733,9 @@ impl Engine {
                 deferred,
                 rule = %report.rule,
                 sensor = %report.sensor,
+                namespace = field(|c| c.namespace.as_ref()),
+                pod = field(|c| c.pod.as_ref()),
+                container = field(|c| c.container.as_ref()),
                 "block decided"
             );
             offences.insert(net, offence);
