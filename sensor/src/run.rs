@@ -77,6 +77,15 @@ pub async fn run(
     let detector = load_detector(&config)?;
     let rules = detector.rule_count();
 
+    let context = ContextResolver::from_config(&config.context);
+    if config.source == Source::Ebpf {
+        info!(
+            cgroup_root = ?context.cgroup_root(),
+            pod_logs_dir = %config.context.pod_logs_dir.display(),
+            container_runtime = ?config.context.container_runtime,
+            "runtime context: where cgroup ids resolve and pods are named"
+        );
+    }
     let (publisher, worker) = publish::start(&config.nats, metrics.clone(), DRAIN_TIMEOUT).await?;
     let pipeline = Arc::new(
         Pipeline::new(
@@ -87,7 +96,7 @@ pub async fn run(
             metrics.clone(),
             Some(publisher),
         )
-        .with_context(ContextResolver::from_config(&config.context)),
+        .with_context(context),
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
