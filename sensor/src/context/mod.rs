@@ -154,6 +154,22 @@ impl ContextResolver {
         self.resolve_outcome(origin).0
     }
 
+    /// The context of a request a node-wide capture delivered to a socket in cgroup
+    /// `cgroup_id` (when the source knows it), on `interface` and `dst_port`.
+    pub fn resolve_socket(
+        &self,
+        cgroup_id: Option<u64>,
+        interface: Option<String>,
+        dst_port: Option<u16>,
+    ) -> Context {
+        self.resolve(&Origin {
+            interface,
+            dst_port,
+            cgroup: cgroup_id.map(CgroupRef::Id),
+            ..Origin::default()
+        })
+    }
+
     /// [`ContextResolver::resolve`], and what the cgroup lookup gave when the origin names a
     /// cgroup.
     pub fn resolve_outcome(&self, origin: &Origin) -> (Context, Option<Outcome>) {

@@ -262,6 +262,17 @@ fn resolves_ids_of_real_cgroups_and_rescans_at_most_once_a_second() {
     // the cached entry is still served, without a rescan
     assert_eq!(resolver.path_at(id, later).as_deref(), Some(rel.as_str()));
 
+    // what the capture source will call with the id bpf_skb_cgroup_id gives
+    let ctx = crate::context::ContextResolver::new(Some("node-a".into()))
+        .with_cgroups(CgroupResolver::new(&mount))
+        .resolve_socket(Some(id), Some("eth0".into()), Some(8080));
+    assert_eq!(ctx.pod_uid.as_deref(), Some(UID));
+    assert_eq!(ctx.container_id, Some(format!("containerd://{ID}")));
+    assert_eq!(
+        (ctx.interface.as_deref(), ctx.dst_port),
+        (Some("eth0"), Some(8080))
+    );
+
     // the id is the one the kernel gives BPF programs: the cgroup's file handle (what
     // bpf_get_current_cgroup_id and bpf_skb_cgroup_id return) is its inode number
     assert_eq!(kernel_cgroup_id(&mount.join(&rel)), Some(id));
