@@ -609,6 +609,8 @@ impl Engine {
                 continue;
             }
             self.metrics.reports_accepted.fetch_add(1, Relaxed);
+            self.metrics
+                .detection(report.context.as_ref().and_then(|c| c.namespace.as_deref()));
             let reason = || Reason {
                 report_id: report.id.clone(),
                 sensor: report.sensor.clone(),
@@ -617,6 +619,8 @@ impl Engine {
                 severity: report.severity,
                 evidence: report.evidence.clone(),
                 observed_at: report.observed_at,
+                mitre: report.mitre.clone(),
+                context: report.context.clone(),
             };
             // Already blocked: record the hit on the block (once per report id).
             let existing = dirty
@@ -716,6 +720,11 @@ impl Engine {
             if deferred {
                 self.metrics.blocks_deferred_total.fetch_add(1, Relaxed);
             }
+            // which workload was probed: the first question of an incident
+            let ctx = report.context.as_ref();
+            let field = |f: fn(&palisade_wire::Context) -> Option<&String>| {
+                ctx.and_then(f).map(String::as_str).unwrap_or("")
+            };
             info!(
                 cidr = %net,
                 severity = %rec.severity,
@@ -724,6 +733,9 @@ impl Engine {
                 deferred,
                 rule = %report.rule,
                 sensor = %report.sensor,
+                namespace = field(|c| c.namespace.as_ref()),
+                pod = field(|c| c.pod.as_ref()),
+                container = field(|c| c.container.as_ref()),
                 "block decided"
             );
             offences.insert(net, offence);
@@ -1059,6 +1071,8 @@ impl Engine {
                     .map(|n| palisade_wire::truncate_evidence(&n).to_owned())
                     .unwrap_or_default(),
                 observed_at: now,
+                mitre: Vec::new(),
+                context: None,
             },
             self.config.state.max_reasons,
         );

@@ -43,7 +43,17 @@ pub struct Metrics {
     /// Times this replica took the lease.
     pub leader_changes: AtomicU64,
     sets: Mutex<Vec<SetStatus>>,
+    detections_by_namespace: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Most distinct namespaces counted apart in `palisade_detections_total`; the rest share
+/// [`OTHER_NAMESPACE`]. Reports come from any publisher, so the label set is bounded here.
+pub const MAX_NAMESPACE_LABELS: usize = 256;
+/// Label of the namespaces beyond [`MAX_NAMESPACE_LABELS`] and of malformed ones. Not a valid
+/// namespace name (`_`), so it never collides with a real one.
+pub const OTHER_NAMESPACE: &str = "_other";
+/// Label of reports without a namespace in their context (not from a Kubernetes pod).
+pub const NO_NAMESPACE: &str = "_none";
 
 fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
     *map.lock()
@@ -71,6 +81,39 @@ impl Metrics {
     /// A reconcile run failed (`kind` from the provider error).
     pub fn reconcile_error(&self, kind: &'static str) {
         bump(&self.reconcile_errors, kind);
+    }
+
+    /// An accepted report (`namespace` from its context). Namespaces are counted apart up to
+    /// [`MAX_NAMESPACE_LABELS`]; later ones and names that are not DNS labels count as
+    /// [`OTHER_NAMESPACE`].
+    pub fn detection(&self, namespace: Option<&str>) {
+        let mut map = self
+            .detections_by_namespace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let label = match namespace {
+            None => NO_NAMESPACE,
+            Some(ns) if dns_label(ns) => ns,
+            Some(_) => OTHER_NAMESPACE,
+        };
+        if let Some(n) = map.get_mut(label) {
+            *n += 1;
+            return;
+        }
+        let label = if map.len() < MAX_NAMESPACE_LABELS {
+            label
+        } else {
+            OTHER_NAMESPACE
+        };
+        *map.entry(label.to_owned()).or_default() += 1;
+    }
+
+    /// Accepted reports so far, by namespace label.
+    pub fn detections_by_namespace(&self) -> BTreeMap<String, u64> {
+        self.detections_by_namespace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Rejections so far, by reason.
@@ -265,6 +308,20 @@ impl Metrics {
             "kind",
             get(&self.reconcile_errors),
         );
+        let _ = writeln!(
+            out,
+            "# HELP palisade_detections_total Accepted reports, by the namespace of the workload \
+             attacked (`_none`: no namespace in the report; `_other`: beyond the first \
+             {MAX_NAMESPACE_LABELS} namespaces, or malformed).\n\
+             # TYPE palisade_detections_total counter"
+        );
+        for (ns, v) in self.detections_by_namespace() {
+            let _ = writeln!(
+                out,
+                "palisade_detections_total{{namespace=\"{}\"}} {v}",
+                escape(&ns)
+            );
+        }
         let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let _ = writeln!(
             out,
@@ -296,8 +353,52 @@ impl Metrics {
     }
 }
 
+/// A Kubernetes namespace name: an RFC 1123 label, `[a-z0-9-]{1,63}`.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detections_by_namespace_are_bounded() {
+        let m = Metrics::default();
+        m.detection(Some("shop"));
+        m.detection(Some("shop"));
+        m.detection(None);
+        m.detection(Some("Not A Label\""));
+        for i in 0..MAX_NAMESPACE_LABELS + 10 {
+            m.detection(Some(&format!("ns-{i}")));
+        }
+        let by = m.detections_by_namespace();
+        assert_eq!(by.len(), MAX_NAMESPACE_LABELS, "the cap, `_other` included");
+        assert_eq!(by["shop"], 2);
+        assert_eq!(by[NO_NAMESPACE], 1);
+        // the malformed one, and the namespaces beyond the cap
+        let counted_apart = MAX_NAMESPACE_LABELS - 3;
+        assert_eq!(
+            by[OTHER_NAMESPACE],
+            1 + (MAX_NAMESPACE_LABELS + 10 - counted_apart) as u64
+        );
+        // a namespace counted apart keeps counting apart once the cap is reached
+        m.detection(Some("shop"));
+        assert_eq!(m.detections_by_namespace()["shop"], 3);
+        let text = m.render();
+        assert!(
+            text.contains("palisade_detections_total{namespace=\"shop\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE palisade_detections_total counter"));
+    }
 }

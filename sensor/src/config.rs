@@ -109,6 +109,78 @@ pub struct Config {
     /// Detection beside the built-in rules: the OWASP Core Rule Set.
     #[serde(default)]
     pub detect: DetectConfig,
+    /// Where reports' runtime context (pod, namespace, container) comes from on a node.
+    #[serde(default)]
+    pub context: ContextConfig,
+}
+
+/// `[context]`: where a node-wide sensor finds which pod and container received a request.
+/// Nothing here is read until a capture source names a receiving socket's cgroup.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContextConfig {
+    /// The cgroup v2 hierarchy whose directory inode numbers are the cgroup ids the kernel
+    /// reports. Absent = the cgroup2 mount found in `/proc/mounts` (`/sys/fs/cgroup`, or
+    /// `/sys/fs/cgroup/unified` on a hybrid host). In a container, mount the host's hierarchy
+    /// and name it here.
+    #[serde(default)]
+    pub cgroup_root: Option<PathBuf>,
+    /// The kubelet's pod log directory (`<namespace>_<pod>_<uid>/<container>/`), which names
+    /// pods and containers without API access; its sibling `containers` directory
+    /// (`/var/log/containers`) tells several containers of a pod apart.
+    #[serde(default = "default_pod_logs_dir")]
+    pub pod_logs_dir: PathBuf,
+    /// The node's container runtime (`containerd`, `cri-o`, `docker`), for the cgroupfs
+    /// driver, whose cgroup names a container by its bare id: reports then say
+    /// `containerd://<id>`. Absent = the bare id. (systemd-driver paths name their runtime.)
+    #[serde(default)]
+    pub container_runtime: Option<crate::context::Runtime>,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            cgroup_root: None,
+            pod_logs_dir: default_pod_logs_dir(),
+            container_runtime: None,
+        }
+    }
+}
+
+fn default_pod_logs_dir() -> PathBuf {
+    PathBuf::from("/var/log/pods")
+}
+
+/// The `[context]` settings as flags (and `PALISADE_*` variables), flattened into the
+/// binary's command line: each is defined once, here, beside its file setting.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ContextArgs {
+    /// cgroup v2 hierarchy to resolve cgroup ids in (default: the cgroup2 mount in
+    /// /proc/mounts; hybrid hosts: /sys/fs/cgroup/unified).
+    #[arg(long, env = "PALISADE_CGROUP_ROOT", value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+    /// The kubelet's pod log directory, to name pods and containers (default /var/log/pods).
+    #[arg(long, env = "PALISADE_POD_LOGS_DIR", value_name = "DIR")]
+    pub pod_logs_dir: Option<PathBuf>,
+    /// The node's container runtime (containerd, cri-o, docker), naming the bare container ids
+    /// of the cgroupfs driver.
+    #[arg(long, env = "PALISADE_CONTAINER_RUNTIME", value_name = "RUNTIME")]
+    pub container_runtime: Option<crate::context::Runtime>,
+}
+
+impl ContextArgs {
+    /// Override the file's `[context]` with the flags that were given.
+    pub fn apply(self, config: &mut ContextConfig) {
+        if let Some(v) = self.cgroup_root {
+            config.cgroup_root = Some(v);
+        }
+        if let Some(v) = self.pod_logs_dir {
+            config.pod_logs_dir = v;
+        }
+        if let Some(v) = self.container_runtime {
+            config.container_runtime = Some(v);
+        }
+    }
 }
 
 /// `[detect]`: the OWASP Core Rule Set engine (off unless `crs_dir` is set).
@@ -200,6 +272,7 @@ impl Default for Config {
             reassembly: ReassemblyConfig::default(),
             nats: NatsConfig::default(),
             detect: DetectConfig::default(),
+            context: ContextConfig::default(),
         }
     }
 }
@@ -850,6 +923,20 @@ mod tests {
         assert_eq!(config.ebpf.ports, vec![80, 8080]);
         assert_eq!(config.trusted_proxies.len(), 2);
         assert_eq!(config.log.format, LogFormat::Nginx);
+        assert_eq!(config.context, ContextConfig::default());
+    }
+
+    #[test]
+    fn kubernetes_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
+        let node = Config::from_file(&dir.join("sensor.toml")).unwrap();
+        assert_eq!(
+            node.context.cgroup_root,
+            Some(PathBuf::from("/host/sys/fs/cgroup")),
+            "the host hierarchy the DaemonSet mounts"
+        );
+        assert_eq!(node.context.pod_logs_dir, PathBuf::from("/var/log/pods"));
+        Config::from_file(&dir.join("fargate/sensor.toml")).unwrap();
     }
 
     #[test]

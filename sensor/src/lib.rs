@@ -6,7 +6,8 @@
 //! - [`reassembly`]: per-connection request reassembly by TCP sequence number.
 //! - [`clientip`]: the client address behind trusted proxies (`X-Forwarded-For`, `Forwarded`).
 //! - [`logsource`]: access-log tailing (nginx combined, JSON lines, AWS ALB).
-//! - [`context`]: the pod a sidecar runs in (Kubernetes Downward API), for reports' context.
+//! - [`context`]: reports' runtime context: a sidecar's pod (Downward API), or on a node the
+//!   pod and container behind a socket's cgroup (cgroup v2 path, kubelet's `/var/log/pods`).
 //! - [`mirror`]: requests mirrored by the pod's proxy (nginx, Envoy) to a local port.
 //! - [`proxy`]: the sensor as a streaming proxy in front of an app, inspecting a copy.
 //! - [`tap`]: the bounded queue and worker that inspect what the mirror and the proxy copy.

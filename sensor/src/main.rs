@@ -150,6 +150,9 @@ struct Cli {
     /// (0: CRS inline).
     #[arg(long = "crs-queue", env = "PALISADE_CRS_QUEUE", value_name = "N")]
     crs_queue: Option<usize>,
+    /// Runtime context: `--cgroup-root`, `--pod-logs-dir`.
+    #[command(flatten)]
+    context: palisade_sensor::config::ContextArgs,
     /// Load the rules (built-in and CRS), print what was loaded and skipped, and exit.
     #[arg(long)]
     check_rules: bool,
@@ -266,6 +269,7 @@ impl Cli {
         if let Some(v) = self.anomaly_threshold {
             c.detect.anomaly_threshold = v;
         }
+        self.context.apply(&mut c.context);
         // the rule tools only load rules: no capture or NATS settings needed
         if !(self.check_rules || self.explain) {
             c.validate()?;
@@ -372,6 +376,51 @@ mod tests {
         assert_eq!(c.nats.token.as_deref(), Some("flag-token"));
         assert_eq!(c.nats.nkey_seed.as_deref(), Some("SUFLAG"));
         assert_eq!(c.ebpf.interfaces, vec!["eth0".to_owned()]);
+    }
+
+    #[test]
+    fn context_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sensor.toml");
+        std::fs::write(
+            &path,
+            "[ebpf]\ninterfaces = [\"lo\"]\n[context]\ncgroup_root = \"/file/cgroup\"\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let c = Cli::try_parse_from(["palisade-sensor", "--config", config])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.context.cgroup_root, Some(PathBuf::from("/file/cgroup")));
+        assert_eq!(c.context.pod_logs_dir, PathBuf::from("/var/log/pods"));
+        let c = Cli::try_parse_from([
+            "palisade-sensor",
+            "--config",
+            config,
+            "--cgroup-root",
+            "/host/sys/fs/cgroup",
+            "--pod-logs-dir",
+            "/host/var/log/pods",
+            "--container-runtime",
+            "cri-o",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.context.cgroup_root,
+            Some(PathBuf::from("/host/sys/fs/cgroup"))
+        );
+        assert_eq!(c.context.pod_logs_dir, PathBuf::from("/host/var/log/pods"));
+        assert_eq!(
+            c.context.container_runtime,
+            Some(palisade_sensor::context::Runtime::CriO)
+        );
+        assert!(
+            Cli::try_parse_from(["palisade-sensor", "--container-runtime", "rkt"]).is_err(),
+            "an unknown runtime is refused"
+        );
     }
 
     #[test]

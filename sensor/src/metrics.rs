@@ -107,6 +107,7 @@ pub struct Metrics {
     pub proxy_bytes_not_copied: AtomicU64,
     detections: Mutex<BTreeMap<String, u64>>,
     unattributed: Mutex<BTreeMap<&'static str, u64>>,
+    context: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -146,6 +147,19 @@ impl Metrics {
         if let Ok(mut map) = self.unattributed.lock() {
             *map.entry(reason).or_insert(0) += 1;
         }
+    }
+
+    /// Count one report whose receiving cgroup was looked up, by `outcome`
+    /// ([`crate::context::Outcome::label`]).
+    pub fn context(&self, outcome: &'static str) {
+        if let Ok(mut map) = self.context.lock() {
+            *map.entry(outcome).or_insert(0) += 1;
+        }
+    }
+
+    /// Reports whose receiving cgroup was looked up so far, by outcome.
+    pub fn context_by_outcome(&self) -> BTreeMap<&'static str, u64> {
+        self.context.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Unattributed requests so far, by reason.
@@ -458,6 +472,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "palisade_sensor_unattributed_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP palisade_sensor_context_total Reports whose receiving socket's cgroup was looked up, by outcome: pod (named from the kubelet's logs), pod_uid (the logs did not name it), host (not a pod's cgroup), unknown_cgroup (the id is not in the cgroup hierarchy: check --cgroup-root)."
+        );
+        let _ = writeln!(out, "# TYPE palisade_sensor_context_total counter");
+        for (outcome, n) in self.context_by_outcome() {
+            let _ = writeln!(
+                out,
+                "palisade_sensor_context_total{{outcome=\"{outcome}\"}} {n}"
             );
         }
         out

@@ -17,6 +17,7 @@ use palisade_wire::{Category, Context, Report, WIRE_VERSION};
 use tracing::{error, info, warn};
 
 use crate::clientip::{Attribution, Unattributed};
+use crate::context::{CgroupRef, ContextResolver};
 use crate::detect::{Detection, Detector};
 use crate::http::Request;
 use crate::metrics::Metrics;
@@ -41,6 +42,13 @@ pub struct Origin {
     pub pod: Option<String>,
     /// Pod namespace (Downward API; sidecar sources).
     pub namespace: Option<String>,
+    /// Pod UID (Downward API `POD_UID`; sidecar sources).
+    pub pod_uid: Option<String>,
+    /// Container name (`CONTAINER_NAME`; sidecar sources).
+    pub container: Option<String>,
+    /// The receiving socket's cgroup, when the capture source knows it: the pipeline's
+    /// [`ContextResolver`] names the pod and container behind it.
+    pub cgroup: Option<CgroupRef>,
 }
 
 /// The shared detection-to-report stage.
@@ -52,7 +60,8 @@ pub struct Pipeline {
     /// Warned that private peers arrive while no proxy is trusted.
     warned_private_peer: AtomicBool,
     sensor_id: String,
-    node: Option<String>,
+    /// Fills each report's context from its origin.
+    context: ContextResolver,
     seen: Cache<(IpAddr, String), ()>,
     metrics: Arc<Metrics>,
     publisher: Option<Publisher>,
@@ -97,10 +106,6 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         publisher: Option<Publisher>,
     ) -> Self {
-        let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty() && s.len() <= palisade_wire::MAX_CONTEXT_FIELD_LEN);
         let started_ns = Utc::now().timestamp_nanos_opt().unwrap_or_default();
         Pipeline {
             detector,
@@ -108,7 +113,7 @@ impl Pipeline {
             unattributed_logged: Mutex::new(HashMap::new()),
             warned_private_peer: AtomicBool::new(false),
             sensor_id,
-            node,
+            context: ContextResolver::host(),
             seen: Cache::builder()
                 .max_capacity(DEDUP_CAPACITY)
                 .time_to_live(window.max(Duration::from_millis(1)))
@@ -119,6 +124,13 @@ impl Pipeline {
             started_ns,
             crs: OnceLock::new(),
         }
+    }
+
+    /// Fill reports' context with `context` (by default: the origin's values and the host
+    /// name as the node).
+    pub fn with_context(mut self, context: ContextResolver) -> Self {
+        self.context = context;
+        self
     }
 
     /// Runs the Core Rule Set (when loaded) on a thread of its own, fed by a queue of `queue`
@@ -350,14 +362,10 @@ impl Pipeline {
     ) -> Result<Report, palisade_wire::WireError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{:x}-{:x}", self.sensor_id, self.started_ns, n);
-        let context = Context {
-            node: origin.node.clone().or_else(|| self.node.clone()),
-            pod: origin.pod.clone(),
-            namespace: origin.namespace.clone(),
-            interface: origin.interface.clone(),
-            dst_port: origin.dst_port,
-            ..Default::default()
-        };
+        let (context, outcome): (Context, _) = self.context.resolve_outcome(origin);
+        if let Some(o) = outcome {
+            self.metrics.context(o.label());
+        }
         Ok(Report {
             v: WIRE_VERSION,
             id,
@@ -505,5 +513,66 @@ mod tests {
         assert_eq!(rx.try_iter().count(), 2);
         // the built-in rules still see every request
         assert_eq!(metrics.requests_parsed.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn reports_name_the_pod_and_container_behind_the_receiving_cgroup() {
+        const UID: &str = "0f5e7c3a-1b2c-4d5e-8f90-123456789abc";
+        const ID: &str = "4f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join(format!("pods/shop_web-1_{UID}/app")))
+            .expect("pod dir");
+        let context = ContextResolver::new(Some("node-a".into()))
+            .with_pod_logs(crate::context::PodLogs::new(dir.path().join("pods")));
+        let metrics = Arc::new(Metrics::default());
+        let p = Pipeline::new(
+            Detector::builtin().expect("built-in rules"),
+            Attribution::default(),
+            "t".into(),
+            Duration::from_secs(60),
+            metrics.clone(),
+            None,
+        )
+        .with_context(context);
+        let origin = Origin {
+            interface: Some("eth0".into()),
+            dst_port: Some(8080),
+            cgroup: Some(CgroupRef::Path(format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
+                 crio-{ID}.scope",
+                UID.replace('-', "_")
+            ))),
+            ..Origin::default()
+        };
+        let reports = p.handle(
+            CLIENT.parse().expect("address"),
+            &request(BUILTIN),
+            RequestMeta::WHOLE,
+            &origin,
+            Utc::now(),
+        );
+        assert!(!reports.is_empty());
+        let ctx = reports[0].context.clone().expect("context");
+        assert_eq!(ctx.node.as_deref(), Some("node-a"));
+        assert_eq!(ctx.namespace.as_deref(), Some("shop"));
+        assert_eq!(ctx.pod.as_deref(), Some("web-1"));
+        assert_eq!(ctx.pod_uid.as_deref(), Some(UID));
+        assert_eq!(ctx.container.as_deref(), Some("app"));
+        assert_eq!(ctx.container_id, Some(format!("cri-o://{ID}")));
+        assert_eq!(ctx.dst_port, Some(8080));
+        // and it survives the wire: what the blocker receives
+        let body = reports[0].to_vec().expect("valid report");
+        let back = Report::from_slice(&body).expect("parses");
+        assert_eq!(back.context, Some(ctx));
+        assert_eq!(
+            metrics.context_by_outcome().get("pod").copied(),
+            Some(reports.len() as u64),
+            "each report's lookup is counted"
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("palisade_sensor_context_total{outcome=\"pod\"}")
+        );
     }
 }

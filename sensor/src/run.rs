@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use crate::Error;
 use crate::capture::Capture;
 use crate::config::{Config, Source};
+use crate::context::ContextResolver;
 use crate::detect::Detector;
 use crate::http::ParseLimits;
 use crate::logsource::{self, LogSummary};
@@ -76,15 +77,27 @@ pub async fn run(
     let detector = load_detector(&config)?;
     let rules = detector.rule_count();
 
+    let context = ContextResolver::from_config(&config.context);
+    if config.source == Source::Ebpf {
+        info!(
+            cgroup_root = ?context.cgroup_root(),
+            pod_logs_dir = %config.context.pod_logs_dir.display(),
+            container_runtime = ?config.context.container_runtime,
+            "runtime context: where cgroup ids resolve and pods are named"
+        );
+    }
     let (publisher, worker) = publish::start(&config.nats, metrics.clone(), DRAIN_TIMEOUT).await?;
-    let pipeline = Arc::new(Pipeline::new(
-        detector,
-        config.attribution(),
-        config.sensor_id.clone(),
-        config.report_window(),
-        metrics.clone(),
-        Some(publisher),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            detector,
+            config.attribution(),
+            config.sensor_id.clone(),
+            config.report_window(),
+            metrics.clone(),
+            Some(publisher),
+        )
+        .with_context(context),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

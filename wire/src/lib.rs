@@ -211,27 +211,128 @@ impl<'de> Deserialize<'de> for Category {
     }
 }
 
-/// Optional context about where the request was seen. Unknown keys are ignored.
+/// Optional context about where the request was seen: which node, and on Kubernetes which
+/// workload received it. Every field is optional and left out when unknown; unknown keys are
+/// ignored, so receivers that predate a field accept reports that carry it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
+    /// Node (host) name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Pod name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// Pod namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Pod UID (`metadata.uid`), canonical form with dashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Container name within the pod (`spec.containers[].name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Container id as Kubernetes shows it in `status.containerStatuses[].containerID`:
+    /// `containerd://<id>`, `cri-o://<id>` or `docker://<id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Owning workload as `<Kind>/<name>` (`Deployment/web`, `StatefulSet/db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Network interface the request arrived on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
+    /// Destination (server) port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_port: Option<u16>,
 }
+
+/// Longest accepted `context.pod_uid` (a UUID is 36; static pods use a 32-digit hash).
+pub const MAX_POD_UID_LEN: usize = 64;
+/// Longest accepted `context.container` (Kubernetes container names are DNS labels, 63).
+pub const MAX_CONTAINER_NAME_LEN: usize = 63;
 
 impl Context {
     fn is_empty(&self) -> bool {
         *self == Context::default()
     }
+
+    /// Checks the bounds: every string at most [`MAX_CONTEXT_FIELD_LEN`] bytes; `pod_uid`,
+    /// `container`, `container_id` and `workload` also by their shape (they name Kubernetes
+    /// objects, so anything else is a publisher bug, and a receiver may put them in labels).
+    pub fn validate(&self) -> Result<(), WireError> {
+        for s in [
+            &self.node,
+            &self.pod,
+            &self.namespace,
+            &self.pod_uid,
+            &self.container,
+            &self.container_id,
+            &self.workload,
+            &self.interface,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if s.len() > MAX_CONTEXT_FIELD_LEN {
+                return Err(WireError::invalid(
+                    "context",
+                    format!("a value is longer than {MAX_CONTEXT_FIELD_LEN} bytes"),
+                ));
+            }
+        }
+        let bad = |field: &str, rule: &str| {
+            Err(WireError::invalid(
+                "context",
+                format!("`{field}` must be {rule}"),
+            ))
+        };
+        if let Some(uid) = &self.pod_uid
+            && (uid.is_empty()
+                || uid.len() > MAX_POD_UID_LEN
+                || !uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        {
+            return bad("pod_uid", "1 to 64 hex digits and `-`");
+        }
+        if let Some(name) = &self.container
+            && (name.is_empty() || name.len() > MAX_CONTAINER_NAME_LEN || !token_ok(name, b"."))
+        {
+            return bad("container", "1 to 63 of `[A-Za-z0-9_.-]`");
+        }
+        if let Some(id) = &self.container_id
+            && !container_id_ok(id)
+        {
+            return bad(
+                "container_id",
+                "printable ASCII without spaces (`containerd://<id>`)",
+            );
+        }
+        if let Some(w) = &self.workload
+            && !workload_ok(w)
+        {
+            return bad("workload", "`<Kind>/<name>` like `Deployment/web`");
+        }
+        Ok(())
+    }
+}
+
+/// Printable ASCII without spaces. Palisade's sensors write `<runtime>://<id>` as Kubernetes
+/// does; a bare id (a third party that predates the field's documented form) still passes.
+fn container_id_ok(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `<Kind>/<name>`: kind `[A-Za-z0-9]+`, name a DNS subdomain `[a-z0-9.-]+` (upper case
+/// tolerated).
+fn workload_ok(s: &str) -> bool {
+    let Some((kind, name)) = s.split_once('/') else {
+        return false;
+    };
+    !kind.is_empty()
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// A validated report (wire contract v1).
@@ -536,23 +637,7 @@ fn parse_context(raw: &serde_json::value::RawValue) -> Result<Option<Context>, W
     }
     let ctx: Context =
         serde_json::from_str(text).map_err(|e| WireError::invalid("context", e.to_string()))?;
-    for s in [
-        &ctx.node,
-        &ctx.pod,
-        &ctx.namespace,
-        &ctx.container_id,
-        &ctx.interface,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if s.len() > MAX_CONTEXT_FIELD_LEN {
-            return Err(WireError::invalid(
-                "context",
-                format!("a value is longer than {MAX_CONTEXT_FIELD_LEN} bytes"),
-            ));
-        }
-    }
+    ctx.validate()?;
     Ok(if ctx.is_empty() { None } else { Some(ctx) })
 }
 

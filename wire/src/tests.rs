@@ -268,3 +268,68 @@ fn never_panics_on_arbitrary_bytes() {
         let _ = Report::from_slice(&body);
     }
 }
+
+#[test]
+fn context_carries_the_kubernetes_fields_and_bounds_them() {
+    let ctx = json!({
+        "node": "ip-10-0-0-5",
+        "namespace": "shop",
+        "pod": "web-7d9f8-abcde",
+        "pod_uid": "0f5e7c3a-1b2c-4d5e-8f90-123456789abc",
+        "container": "app",
+        "container_id": "containerd://4f1a2b",
+        "workload": "Deployment/web",
+        "interface": "eth0",
+        "dst_port": 8080
+    });
+    let r = parse(&with("context", ctx)).expect("valid context");
+    let c = r.context.expect("context kept");
+    assert_eq!(
+        c.pod_uid.as_deref(),
+        Some("0f5e7c3a-1b2c-4d5e-8f90-123456789abc")
+    );
+    assert_eq!(c.container.as_deref(), Some("app"));
+    assert_eq!(c.workload.as_deref(), Some("Deployment/web"));
+    // serialized back, the new fields round-trip and absent ones stay absent
+    let text = serde_json::to_string(&c).expect("serializes");
+    assert!(text.contains("\"workload\":\"Deployment/web\""), "{text}");
+    let bare = serde_json::to_string(&Context {
+        node: Some("n".into()),
+        ..Context::default()
+    })
+    .expect("serializes");
+    assert_eq!(bare, r#"{"node":"n"}"#);
+
+    for bad in [
+        json!({"pod_uid": "not a uid"}),
+        json!({"pod_uid": ""}),
+        json!({"pod_uid": "a".repeat(MAX_POD_UID_LEN + 1)}),
+        json!({"container": "app\nx"}),
+        json!({"container": "c".repeat(MAX_CONTAINER_NAME_LEN + 1)}),
+        json!({"container_id": "containerd://a b"}),
+        json!({"container_id": ""}),
+        json!({"workload": "web"}),
+        json!({"workload": "Deployment/"}),
+        json!({"workload": "Deploy ment/web"}),
+        json!({"node": "n".repeat(MAX_CONTEXT_FIELD_LEN + 1)}),
+    ] {
+        let e = parse(&with("context", bad.clone())).unwrap_err();
+        assert_eq!(e.reason(), "invalid_field", "{bad}: {e}");
+    }
+    // a bare container id from a publisher that predates the documented form still passes
+    parse(&with("context", json!({"container_id": "4f1a2b"}))).expect("bare id accepted");
+}
+
+#[test]
+fn the_fuzz_seeds_are_valid_reports() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/report");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("seed directory") {
+        let path = entry.expect("entry").path();
+        let body = std::fs::read(&path).expect("seed");
+        Report::from_slice(body.trim_ascii_end())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 3, "full, minimal and the Kubernetes context");
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use palisade_wire::Severity;
+use palisade_wire::{Context, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -42,6 +42,13 @@ pub struct Reason {
     pub evidence: String,
     /// When the sensor saw the request.
     pub observed_at: DateTime<Utc>,
+    /// MITRE ATT&CK technique ids of the report (absent in records that predate the field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mitre: Vec<String>,
+    /// Where the request was received: node, namespace, pod, container (absent in records
+    /// that predate the field, and for manual blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Context>,
 }
 
 /// A decided block.
@@ -305,6 +312,14 @@ mod tests {
                 severity: Severity::Critical,
                 evidence: "; cat /etc/passwd".into(),
                 observed_at: now,
+                mitre: vec!["T1190".into(), "T1059.004".into()],
+                context: Some(Context {
+                    namespace: Some("shop".into()),
+                    pod: Some("web-1".into()),
+                    container: Some("app".into()),
+                    container_id: Some("containerd://4f1a2b".into()),
+                    ..Context::default()
+                }),
             }]),
         }
     }
@@ -366,6 +381,30 @@ mod tests {
         let old: BlockRecord = serde_json::from_value(json).unwrap();
         assert_eq!(old.decided_by(), "");
         assert_eq!(old.distinct_sensors(), 1);
+    }
+
+    #[test]
+    fn reasons_keep_techniques_and_context_and_old_reasons_still_load() {
+        let r = record("8.8.8.8/32");
+        let json = serde_json::to_value(&r).unwrap();
+        let back: BlockRecord = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(json["reasons"][0]["mitre"][1], "T1059.004");
+        assert_eq!(json["reasons"][0]["context"]["namespace"], "shop");
+        // a reason written before the fields existed
+        let mut old = json;
+        let reason = old["reasons"][0].as_object_mut().unwrap();
+        reason.remove("mitre");
+        reason.remove("context");
+        let old: BlockRecord = serde_json::from_value(old).unwrap();
+        assert!(old.reasons[0].mitre.is_empty());
+        assert_eq!(old.reasons[0].context, None);
+        // and without them nothing extra is written
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(
+            !text.contains("mitre") && !text.contains("context"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -500,9 +500,12 @@ fn drain(
         let seg = segment(&h, payload);
         reassembler.push(key, seg, |key, request, meta| {
             // Built per request, not per segment: most segments complete no request.
+            // TC sees no socket, so no cgroup: a cgroup_skb source sets `cgroup` and the
+            // pipeline's ContextResolver names the pod and container.
             let origin = Origin {
                 interface: ifnames.get(&h.ifindex).cloned(),
                 dst_port: Some(key.dst_port),
+                cgroup: None,
                 ..Origin::default()
             };
             pipeline.handle(key.src, &request, meta, &origin, Utc::now());

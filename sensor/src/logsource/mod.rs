@@ -435,6 +435,57 @@ mod tests {
     }
 
     #[test]
+    fn log_mode_reports_carry_the_downward_api_context() {
+        // the environment a sidecar manifest sets (config/kubernetes/fargate/app.yaml)
+        let origin = crate::context::downward::from_lookup(|name| {
+            Some(
+                match name {
+                    "POD_NAME" => "web-7d9f8-x2k4q",
+                    "POD_NAMESPACE" => "shop",
+                    "NODE_NAME" => "fargate-ip-10-0-1-5.ec2.internal",
+                    "POD_UID" => "0f5e7c3a-1b2c-4d5e-8f90-123456789abc",
+                    "CONTAINER_NAME" => "nginx",
+                    _ => return None,
+                }
+                .to_owned(),
+            )
+        });
+        let line = r#"81.2.69.160 - - [30/Nov/2026:01:00:00 +0000] "GET /?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1" 200 5 "-" "Mozilla/5.0""#;
+        let entry = parse_line(LogFormat::Nginx, line).expect("parses");
+        let pipeline = Pipeline::new(
+            crate::detect::Detector::builtin().expect("rules"),
+            crate::clientip::Attribution::default(),
+            "t".into(),
+            Duration::from_secs(60),
+            Arc::new(Metrics::default()),
+            None,
+        );
+        let reports = pipeline.handle(
+            entry.peer,
+            &entry.request,
+            RequestMeta::WHOLE,
+            &origin,
+            Utc::now(),
+        );
+        assert!(!reports.is_empty());
+        for r in &reports {
+            let ctx = r.context.as_ref().expect("context");
+            assert_eq!(ctx.pod.as_deref(), Some("web-7d9f8-x2k4q"));
+            assert_eq!(ctx.namespace.as_deref(), Some("shop"));
+            assert_eq!(
+                ctx.node.as_deref(),
+                Some("fargate-ip-10-0-1-5.ec2.internal")
+            );
+            assert_eq!(
+                ctx.pod_uid.as_deref(),
+                Some("0f5e7c3a-1b2c-4d5e-8f90-123456789abc")
+            );
+            assert_eq!(ctx.container.as_deref(), Some("nginx"));
+            r.validate().expect("on the wire");
+        }
+    }
+
+    #[test]
     fn missing_file_waits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("later.log");
