@@ -38,6 +38,12 @@ fn record(cidr: &str, deferred: bool) -> BlockRecord {
             severity: Severity::Critical,
             evidence: "' UNION SELECT".into(),
             observed_at: now,
+            mitre: vec!["T1190".into()],
+            context: Some(palisade_wire::Context {
+                namespace: Some("shop".into()),
+                pod: Some("web-0".into()),
+                ..Default::default()
+            }),
         }]),
     }
 }
