@@ -17,7 +17,8 @@ use super::injection;
 use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
-    Coll, Compiled, Ctl, DynamicCache, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target, Var,
+    Coll, Compiled, Ctl, DynamicCache, Folded, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target,
+    Var,
 };
 use super::transform::{Transform, apply_all};
 
@@ -84,7 +85,7 @@ impl<'a> From<Cow<'a, [u8]>> for Data<'a> {
 }
 
 /// A TX (or other persistent collection) variable: name lowercased, value shared with readers.
-type CollMap = Map<Arc<str>, Arc<[u8]>>;
+pub(super) type CollMap = Map<Arc<str>, Arc<[u8]>>;
 
 /// One value a target resolved to.
 struct Val<'a> {
@@ -202,9 +203,11 @@ struct State<'r> {
     points: i64,
     evidence: Vec<Evidence>,
     outcome: Outcome,
+    /// At load time only (see `fold`): what evaluating a rule did, recorded.
+    trace: Option<Folded>,
 }
 
-fn coll_index(c: Coll) -> usize {
+pub(super) fn coll_index(c: Coll) -> usize {
     match c {
         Coll::Tx => 0,
         Coll::Ip => 1,
@@ -252,6 +255,23 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     }
     st.outcome.tx = Tx(std::mem::take(&mut st.colls[0]));
     st.outcome
+}
+
+/// Evaluates one top rule at load time (see `fold`) on the empty request `c` and the TX
+/// collection `tx`, and returns everything it did to the engine state.
+pub(super) fn trace_rule(rules: &Compiled, rule: &Rule, c: &Collections, tx: CollMap) -> Folded {
+    let mut st = State {
+        body_access: true,
+        trace: Some(Folded::default()),
+        ..State::default()
+    };
+    st.nodes = rules.nodes.len() as u32;
+    st.colls[0] = tx;
+    reset_caches(c, &mut st);
+    let matched = eval_rule(rules, rule, rule, c, &mut st, &mut Vec::new());
+    let mut f = st.trace.take().unwrap_or_default();
+    f.matched = matched;
+    f
 }
 
 /// Number of values of each kind, for the dense slot layout.
@@ -342,6 +362,11 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
         }
         st.points = 0;
         st.evidence.clear();
+        if let Some(f) = &rule.folded {
+            // the same on every request: replayed, never logs
+            replay(rule, f, st);
+            continue;
+        }
         let m = eval_rule(rules, rule, rule, c, st, &mut vals);
         if m && rule.log {
             st.outcome.matched.push(MatchedRule {
@@ -365,6 +390,46 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
 fn clear_matched(st: &mut State<'_>) {
     st.matched_set = false;
     st.matched_len = 0;
+    if let Some(t) = st.trace.as_mut() {
+        t.cleared = true;
+        t.appended.clear();
+    }
+}
+
+/// Does to `st` what evaluating `rule` did when it was folded (see [`Folded`]).
+fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
+    if f.cleared {
+        clear_matched(st);
+    }
+    for (name, value) in &f.appended {
+        st.matched_name.clear();
+        st.matched_name.push_str(name);
+        push_matched(st, value);
+    }
+    for (idx, name, value) in &f.writes {
+        if let Some(coll) = st.colls.get_mut(*idx) {
+            match value {
+                Some(v) => {
+                    coll.insert(name.clone(), v.clone());
+                }
+                None => {
+                    coll.remove(name);
+                }
+            }
+        }
+    }
+    if f.matched {
+        after_chain(rule, st);
+    }
+}
+
+/// `after_match` of every link of a chain that matched, last link first (as `eval_rule` runs
+/// them).
+fn after_chain<'r>(rule: &'r Rule, st: &mut State<'r>) {
+    if let Some(next) = &rule.chain {
+        after_chain(next, st);
+    }
+    after_match(rule, st);
 }
 
 /// Evaluates `rule` (a link of `top`'s chain); true when it and the rest of the chain matched.
@@ -489,6 +554,11 @@ fn eval_rule<'r, 'c>(
 /// MATCHED_VAR(_NAME) and a new MATCHED_VARS entry, in reused buffers.
 fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
     v.write_full_key(&mut st.matched_name);
+    push_matched(st, value);
+}
+
+/// MATCHED_VAR (with MATCHED_VAR_NAME already in `st.matched_name`) and a MATCHED_VARS entry.
+fn push_matched(st: &mut State<'_>, value: &[u8]) {
     st.matched_value.clear();
     st.matched_value.extend_from_slice(value);
     st.matched_set = true;
@@ -502,6 +572,9 @@ fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
         data.extend_from_slice(value);
     }
     st.matched_len += 1;
+    if let Some(t) = st.trace.as_mut() {
+        t.appended.push((st.matched_name.clone(), value.to_vec()));
+    }
 }
 
 fn pipeline_names(rules: &Compiled, node: u32) -> Vec<&'static str> {
@@ -1400,6 +1473,9 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
     let idx = coll_index(sv.coll);
     match sv.op {
         SetOp::Unset => {
+            if let Some(t) = st.trace.as_mut() {
+                t.writes.push((idx, name.clone(), None));
+            }
             st.colls[idx].remove(&name);
         }
         SetOp::Set => {
@@ -1407,6 +1483,9 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 Some(v) => v.clone(),
                 None => Arc::from(expand(&sv.value, Some(top), c, st)),
             };
+            if let Some(t) = st.trace.as_mut() {
+                t.writes.push((idx, name.clone(), Some(value.clone())));
+            }
             st.colls[idx].insert(name, value);
         }
         SetOp::Add | SetOp::Sub => {
@@ -1429,7 +1508,11 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 let _ = std::io::Write::write_fmt(&mut w, format_args!("{new}"));
                 24 - w.len()
             };
-            st.colls[idx].insert(name, Arc::from(&digits[..n]));
+            let value: Arc<[u8]> = Arc::from(&digits[..n]);
+            if let Some(t) = st.trace.as_mut() {
+                t.writes.push((idx, name.clone(), Some(value.clone())));
+            }
+            st.colls[idx].insert(name, value);
         }
     }
 }
