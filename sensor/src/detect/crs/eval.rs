@@ -234,13 +234,78 @@ pub(crate) fn to_int(v: &[u8]) -> i64 {
     if neg { -n } else { n }
 }
 
+/// The buffers of one evaluation whose allocations are kept for the next request of the same
+/// thread (their contents are cleared or overwritten before use: `reset_caches`, and
+/// MATCHED_VARS entries past `matched_len` are spare).
+#[derive(Default)]
+struct Scratch {
+    bases: Vec<u32>,
+    cache: Vec<u32>,
+    raw_bits: Vec<u32>,
+    arena_bits: Vec<u32>,
+    union_bits: Vec<u32>,
+    bit_words: Vec<u64>,
+    matched_name: String,
+    matched_value: Vec<u8>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+}
+
+/// Cells of the pipeline cache above which a request's buffers are not kept (4 MiB).
+const KEEP_CELLS: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// A fresh state with this thread's kept buffers.
+fn state_with_scratch<'r>() -> State<'r> {
+    let s = SCRATCH
+        .try_with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    State {
+        body_access: true,
+        bases: s.bases,
+        cache: s.cache,
+        raw_bits: s.raw_bits,
+        arena_bits: s.arena_bits,
+        union_bits: s.union_bits,
+        bit_words: s.bit_words,
+        matched_name: s.matched_name,
+        matched_value: s.matched_value,
+        matched_vars: s.matched_vars,
+        ..State::default()
+    }
+}
+
+/// Keeps the state's buffers for the thread's next request.
+fn keep_scratch(st: &mut State<'_>) {
+    if st.cache.capacity() > KEEP_CELLS || st.bit_words.capacity() > KEEP_CELLS {
+        return;
+    }
+    let s = Scratch {
+        bases: std::mem::take(&mut st.bases),
+        cache: std::mem::take(&mut st.cache),
+        raw_bits: std::mem::take(&mut st.raw_bits),
+        arena_bits: std::mem::take(&mut st.arena_bits),
+        union_bits: std::mem::take(&mut st.union_bits),
+        bit_words: std::mem::take(&mut st.bit_words),
+        matched_name: std::mem::take(&mut st.matched_name),
+        matched_value: std::mem::take(&mut st.matched_value),
+        matched_vars: std::mem::take(&mut st.matched_vars),
+    };
+    let _ = SCRATCH.try_with(|cell| {
+        if let Ok(mut kept) = cell.try_borrow_mut() {
+            *kept = s;
+        }
+    });
+}
+
 /// Runs the rules over one request.
 pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     let mut c = Collections::from_head(input);
-    let mut st = State {
-        body_access: true,
-        ..State::default()
-    };
+    let mut st = state_with_scratch();
     st.nodes = rules.nodes.len() as u32;
     reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
@@ -254,6 +319,7 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
         run_phase(rules, 1, &c, &mut st);
     }
     st.outcome.tx = Tx(std::mem::take(&mut st.colls[0]));
+    keep_scratch(&mut st);
     st.outcome
 }
 
