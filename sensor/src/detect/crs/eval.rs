@@ -186,6 +186,9 @@ struct State<'r> {
     skip_next: u32,
     /// First dense slot of each value kind (see `reset_caches`).
     bases: Vec<u32>,
+    /// Bit k set when kind k has values in this request (a kind without any cannot hold a
+    /// prefilter literal).
+    nonempty: u64,
     /// Pipeline nodes in the rule set.
     nodes: u32,
     /// Pipeline outputs per dense (slot, node): index in `arena`, [`RAW`] (unchanged from the
@@ -378,9 +381,14 @@ fn kind_entries(c: &Collections, k: u32) -> Option<(&[Entry], bool)> {
 fn reset_caches(c: &Collections, st: &mut State<'_>) {
     let mut next = 0u32;
     st.bases.resize(KINDS, 0);
+    st.nonempty = 0;
     for (k, base) in st.bases.iter_mut().enumerate() {
         *base = next;
-        next += kind_len(c, k as u32) as u32;
+        let n = kind_len(c, k as u32);
+        if n > 0 {
+            st.nonempty |= 1 << k;
+        }
+        next += n as u32;
     }
     let cells = next as usize * st.nodes as usize;
     st.cache.clear();
@@ -1392,6 +1400,10 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
             return false;
         };
         for &k in kinds {
+            if st.nonempty & (1 << k) == 0 {
+                // no values: no literal under any pipeline
+                continue;
+            }
             // multiMatch looks at the value before and after every transformation
             let mut node = rule.pipeline;
             loop {
@@ -1489,7 +1501,8 @@ fn macro_value(
         }
         return;
     }
-    if let Some(coll) = Coll::from_name(name) {
+    // macro names are uppercased when the template is parsed
+    if let Some(coll) = Coll::from_upper(name) {
         if let Some(v) = key.and_then(|k| st.colls[coll_index(coll)].get(k)) {
             out.extend_from_slice(v);
         }

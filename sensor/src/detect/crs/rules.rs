@@ -61,7 +61,12 @@ pub enum Coll {
 
 impl Coll {
     pub fn from_name(name: &str) -> Option<Coll> {
-        Some(match name.to_ascii_uppercase().as_str() {
+        Coll::from_upper(&name.to_ascii_uppercase())
+    }
+
+    /// [`Coll::from_name`] of a name already uppercased (macro names are), without allocating.
+    pub fn from_upper(name: &str) -> Option<Coll> {
+        Some(match name {
             "TX" => Coll::Tx,
             "IP" => Coll::Ip,
             "GLOBAL" => Coll::Global,
