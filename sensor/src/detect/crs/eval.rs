@@ -251,6 +251,9 @@ struct Scratch {
     matched_name: String,
     matched_value: Vec<u8>,
     matched_vars: Vec<(String, Vec<u8>)>,
+    /// Size of the last request's TX collection: the next one is made that big up front rather
+    /// than grown (and rehashed) by doubling.
+    tx_len: usize,
 }
 
 /// Cells of the pipeline cache above which a request's buffers are not kept (4 MiB).
@@ -267,8 +270,18 @@ fn state_with_scratch<'r>() -> State<'r> {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    let mut tx = CollMap::default();
+    tx.reserve(s.tx_len.min(1024));
     State {
         body_access: true,
+        colls: [
+            tx,
+            CollMap::default(),
+            CollMap::default(),
+            CollMap::default(),
+            CollMap::default(),
+            CollMap::default(),
+        ],
         bases: s.bases,
         cache: s.cache,
         raw_bits: s.raw_bits,
@@ -297,6 +310,7 @@ fn keep_scratch(st: &mut State<'_>) {
         matched_name: std::mem::take(&mut st.matched_name),
         matched_value: std::mem::take(&mut st.matched_value),
         matched_vars: std::mem::take(&mut st.matched_vars),
+        tx_len: st.outcome.tx.0.len(),
     };
     let _ = SCRATCH.try_with(|cell| {
         if let Ok(mut kept) = cell.try_borrow_mut() {
