@@ -543,6 +543,17 @@ fn eval_rule<'r, 'c>(
         return false;
     }
     let mut matched_any = false;
+    // the pipeline nodes the operator sees each value after: the value before any
+    // transformation and after each one for multiMatch, else after the whole pipeline
+    let single = [rule.pipeline];
+    let mut path = Vec::new();
+    if rule.multi_match {
+        path.push(0);
+        path.extend(rules.pipeline(rule.pipeline));
+    }
+    let steps: &[u32] = if rule.multi_match { &path } else { &single };
+    // multiMatch: the value the operator saw last (not run twice on the same bytes)
+    let mut last: Vec<u8> = Vec::new();
     for t in &rule.targets {
         if rule
             .exclusions
@@ -562,17 +573,7 @@ fn eval_rule<'r, 'c>(
             if excluded(rule, top, &v, st) {
                 continue;
             }
-            let single = [rule.pipeline];
-            let mut path = Vec::new();
-            let steps: &[u32] = if rule.multi_match {
-                // the value before any transformation, then after each one
-                path.push(0);
-                path.extend(rules.pipeline(rule.pipeline));
-                &path
-            } else {
-                &single
-            };
-            let mut last: Option<Vec<u8>> = None;
+            let mut have_last = false;
             for &node in steps {
                 // the transformed value, borrowed from the request, or moved out of the
                 // pipeline cache for the time of the operator (and put back)
@@ -594,7 +595,7 @@ fn eval_rule<'r, 'c>(
                     Tv::Arena(_) => &held,
                     Tv::Owned(o) => o,
                 };
-                if rule.multi_match && last.as_deref() == Some(value) {
+                if rule.multi_match && have_last && last == value {
                     if let Tv::Arena(i) = tv {
                         st.arena[i as usize] = held;
                     }
@@ -618,7 +619,9 @@ fn eval_rule<'r, 'c>(
                     matched_any = true;
                 }
                 if rule.multi_match {
-                    last = Some(value.to_vec());
+                    last.clear();
+                    last.extend_from_slice(value);
+                    have_last = true;
                 }
                 if let Tv::Arena(i) = tv {
                     st.arena[i as usize] = held;
