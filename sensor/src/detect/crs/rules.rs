@@ -431,9 +431,12 @@ pub struct Folded {
     pub cleared: bool,
     /// ... and then these (`MATCHED_VAR_NAME`, `MATCHED_VAR`) were set, in order.
     pub appended: Vec<(String, Vec<u8>)>,
-    /// `setvar`s in order: collection index, name, value (None: unset).
-    pub writes: Vec<(usize, Arc<str>, Option<Arc<[u8]>>)>,
+    /// `setvar`s in order.
+    pub writes: Vec<FoldedWrite>,
 }
+
+/// One recorded `setvar`: collection index, name, value (None: unset).
+pub type FoldedWrite = (usize, Arc<str>, Option<Arc<[u8]>>);
 
 /// A phase's list: rules and markers in file order.
 #[derive(Debug)]
