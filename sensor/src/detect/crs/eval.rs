@@ -195,6 +195,10 @@ struct State<'r> {
     /// value) or [`UNSET`].
     cache: Vec<u32>,
     arena: Vec<Vec<u8>>,
+    /// The arena entries of one slot, as a list: the last one made per slot, and per entry the
+    /// one made before it for the same slot (or [`UNSET`]).
+    slot_last: Vec<u32>,
+    arena_prev: Vec<u32>,
     /// Prefilter answers per distinct transformed value, as offsets in `bit_words` (or
     /// [`UNSET`]): for each slot's value itself, and for each arena entry.
     raw_bits: Vec<u32>,
@@ -244,6 +248,8 @@ pub(crate) fn to_int(v: &[u8]) -> i64 {
 struct Scratch {
     bases: Vec<u32>,
     cache: Vec<u32>,
+    slot_last: Vec<u32>,
+    arena_prev: Vec<u32>,
     raw_bits: Vec<u32>,
     arena_bits: Vec<u32>,
     union_bits: Vec<u32>,
@@ -284,6 +290,8 @@ fn state_with_scratch<'r>() -> State<'r> {
         ],
         bases: s.bases,
         cache: s.cache,
+        slot_last: s.slot_last,
+        arena_prev: s.arena_prev,
         raw_bits: s.raw_bits,
         arena_bits: s.arena_bits,
         union_bits: s.union_bits,
@@ -303,6 +311,8 @@ fn keep_scratch(st: &mut State<'_>) {
     let s = Scratch {
         bases: std::mem::take(&mut st.bases),
         cache: std::mem::take(&mut st.cache),
+        slot_last: std::mem::take(&mut st.slot_last),
+        arena_prev: std::mem::take(&mut st.arena_prev),
         raw_bits: std::mem::take(&mut st.raw_bits),
         arena_bits: std::mem::take(&mut st.arena_bits),
         union_bits: std::mem::take(&mut st.union_bits),
@@ -412,6 +422,9 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     st.union_bits.clear();
     st.union_bits.resize(KINDS * st.nodes as usize, UNSET);
     st.arena_bits.clear();
+    st.arena_prev.clear();
+    st.slot_last.clear();
+    st.slot_last.resize(next as usize, UNSET);
     st.bit_words.clear();
     st.arena.clear();
 }
@@ -1182,16 +1195,43 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>
     };
     let idx = match n.step.apply(input) {
         // a transformation that returns its input unchanged shares the input's cache entries
-        // (and prefilter answer)
+        // (and prefilter answer); so does one whose output is the value itself or an output
+        // another pipeline already made of it (`t:lowercase` after different decoders of a
+        // value with nothing to decode): equal bytes, one entry, one prefilter scan
         Some(out) if out.as_slice() != input => {
-            st.arena.push(out);
-            st.arena_bits.push(UNSET);
-            (st.arena.len() - 1) as u32
+            if out.as_slice() == raw {
+                RAW
+            } else if let Some(same) = same_output(st, slot, &out) {
+                same
+            } else {
+                let prev = st.slot_last.get(slot as usize).copied().unwrap_or(UNSET);
+                st.arena.push(out);
+                st.arena_bits.push(UNSET);
+                st.arena_prev.push(prev);
+                let idx = (st.arena.len() - 1) as u32;
+                if let Some(last) = st.slot_last.get_mut(slot as usize) {
+                    *last = idx;
+                }
+                idx
+            }
         }
         _ => parent,
     };
     st.cache[cell] = idx;
     idx
+}
+
+/// The arena entry of `slot` holding exactly `out`, if one was made.
+fn same_output(st: &State<'_>, slot: u32, out: &[u8]) -> Option<u32> {
+    let mut at = st.slot_last.get(slot as usize).copied().unwrap_or(UNSET);
+    while at != UNSET {
+        let i = at as usize;
+        if st.arena.get(i).is_some_and(|a| a.as_slice() == out) {
+            return Some(at);
+        }
+        at = st.arena_prev.get(i).copied().unwrap_or(UNSET);
+    }
+    None
 }
 
 /// Where in `bit_words` the prefilter's answer for the value in `slot` after pipeline `node`
