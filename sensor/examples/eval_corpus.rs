@@ -8,13 +8,15 @@
 //! ```text
 //! cargo run --release -p palisade-sensor --example eval_corpus -- [--corpus DIR] [--out FILE]
 //!     [--misses N] [--fps N] [--min-severity low|medium|high|critical]
-//!     [--crs-dir DIR [--paranoia N] [--mode builtin|crs|combined] [--verdicts FILE]]
+//!     [--crs-dir DIR [--paranoia N] [--mode builtin|crs|combined] [--verdicts FILE] [--dump FILE]]
 //! ```
 //! With `--crs-dir` the OWASP Core Rule Set runs too: `--mode crs` counts a request as
 //! detected when CRS alone reports it, `combined` (the default with CRS) when either does,
 //! `builtin` ignores CRS. `--verdicts` writes one JSON line per request with the CRS rule ids
 //! that matched and the inbound score, in the format of `bench/modsec/crs_driver.c`, for
-//! `bench/crs_compare.py`.
+//! `bench/crs_compare.py`. `--dump FILE` writes every CRS verdict in full (matched rules in
+//! order with their points, messages and evidence, and the scores), one line per request: two
+//! builds of the engine agree when their dumps are byte-identical.
 //! The corpus directory defaults to `$PALISADE_CORPUS`, then `../shared/corpus` relative to the
 //! workspace root.
 
@@ -68,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     let mut paranoia = 1u8;
     let mut mode: Option<String> = None;
     let mut verdicts_path: Option<PathBuf> = None;
+    let mut dump_path: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             "--paranoia" => paranoia = val()?.parse()?,
             "--mode" => mode = Some(val()?),
             "--verdicts" => verdicts_path = Some(PathBuf::from(val()?)),
+            "--dump" => dump_path = Some(PathBuf::from(val()?)),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -118,6 +122,12 @@ fn main() -> anyhow::Result<()> {
         bail!("--mode {mode} needs --crs-dir");
     }
     let mut verdicts = match &verdicts_path {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut dump = match &dump_path {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
@@ -166,6 +176,10 @@ fn main() -> anyhow::Result<()> {
             }
         };
         inspect_time += start.elapsed();
+        if let Some(w) = dump.as_mut() {
+            use std::io::Write as _;
+            writeln!(w, "{}\t{:?}", rec.id, verdict)?;
+        }
         if let Some(w) = verdicts.as_mut() {
             use std::io::Write as _;
             let (rules, score): (Vec<u64>, i64) = match &verdict {

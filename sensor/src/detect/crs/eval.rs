@@ -17,7 +17,8 @@ use super::injection;
 use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
-    Coll, Compiled, Ctl, DynamicCache, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target, Var,
+    Coll, Compiled, Ctl, DynamicCache, Folded, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target,
+    Var,
 };
 use super::transform::{Transform, apply_all};
 
@@ -84,7 +85,7 @@ impl<'a> From<Cow<'a, [u8]>> for Data<'a> {
 }
 
 /// A TX (or other persistent collection) variable: name lowercased, value shared with readers.
-type CollMap = Map<Arc<str>, Arc<[u8]>>;
+pub(super) type CollMap = Map<Arc<str>, Arc<[u8]>>;
 
 /// One value a target resolved to.
 struct Val<'a> {
@@ -185,12 +186,19 @@ struct State<'r> {
     skip_next: u32,
     /// First dense slot of each value kind (see `reset_caches`).
     bases: Vec<u32>,
+    /// Bit k set when kind k has values in this request (a kind without any cannot hold a
+    /// prefilter literal).
+    nonempty: u64,
     /// Pipeline nodes in the rule set.
     nodes: u32,
     /// Pipeline outputs per dense (slot, node): index in `arena`, [`RAW`] (unchanged from the
     /// value) or [`UNSET`].
     cache: Vec<u32>,
     arena: Vec<Vec<u8>>,
+    /// The arena entries of one slot, as a list: the last one made per slot, and per entry the
+    /// one made before it for the same slot (or [`UNSET`]).
+    slot_last: Vec<u32>,
+    arena_prev: Vec<u32>,
     /// Prefilter answers per distinct transformed value, as offsets in `bit_words` (or
     /// [`UNSET`]): for each slot's value itself, and for each arena entry.
     raw_bits: Vec<u32>,
@@ -202,9 +210,11 @@ struct State<'r> {
     points: i64,
     evidence: Vec<Evidence>,
     outcome: Outcome,
+    /// At load time only (see `fold`): what evaluating a rule did, recorded.
+    trace: Option<Folded>,
 }
 
-fn coll_index(c: Coll) -> usize {
+pub(super) fn coll_index(c: Coll) -> usize {
     match c {
         Coll::Tx => 0,
         Coll::Ip => 1,
@@ -231,13 +241,98 @@ pub(crate) fn to_int(v: &[u8]) -> i64 {
     if neg { -n } else { n }
 }
 
+/// The buffers of one evaluation whose allocations are kept for the next request of the same
+/// thread (their contents are cleared or overwritten before use: `reset_caches`, and
+/// MATCHED_VARS entries past `matched_len` are spare).
+#[derive(Default)]
+struct Scratch {
+    bases: Vec<u32>,
+    cache: Vec<u32>,
+    slot_last: Vec<u32>,
+    arena_prev: Vec<u32>,
+    raw_bits: Vec<u32>,
+    arena_bits: Vec<u32>,
+    union_bits: Vec<u32>,
+    bit_words: Vec<u64>,
+    matched_name: String,
+    matched_value: Vec<u8>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+    /// Size of the last request's TX collection: the next one is made that big up front rather
+    /// than grown (and rehashed) by doubling.
+    tx_len: usize,
+}
+
+/// Cells of the pipeline cache above which a request's buffers are not kept (4 MiB).
+const KEEP_CELLS: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// A fresh state with this thread's kept buffers.
+fn state_with_scratch<'r>() -> State<'r> {
+    let s = SCRATCH
+        .try_with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut tx = CollMap::default();
+    tx.reserve(s.tx_len.min(1024));
+    State {
+        body_access: true,
+        colls: [
+            tx,
+            CollMap::default(),
+            CollMap::default(),
+            CollMap::default(),
+            CollMap::default(),
+            CollMap::default(),
+        ],
+        bases: s.bases,
+        cache: s.cache,
+        slot_last: s.slot_last,
+        arena_prev: s.arena_prev,
+        raw_bits: s.raw_bits,
+        arena_bits: s.arena_bits,
+        union_bits: s.union_bits,
+        bit_words: s.bit_words,
+        matched_name: s.matched_name,
+        matched_value: s.matched_value,
+        matched_vars: s.matched_vars,
+        ..State::default()
+    }
+}
+
+/// Keeps the state's buffers for the thread's next request.
+fn keep_scratch(st: &mut State<'_>) {
+    if st.cache.capacity() > KEEP_CELLS || st.bit_words.capacity() > KEEP_CELLS {
+        return;
+    }
+    let s = Scratch {
+        bases: std::mem::take(&mut st.bases),
+        cache: std::mem::take(&mut st.cache),
+        slot_last: std::mem::take(&mut st.slot_last),
+        arena_prev: std::mem::take(&mut st.arena_prev),
+        raw_bits: std::mem::take(&mut st.raw_bits),
+        arena_bits: std::mem::take(&mut st.arena_bits),
+        union_bits: std::mem::take(&mut st.union_bits),
+        bit_words: std::mem::take(&mut st.bit_words),
+        matched_name: std::mem::take(&mut st.matched_name),
+        matched_value: std::mem::take(&mut st.matched_value),
+        matched_vars: std::mem::take(&mut st.matched_vars),
+        tx_len: st.outcome.tx.0.len(),
+    };
+    let _ = SCRATCH.try_with(|cell| {
+        if let Ok(mut kept) = cell.try_borrow_mut() {
+            *kept = s;
+        }
+    });
+}
+
 /// Runs the rules over one request.
 pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     let mut c = Collections::from_head(input);
-    let mut st = State {
-        body_access: true,
-        ..State::default()
-    };
+    let mut st = state_with_scratch();
     st.nodes = rules.nodes.len() as u32;
     reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
@@ -251,7 +346,25 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
         run_phase(rules, 1, &c, &mut st);
     }
     st.outcome.tx = Tx(std::mem::take(&mut st.colls[0]));
+    keep_scratch(&mut st);
     st.outcome
+}
+
+/// Evaluates one top rule at load time (see `fold`) on the empty request `c` and the TX
+/// collection `tx`, and returns everything it did to the engine state.
+pub(super) fn trace_rule(rules: &Compiled, rule: &Rule, c: &Collections, tx: CollMap) -> Folded {
+    let mut st = State {
+        body_access: true,
+        trace: Some(Folded::default()),
+        ..State::default()
+    };
+    st.nodes = rules.nodes.len() as u32;
+    st.colls[0] = tx;
+    reset_caches(c, &mut st);
+    let matched = eval_rule(rules, rule, rule, c, &mut st, &mut Vec::new());
+    let mut f = st.trace.take().unwrap_or_default();
+    f.matched = matched;
+    f
 }
 
 /// Number of values of each kind, for the dense slot layout.
@@ -292,9 +405,14 @@ fn kind_entries(c: &Collections, k: u32) -> Option<(&[Entry], bool)> {
 fn reset_caches(c: &Collections, st: &mut State<'_>) {
     let mut next = 0u32;
     st.bases.resize(KINDS, 0);
+    st.nonempty = 0;
     for (k, base) in st.bases.iter_mut().enumerate() {
         *base = next;
-        next += kind_len(c, k as u32) as u32;
+        let n = kind_len(c, k as u32);
+        if n > 0 {
+            st.nonempty |= 1 << k;
+        }
+        next += n as u32;
     }
     let cells = next as usize * st.nodes as usize;
     st.cache.clear();
@@ -304,6 +422,9 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     st.union_bits.clear();
     st.union_bits.resize(KINDS * st.nodes as usize, UNSET);
     st.arena_bits.clear();
+    st.arena_prev.clear();
+    st.slot_last.clear();
+    st.slot_last.resize(next as usize, UNSET);
     st.bit_words.clear();
     st.arena.clear();
 }
@@ -342,6 +463,11 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
         }
         st.points = 0;
         st.evidence.clear();
+        if let Some(f) = &rule.folded {
+            // the same on every request: replayed, never logs
+            replay(rule, f, st);
+            continue;
+        }
         let m = eval_rule(rules, rule, rule, c, st, &mut vals);
         if m && rule.log {
             st.outcome.matched.push(MatchedRule {
@@ -365,6 +491,46 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
 fn clear_matched(st: &mut State<'_>) {
     st.matched_set = false;
     st.matched_len = 0;
+    if let Some(t) = st.trace.as_mut() {
+        t.cleared = true;
+        t.appended.clear();
+    }
+}
+
+/// Does to `st` what evaluating `rule` did when it was folded (see [`Folded`]).
+fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
+    if f.cleared {
+        clear_matched(st);
+    }
+    for (name, value) in &f.appended {
+        st.matched_name.clear();
+        st.matched_name.push_str(name);
+        push_matched(st, value);
+    }
+    for (idx, name, value) in &f.writes {
+        if let Some(coll) = st.colls.get_mut(*idx) {
+            match value {
+                Some(v) => {
+                    coll.insert(name.clone(), v.clone());
+                }
+                None => {
+                    coll.remove(name);
+                }
+            }
+        }
+    }
+    if f.matched {
+        after_chain(rule, st);
+    }
+}
+
+/// `after_match` of every link of a chain that matched, last link first (as `eval_rule` runs
+/// them).
+fn after_chain<'r>(rule: &'r Rule, st: &mut State<'r>) {
+    if let Some(next) = &rule.chain {
+        after_chain(next, st);
+    }
+    after_match(rule, st);
 }
 
 /// Evaluates `rule` (a link of `top`'s chain); true when it and the rest of the chain matched.
@@ -390,6 +556,17 @@ fn eval_rule<'r, 'c>(
         return false;
     }
     let mut matched_any = false;
+    // the pipeline nodes the operator sees each value after: the value before any
+    // transformation and after each one for multiMatch, else after the whole pipeline
+    let single = [rule.pipeline];
+    let mut path = Vec::new();
+    if rule.multi_match {
+        path.push(0);
+        path.extend(rules.pipeline(rule.pipeline));
+    }
+    let steps: &[u32] = if rule.multi_match { &path } else { &single };
+    // multiMatch: the value the operator saw last (not run twice on the same bytes)
+    let mut last: Vec<u8> = Vec::new();
     for t in &rule.targets {
         if rule
             .exclusions
@@ -409,17 +586,7 @@ fn eval_rule<'r, 'c>(
             if excluded(rule, top, &v, st) {
                 continue;
             }
-            let single = [rule.pipeline];
-            let mut path = Vec::new();
-            let steps: &[u32] = if rule.multi_match {
-                // the value before any transformation, then after each one
-                path.push(0);
-                path.extend(rules.pipeline(rule.pipeline));
-                &path
-            } else {
-                &single
-            };
-            let mut last: Option<Vec<u8>> = None;
+            let mut have_last = false;
             for &node in steps {
                 // the transformed value, borrowed from the request, or moved out of the
                 // pipeline cache for the time of the operator (and put back)
@@ -441,7 +608,7 @@ fn eval_rule<'r, 'c>(
                     Tv::Arena(_) => &held,
                     Tv::Owned(o) => o,
                 };
-                if rule.multi_match && last.as_deref() == Some(value) {
+                if rule.multi_match && have_last && last == value {
                     if let Tv::Arena(i) = tv {
                         st.arena[i as usize] = held;
                     }
@@ -465,7 +632,9 @@ fn eval_rule<'r, 'c>(
                     matched_any = true;
                 }
                 if rule.multi_match {
-                    last = Some(value.to_vec());
+                    last.clear();
+                    last.extend_from_slice(value);
+                    have_last = true;
                 }
                 if let Tv::Arena(i) = tv {
                     st.arena[i as usize] = held;
@@ -489,6 +658,11 @@ fn eval_rule<'r, 'c>(
 /// MATCHED_VAR(_NAME) and a new MATCHED_VARS entry, in reused buffers.
 fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
     v.write_full_key(&mut st.matched_name);
+    push_matched(st, value);
+}
+
+/// MATCHED_VAR (with MATCHED_VAR_NAME already in `st.matched_name`) and a MATCHED_VARS entry.
+fn push_matched(st: &mut State<'_>, value: &[u8]) {
     st.matched_value.clear();
     st.matched_value.extend_from_slice(value);
     st.matched_set = true;
@@ -502,6 +676,9 @@ fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
         data.extend_from_slice(value);
     }
     st.matched_len += 1;
+    if let Some(t) = st.trace.as_mut() {
+        t.appended.push((st.matched_name.clone(), value.to_vec()));
+    }
 }
 
 fn pipeline_names(rules: &Compiled, node: u32) -> Vec<&'static str> {
@@ -1018,16 +1195,43 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>
     };
     let idx = match n.step.apply(input) {
         // a transformation that returns its input unchanged shares the input's cache entries
-        // (and prefilter answer)
+        // (and prefilter answer); so does one whose output is the value itself or an output
+        // another pipeline already made of it (`t:lowercase` after different decoders of a
+        // value with nothing to decode): equal bytes, one entry, one prefilter scan
         Some(out) if out.as_slice() != input => {
-            st.arena.push(out);
-            st.arena_bits.push(UNSET);
-            (st.arena.len() - 1) as u32
+            if out.as_slice() == raw {
+                RAW
+            } else if let Some(same) = same_output(st, slot, &out) {
+                same
+            } else {
+                let prev = st.slot_last.get(slot as usize).copied().unwrap_or(UNSET);
+                st.arena.push(out);
+                st.arena_bits.push(UNSET);
+                st.arena_prev.push(prev);
+                let idx = (st.arena.len() - 1) as u32;
+                if let Some(last) = st.slot_last.get_mut(slot as usize) {
+                    *last = idx;
+                }
+                idx
+            }
         }
         _ => parent,
     };
     st.cache[cell] = idx;
     idx
+}
+
+/// The arena entry of `slot` holding exactly `out`, if one was made.
+fn same_output(st: &State<'_>, slot: u32, out: &[u8]) -> Option<u32> {
+    let mut at = st.slot_last.get(slot as usize).copied().unwrap_or(UNSET);
+    while at != UNSET {
+        let i = at as usize;
+        if st.arena.get(i).is_some_and(|a| a.as_slice() == out) {
+            return Some(at);
+        }
+        at = st.arena_prev.get(i).copied().unwrap_or(UNSET);
+    }
+    None
 }
 
 /// Where in `bit_words` the prefilter's answer for the value in `slot` after pipeline `node`
@@ -1253,6 +1457,10 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
             return false;
         };
         for &k in kinds {
+            if st.nonempty & (1 << k) == 0 {
+                // no values: no literal under any pipeline
+                continue;
+            }
             // multiMatch looks at the value before and after every transformation
             let mut node = rule.pipeline;
             loop {
@@ -1350,7 +1558,8 @@ fn macro_value(
         }
         return;
     }
-    if let Some(coll) = Coll::from_name(name) {
+    // macro names are uppercased when the template is parsed
+    if let Some(coll) = Coll::from_upper(name) {
         if let Some(v) = key.and_then(|k| st.colls[coll_index(coll)].get(k)) {
             out.extend_from_slice(v);
         }
@@ -1400,6 +1609,9 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
     let idx = coll_index(sv.coll);
     match sv.op {
         SetOp::Unset => {
+            if let Some(t) = st.trace.as_mut() {
+                t.writes.push((idx, name.clone(), None));
+            }
             st.colls[idx].remove(&name);
         }
         SetOp::Set => {
@@ -1407,6 +1619,9 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 Some(v) => v.clone(),
                 None => Arc::from(expand(&sv.value, Some(top), c, st)),
             };
+            if let Some(t) = st.trace.as_mut() {
+                t.writes.push((idx, name.clone(), Some(value.clone())));
+            }
             st.colls[idx].insert(name, value);
         }
         SetOp::Add | SetOp::Sub => {
@@ -1429,7 +1644,11 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 let _ = std::io::Write::write_fmt(&mut w, format_args!("{new}"));
                 24 - w.len()
             };
-            st.colls[idx].insert(name, Arc::from(&digits[..n]));
+            let value: Arc<[u8]> = Arc::from(&digits[..n]);
+            if let Some(t) = st.trace.as_mut() {
+                t.writes.push((idx, name.clone(), Some(value.clone())));
+            }
+            st.colls[idx].insert(name, value);
         }
     }
 }

@@ -62,6 +62,22 @@ impl Template {
         }
     }
 
+    /// The macros: (name, key).
+    pub fn macros(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Macro { name, key } => Some((name.as_str(), key.as_deref())),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// The literal text before the first macro (all of it when there is none).
+    pub fn literal_prefix(&self) -> &[u8] {
+        match self.parts.first() {
+            Some(Part::Literal(l)) => l,
+            _ => b"",
+        }
+    }
+
     /// The parts (what the tests inspect; the engine expands with [`Template::expand_with`]).
     #[cfg(test)]
     fn parts(&self) -> &[Part] {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub mod ast;
 pub mod collections;
 mod eval;
+mod fold;
 pub mod injection;
 pub mod layout;
 mod macros;
@@ -169,6 +170,7 @@ impl Crs {
             files.push(f.clone());
         }
         let mut compiled = rules::compile(directives)?;
+        compiled.report.folded = fold::fold(&mut compiled);
         compiled.report.files = files;
         compiled.report.warnings = layout.warnings;
         Ok(Crs {
@@ -325,6 +327,37 @@ mod tests {
         // skipAfter jumps over every rule up to the marker
         let v = run(&crs, "/?skip=yes&q=evil", &[], "");
         assert!(ids(&v).is_empty(), "{:?}", ids(&v));
+    }
+
+    #[test]
+    fn folds_configuration_gates_and_keeps_what_a_request_can_change() {
+        let crs = load(&format!(
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.on=1\"\n\
+             SecRule ARGS:raise \"@streq yes\" \"id:2,phase:1,pass,nolog,setvar:tx.level=2\"\n\
+             SecRule ARGS:skip \"@streq yes\" \"id:3,phase:1,pass,nolog,skipAfter:M\"\n\
+             SecAction \"id:4,phase:1,pass,nolog,setvar:tx.on=2\"\n\
+             SecMarker M\n\
+             SecRule TX:level \"@lt 2\" \"id:5,phase:2,pass,nolog,skipAfter:END\"\n\
+             SecRule ARGS \"@contains evil\" \"id:942100,phase:2,block,{SCORE}\"\n\
+             SecMarker END\n\
+             SecRule TX:on \"@eq 2\" \"id:6,phase:2,pass,nolog,skipAfter:END2\"\n\
+             SecRule ARGS \"@contains evil\" \"id:942200,phase:2,block,{SCORE}\"\n\
+             SecMarker END2\n\
+             SecRule &TX:unset \"@eq 0\" \"id:7,phase:2,pass,nolog,skipAfter:END3\"\n\
+             SecRule ARGS \"@contains evil\" \"id:942300,phase:2,block,{SCORE}\"\n\
+             SecMarker END3\n"
+        ));
+        // folded: the engine's settings SecAction, 1, 4 (runs the same whenever it is reached)
+        // and 7 (always jumps); not 5 and 6, which read what rule 2 may change or rule 3 may
+        // jump over; 942300 is never reached
+        assert_eq!(crs.report().folded, 4, "{:?}", crs.report());
+        assert!(ids(&run(&crs, "/?q=evil", &[], "")).is_empty());
+        assert_eq!(ids(&run(&crs, "/?q=evil&raise=yes", &[], "")), vec![942100]);
+        assert_eq!(
+            ids(&run(&crs, "/?q=evil&raise=yes&skip=yes", &[], "")),
+            vec![942100, 942200]
+        );
+        assert_eq!(ids(&run(&crs, "/?q=evil&skip=yes", &[], "")), vec![942200]);
     }
 
     #[test]

@@ -885,6 +885,13 @@ fn strtoll(s: &[u8]) -> Option<(i64, bool)> {
     if digits == 0 {
         return None;
     }
+    if digits <= 18 {
+        // below 10^18: no overflow in i64 (the common case, no 128-bit arithmetic)
+        let v = s[i..i + digits]
+            .iter()
+            .fold(0i64, |v, &b| v * 10 + i64::from(b - b'0'));
+        return Some((if neg { -v } else { v }, false));
+    }
     let mut v: i128 = 0;
     let mut overflow = false;
     for &b in &s[i..i + digits] {

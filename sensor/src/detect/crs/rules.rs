@@ -61,7 +61,12 @@ pub enum Coll {
 
 impl Coll {
     pub fn from_name(name: &str) -> Option<Coll> {
-        Some(match name.to_ascii_uppercase().as_str() {
+        Coll::from_upper(&name.to_ascii_uppercase())
+    }
+
+    /// [`Coll::from_name`] of a name already uppercased (macro names are), without allocating.
+    pub fn from_upper(name: &str) -> Option<Coll> {
+        Some(match name {
             "TX" => Coll::Tx,
             "IP" => Coll::Ip,
             "GLOBAL" => Coll::Global,
@@ -410,7 +415,28 @@ pub struct Rule {
     /// transformed forms contains one of the rule's literals cannot match.
     pub prefilter_bit: Option<u32>,
     pub chain: Option<Box<Rule>>,
+    /// What this rule does on every request, worked out at load time (see `fold`): set on top
+    /// rules only, when their verdict cannot depend on the request.
+    pub folded: Option<Box<Folded>>,
 }
+
+/// The effect of a rule whose verdict is the same on every request (it reads only TX values
+/// that configuration sets and no request-dependent rule can change), replayed instead of
+/// evaluating it: exactly what evaluating it does to the engine state.
+#[derive(Debug, Clone, Default)]
+pub struct Folded {
+    /// The whole chain matched (then `skipAfter` and `skip` of every link apply).
+    pub matched: bool,
+    /// MATCHED_VAR(S) were cleared (a link did not match) ...
+    pub cleared: bool,
+    /// ... and then these (`MATCHED_VAR_NAME`, `MATCHED_VAR`) were set, in order.
+    pub appended: Vec<(String, Vec<u8>)>,
+    /// `setvar`s in order.
+    pub writes: Vec<FoldedWrite>,
+}
+
+/// One recorded `setvar`: collection index, name, value (None: unset).
+pub type FoldedWrite = (usize, Arc<str>, Option<Arc<[u8]>>);
 
 /// A phase's list: rules and markers in file order.
 #[derive(Debug)]
@@ -444,6 +470,8 @@ pub struct LoadReport {
     /// @rx and @pm operators with a literal prefilter / without.
     pub prefiltered: usize,
     pub unfiltered: usize,
+    /// Rules evaluated once at load time (their verdict is the same on every request).
+    pub folded: usize,
     /// What the operator should know about how the tree was loaded.
     pub warnings: Vec<String>,
 }
@@ -910,6 +938,7 @@ impl Builder {
             msg: None,
             severity: None,
             prefilter_bit: None,
+            folded: None,
             chain: None,
         };
         for a in &decl.actions {

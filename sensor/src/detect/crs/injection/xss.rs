@@ -11,6 +11,19 @@ use super::html5::{Html5Flags, Html5State, TokenType};
 /// unquoted / single / double / back quoted attribute value) and is XSS if any pass meets a
 /// dangerous token.
 pub(super) fn detect(value: &[u8]) -> bool {
+    // What makes a pass XSS is a doctype, tag or comment token, which only the tag-open state
+    // emits (entered from the data state at a `<`), or an attribute value right after a
+    // dangerous attribute name, which only the before-attribute-value state emits (entered at
+    // a `=`; the value a quoted-value pass starts with follows no name). Without either byte
+    // no pass can be XSS, and the five tokenizer runs are skipped.
+    if memchr::memchr2(b'<', b'=', value).is_none() {
+        return false;
+    }
+    tokenize_all(value)
+}
+
+/// The five passes, without the shortcut of [`detect`].
+fn tokenize_all(value: &[u8]) -> bool {
     [
         Html5Flags::DataState,
         Html5Flags::ValueNoQuote,
@@ -308,5 +321,51 @@ mod tests {
         assert!(is_black_comment(b"[if IE]"));
         assert!(is_black_comment(b"a`b"));
         assert!(!is_black_comment(b" x "));
+    }
+
+    /// The shortcut of `detect` never changes a verdict: every sequence of up to four pieces
+    /// that tokenize into attribute names, values, quotes, tag ends, comments' first bytes (all
+    /// but `<` and `=`) is not XSS for the full tokenizer.
+    #[test]
+    fn no_xss_without_a_tag_or_an_attribute_value() {
+        let pieces: &[&[u8]] = &[
+            b"onerror",
+            b"style",
+            b"src",
+            b"href",
+            b"attributename",
+            b"javascript:alert(1)",
+            b" ",
+            b"\0",
+            b"/",
+            b">",
+            b"'",
+            b"\"",
+            b"`",
+            b"!",
+            b"?",
+            b"-",
+            b"x",
+        ];
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut frontier = inputs.clone();
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for f in &frontier {
+                for p in pieces {
+                    let mut v = f.clone();
+                    v.extend_from_slice(p);
+                    next.push(v);
+                }
+            }
+            inputs.extend(next.iter().cloned());
+            frontier = next;
+        }
+        for v in &inputs {
+            assert!(!tokenize_all(v), "{:?}", String::from_utf8_lossy(v));
+        }
+        // and with `=` or `<` the full tokenizer runs
+        assert!(detect(b"x onerror=alert(1)"));
+        assert!(detect(b"<script>"));
     }
 }

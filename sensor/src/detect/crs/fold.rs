@@ -1,0 +1,296 @@
+//! Partial evaluation at load time: the rules whose verdict is the same on every request are
+//! evaluated once, and the engine replays what they did instead of evaluating them per request.
+//!
+//! Most of what CRS runs per request is scaffolding of that kind: the 901 rules that set TX
+//! defaults when `crs-setup.conf` did not (`SecRule &TX:x "@eq 0" ... setvar:tx.x=...`), the
+//! paranoia-level gates (`SecRule TX:EXECUTING_PARANOIA_LEVEL "@lt 2" ... skipAfter:...`), the
+//! application exclusion gates (`SecRule &TX:crs_exclusions_drupal|... "@eq 0" ...`).
+//!
+//! One forward pass over the phase lists in evaluation order (jumps only go forward) tracks an
+//! abstract state: the TX values that are the same on every request reaching that point, and
+//! the names a request can change (written by a rule whose verdict depends on the request, a
+//! `capture`, a `setvar` whose name has a macro: every name with its literal prefix). Runs that
+//! jumped to a marker are joined with the others there (a name on which they disagree becomes
+//! unknown). A rule is folded when every link reads only known TX names (`TX:name`,
+//! `&TX:name`, `+=`/`-=` of a known name), has a static operator, no `capture`, no `ctl`, no
+//! `skip`, literal `setvar`s, and no `ctl:ruleRemove*` of a rule that may have run before it can
+//! remove it or its targets; it is then evaluated with the engine's own code on that state and
+//! its effect (MATCHED_VAR(S), `setvar`s, whether the chain matched and so jumps) recorded.
+//! A folded rule that matches and logs is left to run (its message may read request data).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::ast::IdRange;
+use super::collections::{Collections, RequestInput};
+use super::eval::{self, CollMap};
+use super::macros::Template;
+use super::rules::{Coll, Compiled, Ctl, Folded, Item, Op, Rule, Sel, SetOp, Var};
+
+/// TX names whose value may depend on the request at some point.
+#[derive(Clone, Default)]
+struct Unknown {
+    all: bool,
+    /// `TX:0`, `TX:1`, ... (written by `capture`).
+    digits: bool,
+    names: HashSet<Arc<str>>,
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl Unknown {
+    fn contains(&self, name: &str) -> bool {
+        self.all
+            || (self.digits && !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
+            || self.names.contains(name)
+            || self.prefixes.iter().any(|p| name.as_bytes().starts_with(p))
+    }
+
+    fn union(&mut self, o: &Unknown) {
+        self.all |= o.all;
+        self.digits |= o.digits;
+        self.names.extend(o.names.iter().cloned());
+        for p in &o.prefixes {
+            if !self.prefixes.contains(p) {
+                self.prefixes.push(p.clone());
+            }
+        }
+    }
+}
+
+/// The TX collection on every request reaching a point: `tx` holds the values of the known
+/// names (a known name not in it is unset).
+#[derive(Clone, Default)]
+struct Abs {
+    tx: CollMap,
+    unknown: Unknown,
+}
+
+impl Abs {
+    fn known(&self, name: &str) -> bool {
+        !self.unknown.contains(name)
+    }
+
+    fn forget(&mut self, name: Arc<str>) {
+        self.tx.remove(&name);
+        self.unknown.names.insert(name);
+    }
+
+    /// The state of runs that reach a point either way.
+    fn join(&mut self, o: &Abs) {
+        self.unknown.union(&o.unknown);
+        let mut differ: Vec<Arc<str>> = Vec::new();
+        for (k, v) in &self.tx {
+            if o.tx.get(k) != Some(v) {
+                differ.push(k.clone());
+            }
+        }
+        for (k, v) in &o.tx {
+            if self.tx.get(k) != Some(v) {
+                differ.push(k.clone());
+            }
+        }
+        for k in differ {
+            self.forget(k);
+        }
+    }
+}
+
+/// `ctl:ruleRemove*` of rules that may have run.
+#[derive(Default)]
+struct Removals {
+    ids: Vec<IdRange>,
+    tags: Vec<String>,
+    target_ids: Vec<u64>,
+    target_tags: Vec<String>,
+}
+
+impl Removals {
+    fn affect(&self, top: &Rule) -> bool {
+        let tagged = |t: &String| top.tags.iter().any(|rt| rt == t);
+        self.ids.iter().any(|r| r.contains(top.id))
+            || self.tags.iter().any(tagged)
+            || self.target_ids.contains(&top.id)
+            || self.target_tags.iter().any(tagged)
+    }
+
+    fn add(&mut self, ctls: &[Ctl]) {
+        for c in ctls {
+            match c {
+                Ctl::RuleRemoveById(ids) => self.ids.extend(ids.iter().copied()),
+                Ctl::RuleRemoveByTag(t) => self.tags.push(t.clone()),
+                Ctl::RuleRemoveTargetById(id, _) => self.target_ids.push(*id),
+                Ctl::RuleRemoveTargetByTag(t, _) => self.target_tags.push(t.clone()),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn links(top: &Rule) -> impl Iterator<Item = &Rule> {
+    std::iter::successors(Some(top), |r| r.chain.as_deref())
+}
+
+/// Whether a template expands the same on every request: its macros are known TX names and
+/// the rule's own `%{rule.*}`.
+fn template_known(t: &Template, abs: &Abs) -> bool {
+    t.macros().all(|(name, key)| match name {
+        "RULE" => true,
+        "TX" => key.is_none_or(|k| abs.known(k)),
+        _ => false,
+    })
+}
+
+/// Whether one link's verdict and effect depend only on known TX values.
+fn link_static(r: &Rule, abs: &Abs) -> bool {
+    if !r.ctls.is_empty() || r.capture || r.skip > 0 {
+        return false;
+    }
+    let op_known = match &r.op {
+        None | Some(Op::Static(_)) => true,
+        Some(Op::Dynamic { arg, .. }) => template_known(arg, abs),
+        Some(Op::SqlI | Op::Xss) => false,
+    };
+    if !op_known {
+        return false;
+    }
+    let targets_known = r.targets.iter().all(|t| {
+        t.var == Var::Collection(Coll::Tx)
+            && match &t.sel {
+                Sel::Key(k) => std::str::from_utf8(k).is_ok_and(|k| abs.known(k)),
+                _ => false,
+            }
+    });
+    let setvars_known = r.setvars.iter().all(|sv| {
+        let value_known = template_known(&sv.value, abs);
+        match (&sv.name_literal, sv.op) {
+            (_, SetOp::Unset | SetOp::Set) => template_known(&sv.name, abs) && value_known,
+            // reads the name's value: it must be known, so its name too
+            (Some(name), SetOp::Add | SetOp::Sub) => {
+                sv.coll == Coll::Tx && value_known && abs.known(name)
+            }
+            (None, _) => false,
+        }
+    });
+    targets_known && setvars_known
+}
+
+/// What a rule whose verdict depends on the request may do to the state.
+fn taint(top: &Rule, abs: &mut Abs, removals: &mut Removals) {
+    for r in links(top) {
+        if r.capture {
+            abs.unknown.digits = true;
+        }
+        for sv in r.setvars.iter().filter(|sv| sv.coll == Coll::Tx) {
+            match &sv.name_literal {
+                Some(n) => abs.forget(n.clone()),
+                None => {
+                    let prefix = sv.name.literal_prefix();
+                    if prefix.is_empty() {
+                        abs.unknown.all = true;
+                    } else {
+                        abs.unknown.prefixes.push(prefix.to_vec());
+                    }
+                }
+            }
+        }
+        removals.add(&r.ctls);
+    }
+}
+
+/// Folds what can be folded; returns how many rules were.
+pub fn fold(rules: &mut Compiled) -> usize {
+    // `skip:N` jumps over a number of rules, not to a marker: not modelled (CRS has none)
+    let any_skip = rules
+        .phases
+        .iter()
+        .flatten()
+        .any(|i| matches!(i, Item::Rule(r) if links(r).any(|l| l.skip > 0)));
+    if any_skip {
+        return 0;
+    }
+    let empty = Collections::from_head(&RequestInput {
+        method: b"GET",
+        target: b"/",
+        protocol: b"HTTP/1.1",
+        headers: &[],
+        body: b"",
+        remote_addr: "",
+    });
+    let mut found: Vec<(usize, usize, Folded)> = Vec::new();
+    let mut removals = Removals::default();
+    let mut current: Option<Abs> = Some(Abs::default());
+    for (phase, items) in rules.phases.iter().enumerate() {
+        let mut pending: Vec<(&str, Abs)> = Vec::new();
+        for (idx, item) in items.iter().enumerate() {
+            let rule = match item {
+                Item::Marker(name) => {
+                    let (arrive, wait): (Vec<_>, Vec<_>) =
+                        pending.into_iter().partition(|(m, _)| *m == name.as_str());
+                    pending = wait;
+                    for (_, abs) in arrive {
+                        match current.as_mut() {
+                            Some(cur) => cur.join(&abs),
+                            None => current = Some(abs),
+                        }
+                    }
+                    continue;
+                }
+                Item::Rule(r) => r,
+            };
+            // never reached (jumped over on every request)
+            let Some(abs) = current.as_mut() else {
+                continue;
+            };
+            let fixed = !removals.affect(rule) && links(rule).all(|l| link_static(l, abs));
+            if !fixed {
+                taint(rule, abs, &mut removals);
+                for m in links(rule).filter_map(|l| l.skip_after.as_deref()) {
+                    pending.push((m, abs.clone()));
+                }
+                continue;
+            }
+            let f = eval::trace_rule(rules, rule, &empty, abs.tx.clone());
+            let matched = f.matched;
+            for (coll, name, value) in &f.writes {
+                if *coll != eval::coll_index(Coll::Tx) {
+                    continue;
+                }
+                abs.unknown.names.remove(name);
+                match value {
+                    Some(v) => {
+                        abs.tx.insert(name.clone(), v.clone());
+                    }
+                    None => {
+                        abs.tx.remove(name);
+                    }
+                }
+            }
+            // the marker of the last `after_match`: the first link with one
+            let jump = matched
+                .then(|| links(rule).find_map(|l| l.skip_after.as_deref()))
+                .flatten();
+            if let Some(m) = jump
+                && let Some(abs) = current.take()
+            {
+                pending.push((m, abs));
+            }
+            if !(matched && rule.log) {
+                found.push((phase, idx, f));
+            }
+        }
+        // a marker that never came: those runs skip the rest of the phase
+        for (_, abs) in pending {
+            match current.as_mut() {
+                Some(cur) => cur.join(&abs),
+                None => current = Some(abs),
+            }
+        }
+    }
+    let n = found.len();
+    for (phase, idx, f) in found {
+        if let Some(Item::Rule(r)) = rules.phases[phase].get_mut(idx) {
+            r.folded = Some(Box::new(f));
+        }
+    }
+    n
+}
