@@ -41,6 +41,9 @@ pub struct Config {
     /// Firewall provider.
     #[serde(default)]
     pub provider: ProviderConfig,
+    /// Falco events (Falcosidekick's NATS output) as a report source.
+    #[serde(default)]
+    pub falco: FalcoConfig,
 }
 
 impl Config {
@@ -236,6 +239,7 @@ impl Config {
             return bad("admin.read_token must be at least 16 characters".into());
         }
         self.provider.validate()?;
+        self.falco.validate()?;
         Ok(())
     }
 }
@@ -1216,4 +1220,122 @@ mod tests {
         assert_eq!(p.threshold("sqli", Severity::Low), Some(8));
         assert_eq!(p.threshold("sqli", Severity::Critical), Some(1));
     }
+}
+
+/// `[falco]`: Falco events, as Falcosidekick publishes them on NATS, turned into reports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalcoConfig {
+    /// Take Falco events at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Subject of the events (Falcosidekick publishes on `falco.<priority>.<rule slug>`).
+    #[serde(default = "default_falco_subject")]
+    pub subject: String,
+    /// Queue group of the replicas: each event is handled by one of them.
+    #[serde(default = "default_falco_queue_group")]
+    pub queue_group: String,
+    /// The sensor id the reports are published under (`palisade.reports.<id>`): list it in
+    /// `nats.accepted_sensors` when that is set; its quota and dedup apply as to any sensor.
+    #[serde(default = "default_falco_sensor_id")]
+    pub sensor_id: String,
+    /// Events of a lower Falco priority are dropped (debug … emergency).
+    #[serde(default = "default_falco_min_priority")]
+    pub min_priority: String,
+    /// Output field that holds the address to block, unless a mapping names another
+    /// (`fd.rip`: the remote end of the process's connection, the client for a server).
+    #[serde(default = "default_falco_address_field")]
+    pub address_field: String,
+    /// Which events become reports, first match wins; an event no mapping takes is dropped.
+    #[serde(default)]
+    pub rules: Vec<FalcoMapping>,
+}
+
+/// One `[[falco.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalcoMapping {
+    /// Falco rule name pattern, case-insensitive, `*` and `?` wildcards.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Any of these Falco tags (case-insensitive).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Palisade category of the report (`rce`, `sqli`, ...; see the wire contract).
+    pub category: String,
+    /// Severity; default from the event's priority (critical and above: critical; error:
+    /// high; warning: medium; lower: low).
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    /// Output field holding the address, instead of `falco.address_field`.
+    #[serde(default)]
+    pub address_field: Option<String>,
+}
+
+impl Default for FalcoConfig {
+    fn default() -> Self {
+        FalcoConfig {
+            enabled: false,
+            subject: default_falco_subject(),
+            queue_group: default_falco_queue_group(),
+            sensor_id: default_falco_sensor_id(),
+            min_priority: default_falco_min_priority(),
+            address_field: default_falco_address_field(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl FalcoConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !self.enabled {
+            return Ok(());
+        }
+        if let Err(e) = palisade_wire::validate_sensor_id(&self.sensor_id) {
+            return bad(format!("falco.sensor_id: {e}"));
+        }
+        if crate::falco::priority_rank(&self.min_priority).is_none() {
+            return bad(format!(
+                "falco.min_priority `{}` is not a Falco priority (debug, informational, notice, \
+                 warning, error, critical, alert, emergency)",
+                self.min_priority
+            ));
+        }
+        if self.subject.is_empty() || self.subject.contains(char::is_whitespace) {
+            return bad("falco.subject must be a NATS subject".into());
+        }
+        if self.rules.is_empty() {
+            return bad(
+                "falco.enabled without any [[falco.rules]]: no event would become a report".into(),
+            );
+        }
+        for (i, m) in self.rules.iter().enumerate() {
+            if m.rule.is_none() && m.tags.is_empty() {
+                return bad(format!(
+                    "falco.rules[{i}] needs `rule` or `tags` (it would take every event)"
+                ));
+            }
+            if let Err(e) = palisade_wire::Category::new(m.category.clone()) {
+                return bad(format!("falco.rules[{i}].category: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_falco_subject() -> String {
+    "falco.>".into()
+}
+fn default_falco_queue_group() -> String {
+    "palisade-falco".into()
+}
+fn default_falco_sensor_id() -> String {
+    "falco".into()
+}
+fn default_falco_min_priority() -> String {
+    "warning".into()
+}
+fn default_falco_address_field() -> String {
+    "fd.rip".into()
 }

@@ -262,11 +262,15 @@ pub fn sensor_permissions(id: &str) -> Result<Permissions> {
 /// read it whole with an ordered consumer and key by key, write its keys `$KV.<bucket>.>`, and
 /// forward admin changes to the lease holder on `palisade.blocker.<bucket>.admin` (the holder
 /// answers on the requester's inbox, under the same prefix).
+///
+/// With `falco` (`[falco]` enabled: its subject and sensor id), also take Falcosidekick's
+/// events and publish the reports made of them on `palisade.reports.<falco sensor id>`.
 pub fn blocker_permissions(
     stream: &str,
     consumer: &str,
     inbox_prefix: &str,
     state_bucket: Option<&str>,
+    falco: Option<(&str, &str)>,
 ) -> Permissions {
     let mut publish = vec![
         format!("$JS.API.STREAM.CREATE.{stream}"),
@@ -299,6 +303,10 @@ pub fn blocker_permissions(
             format!("{inbox_prefix}.>"),
         ]);
         subscribe.push(crate::admin::command_subject(bucket));
+    }
+    if let Some((subject, sensor)) = falco {
+        publish.push(palisade_wire::subject_for(sensor));
+        subscribe.push(subject.to_owned());
     }
     Permissions { publish, subscribe }
 }
@@ -399,12 +407,14 @@ pub fn mint_sensor(id: &str) -> Result<Credentials> {
 
 /// Mint the NKey user of the blocker (shared by its replicas) for `stream`, `consumer` and
 /// `inbox_prefix` (the `[nats]` settings of the blocker that will use it), and `state_bucket`
-/// when it keeps its state in NATS (`[state] backend = "nats"`).
+/// when it keeps its state in NATS (`[state] backend = "nats"`), and `falco` (subject, sensor
+/// id) when it takes Falco events.
 pub fn mint_blocker(
     stream: &str,
     consumer: &str,
     inbox_prefix: &str,
     state_bucket: Option<&str>,
+    falco: Option<(&str, &str)>,
 ) -> Result<Credentials> {
     let mut names = vec![("nats.stream", stream), ("nats.consumer", consumer)];
     if let Some(bucket) = state_bucket {
@@ -422,9 +432,13 @@ pub fn mint_blocker(
         }
     }
     check_inbox_prefix(inbox_prefix)?;
+    if let Some((_, sensor)) = falco {
+        palisade_wire::validate_sensor_id(sensor)
+            .map_err(|e| Error::Config(format!("falco.sensor_id `{sensor}`: {e}")))?;
+    }
     Credentials::mint(
         "blocker".into(),
-        blocker_permissions(stream, consumer, inbox_prefix, state_bucket),
+        blocker_permissions(stream, consumer, inbox_prefix, state_bucket, falco),
     )
 }
 
@@ -534,11 +548,18 @@ mod tests {
         for id in ["", "a.b", "node-*", "x>", "a b", &"n".repeat(65)] {
             assert!(mint_sensor(id).is_err(), "{id:?}");
         }
-        assert!(mint_blocker("PALISADE_REPORTS", "a.b", "_INBOX_x", None).is_err());
-        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX.>", None).is_err());
-        assert!(mint_blocker("PALISADE_REPORTS", "c", "", None).is_err());
-        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX_x", Some("a.b")).is_err());
-        let b = mint_blocker("PALISADE_REPORTS", "palisade-blocker", "_INBOX_pb", None).unwrap();
+        assert!(mint_blocker("PALISADE_REPORTS", "a.b", "_INBOX_x", None, None).is_err());
+        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX.>", None, None).is_err());
+        assert!(mint_blocker("PALISADE_REPORTS", "c", "", None, None).is_err());
+        assert!(mint_blocker("PALISADE_REPORTS", "c", "_INBOX_x", Some("a.b"), None).is_err());
+        let b = mint_blocker(
+            "PALISADE_REPORTS",
+            "palisade-blocker",
+            "_INBOX_pb",
+            None,
+            None,
+        )
+        .unwrap();
         assert!(b.permissions.subscribe == ["_INBOX_pb.>"]);
         assert!(!b.permissions.publish.iter().any(|s| s.contains("KV")));
         let b = mint_blocker(
@@ -546,8 +567,16 @@ mod tests {
             "pb",
             "_INBOX_pb",
             Some("palisade-blocker"),
+            Some(("falco.>", "falco")),
         )
         .unwrap();
+        assert!(
+            b.permissions
+                .publish
+                .contains(&"palisade.reports.falco".to_owned())
+        );
+        assert!(b.permissions.subscribe.contains(&"falco.>".to_owned()));
+        assert!(mint_blocker("S", "c", "_INBOX_x", None, Some(("falco.>", "a.b"))).is_err());
         assert!(
             b.permissions
                 .publish

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod falco;
 pub mod guardrails;
 pub mod identity;
 pub mod lease;
@@ -193,6 +194,17 @@ pub async fn run_with(
         })
     };
     info!(addr = %admin_addr, "admin listener up");
+    // Every replica takes Falco events (one queue group): they become reports on the stream,
+    // which only the lease holder decides.
+    let falco_task = config.falco.enabled.then(|| {
+        tokio::spawn(falco::bridge(
+            client.clone(),
+            js.clone(),
+            Arc::new(config.falco.clone()),
+            Arc::clone(&metrics),
+            stopped(stop_rx.clone()),
+        ))
+    });
     on_ready(admin_addr);
 
     let term = Term {
@@ -299,6 +311,11 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     if let Err(err) = admin_task.await {
         error!(task = "admin", cause = %err, "task failed");
+    }
+    if let Some(task) = falco_task
+        && let Err(err) = task.await
+    {
+        error!(task = "falco", cause = %err, "task failed");
     }
     drop(client);
     info!("stopped");

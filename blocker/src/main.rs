@@ -106,8 +106,11 @@ fn credentials(run: &Cli, mint: &Mint) -> anyhow::Result<()> {
             let n = &config.nats;
             let bucket =
                 (config.state.backend == StateBackend::Nats).then_some(&*config.state.bucket);
-            let creds = identity::mint_blocker(&n.stream, &n.consumer, &n.inbox_prefix, bucket)
-                .context("minting the blocker's credentials")?;
+            let f = &config.falco;
+            let falco = f.enabled.then_some((&*f.subject, &*f.sensor_id));
+            let creds =
+                identity::mint_blocker(&n.stream, &n.consumer, &n.inbox_prefix, bucket, falco)
+                    .context("minting the blocker's credentials")?;
             emit(&creds, seed_file.as_deref())
         }
     }

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     sets: Mutex<Vec<SetStatus>>,
     detections_by_namespace: Mutex<BTreeMap<String, u64>>,
+    falco_events: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Most distinct namespaces counted apart in `palisade_detections_total`; the rest share
@@ -76,6 +77,16 @@ impl Metrics {
     /// A would-be block was refused by a guardrail.
     pub fn refused(&self, reason: &'static str) {
         bump(&self.refused, reason);
+    }
+
+    /// A Falco event was handled (`outcome` from `falco::Outcome::label`).
+    pub fn falco_event(&self, outcome: &'static str) {
+        bump(&self.falco_events, outcome);
+    }
+
+    /// Falco events so far, by outcome.
+    pub fn falco_events(&self) -> BTreeMap<&'static str, u64> {
+        get(&self.falco_events)
     }
 
     /// A reconcile run failed (`kind` from the provider error).
@@ -293,6 +304,13 @@ impl Metrics {
             "Reports rejected by validation, by reason.",
             "reason",
             self.rejections(),
+        );
+        labelled(
+            &mut out,
+            "palisade_falco_events_total",
+            "Falco events taken from Falcosidekick's NATS output, by outcome.",
+            "outcome",
+            self.falco_events(),
         );
         labelled(
             &mut out,

@@ -135,6 +135,7 @@ async fn each_sensor_speaks_only_for_itself() {
         &blocker_config.nats.consumer,
         &blocker_config.nats.inbox_prefix,
         None,
+        None,
     )
     .expect("mint blocker");
     // The test's own unrestricted user, to look at the stream and the consumer.
@@ -414,6 +415,7 @@ async fn replicas_on_the_nats_backend_need_only_their_minted_user() {
         &config.nats.consumer,
         &config.nats.inbox_prefix,
         Some(&config.state.bucket),
+        None,
     )
     .expect("mint blocker");
     let users: String = [&a, &blocker]
