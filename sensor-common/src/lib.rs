@@ -45,8 +45,12 @@ pub const FAMILY_V6: u32 = 6;
 pub const CONFIG_CAPTURE_BYTES: u32 = 0;
 /// Fill level of the ring buffer (bytes) past which the kernel forces a wakeup of the reader.
 pub const CONFIG_WAKEUP_BYTES: u32 = 1;
+/// Non-zero: every destination port is watched (`--port any`); a flow is inspected only when
+/// its handshake was seen and its first bytes are an HTTP/1.x request method, and every other
+/// flow is forgotten after its first data segment.
+pub const CONFIG_ANY_PORT: u32 = 2;
 /// Number of slots in `CONFIG`.
-pub const CONFIG_SLOTS: u32 = 2;
+pub const CONFIG_SLOTS: u32 = 3;
 
 /// Index of each counter in the per-CPU `COUNTERS` map.
 pub const COUNTER_RING_FULL: u32 = 0;
@@ -63,8 +67,10 @@ pub const COUNTER_SKIPPED: u32 = 5;
 /// Segments copied only in part (their first record) because the ring buffer was more than half
 /// full: under pressure request heads go first, body bytes are shed.
 pub const COUNTER_SHED: u32 = 6;
+/// Flows dropped under `CONFIG_ANY_PORT` because their first bytes are not an HTTP request.
+pub const COUNTER_NOT_HTTP: u32 = 7;
 /// Number of counters in `COUNTERS`.
-pub const COUNTER_SLOTS: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 /// Fixed-size header of a captured TCP segment. A ring-buffer record is this header followed by
 /// exactly `captured` payload bytes (the kernel assembles a [`SegmentEvent`] in per-CPU scratch

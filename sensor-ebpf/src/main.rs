@@ -27,11 +27,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_sensor_common::{
-    CAPTURE_MASK, CONFIG_CAPTURE_BYTES, CONFIG_SLOTS, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED,
-    COUNTER_ERRORS, COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SHED, COUNTER_SKIPPED,
-    COUNTER_SLOTS, COUNTER_SYNACKS, DEFAULT_CAPTURE, DEFAULT_TRACKED_FLOWS, FAMILY_V4, FAMILY_V6,
-    FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FLAG_SKIPPED, FLAG_TRUNCATED, FlowTuple,
-    MAX_CAPTURE, MAX_CAPTURE_BYTES, MAX_CHUNKS, Pending, SegmentEvent, SegmentHeader,
+    CAPTURE_MASK, CONFIG_ANY_PORT, CONFIG_CAPTURE_BYTES, CONFIG_SLOTS, CONFIG_WAKEUP_BYTES,
+    COUNTER_CAPTURED, COUNTER_ERRORS, COUNTER_HANDSHAKES, COUNTER_NOT_HTTP, COUNTER_RING_FULL,
+    COUNTER_SHED, COUNTER_SKIPPED, COUNTER_SLOTS, COUNTER_SYNACKS, DEFAULT_CAPTURE,
+    DEFAULT_TRACKED_FLOWS, FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST,
+    FLAG_SKIPPED, FLAG_TRUNCATED, FlowTuple, MAX_CAPTURE, MAX_CAPTURE_BYTES, MAX_CHUNKS, Pending,
+    SegmentEvent, SegmentHeader,
 };
 
 const ETH_HLEN: usize = 14;
@@ -122,8 +123,23 @@ fn be32(b: &[u8], i: usize) -> u32 {
 }
 
 #[inline(always)]
+fn any_port() -> bool {
+    matches!(CONFIG.get(CONFIG_ANY_PORT), Some(&n) if n != 0)
+}
+
+#[inline(always)]
 fn watched(port: u16) -> bool {
-    matches!(PORTS.get(port as u32), Some(1))
+    any_port() || matches!(PORTS.get(port as u32), Some(1))
+}
+
+/// Do the first four bytes of a stream start an HTTP/1.x request (a method and its space, or
+/// the first four letters of a longer method)?
+#[inline(always)]
+fn http_method(h: &[u8; 4]) -> bool {
+    matches!(
+        h,
+        b"GET " | b"POST" | b"PUT " | b"HEAD" | b"DELE" | b"OPTI" | b"PATC" | b"CONN" | b"TRAC"
+    )
 }
 
 /// Parsed L3/L4 facts of one TCP packet.
@@ -283,12 +299,30 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         }
     }
 
+    let seq = be32(tcp, 4);
+    if any_port() {
+        // Any port: only flows whose handshake was seen, and only while their first bytes
+        // look like HTTP. A first segment shorter than a method is let through (the flow is
+        // then inspected in full, as on a listed port): splitting the method costs an
+        // attacker nothing but keeps it inspected.
+        let Some(start) = stream_start else {
+            return Ok(());
+        };
+        if payload_len >= 4 && seq == start {
+            let head: [u8; 4] = ctx.load(seg.l4_off + doff).map_err(|_| 7i64)?;
+            if !http_method(&head) {
+                let _ = ESTABLISHED.remove(&key);
+                bump(COUNTER_NOT_HTTP);
+                return Ok(());
+            }
+        }
+    }
+
     let fin_rst = tcp_flags & (TCP_FIN | TCP_RST) != 0;
     if payload_len == 0 && !fin_rst {
         // Pure ACKs and handshakes carry nothing to inspect: map updates only.
         return Ok(());
     }
-    let seq = be32(tcp, 4);
 
     // Skip map: a segment that ends at or before `until` is reported without payload.
     let mut skipped = false;

@@ -293,6 +293,11 @@ pub struct EbpfConfig {
     /// Destination TCP ports carrying plain HTTP.
     #[serde(default = "default_ports")]
     pub ports: Vec<u16>,
+    /// Watch every destination port (`--port any`): a connection is inspected when its
+    /// handshake was seen and its first bytes are an HTTP/1.x request method; any other flow
+    /// costs one look at its first data segment. `ports` is then not needed.
+    #[serde(default)]
+    pub any_port: bool,
     /// Payload bytes copied per segment (one skb, up to ~64 KiB with GRO), 1 to 65536; the
     /// kernel splits them into ring-buffer records of at most 4096 bytes. Default 65536: whole
     /// requests, so an attack after kilobytes of padding is still seen.
@@ -319,6 +324,7 @@ impl Default for EbpfConfig {
         EbpfConfig {
             interfaces: Vec::new(),
             ports: default_ports(),
+            any_port: false,
             capture_bytes: default_capture_bytes(),
             max_tracked_flows: default_max_tracked_flows(),
             ring_bytes: default_ring_bytes(),
@@ -881,9 +887,9 @@ impl Config {
             Source::Ebpf if self.ebpf.interfaces.is_empty() => Err(Error::Config(
                 "source ebpf needs at least one interface (--interface)".to_owned(),
             )),
-            Source::Ebpf if self.ebpf.ports.is_empty() => Err(Error::Config(
-                "source ebpf needs at least one port (--port)".to_owned(),
-            )),
+            Source::Ebpf if self.ebpf.ports.is_empty() && !self.ebpf.any_port => Err(
+                Error::Config("source ebpf needs at least one port (--port)".to_owned()),
+            ),
             Source::Log if self.log.files.is_empty() => Err(Error::Config(
                 "source log needs at least one file (--log-file)".to_owned(),
             )),

@@ -44,9 +44,10 @@ struct Cli {
     /// Interface to capture on (repeatable; env: comma separated).
     #[arg(long = "interface", env = "PALISADE_INTERFACE", value_delimiter = ',')]
     interfaces: Vec<String>,
-    /// Destination port carrying plain HTTP (repeatable; env: comma separated).
-    #[arg(long = "port", env = "PALISADE_PORT", value_delimiter = ',')]
-    ports: Vec<u16>,
+    /// Destination port carrying plain HTTP (repeatable; env: comma separated), or `any`: every
+    /// port, inspecting the connections whose first bytes are an HTTP request.
+    #[arg(long = "port", env = "PALISADE_PORT", value_delimiter = ',', value_parser = parse_port)]
+    ports: Vec<PortArg>,
     /// Payload bytes captured per segment (1-65536).
     #[arg(long, env = "PALISADE_CAPTURE_BYTES")]
     capture_bytes: Option<u32>,
@@ -187,7 +188,15 @@ impl Cli {
             c.ebpf.interfaces = self.interfaces;
         }
         if !self.ports.is_empty() {
-            c.ebpf.ports = self.ports;
+            c.ebpf.any_port = self.ports.contains(&PortArg::Any);
+            c.ebpf.ports = self
+                .ports
+                .iter()
+                .filter_map(|p| match p {
+                    PortArg::Port(n) => Some(*n),
+                    PortArg::Any => None,
+                })
+                .collect();
         }
         if let Some(v) = self.capture_bytes {
             c.ebpf.capture_bytes = v;
@@ -275,6 +284,23 @@ impl Cli {
             c.validate()?;
         }
         Ok(c)
+    }
+}
+
+/// A `--port` value: a port number or `any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortArg {
+    Port(u16),
+    Any,
+}
+
+fn parse_port(s: &str) -> Result<PortArg, String> {
+    if s.eq_ignore_ascii_case("any") {
+        return Ok(PortArg::Any);
+    }
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("`{s}` is not a TCP port (1-65535) or `any`")),
+        Ok(n) => Ok(PortArg::Port(n)),
     }
 }
 

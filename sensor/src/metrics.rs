@@ -24,6 +24,9 @@ pub struct Metrics {
     pub ring_shed: AtomicU64,
     /// Segments on watched ports whose headers the kernel could not read.
     pub kernel_errors: AtomicU64,
+    /// Flows the kernel forgot under `--port any` because they do not start with an HTTP
+    /// request (summed over CPUs).
+    pub flows_not_http: AtomicU64,
     /// Flows tracked by reassembly now (gauge).
     pub flows: AtomicU64,
     /// Flows evicted to respect memory bounds.
@@ -186,7 +189,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 43] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 44] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -210,6 +213,12 @@ impl Metrics {
                 "counter",
                 "Segments whose headers the kernel program could not read.",
                 &self.kernel_errors,
+            ),
+            (
+                "palisade_sensor_flows_not_http_total",
+                "counter",
+                "Flows forgotten after their first segment under --port any: not an HTTP request.",
+                &self.flows_not_http,
             ),
             (
                 "palisade_sensor_flows",

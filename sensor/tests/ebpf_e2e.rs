@@ -875,3 +875,77 @@ async fn ebpf_trust_scenarios() {
         metrics.unattributed_by_reason()
     );
 }
+
+/// `--port any`: a server on a port nobody listed is inspected; a flow whose first bytes are
+/// not an HTTP request is forgotten after its first segment, even when an attack follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebpf_any_port_inspects_http_and_forgets_the_rest() {
+    if skip_unless_ci("ebpf_any_port_inspects_http_and_forgets_the_rest") {
+        return;
+    }
+    let server = NatsServer::start().await.unwrap();
+    let ns = VethNamespace::create().unwrap();
+    let host: IpAddr = ns.host_addr.into();
+    let (http_port, raw_port) = (18081, 19022);
+    let http = http_server(SocketAddr::new(host, http_port)).await;
+    // A server that reads whatever it gets and closes when the client does.
+    let raw_listener = tokio::net::TcpListener::bind(SocketAddr::new(host, raw_port))
+        .await
+        .unwrap();
+    let raw = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = raw_listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+
+    let mut config = ebpf_config("e2e-any-port", &ns, http_port, &server);
+    config.ebpf.ports = Vec::new();
+    config.ebpf.any_port = true;
+    config.validate().expect("any_port needs no port list");
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    warm_up(&ns, host, http_port, &metrics).await;
+
+    // Not HTTP from its first byte (an SSH banner), with an attack inside later on.
+    let attack: &[u8] =
+        b"GET /item?id=1%20UNION%20SELECT%20username,password%20FROM%20users-- HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let mut not_http = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
+    not_http.extend_from_slice(attack);
+    send(&ns, host, raw_port, &[not_http]);
+    wait_for("the kernel to forget the non-HTTP flow", || {
+        metrics.flows_not_http.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    // The same attack on the unlisted HTTP port is reported.
+    send(&ns, host, http_port, &[attack.to_vec()]);
+    wait_for("the attack on the unlisted port to be published", || {
+        metrics.reports_published.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    let _ = stop_tx.send(());
+    sensor.await.unwrap().unwrap();
+    http.abort();
+    raw.abort();
+
+    let stored = stored_reports(&server).await;
+    assert!(!stored.is_empty());
+    for r in &stored {
+        let ctx = r.context.as_ref().expect("context");
+        assert_eq!(
+            ctx.dst_port,
+            Some(http_port),
+            "only the HTTP flow is reported: {r:?}"
+        );
+    }
+    assert!(stored.iter().any(|r| r.category.as_str() == "sqli"));
+}

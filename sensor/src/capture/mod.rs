@@ -17,10 +17,10 @@ use aya::programs::{SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
 use chrono::Utc;
 use palisade_sensor_common::{
-    CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS,
-    COUNTER_HANDSHAKES, COUNTER_RING_FULL, COUNTER_SHED, COUNTER_SKIPPED, COUNTER_SYNACKS,
-    FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST, FlowTuple,
-    SegmentHeader,
+    CONFIG_ANY_PORT, CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS,
+    COUNTER_HANDSHAKES, COUNTER_NOT_HTTP, COUNTER_RING_FULL, COUNTER_SHED, COUNTER_SKIPPED,
+    COUNTER_SYNACKS, FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST,
+    FlowTuple, SegmentHeader,
 };
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, instrument, warn};
@@ -116,6 +116,8 @@ pub struct KernelCounters {
     pub skipped: u64,
     /// Segments of which only the first record was copied because the ring was over half full.
     pub shed: u64,
+    /// Flows forgotten under `any_port` because their first bytes are not an HTTP request.
+    pub not_http: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -178,6 +180,9 @@ impl Capture {
             .ok_or_else(|| missing("map PORTS"))?
             .try_into()
             .map_err(|e| ebpf_err("map PORTS", &e))?;
+        if config.any_port {
+            info!("watching every port: flows whose first bytes are an HTTP request are inspected");
+        }
         for port in &config.ports {
             ports
                 .set(u32::from(*port), 1u8, 0)
@@ -194,6 +199,9 @@ impl Capture {
         settings
             .set(CONFIG_WAKEUP_BYTES, config.wakeup_bytes, 0)
             .map_err(|e| ebpf_err("setting wakeup_bytes", &e))?;
+        settings
+            .set(CONFIG_ANY_PORT, u32::from(config.any_port), 0)
+            .map_err(|e| ebpf_err("setting any_port", &e))?;
 
         let mut ifnames = HashMap::new();
         let mut attached = Vec::new();
@@ -325,6 +333,7 @@ impl Capture {
                     metrics.ring_drops.store(k.ring_full, Ordering::Relaxed);
                     metrics.kernel_errors.store(k.errors, Ordering::Relaxed);
                     metrics.ring_shed.store(k.shed, Ordering::Relaxed);
+                    metrics.flows_not_http.store(k.not_http, Ordering::Relaxed);
                     debug!(
                         captured = k.captured,
                         synacks = k.synacks,
@@ -366,6 +375,7 @@ fn kernel_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
         handshakes: sum(COUNTER_HANDSHAKES),
         skipped: sum(COUNTER_SKIPPED),
         shed: sum(COUNTER_SHED),
+        not_http: sum(COUNTER_NOT_HTTP),
     }
 }
 
