@@ -115,8 +115,9 @@ pub struct CommandReply {
     pub body: serde_json::Value,
 }
 
-/// How long a standby waits for the lease holder to answer a forwarded change.
-const FORWARD_WAIT: Duration = Duration::from_secs(10);
+/// How long a standby waits for the lease holder to answer a forwarded change (a holder busy
+/// committing a flood of decisions applies it after them).
+const FORWARD_WAIT: Duration = Duration::from_secs(30);
 
 /// SHA-256 of a token: fixed-size, so comparing digests takes the same time whatever the
 /// lengths of the configured and the presented tokens.
@@ -408,8 +409,13 @@ async fn forward(c: &Cluster, cmd: &Command) -> CommandReply {
         Ok(p) => p,
         Err(e) => return reply_err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let request = c.client.request(c.subject.clone(), payload.into());
-    match tokio::time::timeout(FORWARD_WAIT, request).await {
+    let request = c.client.send_request(
+        c.subject.clone(),
+        async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(FORWARD_WAIT)),
+    );
+    match tokio::time::timeout(FORWARD_WAIT + Duration::from_secs(1), request).await {
         Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).unwrap_or_else(|e| {
             reply_err(
                 StatusCode::BAD_GATEWAY,
@@ -417,8 +423,10 @@ async fn forward(c: &Cluster, cmd: &Command) -> CommandReply {
             )
         }),
         Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => unavailable(),
-        Ok(Err(e)) => reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(_) => reply_err(
+        Ok(Err(e)) if e.kind() != async_nats::RequestErrorKind::TimedOut => {
+            reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        _ => reply_err(
             StatusCode::GATEWAY_TIMEOUT,
             "the lease holder did not answer in time; the change may still be applied",
         ),

@@ -356,24 +356,21 @@ pub async fn leader_killed_mid_stream(
         .unwrap_or(0) as usize;
     // A manual block and a release through the standby reach the holder and the IP sets.
     let manual = "198.19.200.9/32";
-    let (code, body) = admin_request_body(
+    admin_change(
         "POST",
         &c.replicas[standby].url("/v1/blocks"),
         &format!(r#"{{"cidr":"{manual}","ttl_secs":600,"note":"failover test"}}"#),
+        201,
     )
     .await?;
-    if code != 201 {
-        bail!("POST /v1/blocks on a standby answered {code}: {body}");
-    }
     wait_for_entry(&c, manual, true).await?;
-    let (code, body) = admin_request(
+    admin_change(
         "DELETE",
         &c.replicas[standby].url("/v1/blocks/198.19.200.9_32"),
+        "",
+        204,
     )
     .await?;
-    if code != 204 {
-        bail!("DELETE /v1/blocks on a standby answered {code}: {body}");
-    }
     wait_for_entry(&c, manual, false).await?;
     Ok(FailoverOutcome {
         replicas,
@@ -556,6 +553,27 @@ async fn wait_for_entry(c: &Cluster, entry: &str, present: bool) -> anyhow::Resu
 
 /// A request with the admin token to a loopback admin endpoint; status and body. HTTP/1.0,
 /// so the body comes whole (no chunking).
+/// A change through the admin API, retried as its documentation says: a 503 (no holder yet) or
+/// 504 (the holder did not answer in time: busy, the change may still be applied) is tried
+/// again, up to three times; after such an answer, "already done" (a DELETE's 404) counts as
+/// done.
+async fn admin_change(method: &str, url: &str, body: &str, want: u16) -> anyhow::Result<()> {
+    let mut retried = false;
+    for _ in 0..3 {
+        let (code, text) = admin_request_body(method, url, body).await?;
+        if code == want || (retried && method == "DELETE" && code == 404) {
+            return Ok(());
+        }
+        if code != 503 && code != 504 {
+            bail!("{method} {url} answered {code}: {text}");
+        }
+        eprintln!("{method} {url} answered {code} ({text}); retrying");
+        retried = true;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    bail!("{method} {url}: no success after three attempts")
+}
+
 async fn admin_request(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
     admin_request_body(method, url, "").await
 }
