@@ -218,7 +218,7 @@ pub fn to_report(config: &FalcoConfig, body: &[u8]) -> Result<Report, Outcome> {
         mitre: event
             .tags
             .iter()
-            .filter(|t| mitre_ok(t))
+            .filter(|t| palisade_wire::mitre_ok(t))
             .take(8)
             .cloned()
             .collect(),
@@ -232,17 +232,6 @@ pub fn to_report(config: &FalcoConfig, body: &[u8]) -> Result<Report, Outcome> {
         report.validate().map_err(|_| Outcome::Invalid)?;
     }
     Ok(report)
-}
-
-/// `T1190` or `T1059.004`.
-fn mitre_ok(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
-    match b.len() {
-        5 => b[0] == b'T' && digits(&b[1..]),
-        9 => b[0] == b'T' && digits(&b[1..5]) && b[5] == b'.' && digits(&b[6..]),
-        _ => false,
-    }
 }
 
 /// Severity from Falco's priority when the mapping sets none.

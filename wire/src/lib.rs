@@ -580,7 +580,7 @@ pub fn validate_rule_id(s: &str) -> Result<(), WireError> {
 }
 
 /// Is `s` a MITRE ATT&CK technique id (`T1190` or `T1059.004`)?
-fn mitre_ok(s: &str) -> bool {
+pub fn mitre_ok(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
     match b.len() {
