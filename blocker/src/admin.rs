@@ -12,6 +12,11 @@
 //!   release. They need `Authorization: Bearer <admin.token>`; without a configured token they
 //!   answer 403 "disabled".
 //!
+//! - `GET /v1/status`: readiness, the fill of each firewall set, the last reconcile and the
+//!   number of sensors seen (JSON; `palisade status`). Same access as `GET /v1/blocks`.
+//! - `GET /v1/sensors`: per sensor, its last report, reports per minute and rejected reports
+//!   since this replica started deciding (JSON; `palisade sensors list`). Same access.
+//!
 //! Tokens are compared as SHA-256 digests in constant time: neither the content nor the
 //! length of a configured token shows in the time an answer takes.
 //!
@@ -174,6 +179,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/sensors", get(sensors))
         .route("/v1/blocks", get(list).post(create))
         .route("/v1/blocks/{cidr}", delete(release))
         .with_state(state)
@@ -191,6 +198,46 @@ struct Readiness {
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
+    let r = readiness(&s);
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r)).into_response()
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Body of `GET /v1/status`.
+#[derive(Serialize)]
+struct Status {
+    #[serde(flatten)]
+    readiness: Readiness,
+    reconcile: ReconcileStatus,
+    /// Each firewall set as of the last reconcile run.
+    sets: Vec<palisade_providers::SetStatus>,
+    blocks_active: u64,
+    blocks_deferred: u64,
+    /// Sensors whose reports this replica has taken since it started deciding.
+    sensors_seen: usize,
+}
+
+#[derive(Serialize)]
+struct ReconcileStatus {
+    runs: u64,
+    /// When the last run succeeded (absent: none yet).
+    last_success: Option<chrono::DateTime<chrono::Utc>>,
+    last_duration_ms: f64,
+}
+
+fn readiness(s: &AdminState) -> Readiness {
     let leader = s.engine().is_some();
     let r = Readiness {
         leader,
@@ -200,20 +247,52 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         ready: false,
     };
     let ready = r.nats_connected && r.store_open && r.last_reconcile_ok;
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(Readiness { ready, ..r })).into_response()
+    Readiness { ready, ..r }
 }
 
-async fn metrics(State(s): State<AdminState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+async fn status(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(resp) = authorize(&s, &headers, Access::Read) {
+        return *resp;
+    }
+    let m = &s.metrics;
+    let last = m.reconcile_last_success_unix.load(Relaxed);
+    Json(Status {
+        readiness: readiness(&s),
+        reconcile: ReconcileStatus {
+            runs: m.reconcile_runs.load(Relaxed),
+            last_success: (last > 0)
+                .then(|| chrono::DateTime::from_timestamp(last as i64, 0))
+                .flatten(),
+            last_duration_ms: m.reconcile_last_duration_micros.load(Relaxed) as f64 / 1e3,
+        },
+        sets: m.sets(),
+        blocks_active: m.blocks_active.load(Relaxed),
+        blocks_deferred: m.blocks_deferred.load(Relaxed),
+        sensors_seen: m.sensors.len(),
+    })
+    .into_response()
+}
+
+/// Body of `GET /v1/sensors`.
+#[derive(Serialize)]
+struct SensorList {
+    count: usize,
+    sensors: Vec<crate::metrics::sensors::SensorActivity>,
+    /// Reports from sensors beyond the number tracked one by one.
+    untracked_reports: u64,
+}
+
+async fn sensors(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(resp) = authorize(&s, &headers, Access::Read) {
+        return *resp;
+    }
+    let sensors = s.metrics.sensors.list();
+    Json(SensorList {
+        count: sensors.len(),
+        sensors,
+        untracked_reports: s.metrics.sensors.untracked(),
+    })
+    .into_response()
 }
 
 #[derive(Serialize)]

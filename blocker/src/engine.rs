@@ -567,9 +567,14 @@ impl Engine {
         let mut pending: HashMap<IpNet, bool> = HashMap::new();
         for msg in msgs {
             self.metrics.reports_received.fetch_add(1, Relaxed);
+            // The subject names the sensor its credentials pin: count activity against it.
+            let by = sensor_from_subject(&msg.subject);
             let report = match Report::from_slice(&msg.payload) {
                 Ok(r) => r,
                 Err(e) => {
+                    if let Some(by) = by {
+                        self.metrics.sensors.report(by, true);
+                    }
                     self.metrics.rejected(e.reason());
                     if self.log_limit.allow(e.reason(), &msg.subject) {
                         warn!(subject = %msg.subject, reason = e.reason(), cause = %e, "report rejected (logged once per subject and reason per minute; palisade_reports_rejected_total counts all)");
@@ -578,7 +583,10 @@ impl Engine {
                     continue;
                 }
             };
-            if sensor_from_subject(&msg.subject) != Some(report.sensor.as_str()) {
+            if by != Some(report.sensor.as_str()) {
+                if let Some(by) = by {
+                    self.metrics.sensors.report(by, true);
+                }
                 self.metrics.rejected("sensor_mismatch");
                 if self.log_limit.allow("sensor_mismatch", &msg.subject) {
                     warn!(subject = %msg.subject, sensor = %report.sensor, "report sensor does not match its subject (logged once per subject per minute)");
@@ -587,6 +595,7 @@ impl Engine {
                 continue;
             }
             out.push(Disposition::Ack);
+            self.metrics.sensors.report(&report.sensor, false);
             // Counted, deduplicated and blocked per prefix (an IPv6 client owns its /64).
             let net = client_net(report.client_ip, v4_len, v6_len);
             let key: DedupKey =

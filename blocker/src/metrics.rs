@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use palisade_providers::SetStatus;
 
+pub mod sensors;
+
 /// Every metric of the blocker.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -45,6 +47,10 @@ pub struct Metrics {
     sets: Mutex<Vec<SetStatus>>,
     detections_by_namespace: Mutex<BTreeMap<String, u64>>,
     falco_events: Mutex<BTreeMap<&'static str, u64>>,
+    /// Unix time of the last successful reconcile run (0: none yet).
+    pub reconcile_last_success_unix: AtomicU64,
+    /// Per-sensor activity (`GET /v1/sensors`).
+    pub sensors: sensors::SensorTracker,
 }
 
 /// Most distinct namespaces counted apart in `palisade_detections_total`; the rest share
@@ -135,6 +141,11 @@ impl Metrics {
     /// Guardrail refusals so far, by reason.
     pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
         get(&self.refused)
+    }
+
+    /// Latest fill of the firewall's sets (as of the last reconcile run).
+    pub fn sets(&self) -> Vec<SetStatus> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Latest fill of the firewall's sets.
@@ -277,6 +288,16 @@ impl Metrics {
             "palisade_reconcile_last_duration_microseconds",
             "Duration of the last reconcile run.",
             self.reconcile_last_duration_micros.load(Relaxed),
+        );
+        gauge(
+            "palisade_reconcile_last_success_timestamp_seconds",
+            "Unix time of the last successful reconcile run (0: none yet).",
+            self.reconcile_last_success_unix.load(Relaxed),
+        );
+        gauge(
+            "palisade_sensors_tracked",
+            "Sensors whose reports this blocker has taken since it started (at most 1024 counted apart).",
+            self.sensors.len() as u64,
         );
         gauge(
             "palisade_reconcile_evicted",

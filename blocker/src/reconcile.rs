@@ -191,7 +191,11 @@ impl Reconciler {
             .reconcile_last_duration_micros
             .store(micros, Relaxed);
         match &res {
-            Ok(_) => self.last_ok.store(true, Relaxed),
+            Ok(_) => {
+                self.last_ok.store(true, Relaxed);
+                let now = Utc::now().timestamp().max(0) as u64;
+                metrics.reconcile_last_success_unix.store(now, Relaxed);
+            }
             Err(err) => {
                 self.last_ok.store(false, Relaxed);
                 let kind = match err {
