@@ -61,7 +61,10 @@ impl Stats {
     /// Reports over the last minute: the previous window weighted by how much of it still
     /// lies within the minute, plus the current window.
     fn per_minute(&self, now: Instant) -> f64 {
-        let frac = now.saturating_duration_since(self.window_start).as_secs_f64() / 60.0;
+        let frac = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64()
+            / 60.0;
         self.last_minute as f64 * (1.0 - frac.min(1.0)) + self.this_minute as f64
     }
 }
@@ -166,7 +169,10 @@ mod tests {
         t.report("b", false);
         let l = t.list();
         assert_eq!(l.len(), 2);
-        assert_eq!((l[0].sensor.as_str(), l[0].reports, l[0].rejected), ("a", 2, 1));
+        assert_eq!(
+            (l[0].sensor.as_str(), l[0].reports, l[0].rejected),
+            ("a", 2, 1)
+        );
         assert_eq!(l[0].reports_per_min, 2.0);
         assert_eq!((l[1].sensor.as_str(), l[1].reports), ("b", 1));
     }
