@@ -418,7 +418,9 @@ async fn show(client: &Client, s: &str, json: bool) -> Result<String> {
         line("Flags", flags.join(", "));
     }
     let (manual, reports): (Vec<_>, Vec<_>) = b.reasons.iter().partition(|r| r.is_manual());
-    out.push_str(&format!("\nReports ({}, oldest first):\n", reports.len()));
+    if !reports.is_empty() {
+        out.push_str(&format!("\nReports ({}, oldest first):\n", reports.len()));
+    }
     for r in &reports {
         out.push_str(&format!(
             "  {}  {}  {} ({}, {})  sensor {}\n",
