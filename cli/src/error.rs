@@ -18,7 +18,9 @@ pub enum Error {
         message: String,
     },
     /// No connection, or no answer in time.
-    #[error("cannot reach the blocker at {url}: {cause}")]
+    #[error(
+        "cannot reach the blocker at {url}: {cause} (is it running? set --url or PALISADE_URL)"
+    )]
     Unreachable { url: String, cause: String },
     /// The blocker answered with an error.
     #[error("the blocker answered {status}: {message}")]

@@ -43,16 +43,13 @@ pub struct Global {
         global = true
     )]
     pub url: String,
-    /// Bearer token: admin.token (reads and changes) or admin.read_token (reads).
-    #[arg(long, env = "PALISADE_TOKEN", hide_env_values = true, global = true)]
+    /// Bearer token: admin.token (reads and changes) or admin.read_token (reads). Without
+    /// --token or --token-file, the PALISADE_TOKEN environment variable.
+    #[arg(long, global = true)]
     pub token: Option<String>,
-    /// Read the token from this file (surrounding whitespace ignored).
-    #[arg(
-        long,
-        env = "PALISADE_TOKEN_FILE",
-        global = true,
-        conflicts_with = "token"
-    )]
+    /// Read the token from this file (surrounding whitespace ignored); --token wins over it,
+    /// it wins over PALISADE_TOKEN.
+    #[arg(long, env = "PALISADE_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
@@ -153,7 +150,7 @@ impl Global {
                     .trim()
                     .to_owned(),
             ),
-            (None, None) => None,
+            (None, None) => std::env::var("PALISADE_TOKEN").ok(),
         };
         Client::new(&self.url, token, Duration::from_secs(self.timeout.max(1)))
     }

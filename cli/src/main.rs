@@ -4,7 +4,15 @@ use clap::Parser;
 use palisade_cli::{Cli, error::exit, run};
 
 fn main() {
-    let cli = Cli::parse();
+    // clap exits with 2 on a usage error; 2 means "not blocked" here (docs/cli.md).
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() {
+            exit::ERROR
+        } else {
+            exit::OK
+        })
+    });
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -476,6 +476,19 @@ async fn every_subcommand_against_a_running_blocker() {
     );
     assert!(!firewall.snapshot().contains(&net("192.0.2.78/32")));
 
+    // The token file wins over PALISADE_TOKEN; a usage error is 1, not clap's 2.
+    let r = palisade(
+        url,
+        Some("wrong-token-0123456789"),
+        &["status", "--token-file", tf],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = palisade(url, Some(TOKEN), &["blocks", "list", "--no-such-option"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = palisade(url, Some(TOKEN), &["blocks", "show"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+
     // Unreachable: 4.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
