@@ -204,3 +204,69 @@ pub struct Sensor {
     pub reports_per_min: f64,
     pub rejected: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(cidr: &str, ns: Option<&str>) -> Block {
+        serde_json::from_value(serde_json::json!({
+            "cidr": cidr,
+            "first_seen": "2026-12-01T00:00:00Z",
+            "last_seen": "2026-12-01T00:00:00Z",
+            "expires_at": "2026-12-01T01:00:00Z",
+            "severity": "high",
+            "sensors": ["s1"],
+            "reasons": [{
+                "report_id": "r1", "sensor": "s1", "rule": "sqli-1", "category": "sqli",
+                "severity": "high", "evidence": "x", "observed_at": "2026-12-01T00:00:00Z",
+                "context": ns.map(|n| serde_json::json!({"namespace": n})),
+            }],
+            "a_field_from_a_newer_blocker": 1
+        }))
+        .expect("block")
+    }
+
+    #[test]
+    fn targets_contain_and_are_contained() {
+        let host = block("203.0.113.10/32", None).cidr;
+        let wide = block("192.0.2.0/24", None).cidr;
+        let t = |s: &str| Target::parse(s).expect("target");
+        assert!(t("203.0.113.10").matches(&host));
+        assert!(!t("203.0.113.11").matches(&host));
+        assert!(t("203.0.113.0/24").matches(&host));
+        assert!(t("192.0.2.7").matches(&wide));
+        assert!(
+            t("192.0.2.7/32").matches(&wide),
+            "a block containing the network"
+        );
+        assert!(!t("198.51.100.0/24").matches(&host));
+        assert_eq!(Target::parse("nonsense"), None);
+        assert_eq!(Target::parse("10.0.0.1/33"), None);
+    }
+
+    #[test]
+    fn filters_all_hold() {
+        let b = block("203.0.113.10/32", Some("shop"));
+        let f = |f: Filter| f.matches(&b);
+        assert!(f(Filter::default()));
+        assert!(f(Filter {
+            namespace: Some("shop".into()),
+            category: Some("SQLI".into()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            namespace: Some("shop".into()),
+            sensor: Some("s2".into()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            rule: Some("xss-1".into()),
+            ..Filter::default()
+        }));
+        assert!(!block("203.0.113.10/32", None).reasons[0].is_manual());
+        // unknown fields pass through to `-o json`
+        let v = serde_json::to_value(&b).expect("json");
+        assert_eq!(v["a_field_from_a_newer_blocker"], 1);
+    }
+}
