@@ -219,6 +219,11 @@ async fn status(client: &Client, json: bool) -> Result<String> {
         "Blocks       {} active, {} deferred\nSensors      {} seen\n",
         s.blocks_active, s.blocks_deferred, s.sensors_seen
     ));
+    if !s.leader {
+        out.push_str(
+            "(a standby replica: the lease holder has the reconcile, set and sensor figures)\n",
+        );
+    }
     out.push('\n');
     let rows: Vec<Vec<String>> = s
         .sets
