@@ -318,10 +318,24 @@ async fn every_subcommand_against_a_running_blocker() {
     assert_eq!(rec["reasons"][0]["context"]["namespace"], "shop");
     assert_eq!(rec["reasons"][0]["mitre"][0], "T1190");
 
-    // sensors list.
-    let sensors = palisade(url, Some(READ_TOKEN), &["sensors", "list", "-o", "json"])
-        .await
-        .json();
+    // sensors list (once the rejected message, published last, has been taken).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let sensors = loop {
+        let v = palisade(url, Some(READ_TOKEN), &["sensors", "list", "-o", "json"])
+            .await
+            .json();
+        let reports: u64 = v["sensors"]
+            .as_array()
+            .expect("sensors")
+            .iter()
+            .filter_map(|s| s["reports"].as_u64())
+            .sum();
+        if reports >= 4 {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let by = |id: &str| {
         sensors["sensors"]
             .as_array()
