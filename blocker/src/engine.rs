@@ -565,15 +565,20 @@ impl Engine {
         let mut new_deferred_of: HashMap<u64, usize> = HashMap::new();
         // Clients whose counted reports changed (`true`) or that got blocked (`false`).
         let mut pending: HashMap<IpNet, bool> = HashMap::new();
+        // Per sensor (as its subject names it): reports, rejected; recorded once per batch.
+        let mut by_sensor: HashMap<&str, (u64, u64)> = HashMap::new();
         for msg in msgs {
             self.metrics.reports_received.fetch_add(1, Relaxed);
             // The subject names the sensor its credentials pin: count activity against it.
             let by = sensor_from_subject(&msg.subject);
+            if let Some(by) = by {
+                by_sensor.entry(by).or_default().0 += 1;
+            }
             let report = match Report::from_slice(&msg.payload) {
                 Ok(r) => r,
                 Err(e) => {
                     if let Some(by) = by {
-                        self.metrics.sensors.report(by, true);
+                        by_sensor.entry(by).or_default().1 += 1;
                     }
                     self.metrics.rejected(e.reason());
                     if self.log_limit.allow(e.reason(), &msg.subject) {
@@ -585,7 +590,7 @@ impl Engine {
             };
             if by != Some(report.sensor.as_str()) {
                 if let Some(by) = by {
-                    self.metrics.sensors.report(by, true);
+                    by_sensor.entry(by).or_default().1 += 1;
                 }
                 self.metrics.rejected("sensor_mismatch");
                 if self.log_limit.allow("sensor_mismatch", &msg.subject) {
@@ -595,7 +600,6 @@ impl Engine {
                 continue;
             }
             out.push(Disposition::Ack);
-            self.metrics.sensors.report(&report.sensor, false);
             // Counted, deduplicated and blocked per prefix (an IPv6 client owns its /64).
             let net = client_net(report.client_ip, v4_len, v6_len);
             let key: DedupKey =
@@ -750,6 +754,9 @@ impl Engine {
             offences.insert(net, offence);
             dirty.insert(net, rec);
         }
+        self.metrics
+            .sensors
+            .record(by_sensor.into_iter().map(|(s, (n, rej))| (s, n, rej)));
         let mut upserts: Vec<BlockRecord> = dirty.values().cloned().collect();
         let new_offences: Vec<(IpNet, Offence)> = offences.iter().map(|(k, v)| (*k, *v)).collect();
         state.offences.extend(offences);
