@@ -6,5 +6,5 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "demo: needs root (it creates a network namespace and attaches an eBPF program)" >&2
     exit 1
 fi
-cargo build --release --bins -p palisade-blocker -p palisade-sensor -p palisade-tests
+cargo build --release --bins -p palisade-blocker -p palisade-sensor -p palisade-tests -p palisade-cli
 exec target/release/palisade-demo "$@"

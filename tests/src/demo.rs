@@ -114,6 +114,9 @@ pub struct DemoOutcome {
     pub update_calls: u64,
     /// Throttling errors AWS (the proxy) returned to the blocker.
     pub throttled: u64,
+    /// What `palisade blocks list` printed against the running blocker at the end (`None`
+    /// when the `palisade` binary was not built).
+    pub cli_blocks: Option<String>,
 }
 
 impl DemoOutcome {
@@ -1104,6 +1107,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         requests_answered: answered,
         update_calls: waf.proxy.calls("UpdateIPSet"),
         throttled: waf.proxy.errors("ThrottlingException"),
+        cli_blocks: blocks_list(&opts.bin_dir, &admin_url).await?,
     };
 
     say(v, "stopping the sensor and the blocker (SIGTERM)");
@@ -1219,6 +1223,27 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// Print the outcome for a person.
+/// `palisade blocks list` against the blocker at `url`, as an operator would run it.
+async fn blocks_list(bin_dir: &Path, url: &str) -> anyhow::Result<Option<String>> {
+    let cli = bin_dir.join("palisade");
+    if !cli.exists() {
+        return Ok(None);
+    }
+    let out = Command::new(&cli)
+        .args(["--url", url, "blocks", "list"])
+        .output()
+        .await
+        .with_context(|| format!("running {}", cli.display()))?;
+    if !out.status.success() {
+        bail!(
+            "palisade blocks list failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
 pub fn print_summary(o: &DemoOutcome) {
     println!();
     println!("Palisade demo — sensor source: {:?}", o.mode);
@@ -1268,6 +1293,11 @@ pub fn print_summary(o: &DemoOutcome) {
         println!("  {name}: {addrs:?}");
     }
     println!();
+    if let Some(list) = &o.cli_blocks {
+        println!("$ palisade blocks list");
+        print!("{list}");
+        println!();
+    }
     println!(
         "{}",
         if o.success() {

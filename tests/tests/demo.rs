@@ -49,6 +49,14 @@ async fn run_demo(mode: SensorMode) {
         })
         .collect();
     assert_eq!(in_sets, expected);
+    // The demo ends with the operator's view: `palisade blocks list` names every attacker.
+    let list = outcome
+        .cli_blocks
+        .as_deref()
+        .expect("the palisade CLI is built beside the services");
+    for cidr in &expected {
+        assert!(list.contains(cidr.as_str()), "{cidr} missing from:\n{list}");
+    }
     assert_eq!(
         outcome.throttled, 0,
         "the blocker stays within the AWS write budget"
