@@ -7,7 +7,9 @@
 //!   one wins.
 //! - The holder renews it every third of the lease time, as a fenced write (see
 //!   [`crate::state::jetstream`]): once another replica took it, the renewal is refused and
-//!   the holder steps down. It also stops writing on its own when a renewal is late.
+//!   the holder steps down. It also steps down on its own, without waiting for a pending
+//!   renewal or commit, the moment its lease runs out by its own clock (the lease time less
+//!   a margin after the last renewal was sent), which is before any standby can take it.
 //! - On a clean shutdown the holder releases it, so a standby takes over at once.
 
 use std::future::Future;
@@ -113,10 +115,23 @@ pub async fn keep(kv: &KvStore, ttl: Duration) {
             warn!("a write was refused: another replica holds the lease");
             return;
         }
+        // A renewal (or a commit holding the writer lock) that hangs must not keep this
+        // replica claiming a lease that ran out by its own clock: a standby may take it.
+        let Some(valid_until) = kv.lease_valid_until().filter(|_| kv.lease_valid_now()) else {
+            warn!("the lease ran out without a renewal");
+            return;
+        };
         if Instant::now() < next {
             continue;
         }
-        match kv.renew().await {
+        let renewed = tokio::select! {
+            r = kv.renew() => r,
+            () = tokio::time::sleep_until(valid_until.into()) => {
+                warn!("the lease ran out while its renewal was pending");
+                return;
+            }
+        };
+        match renewed {
             Ok(()) => next = Instant::now() + every,
             Err(err @ (Error::Fenced(_) | Error::NotLeader)) => {
                 warn!(cause = %err, "lease lost");

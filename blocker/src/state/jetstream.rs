@@ -33,7 +33,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage;
@@ -58,6 +58,8 @@ const BLOCK: &str = "block.";
 const OFFENCE: &str = "offence.";
 const OWNED: &str = "owned.";
 const PENDING: &str = "pending.";
+/// Most messages written under the writer lock at once (see [`KvStore::write`]).
+const WRITE_CHUNK: usize = 256;
 /// The key of the lease.
 pub const LEASE_KEY: &str = "lease";
 
@@ -118,6 +120,12 @@ struct Inner {
     /// Set once the server refused a write of ours because another replica wrote: the lease
     /// is lost for good in this incarnation.
     fenced: AtomicBool,
+    /// The held lease's `valid_until`, as milliseconds after `epoch` (0: no lease held),
+    /// readable without the writer lock: `/readyz` and the keeper must see a lease run out
+    /// even while a slow commit holds that lock.
+    valid_until_ms: AtomicU64,
+    /// The instant `valid_until_ms` counts from.
+    epoch: Instant,
 }
 
 /// The holder's side of the lease.
@@ -226,6 +234,8 @@ impl KvStore {
                 kv,
                 writer: Mutex::new(Writer::default()),
                 fenced: AtomicBool::new(false),
+                valid_until_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
             }),
         })
     }
@@ -238,6 +248,28 @@ impl KvStore {
     /// Has the server refused a write of ours because another replica took the lease?
     pub fn is_fenced(&self) -> bool {
         self.inner.fenced.load(Relaxed)
+    }
+
+    /// Mirror the held lease's validity for [`KvStore::lease_valid_now`] (`None`: none held).
+    fn publish_validity(&self, until: Option<Instant>) {
+        let ms = until.map_or(0, |t| {
+            (t.saturating_duration_since(self.inner.epoch).as_millis() as u64).max(1)
+        });
+        self.inner.valid_until_ms.store(ms, Relaxed);
+    }
+
+    /// When the held lease stops being valid by this replica's clock (`None`: none held).
+    pub fn lease_valid_until(&self) -> Option<Instant> {
+        match self.inner.valid_until_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(self.inner.epoch + Duration::from_millis(ms)),
+        }
+    }
+
+    /// Does this replica hold a lease valid by its own clock? Without the writer lock, so a
+    /// commit in flight never makes a replica whose lease ran out still claim it.
+    pub fn lease_valid_now(&self) -> bool {
+        !self.is_fenced() && self.lease_valid_until().is_some_and(|t| Instant::now() < t)
     }
 
     /// Does this replica hold a lease that is still valid by its own clock?
@@ -326,6 +358,7 @@ impl KvStore {
             lease,
         });
         self.inner.fenced.store(false, Relaxed);
+        self.publish_validity(Some(sent + validity(ttl)));
         Ok(true)
     }
 
@@ -345,6 +378,7 @@ impl KvStore {
         if let Some(held) = w.lease.as_mut() {
             held.lease = lease;
             held.valid_until = sent + validity(ttl);
+            self.publish_validity(Some(held.valid_until));
         }
         Ok(())
     }
@@ -364,11 +398,13 @@ impl KvStore {
         let ops = vec![Op::Put(LEASE_KEY.to_owned(), encode(&lease)?.into())];
         let res = self.write_locked(&mut w, ops).await;
         w.lease = None;
+        self.publish_validity(None);
         res
     }
 
     /// Forget the lease without writing (after it was lost).
     pub async fn step_down(&self) {
+        self.publish_validity(None);
         self.inner.writer.lock().await.lease = None;
     }
 
@@ -509,12 +545,21 @@ impl KvStore {
         self.write(ops).await
     }
 
-    async fn write(&self, ops: Vec<Op>) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
+    /// Write `ops` in pieces of at most [`WRITE_CHUNK`], taking the writer lock for each: a
+    /// renewal waiting for the lock (it is fair) goes between two pieces, so a commit of
+    /// thousands of keys on a loaded cluster cannot hold the lease past its validity. A
+    /// commit was never atomic across messages (a holder killed mid-commit leaves a prefix
+    /// of it, which the next holder's reconcile takes from there), so the pieces add no new
+    /// outcome.
+    async fn write(&self, mut ops: Vec<Op>) -> Result<()> {
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(WRITE_CHUNK));
+            let mut w = self.inner.writer.lock().await;
+            self.write_locked(&mut w, ops).await?;
+            drop(w);
+            ops = rest;
         }
-        let mut w = self.inner.writer.lock().await;
-        self.write_locked(&mut w, ops).await
+        Ok(())
     }
 
     /// The fenced write: refuses without a valid lease; sends the first message alone, the

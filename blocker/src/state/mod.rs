@@ -254,6 +254,16 @@ impl Store {
         }
     }
 
+    /// Does this replica hold the right to decide right now, without waiting for a lock?
+    /// Always for the embedded store; for the `nats` backend while its lease is valid by its
+    /// own clock.
+    pub fn lease_valid_now(&self) -> bool {
+        match self {
+            Store::Embedded(_) => true,
+            Store::Nats(s) => s.lease_valid_now(),
+        }
+    }
+
     /// Where the state lives, for logs.
     pub fn describe(&self) -> String {
         match self {
