@@ -240,7 +240,7 @@ struct ReconcileStatus {
 fn readiness(s: &AdminState) -> Readiness {
     // A replica whose lease ran out by its own clock no longer claims it, even while its
     // engine is still winding down (a commit in flight).
-    let leader = s.engine().is_some_and(|e| e.store().lease_valid_now());
+    let leader = s.engine().is_some_and(|e| e.store().may_write());
     let r = Readiness {
         leader,
         nats_connected: s.nats_connected.load(Relaxed),

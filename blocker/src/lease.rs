@@ -117,7 +117,7 @@ pub async fn keep(kv: &KvStore, ttl: Duration) {
         }
         // A renewal (or a commit holding the writer lock) that hangs must not keep this
         // replica claiming a lease that ran out by its own clock: a standby may take it.
-        let Some(valid_until) = kv.lease_valid_until().filter(|_| kv.lease_valid_now()) else {
+        let Some(valid_until) = kv.lease_valid_until().filter(|t| Instant::now() < *t) else {
             warn!("the lease ran out without a renewal");
             return;
         };
@@ -139,7 +139,7 @@ pub async fn keep(kv: &KvStore, ttl: Duration) {
             }
             Err(err) => {
                 warn!(cause = %err, "lease renewal failed; retrying");
-                if !kv.holds_lease().await {
+                if !kv.holds_lease() {
                     warn!("the lease ran out without a renewal");
                     return;
                 }

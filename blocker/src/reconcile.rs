@@ -293,7 +293,7 @@ impl Reconciler {
         };
         // The last check before writing: a lease holder that was paused past its lease stops
         // here (its state writes are fenced by the server; the firewall has no such fence).
-        if !self.engine.store().may_write().await {
+        if !self.engine.store().may_write() {
             return Err(Error::NotLeader);
         }
         let applied = self.firewall.apply(&diff).await?;

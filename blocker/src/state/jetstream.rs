@@ -120,8 +120,9 @@ struct Inner {
     /// Set once the server refused a write of ours because another replica wrote: the lease
     /// is lost for good in this incarnation.
     fenced: AtomicBool,
-    /// The held lease's `valid_until`, as milliseconds after `epoch` (0: no lease held),
-    /// readable without the writer lock: `/readyz` and the keeper must see a lease run out
+    /// Until when the held lease lets this replica write (no write is started after it
+    /// without a renewal), as milliseconds after `epoch` (0: no lease held). Outside the
+    /// writer lock: `/readyz`, the keeper and the firewall writes must see a lease run out
     /// even while a slow commit holds that lock.
     valid_until_ms: AtomicU64,
     /// The instant `valid_until_ms` counts from.
@@ -142,8 +143,6 @@ struct Held {
     /// `<replica>/<incarnation>/<epoch>`: the value of [`WRITER_HEADER`].
     writer_id: String,
     lease: Lease,
-    /// No write is started after this instant without a renewal.
-    valid_until: Instant,
 }
 
 fn key_of(net: &IpNet) -> String {
@@ -250,7 +249,7 @@ impl KvStore {
         self.inner.fenced.load(Relaxed)
     }
 
-    /// Mirror the held lease's validity for [`KvStore::lease_valid_now`] (`None`: none held).
+    /// Record until when the held lease is valid (`None`: none held).
     fn publish_validity(&self, until: Option<Instant>) {
         let ms = until.map_or(0, |t| {
             (t.saturating_duration_since(self.inner.epoch).as_millis() as u64).max(1)
@@ -266,19 +265,11 @@ impl KvStore {
         }
     }
 
-    /// Does this replica hold a lease valid by its own clock? Without the writer lock, so a
-    /// commit in flight never makes a replica whose lease ran out still claim it.
-    pub fn lease_valid_now(&self) -> bool {
+    /// Does this replica hold a lease that is still valid by its own clock? Without the
+    /// writer lock, so a commit in flight never makes a replica whose lease ran out still
+    /// claim it.
+    pub fn holds_lease(&self) -> bool {
         !self.is_fenced() && self.lease_valid_until().is_some_and(|t| Instant::now() < t)
-    }
-
-    /// Does this replica hold a lease that is still valid by its own clock?
-    pub async fn holds_lease(&self) -> bool {
-        let w = self.inner.writer.lock().await;
-        !self.is_fenced()
-            && w.lease
-                .as_ref()
-                .is_some_and(|h| Instant::now() < h.valid_until)
     }
 
     /// The current lease as stored, with its revision (`None`: nobody ever took it).
@@ -354,7 +345,6 @@ impl KvStore {
         w.lease = Some(Held {
             last_seq: revision,
             writer_id: format!("{replica}/{incarnation}/{}", lease.epoch),
-            valid_until: sent + validity(ttl),
             lease,
         });
         self.inner.fenced.store(false, Relaxed);
@@ -377,8 +367,7 @@ impl KvStore {
         self.write_locked(&mut w, ops).await?;
         if let Some(held) = w.lease.as_mut() {
             held.lease = lease;
-            held.valid_until = sent + validity(ttl);
-            self.publish_validity(Some(held.valid_until));
+            self.publish_validity(Some(sent + validity(ttl)));
         }
         Ok(())
     }
@@ -574,7 +563,7 @@ impl KvStore {
             let Some(held) = w.lease.as_mut() else {
                 return Err(Error::NotLeader);
             };
-            if Instant::now() >= held.valid_until {
+            if self.lease_valid_until().is_none_or(|t| Instant::now() >= t) {
                 return Err(Error::Fenced(format!(
                     "the lease was not renewed within {} ms; not writing",
                     held.lease.ttl_ms

@@ -247,20 +247,10 @@ impl Store {
     /// May this replica write the firewall now? Always for the embedded store; for the `nats`
     /// backend only while it holds a lease that is valid by its own clock (checked right before
     /// every firewall write, so a replica paused past its lease writes nothing when it wakes).
-    pub async fn may_write(&self) -> bool {
+    pub fn may_write(&self) -> bool {
         match self {
             Store::Embedded(_) => true,
-            Store::Nats(s) => s.holds_lease().await,
-        }
-    }
-
-    /// Does this replica hold the right to decide right now, without waiting for a lock?
-    /// Always for the embedded store; for the `nats` backend while its lease is valid by its
-    /// own clock.
-    pub fn lease_valid_now(&self) -> bool {
-        match self {
-            Store::Embedded(_) => true,
-            Store::Nats(s) => s.lease_valid_now(),
+            Store::Nats(s) => s.holds_lease(),
         }
     }
 
