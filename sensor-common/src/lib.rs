@@ -18,7 +18,8 @@ pub const MAX_CHUNKS: usize = 16;
 pub const MAX_CAPTURE_BYTES: u32 = (MAX_CAPTURE * MAX_CHUNKS) as u32;
 /// Default number of payload bytes copied per segment: all of it.
 pub const DEFAULT_CAPTURE: u32 = MAX_CAPTURE_BYTES;
-/// Default size of each flow-tracking map (`PENDING`, `ESTABLISHED`, `SKIP`), in entries.
+/// Default size of each flow-tracking map (`PENDING`, `ESTABLISHED`, `SKIP`, `NOT_HTTP`), in
+/// entries.
 pub const DEFAULT_TRACKED_FLOWS: u32 = 65_536;
 
 /// The event describes an IPv6 packet (addresses use all 16 bytes); else IPv4 in the first 4.
@@ -69,8 +70,12 @@ pub const COUNTER_SKIPPED: u32 = 5;
 pub const COUNTER_SHED: u32 = 6;
 /// Flows dropped under `CONFIG_ANY_PORT` because their first bytes are not an HTTP request.
 pub const COUNTER_NOT_HTTP: u32 = 7;
+/// Segments with payload on watched ports whose connection is not proven: TC saw no
+/// handshake for it, or the cgroup source saw it delivered to a listening socket (data riding
+/// on the handshake's last ACK). They are inspected but never attributed.
+pub const COUNTER_UNPROVEN: u32 = 8;
 /// Number of counters in `COUNTERS`.
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 9;
 
 /// Fixed-size header of a captured TCP segment. A ring-buffer record is this header followed by
 /// exactly `captured` payload bytes (the kernel assembles a [`SegmentEvent`] in per-CPU scratch
@@ -105,6 +110,10 @@ pub struct SegmentHeader {
     pub stream_start: u32,
     /// Padding, always 0 (written out so the layout has no implicit holes).
     pub reserved: u32,
+    /// cgroup v2 id (the inode number of its directory) of the socket the segment was
+    /// delivered to: set by the cgroup source, which sees the receiving socket; 0 from TC,
+    /// which runs before any socket is looked up.
+    pub cgroup_id: u64,
 }
 
 /// Key of the flow-tracking maps: one TCP connection seen from the client's side.
@@ -162,10 +171,10 @@ mod tests {
 
     #[test]
     fn layout_has_no_implicit_padding() {
-        // 8 + 16 + 16 + 2 + 2 + 4 * 7 = 72: every byte is a named field.
-        assert_eq!(core::mem::size_of::<SegmentHeader>(), 72);
+        // 8 + 16 + 16 + 2 + 2 + 4 * 7 + 8 = 80: every byte is a named field.
+        assert_eq!(core::mem::size_of::<SegmentHeader>(), 80);
         assert_eq!(core::mem::align_of::<SegmentHeader>(), 8);
-        assert_eq!(core::mem::size_of::<SegmentEvent>(), 72 + MAX_CAPTURE);
+        assert_eq!(core::mem::size_of::<SegmentEvent>(), 80 + MAX_CAPTURE);
         assert!(MAX_CAPTURE.is_power_of_two());
         // 16 + 16 + 2 + 2 + 4 = 40, no hole: map keys are compared byte for byte.
         assert_eq!(core::mem::size_of::<FlowTuple>(), 40);

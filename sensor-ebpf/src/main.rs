@@ -1,7 +1,8 @@
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
-//! Palisade's kernel programs: a passive TC tap at ingress and a handshake tracker at egress.
+//! Palisade's kernel programs: a passive TC tap at ingress with a handshake tracker at egress,
+//! and a cgroup socket-buffer tap that sees what is delivered to local sockets.
 //!
 //! - `palisade_egress` records, for every SYN-ACK the server sends from a watched port, the
 //!   server's ISN and the client's first data sequence number in `PENDING`.
@@ -12,27 +13,37 @@
 //!   `EVENTS` ring buffer, as records of at most `MAX_CAPTURE` bytes each. A flow listed in
 //!   `SKIP` gets header-only records until the sequence number userspace gave.
 //!
-//! Neither program drops or changes a packet: both always return `TC_ACT_UNSPEC` ("next
-//! program"), so other programs on the same hook (a CNI's, for example) still run. Any error
-//! fails open: the packet passes, a counter moves. Pure ACKs and handshake packets only update
-//! maps; they never reach the ring.
+//! - `palisade_cgroup_ingress` (attached at the cgroup v2 root) sees every segment the kernel
+//!   delivers to a local socket, whatever the interface or CNI. The receiving socket answers
+//!   what the TC pair has to track: a segment delivered to a connected TCP socket belongs to a
+//!   handshake the kernel completed, and the socket's `rcv_nxt - bytes_received` is the
+//!   client's first data sequence number. Records carry the socket's cgroup id, from which
+//!   userspace names the pod and container.
+//!
+//! No program drops or changes a packet: the TC programs always return `TC_ACT_UNSPEC` ("next
+//! program"), so other programs on the same hook (a CNI's, for example) still run, and the
+//! cgroup program always returns 1 ("pass"). Any error fails open: the packet passes, a
+//! counter moves. Pure ACKs and handshake packets only update maps; they never reach the ring.
 
 use aya_ebpf::{
     bindings::{
         BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC,
     },
-    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
-    macros::{classifier, map},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_skb_load_bytes, bpf_tcp_sock},
+    },
+    macros::{cgroup_skb, classifier, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::TcContext,
+    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 use palisade_sensor_common::{
     CAPTURE_MASK, CONFIG_ANY_PORT, CONFIG_CAPTURE_BYTES, CONFIG_SLOTS, CONFIG_WAKEUP_BYTES,
     COUNTER_CAPTURED, COUNTER_ERRORS, COUNTER_HANDSHAKES, COUNTER_NOT_HTTP, COUNTER_RING_FULL,
-    COUNTER_SHED, COUNTER_SKIPPED, COUNTER_SLOTS, COUNTER_SYNACKS, DEFAULT_CAPTURE,
-    DEFAULT_TRACKED_FLOWS, FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST,
-    FLAG_SKIPPED, FLAG_TRUNCATED, FlowTuple, MAX_CAPTURE, MAX_CAPTURE_BYTES, MAX_CHUNKS, Pending,
-    SegmentEvent, SegmentHeader,
+    COUNTER_SHED, COUNTER_SKIPPED, COUNTER_SLOTS, COUNTER_SYNACKS, COUNTER_UNPROVEN,
+    DEFAULT_CAPTURE, DEFAULT_TRACKED_FLOWS, FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN,
+    FLAG_IPV6, FLAG_RST, FLAG_SKIPPED, FLAG_TRUNCATED, FlowTuple, MAX_CAPTURE, MAX_CAPTURE_BYTES,
+    MAX_CHUNKS, Pending, SegmentEvent, SegmentHeader,
 };
 
 const ETH_HLEN: usize = 14;
@@ -43,6 +54,17 @@ const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+/// `BPF_TCP_*` socket states (`struct bpf_sock.state`) in which a server-side socket has
+/// completed its handshake and still reads: ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
+/// LAST_ACK, CLOSING.
+const BPF_TCP_ESTABLISHED: u32 = 1;
+const BPF_TCP_FIN_WAIT1: u32 = 4;
+const BPF_TCP_FIN_WAIT2: u32 = 5;
+const BPF_TCP_CLOSE_WAIT: u32 = 8;
+const BPF_TCP_LAST_ACK: u32 = 9;
+const BPF_TCP_CLOSING: u32 = 11;
+/// cgroup_skb verdict: let the packet through.
+const CGROUP_PASS: i32 = 1;
 const HEADER_LEN: usize = core::mem::size_of::<SegmentHeader>();
 /// Wakeup threshold when userspace did not configure one: 256 KiB of unread data.
 const DEFAULT_WAKEUP_BYTES: u64 = 256 * 1024;
@@ -87,6 +109,13 @@ static ESTABLISHED: LruHashMap<FlowTuple, u32> =
 #[map]
 static SKIP: LruHashMap<FlowTuple, u32> = LruHashMap::with_max_entries(DEFAULT_TRACKED_FLOWS, 0);
 
+/// cgroup source, `--port any`: connections whose first bytes were not an HTTP request
+/// (value: the connection's first data sequence number, so a new connection on the same
+/// 4-tuple is not mistaken for the old one). Sized by the loader.
+#[map]
+static NOT_HTTP: LruHashMap<FlowTuple, u32> =
+    LruHashMap::with_max_entries(DEFAULT_TRACKED_FLOWS, 0);
+
 #[classifier]
 pub fn palisade_ingress(ctx: TcContext) -> i32 {
     if try_ingress(&ctx).is_err() {
@@ -102,6 +131,15 @@ pub fn palisade_egress(ctx: TcContext) -> i32 {
         bump(COUNTER_ERRORS);
     }
     TC_ACT_UNSPEC
+}
+
+#[cgroup_skb(ingress)]
+pub fn palisade_cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    if try_cgroup_ingress(&ctx).is_err() {
+        bump(COUNTER_ERRORS);
+    }
+    // Always "pass": a tap never decides a packet's fate.
+    CGROUP_PASS
 }
 
 #[inline(always)]
@@ -154,14 +192,20 @@ struct Seg {
     tcp: [u8; 16],
 }
 
-/// Parse Ethernet, IPv4/IPv6 and the TCP header; `None` for anything that is not unfragmented
-/// TCP directly after the IP header.
+/// Parse an Ethernet frame (TC): the EtherType, then [`parse_ip`].
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Result<Option<Seg>, i64> {
     let proto = u16::from_be(ctx.load::<u16>(12).map_err(|_| 1i64)?);
+    parse_ip(&ctx.skb, ETH_HLEN, proto)
+}
+
+/// Parse IPv4/IPv6 at `l3` (EtherType `proto`) and the TCP header; `None` for anything that is
+/// not unfragmented TCP directly after the IP header.
+#[inline(always)]
+fn parse_ip(skb: &SkBuff, l3: usize, proto: u16) -> Result<Option<Seg>, i64> {
     let (l4_off, l4_len, ipv6, src, dst) = match proto {
         ETH_P_IP => {
-            let ip: [u8; 20] = ctx.load(ETH_HLEN).map_err(|_| 1i64)?;
+            let ip: [u8; 20] = skb.load(l3).map_err(|_| 1i64)?;
             if ip[9] != IPPROTO_TCP {
                 return Ok(None);
             }
@@ -176,33 +220,33 @@ fn parse(ctx: &TcContext) -> Result<Option<Seg>, i64> {
             let mut total = be16(&ip, 2) as usize;
             if total == 0 {
                 // BIG TCP / GSO beyond 64 KiB: the IP header carries 0; use the skb length.
-                total = (ctx.len() as usize).saturating_sub(ETH_HLEN);
+                total = (skb.len() as usize).saturating_sub(l3);
             }
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
             src[..4].copy_from_slice(&ip[12..16]);
             dst[..4].copy_from_slice(&ip[16..20]);
-            (ETH_HLEN + ihl, total.saturating_sub(ihl), false, src, dst)
+            (l3 + ihl, total.saturating_sub(ihl), false, src, dst)
         }
         ETH_P_IPV6 => {
-            let ip: [u8; 40] = ctx.load(ETH_HLEN).map_err(|_| 1i64)?;
+            let ip: [u8; 40] = skb.load(l3).map_err(|_| 1i64)?;
             // Only TCP directly after the fixed header (no extension-header walk).
             if ip[6] != IPPROTO_TCP {
                 return Ok(None);
             }
             let mut plen = be16(&ip, 4) as usize;
             if plen == 0 {
-                plen = (ctx.len() as usize).saturating_sub(ETH_HLEN + 40);
+                plen = (skb.len() as usize).saturating_sub(l3 + 40);
             }
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
             src.copy_from_slice(&ip[8..24]);
             dst.copy_from_slice(&ip[24..40]);
-            (ETH_HLEN + 40, plen, true, src, dst)
+            (l3 + 40, plen, true, src, dst)
         }
         _ => return Ok(None),
     };
-    let tcp: [u8; 16] = ctx.load(l4_off).map_err(|_| 1i64)?;
+    let tcp: [u8; 16] = skb.load(l4_off).map_err(|_| 1i64)?;
     Ok(Some(Seg {
         l4_off,
         l4_len,
@@ -252,36 +296,60 @@ fn try_egress(ctx: &TcContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// Ingress: complete handshakes, then capture payload.
+/// TCP facts of a segment on a watched port, shared by both sources.
+struct Tcp {
+    key: FlowTuple,
+    seq: u32,
+    flags: u8,
+    /// Offset of the payload in the packet.
+    payload_off: usize,
+    payload_len: usize,
+}
+
+/// The segment's [`Tcp`] facts when its destination port is watched.
 #[inline(always)]
-fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
-    let Some(seg) = parse(ctx)? else {
-        return Ok(());
-    };
+fn tcp_facts(seg: &Seg) -> Result<Option<Tcp>, i64> {
     let tcp = &seg.tcp;
     let dst_port = be16(tcp, 2);
     if !watched(dst_port) {
-        return Ok(());
+        return Ok(None);
     }
     let doff = ((tcp[12] >> 4) as usize) * 4;
     if doff < 20 {
         return Err(3);
     }
-    let payload_len = seg.l4_len.saturating_sub(doff);
-    let tcp_flags = tcp[13];
-    let key = FlowTuple {
-        client_addr: seg.src,
-        server_addr: seg.dst,
-        client_port: be16(tcp, 0),
-        server_port: dst_port,
-        family: family(seg.ipv6),
+    Ok(Some(Tcp {
+        key: FlowTuple {
+            client_addr: seg.src,
+            server_addr: seg.dst,
+            client_port: be16(tcp, 0),
+            server_port: dst_port,
+            family: family(seg.ipv6),
+        },
+        seq: be32(tcp, 4),
+        flags: tcp[13],
+        payload_off: seg.l4_off + doff,
+        payload_len: seg.l4_len.saturating_sub(doff),
+    }))
+}
+
+/// TC ingress: complete handshakes, then capture payload.
+#[inline(always)]
+fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
+    let Some(seg) = parse(ctx)? else {
+        return Ok(());
     };
+    let Some(t) = tcp_facts(&seg)? else {
+        return Ok(());
+    };
+    let tcp = &seg.tcp;
+    let key = t.key;
 
     // Handshake: only a segment that acknowledges the server's ISN + 1 proves the source
     // address received the SYN-ACK. The handshake's own ACK usually does it; a data segment
     // sent before any server data carries the same ack_seq, so a lost ACK is recovered.
     let mut stream_start: Option<u32> = None;
-    if tcp_flags & TCP_ACK != 0 {
+    if t.flags & TCP_ACK != 0 {
         // SAFETY: the value is copied out at once; LRU entries may be replaced concurrently,
         // which at worst yields another valid u32.
         stream_start = unsafe { ESTABLISHED.get(&key) }.copied();
@@ -299,7 +367,6 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         }
     }
 
-    let seq = be32(tcp, 4);
     if any_port() {
         // Any port: only flows whose handshake was seen, and only while their first bytes
         // look like HTTP. A first segment shorter than a method is let through (the flow is
@@ -308,8 +375,8 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         let Some(start) = stream_start else {
             return Ok(());
         };
-        if payload_len >= 4 && seq == start {
-            let head: [u8; 4] = ctx.load(seg.l4_off + doff).map_err(|_| 7i64)?;
+        if t.payload_len >= 4 && t.seq == start {
+            let head: [u8; 4] = ctx.load(t.payload_off).map_err(|_| 7i64)?;
             if !http_method(&head) {
                 let _ = ESTABLISHED.remove(&key);
                 bump(COUNTER_NOT_HTTP);
@@ -317,25 +384,125 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
             }
         }
     }
+    // SAFETY: reading a plain field of the context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    capture(&ctx.skb, &seg, &t, stream_start, ifindex, 0)
+}
 
+/// Is a socket in this `BPF_TCP_*` state the server side of a completed handshake?
+#[inline(always)]
+fn connected(state: u32) -> bool {
+    matches!(
+        state,
+        BPF_TCP_ESTABLISHED
+            | BPF_TCP_FIN_WAIT1
+            | BPF_TCP_FIN_WAIT2
+            | BPF_TCP_CLOSE_WAIT
+            | BPF_TCP_LAST_ACK
+            | BPF_TCP_CLOSING
+    )
+}
+
+/// cgroup ingress: the segment is being delivered to a local socket. The socket says whether
+/// the handshake completed and where the client's stream starts; its cgroup says who
+/// receives it.
+#[inline(always)]
+fn try_cgroup_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
+    let skb = &ctx.skb;
+    // Here the packet starts at its network header; `protocol` is the EtherType.
+    let proto = u16::from_be(skb.protocol() as u16);
+    let Some(seg) = parse_ip(skb, 0, proto)? else {
+        return Ok(());
+    };
+    let Some(t) = tcp_facts(&seg)? else {
+        return Ok(());
+    };
+
+    // SAFETY: reading plain fields of the context; the socket pointers are checked for null
+    // (the verifier insists) before use.
+    let (ifindex, stream_start) = unsafe {
+        let raw = skb.skb;
+        let ifindex = (*raw).ifindex;
+        let sk = (*raw).__bindgen_anon_2.sk;
+        let mut start = None;
+        if !sk.is_null() {
+            let full = bpf_sk_fullsock(sk);
+            if !full.is_null() && connected((*full).state) {
+                let tp = bpf_tcp_sock(full);
+                if !tp.is_null() {
+                    // rcv_nxt advanced by exactly the bytes received (and a FIN) since the
+                    // handshake: what is left is the client's ISN + 1.
+                    start = Some((*tp).rcv_nxt.wrapping_sub((*tp).bytes_received as u32));
+                }
+            }
+        }
+        (ifindex, start)
+    };
+
+    if any_port() {
+        // As on TC: only proven connections, and only while they look like HTTP. A
+        // connection is judged once, on the segment that starts its stream.
+        let Some(start) = stream_start else {
+            return Ok(());
+        };
+        // SAFETY: copied out at once.
+        if let Some(judged) = unsafe { NOT_HTTP.get(&t.key) }.copied() {
+            if judged == start {
+                return Ok(());
+            }
+            // A new connection on the 4-tuple: judge it afresh.
+            let _ = NOT_HTTP.remove(&t.key);
+        }
+        if t.payload_len >= 4 && t.seq == start {
+            let head: [u8; 4] = skb.load(t.payload_off).map_err(|_| 7i64)?;
+            if !http_method(&head) {
+                let _ = NOT_HTTP.insert(&t.key, &start, 0);
+                bump(COUNTER_NOT_HTTP);
+                return Ok(());
+            }
+        }
+    }
+    // SAFETY: `skb_cgroup_id` reads the cgroup of the socket the skb is being delivered to.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(skb.skb) };
+    capture(skb, &seg, &t, stream_start, ifindex, cgroup_id)
+}
+
+/// Copy a segment on a watched port into the ring: records of at most `MAX_CAPTURE` bytes,
+/// header-only for FIN/RST and skipped payload. `stream_start` is set when the connection is
+/// proven.
+#[inline(always)]
+fn capture(
+    skb: &SkBuff,
+    seg: &Seg,
+    t: &Tcp,
+    stream_start: Option<u32>,
+    ifindex: u32,
+    cgroup_id: u64,
+) -> Result<(), i64> {
+    let key = &t.key;
+    let seq = t.seq;
+    let payload_len = t.payload_len;
+    let tcp_flags = t.flags;
     let fin_rst = tcp_flags & (TCP_FIN | TCP_RST) != 0;
     if payload_len == 0 && !fin_rst {
         // Pure ACKs and handshakes carry nothing to inspect: map updates only.
         return Ok(());
     }
-
+    if payload_len > 0 && stream_start.is_none() {
+        bump(COUNTER_UNPROVEN);
+    }
     // Skip map: a segment that ends at or before `until` is reported without payload.
     let mut skipped = false;
     if payload_len > 0 {
         // SAFETY: copied out at once.
-        if let Some(until) = unsafe { SKIP.get(&key) }.copied() {
+        if let Some(until) = unsafe { SKIP.get(key) }.copied() {
             let end = seq.wrapping_add(payload_len as u32);
             if until.wrapping_sub(end) as i32 >= 0 {
                 skipped = true;
                 bump(COUNTER_SKIPPED);
             } else if seq.wrapping_sub(until) as i32 >= 0 {
                 // The flow is past `until`: the entry has done its job.
-                let _ = SKIP.remove(&key);
+                let _ = SKIP.remove(key);
             }
         }
     }
@@ -378,10 +545,11 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
         (*h).src_addr = seg.src;
         (*h).dst_addr = seg.dst;
         (*h).src_port = key.client_port;
-        (*h).dst_port = dst_port;
-        (*h).ifindex = (*ctx.skb.skb).ifindex;
+        (*h).dst_port = key.server_port;
+        (*h).ifindex = ifindex;
         (*h).stream_start = stream_start.unwrap_or(0);
         (*h).reserved = 0;
+        (*h).cgroup_id = cgroup_id;
     }
 
     // Wake the reader only when enough data waits; it also polls on a timer.
@@ -400,7 +568,7 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
     // are shed (userspace sees a truncated segment, a hole inside a body it can pass over).
     let pressured = waiting.saturating_mul(2) > EVENTS.query(BPF_RB_RING_SIZE as u64);
 
-    let payload_off = seg.l4_off + doff;
+    let payload_off = t.payload_off;
     // Records of at most MAX_CAPTURE bytes, each with its own seq; the last one stands for the
     // rest of the segment (and carries FIN/RST). A segment with nothing to copy (FIN, RST,
     // skipped) is one header-only record.
@@ -435,7 +603,7 @@ fn try_ingress(ctx: &TcContext) -> Result<(), i64> {
             // bytes and `m + 1 <= MAX_CAPTURE` is the payload array's length.
             let ret = unsafe {
                 bpf_skb_load_bytes(
-                    ctx.skb.skb as *const _,
+                    skb.skb as *const _,
                     (payload_off + off) as u32,
                     (&raw mut (*ev).payload).cast(),
                     (m + 1) as u32,

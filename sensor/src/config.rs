@@ -16,9 +16,17 @@ use crate::clientip::{Attribution, ClientHeader};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// TC ingress eBPF capture on network interfaces (needs root or CAP_BPF + CAP_NET_ADMIN +
-    /// CAP_PERFMON).
+    /// Not chosen: `cgroup`, or `ebpf` when interfaces are configured (the behaviour of
+    /// sensors configured before the cgroup source existed). See [`Config::effective_source`].
     #[default]
+    Auto,
+    /// eBPF at the cgroup v2 root (`cgroup_skb/ingress`): every segment delivered to a local
+    /// socket on the watched ports, whatever the interface or CNI, with the receiving
+    /// socket's cgroup (and so its pod and container). Needs no interface list.
+    Cgroup,
+    /// TC ingress eBPF capture on network interfaces (`tc` is accepted too). Sees traffic
+    /// that is forwarded through the host as well as traffic delivered to local sockets.
+    #[serde(alias = "tc")]
     Ebpf,
     /// Access-log files (for places without eBPF, such as Fargate, and for TLS-terminating
     /// servers).
@@ -31,16 +39,37 @@ pub enum Source {
     Proxy,
 }
 
+impl Source {
+    /// The name `--source` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Auto => "auto",
+            Source::Cgroup => "cgroup",
+            Source::Ebpf => "ebpf",
+            Source::Log => "log",
+            Source::Mirror => "mirror",
+            Source::Proxy => "proxy",
+        }
+    }
+
+    /// Is this one of the eBPF captures (`cgroup` or `ebpf`)?
+    pub fn is_ebpf(self) -> bool {
+        matches!(self, Source::Cgroup | Source::Ebpf)
+    }
+}
+
 impl std::str::FromStr for Source {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "ebpf" => Ok(Source::Ebpf),
+            "auto" => Ok(Source::Auto),
+            "cgroup" => Ok(Source::Cgroup),
+            "ebpf" | "tc" => Ok(Source::Ebpf),
             "log" => Ok(Source::Log),
             "mirror" => Ok(Source::Mirror),
             "proxy" => Ok(Source::Proxy),
             other => Err(Error::Config(format!(
-                "unknown source `{other}` (expected ebpf, log, mirror or proxy)"
+                "unknown source `{other}` (expected cgroup, ebpf, log, mirror, proxy or auto)"
             ))),
         }
     }
@@ -54,7 +83,8 @@ pub struct Config {
     /// name (sanitized).
     #[serde(default = "default_sensor_id")]
     pub sensor_id: String,
-    /// Request source: `ebpf`, `log`, `mirror` or `proxy`.
+    /// Request source: `cgroup`, `ebpf` (TC on interfaces), `log`, `mirror` or `proxy`.
+    /// Default: `cgroup`, or `ebpf` when `ebpf.interfaces` lists any.
     #[serde(default)]
     pub source: Source,
     /// CIDRs of the proxies / load balancers in front of the servers (ALB subnets,
@@ -822,6 +852,17 @@ impl Config {
         Ok(config)
     }
 
+    /// The source this configuration runs: `source`, with `auto` resolved to `ebpf` (TC) when
+    /// interfaces are listed (so configurations written for TC keep their behaviour) and to
+    /// `cgroup` otherwise.
+    pub fn effective_source(&self) -> Source {
+        match self.source {
+            Source::Auto if self.ebpf.interfaces.is_empty() => Source::Cgroup,
+            Source::Auto => Source::Ebpf,
+            s => s,
+        }
+    }
+
     /// Check values that serde cannot.
     pub fn validate(&self) -> Result<(), Error> {
         palisade_wire::validate_sensor_id(&self.sensor_id)
@@ -883,13 +924,20 @@ impl Config {
         self.nats.auth().check().map_err(Error::Config)?;
         palisade_wire::nats::server_addrs(&self.nats.url).map_err(Error::Config)?;
         self.nats.stream_settings().check().map_err(Error::Config)?;
-        match self.source {
+        match self.effective_source() {
             Source::Ebpf if self.ebpf.interfaces.is_empty() => Err(Error::Config(
-                "source ebpf needs at least one interface (--interface)".to_owned(),
+                "source ebpf needs at least one interface (--interface); without one, \
+                 --source cgroup sees every local socket"
+                    .to_owned(),
             )),
-            Source::Ebpf if self.ebpf.ports.is_empty() && !self.ebpf.any_port => Err(
-                Error::Config("source ebpf needs at least one port (--port)".to_owned()),
-            ),
+            s @ (Source::Ebpf | Source::Cgroup)
+                if self.ebpf.ports.is_empty() && !self.ebpf.any_port =>
+            {
+                Err(Error::Config(format!(
+                    "source {} needs at least one port (--port, or --port any)",
+                    s.name()
+                )))
+            }
             Source::Log if self.log.files.is_empty() => Err(Error::Config(
                 "source log needs at least one file (--log-file)".to_owned(),
             )),
@@ -949,7 +997,7 @@ mod tests {
     fn shipped_deployment_configs_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
         for (file, source) in [
-            ("sensor.toml", Source::Ebpf),
+            ("sensor.toml", Source::Cgroup),
             ("fargate/sensor.toml", Source::Mirror),
         ] {
             let path = root.join(file);
@@ -1002,13 +1050,54 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("palisade-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("partial.toml");
-        std::fs::write(&path, "[reassembly]\nmax_flows = 20000\n").unwrap();
+        std::fs::write(
+            &path,
+            "source = \"ebpf\"\n[reassembly]\nmax_flows = 20000\n",
+        )
+        .unwrap();
         // No interface yet: the flags add it, then the whole is checked.
         assert!(Config::from_file(&path).is_err());
         let mut c = Config::read_file(&path).unwrap();
         c.ebpf.interfaces = vec!["lo".into()];
         c.validate().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_default_source_is_cgroup_unless_interfaces_are_listed() {
+        let c = Config::from_toml("sensor_id = \"s1\"\n").unwrap();
+        assert_eq!(c.source, Source::Auto);
+        assert_eq!(c.effective_source(), Source::Cgroup);
+        let c = Config::from_toml("sensor_id = \"s1\"\n[ebpf]\ninterfaces = [\"eth0\"]\n").unwrap();
+        assert_eq!(
+            c.effective_source(),
+            Source::Ebpf,
+            "TC configurations keep TC"
+        );
+        let c = Config::from_toml("source = \"tc\"\n[ebpf]\ninterfaces = [\"eth0\"]\n").unwrap();
+        assert_eq!(
+            c.effective_source(),
+            Source::Ebpf,
+            "tc is ebpf's other name"
+        );
+        let c =
+            Config::from_toml("source = \"cgroup\"\n[ebpf]\ninterfaces = [\"eth0\"]\n").unwrap();
+        assert_eq!(
+            c.effective_source(),
+            Source::Cgroup,
+            "an explicit source wins"
+        );
+        let err = Config::from_toml("source = \"cgroup\"\n[ebpf]\nports = []\n").unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        assert_eq!("tc".parse::<Source>().unwrap(), Source::Ebpf);
+        assert_eq!("cgroup".parse::<Source>().unwrap(), Source::Cgroup);
+        assert!(
+            "xdp"
+                .parse::<Source>()
+                .unwrap_err()
+                .to_string()
+                .contains("cgroup")
+        );
     }
 
     #[test]

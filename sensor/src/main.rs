@@ -24,7 +24,8 @@ struct Cli {
     /// Configuration file (TOML); flags and environment variables override it.
     #[arg(long, env = "PALISADE_CONFIG")]
     config: Option<PathBuf>,
-    /// Request source: ebpf, log, mirror or proxy.
+    /// Request source: cgroup (eBPF at the cgroup v2 root: every local socket), ebpf (TC on
+    /// --interface), log, mirror or proxy. Default: cgroup, or ebpf when interfaces are given.
     #[arg(long, env = "PALISADE_SOURCE")]
     source: Option<Source>,
     /// Address the mirror source accepts the proxy's mirrored requests on (default
@@ -41,7 +42,8 @@ struct Cli {
     /// The application the proxy source forwards to (e.g. 127.0.0.1:8081).
     #[arg(long, env = "PALISADE_PROXY_UPSTREAM")]
     proxy_upstream: Option<SocketAddr>,
-    /// Interface to capture on (repeatable; env: comma separated).
+    /// Interface to capture on with TC (repeatable; env: comma separated). Not needed by the
+    /// cgroup source.
     #[arg(long = "interface", env = "PALISADE_INTERFACE", value_delimiter = ',')]
     interfaces: Vec<String>,
     /// Destination port carrying plain HTTP (repeatable; env: comma separated), or `any`: every

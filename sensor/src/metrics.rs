@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Flows the kernel forgot under `--port any` because they do not start with an HTTP
     /// request (summed over CPUs).
     pub flows_not_http: AtomicU64,
+    /// Kernel: segments with payload from connections not proven (inspected, not attributed).
+    pub segments_unproven: AtomicU64,
     /// Flows tracked by reassembly now (gauge).
     pub flows: AtomicU64,
     /// Flows evicted to respect memory bounds.
@@ -189,7 +191,7 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &str, &AtomicU64); 44] = [
+        let counters: [(&str, &str, &str, &AtomicU64); 45] = [
             (
                 "palisade_sensor_packets_captured_total",
                 "counter",
@@ -219,6 +221,13 @@ impl Metrics {
                 "counter",
                 "Flows forgotten after their first segment under --port any: not an HTTP request.",
                 &self.flows_not_http,
+            ),
+            (
+                "palisade_sensor_segments_unproven_total",
+                "counter",
+                "Segments with payload from connections whose handshake the kernel did not see \
+                 complete: inspected, never attributed.",
+                &self.segments_unproven,
             ),
             (
                 "palisade_sensor_flows",

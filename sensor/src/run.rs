@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::Error;
-use crate::capture::Capture;
+use crate::capture::{Capture, Hook};
 use crate::config::{Config, Source};
 use crate::context::ContextResolver;
 use crate::detect::Detector;
@@ -77,8 +77,11 @@ pub async fn run(
     let detector = load_detector(&config)?;
     let rules = detector.rule_count();
 
+    let source = config.effective_source();
     let context = ContextResolver::from_config(&config.context);
-    if config.source == Source::Ebpf {
+    // The cgroup source attaches at the hierarchy whose ids the resolver names.
+    let cgroup_root = context.cgroup_root().map(std::path::Path::to_path_buf);
+    if source.is_ebpf() {
         info!(
             cgroup_root = ?context.cgroup_root(),
             pod_logs_dir = %config.context.pod_logs_dir.display(),
@@ -117,17 +120,32 @@ pub async fn run(
     let mut summary = RunSummary::default();
     // CRS on its own thread beside the capture or the inspection queue; the log source keeps
     // it inline (a backlog of lines just waits, and one-shot runs count every report)
-    if config.source != Source::Log {
+    if source != Source::Log {
         pipeline
             .start_crs_worker(config.detect.crs_queue)
             .map_err(|e| Error::Config(format!("cannot start the CRS worker thread: {e}")))?;
     }
-    match config.source {
-        Source::Ebpf => {
-            let capture = Capture::attach(&config.ebpf)?;
+    match source {
+        // `effective_source` never answers `Auto`; it would mean the cgroup source.
+        Source::Ebpf | Source::Cgroup | Source::Auto => {
+            let hook = if source != Source::Ebpf {
+                Hook::Cgroup {
+                    root: cgroup_root.ok_or_else(|| {
+                        Error::Config(
+                            "source cgroup: no cgroup2 hierarchy found in /proc/mounts; mount \
+                             one, name it with --cgroup-root, or capture with TC \
+                             (--source ebpf --interface ...)"
+                                .to_owned(),
+                        )
+                    })?,
+                }
+            } else {
+                Hook::Tc
+            };
+            let capture = Capture::attach(&config.ebpf, &hook)?;
             info!(
-                source = "ebpf",
-                interfaces = ?capture.interfaces(),
+                source = source.name(),
+                attached = ?capture.interfaces(),
                 ports = ?config.ebpf.ports,
                 capture_bytes = config.ebpf.capture_bytes,
                 rules,

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use palisade_sensor::capture::Capture;
+use palisade_sensor::capture::{Capture, Hook};
 use palisade_sensor::clientip::{Attribution, ClientHeader};
 use palisade_sensor::config::ReassemblyConfig;
 use palisade_sensor::config::{Config, Source};
@@ -400,15 +400,34 @@ async fn ebpf_blind_spoof_is_never_reported() {
     if skip_unless_ci("ebpf_blind_spoof_is_never_reported") {
         return;
     }
+    blind_spoof(false).await;
+}
+
+/// The cgroup source: the forged segment reaches the listening socket (no connection has its
+/// 4-tuple), which proves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_blind_spoof_is_never_reported() {
+    if skip_unless_ci("cgroup_blind_spoof_is_never_reported") {
+        return;
+    }
+    blind_spoof(true).await;
+}
+
+async fn blind_spoof(cgroup: bool) {
     let server = NatsServer::start().await.unwrap();
     let ns = VethNamespace::create().unwrap();
     let forged = ns.forged_source().unwrap();
-    let port = 8080;
+    // The cgroup source sees every local socket: a port no other test of this binary uses.
+    let port = if cgroup { 18195 } else { 8080 };
     let host: IpAddr = ns.host_addr.into();
     let peer: IpAddr = ns.ns_addr.into();
     let http = http_server(SocketAddr::new(host, port)).await;
 
-    let config = ebpf_config("e2e-spoof", &ns, port, &server);
+    let config = if cgroup {
+        cgroup_config("e2e-spoof-cgroup", &[port], &server)
+    } else {
+        ebpf_config("e2e-spoof", &ns, port, &server)
+    };
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async move {
@@ -532,7 +551,7 @@ async fn padded_bodies(
     config.validate().unwrap();
     let metrics = Arc::new(Metrics::default());
     let (pipeline, reassembler, worker) = driven_sensor(&config, &metrics).await;
-    let capture = Capture::attach(&config.ebpf).unwrap();
+    let capture = Capture::attach(&config.ebpf, &Hook::Tc).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(capture.run(
         reassembler,
@@ -645,7 +664,7 @@ async fn ebpf_skip_map_stops_payload_copies_until_the_given_seq() {
     let config = ebpf_config("e2e-skip", &ns, port, &server);
     let metrics = Arc::new(Metrics::default());
     let (pipeline, reassembler, worker) = driven_sensor(&config, &metrics).await;
-    let mut capture = Capture::attach(&config.ebpf).unwrap();
+    let mut capture = Capture::attach(&config.ebpf, &Hook::Tc).unwrap();
 
     // An upload with an attack in its body, then an attack in a query on the same connection.
     let upload = padded_json(20 * 1024);
@@ -883,10 +902,27 @@ async fn ebpf_any_port_inspects_http_and_forgets_the_rest() {
     if skip_unless_ci("ebpf_any_port_inspects_http_and_forgets_the_rest") {
         return;
     }
+    any_port(false).await;
+}
+
+/// `--port any` on the cgroup source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_any_port_inspects_http_and_forgets_the_rest() {
+    if skip_unless_ci("cgroup_any_port_inspects_http_and_forgets_the_rest") {
+        return;
+    }
+    any_port(true).await;
+}
+
+async fn any_port(cgroup: bool) {
     let server = NatsServer::start().await.unwrap();
     let ns = VethNamespace::create().unwrap();
     let host: IpAddr = ns.host_addr.into();
-    let (http_port, raw_port) = (18081, 19022);
+    let (http_port, raw_port) = if cgroup {
+        (18196, 19023)
+    } else {
+        (18081, 19022)
+    };
     let http = http_server(SocketAddr::new(host, http_port)).await;
     // A server that reads whatever it gets and closes when the client does.
     let raw_listener = tokio::net::TcpListener::bind(SocketAddr::new(host, raw_port))
@@ -905,7 +941,11 @@ async fn ebpf_any_port_inspects_http_and_forgets_the_rest() {
         }
     });
 
-    let mut config = ebpf_config("e2e-any-port", &ns, http_port, &server);
+    let mut config = if cgroup {
+        cgroup_config("e2e-any-port-cgroup", &[http_port], &server)
+    } else {
+        ebpf_config("e2e-any-port", &ns, http_port, &server)
+    };
     config.ebpf.ports = Vec::new();
     config.ebpf.any_port = true;
     config.validate().expect("any_port needs no port list");
@@ -921,9 +961,12 @@ async fn ebpf_any_port_inspects_http_and_forgets_the_rest() {
         b"GET /item?id=1%20UNION%20SELECT%20username,password%20FROM%20users-- HTTP/1.1\r\nHost: shop\r\n\r\n";
     let mut not_http = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
     not_http.extend_from_slice(attack);
+    // (the cgroup source also sees this process's own NATS connection, whose server speaks
+    // first: a flow that is not HTTP either)
+    let forgotten = metrics.flows_not_http.load(Ordering::Relaxed);
     send(&ns, host, raw_port, &[not_http]);
     wait_for("the kernel to forget the non-HTTP flow", || {
-        metrics.flows_not_http.load(Ordering::Relaxed) >= 1
+        metrics.flows_not_http.load(Ordering::Relaxed) > forgotten
     })
     .await;
     // The same attack on the unlisted HTTP port is reported.
@@ -941,11 +984,322 @@ async fn ebpf_any_port_inspects_http_and_forgets_the_rest() {
     assert!(!stored.is_empty());
     for r in &stored {
         let ctx = r.context.as_ref().expect("context");
+        if cgroup {
+            // node-wide, it may also see HTTP that other tests send to their own servers
+            assert_ne!(ctx.dst_port, Some(raw_port), "the non-HTTP flow: {r:?}");
+        } else {
+            assert_eq!(
+                ctx.dst_port,
+                Some(http_port),
+                "only the HTTP flow is reported: {r:?}"
+            );
+        }
+    }
+    assert!(stored.iter().any(|r| r.category.as_str() == "sqli"
+        && r.context.as_ref().and_then(|c| c.dst_port) == Some(http_port)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cgroup source: `cgroup_skb/ingress` at the cgroup v2 root.
+// ---------------------------------------------------------------------------------------------
+
+/// The sensor's configuration for the cgroup source: no source and no interface named (the
+/// default must be the cgroup source), `ports` watched.
+fn cgroup_config(sensor_id: impl Into<String>, ports: &[u16], server: &NatsServer) -> Config {
+    let mut config = Config {
+        sensor_id: sensor_id.into(),
+        ..Default::default()
+    };
+    config.ebpf.ports = ports.to_vec();
+    config.nats.url = server.url();
+    config.report_special = test_ranges();
+    assert_eq!(
+        config.effective_source(),
+        Source::Cgroup,
+        "no --source and no --interface means the cgroup source"
+    );
+    config
+}
+
+/// Cgroups a test made under the cgroup2 mount and the servers it started in them: the
+/// servers are killed and the cgroups removed (deepest first) on drop.
+struct PodCgroups {
+    top: std::path::PathBuf,
+    servers: Vec<std::process::Child>,
+}
+
+impl PodCgroups {
+    fn new(mount: &std::path::Path) -> PodCgroups {
+        let name = format!(
+            "palisade-e2e-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        PodCgroups {
+            top: mount.join(name),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Start an HTTP server on `addr` inside the cgroup `rel` (below the test's top cgroup),
+    /// made first: the process joins it before it opens its socket, as a container's does.
+    fn serve_in(&mut self, rel: &str, addr: SocketAddr) {
+        let dir = self.top.join(rel);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let procs = dir.join("cgroup.procs");
+        let script = format!(
+            "echo $$ > '{}' && exec python3 -m http.server --bind {} {}",
+            procs.display(),
+            addr.ip(),
+            addr.port()
+        );
+        let child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        self.servers.push(child);
+    }
+}
+
+impl Drop for PodCgroups {
+    fn drop(&mut self) {
+        for child in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.top.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// One pod as the kubelet and a runtime lay it out: the cgroup path, and the names its
+/// `/var/log/pods` and `/var/log/containers` entries give.
+struct PodLayout {
+    cgroup: String,
+    namespace: &'static str,
+    pod: &'static str,
+    uid: &'static str,
+    container: &'static str,
+    id: String,
+    /// `context.container_id` as Kubernetes shows it.
+    shown_id: String,
+    port: u16,
+    /// The request sent to it, and the category it must be reported under.
+    attack: &'static [u8],
+    category: &'static str,
+}
+
+/// Four receiving servers, each in a cgroup named as a runtime names its containers, each with
+/// the kubelet's log directories made for it: a request to each yields a report whose context
+/// names its pod, namespace, container and container id. The sensor is started with no source
+/// and no interface: the default cgroup source sees them all, on an interface nobody listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_source_names_the_pod_of_each_runtime() {
+    if skip_unless_ci("cgroup_source_names_the_pod_of_each_runtime") {
+        return;
+    }
+    let mount =
+        palisade_sensor::context::cgroup::cgroup2_mount().expect("a cgroup2 mount on this host");
+    let server = NatsServer::start().await.unwrap();
+    let ns = VethNamespace::create().unwrap();
+    let host: IpAddr = ns.host_addr.into();
+    let peer: IpAddr = ns.ns_addr.into();
+    let id = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+    let pods = [
+        // containerd, systemd driver (EKS, GKE, AKS), BestEffort
+        PodLayout {
+            cgroup: "kubepods.slice/kubepods-besteffort.slice/\
+                     kubepods-besteffort-pod0f5e7c3a_1b2c_4d5e_8f90_123456789abc.slice/\
+                     cri-containerd-{ID}.scope"
+                .replace("{ID}", &id('a')),
+            namespace: "shop",
+            pod: "web-7d4b9c6f5-x2x9z",
+            uid: "0f5e7c3a-1b2c-4d5e-8f90-123456789abc",
+            container: "nginx",
+            id: id('a'),
+            shown_id: format!("containerd://{}", id('a')),
+            port: 18191,
+            attack: b"GET /item?id=1%20UNION%20SELECT%20username,password%20FROM%20users-- HTTP/1.1\r\nHost: shop\r\n\r\n",
+            category: "sqli",
+        },
+        // CRI-O, systemd driver (OpenShift), Burstable
+        PodLayout {
+            cgroup: "kubepods.slice/kubepods-burstable.slice/\
+                     kubepods-burstable-pod1a2b3c4d_0000_4111_8222_333344445555.slice/\
+                     crio-{ID}.scope"
+                .replace("{ID}", &id('b')),
+            namespace: "payments",
+            pod: "api-0",
+            uid: "1a2b3c4d-0000-4111-8222-333344445555",
+            container: "api",
+            id: id('b'),
+            shown_id: format!("cri-o://{}", id('b')),
+            port: 18192,
+            attack: b"GET /search?q=%3Cscript%3Ealert(document.cookie)%3C/script%3E HTTP/1.1\r\nHost: shop\r\n\r\n",
+            category: "xss",
+        },
+        // Docker (cri-dockerd), systemd driver, Guaranteed
+        PodLayout {
+            cgroup: "kubepods.slice/kubepods-pod2b3c4d5e_1111_4222_8333_444455556666.slice/\
+                     docker-{ID}.scope"
+                .replace("{ID}", &id('c')),
+            namespace: "legacy",
+            pod: "php-app-5f6d7c8b9-abcde",
+            uid: "2b3c4d5e-1111-4222-8333-444455556666",
+            container: "php",
+            id: id('c'),
+            shown_id: format!("docker://{}", id('c')),
+            port: 18193,
+            attack: b"GET /download?file=../../../../etc/passwd HTTP/1.1\r\nHost: shop\r\n\r\n",
+            category: "lfi",
+        },
+        // cgroupfs driver: the id is bare, the configured runtime names it
+        PodLayout {
+            cgroup: "kubepods/burstable/pod3c4d5e6f-2222-4333-8444-555566667777/{ID}"
+                .replace("{ID}", &id('d')),
+            namespace: "batch",
+            pod: "report-28391-q7k2m",
+            uid: "3c4d5e6f-2222-4333-8444-555566667777",
+            container: "worker",
+            id: id('d'),
+            shown_id: format!("containerd://{}", id('d')),
+            port: 18194,
+            attack: b"GET / HTTP/1.1\r\nHost: shop\r\nUser-Agent: () { :; }; /bin/bash -c 'id'\r\n\r\n",
+            category: "rce",
+        },
+    ];
+
+    // The kubelet's directories: /var/log/pods/<ns>_<pod>_<uid>/<container>/ and the
+    // /var/log/containers/<pod>_<ns>_<container>-<id>.log links beside it.
+    let logs = tempfile::tempdir().unwrap();
+    let pods_dir = logs.path().join("pods");
+    let containers_dir = logs.path().join("containers");
+    std::fs::create_dir_all(&containers_dir).unwrap();
+    for p in &pods {
+        std::fs::create_dir_all(
+            pods_dir
+                .join(format!("{}_{}_{}", p.namespace, p.pod, p.uid))
+                .join(p.container),
+        )
+        .unwrap();
+        std::fs::write(
+            containers_dir.join(format!(
+                "{}_{}_{}-{}.log",
+                p.pod, p.namespace, p.container, p.id
+            )),
+            b"",
+        )
+        .unwrap();
+    }
+
+    let mut cgroups = PodCgroups::new(&mount);
+    for p in &pods {
+        cgroups.serve_in(&p.cgroup, SocketAddr::new(host, p.port));
+    }
+
+    let ports: Vec<u16> = pods.iter().map(|p| p.port).collect();
+    let mut config = cgroup_config("e2e-cgroup", &ports, &server);
+    config.context.pod_logs_dir = pods_dir;
+    config.context.container_runtime = Some(palisade_sensor::context::Runtime::Containerd);
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sensor = tokio::spawn(palisade_sensor::run(config, metrics.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    // Each server is up (python starts in a moment) and seen once a benign request parses.
+    for p in &pods {
+        let before = metrics.requests_parsed.load(Ordering::Relaxed);
+        wait_for_parsed(&ns, host, p.port, &metrics, before).await;
+    }
+    assert_eq!(metrics.detections_total(), 0, "warm-up requests are benign");
+
+    // A different attack family per pod: the sensor reports a client once per rule and
+    // window, so one rule on four pods would be one report.
+    for p in &pods {
+        send(&ns, host, p.port, &[p.attack.to_vec()]);
+    }
+    wait_for("one report per pod", || {
+        metrics.reports_published.load(Ordering::Relaxed) >= pods.len() as u64
+    })
+    .await;
+    let _ = stop_tx.send(());
+    sensor.await.unwrap().unwrap();
+    drop(cgroups);
+
+    let stored = stored_reports(&server).await;
+    for p in &pods {
+        let r = stored
+            .iter()
+            .find(|r| {
+                r.context.as_ref().and_then(|c| c.dst_port) == Some(p.port)
+                    && r.category.as_str() == p.category
+            })
+            .unwrap_or_else(|| panic!("no report for {}: {stored:?}", p.pod));
+        assert_eq!(r.client_ip, peer, "{}", p.pod);
+        assert_eq!(r.category.as_str(), p.category, "{}", p.pod);
+        let ctx = r.context.as_ref().expect("context");
+        assert_eq!(ctx.namespace.as_deref(), Some(p.namespace), "{}", p.cgroup);
+        assert_eq!(ctx.pod.as_deref(), Some(p.pod), "{}", p.cgroup);
+        assert_eq!(ctx.pod_uid.as_deref(), Some(p.uid), "{}", p.cgroup);
+        assert_eq!(ctx.container.as_deref(), Some(p.container), "{}", p.cgroup);
         assert_eq!(
-            ctx.dst_port,
-            Some(http_port),
-            "only the HTTP flow is reported: {r:?}"
+            ctx.container_id.as_deref(),
+            Some(p.shown_id.as_str()),
+            "{}",
+            p.cgroup
+        );
+        assert_eq!(
+            ctx.interface.as_deref(),
+            Some(ns.host_if.as_str()),
+            "the interface the request arrived on, though none was listed"
         );
     }
-    assert!(stored.iter().any(|r| r.category.as_str() == "sqli"));
+    assert_eq!(metrics.ring_drops.load(Ordering::Relaxed), 0);
+}
+
+/// Send benign requests to `port` until the sensor has parsed more than `before`.
+async fn wait_for_parsed(
+    ns: &VethNamespace,
+    host: IpAddr,
+    port: u16,
+    metrics: &Metrics,
+    before: u64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metrics.requests_parsed.load(Ordering::Relaxed) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sensor never saw a request on port {port}"
+        );
+        // the server may not listen yet: a refused connection is retried
+        let _ = ns
+            .exec_cmd(&[
+                "python3",
+                "-c",
+                CLIENT,
+                &host.to_string(),
+                &port.to_string(),
+                &hex(b"GET /warmup HTTP/1.1\r\nHost: shop\r\n\r\n"),
+            ])
+            .output();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,6 +1,6 @@
-//! The eBPF capture: load the TC programs (ingress capture, egress handshake tracking),
-//! configure their maps, attach them to the interfaces, and read captured segments from the
-//! ring buffer into reassembly.
+//! The eBPF capture: load the kernel programs, configure their maps, attach them ([`Hook`]:
+//! the TC pair on interfaces, or the cgroup socket-buffer program at the cgroup v2 root), and
+//! read captured segments from the ring buffer into reassembly.
 //!
 //! Reading follows the low-overhead recipe measured on this machine kind (DESIGN.md): the
 //! kernel submits without waking the reader (`BPF_RB_NO_WAKEUP`) unless more than
@@ -13,20 +13,23 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::{SchedClassifier, TcAttachType, tc};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
+};
 use aya::{Ebpf, EbpfLoader};
 use chrono::Utc;
 use palisade_sensor_common::{
     CONFIG_ANY_PORT, CONFIG_CAPTURE_BYTES, CONFIG_WAKEUP_BYTES, COUNTER_CAPTURED, COUNTER_ERRORS,
     COUNTER_HANDSHAKES, COUNTER_NOT_HTTP, COUNTER_RING_FULL, COUNTER_SHED, COUNTER_SKIPPED,
-    COUNTER_SYNACKS, FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6, FLAG_RST,
-    FlowTuple, SegmentHeader,
+    COUNTER_SYNACKS, COUNTER_UNPROVEN, FAMILY_V4, FAMILY_V6, FLAG_ESTABLISHED, FLAG_FIN, FLAG_IPV6,
+    FLAG_RST, FlowTuple, SegmentHeader,
 };
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, instrument, warn};
 
 use crate::Error;
 use crate::config::EbpfConfig;
+use crate::context::CgroupRef;
 use crate::metrics::Metrics;
 use crate::pipeline::{Origin, Pipeline};
 use crate::reassembly::{FlowKey, Reassembler, Segment};
@@ -40,8 +43,26 @@ static EBPF_OBJECT: &[u8] = &[];
 
 const INGRESS: &str = "palisade_ingress";
 const EGRESS: &str = "palisade_egress";
-/// The flow-tracking maps, all sized by `ebpf.max_tracked_flows`.
-const FLOW_MAPS: [&str; 3] = ["PENDING", "ESTABLISHED", "SKIP"];
+const CGROUP_INGRESS: &str = "palisade_cgroup_ingress";
+/// Flow-tracking maps of the TC pair (handshakes), sized by `ebpf.max_tracked_flows`.
+const TC_MAPS: [&str; 2] = ["PENDING", "ESTABLISHED"];
+/// Flow-tracking maps of the cgroup program (`--port any` verdicts).
+const CGROUP_MAPS: [&str; 1] = ["NOT_HTTP"];
+/// Most interface names remembered for the cgroup source's records (it sees every interface).
+const MAX_IFNAMES: usize = 4096;
+
+/// Where the kernel programs attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hook {
+    /// TC ingress (capture) and egress (handshake tracking) on `ebpf.interfaces`.
+    Tc,
+    /// `cgroup_skb/ingress` at this cgroup v2 directory (the hierarchy's root for a whole
+    /// node): every segment delivered to a local socket in it or below, on any interface.
+    Cgroup {
+        /// The cgroup2 directory to attach at.
+        root: std::path::PathBuf,
+    },
+}
 const PERMISSION_HINT: &str = " (hint: loading and attaching eBPF needs root, or the capabilities CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; or use --source log)";
 
 /// Loaded and attached programs. Dropping it detaches them.
@@ -50,8 +71,35 @@ pub struct Capture {
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     skip: SkipMap,
-    ifnames: HashMap<u32, String>,
+    ifnames: IfNames,
     attached: Vec<String>,
+}
+
+/// Interface names of records' `ifindex`: the attached interfaces (TC), or learnt as records
+/// arrive (cgroup source, which sees every interface), bounded.
+#[derive(Debug, Default)]
+struct IfNames {
+    known: HashMap<u32, Option<String>>,
+    /// Look unknown indexes up in the kernel (cgroup source).
+    learn: bool,
+}
+
+impl IfNames {
+    fn name(&mut self, index: u32) -> Option<String> {
+        if let Some(name) = self.known.get(&index) {
+            return name.clone();
+        }
+        if !self.learn || index == 0 {
+            return None;
+        }
+        let name = ifname(index);
+        if self.known.len() >= MAX_IFNAMES {
+            // interfaces come and go (veths of pods): start over rather than grow
+            self.known.clear();
+        }
+        self.known.insert(index, name.clone());
+        name
+    }
 }
 
 /// Handle on the kernel's `SKIP` map: flows whose payload userspace does not need before a
@@ -118,6 +166,8 @@ pub struct KernelCounters {
     pub shed: u64,
     /// Flows forgotten under `any_port` because their first bytes are not an HTTP request.
     pub not_http: u64,
+    /// Segments with payload from connections not proven (inspected, never attributed).
+    pub unproven: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -155,9 +205,9 @@ fn ebpf_err(message: impl Into<String>, err: &dyn std::error::Error) -> Error {
 }
 
 impl Capture {
-    /// Load the programs, write the configuration maps and attach to every interface.
+    /// Load the programs, write the configuration maps and attach them where `hook` says.
     #[instrument(skip(config), fields(interfaces = ?config.interfaces, ports = ?config.ports))]
-    pub fn attach(config: &EbpfConfig) -> Result<Capture, Error> {
+    pub fn attach(config: &EbpfConfig, hook: &Hook) -> Result<Capture, Error> {
         if EBPF_OBJECT.is_empty() {
             return Err(Error::Ebpf {
                 message: "this binary was built with AYA_BUILD_SKIP: no eBPF programs inside"
@@ -165,11 +215,28 @@ impl Capture {
                 hint: " (hint: rebuild without AYA_BUILD_SKIP, or use --source log)",
             });
         }
-        let present = present_interfaces(&config.interfaces, ifindex)?;
+        let present = match hook {
+            Hook::Tc => present_interfaces(&config.interfaces, ifindex)?,
+            Hook::Cgroup { .. } => Vec::new(),
+        };
+        // Open the cgroup before loading anything: a wrong path is the likeliest mistake.
+        let cgroup_dir = match hook {
+            Hook::Tc => None,
+            Hook::Cgroup { root } => Some(open_cgroup2(root)?),
+        };
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", config.ring_bytes);
-        for map in FLOW_MAPS {
+        loader.map_max_entries("SKIP", config.max_tracked_flows);
+        // The other hook's maps are never used: one entry each instead of preallocated LRUs.
+        let (used, unused): (&[&str], &[&str]) = match hook {
+            Hook::Tc => (&TC_MAPS, &CGROUP_MAPS),
+            Hook::Cgroup { .. } => (&CGROUP_MAPS, &TC_MAPS),
+        };
+        for map in used {
             loader.map_max_entries(map, config.max_tracked_flows);
+        }
+        for map in unused {
+            loader.map_max_entries(map, 1);
         }
         let mut ebpf = loader
             .load(EBPF_OBJECT)
@@ -203,35 +270,61 @@ impl Capture {
             .set(CONFIG_ANY_PORT, u32::from(config.any_port), 0)
             .map_err(|e| ebpf_err("setting any_port", &e))?;
 
-        let mut ifnames = HashMap::new();
+        let mut ifnames = IfNames::default();
         let mut attached = Vec::new();
+        if let (Hook::Cgroup { root }, Some(dir)) = (hook, &cgroup_dir) {
+            let program: &mut CgroupSkb = ebpf
+                .program_mut(CGROUP_INGRESS)
+                .ok_or_else(|| missing(CGROUP_INGRESS))?
+                .try_into()
+                .map_err(|e| ebpf_err("program type", &e))?;
+            program
+                .load()
+                .map_err(|e| ebpf_err(format!("loading {CGROUP_INGRESS} (verifier)"), &e))?;
+            // Attached through a BPF link (kernels >= 5.7; the ring buffer already needs 5.8),
+            // which always runs beside the hook's other programs (a CNI's, systemd's IP
+            // accounting) and takes no flags: `Single` is the "no flags" mode here, and the
+            // link is gone when the sensor exits, however it exits.
+            program
+                .attach(dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+                .map_err(|e| {
+                    ebpf_err(
+                        format!("attaching to cgroup {} ingress", root.display()),
+                        &e,
+                    )
+                })?;
+            ifnames.learn = true;
+            attached.push(format!("cgroup:{}", root.display()));
+        }
         for (iface, index) in &present {
             // Kernels >= 6.6 attach through TCX and need no qdisc; older ones need clsact.
             // It may already exist: that error is expected and harmless.
             if let Err(err) = tc::qdisc_add_clsact(iface) {
                 debug!(interface = %iface, cause = %err, "clsact qdisc not added (may exist)");
             }
-            ifnames.insert(*index, (*iface).to_owned());
+            ifnames.known.insert(*index, Some((*iface).to_owned()));
             attached.push((*iface).to_owned());
         }
         // Egress first: a handshake whose SYN-ACK leaves before the ingress program is attached
         // is still tracked. An interface that exists but cannot be attached to is a failure.
-        for (name, direction) in [
-            (EGRESS, TcAttachType::Egress),
-            (INGRESS, TcAttachType::Ingress),
-        ] {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or_else(|| missing(name))?
-                .try_into()
-                .map_err(|e| ebpf_err("program type", &e))?;
-            program
-                .load()
-                .map_err(|e| ebpf_err(format!("loading {name} (verifier)"), &e))?;
-            for (iface, _) in &present {
+        if *hook == Hook::Tc {
+            for (name, direction) in [
+                (EGRESS, TcAttachType::Egress),
+                (INGRESS, TcAttachType::Ingress),
+            ] {
+                let program: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| missing(name))?
+                    .try_into()
+                    .map_err(|e| ebpf_err("program type", &e))?;
                 program
-                    .attach(iface, direction)
-                    .map_err(|e| ebpf_err(format!("attaching to {iface} {direction:?}"), &e))?;
+                    .load()
+                    .map_err(|e| ebpf_err(format!("loading {name} (verifier)"), &e))?;
+                for (iface, _) in &present {
+                    program
+                        .attach(iface, direction)
+                        .map_err(|e| ebpf_err(format!("attaching to {iface} {direction:?}"), &e))?;
+                }
             }
         }
         let ring = RingBuf::try_from(
@@ -293,7 +386,7 @@ impl Capture {
             ring,
             counters,
             skip,
-            ifnames,
+            mut ifnames,
             attached,
         } = self;
         // Reassembly's skip hints (body bytes nobody will inspect) go to the kernel through it.
@@ -313,7 +406,7 @@ impl Capture {
                 guard = fd.readable_mut() => {
                     match guard {
                         Ok(mut g) => {
-                            drain(g.get_inner_mut(), &mut reassembler, &mut skip, &pipeline, &metrics, &ifnames);
+                            drain(g.get_inner_mut(), &mut reassembler, &mut skip, &pipeline, &metrics, &mut ifnames);
                             g.clear_ready();
                         }
                         Err(err) => {
@@ -323,7 +416,7 @@ impl Capture {
                     }
                 }
                 _ = tick.tick() => {
-                    drain(fd.get_mut(), &mut reassembler, &mut skip, &pipeline, &metrics, &ifnames);
+                    drain(fd.get_mut(), &mut reassembler, &mut skip, &pipeline, &metrics, &mut ifnames);
                 }
                 _ = housekeeping.tick() => {
                     reassembler.expire(monotonic_ns());
@@ -334,6 +427,7 @@ impl Capture {
                     metrics.kernel_errors.store(k.errors, Ordering::Relaxed);
                     metrics.ring_shed.store(k.shed, Ordering::Relaxed);
                     metrics.flows_not_http.store(k.not_http, Ordering::Relaxed);
+                    metrics.segments_unproven.store(k.unproven, Ordering::Relaxed);
                     debug!(
                         captured = k.captured,
                         synacks = k.synacks,
@@ -353,7 +447,7 @@ impl Capture {
             &mut skip,
             &pipeline,
             &metrics,
-            &ifnames,
+            &mut ifnames,
         );
         info!(interfaces = ?attached, "detaching");
         Ok(())
@@ -376,6 +470,7 @@ fn kernel_counters(counters: &PerCpuArray<MapData, u64>) -> KernelCounters {
         skipped: sum(COUNTER_SKIPPED),
         shed: sum(COUNTER_SHED),
         not_http: sum(COUNTER_NOT_HTTP),
+        unproven: sum(COUNTER_UNPROVEN),
     }
 }
 
@@ -450,6 +545,46 @@ fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// The name of interface `index`, if it exists.
+fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes the call may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// `CGROUP2_SUPER_MAGIC`: the `f_type` of a cgroup v2 filesystem.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Open `dir` to attach at, checking that it is a cgroup v2 directory (a v1 controller
+/// hierarchy or a plain directory would accept nothing, or fail obscurely).
+fn open_cgroup2(dir: &std::path::Path) -> Result<std::fs::File, Error> {
+    let bad = |why: String| Error::Ebpf {
+        message: format!("cgroup root {}: {why}", dir.display()),
+        hint: " (hint: the cgroup2 mount is in /proc/mounts, usually /sys/fs/cgroup or \
+               /sys/fs/cgroup/unified; set --cgroup-root, or capture with TC: --source ebpf \
+               --interface ...)",
+    };
+    let file = std::fs::File::open(dir).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: an all-zero statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a valid out-pointer.
+    let rc = unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(&file), &mut st) };
+    if rc != 0 {
+        return Err(bad(std::io::Error::last_os_error().to_string()));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    if st.f_type as i64 != CGROUP2_SUPER_MAGIC {
+        return Err(bad("not a cgroup v2 directory".to_owned()));
+    }
+    Ok(file)
+}
+
 /// Decode one ring-buffer record into its header and captured payload.
 pub fn decode(record: &[u8]) -> Option<(SegmentHeader, &[u8])> {
     let hl = std::mem::size_of::<SegmentHeader>();
@@ -492,7 +627,7 @@ fn drain(
     skip: &mut SkipMap,
     pipeline: &Pipeline,
     metrics: &Metrics,
-    ifnames: &HashMap<u32, String>,
+    ifnames: &mut IfNames,
 ) {
     let mut n = 0u64;
     while let Some(item) = ring.next() {
@@ -510,12 +645,12 @@ fn drain(
         let seg = segment(&h, payload);
         reassembler.push(key, seg, |key, request, meta| {
             // Built per request, not per segment: most segments complete no request.
-            // TC sees no socket, so no cgroup: a cgroup_skb source sets `cgroup` and the
-            // pipeline's ContextResolver names the pod and container.
+            // TC sees no socket, so no cgroup (0); the cgroup source names the receiving
+            // socket's, and the pipeline's ContextResolver names its pod and container.
             let origin = Origin {
-                interface: ifnames.get(&h.ifindex).cloned(),
+                interface: ifnames.name(h.ifindex),
                 dst_port: Some(key.dst_port),
-                cgroup: None,
+                cgroup: (h.cgroup_id != 0).then_some(CgroupRef::Id(h.cgroup_id)),
                 ..Origin::default()
             };
             pipeline.handle(key.src, &request, meta, &origin, Utc::now());
@@ -581,6 +716,7 @@ mod tests {
             flags,
             stream_start: 0,
             reserved: 0,
+            cgroup_id: 0,
         }
     }
 
