@@ -114,6 +114,9 @@ pub(crate) type Pending = (
     bytes::Bytes,
 );
 
+/// How long [`settle`] keeps sending a report whose publish failed.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Wait for every ack; a publish that failed (a JetStream cluster electing a stream leader
 /// under load answers "no responders" for a moment) is sent again, as a sensor does, with
 /// the same `Nats-Msg-Id` (JetStream drops a copy that did land).
@@ -124,10 +127,15 @@ pub(crate) async fn settle(
     for (ack, subject, headers, payload) in acks.drain(..) {
         let mut result = ack.await.map(|_| ());
         let mut attempt = 0;
+        // A leader election after a node is lost takes a few seconds, longer on a loaded
+        // machine: retry for up to SETTLE_DEADLINE, as a sensor's publisher would.
+        let deadline = std::time::Instant::now() + SETTLE_DEADLINE;
         while let Err(err) = result {
             attempt += 1;
-            if attempt > 20 {
-                return Err(err).context("JetStream publish ack (20 attempts)");
+            if std::time::Instant::now() > deadline {
+                return Err(err).context(format!(
+                    "JetStream publish ack ({attempt} attempts in {SETTLE_DEADLINE:?})"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
             result = match js
