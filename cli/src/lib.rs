@@ -43,7 +43,8 @@ pub struct Global {
         global = true
     )]
     pub url: String,
-    /// Bearer token: admin.token (reads and changes) or admin.read_token (reads). Without
+    /// Bearer token: a write token (reads and changes: admin.token, or an [[admin.tokens]]
+    /// entry with access = "write") or a read token (reads). Without
     /// --token or --token-file, the PALISADE_TOKEN environment variable.
     #[arg(long, global = true)]
     pub token: Option<String>,
