@@ -6,8 +6,9 @@
 //!   manual block, a release and an expiry is there after the blocks ended and after a
 //!   restart; paging; pruning to `history.max_entries`.
 //! - A bad token configuration stops the binary with an error naming the token.
-//! - The `nats` backend keeps the history in the bucket: a second blocker taking over the
-//!   lease reads what the first wrote.
+//! - The `nats` backend keeps the history in the bucket: a standby reads it and forwards a
+//!   change with its actor; taking over the lease, it reads what the first wrote; pruning
+//!   purges the bucket's history down to `history.max_entries`.
 
 mod common;
 
@@ -384,6 +385,29 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
         ["released/alice", "manual_block/alice"],
         "{page}"
     );
+    // A standby reads the history from the bucket, and forwards a change to the holder
+    // with the name of the token it checked.
+    let (stop2, ready, task2) = start("two", 100);
+    let standby: SocketAddr = ready.await.unwrap();
+    let (_, ready_body) = http(standby, "GET", "/readyz", None, None).await;
+    assert!(ready_body.contains("\"leader\":false"), "{ready_body}");
+    let page = history(standby, "198.51.100.9", "", TOKEN).await;
+    assert_eq!(
+        events(&page),
+        ["released/alice", "manual_block/alice"],
+        "{page}"
+    );
+    let post = http(
+        standby,
+        "POST",
+        "/v1/blocks",
+        Some(ALICE),
+        Some(r#"{"cidr":"198.51.100.10","ttl_secs":3600}"#),
+    )
+    .await;
+    assert_eq!(post.0, 201, "{}", post.1);
+    let fwd = history(standby, "198.51.100.10", "", TOKEN).await;
+    assert_eq!(events(&fwd), ["manual_block/alice"], "{fwd}");
     let _ = stop1.send(());
     tokio::time::timeout(Duration::from_secs(30), task1)
         .await
@@ -391,9 +415,8 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
         .unwrap()
         .unwrap();
 
-    // Another replica takes the lease and reads the history from the bucket.
-    let (stop2, ready, task2) = start("two", 100);
-    let admin: SocketAddr = ready.await.unwrap();
+    // It takes the lease and reads the history from the bucket.
+    let admin = standby;
     leader(admin).await;
     let page = history(admin, "198.51.100.9", "", TOKEN).await;
     assert_eq!(
@@ -425,7 +448,7 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
     .await;
     assert_eq!(events(&v6), ["released/alice", "decided/-"], "{v6}");
     let m = metrics(admin).await;
-    assert_eq!(m.get("palisade_history_entries"), Some(&4.0), "{m:?}");
+    assert_eq!(m.get("palisade_history_entries"), Some(&5.0), "{m:?}");
     let _ = stop2.send(());
     tokio::time::timeout(Duration::from_secs(30), task2)
         .await
@@ -438,7 +461,7 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
     let admin: SocketAddr = ready.await.unwrap();
     leader(admin).await;
     wait_until(30, "pruning", || async {
-        metric(admin, "palisade_history_pruned_total{reason=\"size\"}").await >= 3.0
+        metric(admin, "palisade_history_pruned_total{reason=\"size\"}").await >= 4.0
     })
     .await;
     let v6 = history(admin, "2001:db8:bad::1", "", TOKEN).await;
