@@ -114,11 +114,32 @@ pub enum Command {
     Block(ManualBlock),
     Release {
         cidr: String,
-        /// Who asked (the token's name).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Who asked (the token's name; forwarded in the [`ACTOR_HEADER`]).
+        #[serde(skip)]
         actor: Option<String>,
     },
 }
+
+impl Command {
+    fn actor(&self) -> Option<&str> {
+        match self {
+            Command::Block(b) => b.actor.as_deref(),
+            Command::Release { actor, .. } => actor.as_deref(),
+        }
+    }
+
+    fn set_actor(&mut self, who: Option<String>) {
+        match self {
+            Command::Block(b) => b.actor = who,
+            Command::Release { actor, .. } => *actor = who,
+        }
+    }
+}
+
+/// Header of a forwarded change that names who asked (the token's name). A header rather
+/// than a field of the command, so that replicas of the versions before and after named
+/// tokens still understand each other's changes during a rolling upgrade.
+pub const ACTOR_HEADER: &str = "Palisade-Actor";
 
 /// The lease holder's answer to a [`Command`]: the HTTP status and JSON body to send.
 #[derive(Debug, Serialize, Deserialize)]
@@ -543,9 +564,10 @@ pub struct ManualBlock {
     /// Block an allowlisted or special-purpose CIDR anyway (the breadth limit still applies).
     #[serde(default)]
     pub force: bool,
-    /// Who asked: the name of the token (set by the replica that checked it, whatever the
-    /// body says; carried to the lease holder when forwarded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Who asked: the name of the token, set by the replica that checked it (never read from
+    /// the body: an `actor` field there is an unknown field). Forwarded in the
+    /// [`ACTOR_HEADER`].
+    #[serde(skip)]
     pub actor: Option<String>,
 }
 
@@ -662,12 +684,15 @@ async fn forward(c: &Cluster, cmd: &Command) -> CommandReply {
         Ok(p) => p,
         Err(e) => return reply_err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let request = c.client.send_request(
-        c.subject.clone(),
-        async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(FORWARD_WAIT)),
-    );
+    let mut request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(FORWARD_WAIT));
+    if let Some(who) = cmd.actor() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ACTOR_HEADER, who);
+        request = request.headers(headers);
+    }
+    let request = c.client.send_request(c.subject.clone(), request);
     match tokio::time::timeout(FORWARD_WAIT + Duration::from_secs(1), request).await {
         Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).unwrap_or_else(|e| {
             reply_err(
@@ -708,7 +733,15 @@ pub async fn serve_commands(
             m = sub.next() => match m { Some(m) => m, None => break },
         };
         let answer = match serde_json::from_slice::<Command>(&msg.payload) {
-            Ok(cmd) => apply(&engine, cmd).await,
+            Ok(mut cmd) => {
+                let who = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(ACTOR_HEADER))
+                    .map(|v| v.as_str().to_owned());
+                cmd.set_actor(who);
+                apply(&engine, cmd).await
+            }
             Err(e) => reply_err(StatusCode::BAD_REQUEST, format!("bad command: {e}")),
         };
         if let Some(to) = msg.reply {

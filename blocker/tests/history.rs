@@ -156,8 +156,12 @@ async fn named_tokens_and_history_across_expiry_release_and_restart() {
     let post = |token: &'static str, body: &'static str| async move {
         http(admin, "POST", "/v1/blocks", Some(token), Some(body)).await
     };
-    let body = r#"{"cidr":"192.0.2.50","note":"ticket 42","actor":"mallory"}"#;
+    let body = r#"{"cidr":"192.0.2.50","note":"ticket 42"}"#;
     assert_eq!(post(BOB, body).await.0, 401);
+    // Who did it comes from the token, never from the body.
+    let (code, claimed) = post(ALICE, r#"{"cidr":"192.0.2.50","actor":"mallory"}"#).await;
+    assert_eq!(code, 400, "{claimed}");
+    assert!(claimed.contains("actor"), "{claimed}");
     let (code, _) = http(admin, "DELETE", "/v1/blocks/203.0.113.10", Some(BOB), None).await;
     assert_eq!(code, 401, "a read token cannot release");
     let (code, _) = http(admin, "GET", "/v1/blocks", Some(BOB), None).await;
@@ -165,7 +169,6 @@ async fn named_tokens_and_history_across_expiry_release_and_restart() {
     let (code, created) = post(ALICE, body).await;
     assert_eq!(code, 201, "{created}");
     let created: Value = serde_json::from_str(&created).unwrap();
-    // The actor is the token's name, whatever the body claims.
     assert_eq!(created["reasons"][0]["actor"], "alice", "{created}");
     let (code, body) = http(
         admin,
