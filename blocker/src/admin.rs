@@ -29,24 +29,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, TokenAccess};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::state::BlockRecord;
+use crate::state::history::{HistoryEntry, HistoryQuery};
 use crate::state::jetstream::KvStore;
 
 /// What the handlers share.
@@ -97,6 +98,8 @@ pub struct Cluster {
     pub client: async_nats::Client,
     /// Subject of forwarded changes ([`command_subject`]).
     pub subject: String,
+    /// The broadest prefix a block can have, IPv4 and IPv6 (history queries).
+    pub history_scope: (u8, u8),
 }
 
 /// The subject on which the lease holder takes forwarded admin changes.
@@ -109,8 +112,34 @@ pub fn command_subject(bucket: &str) -> String {
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Command {
     Block(ManualBlock),
-    Release { cidr: String },
+    Release {
+        cidr: String,
+        /// Who asked (the token's name; forwarded in the [`ACTOR_HEADER`]).
+        #[serde(skip)]
+        actor: Option<String>,
+    },
 }
+
+impl Command {
+    fn actor(&self) -> Option<&str> {
+        match self {
+            Command::Block(b) => b.actor.as_deref(),
+            Command::Release { actor, .. } => actor.as_deref(),
+        }
+    }
+
+    fn set_actor(&mut self, who: Option<String>) {
+        match self {
+            Command::Block(b) => b.actor = who,
+            Command::Release { actor, .. } => *actor = who,
+        }
+    }
+}
+
+/// Header of a forwarded change that names who asked (the token's name). A header rather
+/// than a field of the command, so that replicas of the versions before and after named
+/// tokens still understand each other's changes during a rolling upgrade.
+pub const ACTOR_HEADER: &str = "Palisade-Actor";
 
 /// The lease holder's answer to a [`Command`]: the HTTP status and JSON body to send.
 #[derive(Debug, Serialize, Deserialize)]
@@ -119,6 +148,10 @@ pub struct CommandReply {
     #[serde(default)]
     pub body: serde_json::Value,
 }
+
+/// The actor of a change forwarded by a replica that predates named tokens (it checked the
+/// one write token there was, `admin.token`).
+const DEFAULT_ACTOR: &str = "admin";
 
 /// How long a standby waits for the lease holder to answer a forwarded change (a holder busy
 /// committing a flood of decisions applies it after them).
@@ -132,19 +165,31 @@ fn digest(token: &[u8]) -> TokenDigest {
     Sha256::digest(token).into()
 }
 
-/// The admin tokens, kept only as digests.
+/// The admin tokens, kept only as digests, each with its name and what it may do.
 #[derive(Clone)]
 pub struct Tokens {
-    write: Option<TokenDigest>,
-    read: Option<TokenDigest>,
+    entries: Arc<[TokenEntry]>,
+    /// Is any token allowed to write? Without one, changes are disabled (403).
+    any_write: bool,
     open_reads: bool,
+}
+
+#[derive(Clone)]
+struct TokenEntry {
+    name: Arc<str>,
+    digest: TokenDigest,
+    access: Access,
 }
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| format!("{} ({:?})", e.name, e.access))
+            .collect();
         f.debug_struct("Tokens")
-            .field("write", &self.write.map(|_| "<set>"))
-            .field("read", &self.read.map(|_| "<set>"))
+            .field("tokens", &names)
             .field("open_reads", &self.open_reads)
             .finish()
     }
@@ -157,19 +202,51 @@ enum Access {
     Write,
 }
 
+/// Who a request is: the name of the token it presented (`None`: none needed, reads open).
+#[derive(Debug, Clone)]
+struct Caller(Option<Arc<str>>);
+
 impl Tokens {
-    /// From `[admin]`: `token` writes (and reads), `read_token` reads.
-    pub fn new(config: &AdminConfig) -> Tokens {
-        Tokens {
-            write: config.token.as_deref().map(|t| digest(t.as_bytes())),
-            read: config.read_token.as_deref().map(|t| digest(t.as_bytes())),
+    /// From `[admin]`: `token` (named `admin`) writes and reads, `read_token` (named `read`)
+    /// reads, and every `[[admin.tokens]]` entry as its `access` says. Reads token files:
+    /// fails with a configuration error naming the token when one cannot be read or is
+    /// invalid.
+    pub fn new(config: &AdminConfig) -> Result<Tokens, Error> {
+        let entries: Vec<TokenEntry> = config
+            .resolve_tokens()?
+            .into_iter()
+            .map(|t| TokenEntry {
+                name: Arc::from(t.name.as_str()),
+                digest: digest(t.secret.as_bytes()),
+                access: match t.access {
+                    TokenAccess::Read => Access::Read,
+                    TokenAccess::Write => Access::Write,
+                },
+            })
+            .collect();
+        Ok(Tokens {
+            any_write: entries.iter().any(|e| e.access == Access::Write),
+            entries: entries.into(),
             open_reads: config.reads_open(),
-        }
+        })
     }
 
-    /// Does `given` match `want`? Constant time over the digests; `false` when unset.
-    fn matches(want: Option<&TokenDigest>, given: &TokenDigest) -> bool {
-        want.is_some_and(|w| bool::from(w.ct_eq(given)))
+    /// The token whose digest is `given`, if any. Compares against every configured digest,
+    /// always, in constant time each, and picks the match without a branch on it: neither
+    /// which token matched nor where it is in the list shows in the timing.
+    fn find(&self, given: &TokenDigest) -> Option<&TokenEntry> {
+        let mut index = 0u32;
+        let mut found = Choice::from(0);
+        for (i, e) in self.entries.iter().enumerate() {
+            let m = e.digest.ct_eq(given);
+            index.conditional_assign(&(i as u32), m);
+            found |= m;
+        }
+        if bool::from(found) {
+            self.entries.get(index as usize)
+        } else {
+            None
+        }
     }
 }
 
@@ -183,6 +260,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/sensors", get(sensors))
         .route("/v1/blocks", get(list).post(create))
         .route("/v1/blocks/{cidr}", delete(release))
+        .route("/v1/history/{ip}", get(history))
         .with_state(state)
 }
 
@@ -325,6 +403,115 @@ async fn list(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Most entries one `GET /v1/history` answers.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+/// Entries answered without `?limit=`.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
+
+/// Query of `GET /v1/history/{ip}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    /// At most this many entries (1..=1000; default 100).
+    limit: Option<usize>,
+    /// Only entries with an id below this (the `next_before` of the previous page).
+    before: Option<u64>,
+}
+
+/// Body of `GET /v1/history/{ip}`.
+#[derive(Serialize)]
+struct HistoryPage {
+    /// The address or network asked about.
+    query: ipnet::IpNet,
+    count: usize,
+    /// Newest first.
+    entries: Vec<HistoryEntry>,
+    /// Pass as `?before=` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<u64>,
+}
+
+async fn history(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(ip): Path<String>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(resp) = authorize(&s, &headers, Access::Read) {
+        return *resp;
+    }
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1..={MAX_HISTORY_PAGE}"),
+        );
+    }
+    let net = match parse_target(&ip) {
+        Some(n) => n,
+        None => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "`{ip}` is not an IP address or a CIDR (write the / of a CIDR as _ or %2F)"
+                ),
+            );
+        }
+    };
+    // One more than asked: tells whether there is a next page.
+    let entries = match (s.engine(), &s.cluster) {
+        (Some(engine), _) => {
+            engine
+                .history(engine.history_query(net, params.before, limit + 1))
+                .await
+        }
+        (None, Some(c)) => {
+            let q = HistoryQuery {
+                net,
+                before: params.before,
+                limit: limit + 1,
+                scope_v4: c.history_scope.0,
+                scope_v6: c.history_scope.1,
+            };
+            c.store.history(&q).await
+        }
+        (None, None) => Err(Error::NotLeader),
+    };
+    match entries {
+        Ok(mut entries) => {
+            let more = entries.len() > limit;
+            entries.truncate(limit);
+            let next_before = if more {
+                entries.last().map(|e| e.id)
+            } else {
+                None
+            };
+            Json(HistoryPage {
+                query: net,
+                count: entries.len(),
+                entries,
+                next_before,
+            })
+            .into_response()
+        }
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// An address (as a host network, /32 or /128) or a CIDR, its `/` written as `/`, `_` or
+/// `%2F` (decoded by the router).
+fn parse_target(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.replace('_', "/");
+    if let Ok(addr) = s.parse::<std::net::IpAddr>() {
+        return Some(ipnet::IpNet::from(addr));
+    }
+    s.parse::<ipnet::IpNet>().ok().map(|n| n.trunc())
+}
+
 #[derive(Serialize)]
 struct ApiError {
     error: String,
@@ -334,13 +521,13 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(ApiError { error: msg.into() })).into_response()
 }
 
-/// Check the bearer token for `access`. `Err` is the response to send.
-fn authorize(s: &AdminState, headers: &HeaderMap, access: Access) -> Result<(), Box<Response>> {
+/// Check the bearer token for `access`. `Ok` is who the caller is; `Err` the response to send.
+fn authorize(s: &AdminState, headers: &HeaderMap, access: Access) -> Result<Caller, Box<Response>> {
     let t = &s.tokens;
     if access == Access::Read && t.open_reads {
-        return Ok(());
+        return Ok(Caller(None));
     }
-    if access == Access::Write && t.write.is_none() {
+    if access == Access::Write && !t.any_write {
         return Err(Box::new(err(
             StatusCode::FORBIDDEN,
             "disabled: no admin token is configured",
@@ -351,21 +538,14 @@ fn authorize(s: &AdminState, headers: &HeaderMap, access: Access) -> Result<(), 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let given = digest(given.as_bytes());
-    // Both comparisons always run: which token matched does not show in the timing.
-    let write = Tokens::matches(t.write.as_ref(), &given);
-    let read = Tokens::matches(t.read.as_ref(), &given);
-    let ok = match access {
-        Access::Write => write,
-        Access::Read => write | read,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Box::new(err(
+    match t.find(&digest(given.as_bytes())) {
+        Some(e) if access == Access::Read || e.access == Access::Write => {
+            Ok(Caller(Some(Arc::clone(&e.name))))
+        }
+        _ => Err(Box::new(err(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-        )))
+        ))),
     }
 }
 
@@ -384,6 +564,11 @@ pub struct ManualBlock {
     /// Block an allowlisted or special-purpose CIDR anyway (the breadth limit still applies).
     #[serde(default)]
     pub force: bool,
+    /// Who asked: the name of the token, set by the replica that checked it (never read from
+    /// the body: an `actor` field there is an unknown field). Forwarded in the
+    /// [`ACTOR_HEADER`].
+    #[serde(skip)]
+    pub actor: Option<String>,
 }
 
 async fn create(
@@ -391,13 +576,16 @@ async fn create(
     headers: HeaderMap,
     body: Result<Json<ManualBlock>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(resp) = authorize(&s, &headers, Access::Write) {
-        return *resp;
-    }
-    let Json(req) = match body {
+    let caller = match authorize(&s, &headers, Access::Write) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let Json(mut req) = match body {
         Ok(b) => b,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    // Who did it is the token's name, never what the body claims.
+    req.actor = caller.0.as_deref().map(str::to_owned);
     execute(&s, Command::Block(req)).await
 }
 
@@ -406,10 +594,12 @@ async fn release(
     headers: HeaderMap,
     Path(cidr): Path<String>,
 ) -> Response {
-    if let Err(resp) = authorize(&s, &headers, Access::Write) {
-        return *resp;
-    }
-    execute(&s, Command::Release { cidr }).await
+    let caller = match authorize(&s, &headers, Access::Write) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let actor = caller.0.as_deref().map(str::to_owned);
+    execute(&s, Command::Release { cidr, actor }).await
 }
 
 /// Carry out a change: on the engine when this replica decides, else forwarded to the one
@@ -460,6 +650,7 @@ pub async fn apply(engine: &Engine, cmd: Command) -> CommandReply {
                     req.ttl_secs.map(Duration::from_secs),
                     req.note,
                     req.force,
+                    req.actor.as_deref().unwrap_or(DEFAULT_ACTOR),
                 )
                 .await
             {
@@ -470,12 +661,15 @@ pub async fn apply(engine: &Engine, cmd: Command) -> CommandReply {
                 Err(e) => reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         }
-        Command::Release { cidr } => {
+        Command::Release { cidr, actor } => {
             let net = match palisade_providers::parse_cidr(&cidr.replace('_', "/")) {
                 Ok(n) => n,
                 Err(e) => return reply_err(StatusCode::BAD_REQUEST, e.to_string()),
             };
-            match engine.release(net).await {
+            match engine
+                .release(net, actor.as_deref().unwrap_or(DEFAULT_ACTOR))
+                .await
+            {
                 Ok(true) => reply(StatusCode::NO_CONTENT, serde_json::Value::Null),
                 Ok(false) => reply_err(StatusCode::NOT_FOUND, format!("{net} is not blocked")),
                 Err(e) => reply_err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -490,12 +684,15 @@ async fn forward(c: &Cluster, cmd: &Command) -> CommandReply {
         Ok(p) => p,
         Err(e) => return reply_err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let request = c.client.send_request(
-        c.subject.clone(),
-        async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(FORWARD_WAIT)),
-    );
+    let mut request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(FORWARD_WAIT));
+    if let Some(who) = cmd.actor() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ACTOR_HEADER, who);
+        request = request.headers(headers);
+    }
+    let request = c.client.send_request(c.subject.clone(), request);
     match tokio::time::timeout(FORWARD_WAIT + Duration::from_secs(1), request).await {
         Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).unwrap_or_else(|e| {
             reply_err(
@@ -536,7 +733,15 @@ pub async fn serve_commands(
             m = sub.next() => match m { Some(m) => m, None => break },
         };
         let answer = match serde_json::from_slice::<Command>(&msg.payload) {
-            Ok(cmd) => apply(&engine, cmd).await,
+            Ok(mut cmd) => {
+                let who = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(ACTOR_HEADER))
+                    .map(|v| v.as_str().to_owned());
+                cmd.set_actor(who);
+                apply(&engine, cmd).await
+            }
             Err(e) => reply_err(StatusCode::BAD_REQUEST, format!("bad command: {e}")),
         };
         if let Some(to) = msg.reply {

@@ -44,6 +44,9 @@ pub struct Config {
     /// Falco events (Falcosidekick's NATS output) as a report source.
     #[serde(default)]
     pub falco: FalcoConfig,
+    /// The history of decisions, manual actions and expiries, kept after blocks end.
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 impl Config {
@@ -228,15 +231,19 @@ impl Config {
         if self.reconcile.interval_ms == 0 {
             return bad("reconcile.interval_ms must be > 0".into());
         }
-        if let Some(t) = &self.admin.token
-            && t.len() < 16
-        {
-            return bad("admin.token must be at least 16 characters".into());
+        // Reads the token files too: a missing file stops the start here, with its path.
+        self.admin.resolve_tokens()?;
+        if self.history.max_age_secs == 0 || self.history.max_age_secs > TEN_YEARS {
+            return bad(format!(
+                "history.max_age_secs = {} must be 1..={TEN_YEARS} (ten years)",
+                self.history.max_age_secs
+            ));
         }
-        if let Some(t) = &self.admin.read_token
-            && t.len() < 16
-        {
-            return bad("admin.read_token must be at least 16 characters".into());
+        if self.history.max_entries > 100_000_000 {
+            return bad(format!(
+                "history.max_entries = {} must be at most 100000000 (0 turns history off)",
+                self.history.max_entries
+            ));
         }
         self.provider.validate()?;
         self.falco.validate()?;
@@ -818,22 +825,182 @@ pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
     /// Bearer token for `POST`/`DELETE /v1/blocks` (it also reads); without it manual changes
-    /// are disabled.
+    /// are disabled. The write token named `admin`.
     #[serde(default)]
     pub token: Option<String>,
-    /// Bearer token for `GET /v1/blocks` only (read-only dashboards).
+    /// Bearer token for `GET /v1/blocks` only (read-only dashboards). The read token named
+    /// `read`.
     #[serde(default)]
     pub read_token: Option<String>,
     /// Serve `GET /v1/blocks` without a token. Unset: open only when no token is configured.
     #[serde(default)]
     pub open_reads: Option<bool>,
+    /// Named tokens (`[[admin.tokens]]`): the name of the one that made a manual change is
+    /// recorded as who made it.
+    #[serde(default)]
+    pub tokens: Vec<NamedTokenConfig>,
+}
+
+/// Longest token name.
+pub const MAX_TOKEN_NAME: usize = 64;
+/// Shortest token.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenAccess {
+    /// `GET /v1/...` only.
+    Read,
+    /// Reads, and manual blocks and releases.
+    Write,
+}
+
+/// One `[[admin.tokens]]` entry.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedTokenConfig {
+    /// Who holds it (recorded as the actor of manual changes): 1 to 64 of
+    /// `[A-Za-z0-9._@-]`, unique.
+    pub name: String,
+    /// The token itself (at least 16 characters); or `token_file`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A file holding the token (read at start, surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `read` or `write`.
+    pub access: TokenAccess,
+}
+
+impl std::fmt::Debug for NamedTokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedTokenConfig")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token_file", &self.token_file)
+            .field("access", &self.access)
+            .finish()
+    }
+}
+
+/// A configured token, its secret read: what [`AdminConfig::resolve_tokens`] gives.
+#[derive(Clone)]
+pub struct ResolvedToken {
+    pub name: String,
+    pub secret: String,
+    pub access: TokenAccess,
+}
+
+impl std::fmt::Debug for ResolvedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedToken")
+            .field("name", &self.name)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Is `name` a valid token name?
+fn valid_token_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOKEN_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
 }
 
 impl AdminConfig {
     /// Does `GET /v1/blocks` answer without a token?
     pub fn reads_open(&self) -> bool {
         self.open_reads
-            .unwrap_or(self.token.is_none() && self.read_token.is_none())
+            .unwrap_or(self.token.is_none() && self.read_token.is_none() && self.tokens.is_empty())
+    }
+
+    /// Every configured token with its name and access: `token` as `admin` (write),
+    /// `read_token` as `read` (read), then `[[admin.tokens]]` in order, their files read.
+    /// Checks names (valid, unique), lengths, and that no two names share a token.
+    pub fn resolve_tokens(&self) -> Result<Vec<ResolvedToken>> {
+        let bad = |m: String| Err(Error::Config(m));
+        let mut out: Vec<ResolvedToken> = Vec::new();
+        if let Some(t) = &self.token {
+            if t.len() < MIN_TOKEN_LEN {
+                return bad("admin.token must be at least 16 characters".into());
+            }
+            out.push(ResolvedToken {
+                name: "admin".into(),
+                secret: t.clone(),
+                access: TokenAccess::Write,
+            });
+        }
+        if let Some(t) = &self.read_token {
+            if t.len() < MIN_TOKEN_LEN {
+                return bad("admin.read_token must be at least 16 characters".into());
+            }
+            out.push(ResolvedToken {
+                name: "read".into(),
+                secret: t.clone(),
+                access: TokenAccess::Read,
+            });
+        }
+        for (i, nt) in self.tokens.iter().enumerate() {
+            let at = format!("admin.tokens[{i}]");
+            if !valid_token_name(&nt.name) {
+                return bad(format!(
+                    "{at}.name = {:?} must be 1 to {MAX_TOKEN_NAME} characters of A-Z a-z 0-9 . _ @ -",
+                    nt.name
+                ));
+            }
+            let at = format!("{at} (`{}`)", nt.name);
+            if let Some(prev) = out.iter().find(|t| t.name == nt.name) {
+                let taken_by = match prev.name.as_str() {
+                    "admin" if self.token.is_some() => " (the name of admin.token)",
+                    "read" if self.read_token.is_some() => " (the name of admin.read_token)",
+                    _ => "",
+                };
+                return bad(format!(
+                    "{at}: the name `{}` is used twice{taken_by}; token names must be unique",
+                    nt.name
+                ));
+            }
+            let secret = match (&nt.token, &nt.token_file) {
+                (Some(t), None) => t.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "{at}: cannot read token_file {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_owned(),
+                (Some(_), Some(_)) => {
+                    return bad(format!("{at}: set token or token_file, not both"));
+                }
+                (None, None) => return bad(format!("{at}: set token or token_file")),
+            };
+            if secret.len() < MIN_TOKEN_LEN {
+                return bad(format!(
+                    "{at}: the token must be at least {MIN_TOKEN_LEN} characters{}",
+                    match &nt.token_file {
+                        Some(p) => format!(" (token_file {})", p.display()),
+                        None => String::new(),
+                    }
+                ));
+            }
+            if let Some(prev) = out.iter().find(|t| t.secret == secret) {
+                return bad(format!(
+                    "{at}: the same token as `{}`; each name needs its own token, or who made a change is unknown",
+                    prev.name
+                ));
+            }
+            out.push(ResolvedToken {
+                name: nt.name.clone(),
+                secret,
+                access: nt.access,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -844,6 +1011,35 @@ impl Default for AdminConfig {
             token: None,
             read_token: None,
             open_reads: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+fn default_history_max_age_secs() -> u64 {
+    30 * 24 * 3600
+}
+fn default_history_max_entries() -> usize {
+    100_000
+}
+
+/// The history (`[history]`): decisions, manual blocks and releases, expiries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Oldest entry kept, seconds (default 30 days).
+    #[serde(default = "default_history_max_age_secs")]
+    pub max_age_secs: u64,
+    /// Most entries kept; the oldest go first. 0 keeps no history.
+    #[serde(default = "default_history_max_entries")]
+    pub max_entries: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            max_age_secs: default_history_max_age_secs(),
+            max_entries: default_history_max_entries(),
         }
     }
 }
@@ -1123,6 +1319,106 @@ mod tests {
         assert!(err.to_string().contains("urll"), "{err}");
         let err = Config::from_toml("bogus = 1\n", Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn named_tokens_resolve_with_the_legacy_ones_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("carol.token");
+        std::fs::write(&file, "\n  carol-token-0123456789  \n").unwrap();
+        let text = format!(
+            r#"
+[admin]
+token = "admin-token-0123456789"
+read_token = "read-token-0123456789"
+[[admin.tokens]]
+name = "alice"
+token = "alice-token-0123456789"
+access = "write"
+[[admin.tokens]]
+name = "carol@ops"
+token_file = "{}"
+access = "read"
+"#,
+            file.display()
+        );
+        let c = Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        c.validate().unwrap();
+        let t = c.admin.resolve_tokens().unwrap();
+        let names: Vec<(&str, TokenAccess)> =
+            t.iter().map(|t| (t.name.as_str(), t.access)).collect();
+        assert_eq!(
+            names,
+            [
+                ("admin", TokenAccess::Write),
+                ("read", TokenAccess::Read),
+                ("alice", TokenAccess::Write),
+                ("carol@ops", TokenAccess::Read),
+            ]
+        );
+        assert_eq!(t[3].secret, "carol-token-0123456789", "trimmed");
+        assert!(
+            !format!("{t:?}").contains("0123456789"),
+            "no secret in Debug"
+        );
+        assert!(!c.admin.reads_open());
+
+        // Named tokens alone close reads too.
+        let only = AdminConfig {
+            tokens: c.admin.tokens.clone(),
+            ..AdminConfig::default()
+        };
+        assert!(!only.reads_open());
+
+        let err = |f: &dyn Fn(&mut AdminConfig)| {
+            let mut c = c.clone();
+            f(&mut c.admin);
+            c.validate().unwrap_err().to_string()
+        };
+        let e = err(&|a| a.tokens[0].name = String::new());
+        assert!(e.contains("admin.tokens[0].name"), "{e}");
+        let e = err(&|a| a.tokens[0].name = "a".repeat(MAX_TOKEN_NAME + 1));
+        assert!(e.contains("1 to 64"), "{e}");
+        let e = err(&|a| a.tokens[0].name = "has space".into());
+        assert!(e.contains("admin.tokens[0].name"), "{e}");
+        let e = err(&|a| a.tokens[1].name = "alice".into());
+        assert!(e.contains("`alice` is used twice"), "{e}");
+        let e = err(&|a| a.tokens[0].name = "read".into());
+        assert!(e.contains("(the name of admin.read_token)"), "{e}");
+        let e = err(&|a| a.tokens[0].token = Some("short".into()));
+        assert!(
+            e.contains("admin.tokens[0] (`alice`)") && e.contains("16"),
+            "{e}"
+        );
+        let e = err(&|a| a.tokens[0].token_file = Some("/x".into()));
+        assert!(e.contains("not both"), "{e}");
+        let e = err(&|a| a.tokens[0].token = None);
+        assert!(e.contains("set token or token_file"), "{e}");
+        let e = err(&|a| a.tokens[0].token = Some("admin-token-0123456789".into()));
+        assert!(e.contains("the same token as `admin`"), "{e}");
+        let e = err(&|a| a.tokens[1].token_file = Some(Path::new("/nonexistent/t").into()));
+        assert!(
+            e.contains("admin.tokens[1] (`carol@ops`): cannot read token_file /nonexistent/t"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[[admin.tokens]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("access"), "{e}");
+    }
+
+    #[test]
+    fn history_bounds_are_checked() {
+        let mut c = Config::default();
+        assert_eq!(c.history.max_age_secs, 30 * 24 * 3600);
+        assert_eq!(c.history.max_entries, 100_000);
+        c.history.max_entries = 0;
+        c.validate().unwrap();
+        c.history.max_age_secs = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]

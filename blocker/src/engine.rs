@@ -27,6 +27,7 @@ use crate::loglimit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, sensor_hash};
 use crate::state::embedded::EmbeddedStore;
+use crate::state::history::{HistoryEntry, HistoryEvent, HistoryKey, HistoryPrune, HistoryQuery};
 use crate::state::{Batch, BlockRecord, MAX_BLOCK_SENSORS, Offence, Reason, Snapshot, Store};
 
 /// What to tell JetStream about one message, once the batch is durable.
@@ -62,6 +63,10 @@ pub struct BlockState {
     /// Clients whose counted reports are persisted (`nats` backend), with their last report:
     /// forgotten in the store once blocked or once their window has passed.
     pending_keys: HashMap<IpNet, DateTime<Utc>>,
+    /// Every history entry (id, network, time), oldest first: what pruning needs.
+    history: VecDeque<HistoryKey>,
+    /// The id of the last history entry.
+    history_last_id: u64,
 }
 
 impl BlockState {
@@ -362,6 +367,7 @@ fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 fn restore(
     blocks: HashMap<IpNet, BlockRecord>,
     offences: HashMap<IpNet, Offence>,
+    history: Vec<HistoryKey>,
     cap_per_minute: u32,
 ) -> BlockState {
     let mut deferred: Vec<BlockRecord> = blocks.values().filter(|b| b.deferred).cloned().collect();
@@ -372,6 +378,8 @@ fn restore(
         queue: DeferredQueue::default(),
         cap: TokenBucket::per_minute(cap_per_minute),
         pending_keys: HashMap::new(),
+        history_last_id: history.last().map_or(0, |k| k.id),
+        history: history.into(),
     };
     for b in deferred {
         state.put(b);
@@ -425,9 +433,13 @@ impl Engine {
         tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
         let persist_pending = matches!(store, Store::Nats(_));
         let policy = Policy::new(config.policy.clone());
+        metrics
+            .history_entries
+            .store(snap.history.len() as u64, Relaxed);
         let mut state = restore(
             snap.blocks,
             snap.offences,
+            snap.history,
             config.guardrails.max_new_blocks_per_minute,
         );
         let (instant, wall) = (tokio::time::Instant::now(), Utc::now());
@@ -567,6 +579,8 @@ impl Engine {
         let mut pending: HashMap<IpNet, bool> = HashMap::new();
         // Per sensor (as its subject names it): reports, rejected; recorded once per batch.
         let mut by_sensor: HashMap<&str, (u64, u64)> = HashMap::new();
+        // History entries of the decisions, committed with them.
+        let mut history: Vec<HistoryEntry> = Vec::new();
         for msg in msgs {
             self.metrics.reports_received.fetch_add(1, Relaxed);
             // The subject names the sensor its credentials pin: count activity against it.
@@ -634,6 +648,7 @@ impl Engine {
                 observed_at: report.observed_at,
                 mitre: report.mitre.clone(),
                 context: report.context.clone(),
+                actor: None,
             };
             // Already blocked: record the hit on the block (once per report id).
             let existing = dirty
@@ -752,6 +767,11 @@ impl Engine {
                 "block decided"
             );
             offences.insert(net, offence);
+            if let Some(e) =
+                self.history_entry(&mut state, now, HistoryEvent::Decided, &rec, None, None)
+            {
+                history.push(e);
+            }
             dirty.insert(net, rec);
         }
         self.metrics
@@ -788,12 +808,22 @@ impl Engine {
                 }
             }
         }
+        // Over the bound by a margin: prune here (the sweeper prunes to it exactly), so a
+        // flood of decisions cannot grow the history between sweeps.
+        let max = self.config.history.max_entries;
+        let history_prune = if state.history.len() > max.saturating_add((max / 100).max(16)) {
+            self.prune_history(&mut state, now)
+        } else {
+            None
+        };
         let batch = Batch {
             upserts,
             removes: Vec::new(),
             offences: new_offences,
             forget_offences,
             pending: pending_writes,
+            history,
+            history_prune,
         };
         if n_promoted > 0 {
             info!(promoted = n_promoted, "deferred blocks enforced");
@@ -810,6 +840,85 @@ impl Engine {
         let durable = self.submit(batch);
         drop(state);
         (out, durable)
+    }
+
+    /// A history entry for `event` on `rec` (`None` when history is off), its key recorded in
+    /// `state` for pruning. Call under the state lock, in commit order.
+    fn history_entry(
+        &self,
+        state: &mut BlockState,
+        now: DateTime<Utc>,
+        event: HistoryEvent,
+        rec: &BlockRecord,
+        actor: Option<&str>,
+        note: Option<&str>,
+    ) -> Option<HistoryEntry> {
+        if self.config.history.max_entries == 0 {
+            return None;
+        }
+        let micros = u64::try_from(now.timestamp_micros()).unwrap_or(0);
+        let id = micros.max(state.history_last_id.saturating_add(1));
+        state.history_last_id = id;
+        let e = HistoryEntry::of(id, now, event, rec, actor, note);
+        state.history.push_back(e.key());
+        self.metrics.history_written.fetch_add(1, Relaxed);
+        self.metrics
+            .history_entries
+            .store(state.history.len() as u64, Relaxed);
+        Some(e)
+    }
+
+    /// Take the oldest history entries off `state`: older than `history.max_age_secs`, and
+    /// beyond `history.max_entries`. `None` when nothing is pruned. Counted and logged.
+    fn prune_history(&self, state: &mut BlockState, now: DateTime<Utc>) -> Option<HistoryPrune> {
+        let h = &self.config.history;
+        let cutoff = before(now, Duration::from_secs(h.max_age_secs));
+        let mut remove = Vec::new();
+        let mut by_age = 0u64;
+        while let Some(k) = state.history.front().copied() {
+            if k.at < cutoff {
+                by_age += 1;
+            } else if state.history.len() <= h.max_entries {
+                break;
+            }
+            state.history.pop_front();
+            remove.push(k);
+        }
+        if remove.is_empty() {
+            return None;
+        }
+        let by_size = remove.len() as u64 - by_age;
+        self.metrics.history_pruned_age.fetch_add(by_age, Relaxed);
+        self.metrics.history_pruned_size.fetch_add(by_size, Relaxed);
+        self.metrics
+            .history_entries
+            .store(state.history.len() as u64, Relaxed);
+        if self.log_limit.allow("history_pruned", "") {
+            info!(
+                by_age,
+                by_size,
+                kept = state.history.len(),
+                max_age_secs = h.max_age_secs,
+                max_entries = h.max_entries,
+                "oldest history entries pruned (logged once per minute; palisade_history_pruned_total counts all)"
+            );
+        }
+        Some(HistoryPrune {
+            remove,
+            keep_from: state.history.front().copied(),
+        })
+    }
+
+    /// The history entries `query` asks for, newest first; every entry decided before the
+    /// call is durable and included.
+    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryEntry>> {
+        self.read_durable(|_| ()).await?;
+        self.store.history(query).await
+    }
+
+    /// A history query for `net` with this engine's scope (the broadest block prefix).
+    pub fn history_query(&self, net: IpNet, before: Option<u64>, limit: usize) -> HistoryQuery {
+        history_query(&self.config, net, before, limit)
     }
 
     /// Count a would-be block refused (a guardrail, or no room to defer it), logging once per
@@ -950,16 +1059,28 @@ impl Engine {
     /// Remove blocks that ended by `now` and forget offences older than the configured memory.
     pub async fn sweep(&self, now: DateTime<Utc>) -> usize {
         let mut state = self.state.lock().await;
-        let expired: Vec<IpNet> = state
+        let expired: Vec<BlockRecord> = state
             .blocks
             .values()
             .filter(|b| b.expires_at <= now && !b.deferred)
-            .map(|b| b.cidr)
+            .cloned()
             .collect();
+        let mut history = Vec::with_capacity(expired.len());
+        for rec in &expired {
+            if let Some(e) =
+                self.history_entry(&mut state, now, HistoryEvent::Expired, rec, None, None)
+            {
+                history.push(e);
+            }
+        }
+        let history_prune = self.prune_history(&mut state, now);
+        let expired: Vec<IpNet> = expired.iter().map(|b| b.cidr).collect();
         if !expired.is_empty() {
             if let Err(err) = self
                 .commit(Batch {
                     removes: expired.clone(),
+                    history,
+                    history_prune,
                     ..Batch::default()
                 })
                 .await
@@ -975,6 +1096,12 @@ impl Engine {
                 .fetch_add(expired.len() as u64, Relaxed);
             self.refresh_gauges(&state);
             info!(expired = expired.len(), "expired blocks removed");
+        } else if history_prune.is_some() {
+            // Queued, not awaited, like forgetting offences.
+            drop(self.submit(Batch {
+                history_prune,
+                ..Batch::default()
+            }));
         }
         let cutoff = before(
             now,
@@ -1032,6 +1159,7 @@ impl Engine {
         ttl: Option<Duration>,
         note: Option<String>,
         force: bool,
+        actor: &str,
     ) -> Result<BlockRecord> {
         let net = palisade_providers::normalize(net)?;
         let refused = |r: crate::guardrails::Refusal| Error::Refused {
@@ -1084,17 +1212,32 @@ impl Engine {
                 category: "manual".into(),
                 severity: Severity::Critical,
                 evidence: note
-                    .map(|n| palisade_wire::truncate_evidence(&n).to_owned())
+                    .as_deref()
+                    .map(|n| palisade_wire::truncate_evidence(n).to_owned())
                     .unwrap_or_default(),
                 observed_at: now,
                 mitre: Vec::new(),
                 context: None,
+                actor: Some(actor.to_owned()),
             },
             self.config.state.max_reasons,
         );
+        let note = note.as_deref().map(palisade_wire::truncate_evidence);
+        let history = self
+            .history_entry(
+                &mut state,
+                now,
+                HistoryEvent::ManualBlock,
+                &rec,
+                Some(actor),
+                note,
+            )
+            .into_iter()
+            .collect();
         self.commit(Batch {
             upserts: vec![rec.clone()],
             offences: vec![(net, offence)],
+            history,
             ..Batch::default()
         })
         .await?;
@@ -1102,26 +1245,38 @@ impl Engine {
         state.put(rec.clone());
         self.metrics.blocks_added.fetch_add(1, Relaxed);
         self.refresh_gauges(&state);
-        info!(cidr = %net, ttl_secs = ttl.as_secs(), "manual block");
+        info!(cidr = %net, ttl_secs = ttl.as_secs(), actor, "manual block");
         Ok(rec)
     }
 
     /// Release a block by hand. `false` when there was none.
-    pub async fn release(&self, net: IpNet) -> Result<bool> {
+    pub async fn release(&self, net: IpNet, actor: &str) -> Result<bool> {
         let net = palisade_providers::normalize(net)?;
         let mut state = self.state.lock().await;
-        if !state.blocks.contains_key(&net) {
+        let Some(rec) = state.blocks.get(&net).cloned() else {
             return Ok(false);
-        }
+        };
+        let history = self
+            .history_entry(
+                &mut state,
+                Utc::now(),
+                HistoryEvent::Released,
+                &rec,
+                Some(actor),
+                None,
+            )
+            .into_iter()
+            .collect();
         self.commit(Batch {
             removes: vec![net],
+            history,
             ..Batch::default()
         })
         .await?;
         state.take(&net);
         self.metrics.blocks_released.fetch_add(1, Relaxed);
         self.refresh_gauges(&state);
-        info!(cidr = %net, "manual release");
+        info!(cidr = %net, actor, "manual release");
         Ok(true)
     }
 
@@ -1150,5 +1305,21 @@ impl Engine {
     /// How many clients the policy tracks (runs moka's pending maintenance; for tests/bench).
     pub fn tracked_clients(&self) -> u64 {
         self.policy.tracked_clients()
+    }
+}
+
+/// A history query for `net` with the scope of `config` (the broadest prefix a block can have).
+pub fn history_query(
+    config: &Config,
+    net: IpNet,
+    before: Option<u64>,
+    limit: usize,
+) -> HistoryQuery {
+    HistoryQuery {
+        net,
+        before,
+        limit,
+        scope_v4: config.guardrails.max_prefix_v4_len,
+        scope_v6: config.guardrails.max_prefix_v6_len,
     }
 }

@@ -176,11 +176,15 @@ pub async fn run_with(
             store: store.clone(),
             client: client.clone(),
             subject: subject.clone(),
+            history_scope: (
+                config.guardrails.max_prefix_v4_len,
+                config.guardrails.max_prefix_v6_len,
+            ),
         }),
         metrics: Arc::clone(&metrics),
         nats_connected: Arc::clone(&nats_connected),
         reconcile_ok: Arc::clone(&reconcile_ok),
-        tokens: admin::Tokens::new(&config.admin),
+        tokens: admin::Tokens::new(&config.admin)?,
     };
     let admin_task = {
         let rx = stop_rx.clone();

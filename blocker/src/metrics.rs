@@ -51,6 +51,14 @@ pub struct Metrics {
     pub reconcile_last_success_unix: AtomicU64,
     /// Per-sensor activity (`GET /v1/sensors`).
     pub sensors: sensors::SensorTracker,
+    /// History entries kept (as this replica knows them).
+    pub history_entries: AtomicU64,
+    /// History entries appended.
+    pub history_written: AtomicU64,
+    /// History entries pruned for their age (`history.max_age_secs`).
+    pub history_pruned_age: AtomicU64,
+    /// History entries pruned for the size bound (`history.max_entries`).
+    pub history_pruned_size: AtomicU64,
 }
 
 /// Most distinct namespaces counted apart in `palisade_detections_total`; the rest share
@@ -208,6 +216,11 @@ impl Metrics {
             self.blocks_released.load(Relaxed),
         );
         counter(
+            "palisade_history_entries_written_total",
+            "History entries appended.",
+            self.history_written.load(Relaxed),
+        );
+        counter(
             "palisade_batches_decided_total",
             "Batches of messages decided (reports received / batches = mean batch size).",
             self.batches_decided.load(Relaxed),
@@ -309,6 +322,11 @@ impl Metrics {
             "Firewall entries owned by this blocker.",
             self.firewall_owned.load(Relaxed),
         );
+        gauge(
+            "palisade_history_entries",
+            "Entries in the history (decisions, manual blocks and releases, expiries).",
+            self.history_entries.load(Relaxed),
+        );
         let labelled = |out: &mut String,
                         name: &str,
                         help: &str,
@@ -319,6 +337,16 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
             }
         };
+        labelled(
+            &mut out,
+            "palisade_history_pruned_total",
+            "History entries pruned, oldest first: by age (history.max_age_secs) or size (history.max_entries).",
+            "reason",
+            BTreeMap::from([
+                ("age", self.history_pruned_age.load(Relaxed)),
+                ("size", self.history_pruned_size.load(Relaxed)),
+            ]),
+        );
         labelled(
             &mut out,
             "palisade_reports_rejected_total",

@@ -22,7 +22,7 @@ async fn serve(dir: &std::path::Path, f: impl FnOnce(&mut Config)) -> SocketAddr
     let mut c = common::config("nats://127.0.0.1:1", dir);
     f(&mut c);
     c.validate().unwrap();
-    let tokens = Tokens::new(&c.admin);
+    let tokens = Tokens::new(&c.admin).unwrap();
     let engine = Arc::new(Engine::open(Arc::new(c), Arc::new(Metrics::default())).unwrap());
     let state = AdminState::single(
         engine,

@@ -325,27 +325,48 @@ async fn manual_blocks_of_protected_addresses_need_force() {
         Err(palisade_blocker::Error::Refused { reason, .. }) => reason,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    let reason = refused(e.manual_block(net("81.2.69.10"), None, None, false).await);
+    let reason = refused(
+        e.manual_block(net("81.2.69.10"), None, None, false, "test")
+            .await,
+    );
     assert!(
         reason.contains("allowlisted") && reason.contains("force"),
         "{reason}"
     );
-    let reason = refused(e.manual_block(net("10.1.2.3"), None, None, false).await);
+    let reason = refused(
+        e.manual_block(net("10.1.2.3"), None, None, false, "test")
+            .await,
+    );
     assert!(reason.contains("private"), "{reason}");
     // A /24 holding an allowlisted address is refused as well.
-    refused(e.manual_block(net("81.2.69.0/24"), None, None, false).await);
+    refused(
+        e.manual_block(net("81.2.69.0/24"), None, None, false, "test")
+            .await,
+    );
     // Forced: blocked, but never broader than the breadth limit.
     let rec = e
-        .manual_block(net("10.1.2.3"), None, Some("incident 7".into()), true)
+        .manual_block(
+            net("10.1.2.3"),
+            None,
+            Some("incident 7".into()),
+            true,
+            "test",
+        )
         .await
         .unwrap();
     assert!(rec.manual);
-    e.manual_block(net("81.2.69.0/24"), None, None, true)
+    e.manual_block(net("81.2.69.0/24"), None, None, true, "test")
         .await
         .unwrap();
-    let reason = refused(e.manual_block(net("10.0.0.0/8"), None, None, true).await);
+    let reason = refused(
+        e.manual_block(net("10.0.0.0/8"), None, None, true, "test")
+            .await,
+    );
     assert!(reason.contains("/24"), "{reason}");
-    let reason = refused(e.manual_block(net("fd00::/16"), None, None, true).await);
+    let reason = refused(
+        e.manual_block(net("fd00::/16"), None, None, true, "test")
+            .await,
+    );
     assert!(reason.contains("/48"), "{reason}");
     assert_eq!(e.blocks().await.unwrap().len(), 2);
 }

@@ -38,7 +38,7 @@ fn with_context(id: &str, client: &str, namespace: Option<&str>) -> Incoming {
 async fn blocks_show_context_and_techniques_and_metrics_count_namespaces() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::config("nats://127.0.0.1:1", dir.path());
-    let tokens = Tokens::new(&c.admin);
+    let tokens = Tokens::new(&c.admin).unwrap();
     let metrics = Arc::new(Metrics::default());
     let engine = Arc::new(Engine::open(Arc::new(c), metrics.clone()).unwrap());
     let out = engine

@@ -154,7 +154,7 @@ async fn reconciler_respects_capacity_ownership_and_faults() {
     );
 
     // Releasing a critical makes room for the evicted one; the foreign entry stays.
-    assert!(e.release(net("192.0.2.2")).await.unwrap());
+    assert!(e.release(net("192.0.2.2"), "test").await.unwrap());
     let report = r.run_once().await.unwrap();
     assert_eq!((report.added, report.removed, report.evicted), (1, 1, 0));
     assert_eq!(
@@ -166,8 +166,8 @@ async fn reconciler_respects_capacity_ownership_and_faults() {
     // Ownership survives a restart: a new reconciler with the persisted set removes only ours.
     let owned = e.store().load().await.unwrap().owned;
     assert_eq!(owned, BTreeSet::from([net("192.0.2.1"), net("192.0.2.3")]));
-    assert!(e.release(net("192.0.2.1")).await.unwrap());
-    assert!(e.release(net("192.0.2.3")).await.unwrap());
+    assert!(e.release(net("192.0.2.1"), "test").await.unwrap());
+    assert!(e.release(net("192.0.2.3"), "test").await.unwrap());
     let mut r2 = Reconciler::new(
         Arc::clone(&e),
         Arc::new(fw.clone()),
@@ -224,7 +224,7 @@ async fn reconciler_counts_unparsed_foreign_entries_against_capacity() {
     assert_eq!(fw.apply_calls(), 1, "in sync: nothing to write");
 
     // Releasing the critical frees our own slot: remove and add go through in one run.
-    assert!(e.release(net("192.0.2.2")).await.unwrap());
+    assert!(e.release(net("192.0.2.2"), "test").await.unwrap());
     let report = r.run_once().await.unwrap();
     assert_eq!((report.added, report.removed, report.evicted), (1, 1, 0));
     assert_eq!(fw.snapshot(), BTreeSet::from([foreign, net("192.0.2.1")]));
@@ -270,7 +270,7 @@ async fn an_eviction_is_counted_once_while_it_lasts() {
     );
 
     // Releasing it brings the older critical back; nothing newly evicted.
-    assert!(e.release(net("192.0.2.3")).await.unwrap());
+    assert!(e.release(net("192.0.2.3"), "test").await.unwrap());
     assert_eq!(r.run_once().await.unwrap().evicted, 1);
     assert_eq!(fw.snapshot(), BTreeSet::from([net("192.0.2.1")]));
     assert_eq!(get(&m.reconcile_evictions), 2);
@@ -316,7 +316,7 @@ async fn dry_run_owns_nothing_and_hands_each_change_over_once() {
     assert_eq!(fw.apply_calls(), 2);
     // Back to nothing to do, then the same diff again: it is new once more.
     for n in ["192.0.2.1", "192.0.2.3", "2001:db8::/64"] {
-        assert!(e.release(net(n)).await.unwrap());
+        assert!(e.release(net(n), "test").await.unwrap());
     }
     r.run_once().await.unwrap();
     assert_eq!(fw.apply_calls(), 2);

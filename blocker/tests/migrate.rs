@@ -44,6 +44,7 @@ fn record(cidr: &str, deferred: bool) -> BlockRecord {
                 pod: Some("web-0".into()),
                 ..Default::default()
             }),
+            actor: None,
         }]),
     }
 }

@@ -22,7 +22,7 @@ fn on(subject_sensor: &str, body: Vec<u8>) -> Incoming {
 async fn sensors_and_status_need_a_token_and_count_per_subject() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::config("nats://127.0.0.1:1", dir.path());
-    let tokens = Tokens::new(&c.admin);
+    let tokens = Tokens::new(&c.admin).unwrap();
     let engine = Arc::new(Engine::open(Arc::new(c), Arc::new(Metrics::default())).unwrap());
     engine
         .process(&[

@@ -115,7 +115,7 @@ impl Client {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
             let hint = if self.token.is_some() {
-                "check --token, PALISADE_TOKEN or --token-file (changes need admin.token)"
+                "check --token, PALISADE_TOKEN or --token-file (changes need a write token)"
             } else {
                 "no token given: set --token, PALISADE_TOKEN or --token-file"
             };

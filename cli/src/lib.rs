@@ -19,7 +19,7 @@ use serde::Serialize;
 
 pub use crate::client::Client;
 pub use crate::error::{Error, Result};
-use crate::model::{Block, BlockList, Filter, SensorList, Status, Target};
+use crate::model::{Block, BlockList, Filter, HistoryPage, SensorList, Status, Target};
 use crate::render::{relative, table, time};
 
 /// Operate a Palisade blocker: its state, its blocks and the sensors reporting to it.
@@ -43,7 +43,8 @@ pub struct Global {
         global = true
     )]
     pub url: String,
-    /// Bearer token: admin.token (reads and changes) or admin.read_token (reads). Without
+    /// Bearer token: a write token (reads and changes: admin.token, or an [[admin.tokens]]
+    /// entry with access = "write") or a read token (reads). Without
     /// --token or --token-file, the PALISADE_TOKEN environment variable.
     #[arg(long, global = true)]
     pub token: Option<String>,
@@ -77,6 +78,22 @@ pub enum Command {
     /// Sensors reporting to the blocker.
     #[command(subcommand)]
     Sensors(SensorsCommand),
+    /// What happened to an address, newest first: decisions, manual blocks and releases (with
+    /// who made them), expiries; kept after its blocks ended.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// An address (the entries of every block that contained it) or a CIDR (those of every
+    /// block inside it or containing it).
+    pub target: String,
+    /// At most this many entries (1 to 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only entries older than this id (the `next_before` of the previous page).
+    #[arg(long)]
+    pub before: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +189,7 @@ pub async fn run(cli: &Cli) -> Result<String> {
             force,
         }) => add(&client, cidr, ttl.as_deref(), note.clone(), *force, json).await,
         Command::Blocks(BlocksCommand::Release { target }) => release(&client, target, json).await,
+        Command::History(args) => history(&client, args, json).await,
     }
 }
 
@@ -378,10 +396,11 @@ async fn find(client: &Client, s: &str) -> Result<Block> {
         .collect();
     // The most specific block first.
     found.sort_by_key(|b| std::cmp::Reverse(b.cidr.prefix_len()));
-    found
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::NotFound(format!("{s} is not blocked")))
+    found.into_iter().next().ok_or_else(|| {
+        Error::NotFound(format!(
+            "{s} is not blocked (what happened to it before: palisade history {s})"
+        ))
+    })
 }
 
 async fn show(client: &Client, s: &str, json: bool) -> Result<String> {
@@ -409,6 +428,7 @@ async fn show(client: &Client, s: &str, json: bool) -> Result<String> {
     line("Hits", b.hits.to_string());
     line("Offences", b.offences.to_string());
     line("Sensors", b.sensors.join(", "));
+    line("History", format!("palisade history {}", b.cidr));
     let mut flags = Vec::new();
     if b.manual {
         flags.push("manual");
@@ -455,7 +475,7 @@ async fn show(client: &Client, s: &str, json: bool) -> Result<String> {
                 "  {}  {}  by {}  note: {}\n",
                 time(r.observed_at),
                 r.report_id,
-                r.sensor,
+                r.who(),
                 if r.evidence.is_empty() {
                     "-"
                 } else {
@@ -526,4 +546,91 @@ async fn release(client: &Client, s: &str, json: bool) -> Result<String> {
         return Ok(to_json(&Released { released: cidr }));
     }
     Ok(format!("released {cidr}\n"))
+}
+
+async fn history(client: &Client, args: &HistoryArgs, json: bool) -> Result<String> {
+    let t = target(&args.target)?;
+    if !(1..=1000).contains(&args.limit) {
+        return Err(Error::Usage(format!(
+            "--limit {}: must be 1 to 1000",
+            args.limit
+        )));
+    }
+    let what = match t {
+        Target::Addr(a) => a.to_string(),
+        Target::Net(n) => n.to_string(),
+    };
+    let mut path = format!(
+        "/v1/history/{}?limit={}",
+        what.replace('/', "_"),
+        args.limit
+    );
+    if let Some(b) = args.before {
+        path.push_str(&format!("&before={b}"));
+    }
+    let page: HistoryPage = client.get(&path).await?;
+    if page.entries.is_empty() {
+        return Err(Error::NotFound(match args.before {
+            Some(_) => format!("no older history for {what}"),
+            None => format!("no history for {what}"),
+        }));
+    }
+    if json {
+        return Ok(to_json(&page));
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = page
+        .entries
+        .iter()
+        .map(|e| {
+            let mut rules: Vec<&str> = Vec::new();
+            for r in &e.reasons {
+                if !rules.contains(&r.rule.as_str()) {
+                    rules.push(&r.rule);
+                }
+            }
+            let by = match (&e.actor, e.event.as_str()) {
+                (Some(a), _) => a.clone(),
+                (None, "decided") => e.sensors.first().cloned().unwrap_or_default(),
+                (None, "expired") => "(ttl)".into(),
+                _ => "-".into(),
+            };
+            let detail = match e.event.as_str() {
+                "decided" | "manual_block" => {
+                    let mut d = format!("until {}", time(e.expires_at));
+                    if let Some(n) = &e.note {
+                        d.push_str(&format!("; note: {n}"));
+                    } else if let Some(r) = e.reasons.first().filter(|r| !r.is_manual()) {
+                        d.push_str(&format!("; evidence: {}", r.evidence));
+                    }
+                    d
+                }
+                _ => format!("{} hits", e.hits),
+            };
+            vec![
+                format!("{} ({})", time(e.at), relative(e.at, now)),
+                e.event.replace('_', " "),
+                e.cidr.to_string(),
+                by,
+                e.severity.clone(),
+                if rules.is_empty() {
+                    "-".into()
+                } else {
+                    rules.join(",")
+                },
+                detail,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["TIME", "EVENT", "CIDR", "BY", "SEVERITY", "RULES", "DETAIL"],
+        &rows,
+    );
+    if let Some(b) = page.next_before {
+        out.push_str(&format!(
+            "(older entries: palisade history {} --before {b})\n",
+            args.target
+        ));
+    }
+    Ok(out)
 }

@@ -53,11 +53,20 @@ pub struct Reason {
     pub mitre: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Who made a manual change (the admin token's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Reason {
+    /// Who made a manual change: the token's name, or the sensor field of records written
+    /// before tokens had names (`admin`).
+    pub fn who(&self) -> &str {
+        self.actor.as_deref().unwrap_or(&self.sensor)
+    }
+
     /// A block made through the admin API.
     pub fn is_manual(&self) -> bool {
         self.report_id.starts_with("manual:")
@@ -89,6 +98,43 @@ impl Block {
         }
         out
     }
+}
+
+/// `GET /v1/history/{ip}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub query: IpNet,
+    pub count: usize,
+    /// Newest first.
+    pub entries: Vec<HistoryEntry>,
+    /// The `?before=` of the next (older) page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One entry of the history: a decision, a manual block or release, an expiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub id: u64,
+    pub at: DateTime<Utc>,
+    pub cidr: IpNet,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub severity: String,
+    #[serde(default)]
+    pub hits: u64,
+    #[serde(default)]
+    pub sensors: Vec<String>,
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where to look: an address (the block that contains it) or a network (the blocks inside

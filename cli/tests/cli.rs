@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 
 const TOKEN: &str = "cli-test-admin-token-0123456789";
 const READ_TOKEN: &str = "cli-test-read-token-0123456789";
+/// A named write token (`[[admin.tokens]]`): its name is the actor of its changes.
+const CAROL: &str = "cli-test-carol-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// What a run of the binary gives back.
@@ -62,6 +64,12 @@ fn config(nats_url: &str, state_dir: &Path) -> Config {
     c.admin.listen = "127.0.0.1:0".parse().expect("addr");
     c.admin.token = Some(TOKEN.into());
     c.admin.read_token = Some(READ_TOKEN.into());
+    c.admin.tokens = vec![palisade_blocker::config::NamedTokenConfig {
+        name: "carol".into(),
+        token: Some(CAROL.into()),
+        token_file: None,
+        access: palisade_blocker::config::TokenAccess::Write,
+    }];
     c.reconcile.interval_ms = 100;
     c.guardrails.allow_special = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
         .iter()
@@ -409,7 +417,13 @@ async fn every_subcommand_against_a_running_blocker() {
         .find(|l| l.starts_with("192.0.2.77/32"))
         .expect("row");
     assert!(row.contains("manual") && row.contains("in 59m"), "{row}");
-    let released = palisade(url, Some(TOKEN), &["blocks", "release", "192.0.2.77"]).await;
+    assert!(
+        shown
+            .stdout
+            .contains("History      palisade history 192.0.2.77/32"),
+        "{shown:?}"
+    );
+    let released = palisade(url, Some(CAROL), &["blocks", "release", "192.0.2.77"]).await;
     assert_eq!(
         (released.code, released.stdout.as_str()),
         (0, "released 192.0.2.77/32\n"),
@@ -439,6 +453,96 @@ async fn every_subcommand_against_a_running_blocker() {
     .await
     .json();
     assert_eq!(rel["released"], "192.0.2.0/28");
+
+    // history: the block ended, its story is kept; who did what is the token's name.
+    let h = palisade(
+        url,
+        Some(READ_TOKEN),
+        &["history", "192.0.2.77", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(h["count"], 2, "{h}");
+    assert_eq!(h["entries"][0]["event"], "released");
+    assert_eq!(h["entries"][0]["actor"], "carol");
+    assert_eq!(h["entries"][1]["event"], "manual_block");
+    assert_eq!(h["entries"][1]["actor"], "admin");
+    assert_eq!(h["entries"][1]["note"], "ticket 42");
+    let text = palisade(url, Some(READ_TOKEN), &["history", "192.0.2.77"]).await;
+    assert_eq!(text.code, 0, "{text:?}");
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert!(lines[0].starts_with("TIME  "), "{}", text.stdout);
+    assert!(
+        lines[1].contains("released") && lines[1].contains("carol"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        lines[2].contains("manual block")
+            && lines[2].contains("admin")
+            && lines[2].contains("ticket 42"),
+        "{}",
+        text.stdout
+    );
+    // A decision of the policy, with its rule and sensor; paging.
+    let d = palisade(
+        url,
+        Some(READ_TOKEN),
+        &["history", "203.0.113.10", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(d["entries"][0]["event"], "decided", "{d}");
+    assert_eq!(d["entries"][0]["reasons"][0]["rule"], "sqli-1");
+    assert_eq!(d["entries"][0]["sensors"][0], "s1");
+    let p1 = palisade(
+        url,
+        Some(READ_TOKEN),
+        &["history", "192.0.2.0/24", "--limit", "1", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(p1["count"], 1, "{p1}");
+    let before = p1["next_before"].as_u64().expect("more").to_string();
+    let p2 = palisade(
+        url,
+        Some(READ_TOKEN),
+        &[
+            "history",
+            "192.0.2.0/24",
+            "--limit",
+            "1",
+            "--before",
+            &before,
+        ],
+    )
+    .await;
+    assert_eq!(p2.code, 0, "{p2:?}");
+    assert!(
+        p2.stdout.contains("--before"),
+        "a next page is offered: {p2:?}"
+    );
+    // Never blocked: 2, nothing on stdout.
+    let none = palisade(
+        url,
+        Some(READ_TOKEN),
+        &["history", "198.51.100.200", "-o", "json"],
+    )
+    .await;
+    assert_eq!(none.code, 2, "{none:?}");
+    assert!(
+        none.stdout.is_empty() && none.stderr.contains("no history for 198.51.100.200"),
+        "{none:?}"
+    );
+    let r = palisade(url, Some(READ_TOKEN), &["history", "nonsense"]).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = palisade(
+        url,
+        Some("wrong-token-0123456789"),
+        &["history", "192.0.2.77"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "{r:?}");
 
     // Not blocked: 2.
     for args in [

@@ -9,6 +9,7 @@
 //! | `offence.<cidr>` | an [`Offence`] (JSON) |
 //! | `owned.<cidr>` | when the firewall entry became ours (Unix ms) |
 //! | `pending.<cidr>` | the counted reports of a client not (yet) blocked ([`crate::policy::Pending`]) |
+//! | `history.<net tokens>.<id>` | a [`HistoryEntry`] (JSON); `<net tokens>` as [`history::subject_tokens`] |
 //! | `lease` | the [`Lease`]: which replica decides and writes |
 //!
 //! A CIDR's `:` is written `_` (key names allow `[-/_=.a-zA-Z0-9]`). Deletes are purges (a
@@ -26,6 +27,11 @@
 //! before sending anything), and it sends the first message of every commit alone, so a
 //! failed message can never leave a gap that another writer's message fills. See
 //! `docs/blocker.md` ("High availability") for the argument.
+//!
+//! History entries are written with the commit that records what they describe, fenced like
+//! every other write. They are pruned (oldest first) with one stream purge of the history
+//! subjects below the sequence of the oldest entry kept, made under the writer lock while the
+//! lease is valid: a purge leaves no marker behind, so pruned entries take no room at all.
 //!
 //! A write whose acknowledgement is lost (a NATS node died) is checked against the stream: if
 //! every message after the last known sequence carries this holder's writer id, they are its
@@ -46,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use super::history::{self, HistoryEntry, HistoryKey, HistoryPrune, HistoryQuery};
 use super::{Batch, BlockRecord, Offence, Snapshot, decode, encode, parse_key};
 use crate::error::{Error, Result};
 
@@ -58,6 +65,7 @@ const BLOCK: &str = "block.";
 const OFFENCE: &str = "offence.";
 const OWNED: &str = "owned.";
 const PENDING: &str = "pending.";
+const HISTORY: &str = "history.";
 /// Most messages written under the writer lock at once (see [`KvStore::write`]).
 const WRITE_CHUNK: usize = 256;
 /// The key of the lease.
@@ -400,7 +408,13 @@ impl KvStore {
     /// Read everything (the new holder, right after taking the lease).
     pub async fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
-        for (key, value) in self.read_all("").await? {
+        // Everything but the history (read by its keys only, below).
+        let mut all = Vec::new();
+        for prefix in [BLOCK, OFFENCE, OWNED, PENDING] {
+            all.extend(self.read_all(prefix).await?);
+        }
+        snap.history = self.history_keys().await?;
+        for (key, value) in all {
             if let Some(k) = key.strip_prefix(BLOCK) {
                 let rec: BlockRecord = decode(&key, &value)?;
                 if rec.cidr != net_of(k)? {
@@ -420,6 +434,118 @@ impl KvStore {
             }
         }
         Ok(snap)
+    }
+
+    /// The key of every history entry, oldest first: the subjects of a headers-only read.
+    /// An entry's time is taken from its id (microseconds since the epoch, or a little more).
+    async fn history_keys(&self) -> Result<Vec<HistoryKey>> {
+        let err = js_err("read state bucket");
+        let consumer = self
+            .inner
+            .kv
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                description: Some("palisade history keys".into()),
+                filter_subject: format!("{}{HISTORY}>", self.inner.prefix),
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                headers_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut keys = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(keys);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| err(e.to_string()))?;
+            let pending = msg.info().map_err(|e| err(e.to_string()))?.pending;
+            let key = msg
+                .subject
+                .strip_prefix(self.inner.prefix.as_str())
+                .and_then(|k| k.strip_prefix(HISTORY));
+            match key.and_then(history::parse_subject) {
+                Some((cidr, id)) => keys.push(HistoryKey {
+                    id,
+                    cidr,
+                    at: DateTime::from_timestamp_micros(i64::try_from(id).unwrap_or(i64::MAX))
+                        .unwrap_or_default(),
+                }),
+                None => warn!(subject = %msg.subject, "not a history entry's subject; ignored"),
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        keys.sort_unstable_by_key(|k| k.id);
+        keys.dedup_by_key(|k| k.id);
+        Ok(keys)
+    }
+
+    /// The history entries `query` asks for, newest first (any replica; the admin API).
+    pub async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
+        let prefix = format!("{HISTORY}{}", history::subject_scope(&query.scope()));
+        let mut out: Vec<HistoryEntry> = Vec::new();
+        for (key, value) in self.read_all(&prefix).await? {
+            let e: HistoryEntry = decode(&key, &value)?;
+            if query.wants(&e.cidr, e.id) {
+                out.push(e);
+            }
+        }
+        out.sort_unstable_by_key(|e| std::cmp::Reverse(e.id));
+        out.truncate(query.limit);
+        Ok(out)
+    }
+
+    /// The subject key of a history entry.
+    fn history_key(cidr: &IpNet, id: u64) -> String {
+        format!("{HISTORY}{}.{id}", history::subject_tokens(cidr))
+    }
+
+    /// Prune the history: purge every history message below the oldest entry kept (all of
+    /// them when none is kept, up to what this holder has written). Under the writer lock and
+    /// only with a valid lease, like a write; before the writes of the commit that carries it,
+    /// so that an entry of that commit is never purged.
+    async fn prune_history(&self, prune: &HistoryPrune) -> Result<()> {
+        let err = js_err("prune history");
+        let w = self.inner.writer.lock().await;
+        if self.is_fenced() {
+            return Err(Error::Fenced("a newer lease holder wrote the state".into()));
+        }
+        let Some(held) = w.lease.as_ref() else {
+            return Err(Error::NotLeader);
+        };
+        if self.lease_valid_until().is_none_or(|t| Instant::now() >= t) {
+            return Err(Error::Fenced(format!(
+                "the lease was not renewed within {} ms; not pruning",
+                held.lease.ttl_ms
+            )));
+        }
+        // The stream sequence of the oldest entry kept; an entry not written yet (it is in
+        // this commit) is newer than everything written: purge all written so far.
+        let kept = match &prune.keep_from {
+            Some(k) => self
+                .inner
+                .kv
+                .entry(Self::history_key(&k.cidr, k.id))
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .map(|e| e.revision),
+            None => None,
+        };
+        let below = kept.unwrap_or(held.last_seq + 1);
+        self.inner
+            .kv
+            .stream
+            .purge()
+            .filter(format!("{}{HISTORY}>", self.inner.prefix))
+            .sequence(below)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        drop(w);
+        Ok(())
     }
 
     /// Every decided block (any replica; the admin API).
@@ -477,6 +603,10 @@ impl KvStore {
 
     /// Commit batches (in order) as fenced writes.
     pub async fn commit_all(&self, batches: &[Batch]) -> Result<()> {
+        // The last prune says all: it keeps fewer entries than any before it.
+        if let Some(prune) = batches.iter().rev().find_map(|b| b.history_prune.as_ref()) {
+            self.prune_history(prune).await?;
+        }
         // Later batches win: one write per key.
         let mut last: HashMap<String, Option<Bytes>> = HashMap::new();
         let mut order: Vec<String> = Vec::new();
@@ -507,6 +637,9 @@ impl KvStore {
                     None => None,
                 };
                 set(format!("{PENDING}{}", key_of(net)), value);
+            }
+            for e in &batch.history {
+                set(Self::history_key(&e.cidr, e.id), Some(encode(e)?.into()));
             }
         }
         let ops = order

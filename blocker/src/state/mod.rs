@@ -12,6 +12,7 @@
 //! migrated (`palisade-blocker` reads either backend the same way).
 
 pub mod embedded;
+pub mod history;
 pub mod jetstream;
 pub mod migrate;
 
@@ -49,6 +50,10 @@ pub struct Reason {
     /// that predate the field, and for manual blocks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Context>,
+    /// Who made a manual change: the name of the admin token (absent for reports, and in
+    /// records that predate named tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// A decided block.
@@ -147,11 +152,17 @@ pub struct Batch {
     /// Counted reports of clients not (yet) blocked, to write (`Some`) or forget (`None`).
     /// Filled only for the `nats` backend, so that a replica taking over counts on.
     pub pending: Vec<(IpNet, Option<crate::policy::Pending>)>,
+    /// History entries to append ([`history`]).
+    pub history: Vec<history::HistoryEntry>,
+    /// History entries to prune (the oldest).
+    pub history_prune: Option<history::HistoryPrune>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty()
+        self.history.is_empty()
+            && self.history_prune.is_none()
+            && self.upserts.is_empty()
             && self.removes.is_empty()
             && self.offences.is_empty()
             && self.forget_offences.is_empty()
@@ -167,6 +178,8 @@ pub struct Snapshot {
     pub owned: BTreeSet<IpNet>,
     /// Counted reports of clients not blocked (`nats` backend only).
     pub pending: HashMap<IpNet, crate::policy::Pending>,
+    /// Every history entry's id, network and time, oldest first.
+    pub history: Vec<history::HistoryKey>,
 }
 
 /// The state backend. Cheap to clone; every method is async (the embedded store runs its file
@@ -208,6 +221,20 @@ impl Store {
         match self {
             Store::Embedded(_) => Ok(self.load().await?.blocks.into_values().collect()),
             Store::Nats(s) => s.blocks().await,
+        }
+    }
+
+    /// The history entries a query asks for, newest first.
+    pub async fn history(
+        &self,
+        query: history::HistoryQuery,
+    ) -> Result<Vec<history::HistoryEntry>> {
+        match self {
+            Store::Embedded(s) => {
+                let s = s.clone();
+                blocking("reading the history", move || s.history(&query)).await
+            }
+            Store::Nats(s) => s.history(&query).await,
         }
     }
 
@@ -320,6 +347,7 @@ mod tests {
                     container_id: Some("containerd://4f1a2b".into()),
                     ..Context::default()
                 }),
+                actor: None,
             }]),
         }
     }
@@ -336,6 +364,8 @@ mod tests {
                 removes: vec![],
                 forget_offences: vec![],
                 pending: vec![],
+                history: vec![],
+                history_prune: None,
                 offences: vec![(
                     a.cidr,
                     Offence {
