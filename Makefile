@@ -1,5 +1,5 @@
 # Palisade: the two commands a newcomer needs.
-#   make demo   local end-to-end run on embedded defaults
+#   make demo   local end-to-end run on embedded defaults (ARGS=--tc-source, --log-source, ...)
 #   make test   every test (installs what it needs first)
 
 SHELL := /bin/bash
@@ -14,7 +14,7 @@ build: setup
 	$(CARGO) build --release --bins
 
 demo: setup
-	@scripts/demo.sh
+	@scripts/demo.sh $(ARGS)
 
 # Lint first (cheap, fails fast), then every test of the default workspace members.
 test: setup lint

@@ -10,9 +10,12 @@
 //! - a network namespace joined to this host by a veth pair: the namespace plays the load
 //!   balancer, the host plays the node running a small web app on the veth address;
 //! - `palisade-blocker` with the AWS provider pointed at the emulator, and `palisade-sensor`
-//!   with its eBPF program on the veth (or, where eBPF is not permitted, reading the app's
-//!   access log; or, in mirror mode, fed by an nginx in front of the app that includes the
-//!   shipped `config/nginx/palisade-mirror.conf`, as the Fargate sidecar is);
+//!   with its eBPF program at the cgroup v2 root, the web app running as a "pod": a process in a
+//!   cgroup laid out as containerd names a container, with the kubelet's log directories made
+//!   for it, so reports name the pod and namespace (or TC on the veth; or, where eBPF is not
+//!   permitted, reading the app's access log; or, in mirror mode, fed by an nginx in front of
+//!   the app that includes the shipped `config/nginx/palisade-mirror.conf`, as the Fargate
+//!   sidecar is; these sidecar modes name the pod from the Downward API's variables);
 //! - a realistic mix of requests from made-up clients (documentation addresses) forwarded by
 //!   the "load balancer" with `X-Forwarded-For`: browsing from most, attacks from a few.
 //!
@@ -48,6 +51,12 @@ use crate::netns::VethNamespace;
 pub(crate) const REGION: &str = "us-east-1";
 /// Port of the demo web app on the veth address.
 const APP_PORT: u16 = 8080;
+/// The pod the demo app plays: its namespace, name, UID, container and container id.
+pub const DEMO_NAMESPACE: &str = "shop";
+pub const DEMO_POD: &str = "web-6f7d9c8b5-q2x7k";
+const DEMO_POD_UID: &str = "5d0c7f3e-2a4b-4c6d-9e8f-0a1b2c3d4e5f";
+const DEMO_CONTAINER: &str = "web";
+const DEMO_CONTAINER_ID: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
 /// How long the demo waits for every attacker to be blocked.
 const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
 /// The made-up clients live in documentation ranges; the demo opts in to reporting and blocking
@@ -63,6 +72,9 @@ const DEMO_RANGES: [&str; 4] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SensorMode {
+    /// eBPF at the cgroup v2 root (the sensor's default source): the app runs in a pod-like
+    /// cgroup, and reports name its pod.
+    Cgroup,
     /// eBPF TC program on the veth.
     Ebpf,
     /// The app's access log (where eBPF is not permitted).
@@ -77,7 +89,7 @@ pub enum SensorMode {
 pub struct DemoOptions {
     /// Directory holding the `palisade-blocker` and `palisade-sensor` binaries.
     pub bin_dir: PathBuf,
-    /// Force a sensor mode; `None` picks eBPF when it can run here.
+    /// Force a sensor mode; `None` picks the cgroup source when eBPF can run here, else the log.
     pub mode: Option<SensorMode>,
     /// Print progress as it goes.
     pub verbose: bool,
@@ -93,6 +105,8 @@ pub struct Attacker {
     pub attack: String,
     /// Rules the blocker recorded as reasons.
     pub rules: Vec<String>,
+    /// The pods it probed (`namespace/pod`), from the blocker's reasons.
+    pub probed: Vec<String>,
     /// First attack sent -> address visible in GetIPSet, seconds (None if never blocked).
     pub seconds_to_block: Option<f64>,
 }
@@ -295,6 +309,121 @@ impl Drop for ChildGuard {
         if let Ok(None) = self.0.try_wait() {
             let _ = self.0.kill();
             let _ = self.0.wait();
+        }
+    }
+}
+
+/// The demo app as `palisade-demo --serve-app ADDR --access-log FILE` runs it: in its own
+/// process, so that it can live in a pod's cgroup (see [`PodApp`]).
+pub async fn serve_app_on(addr: SocketAddr, access_log: PathBuf) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the demo app on {addr}"))?;
+    serve_app(listener, access_log).await;
+    Ok(())
+}
+
+/// The demo app run as a Kubernetes pod's container looks to a node: a process in a cgroup laid
+/// out as containerd names a container under the systemd driver
+/// (`kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/
+/// cri-containerd-<id>.scope`, below a `palisade-demo-<pid>` cgroup of its own), and the
+/// kubelet's `/var/log/pods` and `/var/log/containers` entries for it, in the demo's work dir.
+/// The cgroup source names the pod from exactly these. Dropping it stops the app and removes
+/// the cgroups.
+struct PodApp {
+    child: std::process::Child,
+    top: PathBuf,
+    /// The `pods` directory to give the sensor (`--pod-logs-dir`).
+    pods_dir: PathBuf,
+}
+
+impl PodApp {
+    fn start(
+        bin_dir: &Path,
+        addr: SocketAddr,
+        access_log: &Path,
+        work: &Path,
+    ) -> anyhow::Result<PodApp> {
+        let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+        let mount = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"cgroup2"))
+            .and_then(|f| f.get(1).map(PathBuf::from))
+            .context("no cgroup2 hierarchy in /proc/mounts")?;
+        let top = mount.join(format!("palisade-demo-{}", std::process::id()));
+        let scope = top.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
+             cri-containerd-{DEMO_CONTAINER_ID}.scope",
+            DEMO_POD_UID.replace('-', "_")
+        ));
+        std::fs::create_dir_all(&scope)
+            .with_context(|| format!("creating the pod's cgroup {}", scope.display()))?;
+        let pods_dir = work.join("pods");
+        std::fs::create_dir_all(
+            pods_dir
+                .join(format!("{DEMO_NAMESPACE}_{DEMO_POD}_{DEMO_POD_UID}"))
+                .join(DEMO_CONTAINER),
+        )?;
+        let containers_dir = work.join("containers");
+        std::fs::create_dir_all(&containers_dir)?;
+        std::fs::write(
+            containers_dir.join(format!(
+                "{DEMO_POD}_{DEMO_NAMESPACE}_{DEMO_CONTAINER}-{DEMO_CONTAINER_ID}.log"
+            )),
+            b"",
+        )?;
+        // The app joins the cgroup before it opens its socket, as a container's process does.
+        let child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                r#"echo $$ > "$1" && exec "$2" --serve-app "$3" --access-log "$4""#,
+                "sh",
+            ])
+            .arg(scope.join("cgroup.procs"))
+            .arg(bin_dir.join("palisade-demo"))
+            .arg(addr.to_string())
+            .arg(access_log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the demo app in its pod's cgroup")?;
+        let mut app = PodApp {
+            child,
+            top,
+            pods_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = app.child.try_wait()? {
+                bail!("the demo app exited ({status}) before listening on {addr}");
+            }
+            if Instant::now() > deadline {
+                bail!("the demo app is not listening on {addr} after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(app)
+    }
+}
+
+impl Drop for PodApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.top.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
@@ -827,12 +956,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         Some(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
         None => app_addr,
     };
-    let listener = TcpListener::bind(app_listen)
-        .await
-        .with_context(|| format!("binding the demo app on {app_listen}"))?;
-    let app_local = listener.local_addr()?;
-    let app = tokio::spawn(serve_app(listener, access_log.clone()));
-    say(v, format!("demo web app listening on {app_local}"));
+    // The cgroup source (and the default, which tries it first) needs the app in a pod's
+    // cgroup: its own process. The other modes run it in this one.
+    let (app, pod_app, app_local) = if matches!(opts.mode, None | Some(SensorMode::Cgroup)) {
+        let pod = PodApp::start(&opts.bin_dir, app_listen, &access_log, work.path())?;
+        say(
+            v,
+            format!(
+                "demo web app listening on {app_listen} as pod {DEMO_NAMESPACE}/{DEMO_POD} \
+                 (cgroup {})",
+                pod.top.display()
+            ),
+        );
+        (None, Some(pod), app_listen)
+    } else {
+        let listener = TcpListener::bind(app_listen)
+            .await
+            .with_context(|| format!("binding the demo app on {app_listen}"))?;
+        let app_local = listener.local_addr()?;
+        let app = tokio::spawn(serve_app(listener, access_log.clone()));
+        say(v, format!("demo web app listening on {app_local}"));
+        (Some(app), None, app_local)
+    };
     let _nginx = match mirror_port {
         Some(port) => {
             let (http, include) = crate::nginx::shipped_mirror(port)?;
@@ -882,7 +1027,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         if let Some(dir) = &opts.crs_dir {
             cmd.arg("--crs-dir").arg(dir);
         }
+        // The sidecar modes name their pod from the Downward API's variables, as the
+        // manifests set them.
+        if matches!(mode, SensorMode::Log | SensorMode::Mirror) {
+            cmd.env("POD_NAME", DEMO_POD)
+                .env("POD_NAMESPACE", DEMO_NAMESPACE);
+        }
         match mode {
+            SensorMode::Cgroup => {
+                cmd.args(["--source", "cgroup"])
+                    .arg("--port")
+                    .arg(APP_PORT.to_string());
+                if let Some(pod) = &pod_app {
+                    cmd.arg("--pod-logs-dir").arg(&pod.pods_dir);
+                }
+            }
             SensorMode::Ebpf => {
                 cmd.args(["--source", "ebpf"])
                     .arg("--interface")
@@ -914,6 +1073,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
             let (cmd, port) = cmd?;
             say(v, format!("starting palisade-sensor ({mode:?} source)"));
             let name = match mode {
+                SensorMode::Cgroup => "sensor-cgroup",
                 SensorMode::Ebpf => "sensor-ebpf",
                 SensorMode::Log => "sensor-log",
                 SensorMode::Mirror => "sensor-mirror",
@@ -929,8 +1089,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     wait_http_ok(&mut blocker, &http, &format!("{admin_url}/readyz")).await?;
     let (mode, mut sensor) = match opts.mode {
         Some(mode) => (mode, start_sensor(mode).await?),
-        None => match start_sensor(SensorMode::Ebpf).await {
-            Ok(sensor) => (SensorMode::Ebpf, sensor),
+        None => match start_sensor(SensorMode::Cgroup).await {
+            Ok(sensor) => (SensorMode::Cgroup, sensor),
             Err(err) => {
                 say(
                     v,
@@ -1076,6 +1236,31 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
         }
         rules.into_iter().collect()
     };
+    let probed_by = |ip: IpAddr| -> Vec<String> {
+        let mut pods = BTreeSet::new();
+        for b in blocks_array(&blocks) {
+            if b.get("cidr").and_then(|c| c.as_str()) != Some(host_prefix(ip).as_str()) {
+                continue;
+            }
+            for r in b
+                .get("reasons")
+                .and_then(|r| r.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let field = |k: &str| {
+                    r.get("context")
+                        .and_then(|c| c.get(k))
+                        .and_then(|x| x.as_str())
+                        .map(str::to_owned)
+                };
+                if let (Some(ns), Some(pod)) = (field("namespace"), field("pod")) {
+                    pods.insert(format!("{ns}/{pod}"));
+                }
+            }
+        }
+        pods.into_iter().collect()
+    };
     let attackers = attack_list
         .iter()
         .filter_map(|(c, what, _)| {
@@ -1088,6 +1273,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
                 client: ip,
                 attack: what.to_string(),
                 rules: rules_for(ip),
+                probed: probed_by(ip),
                 seconds_to_block: seconds,
             })
         })
@@ -1113,7 +1299,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     say(v, "stopping the sensor and the blocker (SIGTERM)");
     let sensor_stop = sensor.stop().await;
     let blocker_stop = blocker.stop().await;
-    app.abort();
+    if let Some(app) = app {
+        app.abort();
+    }
+    drop(pod_app);
     sensor_stop?;
     blocker_stop?;
     drop(ns);
@@ -1253,8 +1442,8 @@ pub fn print_summary(o: &DemoOutcome) {
     );
     println!();
     println!(
-        "{:<20} {:<52} {:<28} {:>10}",
-        "attacker", "what it sent", "caught by rule", "blocked in"
+        "{:<20} {:<52} {:<26} {:<26} {:>10}",
+        "attacker", "what it sent", "caught by rule", "probed pod", "blocked in"
     );
     for a in &o.attackers {
         let rules = if a.rules.is_empty() {
@@ -1266,11 +1455,17 @@ pub fn print_summary(o: &DemoOutcome) {
             .seconds_to_block
             .map(|s| format!("{s:.1} s"))
             .unwrap_or_else(|| "NOT BLOCKED".to_string());
+        let probed = if a.probed.is_empty() {
+            "-".to_string()
+        } else {
+            a.probed.join(", ")
+        };
         println!(
-            "{:<20} {:<52} {:<28} {:>10}",
+            "{:<20} {:<52} {:<26} {:<26} {:>10}",
             a.client.to_string(),
             a.attack,
             rules,
+            probed,
             t
         );
     }

@@ -31,6 +31,17 @@ async fn run_demo(mode: SensorMode) {
             "{} blocked without a recorded rule",
             a.client
         );
+        // Every source but TC (which sees no socket and no pod) says which pod was probed:
+        // the cgroup source from the receiving socket's cgroup, the sidecars from the
+        // Downward API.
+        if mode != SensorMode::Ebpf {
+            assert_eq!(
+                a.probed,
+                vec![format!("{}/{}", demo::DEMO_NAMESPACE, demo::DEMO_POD)],
+                "{}",
+                a.client
+            );
+        }
     }
     // The IP sets hold the attackers' host routes and nothing else.
     let in_sets: std::collections::BTreeSet<String> =
@@ -62,6 +73,11 @@ async fn run_demo(mode: SensorMode) {
         "the blocker stays within the AWS write budget"
     );
     assert!(outcome.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_cgroup_sensor() {
+    run_demo(SensorMode::Cgroup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,8 +15,11 @@ struct Cli {
     #[arg(long, env = "PALISADE_BIN_DIR")]
     bin_dir: Option<PathBuf>,
     /// Use the access-log source even where eBPF is available.
-    #[arg(long, conflicts_with = "mirror_source")]
+    #[arg(long, conflicts_with_all = ["mirror_source", "tc_source"])]
     log_source: bool,
+    /// Capture with TC on the veth (`--source ebpf`) instead of the cgroup source.
+    #[arg(long, conflicts_with = "mirror_source")]
+    tc_source: bool,
     /// Put nginx with the shipped mirror snippet in front of the app and run the sensor in
     /// mirror mode (the Fargate sidecar), even where eBPF is available.
     #[arg(long, env = "PALISADE_DEMO_MIRROR")]
@@ -28,11 +31,21 @@ struct Cli {
     /// /usr/share/modsecurity-crs).
     #[arg(long, env = "PALISADE_CRS_DIR")]
     crs_dir: Option<PathBuf>,
+    /// Internal: run only the demo web app on this address (the demo starts it so, inside its
+    /// pod's cgroup).
+    #[arg(long, hide = true, requires = "access_log")]
+    serve_app: Option<std::net::SocketAddr>,
+    /// Internal: the access log of `--serve-app`.
+    #[arg(long, hide = true)]
+    access_log: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let (Some(addr), Some(log)) = (cli.serve_app, cli.access_log) {
+        return demo::serve_app_on(addr, log).await;
+    }
     let bin_dir = match cli.bin_dir {
         Some(d) => d,
         None => palisade_tests::default_bin_dir()?,
@@ -41,6 +54,8 @@ async fn main() -> anyhow::Result<()> {
         bin_dir,
         mode: if cli.mirror_source {
             Some(SensorMode::Mirror)
+        } else if cli.tc_source {
+            Some(SensorMode::Ebpf)
         } else {
             cli.log_source.then_some(SensorMode::Log)
         },
