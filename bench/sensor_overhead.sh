@@ -3,8 +3,10 @@
 # nginx in three configurations, measured in the same run, alternating (the order rotates each
 # round):
 #   (a) none      nginx alone;
-#   (b) sensor    the same nginx with the eBPF sensor attached to the interface the requests
-#                 arrive on;
+#   (b) sensor    the same nginx with the eBPF sensor's TC programs attached to the interface
+#                 the requests arrive on (--source ebpf);
+#   (b') sensor_cgroup  the same nginx with the sensor's default source: its cgroup_skb program
+#                 at the cgroup v2 root (--source cgroup, no interface);
 #   (c) modsec    a second nginx with ModSecurity inline (libnginx-mod-http-modsecurity +
 #                 OWASP CRS 3.3.4, paranoia level 1, Debian's default crs-setup.conf, the rule
 #                 file of bench/modsec/modsecurity.conf), sensor not attached.
@@ -19,6 +21,7 @@
 #   BODY_BYTES=N         wrk POSTs a JSON body of N bytes (the sensor inspects bodies) instead of
 #                        a GET; nginx serves the file for POST too (error_page 405 =200).
 #   SKIP_MODSEC=1        leave out (c).
+#   SKIP_CGROUP=1        leave out (b').
 #   SKIP_CRS=1           leave out (e) sensor_crs: the same sensor with the OWASP CRS engine on
 #                        (--crs-dir $CRS_DIR, default Debian's /usr/share/modsecurity-crs, PL1),
 #                        measured in the same rounds as built-in only.
@@ -54,6 +57,7 @@ BASE_REV="${BASE_REV:-}"
 BODY_BYTES="${BODY_BYTES:-0}"
 SKIP_MODSEC="${SKIP_MODSEC:-0}"
 SKIP_CRS="${SKIP_CRS:-0}"
+SKIP_CGROUP="${SKIP_CGROUP:-0}"
 CRS_DIR="${CRS_DIR:-/usr/share/modsecurity-crs}"
 
 log() { printf '\033[1;34m[bench]\033[0m %s\n' "$*" >&2; }
@@ -223,10 +227,13 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 metric() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 vm_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
+# start_sensor BIN [ARGS...]: TC on the veth unless ARGS name another source.
 start_sensor() {
     local bin="${1:-$SENSOR}"
     shift || true
-    "$bin" --source ebpf --interface "$HOST_IF" --port "$PORT" --sensor-id bench \
+    local source=(--source ebpf --interface "$HOST_IF")
+    if [ "${1:-}" = --source ]; then source=(); fi
+    "$bin" "${source[@]}" --port "$PORT" --sensor-id bench \
         --nats-url "nats://127.0.0.1:$NATS_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
         "$@" >"$WORK/sensor.log" 2>&1 &
     SENSOR_PID=$!
@@ -285,6 +292,7 @@ measure() {
         sensor) start_sensor "$SENSOR" ;;
         sensor_base) start_sensor "$BASE_SENSOR" ;;
         sensor_crs) start_sensor "$SENSOR" --crs-dir "$CRS_DIR" ;;
+        sensor_cgroup) start_sensor "$SENSOR" --source cgroup ;;
     esac
     mapfile -t pids < <(pgrep -P "$inst")
     [ "${#pids[@]}" -gt 0 ] || die "no nginx worker under pid $inst"
@@ -295,7 +303,7 @@ measure() {
             child_times w1; s1="$(cpu_snapshot "${pids[@]}")"
             extra='{}'
             ;;
-        sensor | sensor_base | sensor_crs)
+        sensor | sensor_base | sensor_crs | sensor_cgroup)
             local c0 c1 drops captured parsed hwm crs_in crs_shed
             s0="$(cpu_snapshot "${pids[@]}")"; child_times w0
             c0="$(cpu_ticks "$SENSOR_PID")"
@@ -349,6 +357,7 @@ for port in "$PORT" "$MODSEC_PORT"; do
 done
 
 CONFIGS=(none sensor)
+[ "$SKIP_CGROUP" = 1 ] || CONFIGS+=(sensor_cgroup)
 [ -n "$BASE_SENSOR" ] && CONFIGS+=(sensor_base)
 [ "$SKIP_CRS" = 1 ] || CONFIGS+=(sensor_crs)
 [ "$SKIP_MODSEC" = 1 ] || CONFIGS+=(modsec)
@@ -377,7 +386,7 @@ import json, os, platform, statistics, sys
 out, rows_path, duration, conns, threads, versions = sys.argv[1:7]
 load_start, load_end, uptime_start, uptime_end, base_rev, body_bytes = sys.argv[7:13]
 rows = [json.loads(l) for l in open(rows_path)]
-configs = [c for c in ["none", "sensor", "sensor_base", "sensor_crs", "modsec"] if any(r["config"] == c for r in rows)]
+configs = [c for c in ["none", "sensor", "sensor_cgroup", "sensor_base", "sensor_crs", "modsec"] if any(r["config"] == c for r in rows)]
 others = [c for c in configs if c != "none"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
@@ -386,7 +395,7 @@ by = {c: [r for r in rows if r["config"] == c] for c in configs}
 medians = {c: {"rps": med([r["rps"] for r in by[c]]), "p99_ms": med([r["p99_ms"] for r in by[c]]),
                "p50_ms": med([r["p50_ms"] for r in by[c]]),
                "others_cpu_percent": med([r["others_cpu_percent"] for r in by[c]])} for c in configs}
-for c in ("sensor", "sensor_base", "sensor_crs"):
+for c in ("sensor", "sensor_cgroup", "sensor_base", "sensor_crs"):
     s = by.get(c, [])
     if s:
         medians[c].update({
@@ -414,7 +423,8 @@ result = {
     "benchmark": "sensor_overhead",
     "script": "bench/sensor_overhead.sh",
     "what": "wrk req/s and p99 latency to nginx through a veth pair: (none) nginx alone, (sensor) with "
-            "the eBPF sensor attached, (modsec) nginx + ModSecurity inline, sensor not attached; "
+            "the eBPF sensor's TC programs on the veth, (sensor_cgroup) with its cgroup_skb program at "
+            "the cgroup v2 root, (modsec) nginx + ModSecurity inline, sensor not attached; "
             "alternating rounds, order rotated each round",
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "mem_kib": int(mem), "kernel": platform.release(),
                 "loadavg_at_start": load_start.split(), "loadavg_at_end": load_end.split(),
@@ -431,6 +441,7 @@ result = {
                          "crs-setup.conf defaults (anomaly scoring, paranoia level 1, inbound threshold 5), "
                          "CRS 3.3.4 rules; checked before measuring: SQLi request -> 403, benign -> 200",
         "sensor": "palisade-sensor --source ebpf on the host veth end, port 8080, built-in rules",
+        "sensor_cgroup": "palisade-sensor --source cgroup (at the cgroup2 mount), port 8080, built-in rules",
         "contention": "per run, from /proc/stat: others_cpu_percent = user+nice+system CPU not used by "
                       "wrk, the nginx workers or the sensor, in % of the whole machine (approximate: "
                       "softirq is reported apart in softirq_percent)",

@@ -164,12 +164,18 @@ struct Case {
 }
 
 async fn scenario(trust_namespace: bool, ipv6: bool) {
+    scenario_with(trust_namespace, ipv6, false).await;
+}
+
+/// `cgroup`: the cgroup source instead of TC, on a port no other test of this binary uses (it
+/// sees every local socket).
+async fn scenario_with(trust_namespace: bool, ipv6: bool, cgroup: bool) {
     if skip_unless_ci("ebpf_e2e") {
         return;
     }
     let server = NatsServer::start().await.unwrap();
     let ns = VethNamespace::create().unwrap();
-    let port = 8080;
+    let port = if cgroup { 18197 } else { 8080 };
     // IPv6 runs the kernel program's other branch (fixed 40-byte header, payload length).
     let (host, peer): (IpAddr, IpAddr) = if ipv6 {
         (ns.host_addr6.into(), ns.ns_addr6.into())
@@ -240,20 +246,21 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
         "benign request is benign"
     );
 
-    let mut config = ebpf_config(
-        format!(
-            "e2e-{}{}",
-            if trust_namespace {
-                "trusted"
-            } else {
-                "untrusted"
-            },
-            if ipv6 { "-v6" } else { "" }
-        ),
-        &ns,
-        port,
-        &server,
+    let sensor_id = format!(
+        "e2e-{}{}{}",
+        if trust_namespace {
+            "trusted"
+        } else {
+            "untrusted"
+        },
+        if ipv6 { "-v6" } else { "" },
+        if cgroup { "-cgroup" } else { "" }
     );
+    let mut config = if cgroup {
+        cgroup_config(sensor_id, &[port], &server)
+    } else {
+        ebpf_config(sensor_id, &ns, port, &server)
+    };
     if trust_namespace {
         config.trusted_proxies = vec![IpNet::from(peer)];
     }
@@ -332,6 +339,13 @@ async fn scenario(trust_namespace: bool, ipv6: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ebpf_reports_peer_when_proxy_not_trusted() {
     scenario(false, false).await;
+}
+
+/// The cgroup source on both address families, behind a trusted proxy and not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroup_sees_ipv6_and_ipv4_traffic() {
+    scenario_with(false, true, true).await;
+    scenario_with(true, false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
