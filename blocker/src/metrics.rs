@@ -184,7 +184,7 @@ impl Metrics {
     /// `prometheus-client`. Counters are registered without their `_total` suffix, which both
     /// encoders append, so the series keep the names they have always had.
     pub fn render(&self, format: Exposition) -> String {
-        let registry = self.registry();
+        let registry = self.registry(format);
         let mut out = String::with_capacity(16 * 1024);
         let res = match format {
             Exposition::OpenMetrics => {
@@ -204,7 +204,7 @@ impl Metrics {
     /// A registry of this moment's values: the blocker's counters and gauges are atomics
     /// (shared with the admin API's status), read once per scrape; histograms and the provider
     /// call counters are `prometheus-client` metrics, registered as they are.
-    fn registry(&self) -> Registry {
+    fn registry(&self, format: Exposition) -> Registry {
         let mut r = Registry::default();
         let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
             r.register(name, help, ConstCounter::new(v));
@@ -245,12 +245,26 @@ impl Metrics {
             "Blocks decided (policy and manual)",
             self.blocks_added.load(Relaxed),
         );
-        counter(
-            &mut r,
-            "palisade_blocks_deferred",
-            "Blocks decided while the global new-block cap was exhausted (queued, not dropped)",
-            self.blocks_deferred_total.load(Relaxed),
-        );
+        // OpenMetrics names a counter's family without `_total`: this one's would be
+        // `palisade_blocks_deferred`, the gauge's name. It keeps its series name there as a
+        // metric of unknown type (PromQL's rate() does not look at the type).
+        let deferred_help =
+            "Blocks decided while the global new-block cap was exhausted (queued, not dropped)";
+        let deferred_total = self.blocks_deferred_total.load(Relaxed);
+        match format {
+            Exposition::OpenMetrics => r.register_collector(Box::new(Labelled {
+                name: "palisade_blocks_deferred_total",
+                help: deferred_help.to_owned(),
+                kind: MetricType::Unknown,
+                rows: vec![(Vec::new(), Num::U(deferred_total))],
+            })),
+            Exposition::Prometheus => counter(
+                &mut r,
+                "palisade_blocks_deferred",
+                deferred_help,
+                deferred_total,
+            ),
+        }
         counter(
             &mut r,
             "palisade_blocks_expired",
@@ -844,6 +858,16 @@ mod tests {
                 .count("aws", "UpdateIPSet", CallOutcome::Throttled),
             1
         );
+        // The counter whose OpenMetrics family would collide with the gauge of the same stem.
+        m.blocks_deferred_total.store(4, Relaxed);
+        let om = m.render(Exposition::OpenMetrics);
+        assert!(om.contains("\n# TYPE palisade_blocks_deferred_total unknown\npalisade_blocks_deferred_total 4\n"), "{om}");
+        assert!(
+            om.contains("\n# TYPE palisade_blocks_deferred gauge\n"),
+            "{om}"
+        );
+        let text = m.render(Exposition::Prometheus);
+        assert!(text.contains("\n# TYPE palisade_blocks_deferred_total counter\npalisade_blocks_deferred_total 4\n"), "{text}");
     }
 
     #[test]
