@@ -190,7 +190,8 @@ pub fn parse(text: &str, format: Format) -> anyhow::Result<Exposition> {
                     "{}: family {name} declared twice",
                     at()
                 );
-                out.families.insert(name.to_owned(), MetricFamily::default());
+                out.families
+                    .insert(name.to_owned(), MetricFamily::default());
                 current = Some(name.to_owned());
             }
             let fam = out
@@ -315,14 +316,13 @@ fn check_histogram(name: &str, fam: &MetricFamily) -> anyhow::Result<()> {
     }
     for (labels, (buckets, count)) in series {
         ensure!(
-            buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            buckets
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
             "{name}{labels:?}: buckets not cumulative in le order"
         );
         let last = buckets.last().context("a histogram without buckets")?;
-        ensure!(
-            last.0 == f64::INFINITY,
-            "{name}{labels:?}: no +Inf bucket"
-        );
+        ensure!(last.0 == f64::INFINITY, "{name}{labels:?}: no +Inf bucket");
         ensure!(
             Some(last.1) == count,
             "{name}{labels:?}: +Inf bucket {} is not the count {count:?}",
