@@ -297,8 +297,9 @@ pub fn parse(text: &str, format: Format) -> anyhow::Result<Exposition> {
 /// Per series (labels but `le`): buckets cumulative in `le` order, `+Inf` present and equal to
 /// `_count`.
 fn check_histogram(name: &str, fam: &MetricFamily) -> anyhow::Result<()> {
-    let mut series: BTreeMap<Vec<(String, String)>, (Vec<(f64, f64)>, Option<f64>)> =
-        BTreeMap::new();
+    // Per series: its buckets (le, cumulative count) and its `_count`.
+    type Buckets = (Vec<(f64, f64)>, Option<f64>);
+    let mut series: BTreeMap<Vec<(String, String)>, Buckets> = BTreeMap::new();
     for s in &fam.samples {
         let key: Vec<(String, String)> = s
             .labels
