@@ -227,8 +227,8 @@ impl Reconciler {
         let now = Utc::now();
         // Push only durable decisions: a block in the firewall always has a record that
         // survives a crash (the commit is milliseconds behind the decision).
-        // With, per block decided from reports, when its deciding report was observed (for
-        // `palisade_time_to_block_seconds` once its address is written).
+        // With, per block decided from reports and not in the firewall yet, when its deciding
+        // report was observed (for `palisade_time_to_block_seconds` once it is written).
         let (candidates, observed): (Vec<Candidate>, HashMap<IpNet, DateTime<Utc>>) = self
             .engine
             .read_durable(|state| {
@@ -249,7 +249,7 @@ impl Reconciler {
                     })
                     .collect();
                 let observed = live()
-                    .filter(|b| !b.manual)
+                    .filter(|b| !b.manual && !actual.contains(&b.cidr))
                     .filter_map(|b| Some((b.cidr, deciding_report_observed_at(b)?)))
                     .collect();
                 (candidates, observed)
