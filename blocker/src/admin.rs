@@ -3,7 +3,7 @@
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 when NATS is connected, the store is open and the last reconcile
 //!   succeeded; 503 with the failing checks otherwise.
-//! - `GET /metrics`: Prometheus text.
+//! - `GET /metrics`: OpenMetrics or Prometheus text (by the `Accept` header).
 //! - `GET /v1/blocks`: every block with its reasons (JSON). Needs `Authorization: Bearer
 //!   <admin.read_token or admin.token>` unless reads are open (`admin.open_reads`; by default
 //!   open only when no token is configured).
@@ -285,10 +285,14 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     (code, Json(r)).into_response()
 }
 
-async fn metrics(State(s): State<AdminState>) -> Response {
+/// OpenMetrics text when the scraper asks for it (Prometheus does), else the Prometheus text
+/// format 0.0.4: the same series either way.
+async fn metrics(State(s): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::metrics::Exposition::negotiate(accept);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.metrics.render(format),
     )
         .into_response()
 }

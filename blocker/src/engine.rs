@@ -745,6 +745,10 @@ impl Engine {
             rec.add_sensor(&report.sensor);
             rec.push_reason(reason(), max_reasons);
             self.metrics.blocks_added.fetch_add(1, Relaxed);
+            self.metrics
+                .timings
+                .time_to_decision
+                .observe(crate::metrics::seconds_between(report.observed_at, now));
             if deferred {
                 self.metrics.blocks_deferred_total.fetch_add(1, Relaxed);
             }

@@ -129,6 +129,8 @@ pub async fn run_with(
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::default());
+    // Every call the provider makes to its API from now on, each retry included.
+    firewall.observe_calls(Arc::new(metrics.provider.clone()));
 
     let nats_connected = Arc::new(AtomicBool::new(false));
     let client = nats::connect(&config.nats, Arc::clone(&nats_connected)).await?;

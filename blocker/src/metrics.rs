@@ -1,11 +1,25 @@
-//! Counters and gauges, rendered in the Prometheus text format by `GET /metrics`.
+//! Every metric of the blocker, served by `GET /metrics` through the `prometheus-client` crate:
+//! OpenMetrics text to scrapers that ask for it (Prometheus does), the Prometheus text format
+//! 0.0.4 to the others. Both carry the same series under the same names.
+//!
+//! The pipeline's counters and gauges are atomics, read once per scrape (the admin API's status
+//! reads them too); the latency histograms and the provider call counters are
+//! `prometheus-client` metrics.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
-use palisade_providers::SetStatus;
+use palisade_providers::{CallObserver, CallOutcome, SetStatus};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 pub mod sensors;
 
@@ -33,7 +47,6 @@ pub struct Metrics {
     pub tracked_clients: AtomicU64,
     pub reconcile_runs: AtomicU64,
     reconcile_errors: Mutex<BTreeMap<&'static str, u64>>,
-    pub reconcile_duration_micros_sum: AtomicU64,
     pub reconcile_last_duration_micros: AtomicU64,
     pub reconcile_added: AtomicU64,
     pub reconcile_removed: AtomicU64,
@@ -59,6 +72,12 @@ pub struct Metrics {
     pub history_pruned_age: AtomicU64,
     /// History entries pruned for the size bound (`history.max_entries`).
     pub history_pruned_size: AtomicU64,
+    /// Latency histograms: time to decision, time to block, reconcile runs.
+    pub timings: Timings,
+    /// The firewall provider's API calls (report to it with [`Firewall::observe_calls`]).
+    ///
+    /// [`Firewall::observe_calls`]: palisade_providers::Firewall::observe_calls
+    pub provider: ProviderCalls,
 }
 
 /// Most distinct namespaces counted apart in `palisade_detections_total`; the rest share
@@ -161,262 +180,588 @@ impl Metrics {
         *self.sets.lock().unwrap_or_else(|p| p.into_inner()) = sets;
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+    /// The metrics page in `format`: every metric of the blocker, encoded by
+    /// `prometheus-client`. Counters are registered without their `_total` suffix, which both
+    /// encoders append, so the series keep the names they have always had.
+    pub fn render(&self, format: Exposition) -> String {
+        let registry = self.registry(format);
+        let mut out = String::with_capacity(16 * 1024);
+        let res = match format {
+            Exposition::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &registry)
+            }
+            Exposition::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            }
+        };
+        // Writing into a String cannot fail; an encoder error would be a bug in a name.
+        if let Err(err) = res {
+            tracing::error!(cause = %err, "cannot encode the metrics");
+        }
+        out
+    }
+
+    /// A registry of this moment's values: the blocker's counters and gauges are atomics
+    /// (shared with the admin API's status), read once per scrape; histograms and the provider
+    /// call counters are `prometheus-client` metrics, registered as they are.
+    fn registry(&self, format: Exposition) -> Registry {
+        let mut r = Registry::default();
+        let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+            r.register(name, help, ConstCounter::new(v));
         };
         counter(
-            "palisade_reports_received_total",
-            "Messages taken from the stream.",
+            &mut r,
+            "palisade_reports_received",
+            "Messages taken from the stream",
             self.reports_received.load(Relaxed),
         );
         counter(
-            "palisade_reports_accepted_total",
-            "Valid reports counted by the policy.",
+            &mut r,
+            "palisade_reports_accepted",
+            "Valid reports counted by the policy",
             self.reports_accepted.load(Relaxed),
         );
         counter(
-            "palisade_reports_deduplicated_total",
-            "Reports dropped as duplicates (same client, rule and sensor within the dedup window).",
+            &mut r,
+            "palisade_reports_deduplicated",
+            "Reports dropped as duplicates (same client, rule and sensor within the dedup window)",
             self.reports_deduplicated.load(Relaxed),
         );
         counter(
-            "palisade_reports_rate_limited_total",
-            "Reports dropped by the per-sensor quota.",
+            &mut r,
+            "palisade_reports_rate_limited",
+            "Reports dropped by the per-sensor quota",
             self.reports_rate_limited.load(Relaxed),
         );
         counter(
-            "palisade_reports_already_counted_total",
-            "Redelivered reports already recorded on their block (not counted twice).",
+            &mut r,
+            "palisade_reports_already_counted",
+            "Redelivered reports already recorded on their block (not counted twice)",
             self.reports_redelivered_seen.load(Relaxed),
         );
         counter(
-            "palisade_blocks_added_total",
-            "Blocks decided (policy and manual).",
+            &mut r,
+            "palisade_blocks_added",
+            "Blocks decided (policy and manual)",
             self.blocks_added.load(Relaxed),
         );
+        // OpenMetrics names a counter's family without `_total`: this one's would be
+        // `palisade_blocks_deferred`, the gauge's name. It keeps its series name there as a
+        // metric of unknown type (PromQL's rate() does not look at the type).
+        let deferred_help =
+            "Blocks decided while the global new-block cap was exhausted (queued, not dropped)";
+        let deferred_total = self.blocks_deferred_total.load(Relaxed);
+        match format {
+            Exposition::OpenMetrics => r.register_collector(Box::new(Labelled {
+                name: "palisade_blocks_deferred_total",
+                help: deferred_help.to_owned(),
+                kind: MetricType::Unknown,
+                rows: vec![(Vec::new(), Num::U(deferred_total))],
+            })),
+            Exposition::Prometheus => counter(
+                &mut r,
+                "palisade_blocks_deferred",
+                deferred_help,
+                deferred_total,
+            ),
+        }
         counter(
-            "palisade_blocks_deferred_total",
-            "Blocks decided while the global new-block cap was exhausted (queued, not dropped).",
-            self.blocks_deferred_total.load(Relaxed),
-        );
-        counter(
-            "palisade_blocks_expired_total",
-            "Blocks removed by the sweeper at the end of their TTL.",
+            &mut r,
+            "palisade_blocks_expired",
+            "Blocks removed by the sweeper at the end of their TTL",
             self.blocks_expired.load(Relaxed),
         );
         counter(
-            "palisade_blocks_released_total",
-            "Blocks released through the admin API.",
+            &mut r,
+            "palisade_blocks_released",
+            "Blocks released through the admin API",
             self.blocks_released.load(Relaxed),
         );
         counter(
-            "palisade_history_entries_written_total",
-            "History entries appended.",
+            &mut r,
+            "palisade_history_entries_written",
+            "History entries appended",
             self.history_written.load(Relaxed),
         );
         counter(
-            "palisade_batches_decided_total",
-            "Batches of messages decided (reports received / batches = mean batch size).",
+            &mut r,
+            "palisade_batches_decided",
+            "Batches of messages decided (reports received / batches = mean batch size)",
             self.batches_decided.load(Relaxed),
         );
         counter(
-            "palisade_state_batches_committed_total",
-            "Store transactions committed by the pipeline.",
+            &mut r,
+            "palisade_state_batches_committed",
+            "Store transactions committed by the pipeline",
             self.batches_committed.load(Relaxed),
         );
         counter(
-            "palisade_state_errors_total",
-            "Failed store transactions (the messages are redelivered).",
+            &mut r,
+            "palisade_state_errors",
+            "Failed store transactions (the messages are redelivered)",
             self.store_errors.load(Relaxed),
         );
         counter(
-            "palisade_leader_terms_total",
-            "Times this replica took the lease of the nats state backend.",
+            &mut r,
+            "palisade_leader_terms",
+            "Times this replica took the lease of the nats state backend",
             self.leader_changes.load(Relaxed),
         );
         counter(
-            "palisade_reconcile_runs_total",
-            "Reconcile runs.",
+            &mut r,
+            "palisade_reconcile_runs",
+            "Reconcile runs",
             self.reconcile_runs.load(Relaxed),
         );
         counter(
-            "palisade_reconcile_entries_added_total",
-            "Entries the reconciler added to the firewall.",
+            &mut r,
+            "palisade_reconcile_entries_added",
+            "Entries the reconciler added to the firewall",
             self.reconcile_added.load(Relaxed),
         );
         counter(
-            "palisade_reconcile_entries_removed_total",
-            "Entries the reconciler removed from the firewall.",
+            &mut r,
+            "palisade_reconcile_entries_removed",
+            "Entries the reconciler removed from the firewall",
             self.reconcile_removed.load(Relaxed),
         );
         counter(
-            "palisade_firewall_reads_total",
-            "GetIPSet calls the AWS provider sent (cache refreshes, startup, lock conflicts); AWS allows about 5 per second per account and region.",
+            &mut r,
+            "palisade_firewall_reads",
+            "GetIPSet calls the AWS provider sent (cache refreshes, startup, lock conflicts); AWS allows about 5 per second per account and region",
             palisade_providers::aws::reads_total(),
         );
         counter(
-            "palisade_reconcile_evictions_total",
-            "Blocks that became left out of the firewall for lack of capacity (lowest severity, then oldest, first); counted once while they stay out.",
+            &mut r,
+            "palisade_reconcile_evictions",
+            "Blocks that became left out of the firewall for lack of capacity (lowest severity, then oldest, first); counted once while they stay out",
             self.reconcile_evictions.load(Relaxed),
         );
-        let runs = self.reconcile_runs.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP palisade_reconcile_duration_seconds Time spent per reconcile run.\n\
-             # TYPE palisade_reconcile_duration_seconds summary\n\
-             palisade_reconcile_duration_seconds_sum {:.6}\n\
-             palisade_reconcile_duration_seconds_count {runs}",
-            self.reconcile_duration_micros_sum.load(Relaxed) as f64 / 1e6
-        );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        let gauge = |r: &mut Registry, name: &str, help: &str, v: u64| {
+            r.register(name, help, ConstGauge::new(v));
         };
         gauge(
+            &mut r,
             "palisade_leader",
-            "1 while this replica decides and writes (holds the lease), else 0.",
+            "1 while this replica decides and writes (holds the lease), else 0",
             self.leader.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_blocks_active",
-            "Blocks in force (deferred ones included).",
+            "Blocks in force (deferred ones included)",
             self.blocks_active.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_blocks_deferred",
-            "Blocks waiting for the global new-block cap.",
+            "Blocks waiting for the global new-block cap",
             self.blocks_deferred.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_policy_tracked_clients",
-            "Clients with reports counted but not (yet) blocked.",
+            "Clients with reports counted but not (yet) blocked",
             self.tracked_clients.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_reconcile_last_duration_microseconds",
-            "Duration of the last reconcile run.",
+            "Duration of the last reconcile run",
             self.reconcile_last_duration_micros.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_reconcile_last_success_timestamp_seconds",
-            "Unix time of the last successful reconcile run (0: none yet).",
+            "Unix time of the last successful reconcile run (0: none yet)",
             self.reconcile_last_success_unix.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_sensors_tracked",
-            "Sensors whose reports this blocker has taken since it started (at most 1024 counted apart).",
+            "Sensors whose reports this blocker has taken since it started (at most 1024 counted apart)",
             self.sensors.len() as u64,
         );
         gauge(
+            &mut r,
             "palisade_reconcile_evicted",
-            "Desired blocks left out of the firewall for lack of capacity at the last run.",
+            "Desired blocks left out of the firewall for lack of capacity at the last run",
             self.reconcile_evicted_now.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_firewall_owned_entries",
-            "Firewall entries owned by this blocker.",
+            "Firewall entries owned by this blocker",
             self.firewall_owned.load(Relaxed),
         );
         gauge(
+            &mut r,
             "palisade_history_entries",
-            "Entries in the history (decisions, manual blocks and releases, expiries).",
+            "Entries in the history (decisions, manual blocks and releases, expiries)",
             self.history_entries.load(Relaxed),
         );
-        let labelled = |out: &mut String,
-                        name: &str,
-                        help: &str,
-                        label: &str,
-                        map: BTreeMap<&'static str, u64>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, v) in map {
-                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
-            }
+        let by = |label: &'static str, map: BTreeMap<&'static str, u64>| -> Vec<Row> {
+            map.into_iter()
+                .map(|(k, v)| (vec![(label, k.to_owned())], Num::U(v)))
+                .collect()
+        };
+        let labelled = |r: &mut Registry, name: &'static str, help: String, rows: Vec<Row>| {
+            r.register_collector(Box::new(Labelled {
+                name,
+                help,
+                kind: MetricType::Counter,
+                rows,
+            }));
         };
         labelled(
-            &mut out,
-            "palisade_history_pruned_total",
-            "History entries pruned, oldest first: by age (history.max_age_secs) or size (history.max_entries).",
-            "reason",
-            BTreeMap::from([
-                ("age", self.history_pruned_age.load(Relaxed)),
-                ("size", self.history_pruned_size.load(Relaxed)),
-            ]),
+            &mut r,
+            "palisade_history_pruned",
+            "History entries pruned, oldest first: by age (history.max_age_secs) or size (history.max_entries)".into(),
+            by(
+                "reason",
+                BTreeMap::from([
+                    ("age", self.history_pruned_age.load(Relaxed)),
+                    ("size", self.history_pruned_size.load(Relaxed)),
+                ]),
+            ),
         );
         labelled(
-            &mut out,
-            "palisade_reports_rejected_total",
-            "Reports rejected by validation, by reason.",
-            "reason",
-            self.rejections(),
+            &mut r,
+            "palisade_reports_rejected",
+            "Reports rejected by validation, by reason".into(),
+            by("reason", self.rejections()),
         );
         labelled(
-            &mut out,
-            "palisade_falco_events_total",
-            "Falco events taken from Falcosidekick's NATS output, by outcome.",
-            "outcome",
-            self.falco_events(),
+            &mut r,
+            "palisade_falco_events",
+            "Falco events taken from Falcosidekick's NATS output, by outcome".into(),
+            by("outcome", self.falco_events()),
         );
         labelled(
-            &mut out,
-            "palisade_blocks_refused_total",
-            "Reports whose client a guardrail protects, by reason.",
-            "reason",
-            self.refusals(),
+            &mut r,
+            "palisade_blocks_refused",
+            "Reports whose client a guardrail protects, by reason".into(),
+            by("reason", self.refusals()),
         );
         labelled(
-            &mut out,
-            "palisade_reconcile_errors_total",
-            "Failed reconcile runs, by provider error kind.",
-            "kind",
-            get(&self.reconcile_errors),
+            &mut r,
+            "palisade_reconcile_errors",
+            "Failed reconcile runs, by provider error kind".into(),
+            by("kind", get(&self.reconcile_errors)),
         );
-        let _ = writeln!(
-            out,
-            "# HELP palisade_detections_total Accepted reports, by the namespace of the workload \
-             attacked (`_none`: no namespace in the report; `_other`: beyond the first \
-             {MAX_NAMESPACE_LABELS} namespaces, or malformed).\n\
-             # TYPE palisade_detections_total counter"
+        labelled(
+            &mut r,
+            "palisade_detections",
+            format!(
+                "Accepted reports, by the namespace of the workload attacked (`_none`: no \
+                 namespace in the report; `_other`: beyond the first {MAX_NAMESPACE_LABELS} \
+                 namespaces, or malformed)"
+            ),
+            self.detections_by_namespace()
+                .into_iter()
+                .map(|(ns, v)| (vec![("namespace", ns)], Num::U(v)))
+                .collect(),
         );
-        for (ns, v) in self.detections_by_namespace() {
-            let _ = writeln!(
-                out,
-                "palisade_detections_total{{namespace=\"{}\"}} {v}",
-                escape(&ns)
-            );
+        let sets = self.sets();
+        let per_set = |f: &dyn Fn(&SetStatus) -> Num| -> Vec<Row> {
+            sets.iter()
+                .map(|s| {
+                    let labels = vec![("set", s.id.clone()), ("family", s.family.to_string())];
+                    (labels, f(s))
+                })
+                .collect()
+        };
+        let gauges = |r: &mut Registry, name: &'static str, help: &str, rows: Vec<Row>| {
+            r.register_collector(Box::new(Labelled {
+                name,
+                help: help.to_owned(),
+                kind: MetricType::Gauge,
+                rows,
+            }));
+        };
+        gauges(
+            &mut r,
+            "palisade_firewall_entries",
+            "Entries in each firewall set",
+            per_set(&|s| Num::U(s.entries as u64)),
+        );
+        gauges(
+            &mut r,
+            "palisade_firewall_capacity",
+            "Capacity of each firewall set",
+            per_set(&|s| Num::U(s.capacity as u64)),
+        );
+        gauges(
+            &mut r,
+            "palisade_ipset_fill_ratio",
+            "Entries over capacity of each firewall set (0 to 1), as of the last reconcile run",
+            sets.iter()
+                .map(|s| {
+                    let ratio = if s.capacity == 0 {
+                        1.0
+                    } else {
+                        s.entries as f64 / s.capacity as f64
+                    };
+                    (vec![("set", s.id.clone())], Num::F(ratio))
+                })
+                .collect(),
+        );
+        self.timings.register(&mut r);
+        self.provider.register(&mut r);
+        r
+    }
+}
+
+/// Which text format a scrape gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0 text (what Prometheus asks for first).
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 (for clients that do not ask for OpenMetrics: curl,
+    /// older agents). Same series, same names.
+    Prometheus,
+}
+
+/// `Content-Type` of an OpenMetrics 1.0 text exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Exposition {
+    /// The format a request's `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` (Prometheus does, with a higher weight than plain text),
+    /// the Prometheus text format otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        let wants = accept.is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut it = part.split(';').map(str::trim);
+                let media = it.next().unwrap_or("");
+                let q_zero = it.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
+            })
+        });
+        if wants {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Prometheus
         }
-        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let _ = writeln!(
-            out,
-            "# HELP palisade_firewall_entries Entries in each firewall set.\n# TYPE palisade_firewall_entries gauge"
-        );
-        for s in &sets {
-            let _ = writeln!(
-                out,
-                "palisade_firewall_entries{{set=\"{}\",family=\"{}\"}} {}",
-                escape(&s.id),
-                s.family,
-                s.entries
-            );
+    }
+
+    /// The `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
         }
-        let _ = writeln!(
-            out,
-            "# HELP palisade_firewall_capacity Capacity of each firewall set.\n# TYPE palisade_firewall_capacity gauge"
-        );
-        for s in &sets {
-            let _ = writeln!(
-                out,
-                "palisade_firewall_capacity{{set=\"{}\",family=\"{}\"}} {}",
-                escape(&s.id),
-                s.family,
-                s.capacity
-            );
+    }
+}
+
+/// A sample's value.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    U(u64),
+    F(f64),
+}
+
+/// One labelled sample: its labels and value.
+type Row = (Vec<(&'static str, String)>, Num);
+
+/// A family read at scrape time from the blocker's own maps (rejections by reason, fill per
+/// set, ...).
+#[derive(Debug)]
+struct Labelled {
+    name: &'static str,
+    help: String,
+    kind: MetricType,
+    rows: Vec<Row>,
+}
+
+impl Collector for Labelled {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(self.name, &self.help, None, self.kind)?;
+        for (labels, v) in &self.rows {
+            let mut sample = family.encode_family(labels)?;
+            match (self.kind, *v) {
+                (MetricType::Counter, Num::U(v)) => {
+                    sample.encode_counter::<NoLabelSet, _, u64>(&v, None)?
+                }
+                (MetricType::Counter, Num::F(v)) => {
+                    sample.encode_counter::<NoLabelSet, _, f64>(&v, None)?
+                }
+                (_, Num::U(v)) => sample.encode_gauge(&v)?,
+                (_, Num::F(v)) => sample.encode_gauge(&v)?,
+            }
         }
-        out
+        Ok(())
+    }
+}
+
+/// Bucket bounds (seconds) of `palisade_time_to_decision_seconds`: a report is decided in
+/// milliseconds when it alone crosses the threshold, minutes later when it takes several.
+pub const TIME_TO_DECISION_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Bucket bounds (seconds) of `palisade_time_to_block_seconds`: a reconcile interval and one
+/// write slot (about 1 s against AWS) when all is well; minutes behind throttling, a deferred
+/// queue or a full set.
+pub const TIME_TO_BLOCK_BUCKETS: [f64; 17] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0,
+];
+/// Bucket bounds (seconds) of `palisade_reconcile_duration_seconds`: milliseconds with
+/// nothing to write, seconds when the AWS writer waits for a write slot or backs off.
+pub const RECONCILE_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Bucket bounds (seconds) of `palisade_provider_call_duration_seconds`: one API call.
+pub const PROVIDER_CALL_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Latency histograms of the pipeline and the reconciler.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// From a deciding report's `observed_at` (the sensor's clock) to the decision.
+    pub time_to_decision: Histogram,
+    /// From a deciding report's `observed_at` to the reconciler's confirmed write of its
+    /// address into the firewall.
+    pub time_to_block: Histogram,
+    /// Each reconcile run, failed ones included.
+    pub reconcile_duration: Histogram,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            time_to_decision: Histogram::new(TIME_TO_DECISION_BUCKETS),
+            time_to_block: Histogram::new(TIME_TO_BLOCK_BUCKETS),
+            reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
+        }
+    }
+}
+
+impl Timings {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "palisade_time_to_decision_seconds",
+            "From a deciding report's observed_at (the sensor's clock) to the block decision",
+            self.time_to_decision.clone(),
+        );
+        r.register(
+            "palisade_time_to_block_seconds",
+            "From a deciding report's observed_at (the sensor's clock) to its address written in the firewall, as the reconciler confirms it (manual blocks not included)",
+            self.time_to_block.clone(),
+        );
+        r.register(
+            "palisade_reconcile_duration_seconds",
+            "Time spent per reconcile run (failed runs included)",
+            self.reconcile_duration.clone(),
+        );
+    }
+}
+
+/// Seconds from `from` to `to`, 0 when `to` is earlier (a sensor clock ahead of ours).
+pub fn seconds_between(
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> f64 {
+    (to - from).to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Labels of `palisade_provider_calls_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub provider: &'static str,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Labels of `palisade_provider_call_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub provider: &'static str,
+    pub operation: &'static str,
+}
+
+type DurationFamily = Family<OperationLabels, Histogram, fn() -> Histogram>;
+
+fn call_histogram() -> Histogram {
+    Histogram::new(PROVIDER_CALL_BUCKETS)
+}
+
+/// Every call the firewall provider makes to its API, each retry included: the providers
+/// crate reports them through [`CallObserver`]. Cloning shares the counters.
+#[derive(Debug, Clone)]
+pub struct ProviderCalls {
+    pub calls: Family<CallLabels, Counter>,
+    pub duration: DurationFamily,
+}
+
+impl Default for ProviderCalls {
+    fn default() -> Self {
+        ProviderCalls {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(call_histogram as fn() -> Histogram),
+        }
+    }
+}
+
+impl ProviderCalls {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "palisade_provider_calls",
+            "Calls the firewall provider made to its API (each retry counted), by operation and outcome: ok, throttled, lock_conflict, error",
+            self.calls.clone(),
+        );
+        r.register(
+            "palisade_provider_call_duration_seconds",
+            "Latency of each call the firewall provider made to its API (each retry, not the rate-limit wait), by operation",
+            self.duration.clone(),
+        );
+    }
+
+    /// Calls counted so far with these labels.
+    pub fn count(
+        &self,
+        provider: &'static str,
+        operation: &'static str,
+        outcome: CallOutcome,
+    ) -> u64 {
+        self.calls
+            .get(&CallLabels {
+                provider,
+                operation,
+                outcome: outcome.label(),
+            })
+            .map(|c| c.get())
+            .unwrap_or(0)
+    }
+}
+
+impl CallObserver for ProviderCalls {
+    fn call(
+        &self,
+        provider: &'static str,
+        operation: &'static str,
+        outcome: CallOutcome,
+        elapsed: Duration,
+    ) {
+        self.calls
+            .get_or_create(&CallLabels {
+                provider,
+                operation,
+                outcome: outcome.label(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&OperationLabels {
+                provider,
+                operation,
+            })
+            .observe(elapsed.as_secs_f64());
     }
 }
 
@@ -426,12 +771,6 @@ fn dns_label(s: &str) -> bool {
         && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -461,11 +800,96 @@ mod tests {
         // a namespace counted apart keeps counting apart once the cap is reached
         m.detection(Some("shop"));
         assert_eq!(m.detections_by_namespace()["shop"], 3);
-        let text = m.render();
+        let text = m.render(Exposition::Prometheus);
         assert!(
             text.contains("palisade_detections_total{namespace=\"shop\"} 3"),
             "{text}"
         );
         assert!(text.contains("# TYPE palisade_detections_total counter"));
+        let text = m.render(Exposition::OpenMetrics);
+        assert!(
+            text.contains("palisade_detections_total{namespace=\"shop\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE palisade_detections counter"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn series_keep_their_names_in_both_formats() {
+        let m = Metrics::default();
+        m.reports_received.store(7, Relaxed);
+        m.blocks_active.store(3, Relaxed);
+        m.rejected("bad_json");
+        m.set_fill(vec![SetStatus {
+            id: "arn:x".into(),
+            family: palisade_providers::Family::V4,
+            entries: 25,
+            capacity: 100,
+        }]);
+        m.timings.time_to_block.observe(1.5);
+        m.provider.call(
+            "aws",
+            "UpdateIPSet",
+            CallOutcome::Throttled,
+            Duration::from_millis(20),
+        );
+        for format in [Exposition::OpenMetrics, Exposition::Prometheus] {
+            let text = m.render(format);
+            for line in [
+                "palisade_reports_received_total 7",
+                "palisade_blocks_active 3",
+                "palisade_reports_rejected_total{reason=\"bad_json\"} 1",
+                "palisade_firewall_entries{set=\"arn:x\",family=\"v4\"} 25",
+                "palisade_ipset_fill_ratio{set=\"arn:x\"} 0.25",
+                "palisade_time_to_block_seconds_bucket{le=\"+Inf\"} 1",
+                "palisade_time_to_block_seconds_count 1",
+                "palisade_provider_calls_total{provider=\"aws\",operation=\"UpdateIPSet\",outcome=\"throttled\"} 1",
+                "palisade_provider_call_duration_seconds_count{provider=\"aws\",operation=\"UpdateIPSet\"} 1",
+            ] {
+                assert!(
+                    text.lines().any(|l| l == line),
+                    "{format:?}: no `{line}` in\n{text}"
+                );
+            }
+        }
+        assert_eq!(
+            m.provider
+                .count("aws", "UpdateIPSet", CallOutcome::Throttled),
+            1
+        );
+        // The counter whose OpenMetrics family would collide with the gauge of the same stem.
+        m.blocks_deferred_total.store(4, Relaxed);
+        let om = m.render(Exposition::OpenMetrics);
+        assert!(om.contains("\n# TYPE palisade_blocks_deferred_total unknown\npalisade_blocks_deferred_total 4\n"), "{om}");
+        assert!(
+            om.contains("\n# TYPE palisade_blocks_deferred gauge\n"),
+            "{om}"
+        );
+        let text = m.render(Exposition::Prometheus);
+        assert!(text.contains("\n# TYPE palisade_blocks_deferred_total counter\npalisade_blocks_deferred_total 4\n"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics() {
+        // What Prometheus 2.x and 3.x send.
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Exposition::negotiate(Some(prom)), Exposition::OpenMetrics);
+        assert_eq!(Exposition::negotiate(None), Exposition::Prometheus);
+        assert_eq!(Exposition::negotiate(Some("*/*")), Exposition::Prometheus);
+        assert_eq!(
+            Exposition::negotiate(Some("application/openmetrics-text;q=0")),
+            Exposition::Prometheus
+        );
+        assert!(
+            Exposition::OpenMetrics
+                .content_type()
+                .starts_with("application/openmetrics-text; version=1.0.0")
+        );
+        assert!(
+            Exposition::Prometheus
+                .content_type()
+                .starts_with("text/plain; version=0.0.4")
+        );
     }
 }

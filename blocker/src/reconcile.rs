@@ -29,14 +29,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use palisade_providers::{Diff, Family, Firewall, free_capacity};
+use palisade_providers::{Applied, Diff, Family, Firewall, free_capacity};
 use palisade_wire::Severity;
 use tracing::{debug, info, instrument, warn};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::metrics::seconds_between;
+use crate::state::BlockRecord;
+
+/// When the report that decided `block` was observed: its earliest recorded reason (the record
+/// is created with the deciding report alone; later reports are appended after it). `None` for
+/// a block without reasons.
+fn deciding_report_observed_at(block: &BlockRecord) -> Option<DateTime<Utc>> {
+    block.reasons.iter().map(|r| r.observed_at).min()
+}
 
 /// Outcome of one successful run.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -183,10 +192,12 @@ impl Reconciler {
         let metrics = Arc::clone(self.engine.metrics());
         metrics.reconcile_runs.fetch_add(1, Relaxed);
         let res = self.run_inner().await;
-        let micros = started.elapsed().as_micros() as u64;
+        let elapsed = started.elapsed();
         metrics
-            .reconcile_duration_micros_sum
-            .fetch_add(micros, Relaxed);
+            .timings
+            .reconcile_duration
+            .observe(elapsed.as_secs_f64());
+        let micros = elapsed.as_micros() as u64;
         metrics
             .reconcile_last_duration_micros
             .store(micros, Relaxed);
@@ -216,13 +227,18 @@ impl Reconciler {
         let now = Utc::now();
         // Push only durable decisions: a block in the firewall always has a record that
         // survives a crash (the commit is milliseconds behind the decision).
-        let candidates: Vec<Candidate> = self
+        // With, per block decided from reports and not in the firewall yet, when its deciding
+        // report was observed (for `palisade_time_to_block_seconds` once it is written).
+        let (candidates, observed): (Vec<Candidate>, HashMap<IpNet, DateTime<Utc>>) = self
             .engine
             .read_durable(|state| {
-                state
-                    .blocks
-                    .values()
-                    .filter(|b| !b.deferred && b.expires_at > now)
+                let live = || {
+                    state
+                        .blocks
+                        .values()
+                        .filter(|b| !b.deferred && b.expires_at > now)
+                };
+                let candidates = live()
                     .map(|b| Candidate {
                         net: b.cidr,
                         severity: b.severity,
@@ -231,7 +247,12 @@ impl Reconciler {
                         manual: b.manual,
                         sensor: b.decided_by().to_owned(),
                     })
-                    .collect()
+                    .collect();
+                let observed = live()
+                    .filter(|b| !b.manual && !actual.contains(&b.cidr))
+                    .filter_map(|b| Some((b.cidr, deciding_report_observed_at(b)?)))
+                    .collect();
+                (candidates, observed)
             })
             .await?;
         // Room: what is free by the provider's count (which includes entries it cannot
@@ -297,6 +318,18 @@ impl Reconciler {
             return Err(Error::NotLeader);
         }
         let applied = self.firewall.apply(&diff).await?;
+        if applied == Applied::Done {
+            // Written and confirmed: the addresses are in the firewall now.
+            let written = Utc::now();
+            for net in &add {
+                if let Some(at) = observed.get(net) {
+                    metrics
+                        .timings
+                        .time_to_block
+                        .observe(seconds_between(*at, written));
+                }
+            }
+        }
         let forget: BTreeSet<IpNet> = remove.union(&gone).copied().collect();
         self.persist_owned(BTreeSet::new(), forget.clone()).await?;
         for n in &forget {

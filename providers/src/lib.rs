@@ -12,10 +12,14 @@
 //!
 //! Every backend maps its failures into the one [`Error`] enum, so the reconciler can tell a
 //! retriable failure (throttled, conflict, unavailable) from a permanent one.
+//!
+//! Every call a backend makes to its API, each retry included, can be reported to a
+//! [`CallObserver`] ([`Firewall::observe_calls`]) with its outcome and latency.
 
 mod cidr;
 mod error;
 pub mod memory;
+mod observe;
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -33,6 +37,7 @@ use serde::Serialize;
 
 pub use cidr::{Family, normalize, parse_cidr};
 pub use error::{Error, Result};
+pub use observe::{CallObserver, CallOutcome, ObserverSlot};
 
 /// A change to the block list: CIDRs to add and CIDRs to remove.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -135,6 +140,12 @@ pub trait Firewall: Send + Sync + Debug + 'static {
     /// them afresh. A blocker replica calls it when it takes over from another writer, whose
     /// changes its memory does not know. Nothing to forget by default.
     fn forget_cached(&self) {}
+
+    /// Report every call to the backend's API from now on, each attempt of a retried one
+    /// included, to `observer`. Backends without calls to report ignore it.
+    fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        let _ = observer;
+    }
 }
 
 #[async_trait]
@@ -147,6 +158,9 @@ impl<T: Firewall + ?Sized> Firewall for Arc<T> {
     }
     fn forget_cached(&self) {
         (**self).forget_cached()
+    }
+    fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        (**self).observe_calls(observer)
     }
     async fn status(&self) -> Result<Vec<SetStatus>> {
         (**self).status().await
@@ -169,6 +183,9 @@ impl<T: Firewall + ?Sized> Firewall for Box<T> {
     }
     fn forget_cached(&self) {
         (**self).forget_cached()
+    }
+    fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        (**self).observe_calls(observer)
     }
     async fn status(&self) -> Result<Vec<SetStatus>> {
         (**self).status().await

@@ -6,6 +6,7 @@
 //!   behaves as AWS documents where moto does not.
 //! - [`netns`]: network namespaces and veth pairs for the eBPF tests (root only).
 //! - [`nginx`]: a real nginx (Debian's `nginx-light`) with a configuration the test writes.
+//! - [`openmetrics`]: a strict parser of `/metrics` pages (OpenMetrics and Prometheus text).
 
 pub mod demo;
 pub mod failover;
@@ -13,6 +14,7 @@ pub mod moto;
 pub mod nats;
 pub mod netns;
 pub mod nginx;
+pub mod openmetrics;
 pub mod restart;
 pub mod time_to_block;
 

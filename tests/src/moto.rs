@@ -118,6 +118,51 @@ impl Drop for MotoServer {
     }
 }
 
+/// The region of the sets the tests create.
+pub const REGION: &str = "us-east-1";
+
+/// An SDK configuration with static fake credentials (moto maps unknown keys to account
+/// 123456789012) and [`REGION`].
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .test_credentials()
+        .region(aws_config::Region::new(REGION))
+        .load()
+        .await
+}
+
+impl MotoServer {
+    /// Create an empty regional IP set straight in moto (test setup: the provider never
+    /// creates sets); its ARN.
+    pub async fn create_ip_set(&self, name: &str, ipv6: bool) -> anyhow::Result<String> {
+        use aws_sdk_wafv2::types::{IpAddressVersion, Scope};
+        let sdk = sdk_config().await;
+        let admin = aws_sdk_wafv2::Client::from_conf(
+            aws_sdk_wafv2::config::Builder::from(&sdk)
+                .endpoint_url(self.endpoint())
+                .build(),
+        );
+        let version = if ipv6 {
+            IpAddressVersion::Ipv6
+        } else {
+            IpAddressVersion::Ipv4
+        };
+        let out = admin
+            .create_ip_set()
+            .name(name)
+            .scope(Scope::Regional)
+            .ip_address_version(version)
+            .description("managed by palisade tests")
+            .set_addresses(Some(Vec::new()))
+            .send()
+            .await
+            .with_context(|| format!("CreateIPSet {name}"))?;
+        out.summary
+            .and_then(|s| s.arn)
+            .context("CreateIPSet returned no ARN")
+    }
+}
+
 /// Limits the proxy enforces, as AWS documents them.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {

@@ -16,12 +16,22 @@ use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The `Accept` header Prometheus scrapes with.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 async fn scrape(addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
+    // As Prometheus asks: OpenMetrics first (the blocker serves it; the same series as the
+    // 0.0.4 text it gives to clients that do not ask).
+    s.write_all(
+        format!(
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nAccept: {PROMETHEUS_ACCEPT}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("response");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -29,7 +39,8 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// Every series name a scrape can contain: the families of the `# TYPE` lines (with the
-/// `_bucket`, `_sum` and `_count` series of histograms and summaries) and the sample names.
+/// `_total` of OpenMetrics counters and the `_bucket`, `_sum` and `_count` series of
+/// histograms and summaries) and the sample names.
 fn names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in text.lines() {
@@ -39,6 +50,10 @@ fn names(text: &str) -> BTreeSet<String> {
                 continue;
             };
             out.insert(name.to_owned());
+            // An OpenMetrics counter family is named without the `_total` of its samples.
+            if kind == "counter" && !name.ends_with("_total") {
+                out.insert(format!("{name}_total"));
+            }
             if kind == "histogram" || kind == "summary" {
                 for s in ["_bucket", "_sum", "_count"] {
                     out.insert(format!("{name}{s}"));

@@ -9,7 +9,7 @@ use aws_sdk_wafv2::config::retry::RetryConfig;
 use tokio::sync::mpsc;
 use tracing::{info, instrument};
 
-use crate::{Error, Result};
+use crate::{CallObserver, Error, ObserverSlot, Result};
 
 use super::arn::IpSetArn;
 use super::cache::Cache;
@@ -38,6 +38,7 @@ pub struct AwsFirewallBuilder {
     max_attempts: u32,
     refresh: Duration,
     sdk_config: Option<SdkConfig>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Default for AwsFirewallBuilder {
@@ -61,6 +62,7 @@ impl AwsFirewallBuilder {
             max_attempts: 8,
             refresh: DEFAULT_REFRESH,
             sdk_config: None,
+            observer: None,
         }
     }
 
@@ -143,6 +145,13 @@ impl AwsFirewallBuilder {
         self
     }
 
+    /// Report every GetIPSet and UpdateIPSet to `observer`, each retry included, from the
+    /// startup reads on (also settable later: [`Firewall::observe_calls`](crate::Firewall::observe_calls)).
+    pub fn with_call_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     fn parse_arns(&self) -> Result<Vec<IpSetArn>, AwsError> {
         if self.arns.is_empty() {
             return Err(AwsError::Config {
@@ -192,6 +201,10 @@ impl AwsFirewallBuilder {
             Some(c) => c,
             None => aws_config::defaults(BehaviorVersion::latest()).load().await,
         };
+        let observer = ObserverSlot::default();
+        if let Some(o) = self.observer.clone() {
+            observer.set(o);
+        }
         let mut clients: HashMap<String, aws_sdk_wafv2::Client> = HashMap::new();
         let mut sets = Vec::with_capacity(arns.len());
         let mut states = Vec::with_capacity(arns.len());
@@ -216,15 +229,16 @@ impl AwsFirewallBuilder {
                 arn.account
             );
             let limits = limiters(&key, self.write_rate, self.read_rate)?;
-            let (set, state) = SetClient::connect(arn, client, limits, self.capacity)
-                .await
-                .map_err(|e| match e {
-                    Error::NotFound { message, .. } => Error::Config {
-                        provider: super::NAME,
-                        message: format!("IP set does not exist: {message}"),
-                    },
-                    other => other,
-                })?;
+            let (set, state) =
+                SetClient::connect(arn, client, limits, self.capacity, observer.clone())
+                    .await
+                    .map_err(|e| match e {
+                        Error::NotFound { message, .. } => Error::Config {
+                            provider: super::NAME,
+                            message: format!("IP set does not exist: {message}"),
+                        },
+                        other => other,
+                    })?;
             info!(
                 arn = %set.arn,
                 family = %set.family,
@@ -254,6 +268,7 @@ impl AwsFirewallBuilder {
                 jobs: tx,
                 writer: handle,
                 dry_run: self.dry_run,
+                observer,
             }),
         })
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_wafv2::Client;
 use aws_sdk_wafv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -13,7 +13,7 @@ use aws_sdk_wafv2::types::IpAddressVersion;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tracing::{debug, instrument, warn};
 
-use crate::{Error, Family};
+use crate::{Error, Family, ObserverSlot};
 
 use super::arn::IpSetArn;
 use super::plan::SetState;
@@ -92,6 +92,8 @@ pub(crate) struct SetClient {
     limiters: Arc<Limiters>,
     /// GetIPSet calls sent for this set, failed ones included.
     reads: AtomicU64,
+    /// Told about every GetIPSet and UpdateIPSet, each retry included (shared by every set).
+    observer: ObserverSlot,
 }
 
 fn sdk_error<E>(op: &'static str, arn: &IpSetArn, err: SdkError<E>) -> Error
@@ -115,6 +117,7 @@ impl SetClient {
         client: Client,
         limiters: Arc<Limiters>,
         capacity: usize,
+        observer: ObserverSlot,
     ) -> Result<(SetClient, SetState), Error> {
         let mut set = SetClient {
             arn,
@@ -123,6 +126,7 @@ impl SetClient {
             client,
             limiters,
             reads: AtomicU64::new(0),
+            observer,
         };
         let (state, version) = set.get_with_version().await?;
         set.family = match version {
@@ -149,6 +153,7 @@ impl SetClient {
         self.limiters.read.until_ready().await;
         self.reads.fetch_add(1, Relaxed);
         READS_TOTAL.fetch_add(1, Relaxed);
+        let started = Instant::now();
         let out = self
             .client
             .get_ip_set()
@@ -157,7 +162,9 @@ impl SetClient {
             .id(&self.arn.id)
             .send()
             .await
-            .map_err(|e| sdk_error("GetIPSet", &self.arn, e))?;
+            .map_err(|e| sdk_error("GetIPSet", &self.arn, e));
+        self.observer.record(NAME, "GetIPSet", started, &out);
+        let out = out?;
         let (Some(set), Some(token)) = (out.ip_set, out.lock_token) else {
             return Err(Error::Unavailable {
                 provider: NAME,
@@ -196,6 +203,7 @@ impl SetClient {
         if wait {
             self.limiters.write.until_ready().await;
         }
+        let started = Instant::now();
         let out = self
             .client
             .update_ip_set()
@@ -207,7 +215,9 @@ impl SetClient {
             .lock_token(&base.lock_token)
             .send()
             .await
-            .map_err(|e| sdk_error("UpdateIPSet", &self.arn, e))?;
+            .map_err(|e| sdk_error("UpdateIPSet", &self.arn, e));
+        self.observer.record(NAME, "UpdateIPSet", started, &out);
+        let out = out?;
         out.next_lock_token.ok_or_else(|| Error::Unavailable {
             provider: NAME,
             message: format!("UpdateIPSet {}: answer without NextLockToken", self.arn),

@@ -26,6 +26,10 @@
 //! - Sets of one family fill in configuration order, 10,000 entries each; a diff whose adds do
 //!   not fit fails whole with [`Error::LimitExceeded`]. Fill is logged as it passes 80% and 95%,
 //!   per family.
+//! - Every GetIPSet and UpdateIPSet, each attempt of a retried round included, is reported with
+//!   its outcome (ok, throttled, lock conflict, error) and latency to the
+//!   [`CallObserver`] given to [`AwsFirewallBuilder::with_call_observer`] or
+//!   [`Firewall::observe_calls`].
 //! - A dry run ([`Firewall::is_dry_run`]) plans every round on contents no older than the
 //!   refresh interval (nothing it does keeps the cache current: it writes nothing), logs what
 //!   it would write and never calls UpdateIPSet.
@@ -48,7 +52,10 @@ use tracing::{error, info, instrument, warn};
 
 pub use builder::AwsFirewallBuilder;
 
-use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus, normalize};
+use crate::{
+    Applied, CallObserver, Diff, Error, Family, Firewall, ObserverSlot, Result, SetStatus,
+    normalize,
+};
 
 use arn::ArnError;
 use cache::{Cache, MaxAge};
@@ -244,6 +251,8 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     writer: JoinHandle<()>,
     dry_run: bool,
+    /// Shared with every set's client.
+    observer: ObserverSlot,
 }
 
 impl Drop for Inner {
@@ -300,6 +309,11 @@ impl AwsFirewall {
 impl Firewall for AwsFirewall {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Every GetIPSet and UpdateIPSet from now on, each retry of the writer included.
+    fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        self.inner.observer.set(observer);
     }
 
     /// Drop every cached set: the next read or write starts from a GetIPSet.

@@ -8,11 +8,14 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
 
-use crate::{Applied, Diff, Error, Family, Firewall, Result, SetStatus};
+use crate::{
+    Applied, CallObserver, Diff, Error, Family, Firewall, ObserverSlot, Result, SetStatus,
+};
 
 const NAME: &str = "memory";
 
@@ -78,6 +81,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct MemoryFirewall {
     inner: Arc<Mutex<Inner>>,
+    /// Told about every `status`, `entries` and `apply` call (injected faults included).
+    observer: ObserverSlot,
 }
 
 impl Default for MemoryFirewall {
@@ -123,6 +128,7 @@ impl MemoryFirewallBuilder {
                 dry_run: self.dry_run,
                 ..Inner::default()
             })),
+            observer: ObserverSlot::default(),
         }
     }
 }
@@ -206,8 +212,13 @@ impl Firewall for MemoryFirewall {
         NAME
     }
 
+    fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        self.observer.set(observer);
+    }
+
     async fn status(&self) -> Result<Vec<SetStatus>> {
-        Ok(self
+        let started = Instant::now();
+        let out = Ok(self
             .lock()
             .sets
             .iter()
@@ -217,11 +228,16 @@ impl Firewall for MemoryFirewall {
                 entries: s.len(),
                 capacity: s.capacity,
             })
-            .collect())
+            .collect());
+        self.observer.record(NAME, "status", started, &out);
+        out
     }
 
     async fn entries(&self) -> Result<BTreeSet<IpNet>> {
-        Ok(self.snapshot())
+        let started = Instant::now();
+        let out = Ok(self.snapshot());
+        self.observer.record(NAME, "entries", started, &out);
+        out
     }
 
     fn is_dry_run(&self) -> bool {
@@ -229,6 +245,15 @@ impl Firewall for MemoryFirewall {
     }
 
     async fn apply(&self, diff: &Diff) -> Result<Applied> {
+        let started = Instant::now();
+        let out = self.apply_now(diff);
+        self.observer.record(NAME, "apply", started, &out);
+        out
+    }
+}
+
+impl MemoryFirewall {
+    fn apply_now(&self, diff: &Diff) -> Result<Applied> {
         let mut inner = self.lock();
         inner.apply_calls += 1;
         if let Some(fault) = inner.faults.pop_front() {
