@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test setup build lint fmt bench clean fuzz-smoke
+.PHONY: demo test setup build lint fmt bench clean fuzz-smoke packages
 
 setup:
 	@scripts/setup.sh
@@ -15,6 +15,13 @@ build: setup
 
 demo: setup
 	@scripts/demo.sh $(ARGS)
+
+# Debian packages of the three binaries (docs/install.md): target/debian/*.deb.
+packages: setup
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	$(CARGO) deb -p palisade-cli
+	$(CARGO) deb -p palisade-blocker
+	$(CARGO) deb -p palisade-sensor
 
 # Lint first (cheap, fails fast), then every test of the default workspace members.
 test: setup lint
