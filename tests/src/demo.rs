@@ -331,7 +331,7 @@ pub async fn serve_app_on(addr: SocketAddr, access_log: PathBuf) -> anyhow::Resu
 /// The cgroup source names the pod from exactly these. Dropping it stops the app and removes
 /// the cgroups.
 struct PodApp {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     top: PathBuf,
     /// The `pods` directory to give the sensor (`--pod-logs-dir`).
     pods_dir: PathBuf,
@@ -357,11 +357,16 @@ impl PodApp {
              cri-containerd-{DEMO_CONTAINER_ID}.scope",
             DEMO_POD_UID.replace('-', "_")
         ));
+        // From here on, dropping `app` removes what was made.
+        let mut app = PodApp {
+            child: None,
+            top,
+            pods_dir: work.join("pods"),
+        };
         std::fs::create_dir_all(&scope)
             .with_context(|| format!("creating the pod's cgroup {}", scope.display()))?;
-        let pods_dir = work.join("pods");
         std::fs::create_dir_all(
-            pods_dir
+            app.pods_dir
                 .join(format!("{DEMO_NAMESPACE}_{DEMO_POD}_{DEMO_POD_UID}"))
                 .join(DEMO_CONTAINER),
         )?;
@@ -387,14 +392,16 @@ impl PodApp {
             .stdin(Stdio::null())
             .spawn()
             .context("starting the demo app in its pod's cgroup")?;
-        let mut app = PodApp {
-            child,
-            top,
-            pods_dir,
-        };
+        app.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = app.child.try_wait()? {
+            if let Some(status) = app
+                .child
+                .as_mut()
+                .map(|c| c.try_wait())
+                .transpose()?
+                .flatten()
+            {
                 bail!("the demo app exited ({status}) before listening on {addr}");
             }
             if Instant::now() > deadline {
@@ -408,8 +415,10 @@ impl PodApp {
 
 impl Drop for PodApp {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let mut dirs = Vec::new();
         let mut stack = vec![self.top.clone()];
         while let Some(d) = stack.pop() {
@@ -958,8 +967,28 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
     };
     // The cgroup source (and the default, which tries it first) needs the app in a pod's
     // cgroup: its own process. The other modes run it in this one.
-    let (app, pod_app, app_local) = if matches!(opts.mode, None | Some(SensorMode::Cgroup)) {
-        let pod = PodApp::start(&opts.bin_dir, app_listen, &access_log, work.path())?;
+    let pod = match opts.mode {
+        Some(SensorMode::Cgroup) => Some(PodApp::start(
+            &opts.bin_dir,
+            app_listen,
+            &access_log,
+            work.path(),
+        )?),
+        // The default tries; without a writable cgroup2 hierarchy the app runs here and the
+        // sensor falls back as it can.
+        None => match PodApp::start(&opts.bin_dir, app_listen, &access_log, work.path()) {
+            Ok(pod) => Some(pod),
+            Err(err) => {
+                say(
+                    v,
+                    format!("the app cannot run as a pod here ({err:#}); running it in-process"),
+                );
+                None
+            }
+        },
+        Some(_) => None,
+    };
+    let (app, pod_app, app_local) = if let Some(pod) = pod {
         say(
             v,
             format!(
