@@ -83,8 +83,14 @@ struct CrsJob {
     request: Request,
     meta: RequestMeta,
     origin: Origin,
+    seen: Seen,
+}
+
+/// When a request was seen: the time its reports carry, and the instant its publish latency
+/// (`palisade_sensor_publish_latency_seconds`) is measured from.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
     observed_at: DateTime<Utc>,
-    /// When the built-in rules inspected it (publish latency starts here).
     inspected: Instant,
 }
 
@@ -183,8 +189,7 @@ impl Pipeline {
                     &job.request,
                     job.meta,
                     &job.origin,
-                    job.observed_at,
-                    job.inspected,
+                    job.seen,
                     vec![d],
                 );
             }
@@ -219,9 +224,6 @@ impl Pipeline {
         observed_at: DateTime<Utc>,
     ) -> Vec<Report> {
         let n = self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
-        // One request in INSPECT_SAMPLE is timed: a clock read costs a fair part of a whole
-        // inspection on the built-in rules.
-        let timed = (n % crate::metrics::INSPECT_SAMPLE == 0).then(Instant::now);
         if !self.attribution.trusts_any() && !self.warned_private_peer.load(Ordering::Relaxed) {
             self.warn_private_peer(peer);
         }
@@ -233,6 +235,11 @@ impl Pipeline {
         if request.head_truncated {
             self.metrics.heads_truncated.fetch_add(1, Ordering::Relaxed);
         }
+        // One request in INSPECT_SAMPLE is timed: a clock read costs a fair part of a whole
+        // inspection on the built-in rules.
+        let timed = n
+            .is_multiple_of(crate::metrics::INSPECT_SAMPLE)
+            .then(Instant::now);
         let crs = self.crs.get();
         let detections = if crs.is_some() {
             self.detector.inspect_builtin(request)
@@ -257,8 +264,10 @@ impl Pipeline {
                 request: request.clone(),
                 meta,
                 origin: origin.clone(),
-                observed_at,
-                inspected: inspected(),
+                seen: Seen {
+                    observed_at,
+                    inspected: inspected(),
+                },
             };
             self.queue_crs(worker, job);
             return Vec::new();
@@ -269,16 +278,11 @@ impl Pipeline {
             }
             return Vec::new();
         }
-        let inspected = inspected();
-        self.report_detections(
-            peer,
-            request,
-            meta,
-            origin,
+        let seen = Seen {
             observed_at,
-            inspected,
-            detections,
-        )
+            inspected: inspected(),
+        };
+        self.report_detections(peer, request, meta, origin, seen, detections)
     }
 
     /// Attribution, suppression and publishing of one request's detections.
@@ -288,8 +292,7 @@ impl Pipeline {
         request: &Request,
         meta: RequestMeta,
         origin: &Origin,
-        observed_at: DateTime<Utc>,
-        inspected: Instant,
+        seen: Seen,
         detections: Vec<Detection>,
     ) -> Vec<Report> {
         if detections.is_empty() {
@@ -323,7 +326,7 @@ impl Pipeline {
             }
             self.seen.insert(key, ());
             let report = match self
-                .report(client_ip, peer, &detection, origin, observed_at)
+                .report(client_ip, peer, &detection, origin, seen.observed_at)
                 .and_then(|r| r.validate().map(|()| r))
             {
                 Ok(r) => r,
@@ -342,7 +345,7 @@ impl Pipeline {
                 "detection"
             );
             if let Some(p) = &self.publisher {
-                p.submit_inspected(report.clone(), inspected);
+                p.submit_inspected(report.clone(), seen.inspected);
             }
             out.push(report);
         }
