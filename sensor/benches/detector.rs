@@ -7,6 +7,10 @@
 //!
 //! Criterion reports time per iteration and throughput in bytes/s; the requests/s figure is
 //! `requests per iteration / time`. `cargo bench -p palisade-sensor --bench detector`.
+//!
+//! `inspect_timing` prices `palisade_sensor_inspect_duration_seconds`: `builtin_mix` inspected
+//! untimed, with every request timed (two clock reads and a histogram observation), and with
+//! one request in `INSPECT_SAMPLE` timed as the pipeline does.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use palisade_sensor::detect::Detector;
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
+use palisade_sensor::metrics::{INSPECT_SAMPLE, Timings};
 
 const BUILTIN: &[&str] = &[
     "GET /search?q=select+union+members&page=2 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\nCookie: session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig; theme=dark\r\n\r\n",
@@ -136,5 +141,54 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Parsed `builtin_mix` requests inspected once each; `time(n)` says whether the n-th is timed.
+fn inspect_timed(
+    detector: &Detector,
+    requests: &[palisade_sensor::http::Request],
+    timings: &Timings,
+    n: &mut u64,
+    time: impl Fn(u64) -> bool,
+) -> usize {
+    let mut hits = 0;
+    for r in requests {
+        let start = time(*n).then(std::time::Instant::now);
+        *n += 1;
+        hits += detector.inspect(black_box(r)).len();
+        if let Some(s) = start {
+            timings.inspected(s.elapsed());
+        }
+    }
+    hits
+}
+
+fn bench_timing(c: &mut Criterion) {
+    let detector = Detector::builtin().expect("built-in rules compile");
+    let limits = ParseLimits::default();
+    let requests: Vec<_> = BUILTIN
+        .iter()
+        .filter_map(|raw| match parse_request(raw.as_bytes(), &limits) {
+            Parsed::Complete { request, .. } => Some(request),
+            _ => None,
+        })
+        .collect();
+    let timings = Timings::default();
+    let mut g = c.benchmark_group("inspect_timing");
+    let mut n = 0;
+    g.bench_function(format!("untimed/{}_requests", requests.len()), |b| {
+        b.iter(|| inspect_timed(&detector, &requests, &timings, &mut n, |_| false))
+    });
+    g.bench_function(format!("every_request/{}_requests", requests.len()), |b| {
+        b.iter(|| inspect_timed(&detector, &requests, &timings, &mut n, |_| true))
+    });
+    g.bench_function(format!("sampled/{}_requests", requests.len()), |b| {
+        b.iter(|| {
+            inspect_timed(&detector, &requests, &timings, &mut n, |n| {
+                n.is_multiple_of(INSPECT_SAMPLE)
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_timing);
 criterion_main!(benches);

@@ -83,7 +83,15 @@ struct CrsJob {
     request: Request,
     meta: RequestMeta,
     origin: Origin,
+    seen: Seen,
+}
+
+/// When a request was seen: the time its reports carry, and the instant its publish latency
+/// (`palisade_sensor_publish_latency_seconds`) is measured from.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
     observed_at: DateTime<Utc>,
+    inspected: Instant,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -181,7 +189,7 @@ impl Pipeline {
                     &job.request,
                     job.meta,
                     &job.origin,
-                    job.observed_at,
+                    job.seen,
                     vec![d],
                 );
             }
@@ -215,7 +223,7 @@ impl Pipeline {
         origin: &Origin,
         observed_at: DateTime<Utc>,
     ) -> Vec<Report> {
-        self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
+        let n = self.metrics.requests_parsed.fetch_add(1, Ordering::Relaxed);
         if !self.attribution.trusts_any() && !self.warned_private_peer.load(Ordering::Relaxed) {
             self.warn_private_peer(peer);
         }
@@ -227,23 +235,54 @@ impl Pipeline {
         if request.head_truncated {
             self.metrics.heads_truncated.fetch_add(1, Ordering::Relaxed);
         }
-        let detections = if let Some(worker) = self.crs.get() {
-            let found = self.detector.inspect_builtin(request);
-            if found.is_empty() && request.body_window.is_none() {
-                let job = CrsJob {
-                    peer,
-                    request: request.clone(),
-                    meta,
-                    origin: origin.clone(),
-                    observed_at,
-                };
-                self.queue_crs(worker, job);
-            }
-            found
+        // One request in INSPECT_SAMPLE is timed: a clock read costs a fair part of a whole
+        // inspection on the built-in rules.
+        let timed = n
+            .is_multiple_of(crate::metrics::INSPECT_SAMPLE)
+            .then(Instant::now);
+        let crs = self.crs.get();
+        let detections = if crs.is_some() {
+            self.detector.inspect_builtin(request)
         } else {
             self.detector.inspect(request)
         };
-        self.report_detections(peer, request, meta, origin, observed_at, detections)
+        // Unless timed, the clock is read only for a request that goes on (reported or queued
+        // for CRS), not for the benign majority.
+        let inspected = || match timed {
+            Some(start) => {
+                self.metrics.timings.inspected(start.elapsed());
+                start
+            }
+            None => Instant::now(),
+        };
+        if let Some(worker) = crs
+            && detections.is_empty()
+            && request.body_window.is_none()
+        {
+            let job = CrsJob {
+                peer,
+                request: request.clone(),
+                meta,
+                origin: origin.clone(),
+                seen: Seen {
+                    observed_at,
+                    inspected: inspected(),
+                },
+            };
+            self.queue_crs(worker, job);
+            return Vec::new();
+        }
+        if detections.is_empty() {
+            if let Some(start) = timed {
+                self.metrics.timings.inspected(start.elapsed());
+            }
+            return Vec::new();
+        }
+        let seen = Seen {
+            observed_at,
+            inspected: inspected(),
+        };
+        self.report_detections(peer, request, meta, origin, seen, detections)
     }
 
     /// Attribution, suppression and publishing of one request's detections.
@@ -253,7 +292,7 @@ impl Pipeline {
         request: &Request,
         meta: RequestMeta,
         origin: &Origin,
-        observed_at: DateTime<Utc>,
+        seen: Seen,
         detections: Vec<Detection>,
     ) -> Vec<Report> {
         if detections.is_empty() {
@@ -287,7 +326,7 @@ impl Pipeline {
             }
             self.seen.insert(key, ());
             let report = match self
-                .report(client_ip, peer, &detection, origin, observed_at)
+                .report(client_ip, peer, &detection, origin, seen.observed_at)
                 .and_then(|r| r.validate().map(|()| r))
             {
                 Ok(r) => r,
@@ -306,7 +345,7 @@ impl Pipeline {
                 "detection"
             );
             if let Some(p) = &self.publisher {
-                p.submit(report.clone());
+                p.submit_inspected(report.clone(), seen.inspected);
             }
             out.push(report);
         }
@@ -571,7 +610,7 @@ mod tests {
         );
         assert!(
             metrics
-                .render()
+                .render(crate::metrics::Exposition::OpenMetrics)
                 .contains("palisade_sensor_context_total{outcome=\"pod\"}")
         );
     }

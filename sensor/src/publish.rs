@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::{ConnectOptions, HeaderMap};
@@ -37,14 +37,28 @@ use crate::metrics::Metrics;
 /// buffer is drained.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    tx: mpsc::Sender<Report>,
+    tx: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
+}
+
+/// A report on its way to JetStream, with when its request was inspected (for
+/// `palisade_sensor_publish_latency_seconds`).
+#[derive(Debug)]
+struct Queued {
+    report: Report,
+    inspected: Instant,
 }
 
 impl Publisher {
     /// Queue a report. Never waits: when the buffer is full the report is dropped and counted.
     pub fn submit(&self, report: Report) -> bool {
-        match self.tx.try_send(report) {
+        self.submit_inspected(report, Instant::now())
+    }
+
+    /// Queue a report of a request inspected at `inspected`; its publish latency is measured
+    /// from then to JetStream's ack.
+    pub fn submit_inspected(&self, report: Report, inspected: Instant) -> bool {
+        match self.tx.try_send(Queued { report, inspected }) {
             Ok(()) => true,
             Err(_) => {
                 self.metrics.buffer_drops.fetch_add(1, Ordering::Relaxed);
@@ -119,7 +133,7 @@ fn log_stream_drift(settings: &StreamSettings, actual: &jetstream::stream::Confi
 
 struct Worker {
     js: jetstream::Context,
-    rx: mpsc::Receiver<Report>,
+    rx: mpsc::Receiver<Queued>,
     metrics: Arc<Metrics>,
     max_in_flight: usize,
     create_stream: bool,
@@ -128,7 +142,7 @@ struct Worker {
 }
 
 type Attempt =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Report, Result<(), String>)> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Queued, Result<(), String>)> + Send>>;
 
 impl Worker {
     async fn run(mut self) {
@@ -169,7 +183,7 @@ impl Worker {
         }
         backoff.reset();
         let mut in_flight: FuturesUnordered<Attempt> = FuturesUnordered::new();
-        let mut retry: VecDeque<Report> = VecDeque::new();
+        let mut retry: VecDeque<Queued> = VecDeque::new();
         let mut closed = false;
         let mut drain_deadline: Option<tokio::time::Instant> = deadline;
         let mut retry_at: Option<tokio::time::Instant> = None;
@@ -190,24 +204,25 @@ impl Worker {
             }
             let can_take = !closed && retry.is_empty() && in_flight.len() < self.max_in_flight;
             tokio::select! {
-                Some((report, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((queued, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
                         Ok(()) => {
                             self.metrics.reports_published.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.timings.published(queued.inspected.elapsed());
                             backoff.reset();
                             retry_at = None;
                         }
                         Err(cause) => {
                             self.metrics.publish_failures.fetch_add(1, Ordering::Relaxed);
-                            warn!(report = %report.id, cause = %cause, "publish failed; will retry");
-                            retry.push_back(report);
+                            warn!(report = %queued.report.id, cause = %cause, "publish failed; will retry");
+                            retry.push_back(queued);
                             retry_at = Some(tokio::time::Instant::now() + backoff.next());
                         }
                     }
                 }
                 msg = self.rx.recv(), if can_take => {
                     match msg {
-                        Some(report) => in_flight.push(self.attempt(report)),
+                        Some(queued) => in_flight.push(self.attempt(queued)),
                         None => closed = true,
                     }
                 }
@@ -233,11 +248,11 @@ impl Worker {
             .fetch_add(left as u64, Ordering::Relaxed);
     }
 
-    fn attempt(&self, report: Report) -> Attempt {
+    fn attempt(&self, queued: Queued) -> Attempt {
         let js = self.js.clone();
         Box::pin(async move {
-            let result = publish_one(&js, &report).await;
-            (report, result)
+            let result = publish_one(&js, &queued.report).await;
+            (queued, result)
         })
     }
 }
