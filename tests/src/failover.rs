@@ -331,10 +331,24 @@ pub async fn leader_killed_mid_stream(
         loop {
             c.check_running()?;
             if c.waf.entries().await?.iter().any(|e| published.contains(e)) {
+                eprintln!(
+                    "wave {w}: {} attackers published; the first in the WAF {:.1} s later",
+                    published.len(),
+                    (Instant::now() + Duration::from_secs(30) - deadline).as_secs_f64()
+                );
                 break;
             }
             if Instant::now() > deadline {
-                bail!("no block of wave {w} reached the WAF within 30 s");
+                let logs: Vec<String> = c
+                    .replicas
+                    .iter()
+                    .map(|r| format!("--- {}:\n{}", r.name, r.log_tail(25)))
+                    .collect();
+                bail!(
+                    "no block of wave {w} reached the WAF within 30 s (holder: replica {leader}); \
+                     the replicas' last log lines:\n{}",
+                    logs.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
