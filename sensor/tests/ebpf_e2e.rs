@@ -1086,21 +1086,7 @@ impl Drop for PodCgroups {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let mut dirs = Vec::new();
-        let mut stack = vec![self.top.clone()];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-            dirs.push(d);
-        }
-        for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
+        palisade_tests::cgroup::remove_tree(&self.top);
     }
 }
 
@@ -1130,8 +1116,7 @@ async fn cgroup_source_names_the_pod_of_each_runtime() {
     if skip_unless_ci("cgroup_source_names_the_pod_of_each_runtime") {
         return;
     }
-    let mount =
-        palisade_sensor::context::cgroup::cgroup2_mount().expect("a cgroup2 mount on this host");
+    let mount = palisade_tests::cgroup::cgroup2_mount().expect("a cgroup2 mount on this host");
     let server = NatsServer::start().await.unwrap();
     let ns = VethNamespace::create().unwrap();
     let host: IpAddr = ns.host_addr.into();

@@ -344,13 +344,8 @@ impl PodApp {
         access_log: &Path,
         work: &Path,
     ) -> anyhow::Result<PodApp> {
-        let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-        let mount = mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(2) == Some(&"cgroup2"))
-            .and_then(|f| f.get(1).map(PathBuf::from))
-            .context("no cgroup2 hierarchy in /proc/mounts")?;
+        let mount =
+            crate::cgroup::cgroup2_mount().context("no cgroup2 hierarchy in /proc/mounts")?;
         let top = mount.join(format!("palisade-demo-{}", std::process::id()));
         let scope = top.join(format!(
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/\
@@ -419,21 +414,7 @@ impl Drop for PodApp {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let mut dirs = Vec::new();
-        let mut stack = vec![self.top.clone()];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-            dirs.push(d);
-        }
-        for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
+        crate::cgroup::remove_tree(&self.top);
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`nginx`]: a real nginx (Debian's `nginx-light`) with a configuration the test writes.
 //! - [`openmetrics`]: a strict parser of `/metrics` pages (OpenMetrics and Prometheus text).
 
+pub mod cgroup;
 pub mod demo;
 pub mod failover;
 pub mod moto;

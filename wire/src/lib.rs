@@ -9,6 +9,7 @@
 //!
 //! See `docs/wire-contract.md` for the operator-facing description.
 
+pub mod exposition;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod special;

@@ -440,20 +440,7 @@ impl KvStore {
     /// An entry's time is taken from its id (microseconds since the epoch, or a little more).
     async fn history_keys(&self) -> Result<Vec<HistoryKey>> {
         let err = js_err("read state bucket");
-        let consumer = self
-            .inner
-            .kv
-            .stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                description: Some("palisade history keys".into()),
-                filter_subject: format!("{}{HISTORY}>", self.inner.prefix),
-                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                headers_only: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let consumer = self.reader(HISTORY, "palisade history keys", true).await?;
         let mut keys = Vec::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(keys);
@@ -557,24 +544,35 @@ impl KvStore {
             .collect()
     }
 
+    /// An ordered consumer over every stored message whose key starts with `prefix`, from the
+    /// first, as fast as it can deliver; `headers_only` leaves the values out.
+    async fn reader(
+        &self,
+        prefix: &str,
+        description: &str,
+        headers_only: bool,
+    ) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::OrderedConfig>> {
+        self.inner
+            .kv
+            .stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                description: Some(description.into()),
+                filter_subject: format!("{}{prefix}>", self.inner.prefix),
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                headers_only,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_err("read state bucket")(e.to_string()))
+    }
+
     /// The latest value of every key starting with `prefix` (deleted keys left out). The
     /// bucket keeps one message per key (its history is 1), so reading every stored message
     /// in order reads every key's latest value.
     async fn read_all(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
         let err = js_err("read state bucket");
-        let consumer = self
-            .inner
-            .kv
-            .stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                description: Some("palisade state read".into()),
-                filter_subject: format!("{}{prefix}>", self.inner.prefix),
-                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let consumer = self.reader(prefix, "palisade state read", false).await?;
         let mut latest: HashMap<String, Option<Bytes>> = HashMap::new();
         if consumer.cached_info().num_pending == 0 {
             return Ok(Vec::new());

@@ -24,52 +24,7 @@ use tracing::{error, info};
 use super::Metrics;
 use crate::Error;
 
-/// Which text format a scrape gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposition {
-    /// OpenMetrics 1.0 text (what Prometheus asks for first).
-    OpenMetrics,
-    /// The Prometheus text format 0.0.4 (for clients that do not ask for OpenMetrics: curl,
-    /// older agents). Same series, same names.
-    Prometheus,
-}
-
-/// `Content-Type` of an OpenMetrics 1.0 text exposition.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-impl Exposition {
-    /// The format a request's `Accept` header asks for: OpenMetrics when it names
-    /// `application/openmetrics-text` with a weight above zero (Prometheus does), the
-    /// Prometheus text format otherwise.
-    pub fn negotiate(accept: Option<&str>) -> Exposition {
-        let wants = accept.is_some_and(|a| {
-            a.split(',').any(|part| {
-                let mut it = part.split(';').map(str::trim);
-                let media = it.next().unwrap_or("");
-                let refused = it.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.parse::<f64>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                });
-                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-            })
-        });
-        if wants {
-            Exposition::OpenMetrics
-        } else {
-            Exposition::Prometheus
-        }
-    }
-
-    /// The `Content-Type` of this format.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Exposition::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
-            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        }
-    }
-}
+pub use palisade_wire::exposition::Exposition;
 
 /// A counter family with one label, read from a [`super::CounterMap`] at scrape time.
 #[derive(Debug)]
@@ -454,18 +409,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prometheus_gets_openmetrics() {
-        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Exposition::negotiate(Some(prom)), Exposition::OpenMetrics);
-        assert_eq!(Exposition::negotiate(None), Exposition::Prometheus);
-        assert_eq!(
-            Exposition::negotiate(Some("application/openmetrics-text;q=0")),
-            Exposition::Prometheus
-        );
-        assert_eq!(Exposition::negotiate(Some("*/*")), Exposition::Prometheus);
-    }
 
     #[test]
     fn series_keep_their_names_in_both_formats() {

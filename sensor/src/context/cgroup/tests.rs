@@ -190,22 +190,7 @@ struct TestCgroups {
 
 impl Drop for TestCgroups {
     fn drop(&mut self) {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut stack = vec![self.top.clone()];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-            dirs.push(d);
-        }
-        // children were pushed after their parents
-        for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
+        palisade_tests::cgroup::remove_tree(&self.top);
     }
 }
 
