@@ -184,21 +184,9 @@ impl Metrics {
     /// `prometheus-client`. Counters are registered without their `_total` suffix, which both
     /// encoders append, so the series keep the names they have always had.
     pub fn render(&self, format: Exposition) -> String {
-        let registry = self.registry(format);
-        let mut out = String::with_capacity(16 * 1024);
-        let res = match format {
-            Exposition::OpenMetrics => {
-                prometheus_client::encoding::text::encode(&mut out, &registry)
-            }
-            Exposition::Prometheus => {
-                prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
-            }
-        };
-        // Writing into a String cannot fail; an encoder error would be a bug in a name.
-        if let Err(err) = res {
+        palisade_wire::exposition::encode(&self.registry(format), format, |err| {
             tracing::error!(cause = %err, "cannot encode the metrics");
-        }
-        out
+        })
     }
 
     /// A registry of this moment's values: the blocker's counters and gauges are atomics

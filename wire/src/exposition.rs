@@ -52,6 +52,27 @@ impl Exposition {
     }
 }
 
+/// A registry's metrics page in `format`. Writing into a `String` cannot fail; an encoder
+/// error would be a bug in a metric's name, and goes to `on_error` (the caller logs it).
+#[cfg(feature = "metrics")]
+pub fn encode(
+    registry: &prometheus_client::registry::Registry,
+    format: Exposition,
+    on_error: impl FnOnce(std::fmt::Error),
+) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let res = match format {
+        Exposition::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry),
+        Exposition::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, registry)
+        }
+    };
+    if let Err(err) = res {
+        on_error(err);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,21 +52,9 @@ impl Collector for ByLabel {
 impl Metrics {
     /// Every metric, in `format`.
     pub fn render(&self, format: Exposition) -> String {
-        let registry = self.registry();
-        let mut out = String::with_capacity(16 * 1024);
-        let res = match format {
-            Exposition::OpenMetrics => {
-                prometheus_client::encoding::text::encode(&mut out, &registry)
-            }
-            Exposition::Prometheus => {
-                prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
-            }
-        };
-        // Writing into a String cannot fail; an encoder error would be a bug in a name.
-        if let Err(err) = res {
+        palisade_wire::exposition::encode(&self.registry(), format, |err| {
             error!(cause = %err, "cannot encode the metrics");
-        }
-        out
+        })
     }
 
     /// A registry of this moment's values.
