@@ -7,12 +7,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use palisade_tests::nats::NatsServer;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const TOTAL: usize = 5000;
 
@@ -43,23 +42,6 @@ token = "{token}"
     path
 }
 
-async fn spawn(config: &Path, admin: SocketAddr) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_palisade-blocker"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_until(30, "blocker up", || async {
-        tokio::net::TcpStream::connect(admin).await.is_ok()
-    })
-    .await;
-    child
-}
-
 async fn block_map(admin: SocketAddr) -> BTreeMap<String, serde_json::Value> {
     blocks(admin)
         .await
@@ -76,7 +58,7 @@ async fn kill_9_loses_nothing_and_decides_nothing_twice() {
         .parse()
         .unwrap();
     let config = write_config(dir.path(), &nats.url(), admin);
-    let mut first = spawn(&config, admin).await;
+    let mut first = spawn_blocker(&config, admin).await;
 
     // Publish a steady stream of critical reports, each about a distinct client.
     let js = nats.jetstream().await.unwrap();
@@ -112,7 +94,7 @@ async fn kill_9_loses_nothing_and_decides_nothing_twice() {
     assert!(before.len() < TOTAL, "the kill must come mid-stream");
     publisher.await.unwrap();
 
-    let mut second = spawn(&config, admin).await;
+    let mut second = spawn_blocker(&config, admin).await;
     // Restored at start: every block seen before the kill.
     let restored = block_map(admin).await;
     for cidr in before.keys() {

@@ -14,7 +14,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,23 +61,6 @@ access = "read"
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-async fn spawn(config: &Path, admin: SocketAddr) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_palisade-blocker"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_until(30, "blocker up", || async {
-        tokio::net::TcpStream::connect(admin).await.is_ok()
-    })
-    .await;
-    child
 }
 
 /// SIGTERM, and wait for the clean exit.
@@ -133,7 +115,7 @@ async fn named_tokens_and_history_across_expiry_release_and_restart() {
         .parse()
         .unwrap();
     let config = write_config(dir.path(), &nats.url(), admin, "");
-    let first = spawn(&config, admin).await;
+    let first = spawn_blocker(&config, admin).await;
 
     // A decision of the policy.
     let js = nats.jetstream().await.unwrap();
@@ -207,7 +189,7 @@ async fn named_tokens_and_history_across_expiry_release_and_restart() {
 
     // Restart: everything is still there.
     stop(first).await;
-    let second = spawn(&config, admin).await;
+    let second = spawn_blocker(&config, admin).await;
     let page = history(admin, "192.0.2.50", "", BOB).await;
     assert_eq!(
         events(&page),
@@ -256,7 +238,7 @@ async fn named_tokens_and_history_across_expiry_release_and_restart() {
         admin,
         "[history]\nmax_entries = 2\n",
     );
-    let third = spawn(&config, admin).await;
+    let third = spawn_blocker(&config, admin).await;
     wait_until(30, "pruning", || async {
         metric(admin, "palisade_history_pruned_total{reason=\"size\"}").await >= 3.0
     })

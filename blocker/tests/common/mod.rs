@@ -158,3 +158,22 @@ pub async fn blocks(addr: SocketAddr) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["blocks"].as_array().cloned().unwrap_or_default()
 }
+
+/// The `palisade-blocker` binary on `config`, once its admin port `admin` accepts connections;
+/// killed if dropped.
+pub async fn spawn_blocker(config: &Path, admin: SocketAddr) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade-blocker"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start palisade-blocker");
+    wait_until(30, "blocker up", || async {
+        tokio::net::TcpStream::connect(admin).await.is_ok()
+    })
+    .await;
+    child
+}
