@@ -1063,15 +1063,10 @@ impl PodCgroups {
     fn serve_in(&mut self, rel: &str, addr: SocketAddr) {
         let dir = self.top.join(rel);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let procs = dir.join("cgroup.procs");
-        let script = format!(
-            "echo $$ > '{}' && exec python3 -m http.server --bind {} {}",
-            procs.display(),
-            addr.ip(),
-            addr.port()
-        );
-        let child = std::process::Command::new("sh")
-            .args(["-c", &script])
+        let child = palisade_tests::cgroup::command_in(&dir, "python3".as_ref())
+            .args(["-m", "http.server", "--bind"])
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -14,6 +14,17 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
         .and_then(|f| f.get(1).map(PathBuf::from))
 }
 
+/// A command that joins the cgroup `dir` and then execs `program` with `args`, through `sh`:
+/// the process is in the cgroup before the program opens anything, as a container's process
+/// is (a socket belongs to the cgroup of the process that opened it).
+pub fn command_in(dir: &Path, program: &std::ffi::OsStr) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", r#"echo $$ > "$1" && shift && exec "$@""#, "sh"])
+        .arg(dir.join("cgroup.procs"))
+        .arg(program);
+    cmd
+}
+
 /// Remove the cgroup `top` and every cgroup below it, deepest first (a cgroup can only be
 /// removed once it has no children and no processes; kill those first). Errors are ignored:
 /// this runs in `Drop`.

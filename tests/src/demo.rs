@@ -374,15 +374,10 @@ impl PodApp {
             b"",
         )?;
         // The app joins the cgroup before it opens its socket, as a container's process does.
-        let child = std::process::Command::new("sh")
-            .args([
-                "-c",
-                r#"echo $$ > "$1" && exec "$2" --serve-app "$3" --access-log "$4""#,
-                "sh",
-            ])
-            .arg(scope.join("cgroup.procs"))
-            .arg(bin_dir.join("palisade-demo"))
+        let child = crate::cgroup::command_in(&scope, bin_dir.join("palisade-demo").as_os_str())
+            .arg("--serve-app")
             .arg(addr.to_string())
+            .arg("--access-log")
             .arg(access_log)
             .stdin(Stdio::null())
             .spawn()
