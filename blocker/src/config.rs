@@ -107,6 +107,15 @@ impl Config {
         if self.nats.max_ack_pending == 0 || self.nats.ack_wait_secs == 0 {
             return bad("nats.max_ack_pending and nats.ack_wait_secs must be > 0".into());
         }
+        if self.nats.pull_heartbeat_secs == 0
+            || self.nats.pull_heartbeat_secs * 2 > self.nats.pull_expires_secs
+        {
+            return bad(format!(
+                "nats.pull_heartbeat_secs ({}) must be at least 1 and at most half of \
+                 nats.pull_expires_secs ({})",
+                self.nats.pull_heartbeat_secs, self.nats.pull_expires_secs
+            ));
+        }
         if self.pipeline.batch_size == 0 || self.pipeline.batch_size > 10_000 {
             return bad("pipeline.batch_size must be 1..=10000".into());
         }
@@ -284,6 +293,12 @@ fn default_max_ack_pending() -> i64 {
 fn default_max_deliver() -> i64 {
     -1
 }
+fn default_pull_expires_secs() -> u64 {
+    30
+}
+fn default_pull_heartbeat_secs() -> u64 {
+    3
+}
 fn default_reconnect_max_secs() -> u64 {
     30
 }
@@ -360,6 +375,16 @@ pub struct NatsConfig {
     /// Most delivery attempts per message (-1 = unlimited).
     #[serde(default = "default_max_deliver")]
     pub max_deliver: i64,
+    /// Seconds each pull request waits at the server for reports before it expires and the
+    /// next one is sent.
+    #[serde(default = "default_pull_expires_secs")]
+    pub pull_expires_secs: u64,
+    /// Seconds between the idle heartbeats the server sends on a waiting pull request (at
+    /// most half of `pull_expires_secs`). Two missed in a row mean the request is gone (a
+    /// consumer's leader changed, or it was re-created while the request waited; the server
+    /// says nothing then), and the blocker pulls again instead of waiting for the expiry.
+    #[serde(default = "default_pull_heartbeat_secs")]
+    pub pull_heartbeat_secs: u64,
     /// Longest pause between reconnect attempts, seconds (the backoff doubles up to it).
     #[serde(default = "default_reconnect_max_secs")]
     pub reconnect_max_secs: u64,
@@ -430,6 +455,8 @@ impl Default for NatsConfig {
             ack_wait_secs: default_ack_wait_secs(),
             max_ack_pending: default_max_ack_pending(),
             max_deliver: default_max_deliver(),
+            pull_expires_secs: default_pull_expires_secs(),
+            pull_heartbeat_secs: default_pull_heartbeat_secs(),
             reconnect_max_secs: default_reconnect_max_secs(),
             accepted_sensors: crate::identity::AcceptedSensors::default(),
             inbox_prefix: default_inbox_prefix(),
@@ -1408,6 +1435,26 @@ access = "read"
         .unwrap_err()
         .to_string();
         assert!(e.contains("access"), "{e}");
+    }
+
+    #[test]
+    fn the_pull_heartbeat_is_at_most_half_the_expiry() {
+        let mut c = Config::default();
+        assert_eq!(
+            (c.nats.pull_expires_secs, c.nats.pull_heartbeat_secs),
+            (30, 3)
+        );
+        c.validate().unwrap();
+        c.nats.pull_heartbeat_secs = 16;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("pull_heartbeat_secs (16)") && err.contains("pull_expires_secs (30)"),
+            "{err}"
+        );
+        c.nats.pull_heartbeat_secs = 0;
+        assert!(c.validate().is_err());
+        c.nats.pull_heartbeat_secs = 15;
+        c.validate().unwrap();
     }
 
     #[test]

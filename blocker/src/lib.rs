@@ -469,8 +469,7 @@ impl Term<'_> {
                 self.client.clone(),
                 Arc::clone(&engine),
                 config.nats.accepted_sensors.clone(),
-                config.pipeline.batch_size,
-                Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
+                nats::Pull::from_config(config),
                 stop,
             );
             tokio::pin!(renew);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures_util::StreamExt;
-use tracing::{error, info, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use palisade_wire::nats::StreamSettings;
 
@@ -240,6 +240,33 @@ pub async fn ensure_consumer(
     Ok(consumer)
 }
 
+/// How [`consume`] pulls.
+#[derive(Debug, Clone, Copy)]
+pub struct Pull {
+    /// Most reports per pull request and per engine batch.
+    pub batch_size: usize,
+    /// How long a pull request waits at the server.
+    pub expires: Duration,
+    /// The idle heartbeat asked of the server. A pull request can vanish without a word (its
+    /// consumer's leader changed, or the consumer was re-created by a replica starting beside
+    /// this one while the request waited); two missed heartbeats end the subscription and it
+    /// is pulled again, where without them nothing would be pulled until `expires` passed.
+    pub heartbeat: Duration,
+    /// Longest pause before pulling again after an error.
+    pub backoff_max: Duration,
+}
+
+impl Pull {
+    pub fn from_config(config: &crate::Config) -> Pull {
+        Pull {
+            batch_size: config.pipeline.batch_size,
+            expires: Duration::from_secs(config.nats.pull_expires_secs),
+            heartbeat: Duration::from_secs(config.nats.pull_heartbeat_secs),
+            backoff_max: Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
+        }
+    }
+}
+
 /// Consume until `shutdown` resolves. Reports on the subject of a sensor that `accepted` does
 /// not list are rejected (and terminated) without reaching the engine. A batch in hand when it does is processed, persisted
 /// and acked before this returns; messages fetched but not yet processed are nak'ed so that
@@ -247,17 +274,22 @@ pub async fn ensure_consumer(
 ///
 /// A reader task keeps polling the pull subscription (which is what issues the next pull
 /// requests) while the engine processes and commits the previous batch, so fetching overlaps
-/// processing. Stream errors (server restart, missed heartbeats) restart the pull subscription
+/// processing. Stream errors (server restart, two missed idle heartbeats) restart the pull subscription
 /// after a capped backoff; unacked messages come back after `ack_wait`.
 pub async fn consume(
     consumer: consumer::PullConsumer,
     client: async_nats::Client,
     engine: Arc<Engine>,
     accepted: AcceptedSensors,
-    batch_size: usize,
-    backoff_max: Duration,
+    pull: Pull,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let Pull {
+        batch_size,
+        expires,
+        heartbeat,
+        backoff_max,
+    } = pull;
     tokio::pin!(shutdown);
     let mut delay = Duration::from_millis(100);
     let mut pending: Vec<jetstream::Message> = Vec::new();
@@ -271,7 +303,12 @@ pub async fn consume(
     'outer: loop {
         let messages = tokio::select! {
             _ = &mut shutdown => break,
-            m = consumer.stream().max_messages_per_batch(batch_size).messages() => m,
+            m = consumer
+                .stream()
+                .max_messages_per_batch(batch_size)
+                .expires(expires)
+                .heartbeat(heartbeat)
+                .messages() => m,
         };
         let mut messages = match messages {
             Ok(m) => m,
@@ -286,8 +323,20 @@ pub async fn consume(
             }
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(batch_size * 2);
+        let state = client.clone();
         let reader = tokio::spawn(async move {
             while let Some(item) = messages.next().await {
+                // While the connection is down no heartbeat can arrive; the subscription (and
+                // its inbox, where the pulled reports are on their way) survives the
+                // reconnect, and the client pulls again once connected. Only silence on a
+                // live connection means the pull request is gone.
+                if let Err(err) = &item
+                    && err.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat
+                    && state.connection_state() != async_nats::connection::State::Connected
+                {
+                    debug!("idle heartbeat missed while disconnected; waiting for the reconnect");
+                    continue;
+                }
                 let failed = item.is_err();
                 if tx.send(item.map_err(|e| e.to_string())).await.is_err() || failed {
                     break;

@@ -208,6 +208,15 @@ impl Cluster {
         }
     }
 
+    /// The last `lines` log lines of every replica, for error messages.
+    fn log_tails(&self, lines: usize) -> String {
+        self.replicas
+            .iter()
+            .map(|r| format!("--- {}:\n{}", r.name, r.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Every running replica's log lines about the lease and the state, for error messages.
     fn lease_logs(&self) -> String {
         self.replicas
@@ -339,15 +348,10 @@ pub async fn leader_killed_mid_stream(
                 break;
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = c
-                    .replicas
-                    .iter()
-                    .map(|r| format!("--- {}:\n{}", r.name, r.log_tail(25)))
-                    .collect();
                 bail!(
                     "no block of wave {w} reached the WAF within 30 s (holder: replica {leader}); \
                      the replicas' last log lines:\n{}",
-                    logs.join("\n")
+                    c.log_tails(25)
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -806,8 +810,18 @@ pub async fn nats_node_killed_mid_stream(
     let final_entries = loop {
         c.check_running()?;
         let now = c.waf.entries().await?;
-        if now == ours || Instant::now() > deadline {
+        if now == ours {
             break now;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} attackers not in the WAF {CONVERGE_DEADLINE:?} after NATS node {killed_node} \
+                 was killed (e.g. {:?}); the replicas' warnings:\n{}",
+                ours.difference(&now).count(),
+                ours.len(),
+                ours.difference(&now).take(3).collect::<Vec<_>>(),
+                c.lease_logs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

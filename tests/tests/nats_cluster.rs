@@ -10,6 +10,11 @@
 //! - `both_services_connect_with_a_server_list`: with a list whose first server is down, the
 //!   sensor publishes and the blocker connects; a list with a bad element is refused by both
 //!   configurations with an error that names the element.
+//! - `replicas_starting_together_never_leave_the_pull_stalled`: rounds of a fresh cluster, a
+//!   blocker and two more starters creating the stream and consumer beside it; a report
+//!   published once the blocker is ready is decided in every round, although a pull request
+//!   can vanish in such a start and the pull's expiry is set to ten minutes (idle heartbeats
+//!   notice the loss). `PULL_HEARTBEAT_SECS=300` shows the baseline: it stalls and fails.
 //!
 //! These tests need Debian's `nats-server` (`scripts/setup.sh`); without it they fail.
 
@@ -352,4 +357,95 @@ async fn both_services_connect_with_a_server_list() {
         .expect_err("a bad element")
         .to_string();
     assert!(err.contains("element 2 of 2"), "{err}");
+}
+
+/// Replicas that start together all create the stream and the durable consumer; a pull
+/// request that one of them sent while another's create was being applied can vanish without
+/// a word from the server (seen on nats-server 2.9 in about three starts in ten), and the
+/// pulling replica would then sit idle until the request expired. The blocker asks for idle
+/// heartbeats on its pulls, so two missed ones make it pull again. Here each round starts a
+/// fresh cluster, a blocker and two more starters a little apart, with the pull's expiry at
+/// ten minutes: a report published once the blocker is ready must be decided long before
+/// that, in every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_never_leave_the_pull_stalled() {
+    const ROUNDS: u64 = 6;
+    let heartbeat = std::env::var("PULL_HEARTBEAT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for round in 0..ROUNDS {
+        let cluster = NatsCluster::start(3)
+            .await
+            .expect("a 3-node nats-server cluster (scripts/setup.sh installs nats-server)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = blocker_config(&cluster.urls(), &dir.path().join("state"));
+        config.nats.pull_expires_secs = 600;
+        config.nats.pull_heartbeat_secs = heartbeat;
+        // Two more replicas' worth of startup: connect, ensure the stream and the consumer.
+        let starters: Vec<_> = (0..2u64)
+            .map(|k| {
+                let nats = config.nats.clone();
+                tokio::spawn(async move {
+                    let pause = (round * 197 + k * 331) % 900;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    let connected = Arc::new(AtomicBool::new(false));
+                    let client = palisade_blocker::nats::connect(&nats, connected).await?;
+                    let js = async_nats::jetstream::new(client);
+                    let stream = palisade_blocker::nats::ensure_stream(&js, &nats).await?;
+                    palisade_blocker::nats::ensure_consumer(&stream, &nats).await?;
+                    Ok::<_, palisade_blocker::Error>(())
+                })
+            })
+            .collect();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let blocker = tokio::spawn(palisade_blocker::run_with(
+            config,
+            Arc::new(MemoryFirewall::new()),
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+        ));
+        let admin = tokio::time::timeout(WAIT, ready_rx)
+            .await
+            .expect("blocker ready in time")
+            .expect("blocker started on the cluster");
+        for s in starters {
+            s.await
+                .expect("starter task")
+                .expect("a starter ensured the stream and the consumer");
+        }
+        let js = cluster.jetstream().await.expect("jetstream");
+        let r = report(0);
+        let published = Instant::now();
+        js.publish(
+            palisade_wire::subject_for(&r.sensor),
+            r.to_vec().expect("report").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+        palisade_tests::wait_for(
+            "the report to be decided (its pull expires in ten minutes)",
+            WAIT,
+            POLL,
+            || async { !decided(admin).await.is_empty() },
+        )
+        .await;
+        eprintln!(
+            "round {round}: decided {:.1} s after it was published",
+            published.elapsed().as_secs_f64()
+        );
+        let _ = stop_tx.send(());
+        tokio::time::timeout(WAIT, blocker)
+            .await
+            .expect("blocker stops")
+            .expect("blocker task")
+            .expect("blocker ran cleanly");
+    }
 }
