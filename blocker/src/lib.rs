@@ -218,6 +218,7 @@ pub async fn run_with(
         firewall: &firewall,
         client: &client,
         consumer: &consumer,
+        stream: &stream,
         reconcile_ok: &reconcile_ok,
     };
     tokio::pin!(shutdown);
@@ -391,6 +392,7 @@ struct Term<'a> {
     firewall: &'a Arc<dyn Firewall>,
     client: &'a async_nats::Client,
     consumer: &'a async_nats::jetstream::consumer::PullConsumer,
+    stream: &'a async_nats::jetstream::stream::Stream,
     reconcile_ok: &'a Arc<AtomicBool>,
 }
 
@@ -466,9 +468,10 @@ impl Term<'_> {
             };
             let consume = nats::consume(
                 self.consumer.clone(),
+                self.stream,
+                &config.nats,
                 self.client.clone(),
                 Arc::clone(&engine),
-                config.nats.accepted_sensors.clone(),
                 nats::Pull::from_config(config),
                 stop,
             );

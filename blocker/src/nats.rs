@@ -19,7 +19,7 @@ use palisade_wire::nats::StreamSettings;
 use crate::config::NatsConfig;
 use crate::engine::{Disposition, Engine, Incoming};
 use crate::error::{Error, Result};
-use crate::identity::{AcceptedSensors, SensorGate};
+use crate::identity::SensorGate;
 
 /// Connect with the configured authentication and TLS. `connected` follows the connection
 /// state (for `/readyz`). The client reconnects by itself with a capped backoff.
@@ -209,10 +209,25 @@ pub async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
     config: &NatsConfig,
 ) -> Result<consumer::PullConsumer> {
+    ensure_consumer_from(stream, config, None).await
+}
+
+/// [`ensure_consumer`]; a consumer it has to create starts at stream sequence `start` when
+/// given (else at the stream's first report).
+async fn ensure_consumer_from(
+    stream: &jetstream::stream::Stream,
+    config: &NatsConfig,
+    start: Option<u64>,
+) -> Result<consumer::PullConsumer> {
+    let deliver_policy = match start {
+        Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+        None => consumer::DeliverPolicy::All,
+    };
     let consumer = stream
         .get_or_create_consumer(
             &config.consumer,
             consumer::pull::Config {
+                deliver_policy,
                 durable_name: Some(config.consumer.clone()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(config.ack_wait_secs),
@@ -276,14 +291,21 @@ impl Pull {
 /// requests) while the engine processes and commits the previous batch, so fetching overlaps
 /// processing. Stream errors (server restart, two missed idle heartbeats) restart the pull subscription
 /// after a capped backoff; unacked messages come back after `ack_wait`.
+///
+/// A consumer that is gone (deleted by an operator to change its settings, or lost with the
+/// stream's state) answers a pull with "consumer deleted", "no responders" or silence: after
+/// any of them the consumer is bound again from `nats`, created if missing (starting after
+/// the last report pulled, so that nothing is decided twice), and pulling goes on.
 pub async fn consume(
-    consumer: consumer::PullConsumer,
+    mut consumer: consumer::PullConsumer,
+    stream: &jetstream::stream::Stream,
+    nats: &NatsConfig,
     client: async_nats::Client,
     engine: Arc<Engine>,
-    accepted: AcceptedSensors,
     pull: Pull,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let accepted = nats.accepted_sensors.clone();
     let Pull {
         batch_size,
         expires,
@@ -292,6 +314,8 @@ pub async fn consume(
     } = pull;
     tokio::pin!(shutdown);
     let mut delay = Duration::from_millis(100);
+    // The highest stream sequence pulled: where a re-created consumer starts (after it).
+    let mut last_seq = 0u64;
     let mut pending: Vec<jetstream::Message> = Vec::new();
     // Acks wait for durability in their own task, so the next batch is decided meanwhile.
     // Batches decided but not yet durable: enough to keep deciding through a commit (an
@@ -338,7 +362,7 @@ pub async fn consume(
                     continue;
                 }
                 let failed = item.is_err();
-                if tx.send(item.map_err(|e| e.to_string())).await.is_err() || failed {
+                if tx.send(item).await.is_err() || failed {
                     break;
                 }
             }
@@ -369,6 +393,13 @@ pub async fn consume(
                     Err(err) => failed = Some(err),
                 }
             }
+            if let Some(seq) = msgs
+                .iter()
+                .filter_map(|m| m.info().ok().map(|i| i.stream_sequence))
+                .max()
+            {
+                last_seq = last_seq.max(seq);
+            }
             if !msgs.is_empty() {
                 delay = Duration::from_millis(100);
                 handle(&engine, &gate, msgs, &ack_tx).await;
@@ -376,6 +407,31 @@ pub async fn consume(
             if let Some(err) = failed {
                 reader.abort();
                 warn!(cause = %err, retry_in_ms = delay.as_millis() as u64, "pull subscription failed, restarting");
+                if matches!(
+                    err.kind(),
+                    consumer::pull::MessagesErrorKind::ConsumerDeleted
+                        | consumer::pull::MessagesErrorKind::NoResponders
+                        | consumer::pull::MessagesErrorKind::MissingHeartbeat
+                ) {
+                    // A consumer created now starts after the last report this one saw,
+                    // not at the stream's first (which would decide a day of reports again).
+                    let start = consumer
+                        .cached_info()
+                        .ack_floor
+                        .stream_sequence
+                        .max(last_seq)
+                        + 1;
+                    match ensure_consumer_from(stream, nats, Some(start)).await {
+                        Ok(c) => {
+                            warn!(
+                                consumer = %nats.consumer,
+                                "pulled again on the consumer, bound afresh (created if it was gone)"
+                            );
+                            consumer = c;
+                        }
+                        Err(e) => warn!(cause = %e, "cannot bind the consumer again"),
+                    }
+                }
                 tokio::select! {
                     _ = &mut shutdown => break 'outer,
                     _ = tokio::time::sleep(delay) => {}
