@@ -159,6 +159,7 @@ async fn the_embedded_state_moves_into_the_bucket_once() {
         assert_eq!(snap.offences.get(net), Some(o), "{net}");
     }
     assert_eq!(snap.owned, owned);
+
     // The lease was given back: the first replica takes it at once.
     let (lease, _) = kv
         .read_lease()
@@ -183,6 +184,45 @@ async fn the_embedded_state_moves_into_the_bucket_once() {
     let (ok, text) = migrate(&config, &dir.path().join("nowhere")).await;
     assert!(!ok);
     assert!(text.contains("blocker.redb does not exist"), "{text}");
+
+    // Read one message at a time from the bucket's leader (what a replica does when no consumer
+    // can be created on it): the same state. With a deleted block and two history entries
+    // written beside it.
+    let gone = blocks[0].cidr;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("KV-Operation", "DEL");
+    let subject = format!("$KV.{BUCKET}.block.{}", gone.to_string().replace(':', "_"));
+    js.publish_with_headers(subject, headers, bytes::Bytes::new())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    for (i, b) in blocks.iter().take(2).enumerate() {
+        let tokens = palisade_blocker::state::history::subject_tokens(&b.cidr);
+        let subject = format!(
+            "$KV.{BUCKET}.history.{tokens}.{}",
+            1_700_000_000_000_000u64 + i as u64
+        );
+        js.publish(subject, bytes::Bytes::from_static(b"{}"))
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    use palisade_blocker::state::jetstream::Via;
+    let by_consumer = kv.load_via(Via::Consumer).await.expect("load by consumer");
+    let by_leader = kv
+        .load_via(Via::Leader)
+        .await
+        .expect("load from the leader");
+    assert_eq!(by_consumer.blocks.len(), blocks.len() - 1);
+    assert!(!by_consumer.blocks.contains_key(&gone));
+    assert_eq!(by_leader.blocks, by_consumer.blocks);
+    assert_eq!(by_leader.offences, by_consumer.offences);
+    assert_eq!(by_leader.owned, by_consumer.owned);
+    assert_eq!(by_leader.pending.len(), by_consumer.pending.len());
+    assert_eq!(by_consumer.history.len(), 2);
+    assert_eq!(by_leader.history, by_consumer.history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -816,11 +816,14 @@ pub async fn nats_node_killed_mid_stream(
         if Instant::now() > deadline {
             bail!(
                 "{} of {} attackers not in the WAF {CONVERGE_DEADLINE:?} after NATS node {killed_node} \
-                 was killed (e.g. {:?}); the replicas' warnings:\n{}",
+                 was killed (e.g. {:?}; JetStream meta leader now: node {:?}); the replicas' \
+                 warnings:\n{}\nthe NATS nodes' logs:\n{}",
                 ours.difference(&now).count(),
                 ours.len(),
                 ours.difference(&now).take(3).collect::<Vec<_>>(),
-                c.lease_logs()
+                c.nats.meta_leader().await.ok().flatten(),
+                c.lease_logs(),
+                c.nats.log_tails()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -161,6 +161,18 @@ fn net_of(key: &str) -> Result<IpNet> {
     parse_key(&key.replace('_', ":"))
 }
 
+/// What a failure to create a reading consumer on the bucket is called (see [`KvStore::load`]).
+const CREATE_READER: &str = "create a reader on the state bucket";
+
+/// How [`KvStore::load_via`] reads the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Ordered consumers, one per kind of key: the messages flow as fast as they can.
+    Consumer,
+    /// One request per message to the bucket's leader: no consumer is created.
+    Leader,
+}
+
 fn js_err(what: &'static str) -> impl Fn(String) -> Error {
     move |message| Error::JetStream { what, message }
 }
@@ -407,13 +419,35 @@ impl KvStore {
 
     /// Read everything (the new holder, right after taking the lease).
     pub async fn load(&self) -> Result<Snapshot> {
+        match self.load_via(Via::Consumer).await {
+            Err(Error::JetStream {
+                what: CREATE_READER,
+                message,
+            }) => {
+                // Creating a consumer needs the cluster's JetStream meta leader (it places
+                // consumers); after a NATS node is lost it can stay unanswered for a while,
+                // when the bucket's own leader answers reads. Without this the lease would be
+                // taken and given back again and again, and no replica would decide.
+                warn!(
+                    cause = %message,
+                    "cannot create a reader on the state bucket; reading it one message at a \
+                     time from the bucket's leader"
+                );
+                self.load_via(Via::Leader).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`KvStore::load`] through one way of reading.
+    pub async fn load_via(&self, via: Via) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         // Everything but the history (read by its keys only, below).
         let mut all = Vec::new();
         for prefix in [BLOCK, OFFENCE, OWNED, PENDING] {
-            all.extend(self.read_all(prefix).await?);
+            all.extend(self.read_all(prefix, via).await?);
         }
-        snap.history = self.history_keys().await?;
+        snap.history = self.history_keys(via).await?;
         for (key, value) in all {
             if let Some(k) = key.strip_prefix(BLOCK) {
                 let rec: BlockRecord = decode(&key, &value)?;
@@ -438,19 +472,11 @@ impl KvStore {
 
     /// The key of every history entry, oldest first: the subjects of a headers-only read.
     /// An entry's time is taken from its id (microseconds since the epoch, or a little more).
-    async fn history_keys(&self) -> Result<Vec<HistoryKey>> {
+    async fn history_keys(&self, via: Via) -> Result<Vec<HistoryKey>> {
         let err = js_err("read state bucket");
-        let consumer = self.reader(HISTORY, "palisade history keys", true).await?;
         let mut keys = Vec::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(keys);
-        }
-        let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| err(e.to_string()))?;
-            let pending = msg.info().map_err(|e| err(e.to_string()))?.pending;
-            let key = msg
-                .subject
+        let mut add = |subject: &str| {
+            let key = subject
                 .strip_prefix(self.inner.prefix.as_str())
                 .and_then(|k| k.strip_prefix(HISTORY));
             match key.and_then(history::parse_subject) {
@@ -460,10 +486,28 @@ impl KvStore {
                     at: DateTime::from_timestamp_micros(i64::try_from(id).unwrap_or(i64::MAX))
                         .unwrap_or_default(),
                 }),
-                None => warn!(subject = %msg.subject, "not a history entry's subject; ignored"),
+                None => warn!(%subject, "not a history entry's subject; ignored"),
             }
-            if pending == 0 {
-                break;
+        };
+        match via {
+            Via::Leader => {
+                for (subject, _, _) in self.read_from_leader(HISTORY).await? {
+                    add(&subject);
+                }
+            }
+            Via::Consumer => {
+                let consumer = self.reader(HISTORY, "palisade history keys", true).await?;
+                if consumer.cached_info().num_pending > 0 {
+                    let mut messages = consumer.messages().await.map_err(|e| err(e.to_string()))?;
+                    while let Some(msg) = messages.next().await {
+                        let msg = msg.map_err(|e| err(e.to_string()))?;
+                        let pending = msg.info().map_err(|e| err(e.to_string()))?.pending;
+                        add(&msg.subject);
+                        if pending == 0 {
+                            break;
+                        }
+                    }
+                }
             }
         }
         keys.sort_unstable_by_key(|k| k.id);
@@ -475,7 +519,7 @@ impl KvStore {
     pub async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
         let prefix = format!("{HISTORY}{}", history::subject_scope(&query.scope()));
         let mut out: Vec<HistoryEntry> = Vec::new();
-        for (key, value) in self.read_all(&prefix).await? {
+        for (key, value) in self.read_all(&prefix, Via::Consumer).await? {
             let e: HistoryEntry = decode(&key, &value)?;
             if query.wants(&e.cidr, e.id) {
                 out.push(e);
@@ -537,7 +581,7 @@ impl KvStore {
 
     /// Every decided block (any replica; the admin API).
     pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
-        self.read_all(BLOCK)
+        self.read_all(BLOCK, Via::Consumer)
             .await?
             .into_iter()
             .map(|(key, value)| decode(&key, &value))
@@ -564,16 +608,67 @@ impl KvStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| js_err("read state bucket")(e.to_string()))
+            .map_err(|e| js_err(CREATE_READER)(e.to_string()))
+    }
+
+    /// Every stored message whose key starts with `prefix`, in order, read one at a time from
+    /// the bucket's leader (`STREAM.MSG.GET`, next by subject): no consumer to create, so no
+    /// need of the JetStream meta leader; one request per message. The subject, whether it is
+    /// a delete or purge marker, and the value.
+    async fn read_from_leader(&self, prefix: &str) -> Result<Vec<(String, bool, Bytes)>> {
+        let subject = format!("{}{prefix}>", self.inner.prefix);
+        let mut out = Vec::new();
+        let mut seq = 1;
+        loop {
+            let got = self
+                .inner
+                .kv
+                .stream
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(subject.clone())
+                .send()
+                .await;
+            match got {
+                Ok(m) => {
+                    let deleted = m
+                        .headers
+                        .get(KV_OPERATION)
+                        .is_some_and(|op| op.as_str() != "PUT");
+                    seq = m.sequence + 1;
+                    out.push((m.subject.to_string(), deleted, m.payload));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::stream::RawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    return Ok(out);
+                }
+                Err(e) => return Err(js_err("read state bucket")(e.to_string())),
+            }
+        }
     }
 
     /// The latest value of every key starting with `prefix` (deleted keys left out). The
     /// bucket keeps one message per key (its history is 1), so reading every stored message
     /// in order reads every key's latest value.
-    async fn read_all(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+    async fn read_all(&self, prefix: &str, via: Via) -> Result<Vec<(String, Bytes)>> {
         let err = js_err("read state bucket");
-        let consumer = self.reader(prefix, "palisade state read", false).await?;
         let mut latest: HashMap<String, Option<Bytes>> = HashMap::new();
+        if via == Via::Leader {
+            for (subject, deleted, value) in self.read_from_leader(prefix).await? {
+                if let Some(key) = subject.strip_prefix(self.inner.prefix.as_str()) {
+                    latest.insert(key.to_owned(), (!deleted).then_some(value));
+                }
+            }
+            return Ok(latest
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect());
+        }
+        let consumer = self.reader(prefix, "palisade state read", false).await?;
         if consumer.cached_info().num_pending == 0 {
             return Ok(Vec::new());
         }

@@ -29,7 +29,7 @@ use tokio::process::{Child, Command};
 /// How long [`NatsCluster::start`] and [`NatsCluster::restart`] wait.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Last bytes of each node's log quoted in an error.
-const LOG_TAIL: usize = 1500;
+const LOG_TAIL: usize = 3000;
 
 /// One server of the cluster.
 #[derive(Debug)]
@@ -315,6 +315,22 @@ impl NatsCluster {
         Ok(out)
     }
 
+    /// The node that leads the JetStream meta group (which places streams and consumers), as
+    /// the running nodes' `/jsz` say.
+    pub async fn meta_leader(&self) -> anyhow::Result<Option<usize>> {
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let body = http_get(node.monitor_port, "/jsz")
+                .await
+                .with_context(|| format!("/jsz of {}", node.name))?;
+            let jsz: serde_json::Value = serde_json::from_str(&body)
+                .with_context(|| format!("/jsz of {} is not JSON", node.name))?;
+            if let Some(leader) = jsz["meta_cluster"]["leader"].as_str() {
+                return Ok(self.index_of(leader));
+            }
+        }
+        Ok(None)
+    }
+
     /// Kill node `i` (SIGKILL), keeping its store, ports and log. A no-op for a node that is
     /// not running.
     pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
@@ -343,7 +359,13 @@ impl NatsCluster {
         self.nodes
             .iter()
             .map(|node| {
-                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+                // A dead peer's reconnect attempts (one line a second) would fill the tail.
+                let log: String = std::fs::read_to_string(node.log_path())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.contains("Error trying to connect to route"))
+                    .flat_map(|l| [l, "\n"])
+                    .collect();
                 let start = log.len().saturating_sub(LOG_TAIL);
                 // Cut at a line start (the log is ASCII; `get` guards a char boundary).
                 let tail = log.get(start..).unwrap_or(&log);
