@@ -392,8 +392,25 @@ async fn replicas_starting_together_never_leave_the_pull_stalled() {
                     let connected = Arc::new(AtomicBool::new(false));
                     let client = palisade_blocker::nats::connect(&nats, connected).await?;
                     let js = async_nats::jetstream::new(client);
-                    let stream = palisade_blocker::nats::ensure_stream(&js, &nats).await?;
-                    palisade_blocker::nats::ensure_consumer(&stream, &nats).await?;
+                    // Retried as the blocker retries them: on a loaded machine a JetStream
+                    // request can time out while the cluster is busy.
+                    let deadline = Instant::now() + WAIT;
+                    loop {
+                        let done = match palisade_blocker::nats::ensure_stream(&js, &nats).await {
+                            Ok(stream) => {
+                                palisade_blocker::nats::ensure_consumer(&stream, &nats).await
+                            }
+                            Err(err) => Err(err),
+                        };
+                        match done {
+                            Ok(_) => break,
+                            Err(err) if Instant::now() < deadline => {
+                                eprintln!("round {round}, starter {k}: {err}; retrying");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
                     Ok::<_, palisade_blocker::Error>(())
                 })
             })
