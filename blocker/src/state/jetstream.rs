@@ -519,7 +519,7 @@ impl KvStore {
     pub async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
         let prefix = format!("{HISTORY}{}", history::subject_scope(&query.scope()));
         let mut out: Vec<HistoryEntry> = Vec::new();
-        for (key, value) in self.read_all(&prefix, Via::Consumer).await? {
+        for (key, value) in self.read_all_any(&prefix).await? {
             let e: HistoryEntry = decode(&key, &value)?;
             if query.wants(&e.cidr, e.id) {
                 out.push(e);
@@ -581,7 +581,7 @@ impl KvStore {
 
     /// Every decided block (any replica; the admin API).
     pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
-        self.read_all(BLOCK, Via::Consumer)
+        self.read_all_any(BLOCK)
             .await?
             .into_iter()
             .map(|(key, value)| decode(&key, &value))
@@ -648,6 +648,21 @@ impl KvStore {
                 }
                 Err(e) => return Err(js_err("read state bucket")(e.to_string())),
             }
+        }
+    }
+
+    /// [`KvStore::read_all`] through a consumer, or from the bucket's leader when no consumer
+    /// can be created (see [`KvStore::load`]).
+    async fn read_all_any(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        match self.read_all(prefix, Via::Consumer).await {
+            Err(Error::JetStream {
+                what: CREATE_READER,
+                message,
+            }) => {
+                warn!(cause = %message, "cannot create a reader on the state bucket; reading from its leader");
+                self.read_all(prefix, Via::Leader).await
+            }
+            other => other,
         }
     }
 
