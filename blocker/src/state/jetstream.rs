@@ -419,21 +419,30 @@ impl KvStore {
 
     /// Read everything (the new holder, right after taking the lease).
     pub async fn load(&self) -> Result<Snapshot> {
-        match self.load_via(Via::Consumer).await {
+        self.any_via(|via| self.load_via(via)).await
+    }
+
+    /// `read` through consumers, or from the bucket's leader when no consumer can be created.
+    /// Creating one needs the cluster's JetStream meta leader (it places consumers); after a
+    /// NATS node is lost that can stay unanswered for a while, when the bucket's own leader
+    /// answers reads. Without this a replica taking the lease would give it back again and
+    /// again, and no replica would decide.
+    async fn any_via<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn(Via) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match read(Via::Consumer).await {
             Err(Error::JetStream {
                 what: CREATE_READER,
                 message,
             }) => {
-                // Creating a consumer needs the cluster's JetStream meta leader (it places
-                // consumers); after a NATS node is lost it can stay unanswered for a while,
-                // when the bucket's own leader answers reads. Without this the lease would be
-                // taken and given back again and again, and no replica would decide.
                 warn!(
                     cause = %message,
                     "cannot create a reader on the state bucket; reading it one message at a \
                      time from the bucket's leader"
                 );
-                self.load_via(Via::Leader).await
+                read(Via::Leader).await
             }
             other => other,
         }
@@ -519,7 +528,7 @@ impl KvStore {
     pub async fn history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>> {
         let prefix = format!("{HISTORY}{}", history::subject_scope(&query.scope()));
         let mut out: Vec<HistoryEntry> = Vec::new();
-        for (key, value) in self.read_all_any(&prefix).await? {
+        for (key, value) in self.any_via(|via| self.read_all(&prefix, via)).await? {
             let e: HistoryEntry = decode(&key, &value)?;
             if query.wants(&e.cidr, e.id) {
                 out.push(e);
@@ -581,7 +590,7 @@ impl KvStore {
 
     /// Every decided block (any replica; the admin API).
     pub async fn blocks(&self) -> Result<Vec<BlockRecord>> {
-        self.read_all_any(BLOCK)
+        self.any_via(|via| self.read_all(BLOCK, via))
             .await?
             .into_iter()
             .map(|(key, value)| decode(&key, &value))
@@ -648,21 +657,6 @@ impl KvStore {
                 }
                 Err(e) => return Err(js_err("read state bucket")(e.to_string())),
             }
-        }
-    }
-
-    /// [`KvStore::read_all`] through a consumer, or from the bucket's leader when no consumer
-    /// can be created (see [`KvStore::load`]).
-    async fn read_all_any(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
-        match self.read_all(prefix, Via::Consumer).await {
-            Err(Error::JetStream {
-                what: CREATE_READER,
-                message,
-            }) => {
-                warn!(cause = %message, "cannot create a reader on the state bucket; reading from its leader");
-                self.read_all(prefix, Via::Leader).await
-            }
-            other => other,
         }
     }
 
