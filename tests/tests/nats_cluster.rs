@@ -124,6 +124,35 @@ fn blocker_config(urls: &str, state: &std::path::Path) -> palisade_blocker::Conf
     c
 }
 
+/// The blocker library on `config` with `firewall`, once its admin listener is up: the
+/// admin address, the sender that stops it, and its task.
+async fn start_blocker(
+    config: palisade_blocker::Config,
+    firewall: Arc<MemoryFirewall>,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<palisade_blocker::Result<()>>,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let blocker = tokio::spawn(palisade_blocker::run_with(
+        config,
+        firewall,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = ready_tx.send(addr);
+        },
+    ));
+    let admin = tokio::time::timeout(WAIT, ready_rx)
+        .await
+        .expect("blocker ready in time")
+        .expect("blocker started on the cluster");
+    (admin, stop_tx, blocker)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_dies_mid_stream_and_no_report_or_block_is_lost() {
     let started = Instant::now();
@@ -139,22 +168,11 @@ async fn a_node_dies_mid_stream_and_no_report_or_block_is_lost() {
 
     // The blocker creates the stream at 3 replicas.
     let firewall = Arc::new(MemoryFirewall::new());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
+    let (admin, stop_tx, blocker) = start_blocker(
         blocker_config(&cluster.urls(), &dir.path().join("state")),
         firewall.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = tokio::time::timeout(WAIT, ready_rx)
-        .await
-        .expect("blocker ready in time")
-        .expect("blocker started on the cluster");
+    )
+    .await;
     let js = cluster.jetstream().await.expect("jetstream");
     let mut stream = js
         .get_stream(palisade_wire::STREAM_NAME)
@@ -415,22 +433,8 @@ async fn replicas_starting_together_never_leave_the_pull_stalled() {
                 })
             })
             .collect();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let blocker = tokio::spawn(palisade_blocker::run_with(
-            config,
-            Arc::new(MemoryFirewall::new()),
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |addr| {
-                let _ = ready_tx.send(addr);
-            },
-        ));
-        let admin = tokio::time::timeout(WAIT, ready_rx)
-            .await
-            .expect("blocker ready in time")
-            .expect("blocker started on the cluster");
+        let (admin, stop_tx, blocker) =
+            start_blocker(config, Arc::new(MemoryFirewall::new())).await;
         for s in starters {
             s.await
                 .expect("starter task")
