@@ -24,20 +24,8 @@ async fn a_deleted_consumer_is_created_again_and_reports_still_decided() {
     let state = tempfile::tempdir().expect("tempdir");
     let mut config = config(&nats.url(), state.path());
     config.nats.max_ack_pending = 777;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let firewall = MemoryFirewall::new();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config,
-        Arc::new(firewall.clone()),
-        async {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = ready_rx.await.expect("blocker ready");
+    let (admin, stop_tx, blocker) = start_in_process(config, Arc::new(firewall.clone())).await;
     let js = nats.jetstream().await.expect("jetstream");
     let body = report("before", "s1", "192.0.2.1", "rce-1", "critical");
     assert!(publish(&js, "s1", "before", body).await);

@@ -94,19 +94,8 @@ async fn histograms_and_provider_calls_after_blocks_are_written() {
     proxy.inject("UpdateIPSet", [Fault::Throttle, Fault::LockConflict]);
 
     let state = tempfile::tempdir().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config(&nats.url(), state.path()),
-        Arc::new(firewall),
-        async {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = ready_rx.await.unwrap();
+    let (admin, stop_tx, blocker) =
+        start_in_process(config(&nats.url(), state.path()), Arc::new(firewall)).await;
 
     let js = nats.jetstream().await.unwrap();
     const N: usize = 5;

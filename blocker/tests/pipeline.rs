@@ -27,20 +27,7 @@ async fn thousands_of_reports_end_to_end() {
     let foreign: IpNet = "81.2.69.0/24".parse().unwrap();
     firewall.insert_foreign(foreign);
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let fw: Arc<dyn palisade_providers::Firewall> = Arc::new(firewall.clone());
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config,
-        fw,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = ready_rx.await.unwrap();
+    let (admin, stop_tx, blocker) = start_in_process(config, Arc::new(firewall.clone())).await;
     assert_eq!(http(admin, "GET", "/healthz", None, None).await.0, 200);
 
     let js = nats.jetstream().await.unwrap();
@@ -364,19 +351,7 @@ async fn admin_changes_are_disabled_without_a_token() {
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&nats.url(), state.path());
     config.admin.token = None;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config,
-        Arc::new(MemoryFirewall::new()),
-        async {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = ready_rx.await.unwrap();
+    let (admin, stop_tx, blocker) = start_in_process(config, Arc::new(MemoryFirewall::new())).await;
     let (code, body) = http(
         admin,
         "POST",
