@@ -469,10 +469,9 @@ impl Term<'_> {
             let consume = nats::consume(
                 self.consumer.clone(),
                 self.stream,
-                &config.nats,
+                config,
                 self.client.clone(),
                 Arc::clone(&engine),
-                nats::Pull::from_config(config),
                 stop,
             );
             tokio::pin!(renew);

@@ -255,33 +255,6 @@ async fn ensure_consumer_from(
     Ok(consumer)
 }
 
-/// How [`consume`] pulls.
-#[derive(Debug, Clone, Copy)]
-pub struct Pull {
-    /// Most reports per pull request and per engine batch.
-    pub batch_size: usize,
-    /// How long a pull request waits at the server.
-    pub expires: Duration,
-    /// The idle heartbeat asked of the server. A pull request can vanish without a word (its
-    /// consumer's leader changed, or the consumer was re-created by a replica starting beside
-    /// this one while the request waited); two missed heartbeats end the subscription and it
-    /// is pulled again, where without them nothing would be pulled until `expires` passed.
-    pub heartbeat: Duration,
-    /// Longest pause before pulling again after an error.
-    pub backoff_max: Duration,
-}
-
-impl Pull {
-    pub fn from_config(config: &crate::Config) -> Pull {
-        Pull {
-            batch_size: config.pipeline.batch_size,
-            expires: Duration::from_secs(config.nats.pull_expires_secs),
-            heartbeat: Duration::from_secs(config.nats.pull_heartbeat_secs),
-            backoff_max: Duration::from_secs(config.nats.reconnect_max_secs.max(1)),
-        }
-    }
-}
-
 /// Consume until `shutdown` resolves. Reports on the subject of a sensor that `accepted` does
 /// not list are rejected (and terminated) without reaching the engine. A batch in hand when it does is processed, persisted
 /// and acked before this returns; messages fetched but not yet processed are nak'ed so that
@@ -299,19 +272,22 @@ impl Pull {
 pub async fn consume(
     mut consumer: consumer::PullConsumer,
     stream: &jetstream::stream::Stream,
-    nats: &NatsConfig,
+    config: &crate::Config,
     client: async_nats::Client,
     engine: Arc<Engine>,
-    pull: Pull,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let nats = &config.nats;
     let accepted = nats.accepted_sensors.clone();
-    let Pull {
-        batch_size,
-        expires,
-        heartbeat,
-        backoff_max,
-    } = pull;
+    let batch_size = config.pipeline.batch_size;
+    // Each pull waits `expires` at the server and asks for an idle heartbeat: a pull request
+    // can vanish without a word (its consumer's leader changed, or the consumer was re-created
+    // by a replica starting beside this one while the request waited); two missed heartbeats
+    // end the subscription and it is pulled again, where without them nothing would be pulled
+    // until the request expired.
+    let expires = Duration::from_secs(nats.pull_expires_secs);
+    let heartbeat = Duration::from_secs(nats.pull_heartbeat_secs);
+    let backoff_max = Duration::from_secs(nats.reconnect_max_secs.max(1));
     tokio::pin!(shutdown);
     let mut delay = Duration::from_millis(100);
     // The highest stream sequence pulled: where a re-created consumer starts (after it).
