@@ -223,7 +223,7 @@ impl Operator {
     pub fn pcre_reason(&self) -> Option<&str> {
         match self {
             Operator::Rx(rx) => match &rx.engine {
-                RxEngine::Pcre(_, why) => Some(why),
+                RxEngine::Pcre(p) => Some(&p.why),
                 _ => None,
             },
             _ => None,
@@ -245,7 +245,26 @@ enum RxEngine {
     Empty,
     Rust(regex::bytes::Regex),
     /// With the reason the Rust engine was not used.
-    Pcre(pcre2::bytes::Regex, String),
+    Pcre(Pcre),
+}
+
+/// A PCRE2 regex with a pool of capture buffers: a fresh `CaptureLocations` holds a JIT stack
+/// (an mmap and an munmap per capture), so buffers are taken from the pool and given back.
+#[derive(Debug)]
+struct Pcre {
+    re: pcre2::bytes::Regex,
+    why: String,
+    locations: std::sync::Mutex<Vec<pcre2::bytes::CaptureLocations>>,
+}
+
+impl Pcre {
+    fn new(re: pcre2::bytes::Regex, why: String) -> Pcre {
+        Pcre {
+            re,
+            why,
+            locations: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl Rx {
@@ -270,7 +289,7 @@ impl Rx {
             .map_err(|e| e.to_string())?;
         let engine = match rust_equivalent(pattern) {
             Ok(re) => RxEngine::Rust(re),
-            Err(why) => RxEngine::Pcre(pcre, why),
+            Err(why) => RxEngine::Pcre(Pcre::new(pcre, why)),
         };
         Ok(Rx {
             pattern: pattern.to_string(),
@@ -283,7 +302,7 @@ impl Rx {
             RxEngine::Empty => true,
             RxEngine::Rust(re) => re.is_match(value),
             // A match error (match limit, JIT stack) is "no match" in libmodsecurity.
-            RxEngine::Pcre(re, _) => re.is_match(value).unwrap_or(false),
+            RxEngine::Pcre(p) => p.re.is_match(value).unwrap_or(false),
         }
     }
 
@@ -302,18 +321,19 @@ impl Rx {
                         .collect(),
                 )
             }
-            RxEngine::Pcre(re, _) => {
-                // `captures` builds fresh match data (a JIT stack: two system calls) where
-                // `is_match` reuses pooled data: look first, capture only on a match
-                if !re.is_match(value).unwrap_or(false) {
+            RxEngine::Pcre(p) => {
+                // `is_match` reuses pooled match data: look first, capture only on a match
+                if !p.re.is_match(value).unwrap_or(false) {
                     return None;
                 }
-                let caps = re.captures(value).ok()??;
-                Some(
-                    (0..caps.len())
-                        .map(|i| group(caps.get(i).map(|m| (m.start(), m.end()))))
-                        .collect(),
-                )
+                let pooled = p.locations.lock().ok().and_then(|mut v| v.pop());
+                let mut locs = pooled.unwrap_or_else(|| p.re.capture_locations());
+                let found = matches!(p.re.captures_read(&mut locs, value), Ok(Some(_)));
+                let caps = found.then(|| (0..locs.len()).map(|i| group(locs.get(i))).collect());
+                if let Ok(mut pool) = p.locations.lock() {
+                    pool.push(locs);
+                }
+                caps
             }
         }
     }
@@ -1365,7 +1385,7 @@ mod tests {
                 .unwrap();
             let pcre_rx = Rx {
                 pattern: p.clone(),
-                engine: RxEngine::Pcre(pcre, String::new()),
+                engine: RxEngine::Pcre(Pcre::new(pcre, String::new())),
             };
             for s in &subjects {
                 let got = rx.captures(s);
