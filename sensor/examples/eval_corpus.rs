@@ -8,7 +8,8 @@
 //! ```text
 //! cargo run --release -p palisade-sensor --example eval_corpus -- [--corpus DIR] [--out FILE]
 //!     [--misses N] [--fps N] [--min-severity low|medium|high|critical]
-//!     [--crs-dir DIR [--paranoia N] [--mode builtin|crs|combined] [--verdicts FILE] [--dump FILE]]
+//!     [--crs-dir DIR [--paranoia N] [--mode builtin|crs|combined] [--verdicts FILE] [--dump FILE]
+//!      [--no-value-memo]]
 //! ```
 //! With `--crs-dir` the OWASP Core Rule Set runs too: `--mode crs` counts a request as
 //! detected when CRS alone reports it, `combined` (the default with CRS) when either does,
@@ -16,7 +17,8 @@
 //! that matched and the inbound score, in the format of `bench/modsec/crs_driver.c`, for
 //! `bench/crs_compare.py`. `--dump FILE` writes every CRS verdict in full (matched rules in
 //! order with their points, messages and evidence, and the scores), one line per request: two
-//! builds of the engine agree when their dumps are byte-identical.
+//! builds of the engine agree when their dumps are byte-identical. `--no-value-memo` turns off
+//! the engine's memo of values seen in earlier requests (every request is worked afresh).
 //! The corpus directory defaults to `$PALISADE_CORPUS`, then `../shared/corpus` relative to the
 //! workspace root.
 
@@ -71,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     let mut mode: Option<String> = None;
     let mut verdicts_path: Option<PathBuf> = None;
     let mut dump_path: Option<PathBuf> = None;
+    let mut value_memo = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
             "--mode" => mode = Some(val()?),
             "--verdicts" => verdicts_path = Some(PathBuf::from(val()?)),
             "--dump" => dump_path = Some(PathBuf::from(val()?)),
+            "--no-value-memo" => value_memo = false,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -107,8 +111,11 @@ fn main() -> anyhow::Result<()> {
         let mut settings = CrsSettings::new(dir);
         settings.paranoia = paranoia;
         let load = Instant::now();
-        let crs =
+        let mut crs =
             Crs::load(&settings).with_context(|| format!("loading CRS from {}", dir.display()))?;
+        if !value_memo {
+            crs = crs.without_value_memo();
+        }
         eprintln!(
             "CRS loaded in {:.2}s: {} request rules, {} response rules skipped",
             load.elapsed().as_secs_f64(),

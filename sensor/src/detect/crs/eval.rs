@@ -191,21 +191,14 @@ struct State<'r> {
     nonempty: u64,
     /// Pipeline nodes in the rule set.
     nodes: u32,
-    /// Pipeline outputs per dense (slot, node): index in `arena`, [`RAW`] (unchanged from the
-    /// value) or [`UNSET`].
-    cache: Vec<u32>,
-    arena: Vec<Vec<u8>>,
-    /// The arena entries of one slot, as a list: the last one made per slot, and per entry the
-    /// one made before it for the same slot (or [`UNSET`]).
-    slot_last: Vec<u32>,
-    arena_prev: Vec<u32>,
-    /// Prefilter answers per distinct transformed value, as offsets in `bit_words` (or
-    /// [`UNSET`]): for each slot's value itself, and for each arena entry.
-    raw_bits: Vec<u32>,
-    arena_bits: Vec<u32>,
-    /// The union of the prefilter answers over every value of a kind, per (kind, node).
+    /// The memo entry of each dense slot's value, or [`UNSET`] until looked up.
+    slot_entry: Vec<u32>,
+    /// Transformed values, prefilter answers and operator results per distinct value.
+    memo: Memo,
+    /// The union of the prefilter answers over every value of a kind, per (kind, node), as
+    /// offsets in `union_words` (or [`UNSET`]).
     union_bits: Vec<u32>,
-    bit_words: Vec<u64>,
+    union_words: Vec<u64>,
     /// Per top-level rule evaluation.
     points: i64,
     evidence: Vec<Evidence>,
@@ -241,19 +234,87 @@ pub(crate) fn to_int(v: &[u8]) -> i64 {
     if neg { -n } else { n }
 }
 
+/// The work done on distinct values, kept between the requests of one thread: what a value
+/// becomes through each pipeline, the prefilter's answer on each of those, and the verdicts of
+/// the costly operators (`@rx`, `@pm`, `@detectSQLi`, `@detectXSS`) on them. Every one of
+/// these is a function of the value's bytes alone, so a header, cookie or argument seen before
+/// (in this request or an earlier one) costs a hash lookup instead of being decoded, scanned
+/// and matched again. Bounded (see [`Memo::begin`]); emptied when the rule set changes.
+#[derive(Default)]
+struct Memo {
+    /// `Compiled::memo_id` of the rule set the memo was filled for.
+    owner: u64,
+    /// Distinct raw values and their entry numbers.
+    entries: Map<Box<[u8]>, u32>,
+    /// Pipeline outputs per (entry, node): index in `arena`, [`RAW`] (the value itself) or
+    /// [`UNSET`].
+    cache: Vec<u32>,
+    arena: Vec<Vec<u8>>,
+    /// The arena entries of one value, as a list: the last one made per entry, and per arena
+    /// entry the one made before it for the same value (or [`UNSET`]).
+    entry_last: Vec<u32>,
+    arena_prev: Vec<u32>,
+    /// Prefilter answers per distinct transformed value, as offsets in `bit_words` (or
+    /// [`UNSET`]): for each entry's value itself, and for each arena entry.
+    raw_bits: Vec<u32>,
+    arena_bits: Vec<u32>,
+    bit_words: Vec<u64>,
+    /// Operator results (with captures) per (rule link, transformed value: arena index, or
+    /// entry number with [`ENTRY_BIT`]).
+    ops: Map<(usize, u32), Option<Captures>>,
+    /// Bytes held in keys, arena and prefilter answers.
+    bytes: usize,
+}
+
+/// Marks an entry number (the value itself) among arena indices in operator memo keys.
+const ENTRY_BIT: u32 = 1 << 31;
+/// Bounds of the memo, checked before each request: past any of them it starts afresh.
+const MEMO_ENTRIES: usize = 1 << 15;
+const MEMO_BYTES: usize = 32 << 20;
+const MEMO_OPS: usize = 1 << 20;
+const MEMO_CELLS: usize = 1 << 23;
+
+impl Memo {
+    /// Readies the memo for a request under the rule set `owner`: kept when it was filled
+    /// for these rules, `keep` says so and it is within its bounds; emptied otherwise (and its
+    /// memory given back when it grew past them).
+    fn begin(&mut self, owner: u64, keep: bool) {
+        let over = self.entries.len() > MEMO_ENTRIES
+            || self.bytes > MEMO_BYTES
+            || self.ops.len() > MEMO_OPS
+            || self.cache.len() > MEMO_CELLS;
+        if over {
+            *self = Memo::default();
+        } else if self.owner != owner || !keep {
+            self.clear();
+        }
+        self.owner = owner;
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.cache.clear();
+        self.arena.clear();
+        self.entry_last.clear();
+        self.arena_prev.clear();
+        self.raw_bits.clear();
+        self.arena_bits.clear();
+        self.bit_words.clear();
+        self.ops.clear();
+        self.bytes = 0;
+    }
+}
+
 /// The buffers of one evaluation whose allocations are kept for the next request of the same
 /// thread (their contents are cleared or overwritten before use: `reset_caches`, and
-/// MATCHED_VARS entries past `matched_len` are spare).
+/// MATCHED_VARS entries past `matched_len` are spare), and the memo.
 #[derive(Default)]
 struct Scratch {
     bases: Vec<u32>,
-    cache: Vec<u32>,
-    slot_last: Vec<u32>,
-    arena_prev: Vec<u32>,
-    raw_bits: Vec<u32>,
-    arena_bits: Vec<u32>,
+    slot_entry: Vec<u32>,
+    memo: Memo,
     union_bits: Vec<u32>,
-    bit_words: Vec<u64>,
+    union_words: Vec<u64>,
     matched_name: String,
     matched_value: Vec<u8>,
     matched_vars: Vec<(String, Vec<u8>)>,
@@ -261,9 +322,6 @@ struct Scratch {
     /// than grown (and rehashed) by doubling.
     tx_len: usize,
 }
-
-/// Cells of the pipeline cache above which a request's buffers are not kept (4 MiB).
-const KEEP_CELLS: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
@@ -289,13 +347,10 @@ fn state_with_scratch<'r>() -> State<'r> {
             CollMap::default(),
         ],
         bases: s.bases,
-        cache: s.cache,
-        slot_last: s.slot_last,
-        arena_prev: s.arena_prev,
-        raw_bits: s.raw_bits,
-        arena_bits: s.arena_bits,
+        slot_entry: s.slot_entry,
+        memo: s.memo,
         union_bits: s.union_bits,
-        bit_words: s.bit_words,
+        union_words: s.union_words,
         matched_name: s.matched_name,
         matched_value: s.matched_value,
         matched_vars: s.matched_vars,
@@ -305,18 +360,12 @@ fn state_with_scratch<'r>() -> State<'r> {
 
 /// Keeps the state's buffers for the thread's next request.
 fn keep_scratch(st: &mut State<'_>) {
-    if st.cache.capacity() > KEEP_CELLS || st.bit_words.capacity() > KEEP_CELLS {
-        return;
-    }
     let s = Scratch {
         bases: std::mem::take(&mut st.bases),
-        cache: std::mem::take(&mut st.cache),
-        slot_last: std::mem::take(&mut st.slot_last),
-        arena_prev: std::mem::take(&mut st.arena_prev),
-        raw_bits: std::mem::take(&mut st.raw_bits),
-        arena_bits: std::mem::take(&mut st.arena_bits),
+        slot_entry: std::mem::take(&mut st.slot_entry),
+        memo: std::mem::take(&mut st.memo),
         union_bits: std::mem::take(&mut st.union_bits),
-        bit_words: std::mem::take(&mut st.bit_words),
+        union_words: std::mem::take(&mut st.union_words),
         matched_name: std::mem::take(&mut st.matched_name),
         matched_value: std::mem::take(&mut st.matched_value),
         matched_vars: std::mem::take(&mut st.matched_vars),
@@ -334,13 +383,15 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     let mut c = Collections::from_head(input);
     let mut st = state_with_scratch();
     st.nodes = rules.nodes.len() as u32;
+    st.memo.begin(rules.memo_id, rules.memo);
     reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
     if st.body_access {
         let processor = st.processor.or_else(|| c.default_processor());
         c.process_body(processor, input.body);
     }
-    // the body adds values and may change some: the phase-1 caches are dropped
+    // the body adds values and may change some: the slots are laid out again (the memo,
+    // keyed by the values' bytes, stays)
     reset_caches(&c, &mut st);
     if !st.engine_off {
         run_phase(rules, 1, &c, &mut st);
@@ -414,19 +465,11 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
         }
         next += n as u32;
     }
-    let cells = next as usize * st.nodes as usize;
-    st.cache.clear();
-    st.cache.resize(cells, UNSET);
-    st.raw_bits.clear();
-    st.raw_bits.resize(next as usize, UNSET);
+    st.slot_entry.clear();
+    st.slot_entry.resize(next as usize, UNSET);
     st.union_bits.clear();
     st.union_bits.resize(KINDS * st.nodes as usize, UNSET);
-    st.arena_bits.clear();
-    st.arena_prev.clear();
-    st.slot_last.clear();
-    st.slot_last.resize(next as usize, UNSET);
-    st.bit_words.clear();
-    st.arena.clear();
+    st.union_words.clear();
 }
 
 fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut State<'r>) {
@@ -600,7 +643,7 @@ fn eval_rule<'r, 'c>(
                 let tv = transformed(rules, &v, node, st);
                 let held: Vec<u8> = match &tv {
                     Tv::Raw => Vec::new(),
-                    Tv::Arena(i) => std::mem::take(&mut st.arena[*i as usize]),
+                    Tv::Arena(i) => std::mem::take(&mut st.memo.arena[*i as usize]),
                     Tv::Owned(_) => Vec::new(),
                 };
                 let value: &[u8] = match &tv {
@@ -610,11 +653,22 @@ fn eval_rule<'r, 'c>(
                 };
                 if rule.multi_match && have_last && last == value {
                     if let Tv::Arena(i) = tv {
-                        st.arena[i as usize] = held;
+                        st.memo.arena[i as usize] = held;
                     }
                     continue;
                 }
-                let hit = apply_op(rule, op, value, c, st);
+                // the costly operators' verdicts on a value are kept in the memo
+                let memo_key = if memoizable(op) {
+                    match (&tv, v.slot) {
+                        (Tv::Arena(i), _) => Some(*i),
+                        (Tv::Raw, Some(slot)) => Some(entry_of(&v.data, slot, st) | ENTRY_BIT),
+                        _ => None,
+                    }
+                    .map(|id| (std::ptr::from_ref(op) as usize, id))
+                } else {
+                    None
+                };
+                let hit = apply_op(rule, op, value, c, st, memo_key);
                 if hit {
                     // evidence only for rules that log (the paranoia-level gates and the
                     // scaffolding match on every request and log nothing)
@@ -637,7 +691,7 @@ fn eval_rule<'r, 'c>(
                     have_last = true;
                 }
                 if let Tv::Arena(i) = tv {
-                    st.arena[i as usize] = held;
+                    st.memo.arena[i as usize] = held;
                 }
             }
         }
@@ -1175,23 +1229,58 @@ fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State<'_>) -> 
     }
 }
 
+/// The memo entry of the value in `slot` (`raw`), made when the value is new.
+fn entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
+    if let Some(&e) = st.slot_entry.get(slot as usize)
+        && e != UNSET
+    {
+        return e;
+    }
+    let m = &mut st.memo;
+    let e = match m.entries.get(raw) {
+        Some(&e) => e,
+        None => {
+            let e = m.raw_bits.len() as u32;
+            m.entries.insert(raw.into(), e);
+            m.raw_bits.push(UNSET);
+            m.entry_last.push(UNSET);
+            m.cache.resize(m.cache.len() + st.nodes as usize, UNSET);
+            m.bytes += raw.len();
+            e
+        }
+    };
+    if let Some(cell) = st.slot_entry.get_mut(slot as usize) {
+        *cell = e;
+    }
+    e
+}
+
 /// Arena index of the pipeline output ([`RAW`]: the value itself).
 fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>) -> u32 {
     if node == 0 {
         return RAW;
     }
-    let cell = slot as usize * st.nodes as usize + node as usize;
-    match st.cache.get(cell) {
+    let entry = entry_of(raw, slot, st);
+    cached_entry(rules, raw, entry, node, st)
+}
+
+fn cached_entry(rules: &Compiled, raw: &[u8], entry: u32, node: u32, st: &mut State<'_>) -> u32 {
+    if node == 0 {
+        return RAW;
+    }
+    let cell = entry as usize * st.nodes as usize + node as usize;
+    match st.memo.cache.get(cell) {
         Some(&i) if i != UNSET => return i,
         Some(_) => {}
         None => return RAW,
     }
     let n = rules.nodes[node as usize];
-    let parent = cached(rules, raw, slot, n.parent, st);
+    let parent = cached_entry(rules, raw, entry, n.parent, st);
+    let m = &mut st.memo;
     let input: &[u8] = if parent == RAW {
         raw
     } else {
-        &st.arena[parent as usize]
+        &m.arena[parent as usize]
     };
     let idx = match n.step.apply(input) {
         // a transformation that returns its input unchanged shares the input's cache entries
@@ -1201,15 +1290,16 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>
         Some(out) if out.as_slice() != input => {
             if out.as_slice() == raw {
                 RAW
-            } else if let Some(same) = same_output(st, slot, &out) {
+            } else if let Some(same) = same_output(m, entry, &out) {
                 same
             } else {
-                let prev = st.slot_last.get(slot as usize).copied().unwrap_or(UNSET);
-                st.arena.push(out);
-                st.arena_bits.push(UNSET);
-                st.arena_prev.push(prev);
-                let idx = (st.arena.len() - 1) as u32;
-                if let Some(last) = st.slot_last.get_mut(slot as usize) {
+                let prev = m.entry_last.get(entry as usize).copied().unwrap_or(UNSET);
+                m.bytes += out.len();
+                m.arena.push(out);
+                m.arena_bits.push(UNSET);
+                m.arena_prev.push(prev);
+                let idx = (m.arena.len() - 1) as u32;
+                if let Some(last) = m.entry_last.get_mut(entry as usize) {
                     *last = idx;
                 }
                 idx
@@ -1217,32 +1307,34 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>
         }
         _ => parent,
     };
-    st.cache[cell] = idx;
+    m.cache[cell] = idx;
     idx
 }
 
-/// The arena entry of `slot` holding exactly `out`, if one was made.
-fn same_output(st: &State<'_>, slot: u32, out: &[u8]) -> Option<u32> {
-    let mut at = st.slot_last.get(slot as usize).copied().unwrap_or(UNSET);
+/// The arena entry of `entry` holding exactly `out`, if one was made.
+fn same_output(m: &Memo, entry: u32, out: &[u8]) -> Option<u32> {
+    let mut at = m.entry_last.get(entry as usize).copied().unwrap_or(UNSET);
     while at != UNSET {
         let i = at as usize;
-        if st.arena.get(i).is_some_and(|a| a.as_slice() == out) {
+        if m.arena.get(i).is_some_and(|a| a.as_slice() == out) {
             return Some(at);
         }
-        at = st.arena_prev.get(i).copied().unwrap_or(UNSET);
+        at = m.arena_prev.get(i).copied().unwrap_or(UNSET);
     }
     None
 }
 
-/// Where in `bit_words` the prefilter's answer for the value in `slot` after pipeline `node`
-/// is: the automaton runs once per distinct transformed value (a transformation that changes
-/// nothing shares its input's answer).
+/// Where in the memo's `bit_words` the prefilter's answer for the value in `slot` after
+/// pipeline `node` is: the automaton runs once per distinct transformed value (a
+/// transformation that changes nothing shares its input's answer).
 fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>) -> usize {
-    let idx = cached(rules, raw, slot, node, st);
+    let entry = entry_of(raw, slot, st);
+    let idx = cached_entry(rules, raw, entry, node, st);
+    let m = &mut st.memo;
     let known = if idx == RAW {
-        st.raw_bits.get(slot as usize)
+        m.raw_bits.get(entry as usize)
     } else {
-        st.arena_bits.get(idx as usize)
+        m.arena_bits.get(idx as usize)
     };
     if let Some(&at) = known
         && at != UNSET
@@ -1250,20 +1342,21 @@ fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<
         return at as usize;
     }
     let words = (rules.prefilter_bits as usize).div_ceil(64);
-    let at = st.bit_words.len();
-    st.bit_words.resize(at + words, 0);
+    let at = m.bit_words.len();
+    m.bit_words.resize(at + words, 0);
+    m.bytes += words * 8;
     if let Some(pf) = &rules.prefilter {
         let hay: &[u8] = if idx == RAW {
             raw
         } else {
-            &st.arena[idx as usize]
+            &m.arena[idx as usize]
         };
-        pf.scan(hay, &mut st.bit_words[at..at + words]);
+        pf.scan(hay, &mut m.bit_words[at..at + words]);
     }
     let cell = if idx == RAW {
-        st.raw_bits.get_mut(slot as usize)
+        m.raw_bits.get_mut(entry as usize)
     } else {
-        st.arena_bits.get_mut(idx as usize)
+        m.arena_bits.get_mut(idx as usize)
     };
     if let Some(cell) = cell {
         *cell = at as u32;
@@ -1271,8 +1364,8 @@ fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<
     at
 }
 
-fn bit_set(st: &State<'_>, at: usize, bit: u32) -> bool {
-    st.bit_words
+fn bit_set(words: &[u64], at: usize, bit: u32) -> bool {
+    words
         .get(at + bit as usize / 64)
         .is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }
@@ -1287,7 +1380,7 @@ fn prefilter_hit(
     st: &mut State<'_>,
 ) -> bool {
     let at = scan_bits(rules, &v.data, slot, node, st);
-    bit_set(st, at, bit)
+    bit_set(&st.memo.bit_words, at, bit)
 }
 
 /// Whether any value of kind `k` after pipeline `node` has one of `bit`'s literals: the union
@@ -1305,11 +1398,11 @@ fn union_hit(
         return true;
     };
     if known != UNSET {
-        return bit_set(st, known as usize, bit);
+        return bit_set(&st.union_words, known as usize, bit);
     }
     let words = (rules.prefilter_bits as usize).div_ceil(64);
-    let acc = st.bit_words.len();
-    st.bit_words.resize(acc + words, 0);
+    let acc = st.union_words.len();
+    st.union_words.resize(acc + words, 0);
     let base = st.bases[k as usize];
     for i in 0..kind_len(c, k) {
         let Some(data) = slot_data(c, k, i) else {
@@ -1317,12 +1410,12 @@ fn union_hit(
         };
         let at = scan_bits(rules, &data, base + i as u32, node, st);
         for w in 0..words {
-            let v = st.bit_words[at + w];
-            st.bit_words[acc + w] |= v;
+            let v = st.memo.bit_words[at + w];
+            st.union_words[acc + w] |= v;
         }
     }
     st.union_bits[cell] = acc as u32;
-    bit_set(st, acc, bit)
+    bit_set(&st.union_words, acc, bit)
 }
 
 /// Whether an entry named `key` of kind `k` (a collection) after pipeline `node` has one of
@@ -1348,7 +1441,7 @@ fn keyed_hit(
             continue;
         };
         let at = scan_bits(rules, &data, base + i as u32, node, st);
-        if bit_set(st, at, bit) {
+        if bit_set(&st.memo.bit_words, at, bit) {
             return true;
         }
     }
@@ -1482,15 +1575,36 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
     true
 }
 
-fn apply_op(rule: &Rule, op: &Op, value: &[u8], c: &Collections, st: &mut State<'_>) -> bool {
-    let captures: Option<Captures> = match op {
-        Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
-        Op::Static(o) => o.evaluate(value),
-        Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(fp.to_vec())]),
-        Op::Xss => injection::detect_xss(value).then(Vec::new),
-        Op::Dynamic { name, arg, last } => {
-            let expanded = expand(arg, None, c, st);
-            dynamic_operator(rule, name, &expanded, last).and_then(|o| o.evaluate(value))
+/// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's
+/// bytes alone (no macro in the argument), and costlier than a lookup.
+fn memoizable(op: &Op) -> bool {
+    match op {
+        Op::Static(o) => matches!(o, Operator::Rx(_) | Operator::Pm(_)),
+        Op::SqlI | Op::Xss => true,
+        Op::Dynamic { .. } => false,
+    }
+}
+
+/// Runs `rule`'s operator on `value` (or takes its result from the memo under `memo_key`),
+/// writes its captures, and says whether the rule matched the value.
+fn apply_op(
+    rule: &Rule,
+    op: &Op,
+    value: &[u8],
+    c: &Collections,
+    st: &mut State<'_>,
+    memo_key: Option<(usize, u32)>,
+) -> bool {
+    let captures = match memo_key.and_then(|k| st.memo.ops.get(&k)) {
+        Some(known) => known.clone(),
+        None => {
+            let result = operator_result(rule, op, value, c, st);
+            if let Some(k) = memo_key {
+                let held: usize = result.iter().flatten().flatten().map(Vec::len).sum();
+                st.memo.bytes += held;
+                st.memo.ops.insert(k, result.clone());
+            }
+            result
         }
     };
     match captures {
@@ -1506,6 +1620,27 @@ fn apply_op(rule: &Rule, op: &Op, value: &[u8], c: &Collections, st: &mut State<
         }
         Some(_) => false,
         None => rule.negated,
+    }
+}
+
+/// The operator's own result: None when it did not match, else its captures (empty when the
+/// rule does not capture).
+fn operator_result(
+    rule: &Rule,
+    op: &Op,
+    value: &[u8],
+    c: &Collections,
+    st: &State<'_>,
+) -> Option<Captures> {
+    match op {
+        Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
+        Op::Static(o) => o.evaluate(value),
+        Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(fp.to_vec())]),
+        Op::Xss => injection::detect_xss(value).then(Vec::new),
+        Op::Dynamic { name, arg, last } => {
+            let expanded = expand(arg, None, c, st);
+            dynamic_operator(rule, name, &expanded, last).and_then(|o| o.evaluate(value))
+        }
     }
 }
 
@@ -1660,7 +1795,40 @@ fn is_score_var(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::to_int;
+    use super::{MEMO_BYTES, Memo, UNSET, to_int};
+
+    #[test]
+    fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
+        let mut m = Memo::default();
+        let fill = |m: &mut Memo| {
+            m.entries.insert(b"value".to_vec().into(), 0);
+            m.raw_bits.push(UNSET);
+            m.bytes = 5;
+        };
+        m.begin(1, true);
+        fill(&mut m);
+        m.begin(1, true);
+        assert_eq!(m.entries.len(), 1, "same rules: kept");
+        m.begin(2, true);
+        assert!(
+            m.entries.is_empty() && m.raw_bits.is_empty(),
+            "other rules: emptied"
+        );
+        fill(&mut m);
+        m.begin(2, false);
+        assert!(
+            m.entries.is_empty(),
+            "memo off: emptied before every request"
+        );
+        fill(&mut m);
+        m.bytes = MEMO_BYTES + 1;
+        m.begin(2, true);
+        assert!(
+            m.entries.is_empty() && m.bytes == 0,
+            "past its bounds: emptied"
+        );
+        assert_eq!(m.entries.capacity(), 0, "and its memory given back");
+    }
 
     #[test]
     fn integers_parse_like_stoi() {

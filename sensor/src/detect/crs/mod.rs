@@ -179,6 +179,14 @@ impl Crs {
         })
     }
 
+    /// The same rules without the memo of earlier requests' values: every request's values
+    /// are decoded, scanned and matched afresh (what a request of never-seen values costs;
+    /// for measurements).
+    pub fn without_value_memo(mut self) -> Crs {
+        self.compiled.memo = false;
+        self
+    }
+
     /// What loading skipped or approximated.
     pub fn report(&self) -> &LoadReport {
         &self.compiled.report
@@ -403,6 +411,84 @@ mod tests {
                 .to_string()
                 .contains("1-4")
         );
+    }
+
+    /// The memo of earlier requests' values (transformations, prefilter answers, operator
+    /// results with their captures) changes no verdict: requests sharing values, run in turn
+    /// through two rule sets on one thread, give exactly what fresh evaluations give.
+    #[test]
+    fn the_value_memo_changes_no_verdict() {
+        let missing = (!Path::new(DEBIAN_CRS_DIR).join("rules").is_dir()).then(|| {
+            format!(
+                "{DEBIAN_CRS_DIR} is missing (Debian package modsecurity-crs: scripts/setup.sh)"
+            )
+        });
+        if palisade_tests::skip_because("the_value_memo_changes_no_verdict", missing) {
+            return;
+        }
+        let load_pl = |pl: u8| {
+            let mut s = CrsSettings::new(DEBIAN_CRS_DIR);
+            s.paranoia = pl;
+            Crs::load(&s).expect("CRS 3.3.4 loads")
+        };
+        let memo = [load_pl(1), load_pl(2)];
+        let fresh = [
+            load_pl(1).without_value_memo(),
+            load_pl(2).without_value_memo(),
+        ];
+        let ua = (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+        );
+        type Request<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let requests: [Request; 8] = [
+            ("/search?q=shoes&page=2", vec![("Host", "shop"), ua], ""),
+            // the same argument value as an attack, twice, then under another name
+            ("/item?id=1%27%20OR%201=1--", vec![("Host", "shop"), ua], ""),
+            (
+                "/item?id=1%27%20OR%201=1--&x=1",
+                vec![("Host", "shop"), ua],
+                "",
+            ),
+            (
+                "/item?ref=1%27%20OR%201=1--",
+                vec![("Host", "shop"), ("Referer", "1' OR 1=1--")],
+                "",
+            ),
+            // a value seen as a header, then as a cookie and as a body argument
+            (
+                "/a",
+                vec![("Host", "shop"), ("Cookie", "s=<script>alert(1)</script>")],
+                "",
+            ),
+            (
+                "/a",
+                vec![
+                    ("Host", "shop"),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                "s=%3Cscript%3Ealert(1)%3C/script%3E&cmd=;cat%20/etc/passwd",
+            ),
+            ("/../../etc/passwd", vec![("Host", "shop"), ua], ""),
+            ("/search?q=shoes&page=2", vec![("Host", "shop"), ua], ""),
+        ];
+        for round in 0..2 {
+            for (target, headers, body) in &requests {
+                for pl in [1, 0] {
+                    let got = run(&memo[pl], target, headers, body);
+                    let want = run(&fresh[pl], target, headers, body);
+                    assert_eq!(
+                        format!("{got:?}"),
+                        format!("{want:?}"),
+                        "round {round}, PL{}, {target}",
+                        pl + 1
+                    );
+                }
+            }
+        }
+        // the attacks were seen (the comparison is not between two empty verdicts)
+        let v = run(&memo[0], requests[1].0, &requests[1].1, "");
+        assert!(v.is_attack, "{:?}", ids(&v));
     }
 
     #[test]

@@ -488,7 +488,14 @@ pub struct Compiled {
     /// Number of prefilter bits.
     pub prefilter_bits: u32,
     pub report: LoadReport,
+    /// Identifies this rule set to the per-thread memo of the evaluator (unique per compile).
+    pub memo_id: u64,
+    /// Whether values seen in earlier requests reuse their memoized work (see `eval::Memo`).
+    pub memo: bool,
 }
+
+/// The next [`Compiled::memo_id`] (0 is never handed out).
+static NEXT_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Compiled {
     /// The nodes of the transformation pipeline ending at `node`, first step first (the empty
@@ -662,6 +669,8 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
         report: b.report,
+        memo_id: NEXT_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        memo: true,
     })
 }
 
