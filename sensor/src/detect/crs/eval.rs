@@ -259,17 +259,23 @@ struct Memo {
     raw_bits: Vec<u32>,
     arena_bits: Vec<u32>,
     bit_words: Vec<u64>,
-    /// Operator results (with captures) per (rule link, transformed value: arena index, or
-    /// entry number with [`ENTRY_BIT`]).
-    ops: Map<(usize, u32), Option<Captures>>,
+    /// Operator results per rule link (high half) and transformed value (low half: arena
+    /// index, or entry number with [`ENTRY_BIT`]): [`NO_MATCH`], [`MATCH`] (nothing
+    /// captured), or `MATCH + 1 + i` for the captures in `captures[i]`. Compact, as it is
+    /// looked up for most values a costly operator sees.
+    ops: Map<u64, u32>,
+    captures: Vec<Captures>,
     /// Bytes held in keys, arena and prefilter answers.
     bytes: usize,
 }
 
 /// Marks an entry number (the value itself) among arena indices in operator memo keys.
 const ENTRY_BIT: u32 = 1 << 31;
+/// Operator memo results (see [`Memo::ops`]).
+const NO_MATCH: u32 = 0;
+const MATCH: u32 = 1;
 /// Bounds of the memo, checked before each request: past any of them it starts afresh.
-const MEMO_ENTRIES: usize = 1 << 15;
+const MEMO_ENTRIES: usize = 1 << 16;
 const MEMO_BYTES: usize = 32 << 20;
 const MEMO_OPS: usize = 1 << 20;
 const MEMO_CELLS: usize = 1 << 23;
@@ -301,6 +307,7 @@ impl Memo {
         self.arena_bits.clear();
         self.bit_words.clear();
         self.ops.clear();
+        self.captures.clear();
         self.bytes = 0;
     }
 }
@@ -664,7 +671,7 @@ fn eval_rule<'r, 'c>(
                         (Tv::Raw, Some(slot)) => Some(entry_of(&v.data, slot, st) | ENTRY_BIT),
                         _ => None,
                     }
-                    .map(|id| (std::ptr::from_ref(op) as usize, id))
+                    .map(|id| (u64::from(rule.link) << 32) | u64::from(id))
                 } else {
                     None
                 };
@@ -1593,16 +1600,27 @@ fn apply_op(
     value: &[u8],
     c: &Collections,
     st: &mut State<'_>,
-    memo_key: Option<(usize, u32)>,
+    memo_key: Option<u64>,
 ) -> bool {
-    let captures = match memo_key.and_then(|k| st.memo.ops.get(&k)) {
-        Some(known) => known.clone(),
+    let m = &mut st.memo;
+    let captures = match memo_key.and_then(|k| m.ops.get(&k)) {
+        Some(&NO_MATCH) => None,
+        Some(&MATCH) => Some(Vec::new()),
+        Some(&i) => m.captures.get((i - MATCH - 1) as usize).cloned(),
         None => {
             let result = operator_result(rule, op, value, c, st);
             if let Some(k) = memo_key {
-                let held: usize = result.iter().flatten().flatten().map(Vec::len).sum();
-                st.memo.bytes += held;
-                st.memo.ops.insert(k, result.clone());
+                let m = &mut st.memo;
+                let code = match &result {
+                    None => NO_MATCH,
+                    Some(caps) if caps.is_empty() => MATCH,
+                    Some(caps) => {
+                        m.bytes += caps.iter().flatten().map(Vec::len).sum::<usize>();
+                        m.captures.push(caps.clone());
+                        MATCH + m.captures.len() as u32
+                    }
+                };
+                m.ops.insert(k, code);
             }
             result
         }

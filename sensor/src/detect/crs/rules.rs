@@ -414,6 +414,9 @@ pub struct Rule {
     /// Bit of this rule in the prefilter (None: no literal requirement). A value none of whose
     /// transformed forms contains one of the rule's literals cannot match.
     pub prefilter_bit: Option<u32>,
+    /// Number of this rule link among all links of the rule set (a key of the evaluator's
+    /// operator memo).
+    pub link: u32,
     pub chain: Option<Box<Rule>>,
     /// What this rule does on every request, worked out at load time (see `fold`): set on top
     /// rules only, when their verdict cannot depend on the request.
@@ -654,6 +657,17 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                         rule.targets.push(t);
                     }
                 }
+            }
+        }
+    }
+    let mut links = 0u32;
+    for item in phases.iter_mut().flat_map(|p| p.iter_mut()) {
+        if let Item::Rule(rule) = item {
+            let mut link = Some(&mut **rule);
+            while let Some(r) = link {
+                r.link = links;
+                links += 1;
+                link = r.chain.as_deref_mut();
             }
         }
     }
@@ -947,6 +961,7 @@ impl Builder {
             msg: None,
             severity: None,
             prefilter_bit: None,
+            link: 0,
             folded: None,
             chain: None,
         };
