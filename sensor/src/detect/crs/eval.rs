@@ -61,6 +61,32 @@ enum Data<'a> {
     Shared(Arc<[u8]>),
     Name(Arc<str>),
     Owned(Vec<u8>),
+    /// A count, in decimal, without an allocation.
+    Count {
+        digits: [u8; 20],
+        len: u8,
+    },
+}
+
+impl Data<'_> {
+    fn count(n: usize) -> Data<'static> {
+        let mut digits = [0u8; 20];
+        let mut len = 0;
+        let mut rest = n;
+        loop {
+            digits[len] = b'0' + (rest % 10) as u8;
+            len += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        digits[..len].reverse();
+        Data::Count {
+            digits,
+            len: len as u8,
+        }
+    }
 }
 
 impl std::ops::Deref for Data<'_> {
@@ -71,6 +97,7 @@ impl std::ops::Deref for Data<'_> {
             Data::Shared(b) => b,
             Data::Name(n) => n.as_bytes(),
             Data::Owned(b) => b,
+            Data::Count { digits, len } => &digits[..usize::from(*len)],
         }
     }
 }
@@ -525,10 +552,10 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
                 phase: rule.phase,
                 // as libmodsecurity logs it: macros (%{MATCHED_VAR}, %{tx.anomaly_score})
                 // expanded once the chain matched
-                msg: rule.msg.as_deref().map(|m| {
-                    String::from_utf8_lossy(&expand(&Template::parse(m), Some(rule), c, st))
-                        .into_owned()
-                }),
+                msg: rule
+                    .msg_template
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(&expand(m, Some(rule), c, st)).into_owned()),
                 severity: rule.severity,
                 tags: rule.tags.clone(),
                 points: st.points,
@@ -1199,7 +1226,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
         out.push(Val {
             var: t.var,
             key: Data::Borrowed(b""),
-            data: Data::Owned(n.to_string().into_bytes()),
+            data: Data::count(n),
             slot: None,
         });
     }
@@ -1813,7 +1840,7 @@ fn is_score_var(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{MEMO_BYTES, Memo, UNSET, to_int};
+    use super::{Data, MEMO_BYTES, Memo, UNSET, to_int};
 
     #[test]
     fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
@@ -1846,6 +1873,13 @@ mod tests {
             "past its bounds: emptied"
         );
         assert_eq!(m.entries.capacity(), 0, "and its memory given back");
+    }
+
+    #[test]
+    fn counts_read_as_their_decimal_digits() {
+        for n in [0usize, 7, 10, 4096, usize::MAX] {
+            assert_eq!(&*Data::count(n), n.to_string().as_bytes());
+        }
     }
 
     #[test]

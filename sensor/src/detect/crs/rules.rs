@@ -410,6 +410,8 @@ pub struct Rule {
     pub skip: u32,
     pub tags: Vec<String>,
     pub msg: Option<String>,
+    /// `msg` split at its macros (expanded when the rule matched).
+    pub msg_template: Option<Template>,
     pub severity: Option<u8>,
     /// Bit of this rule in the prefilter (None: no literal requirement). A value none of whose
     /// transformed forms contains one of the rule's literals cannot match.
@@ -667,6 +669,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
             while let Some(r) = link {
                 r.link = links;
                 links += 1;
+                r.msg_template = r.msg.as_deref().map(Template::parse);
                 link = r.chain.as_deref_mut();
             }
         }
@@ -959,6 +962,7 @@ impl Builder {
             skip: 0,
             tags: Vec::new(),
             msg: None,
+            msg_template: None,
             severity: None,
             prefilter_bit: None,
             link: 0,
