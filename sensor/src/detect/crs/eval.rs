@@ -226,6 +226,11 @@ struct State<'r> {
     /// offsets in `union_words` (or [`UNSET`]).
     union_bits: Vec<u32>,
     union_words: Vec<u64>,
+    /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
+    /// right while it is unchanged).
+    tx_gen: u64,
+    /// The operator a TX-only dynamic argument last expanded to: (rule link, `tx_gen`).
+    last_dynamic: Option<(u32, u64, Arc<Operator>)>,
     /// Per top-level rule evaluation.
     points: i64,
     evidence: Vec<Evidence>,
@@ -291,7 +296,7 @@ struct Memo {
     /// captured), or `MATCH + 1 + i` for the captures in `captures[i]`. Compact, as it is
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
-    captures: Vec<Captures>,
+    captures: Vec<SharedCaptures>,
     /// Bytes held in keys, arena and prefilter answers.
     bytes: usize,
 }
@@ -585,6 +590,9 @@ fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
         push_matched(st, value);
     }
     for (idx, name, value) in &f.writes {
+        if *idx == 0 {
+            st.tx_gen += 1;
+        }
         if let Some(coll) = st.colls.get_mut(*idx) {
             match value {
                 Some(v) => {
@@ -1630,19 +1638,23 @@ fn apply_op(
     memo_key: Option<u64>,
 ) -> bool {
     let m = &mut st.memo;
-    let captures = match memo_key.and_then(|k| m.ops.get(&k)) {
+    let captures: Option<SharedCaptures> = match memo_key.and_then(|k| m.ops.get(&k)) {
         Some(&NO_MATCH) => None,
         Some(&MATCH) => Some(Vec::new()),
         Some(&i) => m.captures.get((i - MATCH - 1) as usize).cloned(),
         None => {
-            let result = operator_result(rule, op, value, c, st);
+            let result = operator_result(rule, op, value, c, st).map(|caps| {
+                caps.into_iter()
+                    .map(|cap| cap.map(Arc::<[u8]>::from))
+                    .collect::<SharedCaptures>()
+            });
             if let Some(k) = memo_key {
                 let m = &mut st.memo;
                 let code = match &result {
                     None => NO_MATCH,
                     Some(caps) if caps.is_empty() => MATCH,
                     Some(caps) => {
-                        m.bytes += caps.iter().flatten().map(Vec::len).sum::<usize>();
+                        m.bytes += caps.iter().flatten().map(|c| c.len()).sum::<usize>();
                         m.captures.push(caps.clone());
                         MATCH + m.captures.len() as u32
                     }
@@ -1654,10 +1666,11 @@ fn apply_op(
     };
     match captures {
         Some(caps) if !rule.negated => {
-            if rule.capture {
+            if rule.capture && !caps.is_empty() {
+                st.tx_gen += 1;
                 for (i, cap) in caps.into_iter().enumerate() {
                     if let Some(cap) = cap {
-                        st.colls[0].insert(Arc::from(i.to_string()), Arc::from(cap));
+                        st.colls[0].insert(capture_name(i), cap);
                     }
                 }
             }
@@ -1668,6 +1681,19 @@ fn apply_op(
     }
 }
 
+/// Captures as stored in TX: shared with the memo, not copied per request.
+type SharedCaptures = Vec<Option<Arc<[u8]>>>;
+
+/// The TX name of capture `i` (`0` to `9` made once).
+fn capture_name(i: usize) -> Arc<str> {
+    static NAMES: std::sync::LazyLock<[Arc<str>; 10]> =
+        std::sync::LazyLock::new(|| std::array::from_fn(|i| Arc::from(i.to_string())));
+    match NAMES.get(i) {
+        Some(name) => name.clone(),
+        None => Arc::from(i.to_string()),
+    }
+}
+
 /// The operator's own result: None when it did not match, else its captures (empty when the
 /// rule does not capture).
 fn operator_result(
@@ -1675,16 +1701,33 @@ fn operator_result(
     op: &Op,
     value: &[u8],
     c: &Collections,
-    st: &State<'_>,
+    st: &mut State<'_>,
 ) -> Option<Captures> {
     match op {
         Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
         Op::Static(o) => o.evaluate(value),
         Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(fp.to_vec())]),
         Op::Xss => injection::detect_xss(value).then(Vec::new),
-        Op::Dynamic { name, arg, last } => {
+        Op::Dynamic {
+            name,
+            arg,
+            last,
+            tx_only,
+        } => {
+            // an argument of TX variables only is expanded again only when TX changed
+            if *tx_only
+                && let Some((link, generation, op)) = &st.last_dynamic
+                && *link == rule.link
+                && *generation == st.tx_gen
+            {
+                return op.evaluate(value);
+            }
             let expanded = expand(arg, None, c, st);
-            dynamic_operator(rule, name, &expanded, last).and_then(|o| o.evaluate(value))
+            let op = dynamic_operator(rule, name, &expanded, last)?;
+            if *tx_only {
+                st.last_dynamic = Some((rule.link, st.tx_gen, op.clone()));
+            }
+            op.evaluate(value)
         }
     }
 }
@@ -1787,6 +1830,9 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
         ),
     };
     let idx = coll_index(sv.coll);
+    if idx == 0 {
+        st.tx_gen += 1;
+    }
     match sv.op {
         SetOp::Unset => {
             if let Some(t) = st.trace.as_mut() {

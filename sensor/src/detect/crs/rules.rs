@@ -345,6 +345,8 @@ pub enum Op {
         name: String,
         arg: Template,
         last: DynamicCache,
+        /// Every macro of `arg` is a TX variable: the expansion can only change when TX does.
+        tx_only: bool,
     },
 }
 
@@ -1104,10 +1106,14 @@ impl Builder {
             if !name.eq_ignore_ascii_case("rx") {
                 Operator::compile(name, &blank, base).map_err(|e| err(loc, e))?;
             }
+            let tx_only = arg
+                .macros()
+                .all(|(name, key)| name == "TX" && key.is_some());
             return Ok(Op::Dynamic {
                 name: name.to_string(),
                 arg,
                 last: DynamicCache::default(),
+                tx_only,
             });
         }
         Operator::compile(name, &spec.argument, base)
