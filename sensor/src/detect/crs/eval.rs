@@ -226,6 +226,8 @@ struct State<'r> {
     /// offsets in `union_words` (or [`UNSET`]).
     union_bits: Vec<u32>,
     union_words: Vec<u64>,
+    /// The cells of `union_bits` set since the last reset.
+    union_touched: Vec<u32>,
     /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
     /// right while it is unchanged).
     tx_gen: u64,
@@ -354,6 +356,8 @@ struct Scratch {
     memo: Memo,
     union_bits: Vec<u32>,
     union_words: Vec<u64>,
+    /// The cells of `union_bits` set since the last reset.
+    union_touched: Vec<u32>,
     matched_name: String,
     matched_value: Vec<u8>,
     matched_vars: Vec<(String, Vec<u8>)>,
@@ -390,6 +394,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         memo: s.memo,
         union_bits: s.union_bits,
         union_words: s.union_words,
+        union_touched: s.union_touched,
         matched_name: s.matched_name,
         matched_value: s.matched_value,
         matched_vars: s.matched_vars,
@@ -405,6 +410,7 @@ fn keep_scratch(st: &mut State<'_>) {
         memo: std::mem::take(&mut st.memo),
         union_bits: std::mem::take(&mut st.union_bits),
         union_words: std::mem::take(&mut st.union_words),
+        union_touched: std::mem::take(&mut st.union_touched),
         matched_name: std::mem::take(&mut st.matched_name),
         matched_value: std::mem::take(&mut st.matched_value),
         matched_vars: std::mem::take(&mut st.matched_vars),
@@ -506,8 +512,20 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     }
     st.slot_entry.clear();
     st.slot_entry.resize(next as usize, UNSET);
-    st.union_bits.clear();
-    st.union_bits.resize(KINDS * st.nodes as usize, UNSET);
+    // only the cells the last phase filled are reset (a rule set has a few dozen pipelines
+    // per kind, a request touches a handful)
+    let cells = KINDS * st.nodes as usize;
+    if st.union_bits.len() == cells {
+        for &cell in &st.union_touched {
+            if let Some(c) = st.union_bits.get_mut(cell as usize) {
+                *c = UNSET;
+            }
+        }
+    } else {
+        st.union_bits.clear();
+        st.union_bits.resize(cells, UNSET);
+    }
+    st.union_touched.clear();
     st.union_words.clear();
 }
 
@@ -1457,6 +1475,7 @@ fn union_hit(
         }
     }
     st.union_bits[cell] = acc as u32;
+    st.union_touched.push(cell as u32);
     bit_set(&st.union_words, acc, bit)
 }
 
