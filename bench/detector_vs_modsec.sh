@@ -8,8 +8,12 @@
 #   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
 #   SKIP_CRS=1 bench/detector_vs_modsec.sh  # leave out Palisade's CRS engine
 #   CRS_BASE_EVAL=/path/to/eval_corpus bench/detector_vs_modsec.sh
-#       # a fourth contender: the CRS engine of another build (e.g. the last release), in the
+#       # a further contender: the CRS engine of another build (e.g. the last release), in the
 #       # same runs: before/after of an engine change beside ModSecurity
+#
+# With CRS, the engine also runs a second time with its value memo off (`--no-value-memo`):
+# every request's values decoded, scanned and matched afresh, what traffic of values never
+# seen before costs (the memo's gain depends on how often values recur).
 #
 # Three contenders: Palisade's built-in rules, Palisade's CRS engine running the same CRS as
 # ModSecurity (Debian's 3.3.4, PL1, threshold 5; `--mode crs`: a request counts as detected
@@ -58,6 +62,12 @@ for run in $(seq "$RUNS"); do
       --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
       --out "$WORK/c.$run.json" >"$WORK/c.$run.out"
   fi
+  if [[ -z ${SKIP_CRS:-} ]]; then
+    echo "run $run/$RUNS: palisade crs engine, value memo off" >&2
+    /usr/bin/time -v -o "$WORK/n.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
+      --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs --no-value-memo \
+      --out "$WORK/n.$run.json" >"$WORK/n.$run.out"
+  fi
   if [[ -z ${SKIP_CRS:-} && -n ${CRS_BASE_EVAL:-} ]]; then
     echo "run $run/$RUNS: palisade crs engine, base build ($CRS_BASE_EVAL)" >&2
     /usr/bin/time -v -o "$WORK/b.$run.time" taskset -c "$CORE" "$CRS_BASE_EVAL" --corpus "$CORPUS" \
@@ -92,6 +102,8 @@ def ours(p, pt):
 extra = {}
 if os.path.exists(f"{work}/c.{run}.json"):
     extra["palisade_crs"] = ours(json.load(open(f"{work}/c.{run}.json")), gnu_time(f"{work}/c.{run}.time"))
+if os.path.exists(f"{work}/n.{run}.json"):
+    extra["palisade_crs_nomemo"] = ours(json.load(open(f"{work}/n.{run}.json")), gnu_time(f"{work}/n.{run}.time"))
 if os.path.exists(f"{work}/b.{run}.json"):
     extra["palisade_crs_base"] = ours(json.load(open(f"{work}/b.{run}.json")), gnu_time(f"{work}/b.{run}.time"))
 print(json.dumps({"run": int(run), **extra,
@@ -119,6 +131,7 @@ def med(side, key):
     return statistics.median(r[side][key] for r in rows)
 keys = ("requests_per_s", "requests_per_process_cpu_s", "process_cpu_s", "max_rss_kib")
 sides = (["palisade"] + (["palisade_crs"] if "palisade_crs" in rows[0] else [])
+         + (["palisade_crs_nomemo"] if "palisade_crs_nomemo" in rows[0] else [])
          + (["palisade_crs_base"] if "palisade_crs_base" in rows[0] else []) + ["modsecurity"])
 medians = {side: {k: med(side, k) for k in keys} for side in sides}
 medians["modsecurity"]["requests_per_cpu_s"] = med("modsecurity", "requests_per_cpu_s")
@@ -136,6 +149,9 @@ if "palisade_crs" in medians:
     ratios["crs_engine_requests_per_s_timed_inside"] = round(C["requests_per_s"] / M["requests_per_s"], 1)
     ratios["crs_engine_requests_per_s_vs_modsec_thread_cpu"] = round(C["requests_per_s"] / M["requests_per_cpu_s"], 1)
     ratios["crs_engine_requests_per_process_cpu_s"] = round(C["requests_per_process_cpu_s"] / M["requests_per_process_cpu_s"], 1)
+if "palisade_crs_nomemo" in medians:
+    N = medians["palisade_crs_nomemo"]
+    ratios["crs_engine_no_memo_requests_per_s_timed_inside"] = round(N["requests_per_s"] / M["requests_per_s"], 1)
 if "palisade_crs_base" in medians:
     B = medians["palisade_crs_base"]
     ratios["crs_base_requests_per_s_timed_inside"] = round(B["requests_per_s"] / M["requests_per_s"], 1)
@@ -161,7 +177,7 @@ doc = {"benchmark": "detector_vs_modsec", "script": "bench/detector_vs_modsec.sh
 json.dump(doc, open(out, "w"), indent=1)
 for side in sides:
     d, m = det[side], medians[side]
-    print(f"{side:12} attacks {d['attacks_detected']}/{d['attacks_total']} ({d['tpr']:.3f})  "
+    print(f"{side:19} attacks {d['attacks_detected']}/{d['attacks_total']} ({d['tpr']:.3f})  "
           f"benign {d['benign_detected']}/{d['benign_total']} ({d['fpr']:.4f})  "
           f"{m['requests_per_s']:.0f} req/s timed inside, {m['requests_per_process_cpu_s']:.0f} req/process-CPU-s, "
           f"rss {m['max_rss_kib']/1024:.1f} MiB")

@@ -17,7 +17,8 @@
 # Options (environment):
 #   BASE_REV=<git rev>   adds (d) sensor_base: the sensor built from that revision (in
 #                        target/overhead-base, so the tree's own build is untouched), measured in
-#                        the same rounds: before/after of a change in one run.
+#                        the same rounds: before/after of a change in one run. With CRS on, also
+#                        (e') sensor_crs_base: that build with the CRS engine on.
 #   BODY_BYTES=N         wrk POSTs a JSON body of N bytes (the sensor inspects bodies) instead of
 #                        a GET; nginx serves the file for POST too (error_page 405 =200).
 #   SKIP_MODSEC=1        leave out (c).
@@ -292,6 +293,7 @@ measure() {
         sensor) start_sensor "$SENSOR" ;;
         sensor_base) start_sensor "$BASE_SENSOR" ;;
         sensor_crs) start_sensor "$SENSOR" --crs-dir "$CRS_DIR" ;;
+        sensor_crs_base) start_sensor "$BASE_SENSOR" --crs-dir "$CRS_DIR" ;;
         sensor_cgroup) start_sensor "$SENSOR" --source cgroup ;;
     esac
     mapfile -t pids < <(pgrep -P "$inst")
@@ -303,7 +305,7 @@ measure() {
             child_times w1; s1="$(cpu_snapshot "${pids[@]}")"
             extra='{}'
             ;;
-        sensor | sensor_base | sensor_crs | sensor_cgroup)
+        sensor | sensor_base | sensor_crs | sensor_crs_base | sensor_cgroup)
             local c0 c1 drops captured parsed hwm crs_in crs_shed
             s0="$(cpu_snapshot "${pids[@]}")"; child_times w0
             c0="$(cpu_ticks "$SENSOR_PID")"
@@ -360,6 +362,7 @@ CONFIGS=(none sensor)
 [ "$SKIP_CGROUP" = 1 ] || CONFIGS+=(sensor_cgroup)
 [ -n "$BASE_SENSOR" ] && CONFIGS+=(sensor_base)
 [ "$SKIP_CRS" = 1 ] || CONFIGS+=(sensor_crs)
+[ "$SKIP_CRS" = 1 ] || [ -z "$BASE_SENSOR" ] || CONFIGS+=(sensor_crs_base)
 [ "$SKIP_MODSEC" = 1 ] || CONFIGS+=(modsec)
 for r in $(seq "$ROUNDS"); do
     for k in $(seq 0 $(( ${#CONFIGS[@]} - 1 ))); do
@@ -386,7 +389,7 @@ import json, os, platform, statistics, sys
 out, rows_path, duration, conns, threads, versions = sys.argv[1:7]
 load_start, load_end, uptime_start, uptime_end, base_rev, body_bytes = sys.argv[7:13]
 rows = [json.loads(l) for l in open(rows_path)]
-configs = [c for c in ["none", "sensor", "sensor_cgroup", "sensor_base", "sensor_crs", "modsec"] if any(r["config"] == c for r in rows)]
+configs = [c for c in ["none", "sensor", "sensor_cgroup", "sensor_base", "sensor_crs", "sensor_crs_base", "modsec"] if any(r["config"] == c for r in rows)]
 others = [c for c in configs if c != "none"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
@@ -395,7 +398,7 @@ by = {c: [r for r in rows if r["config"] == c] for c in configs}
 medians = {c: {"rps": med([r["rps"] for r in by[c]]), "p99_ms": med([r["p99_ms"] for r in by[c]]),
                "p50_ms": med([r["p50_ms"] for r in by[c]]),
                "others_cpu_percent": med([r["others_cpu_percent"] for r in by[c]])} for c in configs}
-for c in ("sensor", "sensor_cgroup", "sensor_base", "sensor_crs"):
+for c in ("sensor", "sensor_cgroup", "sensor_base", "sensor_crs", "sensor_crs_base"):
     s = by.get(c, [])
     if s:
         medians[c].update({
