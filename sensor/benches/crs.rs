@@ -58,35 +58,44 @@ fn bench(c: &mut Criterion) {
         (b"Content-Type", b"application/x-www-form-urlencoded"),
         (b"Content-Length", b"44"),
     ];
+    type Case<'a> = (
+        &'a str,
+        &'a [u8],
+        &'a [u8],
+        &'a [(&'a [u8], &'a [u8])],
+        &'a [u8],
+    );
+    let cases: [Case; 3] = [
+        (
+            "benign_get",
+            b"GET",
+            b"/products/list?page=2&sort=price",
+            get_headers,
+            b"",
+        ),
+        (
+            "form_post",
+            b"POST",
+            b"/account/profile",
+            form_headers,
+            b"name=Ana+Lima&city=Porto&newsletter=yes",
+        ),
+        (
+            "sqli_get",
+            b"GET",
+            b"/item?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+            get_headers,
+            b"",
+        ),
+    ];
     for (group, crs) in [("crs_pl1", &with_memo), ("crs_pl1_no_memo", &without_memo)] {
         let mut g = c.benchmark_group(group);
-        g.bench_function("benign_get", |b| {
-            let r = request(
-                b"GET",
-                b"/products/list?page=2&sort=price",
-                get_headers,
-                b"",
-            );
-            b.iter(|| black_box(crs.evaluate(black_box(&r))))
-        });
-        g.bench_function("form_post", |b| {
-            let r = request(
-                b"POST",
-                b"/account/profile",
-                form_headers,
-                b"name=Ana+Lima&city=Porto&newsletter=yes",
-            );
-            b.iter(|| black_box(crs.evaluate(black_box(&r))))
-        });
-        g.bench_function("sqli_get", |b| {
-            let r = request(
-                b"GET",
-                b"/item?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
-                get_headers,
-                b"",
-            );
-            b.iter(|| black_box(crs.evaluate(black_box(&r))))
-        });
+        for (name, method, target, headers, body) in cases {
+            g.bench_function(name, |b| {
+                let r = request(method, target, headers, body);
+                b.iter(|| black_box(crs.evaluate(black_box(&r))))
+            });
+        }
         g.finish();
     }
 }
