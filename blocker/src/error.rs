@@ -52,10 +52,10 @@ pub enum Error {
     /// not renewed in time. Nothing more is written by this lease term.
     #[error("lease lost: {0}")]
     Fenced(String),
-    /// A CIDR was refused (by a guardrail or because it does not parse).
+    /// Copying the embedded backend's state into the bucket failed.
     #[error("cannot migrate the state: {0}")]
     Migrate(String),
-
+    /// A CIDR was refused (by a guardrail or because it does not parse).
     #[error("refused `{cidr}`: {reason}")]
     Refused { cidr: String, reason: String },
     /// A firewall call failed.
