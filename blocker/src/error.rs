@@ -61,6 +61,10 @@ pub enum Error {
     /// A firewall call failed.
     #[error(transparent)]
     Provider(#[from] palisade_providers::Error),
+    /// A blocker started with [`crate::spawn`] ended before its admin listener was up, without
+    /// an error of its own (its task panicked or was cancelled).
+    #[error("the blocker stopped before it was ready: {0}")]
+    Stopped(String),
 }
 
 /// Result with the blocker [`Error`].

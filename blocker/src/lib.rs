@@ -80,6 +80,43 @@ pub async fn run(
     run_with(config, firewall, shutdown, |_| {}).await
 }
 
+/// A blocker running on a task of its own (see [`spawn`]).
+#[derive(Debug)]
+pub struct Spawned {
+    /// Where its admin API listens.
+    pub admin: SocketAddr,
+    /// Sending (or dropping) it stops the blocker as [`run`]'s `shutdown` does.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// The run: what [`run_with`] returned.
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// [`run_with`] on a task of the current tokio runtime, returned once its admin listener is up
+/// (for embedding the blocker in another program, and for tests). An error is the one the run
+/// stopped with before it was ready.
+pub async fn spawn(config: Config, firewall: Arc<dyn Firewall>) -> Result<Spawned> {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run_with(
+        config,
+        firewall,
+        async {
+            let _ = stop_rx.await;
+        },
+        move |addr| {
+            let _ = ready_tx.send(addr);
+        },
+    ));
+    match ready_rx.await {
+        Ok(admin) => Ok(Spawned { admin, stop, task }),
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(Error::Stopped("it returned without an error".into())),
+            Err(join) => Err(Error::Stopped(join.to_string())),
+        },
+    }
+}
+
 /// How long `migrate-state` waits for NATS.
 const MIGRATE_CONNECT_WAIT: Duration = Duration::from_secs(20);
 

@@ -25,7 +25,13 @@ async fn a_deleted_consumer_is_created_again_and_reports_still_decided() {
     let mut config = config(&nats.url(), state.path());
     config.nats.max_ack_pending = 777;
     let firewall = MemoryFirewall::new();
-    let (admin, stop_tx, blocker) = start_in_process(config, Arc::new(firewall.clone())).await;
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop_tx,
+        task: blocker,
+    } = palisade_blocker::spawn(config, Arc::new(firewall.clone()))
+        .await
+        .expect("blocker ready");
     let js = nats.jetstream().await.expect("jetstream");
     let body = report("before", "s1", "192.0.2.1", "rce-1", "critical");
     assert!(publish(&js, "s1", "before", body).await);

@@ -13,7 +13,6 @@ use palisade_blocker::config::{FalcoConfig, FalcoMapping};
 use palisade_blocker::identity;
 use palisade_providers::memory::MemoryFirewall;
 use palisade_tests::nats::NatsServer;
-use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -94,22 +93,11 @@ async fn falcosidekick_events_become_blocks_and_the_rest_is_counted() {
     config.nats.url = nats.url();
     config.nats.creds_file = Some(seed);
     let firewall = Arc::new(MemoryFirewall::new());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(palisade_blocker::run_with(
-        config,
-        firewall.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = tokio::time::timeout(WAIT, ready_rx)
-        .await
-        .expect("ready in time")
-        .expect("blocker started");
+    let palisade_blocker::Spawned { admin, stop, task } =
+        tokio::time::timeout(WAIT, palisade_blocker::spawn(config, firewall.clone()))
+            .await
+            .expect("ready in time")
+            .expect("blocker started");
 
     // Falcosidekick's side: a plain NATS client publishing each event once.
     let falcosidekick = async_nats::ConnectOptions::with_nkey(sidekick.seed().expect("seed"))

@@ -293,7 +293,7 @@ async fn a_bad_token_configuration_stops_the_start_with_a_clear_error() {
 async fn the_nats_backend_keeps_the_history_across_a_takeover() {
     let nats = NatsServer::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let start = |replica: &'static str, max_entries: usize| {
+    let replica = |replica: &'static str, max_entries: usize| {
         let mut c = config(&nats.url(), dir.path());
         c.history.max_entries = max_entries;
         c.state.backend = palisade_blocker::StateBackend::Nats;
@@ -306,19 +306,7 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
             token_file: None,
             access: palisade_blocker::config::TokenAccess::Write,
         }];
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(palisade_blocker::run_with(
-            c,
-            Arc::new(MemoryFirewall::new()),
-            async {
-                let _ = stop_rx.await;
-            },
-            move |addr| {
-                let _ = ready_tx.send(addr);
-            },
-        ));
-        (stop_tx, ready_rx, task)
+        palisade_blocker::spawn(c, Arc::new(MemoryFirewall::new()))
     };
     let leader = |admin: SocketAddr| async move {
         wait_until(30, "the lease", || async {
@@ -328,8 +316,11 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
         .await;
     };
 
-    let (stop1, ready, task1) = start("one", 100);
-    let admin: SocketAddr = ready.await.unwrap();
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop1,
+        task: task1,
+    } = replica("one", 100).await.unwrap();
     leader(admin).await;
     let js = nats.jetstream().await.unwrap();
     publish(
@@ -372,8 +363,11 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
     );
     // A standby reads the history from the bucket, and forwards a change to the holder
     // with the name of the token it checked.
-    let (stop2, ready, task2) = start("two", 100);
-    let standby: SocketAddr = ready.await.unwrap();
+    let palisade_blocker::Spawned {
+        admin: standby,
+        stop: stop2,
+        task: task2,
+    } = replica("two", 100).await.unwrap();
     let (_, ready_body) = http(standby, "GET", "/readyz", None, None).await;
     assert!(ready_body.contains("\"leader\":false"), "{ready_body}");
     let page = history(standby, "198.51.100.9", "", TOKEN).await;
@@ -442,8 +436,11 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
         .unwrap();
 
     // A third with room for one entry prunes the bucket's history to the newest.
-    let (stop3, ready, task3) = start("three", 1);
-    let admin: SocketAddr = ready.await.unwrap();
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop3,
+        task: task3,
+    } = replica("three", 1).await.unwrap();
     leader(admin).await;
     wait_until(30, "pruning", || async {
         metric(admin, "palisade_history_pruned_total{reason=\"size\"}").await >= 4.0
@@ -461,8 +458,11 @@ async fn the_nats_backend_keeps_the_history_across_a_takeover() {
         .unwrap();
 
     // What the purge left is what a fourth replica restores: one entry.
-    let (stop4, ready, task4) = start("four", 100);
-    let admin: SocketAddr = ready.await.unwrap();
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop4,
+        task: task4,
+    } = replica("four", 100).await.unwrap();
     leader(admin).await;
     let m = metrics(admin).await;
     assert_eq!(m.get("palisade_history_entries"), Some(&1.0), "{m:?}");

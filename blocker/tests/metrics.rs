@@ -94,8 +94,13 @@ async fn histograms_and_provider_calls_after_blocks_are_written() {
     proxy.inject("UpdateIPSet", [Fault::Throttle, Fault::LockConflict]);
 
     let state = tempfile::tempdir().unwrap();
-    let (admin, stop_tx, blocker) =
-        start_in_process(config(&nats.url(), state.path()), Arc::new(firewall)).await;
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop_tx,
+        task: blocker,
+    } = palisade_blocker::spawn(config(&nats.url(), state.path()), Arc::new(firewall))
+        .await
+        .expect("blocker ready");
 
     let js = nats.jetstream().await.unwrap();
     const N: usize = 5;

@@ -27,7 +27,13 @@ async fn thousands_of_reports_end_to_end() {
     let foreign: IpNet = "81.2.69.0/24".parse().unwrap();
     firewall.insert_foreign(foreign);
 
-    let (admin, stop_tx, blocker) = start_in_process(config, Arc::new(firewall.clone())).await;
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop_tx,
+        task: blocker,
+    } = palisade_blocker::spawn(config, Arc::new(firewall.clone()))
+        .await
+        .expect("blocker ready");
     assert_eq!(http(admin, "GET", "/healthz", None, None).await.0, 200);
 
     let js = nats.jetstream().await.unwrap();
@@ -351,7 +357,13 @@ async fn admin_changes_are_disabled_without_a_token() {
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&nats.url(), state.path());
     config.admin.token = None;
-    let (admin, stop_tx, blocker) = start_in_process(config, Arc::new(MemoryFirewall::new())).await;
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop_tx,
+        task: blocker,
+    } = palisade_blocker::spawn(config, Arc::new(MemoryFirewall::new()))
+        .await
+        .expect("blocker ready");
     let (code, body) = http(
         admin,
         "POST",
@@ -371,4 +383,20 @@ async fn admin_changes_are_disabled_without_a_token() {
     assert_eq!(http(admin, "GET", "/v1/blocks", None, None).await.0, 200);
     stop_tx.send(()).unwrap();
     blocker.await.unwrap().unwrap();
+}
+
+/// `spawn` returns the error a run stops with before it is ready (here the configuration's),
+/// instead of waiting for a listener that never comes.
+#[tokio::test]
+async fn spawn_returns_the_error_a_run_stops_with_before_it_is_ready() {
+    let state = tempfile::tempdir().unwrap();
+    let mut config = config("nats://127.0.0.1:4222", state.path());
+    config.nats.pull_heartbeat_secs = config.nats.pull_expires_secs;
+    let err = palisade_blocker::spawn(config, Arc::new(MemoryFirewall::new()))
+        .await
+        .expect_err("an invalid configuration stops the run");
+    assert!(
+        matches!(&err, palisade_blocker::Error::Config(m) if m.contains("pull_heartbeat_secs")),
+        "{err}"
+    );
 }

@@ -25,20 +25,12 @@ async fn two_replicas_split_the_work() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(&nats.url(), dir.path());
         c.pipeline.batch_size = 32;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tasks.push(tokio::spawn(palisade_blocker::run_with(
-            c,
-            Arc::new(MemoryFirewall::new()),
-            async {
-                let _ = stop_rx.await;
-            },
-            move |addr| {
-                let _ = ready_tx.send(addr);
-            },
-        )));
-        admins.push(ready_rx.await.unwrap());
-        stops.push(stop_tx);
+        let blocker = palisade_blocker::spawn(c, Arc::new(MemoryFirewall::new()))
+            .await
+            .unwrap();
+        tasks.push(blocker.task);
+        admins.push(blocker.admin);
+        stops.push(blocker.stop);
         dirs.push(dir);
     }
 

@@ -4,7 +4,6 @@
 //! firewall, and the exit codes for a wrong token (3), an unreachable blocker (4) and an
 //! address that is not blocked (2).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,6 @@ use palisade_blocker::Config;
 use palisade_providers::memory::MemoryFirewall;
 use palisade_tests::nats::NatsServer;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "cli-test-admin-token-0123456789";
 const READ_TOKEN: &str = "cli-test-read-token-0123456789";
@@ -149,22 +147,13 @@ async fn every_subcommand_against_a_running_blocker() {
     let nats = NatsServer::start().await.expect("nats-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let firewall = Arc::new(MemoryFirewall::new());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel::<SocketAddr>();
-    let task = tokio::spawn(palisade_blocker::run_with(
-        config(&nats.url(), dir.path()),
-        firewall.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = tokio::time::timeout(WAIT, ready_rx)
-        .await
-        .expect("ready in time")
-        .expect("blocker started");
+    let palisade_blocker::Spawned { admin, stop, task } = tokio::time::timeout(
+        WAIT,
+        palisade_blocker::spawn(config(&nats.url(), dir.path()), firewall.clone()),
+    )
+    .await
+    .expect("ready in time")
+    .expect("blocker started");
     let url = format!("http://{admin}");
     let url = url.as_str();
 

@@ -115,22 +115,17 @@ async fn dashboard_and_alerts_name_only_exported_metrics() {
     config.state.dir = dir.path().join("state");
     config.admin.listen = "127.0.0.1:0".parse().expect("addr");
     config.reconcile.interval_ms = 100;
-    let (stop_blocker, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config,
-        Arc::new(MemoryFirewall::new()),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let blocker_addr = tokio::time::timeout(WAIT, ready_rx)
-        .await
-        .expect("blocker ready")
-        .expect("blocker started");
+    let palisade_blocker::Spawned {
+        admin: blocker_addr,
+        stop: stop_blocker,
+        task: blocker,
+    } = tokio::time::timeout(
+        WAIT,
+        palisade_blocker::spawn(config, Arc::new(MemoryFirewall::new())),
+    )
+    .await
+    .expect("blocker ready")
+    .expect("blocker started");
 
     // The sensor, following an access log with an attack in it.
     let log = dir.path().join("access.log");

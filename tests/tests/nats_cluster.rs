@@ -29,7 +29,6 @@ use palisade_providers::memory::MemoryFirewall;
 use palisade_tests::nats::{NatsCluster, NatsServer};
 use palisade_wire::{Category, Report, Severity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 /// Hang guard for each wait below (each polls for a condition). A failover takes seconds:
 /// RAFT elections, the clients' reconnect backoff, and redelivery after `ack_wait_secs`.
@@ -124,33 +123,15 @@ fn blocker_config(urls: &str, state: &std::path::Path) -> palisade_blocker::Conf
     c
 }
 
-/// The blocker library on `config` with `firewall`, once its admin listener is up: the
-/// admin address, the sender that stops it, and its task.
+/// The blocker library on `config` with `firewall`, once its admin listener is up.
 async fn start_blocker(
     config: palisade_blocker::Config,
     firewall: Arc<MemoryFirewall>,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<palisade_blocker::Result<()>>,
-) {
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config,
-        firewall,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = tokio::time::timeout(WAIT, ready_rx)
+) -> palisade_blocker::Spawned {
+    tokio::time::timeout(WAIT, palisade_blocker::spawn(config, firewall))
         .await
         .expect("blocker ready in time")
-        .expect("blocker started on the cluster");
-    (admin, stop_tx, blocker)
+        .expect("blocker started on the cluster")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +149,11 @@ async fn a_node_dies_mid_stream_and_no_report_or_block_is_lost() {
 
     // The blocker creates the stream at 3 replicas.
     let firewall = Arc::new(MemoryFirewall::new());
-    let (admin, stop_tx, blocker) = start_blocker(
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop_tx,
+        task: blocker,
+    } = start_blocker(
         blocker_config(&cluster.urls(), &dir.path().join("state")),
         firewall.clone(),
     )
@@ -433,8 +418,11 @@ async fn replicas_starting_together_never_leave_the_pull_stalled() {
                 })
             })
             .collect();
-        let (admin, stop_tx, blocker) =
-            start_blocker(config, Arc::new(MemoryFirewall::new())).await;
+        let palisade_blocker::Spawned {
+            admin,
+            stop: stop_tx,
+            task: blocker,
+        } = start_blocker(config, Arc::new(MemoryFirewall::new())).await;
         for s in starters {
             s.await
                 .expect("starter task")

@@ -177,19 +177,11 @@ async fn each_sensor_speaks_only_for_itself() {
     config.reconcile.interval_ms = 100;
     config.guardrails.allow_special = vec!["203.0.113.0/24".parse().expect("net")];
     let firewall = Arc::new(MemoryFirewall::new());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let blocker_task = tokio::spawn(palisade_blocker::run_with(
-        config,
-        firewall.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = tokio::time::timeout(WAIT, ready_rx)
+    let palisade_blocker::Spawned {
+        admin,
+        stop: stop_tx,
+        task: blocker_task,
+    } = tokio::time::timeout(WAIT, palisade_blocker::spawn(config, firewall.clone()))
         .await
         .expect("blocker ready in time")
         .expect("blocker started with its minted user");
@@ -352,22 +344,11 @@ struct Replica {
 async fn start_replica(mut config: palisade_blocker::Config, id: &str) -> Replica {
     config.state.replica_id = Some(id.to_owned());
     let firewall = Arc::new(MemoryFirewall::new());
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(palisade_blocker::run_with(
-        config,
-        firewall.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = tokio::time::timeout(WAIT, ready_rx)
-        .await
-        .expect("replica ready in time")
-        .expect("replica started with the minted user");
+    let palisade_blocker::Spawned { admin, stop, task } =
+        tokio::time::timeout(WAIT, palisade_blocker::spawn(config, firewall.clone()))
+            .await
+            .expect("replica ready in time")
+            .expect("replica started with the minted user");
     Replica {
         admin,
         firewall,

@@ -177,29 +177,3 @@ pub async fn spawn_blocker(config: &Path, admin: SocketAddr) -> tokio::process::
     .await;
     child
 }
-
-/// The blocker library on `config` with `firewall`, once its admin listener is up: the admin
-/// address, the sender that stops it, and its task.
-pub async fn start_in_process(
-    config: Config,
-    firewall: std::sync::Arc<dyn palisade_providers::Firewall>,
-) -> (
-    SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<palisade_blocker::Result<()>>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let blocker = tokio::spawn(palisade_blocker::run_with(
-        config,
-        firewall,
-        async {
-            let _ = stop_rx.await;
-        },
-        move |addr| {
-            let _ = ready_tx.send(addr);
-        },
-    ));
-    let admin = ready_rx.await.expect("blocker ready");
-    (admin, stop_tx, blocker)
-}
