@@ -63,30 +63,24 @@ enum Data<'a> {
     Owned(Vec<u8>),
     /// A count, in decimal, without an allocation.
     Count {
-        digits: [u8; 20],
+        digits: [u8; 24],
         len: u8,
     },
 }
 
 impl Data<'_> {
     fn count(n: usize) -> Data<'static> {
-        let mut digits = [0u8; 20];
-        let mut len = 0;
-        let mut rest = n;
-        loop {
-            digits[len] = b'0' + (rest % 10) as u8;
-            len += 1;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        digits[..len].reverse();
-        Data::Count {
-            digits,
-            len: len as u8,
-        }
+        let mut digits = [0u8; 24];
+        let len = decimal(n, &mut digits) as u8;
+        Data::Count { digits, len }
     }
+}
+
+/// `n` in decimal into `buf` (room for any 64-bit integer and its sign); the length written.
+fn decimal(n: impl std::fmt::Display, buf: &mut [u8; 24]) -> usize {
+    let mut w = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut w, format_args!("{n}"));
+    24 - w.len()
 }
 
 impl std::ops::Deref for Data<'_> {
@@ -1884,11 +1878,7 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 st.points += delta;
             }
             let mut digits = [0u8; 24];
-            let n = {
-                let mut w = &mut digits[..];
-                let _ = std::io::Write::write_fmt(&mut w, format_args!("{new}"));
-                24 - w.len()
-            };
+            let n = decimal(new, &mut digits);
             let value: Arc<[u8]> = Arc::from(&digits[..n]);
             if let Some(t) = st.trace.as_mut() {
                 t.writes.push((idx, name.clone(), Some(value.clone())));
