@@ -17,8 +17,8 @@ use super::injection;
 use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
-    Coll, Compiled, Ctl, DynamicCache, Folded, Item, Op, Rule, Scalar, Sel, SetOp, SetVar, Target,
-    Var,
+    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, Node, Op, Rule, Scalar, Sel,
+    SetOp, SetVar, Target, Var,
 };
 use super::transform::{Transform, apply_all};
 
@@ -212,12 +212,14 @@ struct State<'r> {
     nonempty: u64,
     /// Pipeline nodes in the rule set.
     nodes: u32,
+    /// Union cells per node: the value kinds, then the named entries of `Compiled::keys`.
+    cell_kinds: u32,
     /// The memo entry of each dense slot's value, or [`UNSET`] until looked up.
     slot_entry: Vec<u32>,
     /// Transformed values, prefilter answers and operator results per distinct value.
     memo: Memo,
-    /// The union of the prefilter answers over every value of a kind, per (kind, node), as
-    /// offsets in `union_words` (or [`UNSET`]).
+    /// The union of the prefilter answers over every value of a kind (or of its entries of
+    /// one name), per (cell, node), as offsets in `union_words` (or [`UNSET`]).
     union_bits: Vec<u32>,
     union_words: Vec<u64>,
     /// The cells of `union_bits` set since the last reset.
@@ -422,6 +424,7 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     let mut c = Collections::from_head(input);
     let mut st = state_with_scratch();
     st.nodes = rules.nodes.len() as u32;
+    st.cell_kinds = (KINDS + rules.keys.len()) as u32;
     st.memo.begin(rules.memo_id, rules.memo);
     reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
@@ -449,6 +452,7 @@ pub(super) fn trace_rule(rules: &Compiled, rule: &Rule, c: &Collections, tx: Col
         ..State::default()
     };
     st.nodes = rules.nodes.len() as u32;
+    st.cell_kinds = (KINDS + rules.keys.len()) as u32;
     st.colls[0] = tx;
     reset_caches(c, &mut st);
     let matched = eval_rule(rules, rule, rule, c, &mut st, &mut Vec::new());
@@ -463,7 +467,7 @@ fn kind_len(c: &Collections, k: u32) -> usize {
         return entries.len();
     }
     match k {
-        kind::XML_TEXT => 1,
+        kind::XML_TEXT => usize::from(c.xml_text.is_some()),
         kind::XML_ATTRS => c.xml_attrs.len(),
         k if (SCALAR_BASE..SCALAR_BASE + 20).contains(&k) => 1,
         _ => 0,
@@ -508,7 +512,7 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     st.slot_entry.resize(next as usize, UNSET);
     // only the cells the last phase filled are reset (a rule set has a few dozen pipelines
     // per kind, a request touches a handful)
-    let cells = KINDS * st.nodes as usize;
+    let cells = st.cell_kinds as usize * st.nodes as usize;
     if st.union_bits.len() == cells {
         for &cell in &st.union_touched {
             if let Some(c) = st.union_bits.get_mut(cell as usize) {
@@ -664,7 +668,10 @@ fn eval_rule<'r, 'c>(
     let steps: &[u32] = if rule.multi_match { &path } else { &single };
     // multiMatch: the value the operator saw last (not run twice on the same bytes)
     let mut last: Vec<u8> = Vec::new();
-    for t in &rule.targets {
+    for (ti, t) in rule.targets.iter().enumerate() {
+        if target_cannot_match(rules, rule, ti, c, st) {
+            continue;
+        }
         if rule
             .exclusions
             .iter()
@@ -1437,17 +1444,11 @@ fn prefilter_hit(
     bit_set(&st.memo.bit_words, at, bit)
 }
 
-/// Whether any value of kind `k` after pipeline `node` has one of `bit`'s literals: the union
-/// of the per-value answers, computed once per (kind, node) and request.
-fn union_hit(
-    rules: &Compiled,
-    c: &Collections,
-    k: u32,
-    node: u32,
-    bit: u32,
-    st: &mut State<'_>,
-) -> bool {
-    let cell = k as usize * st.nodes as usize + node as usize;
+/// Whether any value of a check's cell (every value of its kind, or its kind's entries of
+/// one name) after its pipeline node has one of `bit`'s literals: the union of the per-value
+/// answers, computed once per (cell, node) and request.
+fn union_hit(rules: &Compiled, c: &Collections, ch: &Check, bit: u32, st: &mut State<'_>) -> bool {
+    let cell = ch.cell as usize * st.nodes as usize + ch.node as usize;
     let Some(&known) = st.union_bits.get(cell) else {
         return true;
     };
@@ -1457,12 +1458,25 @@ fn union_hit(
     let words = (rules.prefilter_bits as usize).div_ceil(64);
     let acc = st.union_words.len();
     st.union_words.resize(acc + words, 0);
+    let k = ch.kind;
     let base = st.bases[k as usize];
+    let key = (ch.cell as usize)
+        .checked_sub(KINDS)
+        .and_then(|i| rules.keys.get(i))
+        .map(|(_, key)| &key[..]);
+    let entries = kind_entries(c, k).map(|(e, _)| e);
     for i in 0..kind_len(c, k) {
+        if let (Some(key), Some(entries)) = (key, entries)
+            && !entries
+                .get(i)
+                .is_some_and(|e| e.name.eq_ignore_ascii_case(key))
+        {
+            continue;
+        }
         let Some(data) = slot_data(c, k, i) else {
             continue;
         };
-        let at = scan_bits(rules, &data, base + i as u32, node, st);
+        let at = scan_bits(rules, &data, base + i as u32, ch.node, st);
         for w in 0..words {
             let v = st.memo.bit_words[at + w];
             st.union_words[acc + w] |= v;
@@ -1471,36 +1485,6 @@ fn union_hit(
     st.union_bits[cell] = acc as u32;
     st.union_touched.push(cell as u32);
     bit_set(&st.union_words, acc, bit)
-}
-
-/// Whether an entry named `key` of kind `k` (a collection) after pipeline `node` has one of
-/// `bit`'s literals; single-valued kinds and XML answer through [`union_hit`].
-fn keyed_hit(
-    rules: &Compiled,
-    c: &Collections,
-    k: u32,
-    key: &[u8],
-    node: u32,
-    bit: u32,
-    st: &mut State<'_>,
-) -> bool {
-    let Some((entries, _)) = kind_entries(c, k) else {
-        return union_hit(rules, c, k, node, bit, st);
-    };
-    let base = st.bases[k as usize];
-    for (i, e) in entries.iter().enumerate() {
-        if !e.name.eq_ignore_ascii_case(key) {
-            continue;
-        }
-        let Some(data) = slot_data(c, k, i) else {
-            continue;
-        };
-        let at = scan_bits(rules, &data, base + i as u32, node, st);
-        if bit_set(&st.memo.bit_words, at, bit) {
-            return true;
-        }
-    }
-    false
 }
 
 /// The value in slot `i` of kind `k` (as `resolve` hands it out).
@@ -1594,40 +1578,112 @@ fn target_kinds(t: &Target) -> Option<&'static [u32]> {
 /// True when no value of any of the rule's targets, after any pipeline the rule looks at,
 /// holds one of its literals: the rule cannot match, and nothing needs resolving.
 fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'_>) -> bool {
-    let Some(bit) = rule.prefilter_bit else {
+    let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
         return false;
     };
-    if rule.negated {
+    !any_hit(rules, c, &checks.all, bit, st)
+}
+
+/// Whether a value of one of `checks` holds one of `bit`'s literals.
+fn any_hit(
+    rules: &Compiled,
+    c: &Collections,
+    checks: &[Check],
+    bit: u32,
+    st: &mut State<'_>,
+) -> bool {
+    // a kind without values has no literal under any pipeline
+    checks
+        .iter()
+        .any(|ch| st.nonempty & (1 << ch.kind) != 0 && union_hit(rules, c, ch, bit, st))
+}
+
+/// True when no value of `rule`'s target `i` holds one of its literals (the target need not
+/// be resolved).
+fn target_cannot_match(
+    rules: &Compiled,
+    rule: &Rule,
+    i: usize,
+    c: &Collections,
+    st: &mut State<'_>,
+) -> bool {
+    let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
         return false;
+    };
+    !any_hit(rules, c, checks.target(i), bit, st)
+}
+
+/// The places [`cannot_match`] looks for `rule` (None: it always runs): every kind of every
+/// target, after the rule's pipeline and, for multiMatch, after each step before it and
+/// before any. A target naming one entry (`REQUEST_HEADERS:User-Agent`) looks at the entries
+/// of that name only, through a cell of its own in `keys`. Returns the checks in target
+/// order, and where each target's end.
+pub(super) fn prefilter_checks(
+    rule: &Rule,
+    nodes: &[Node],
+    keys: &mut Vec<(u32, Vec<u8>)>,
+) -> Option<Checks> {
+    rule.prefilter_bit?;
+    if rule.negated {
+        return None;
     }
+    let mut checks: Vec<Check> = Vec::new();
+    let mut ends = Vec::new();
     for t in &rule.targets {
-        let Some(kinds) = target_kinds(t) else {
-            return false;
-        };
-        for &k in kinds {
-            if st.nonempty & (1 << k) == 0 {
-                // no values: no literal under any pipeline
-                continue;
-            }
-            // multiMatch looks at the value before and after every transformation
+        let start = checks.len();
+        for &kind in target_kinds(t)? {
+            let cell = match &t.sel {
+                Sel::Key(key) if kind_has_entries(kind) => {
+                    let at = match keys.iter().position(|(k, n)| *k == kind && n == key) {
+                        Some(at) => at,
+                        None => {
+                            keys.push((kind, key.clone()));
+                            keys.len() - 1
+                        }
+                    };
+                    (KINDS + at) as u32
+                }
+                _ => kind,
+            };
             let mut node = rule.pipeline;
             loop {
-                let hit = match &t.sel {
-                    // a named header or argument: only the entries of that name
-                    Sel::Key(key) => keyed_hit(rules, c, k, key, node, bit, st),
-                    _ => union_hit(rules, c, k, node, bit, st),
-                };
-                if hit {
-                    return false;
+                let ch = Check { kind, cell, node };
+                if !checks[start..].contains(&ch) {
+                    checks.push(ch);
                 }
                 if node == 0 || !rule.multi_match {
                     break;
                 }
-                node = rules.nodes[node as usize].parent;
+                node = nodes.get(node as usize).map_or(0, |n| n.parent);
             }
         }
+        ends.push(checks.len() as u32);
     }
-    true
+    Some(Checks {
+        all: checks.into_boxed_slice(),
+        ends: ends.into_boxed_slice(),
+    })
+}
+
+/// Whether kind `k` is a collection's entries (their names can be selected).
+fn kind_has_entries(k: u32) -> bool {
+    use kind::*;
+    matches!(
+        k,
+        ARGS_GET
+            | ARGS_GET_NAMES
+            | ARGS_POST
+            | ARGS_POST_NAMES
+            | ARGS_OTHER
+            | ARGS_OTHER_NAMES
+            | COOKIES
+            | COOKIES_NAMES
+            | HEADERS
+            | HEADERS_NAMES
+            | FILES
+            | FILES_NAMES
+            | MULTIPART_PART_HEADERS
+    )
 }
 
 /// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's

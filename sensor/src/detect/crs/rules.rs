@@ -421,6 +421,10 @@ pub struct Rule {
     /// Number of this rule link among all links of the rule set (a key of the evaluator's
     /// operator memo).
     pub link: u32,
+    /// Where the prefilter looks before this link runs, worked out at load time (None: the
+    /// link always runs, its values being more than request data or its operator having no
+    /// literals).
+    pub checks: Option<Checks>,
     pub chain: Option<Box<Rule>>,
     /// What this rule does on every request, worked out at load time (see `fold`): set on top
     /// rules only, when their verdict cannot depend on the request.
@@ -444,6 +448,39 @@ pub struct Folded {
 
 /// One recorded `setvar`: collection index, name, value (None: unset).
 pub type FoldedWrite = (usize, Arc<str>, Option<Arc<[u8]>>);
+
+/// One place the prefilter looks before a rule link runs: the values of a kind, or only its
+/// entries of one name, after one pipeline node. The link cannot match when none of its
+/// checks' values holds one of its literals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    /// The value kind (the request has values of it or not).
+    pub kind: u32,
+    /// The evaluator's union cell: `kind`, or a named entry of [`Compiled::keys`].
+    pub cell: u32,
+    pub node: u32,
+}
+
+/// A rule link's prefilter checks, target by target.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    pub all: Box<[Check]>,
+    /// Where each target's checks end in `all`.
+    pub ends: Box<[u32]>,
+}
+
+impl Checks {
+    /// The checks of target `i`.
+    pub fn target(&self, i: usize) -> &[Check] {
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.ends.get(p))
+            .copied()
+            .unwrap_or(0);
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        self.all.get(start as usize..end as usize).unwrap_or(&[])
+    }
+}
 
 /// A phase's list: rules and markers in file order.
 #[derive(Debug)]
@@ -494,6 +531,8 @@ pub struct Compiled {
     pub prefilter: Option<Prefilter>,
     /// Number of prefilter bits.
     pub prefilter_bits: u32,
+    /// The (kind, lowercased name) of every named entry a prefilter [`Check`] looks at.
+    pub keys: Vec<(u32, Vec<u8>)>,
     pub report: LoadReport,
     /// Identifies this rule set to the per-thread memo of the evaluator (unique per compile).
     pub memo_id: u64,
@@ -665,6 +704,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         }
     }
     let mut links = 0u32;
+    let mut keys = Vec::new();
     for item in phases.iter_mut().flat_map(|p| p.iter_mut()) {
         if let Item::Rule(rule) = item {
             let mut link = Some(&mut **rule);
@@ -672,6 +712,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                 r.link = links;
                 links += 1;
                 r.msg_template = r.msg.as_deref().map(Template::parse);
+                r.checks = super::eval::prefilter_checks(r, &b.nodes, &mut keys);
                 link = r.chain.as_deref_mut();
             }
         }
@@ -687,6 +728,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         nodes: b.nodes,
         prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
+        keys,
         report: b.report,
         memo_id: NEXT_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         memo: true,
@@ -968,6 +1010,7 @@ impl Builder {
             severity: None,
             prefilter_bit: None,
             link: 0,
+            checks: None,
             folded: None,
             chain: None,
         };
