@@ -183,6 +183,14 @@ impl Tx {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.0.get(name).map(|v| &v[..])
     }
+
+    /// Every variable, sorted by name.
+    #[cfg(test)]
+    pub fn sorted(&self) -> Vec<(&str, &[u8])> {
+        let mut all: Vec<_> = self.0.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        all.sort_unstable();
+        all
+    }
 }
 
 #[derive(Default)]
@@ -531,10 +539,23 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
     let mut vals = Vec::new();
     st.marker = None;
     st.skip_next = 0;
-    for item in &rules.phases[phase] {
+    let items = &rules.phases[phase];
+    let runs = &rules.folded_runs[phase];
+    let mut at = 0;
+    while let Some(item) = items.get(at) {
         if st.engine_off {
             return;
         }
+        // folded rules from here to the next evaluated one: their effect at once
+        if st.marker.is_none()
+            && st.skip_next == 0
+            && let Some(Some(run)) = runs.get(at)
+        {
+            apply_folded(&run.effect, st);
+            at = run.next;
+            continue;
+        }
+        at += 1;
         let rule = match item {
             Item::Marker(name) => {
                 if st.marker == Some(name.as_str()) {
@@ -597,6 +618,14 @@ fn clear_matched(st: &mut State<'_>) {
 
 /// Does to `st` what evaluating `rule` did when it was folded (see [`Folded`]).
 fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
+    apply_folded(f, st);
+    if f.matched {
+        after_chain(rule, st);
+    }
+}
+
+/// A folded effect's MATCHED_VAR(S) and `setvar`s.
+fn apply_folded(f: &Folded, st: &mut State<'_>) {
     if f.cleared {
         clear_matched(st);
     }
@@ -619,9 +648,6 @@ fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
                 }
             }
         }
-    }
-    if f.matched {
-        after_chain(rule, st);
     }
 }
 

@@ -25,7 +25,7 @@ use super::ast::IdRange;
 use super::collections::{Collections, RequestInput};
 use super::eval::{self, CollMap};
 use super::macros::Template;
-use super::rules::{Coll, Compiled, Ctl, Folded, Item, Op, Rule, Sel, SetOp, Var};
+use super::rules::{Coll, Compiled, Ctl, Folded, FoldedRun, Item, Op, Rule, Sel, SetOp, Var};
 
 /// TX names whose value may depend on the request at some point.
 #[derive(Clone, Default)]
@@ -293,4 +293,62 @@ pub fn fold(rules: &mut Compiled) -> usize {
         }
     }
     n
+}
+
+/// Works out [`Compiled::folded_runs`] once rules are folded: from each folded rule, what the
+/// folded rules a request meets from there do, taken together, and where evaluation goes on.
+/// A folded rule is never removed at run time (`ctl:ruleRemove*` cannot reach it) and has no
+/// `ctl` or `skip`, so from a folded rule reached with no jump pending, every step up to the
+/// next evaluated rule is the same on every request.
+pub fn runs(rules: &mut Compiled) {
+    for (phase, items) in rules.phases.iter().enumerate() {
+        let runs = (0..items.len()).map(|i| run_from(items, i)).collect();
+        rules.folded_runs[phase] = runs;
+    }
+}
+
+fn run_from(items: &[Item], start: usize) -> Option<Box<FoldedRun>> {
+    if !matches!(items.get(start), Some(Item::Rule(r)) if r.folded.is_some()) {
+        return None;
+    }
+    let mut effect = Folded::default();
+    let mut marker: Option<&str> = None;
+    let mut next = start;
+    while let Some(item) = items.get(next) {
+        match item {
+            Item::Marker(name) => {
+                if marker == Some(name.as_str()) {
+                    marker = None;
+                }
+            }
+            Item::Rule(_) if marker.is_some() => {}
+            Item::Rule(r) => {
+                let Some(f) = &r.folded else {
+                    break;
+                };
+                if f.cleared {
+                    effect.cleared = true;
+                    effect.appended.clear();
+                }
+                effect.appended.extend(f.appended.iter().cloned());
+                effect.writes.extend(f.writes.iter().cloned());
+                if f.matched {
+                    // as `after_chain` leaves it: the first link's jump wins
+                    marker = links(r).find_map(|l| l.skip_after.as_deref());
+                }
+            }
+        }
+        next += 1;
+    }
+    // only the last write of a name counts (a collection is a map)
+    let mut seen = HashSet::new();
+    let mut writes: Vec<_> = effect
+        .writes
+        .drain(..)
+        .rev()
+        .filter(|(idx, name, _)| seen.insert((*idx, name.clone())))
+        .collect();
+    writes.reverse();
+    effect.writes = writes;
+    Some(Box::new(FoldedRun { effect, next }))
 }

@@ -171,6 +171,7 @@ impl Crs {
         }
         let mut compiled = rules::compile(directives)?;
         compiled.report.folded = fold::fold(&mut compiled);
+        fold::runs(&mut compiled);
         compiled.report.files = files;
         compiled.report.warnings = layout.warnings;
         Ok(Crs {
@@ -411,6 +412,152 @@ mod tests {
                 .to_string()
                 .contains("1-4")
         );
+    }
+
+    /// The prefilter's checks (worked out per rule at load) look at a named entry's values
+    /// only, under the rule's pipeline, and at every step of a multiMatch pipeline.
+    #[test]
+    fn prefilter_checks_see_named_entries_and_multimatch_steps() {
+        let crs = load(&format!(
+            "SecRule REQUEST_HEADERS:User-Agent \"@rx sqlmap\" \"id:913100,phase:1,block,t:none,t:lowercase,{SCORE}\"\n\
+             SecRule ARGS|XML:/* \"@rx <script\" \"id:941100,phase:2,block,t:none,t:urlDecodeUni,{SCORE}\"\n\
+             SecRule ARGS \"@rx ^%41$\" \"id:942100,phase:2,block,t:none,t:urlDecodeUni,multiMatch,{SCORE}\"\n"
+        ));
+        // the literal in another header, or in no header
+        assert!(ids(&run(&crs, "/", &[("Referer", "sqlmap")], "")).is_empty());
+        assert!(ids(&run(&crs, "/", &[], "")).is_empty());
+        assert_eq!(
+            ids(&run(
+                &crs,
+                "/",
+                &[("Referer", "x"), ("user-agent", "SQLMap/1.7")],
+                ""
+            )),
+            vec![913100]
+        );
+        // after the pipeline only (the argument %253cscript decodes once to %3cscript), and
+        // in XML text
+        assert!(ids(&run(&crs, "/?q=%25253cscript", &[], "")).is_empty());
+        assert_eq!(ids(&run(&crs, "/?q=%253cscript", &[], "")), vec![941100]);
+        assert_eq!(
+            ids(&run(
+                &crs,
+                "/",
+                &[("Content-Type", "text/xml")],
+                "<a>&lt;script&gt;</a>"
+            )),
+            vec![941100]
+        );
+        // multiMatch: the value before decoding holds the literal, after it does not
+        assert_eq!(ids(&run(&crs, "/?q=%2541", &[], "")), vec![942100]);
+    }
+
+    #[test]
+    fn a_folded_run_keeps_the_last_write_of_a_name_and_takes_its_jumps() {
+        let crs = load(&format!(
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.a=1\"\n\
+             SecAction \"id:2,phase:1,pass,nolog,setvar:tx.a=2,setvar:tx.b=1\"\n\
+             SecRule TX:b \"@eq 1\" \"id:3,phase:1,pass,nolog,skipAfter:M\"\n\
+             SecAction \"id:4,phase:1,pass,nolog,setvar:tx.a=3\"\n\
+             SecMarker M\n\
+             SecRule TX:a \"@eq 2\" \"id:942100,phase:1,block,{SCORE}\"\n"
+        ));
+        // 1, 2 and 3 are one run: it ends at 942100, past the marker, with a = 2
+        let phase = &crs.compiled.phases[0];
+        let first = phase
+            .iter()
+            .position(|i| matches!(i, rules::Item::Rule(r) if r.id == 1))
+            .expect("rule 1");
+        let folded = crs.compiled.folded_runs[0][first]
+            .as_ref()
+            .expect("a run from rule 1");
+        assert!(
+            matches!(phase.get(folded.next), Some(rules::Item::Rule(r)) if r.id == 942100),
+            "{folded:?}"
+        );
+        assert_eq!(ids(&run(&crs, "/", &[], "")), vec![942100]);
+    }
+
+    /// Taking the folded rules from one evaluated rule to the next at once (`fold::runs`)
+    /// changes nothing a request ends with: matched rules in full, and every TX variable.
+    #[test]
+    fn folded_runs_change_no_verdict_and_no_tx_variable() {
+        if without_debian_crs("folded_runs_change_no_verdict_and_no_tx_variable") {
+            return;
+        }
+        type Request<'a> = (&'a [u8], &'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let requests: [Request; 6] = [
+            (
+                b"GET",
+                "/search?q=shoes",
+                vec![("Host", "shop"), ("Accept", "*/*")],
+                "",
+            ),
+            (
+                b"GET",
+                "/item?id=1%27%20OR%201=1--",
+                vec![("Host", "shop")],
+                "",
+            ),
+            (b"GET", "/../../etc/passwd", vec![("Host", "10.0.0.1")], ""),
+            (
+                b"TRACE",
+                "/x.bak",
+                vec![("Proxy", "x"), ("Range", "bytes=0-,1-2,3-4,5-6,7-8,9-")],
+                "",
+            ),
+            (
+                b"POST",
+                "/a",
+                vec![
+                    ("Host", "shop"),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                "s=%3Cscript%3Ealert(1)%3C/script%3E&cmd=;cat%20/etc/passwd",
+            ),
+            (
+                b"POST",
+                "/api",
+                vec![("Host", "shop"), ("Content-Type", "application/json")],
+                r#"{"a":"<svg onload=alert(1)>","b":[1,"union select"]}"#,
+            ),
+        ];
+        for pl in 1..=4 {
+            let mut s = CrsSettings::new(DEBIAN_CRS_DIR);
+            s.paranoia = pl;
+            let runs = Crs::load(&s).expect("CRS 3.3.4 loads");
+            assert!(
+                runs.compiled.folded_runs[0].iter().any(Option::is_some),
+                "PL{pl}: no folded run in phase 1"
+            );
+            let mut each = Crs::load(&s).expect("CRS 3.3.4 loads");
+            each.compiled.folded_runs = Default::default();
+            for (method, target, headers, body) in &requests {
+                let h: Vec<(&[u8], &[u8])> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                    .collect();
+                let input = RequestInput {
+                    method,
+                    target: target.as_bytes(),
+                    protocol: b"HTTP/1.1",
+                    headers: &h,
+                    body: body.as_bytes(),
+                    remote_addr: "192.0.2.1",
+                };
+                let outcome = |crs: &Crs| {
+                    let o = eval::run(&crs.compiled, &input);
+                    (format!("{:?}", o.matched), format!("{:?}", o.tx.sorted()))
+                };
+                let (got, want) = (outcome(&runs), outcome(&each));
+                assert!(
+                    want.1.contains("anomaly_score"),
+                    "PL{pl} {target}: {}",
+                    want.1
+                );
+                assert_eq!(got, want, "PL{pl} {target}");
+            }
+        }
     }
 
     /// True when Debian's CRS is not installed and `test` skips (a failure under `CI=true`).

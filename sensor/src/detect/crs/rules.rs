@@ -446,6 +446,17 @@ pub struct Folded {
     pub writes: Vec<FoldedWrite>,
 }
 
+/// What a request meets from a folded rule on: that rule and every folded rule evaluation
+/// reaches after it, jumps followed, up to the next rule that is evaluated (see
+/// `fold::runs`). Applied at once when the rule is reached with no jump pending.
+#[derive(Debug, Clone, Default)]
+pub struct FoldedRun {
+    /// Their effects in order, as one (`matched` unused: the jumps are taken).
+    pub effect: Folded,
+    /// The index in the phase's list where evaluation goes on.
+    pub next: usize,
+}
+
 /// One recorded `setvar`: collection index, name, value (None: unset).
 pub type FoldedWrite = (usize, Arc<str>, Option<Arc<[u8]>>);
 
@@ -531,6 +542,8 @@ pub struct Compiled {
     pub prefilter: Option<Prefilter>,
     /// Number of prefilter bits.
     pub prefilter_bits: u32,
+    /// Per phase and item index: the run of folded rules starting there (see [`FoldedRun`]).
+    pub folded_runs: [Vec<Option<Box<FoldedRun>>>; 2],
     /// The (kind, lowercased name) of every named entry a prefilter [`Check`] looks at.
     pub keys: Vec<(u32, Vec<u8>)>,
     pub report: LoadReport,
@@ -728,6 +741,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         nodes: b.nodes,
         prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
+        folded_runs: Default::default(),
         keys,
         report: b.report,
         memo_id: NEXT_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
