@@ -237,6 +237,9 @@ struct State<'r> {
     tx_gen: u64,
     /// The operator a TX-only dynamic argument last expanded to: (rule link, `tx_gen`).
     last_dynamic: Option<(u32, u64, Arc<Operator>)>,
+    /// Buffers `setvar` expands names and values into.
+    setvar_name: Vec<u8>,
+    setvar_value: Vec<u8>,
     /// Per top-level rule evaluation.
     points: i64,
     evidence: Vec<Evidence>,
@@ -365,6 +368,8 @@ struct Scratch {
     matched_name: String,
     matched_value: Vec<u8>,
     matched_vars: Vec<(String, Vec<u8>)>,
+    setvar_name: Vec<u8>,
+    setvar_value: Vec<u8>,
     /// Size of the last request's TX collection: the next one is made that big up front rather
     /// than grown (and rehashed) by doubling.
     tx_len: usize,
@@ -402,6 +407,8 @@ fn state_with_scratch<'r>() -> State<'r> {
         matched_name: s.matched_name,
         matched_value: s.matched_value,
         matched_vars: s.matched_vars,
+        setvar_name: s.setvar_name,
+        setvar_value: s.setvar_value,
         ..State::default()
     }
 }
@@ -418,6 +425,8 @@ fn keep_scratch(st: &mut State<'_>) {
         matched_name: std::mem::take(&mut st.matched_name),
         matched_value: std::mem::take(&mut st.matched_value),
         matched_vars: std::mem::take(&mut st.matched_vars),
+        setvar_name: std::mem::take(&mut st.setvar_name),
+        setvar_value: std::mem::take(&mut st.setvar_value),
         tx_len: st.outcome.tx.0.len(),
     };
     let _ = SCRATCH.try_with(|cell| {
@@ -1918,56 +1927,86 @@ fn macro_value(
 }
 
 fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
-    let name: Arc<str> = match &sv.name_literal {
-        Some(n) => n.clone(),
-        None => Arc::from(
-            String::from_utf8_lossy(&expand(&sv.name, Some(top), c, st)).to_ascii_lowercase(),
-        ),
+    // expansions go to buffers kept in the state (most setvars run per matching value)
+    let mut name_buf = std::mem::take(&mut st.setvar_name);
+    let mut value_buf = std::mem::take(&mut st.setvar_value);
+    name_buf.clear();
+    value_buf.clear();
+    let expanded_name = match &sv.name_literal {
+        Some(_) => None,
+        None => {
+            sv.name.expand_into(&mut name_buf, |n, k, out| {
+                macro_value(n, k, Some(top), c, st, out)
+            });
+            name_buf.make_ascii_lowercase();
+            Some(String::from_utf8_lossy(&name_buf))
+        }
+    };
+    let name: &str = match (&sv.name_literal, &expanded_name) {
+        (Some(n), _) => n,
+        (None, Some(n)) => n,
+        (None, None) => "",
     };
     let idx = coll_index(sv.coll);
     if idx == 0 {
         st.tx_gen += 1;
     }
-    match sv.op {
-        SetOp::Unset => {
-            if let Some(t) = st.trace.as_mut() {
-                t.writes.push((idx, name.clone(), None));
+    let value: Option<Arc<[u8]>> = match sv.op {
+        SetOp::Unset => None,
+        SetOp::Set => Some(match &sv.value_literal {
+            Some(v) => v.clone(),
+            None => {
+                sv.value.expand_into(&mut value_buf, |n, k, out| {
+                    macro_value(n, k, Some(top), c, st, out)
+                });
+                Arc::from(&value_buf[..])
             }
-            st.colls[idx].remove(&name);
-        }
-        SetOp::Set => {
-            let value: Arc<[u8]> = match &sv.value_literal {
-                Some(v) => v.clone(),
-                None => Arc::from(expand(&sv.value, Some(top), c, st)),
-            };
-            if let Some(t) = st.trace.as_mut() {
-                t.writes.push((idx, name.clone(), Some(value.clone())));
-            }
-            st.colls[idx].insert(name, value);
-        }
+        }),
         SetOp::Add | SetOp::Sub => {
-            let cur = st.colls[idx].get(&name).map(|v| to_int(v)).unwrap_or(0);
+            let cur = st.colls[idx].get(name).map(|v| to_int(v)).unwrap_or(0);
             let delta = match &sv.value_literal {
                 Some(v) => to_int(v),
-                None => to_int(&expand(&sv.value, Some(top), c, st)),
+                None => {
+                    sv.value.expand_into(&mut value_buf, |n, k, out| {
+                        macro_value(n, k, Some(top), c, st, out)
+                    });
+                    to_int(&value_buf)
+                }
             };
             let new = if sv.op == SetOp::Add {
                 cur + delta
             } else {
                 cur - delta
             };
-            if sv.op == SetOp::Add && sv.coll == Coll::Tx && is_score_var(&name) {
+            if sv.op == SetOp::Add && sv.coll == Coll::Tx && is_score_var(name) {
                 st.points += delta;
             }
             let mut digits = [0u8; 24];
             let n = decimal(new, &mut digits);
-            let value: Arc<[u8]> = Arc::from(&digits[..n]);
-            if let Some(t) = st.trace.as_mut() {
-                t.writes.push((idx, name.clone(), Some(value.clone())));
-            }
-            st.colls[idx].insert(name, value);
+            Some(Arc::from(&digits[..n]))
         }
+    };
+    if let Some(t) = st.trace.as_mut() {
+        let name = sv.name_literal.clone().unwrap_or_else(|| Arc::from(name));
+        t.writes.push((idx, name, value.clone()));
     }
+    let coll = &mut st.colls[idx];
+    match value {
+        None => {
+            coll.remove(name);
+        }
+        // a name already set keeps its key (no new allocation for it)
+        Some(v) => match coll.get_mut(name) {
+            Some(cur) => *cur = v,
+            None => {
+                let key = sv.name_literal.clone().unwrap_or_else(|| Arc::from(name));
+                coll.insert(key, v);
+            }
+        },
+    }
+    drop(expanded_name);
+    st.setvar_name = name_buf;
+    st.setvar_value = value_buf;
 }
 
 /// The per-paranoia-level inbound score counters CRS 3 and 4 add rule points to.

@@ -85,18 +85,24 @@ impl Template {
     }
 
     /// Expands with `resolve(name, key)` giving a macro's value (None expands to nothing).
-    pub fn expand_with(
-        &self,
-        mut resolve: impl FnMut(&str, Option<&str>, &mut Vec<u8>),
-    ) -> Vec<u8> {
+    pub fn expand_with(&self, resolve: impl FnMut(&str, Option<&str>, &mut Vec<u8>)) -> Vec<u8> {
         let mut out = Vec::new();
+        self.expand_into(&mut out, resolve);
+        out
+    }
+
+    /// [`Template::expand_with`], appending to `out` (a buffer the caller reuses).
+    pub fn expand_into(
+        &self,
+        out: &mut Vec<u8>,
+        mut resolve: impl FnMut(&str, Option<&str>, &mut Vec<u8>),
+    ) {
         for p in &self.parts {
             match p {
                 Part::Literal(l) => out.extend_from_slice(l),
-                Part::Macro { name, key } => resolve(name, key.as_deref(), &mut out),
+                Part::Macro { name, key } => resolve(name, key.as_deref(), out),
             }
         }
-        out
     }
 }
 
