@@ -31,7 +31,8 @@ pub fn phrase_literals(phrases: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
 }
 
 /// The syntax tree of `pattern` read the way libmodsecurity compiles it for PCRE2: bytes (no
-/// Unicode), `.` matching newlines, `^`/`$` at line ends.
+/// Unicode), `.` matching newlines, `^`/`$` at line ends, and a `{` that starts no quantifier
+/// a literal brace (see [`pcre_braces`]).
 pub fn pcre_like_hir(pattern: &str) -> Result<Hir, String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
@@ -39,8 +40,90 @@ pub fn pcre_like_hir(pattern: &str) -> Result<Hir, String> {
         .dot_matches_new_line(true)
         .multi_line(true)
         .build()
-        .parse(pattern)
+        .parse(&pcre_braces(pattern))
         .map_err(|e| e.to_string())
+}
+
+/// `pattern` with every `{` that PCRE2 (10.42, Debian's) reads as a literal escaped: outside a
+/// character class, one not followed by `digits}`, `digits,}` or `digits,digits}`
+/// (`function\s*\(\s*\)\s*{` in CRS). The regex crate refuses such a brace instead.
+/// Escapes (with the braces of `\x{..}`, `\p{..}`) and classes are copied as they are.
+pub fn pcre_braces(pattern: &str) -> std::borrow::Cow<'_, str> {
+    let b = pattern.as_bytes();
+    if !b.contains(&b'{') {
+        return std::borrow::Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut i = 0;
+    // the byte offset where a class's closing `]` may come (None: outside a class)
+    let mut class_from: Option<usize> = None;
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            let mut end = (i + 2).min(b.len());
+            if matches!(
+                b.get(i + 1),
+                Some(b'x' | b'p' | b'P' | b'o' | b'g' | b'k' | b'N')
+            ) && b.get(i + 2) == Some(&b'{')
+                && let Some(close) = b[i + 2..].iter().position(|&x| x == b'}')
+            {
+                end = i + 2 + close + 1;
+            }
+            out.push_str(&pattern[i..end]);
+            i = end;
+            continue;
+        }
+        match class_from {
+            Some(from) => {
+                if c == b'[' && b.get(i + 1) == Some(&b':') {
+                    // a POSIX class inside the class: `[:alpha:]`
+                    if let Some(close) = pattern[i + 2..].find(":]") {
+                        let end = i + 2 + close + 2;
+                        out.push_str(&pattern[i..end]);
+                        i = end;
+                        continue;
+                    }
+                }
+                if c == b']' && i > from {
+                    class_from = None;
+                }
+            }
+            None if c == b'[' => {
+                // `[]..]` and `[^]..]`: the first `]` is a member
+                let mut from = i + 1;
+                if b.get(from) == Some(&b'^') {
+                    from += 1;
+                }
+                class_from = Some(from + usize::from(b.get(from) == Some(&b']')));
+            }
+            None if c == b'{' && !quantifier_at(&b[i..]) => {
+                out.push_str("\\{");
+                i += 1;
+                continue;
+            }
+            None => {}
+        }
+        let len = pattern[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&pattern[i..i + len]);
+        i += len;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether `s` (starting at a `{`) starts a PCRE2 10.42 quantifier: `{n}`, `{n,}`, `{n,m}`.
+fn quantifier_at(s: &[u8]) -> bool {
+    let digits = |from: usize| s[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let n = digits(1);
+    if n == 0 {
+        return false;
+    }
+    match s.get(1 + n) {
+        Some(b'}') => true,
+        Some(b',') => {
+            let m = digits(2 + n);
+            s.get(2 + n + m) == Some(&b'}')
+        }
+        _ => false,
+    }
 }
 
 struct Info {
@@ -427,6 +510,61 @@ mod tests {
                 let filtered = rules.iter().any(|(b, _)| *b == i as u32);
                 if re.is_match(hay.as_bytes()) && filtered {
                     assert!(bits[0] & (1 << i) != 0, "{p} on {hay}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn literal_braces_read_as_pcre2_does() {
+        for (pattern, want) in [
+            ("a{2}b{1,}c{3,4}", "a{2}b{1,}c{3,4}"),
+            ("\\)\\s*{", "\\)\\s*\\{"),
+            ("{.+}", "\\{.+}"),
+            // `{,3}` is a literal before PCRE2 10.43
+            ("a{,3}", "a\\{,3}"),
+            ("x{1,y}", "x\\{1,y}"),
+            // classes and escapes as they are
+            ("[{}]\\{\\x{7f}", "[{}]\\{\\x{7f}"),
+            ("[]{][:alpha:]{", "[]{][:alpha:]\\{"),
+        ] {
+            assert_eq!(pcre_braces(pattern), want, "{pattern}");
+        }
+        // CRS 3.3.4 patterns the regex crate refused before (933170, 934100): literals now
+        assert_eq!(
+            lits("[oOcC]:\\d+:\\\".+?\\\":\\d+:{.*}"),
+            Some(vec![":\"".into()])
+        );
+        assert_eq!(
+            lits("function\\s*\\(\\s*\\)\\s*{|this\\.constructor"),
+            Some(vec!["function".into(), "this.constructor".into()])
+        );
+        // the literals are PCRE2's: every value PCRE2 matches holds one
+        for pattern in [
+            "[oOcC]:\\d+:\\\".+?\\\":\\d+:{.*}",
+            "^\\(\\s*\\)\\s+{",
+            "(?:function\\s*\\(\\s*\\)\\s*{|this\\.constructor)",
+            "a{,3}b",
+        ] {
+            let l = required_literals(pattern).unwrap_or_else(|| panic!("{pattern}"));
+            let pcre = pcre2::bytes::RegexBuilder::new()
+                .build(pattern)
+                .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            for hay in [
+                "O:8:\"stdClass\":1:{s:1:\"a\";}",
+                "() { :; }; /bin/cat",
+                "function ( ) {return 1}",
+                "a{,3}b",
+                "ab",
+                "plain text",
+            ] {
+                if pcre.is_match(hay.as_bytes()).unwrap_or(false) {
+                    let lower = hay.to_ascii_lowercase();
+                    assert!(
+                        l.iter()
+                            .any(|x| lower.as_bytes().windows(x.len()).any(|w| w == &x[..])),
+                        "{pattern} matches {hay:?} without any of {l:?}"
+                    );
                 }
             }
         }
