@@ -17,8 +17,8 @@ use super::injection;
 use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
-    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, Node, Op, Rule, Scalar, Sel,
-    SetOp, SetVar, Target, Var,
+    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Node, Op, Rule,
+    Scalar, Sel, SetOp, SetVar, Target, Var,
 };
 use super::transform::{Transform, apply_all};
 
@@ -232,6 +232,9 @@ struct State<'r> {
     union_words: Vec<u64>,
     /// The cells of `union_bits` set since the last reset.
     union_touched: Vec<u32>,
+    /// The links some value of the request may match (by live bit), once `live_ready`.
+    live: Vec<u64>,
+    live_ready: bool,
     /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
     /// right while it is unchanged).
     tx_gen: u64,
@@ -306,6 +309,11 @@ struct Memo {
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
     captures: Vec<SharedCaptures>,
+    /// Per (union cell, entry), as `cell << 32 | entry`: the links whose checks of that cell
+    /// the value passes (see [`live_mask`]), as an offset in `live_words` or [`UNSET`] for
+    /// none.
+    live: Map<u64, u32>,
+    live_words: Vec<u64>,
     /// Bytes held in keys, arena and prefilter answers.
     bytes: usize,
 }
@@ -328,7 +336,7 @@ impl Memo {
     fn begin(&mut self, owner: u64, keep: bool) {
         let over = self.entries.len() > MEMO_ENTRIES
             || self.bytes > MEMO_BYTES
-            || self.ops.len() > MEMO_OPS
+            || self.ops.len() + self.live.len() > MEMO_OPS
             || self.cache.len() > MEMO_CELLS;
         if over {
             *self = Memo::default();
@@ -349,6 +357,8 @@ impl Memo {
         self.bit_words.clear();
         self.ops.clear();
         self.captures.clear();
+        self.live.clear();
+        self.live_words.clear();
         self.bytes = 0;
     }
 }
@@ -542,6 +552,7 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     }
     st.union_touched.clear();
     st.union_words.clear();
+    st.live_ready = false;
 }
 
 fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut State<'r>) {
@@ -1425,6 +1436,11 @@ fn same_output(m: &Memo, entry: u32, out: &[u8]) -> Option<u32> {
 /// transformation that changes nothing shares its input's answer).
 fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>) -> usize {
     let entry = entry_of(raw, slot, st);
+    entry_bits(rules, raw, entry, node, st)
+}
+
+/// [`scan_bits`] for the value `raw` of memo entry `entry`.
+fn entry_bits(rules: &Compiled, raw: &[u8], entry: u32, node: u32, st: &mut State<'_>) -> usize {
     let idx = cached_entry(rules, raw, entry, node, st);
     let m = &mut st.memo;
     let known = if idx == RAW {
@@ -1616,7 +1632,138 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
     let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
         return false;
     };
-    !any_hit(rules, c, &checks.all, bit, st)
+    let Some(live) = rule.live_bit else {
+        return !any_hit(rules, c, &checks.all, bit, st);
+    };
+    if !st.live_ready {
+        live_mask(rules, c, st);
+    }
+    let cannot = !bit_set(&st.live, 0, live);
+    // the mask is the union cells' answer, gathered per value
+    debug_assert_eq!(
+        cannot,
+        !any_hit(rules, c, &checks.all, bit, st),
+        "{}",
+        rule.id
+    );
+    cannot
+}
+
+/// Gives live bits to the links with prefilter checks in rules a request can reach, and
+/// lists per union cell and node the (prefilter bit, live bit) of the links checking there.
+pub(super) fn index_live(rules: &mut Compiled) {
+    let mut cells: Vec<LiveCell> = vec![Vec::new(); KINDS + rules.keys.len()];
+    let mut next = 0u32;
+    for item in rules.phases.iter_mut().flatten() {
+        let Item::Rule(top) = item else { continue };
+        if top.unreached {
+            continue;
+        }
+        let mut link = Some(&mut **top);
+        while let Some(r) = link {
+            if let (Some(bit), Some(checks)) = (r.prefilter_bit, r.checks.as_ref()) {
+                r.live_bit = Some(next);
+                for ch in checks.all.iter() {
+                    let Some(cell) = cells.get_mut(ch.cell as usize) else {
+                        continue;
+                    };
+                    match cell.iter_mut().find(|(node, _)| *node == ch.node) {
+                        Some((_, links)) => links.push((bit, next)),
+                        None => cell.push((ch.node, vec![(bit, next)])),
+                    }
+                }
+                next += 1;
+            }
+            link = r.chain.as_deref_mut();
+        }
+    }
+    rules.live_cells = cells;
+    rules.live_bits = next;
+}
+
+/// The request's live links: the union over its values of each value's mask for its kind
+/// (and for a named entry's cell when its name is one), kept in the memo per value.
+fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
+    let words = (rules.live_bits as usize).div_ceil(64);
+    st.live.clear();
+    st.live.resize(words, 0);
+    st.live_ready = true;
+    for k in 0..KINDS as u32 {
+        if st.nonempty & (1 << k) == 0 {
+            continue;
+        }
+        let wholesale = rules
+            .live_cells
+            .get(k as usize)
+            .is_some_and(|c| !c.is_empty());
+        let named = rules.keys.iter().any(|(kind, _)| *kind == k);
+        if !wholesale && !named {
+            continue;
+        }
+        let entries = kind_entries(c, k).map(|(e, _)| e);
+        let base = st.bases[k as usize];
+        for i in 0..kind_len(c, k) {
+            let Some(data) = slot_data(c, k, i) else {
+                continue;
+            };
+            let entry = entry_of(&data, base + i as u32, st);
+            if wholesale {
+                or_live(rules, &data, entry, k, st);
+            }
+            if named && let Some(e) = entries.and_then(|e| e.get(i)) {
+                for (at, (kind, key)) in rules.keys.iter().enumerate() {
+                    if *kind == k && e.name.eq_ignore_ascii_case(key) {
+                        or_live(rules, &data, entry, (KINDS + at) as u32, st);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ORs into the request's live links those whose checks of `cell` the value `raw` (memo
+/// entry `entry`) passes, worked out once per value and cell.
+fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'_>) {
+    let key = u64::from(cell) << 32 | u64::from(entry);
+    let at = match st.memo.live.get(&key) {
+        Some(&at) => at,
+        None => {
+            let words = st.live.len();
+            let mut mask = vec![0u64; words];
+            let mut any = false;
+            for (node, links) in rules.live_cells.get(cell as usize).into_iter().flatten() {
+                let bits = entry_bits(rules, raw, entry, *node, st);
+                for &(bit, live) in links {
+                    if bit_set(&st.memo.bit_words, bits, bit)
+                        && let Some(w) = mask.get_mut(live as usize / 64)
+                    {
+                        *w |= 1 << (live % 64);
+                        any = true;
+                    }
+                }
+            }
+            let m = &mut st.memo;
+            let at = if any {
+                let at = m.live_words.len() as u32;
+                m.live_words.extend_from_slice(&mask);
+                m.bytes += words * 8;
+                at
+            } else {
+                UNSET
+            };
+            m.live.insert(key, at);
+            at
+        }
+    };
+    if at == UNSET {
+        return;
+    }
+    let at = at as usize;
+    if let Some(src) = st.memo.live_words.get(at..at + st.live.len()) {
+        for (w, s) in st.live.iter_mut().zip(src) {
+            *w |= s;
+        }
+    }
 }
 
 /// Whether a value of one of `checks` holds one of `bit`'s literals.

@@ -217,6 +217,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
         remote_addr: "",
     });
     let mut found: Vec<(usize, usize, Folded)> = Vec::new();
+    let mut unreached: Vec<(usize, usize)> = Vec::new();
     let mut removals = Removals::default();
     let mut current: Option<Abs> = Some(Abs::default());
     for (phase, items) in rules.phases.iter().enumerate() {
@@ -239,6 +240,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
             };
             // never reached (jumped over on every request)
             let Some(abs) = current.as_mut() else {
+                unreached.push((phase, idx));
                 continue;
             };
             let fixed = !removals.affect(rule) && links(rule).all(|l| link_static(l, abs));
@@ -284,6 +286,11 @@ pub fn fold(rules: &mut Compiled) -> usize {
                 Some(cur) => cur.join(&abs),
                 None => current = Some(abs),
             }
+        }
+    }
+    for (phase, idx) in unreached {
+        if let Some(Item::Rule(r)) = rules.phases[phase].get_mut(idx) {
+            r.unreached = true;
         }
     }
     let n = found.len();

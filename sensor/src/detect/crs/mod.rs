@@ -172,6 +172,7 @@ impl Crs {
         let mut compiled = rules::compile(directives)?;
         compiled.report.folded = fold::fold(&mut compiled);
         fold::runs(&mut compiled);
+        eval::index_live(&mut compiled);
         compiled.report.files = files;
         compiled.report.warnings = layout.warnings;
         Ok(Crs {

@@ -425,6 +425,11 @@ pub struct Rule {
     /// link always runs, its values being more than request data or its operator having no
     /// literals).
     pub checks: Option<Checks>,
+    /// This link's bit in the evaluator's per-value masks of the links that may match (see
+    /// `eval::index_live`): set for links with checks in rules a request can reach.
+    pub live_bit: Option<u32>,
+    /// Set by `fold` on top rules no request reaches (every path jumps over them).
+    pub unreached: bool,
     pub chain: Option<Box<Rule>>,
     /// What this rule does on every request, worked out at load time (see `fold`): set on top
     /// rules only, when their verdict cannot depend on the request.
@@ -471,6 +476,10 @@ pub struct Check {
     pub cell: u32,
     pub node: u32,
 }
+
+/// The pipeline nodes checks of one union cell look at, each with the (prefilter bit, live
+/// bit) of the links that look there.
+pub type LiveCell = Vec<(u32, Vec<(u32, u32)>)>;
 
 /// A rule link's prefilter checks, target by target.
 #[derive(Debug, Clone, Default)]
@@ -544,6 +553,12 @@ pub struct Compiled {
     pub prefilter_bits: u32,
     /// Per phase and item index: the run of folded rules starting there (see [`FoldedRun`]).
     pub folded_runs: [Vec<Option<Box<FoldedRun>>>; 2],
+    /// Per union cell (kind, then named entry of `keys`): the pipeline nodes checks look at,
+    /// each with the (prefilter bit, live bit) of the links that look there (see
+    /// `eval::index_live`).
+    pub live_cells: Vec<LiveCell>,
+    /// Number of live bits.
+    pub live_bits: u32,
     /// The (kind, lowercased name) of every named entry a prefilter [`Check`] looks at.
     pub keys: Vec<(u32, Vec<u8>)>,
     pub report: LoadReport,
@@ -742,6 +757,8 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
         folded_runs: Default::default(),
+        live_cells: Vec::new(),
+        live_bits: 0,
         keys,
         report: b.report,
         memo_id: NEXT_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -1025,6 +1042,8 @@ impl Builder {
             prefilter_bit: None,
             link: 0,
             checks: None,
+            live_bit: None,
+            unreached: false,
             folded: None,
             chain: None,
         };
