@@ -232,7 +232,7 @@ struct State<'r> {
     union_words: Vec<u64>,
     /// The cells of `union_bits` set since the last reset.
     union_touched: Vec<u32>,
-    /// The links some value of the request may match (by live bit), once `live_ready`.
+    /// The rule targets some value of the request may match (by live bit), once `live_ready`.
     live: Vec<u64>,
     live_ready: bool,
     /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
@@ -309,7 +309,7 @@ struct Memo {
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
     captures: Vec<SharedCaptures>,
-    /// Per (union cell, entry), as `cell << 32 | entry`: the links whose checks of that cell
+    /// Per (union cell, entry), as `cell << 32 | entry`: the targets whose checks of that cell
     /// the value passes (see [`live_mask`]), as an offset in `live_words` or [`UNSET`] for
     /// none.
     live: Map<u64, u32>,
@@ -1632,13 +1632,14 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
     let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
         return false;
     };
-    let Some(live) = rule.live_bit else {
+    let Some(first) = rule.live_bit else {
         return !any_hit(rules, c, &checks.all, bit, st);
     };
     if !st.live_ready {
         live_mask(rules, c, st);
     }
-    let cannot = !bit_set(&st.live, 0, live);
+    let targets = checks.ends.len() as u32;
+    let cannot = !(first..first + targets).any(|b| bit_set(&st.live, 0, b));
     // the mask is the union cells' answer, gathered per value
     debug_assert_eq!(
         cannot,
@@ -1649,8 +1650,9 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
     cannot
 }
 
-/// Gives live bits to the links with prefilter checks in rules a request can reach, and
-/// lists per union cell and node the (prefilter bit, live bit) of the links checking there.
+/// Gives live bits to the targets of links with prefilter checks in rules a request can
+/// reach (a link's targets have consecutive bits from its `live_bit`), and lists per union
+/// cell and node the (prefilter bit, live bit) of the targets checking there.
 pub(super) fn index_live(rules: &mut Compiled) {
     let mut cells: Vec<LiveCell> = vec![Vec::new(); KINDS + rules.keys.len()];
     let mut next = 0u32;
@@ -1663,16 +1665,18 @@ pub(super) fn index_live(rules: &mut Compiled) {
         while let Some(r) = link {
             if let (Some(bit), Some(checks)) = (r.prefilter_bit, r.checks.as_ref()) {
                 r.live_bit = Some(next);
-                for ch in checks.all.iter() {
-                    let Some(cell) = cells.get_mut(ch.cell as usize) else {
-                        continue;
-                    };
-                    match cell.iter_mut().find(|(node, _)| *node == ch.node) {
-                        Some((_, links)) => links.push((bit, next)),
-                        None => cell.push((ch.node, vec![(bit, next)])),
+                for t in 0..checks.ends.len() {
+                    for ch in checks.target(t) {
+                        let Some(cell) = cells.get_mut(ch.cell as usize) else {
+                            continue;
+                        };
+                        match cell.iter_mut().find(|(node, _)| *node == ch.node) {
+                            Some((_, links)) => links.push((bit, next)),
+                            None => cell.push((ch.node, vec![(bit, next)])),
+                        }
                     }
+                    next += 1;
                 }
-                next += 1;
             }
             link = r.chain.as_deref_mut();
         }
@@ -1681,7 +1685,7 @@ pub(super) fn index_live(rules: &mut Compiled) {
     rules.live_bits = next;
 }
 
-/// The request's live links: the union over its values of each value's mask for its kind
+/// The request's live targets: the union over its values of each value's mask for its kind
 /// (and for a named entry's cell when its name is one), kept in the memo per value.
 fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
     let words = (rules.live_bits as usize).div_ceil(64);
@@ -1721,7 +1725,7 @@ fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
     }
 }
 
-/// ORs into the request's live links those whose checks of `cell` the value `raw` (memo
+/// ORs into the request's live targets those whose checks of `cell` the value `raw` (memo
 /// entry `entry`) passes, worked out once per value and cell.
 fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'_>) {
     let key = u64::from(cell) << 32 | u64::from(entry);
@@ -1792,7 +1796,20 @@ fn target_cannot_match(
     let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
         return false;
     };
-    !any_hit(rules, c, checks.target(i), bit, st)
+    let Some(first) = rule.live_bit else {
+        return !any_hit(rules, c, checks.target(i), bit, st);
+    };
+    if !st.live_ready {
+        live_mask(rules, c, st);
+    }
+    let cannot = !bit_set(&st.live, 0, first + i as u32);
+    debug_assert_eq!(
+        cannot,
+        !any_hit(rules, c, checks.target(i), bit, st),
+        "{}",
+        rule.id
+    );
+    cannot
 }
 
 /// The places [`cannot_match`] looks for `rule` (None: it always runs): every kind of every

@@ -425,8 +425,9 @@ pub struct Rule {
     /// link always runs, its values being more than request data or its operator having no
     /// literals).
     pub checks: Option<Checks>,
-    /// This link's bit in the evaluator's per-value masks of the links that may match (see
-    /// `eval::index_live`): set for links with checks in rules a request can reach.
+    /// The bit of this link's first target in the evaluator's per-value masks of the targets
+    /// that may match (see `eval::index_live`; the others follow): set for links with checks
+    /// in rules a request can reach.
     pub live_bit: Option<u32>,
     /// Set by `fold` on top rules no request reaches (every path jumps over them).
     pub unreached: bool,
@@ -557,7 +558,7 @@ pub struct Compiled {
     /// each with the (prefilter bit, live bit) of the links that look there (see
     /// `eval::index_live`).
     pub live_cells: Vec<LiveCell>,
-    /// Number of live bits.
+    /// Number of live bits (one per target of a link with a `live_bit`).
     pub live_bits: u32,
     /// The (kind, lowercased name) of every named entry a prefilter [`Check`] looks at.
     pub keys: Vec<(u32, Vec<u8>)>,
