@@ -1681,7 +1681,15 @@ pub(super) fn index_live(rules: &mut Compiled) {
             link = r.chain.as_deref_mut();
         }
     }
+    let mut named = vec![Vec::new(); KINDS];
+    for (at, (kind, _)) in rules.keys.iter().enumerate() {
+        let live = cells.get(KINDS + at).is_some_and(|c| !c.is_empty());
+        if let Some(n) = named.get_mut(*kind as usize).filter(|_| live) {
+            n.push(at);
+        }
+    }
     rules.live_cells = cells;
+    rules.live_keys = named;
     rules.live_bits = next;
 }
 
@@ -1700,8 +1708,8 @@ fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
             .live_cells
             .get(k as usize)
             .is_some_and(|c| !c.is_empty());
-        let named = rules.keys.iter().any(|(kind, _)| *kind == k);
-        if !wholesale && !named {
+        let named = rules.live_keys.get(k as usize).map_or(&[][..], |n| &n[..]);
+        if !wholesale && named.is_empty() {
             continue;
         }
         let entries = kind_entries(c, k).map(|(e, _)| e);
@@ -1714,9 +1722,13 @@ fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
             if wholesale {
                 or_live(rules, &data, entry, k, st);
             }
-            if named && let Some(e) = entries.and_then(|e| e.get(i)) {
-                for (at, (kind, key)) in rules.keys.iter().enumerate() {
-                    if *kind == k && e.name.eq_ignore_ascii_case(key) {
+            if let Some(e) = entries.and_then(|e| e.get(i)) {
+                for &at in named {
+                    if rules
+                        .keys
+                        .get(at)
+                        .is_some_and(|(_, key)| e.name.eq_ignore_ascii_case(key))
+                    {
                         or_live(rules, &data, entry, (KINDS + at) as u32, st);
                     }
                 }

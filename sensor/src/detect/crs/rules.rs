@@ -558,6 +558,8 @@ pub struct Compiled {
     /// each with the (prefilter bit, live bit) of the links that look there (see
     /// `eval::index_live`).
     pub live_cells: Vec<LiveCell>,
+    /// Per kind: the indices in `keys` of its named entries some live target checks.
+    pub live_keys: Vec<Vec<usize>>,
     /// Number of live bits (one per target of a link with a `live_bit`).
     pub live_bits: u32,
     /// The (kind, lowercased name) of every named entry a prefilter [`Check`] looks at.
@@ -759,6 +761,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         prefilter_bits: b.next_bit,
         folded_runs: Default::default(),
         live_cells: Vec::new(),
+        live_keys: Vec::new(),
         live_bits: 0,
         keys,
         report: b.report,
