@@ -160,7 +160,8 @@ pub struct MatchedRule {
     pub phase: u8,
     pub msg: Option<String>,
     pub severity: Option<u8>,
-    pub tags: Vec<String>,
+    /// The rule's tags (shared with the rule).
+    pub tags: Arc<[String]>,
     /// Anomaly points this rule added (its `setvar:tx.*anomaly_score_pl*=+N`).
     pub points: i64,
     pub evidence: Vec<Evidence>,
@@ -240,6 +241,10 @@ struct State<'r> {
     tx_gen: u64,
     /// The operator a TX-only dynamic argument last expanded to: (rule link, `tx_gen`).
     last_dynamic: Option<(u32, u64, Arc<Operator>)>,
+    /// The buffer rules resolve their values into (kept between requests, emptied).
+    vals: Vec<Val<'static>>,
+    /// multiMatch's last value seen by the operator (a buffer kept between rules).
+    multi_last: Vec<u8>,
     /// Buffers `setvar` expands names and values into.
     setvar_name: Vec<u8>,
     setvar_value: Vec<u8>,
@@ -380,6 +385,8 @@ struct Scratch {
     matched_vars: Vec<(String, Vec<u8>)>,
     setvar_name: Vec<u8>,
     setvar_value: Vec<u8>,
+    vals: Vec<Val<'static>>,
+    multi_last: Vec<u8>,
     /// Size of the last request's TX collection: the next one is made that big up front rather
     /// than grown (and rehashed) by doubling.
     tx_len: usize,
@@ -419,6 +426,8 @@ fn state_with_scratch<'r>() -> State<'r> {
         matched_vars: s.matched_vars,
         setvar_name: s.setvar_name,
         setvar_value: s.setvar_value,
+        vals: s.vals,
+        multi_last: s.multi_last,
         ..State::default()
     }
 }
@@ -437,6 +446,8 @@ fn keep_scratch(st: &mut State<'_>) {
         matched_vars: std::mem::take(&mut st.matched_vars),
         setvar_name: std::mem::take(&mut st.setvar_name),
         setvar_value: std::mem::take(&mut st.setvar_value),
+        vals: std::mem::take(&mut st.vals),
+        multi_last: std::mem::take(&mut st.multi_last),
         tx_len: st.outcome.tx.0.len(),
     };
     let _ = SCRATCH.try_with(|cell| {
@@ -556,7 +567,7 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
 }
 
 fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut State<'r>) {
-    let mut vals = Vec::new();
+    let mut vals = recycle(std::mem::take(&mut st.vals));
     st.marker = None;
     st.skip_next = 0;
     let items = &rules.phases[phase];
@@ -564,7 +575,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
     let mut at = 0;
     while let Some(item) = items.get(at) {
         if st.engine_off {
-            return;
+            break;
         }
         // folded rules from here to the next evaluated one: their effect at once
         if st.marker.is_none()
@@ -625,6 +636,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             });
         }
     }
+    st.vals = recycle(vals);
 }
 
 fn clear_matched(st: &mut State<'_>) {
@@ -634,6 +646,15 @@ fn clear_matched(st: &mut State<'_>) {
         t.cleared = true;
         t.appended.clear();
     }
+}
+
+/// An emptied buffer of values, its allocation kept for values of another lifetime (the
+/// in-place `collect` of an empty vector reuses it).
+// the filter_map changes the item type, which a filter cannot
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'a, 'b>(mut v: Vec<Val<'a>>) -> Vec<Val<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// Does to `st` what evaluating `rule` did when it was folded (see [`Folded`]).
@@ -703,17 +724,9 @@ fn eval_rule<'r, 'c>(
         return false;
     }
     let mut matched_any = false;
-    // the pipeline nodes the operator sees each value after: the value before any
-    // transformation and after each one for multiMatch, else after the whole pipeline
-    let single = [rule.pipeline];
-    let mut path = Vec::new();
-    if rule.multi_match {
-        path.push(0);
-        path.extend(rules.pipeline(rule.pipeline));
-    }
-    let steps: &[u32] = if rule.multi_match { &path } else { &single };
+    let steps: &[u32] = &rule.steps;
     // multiMatch: the value the operator saw last (not run twice on the same bytes)
-    let mut last: Vec<u8> = Vec::new();
+    let mut last = std::mem::take(&mut st.multi_last);
     for (ti, t) in rule.targets.iter().enumerate() {
         if target_cannot_match(rules, rule, ti, c, st) {
             continue;
@@ -803,6 +816,7 @@ fn eval_rule<'r, 'c>(
             }
         }
     }
+    st.multi_last = last;
     if !matched_any {
         clear_matched(st);
         return false;
@@ -2192,7 +2206,7 @@ fn is_score_var(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Data, MEMO_BYTES, Memo, UNSET, to_int};
+    use super::{Data, MEMO_BYTES, Memo, UNSET, Val, Var, to_int};
 
     #[test]
     fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
@@ -2225,6 +2239,24 @@ mod tests {
             "past its bounds: emptied"
         );
         assert_eq!(m.entries.capacity(), 0, "and its memory given back");
+    }
+
+    #[test]
+    fn a_recycled_value_buffer_keeps_its_allocation() {
+        let kept: Vec<Val<'static>> = Vec::with_capacity(64);
+        let ptr = kept.as_ptr() as usize;
+        let data = vec![1u8, 2, 3];
+        let mut v: Vec<Val<'_>> = super::recycle(kept);
+        assert!(v.capacity() >= 64);
+        assert_eq!(v.as_ptr() as usize, ptr);
+        v.push(Val {
+            var: Var::Empty,
+            key: Data::Borrowed(b""),
+            data: Data::Borrowed(&data),
+            slot: None,
+        });
+        let back: Vec<Val<'static>> = super::recycle(v);
+        assert!(back.is_empty() && back.capacity() >= 64);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn severity(attack_score: i64, threshold: i64) -> Severity {
 pub fn detail(v: &Verdict) -> CrsDetail {
     let mut tags: Vec<String> = Vec::new();
     for m in &v.matched {
-        for t in &m.tags {
+        for t in m.tags.iter() {
             let keep = t.starts_with("attack-")
                 || t.starts_with("paranoia-level/")
                 || t.starts_with("capec/");
@@ -132,7 +132,11 @@ mod tests {
             phase: 2,
             msg: Some("m".into()),
             severity: Some(2),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tags: tags
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .into(),
             points,
             evidence: Vec::new(),
         }

@@ -403,6 +403,9 @@ pub struct Rule {
     pub negated: bool,
     /// Node of the transformation prefix tree holding this rule's pipeline.
     pub pipeline: u32,
+    /// The nodes the operator sees each value after: the whole pipeline, or for multiMatch
+    /// the value before any transformation and after each one (set at load).
+    pub steps: Box<[u32]>,
     pub multi_match: bool,
     pub capture: bool,
     pub log: bool,
@@ -410,7 +413,8 @@ pub struct Rule {
     pub ctls: Vec<Ctl>,
     pub skip_after: Option<String>,
     pub skip: u32,
-    pub tags: Vec<String>,
+    /// Shared with every `MatchedRule` of this rule.
+    pub tags: Arc<[String]>,
     pub msg: Option<String>,
     /// `msg` split at its macros (expanded when the rule matched).
     pub msg_template: Option<Template>,
@@ -744,6 +748,18 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                 links += 1;
                 r.msg_template = r.msg.as_deref().map(Template::parse);
                 r.checks = super::eval::prefilter_checks(r, &b.nodes, &mut keys);
+                r.steps = if r.multi_match {
+                    let mut path = vec![r.pipeline];
+                    let mut node = r.pipeline;
+                    while node != 0 {
+                        node = b.nodes.get(node as usize).map_or(0, |n| n.parent);
+                        path.push(node);
+                    }
+                    path.reverse();
+                    path.into()
+                } else {
+                    Box::new([r.pipeline])
+                };
                 link = r.chain.as_deref_mut();
             }
         }
@@ -1022,6 +1038,7 @@ impl Builder {
         let defaults = &self.defaults[usize::from(phase)];
         let mut log = defaults.log.unwrap_or(true);
         let mut noaudit = false;
+        let mut tags: Vec<String> = Vec::new();
         let mut steps: Vec<Option<Transform>> = defaults.transforms.clone();
         let mut r = Rule {
             id: 0,
@@ -1032,6 +1049,7 @@ impl Builder {
             op: None,
             negated: decl.operator.negated,
             pipeline: 0,
+            steps: Box::new([]),
             multi_match: false,
             capture: false,
             log: true,
@@ -1039,7 +1057,7 @@ impl Builder {
             ctls: Vec::new(),
             skip_after: None,
             skip: 0,
-            tags: Vec::new(),
+            tags: Arc::from([]),
             msg: None,
             msg_template: None,
             severity: None,
@@ -1079,7 +1097,7 @@ impl Builder {
                         .parse()
                         .map_err(|_| err(&loc, format!("bad skip `{v}`")))?
                 }
-                "tag" => r.tags.push(v.to_string()),
+                "tag" => tags.push(v.to_string()),
                 "msg" => r.msg = Some(v.to_string()),
                 "severity" => r.severity = severity(v),
                 // disruptive actions do nothing out of band (libmodsecurity in DetectionOnly
@@ -1120,6 +1138,7 @@ impl Builder {
         if top && r.id == 0 {
             return Err(err(&loc, "rule has no id"));
         }
+        r.tags = tags.into();
         r.log = log && !noaudit;
         // t:none drops every transformation before it (including the default action's)
         let mut pipeline = Vec::new();
