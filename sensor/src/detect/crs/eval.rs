@@ -314,15 +314,20 @@ struct Memo {
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
     captures: Vec<SharedCaptures>,
-    /// Per (union cell, entry), as `cell << 32 | entry`: the targets whose checks of that cell
-    /// the value passes (see [`live_mask`]), as an offset in `live_words` or [`UNSET`] for
-    /// none.
-    live: Map<u64, u32>,
-    live_words: Vec<u64>,
+    /// The targets whose checks of a union cell a value passes (see [`live_mask`]), as an
+    /// offset in `live_lists` ([`NO_TARGET`] for none). Per entry, the first cell asked about
+    /// (most values only ever sit in one), as (cell, offset) with cell [`UNSET`] until then;
+    /// other cells in `live_more`, keyed `cell << 32 | entry`.
+    entry_live: Vec<(u32, u32)>,
+    live_more: Map<u64, u32>,
+    /// Lists of live bits: a length, then the bits (a value passes few targets' literals).
+    live_lists: Vec<u32>,
     /// Bytes held in keys, arena and prefilter answers.
     bytes: usize,
 }
 
+/// A value's list of live targets when it has none (see [`Memo::entry_live`]).
+const NO_TARGET: u32 = u32::MAX;
 /// Marks an entry number (the value itself) among arena indices in operator memo keys.
 const ENTRY_BIT: u32 = 1 << 31;
 /// Operator memo results (see [`Memo::ops`]).
@@ -341,7 +346,7 @@ impl Memo {
     fn begin(&mut self, owner: u64, keep: bool) {
         let over = self.entries.len() > MEMO_ENTRIES
             || self.bytes > MEMO_BYTES
-            || self.ops.len() + self.live.len() > MEMO_OPS
+            || self.ops.len() + self.live_more.len() > MEMO_OPS
             || self.cache.len() > MEMO_CELLS;
         if over {
             *self = Memo::default();
@@ -362,8 +367,9 @@ impl Memo {
         self.bit_words.clear();
         self.ops.clear();
         self.captures.clear();
-        self.live.clear();
-        self.live_words.clear();
+        self.entry_live.clear();
+        self.live_more.clear();
+        self.live_lists.clear();
         self.bytes = 0;
     }
 }
@@ -1365,6 +1371,7 @@ fn entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
             m.entries.insert(raw.into(), e);
             m.raw_bits.push(UNSET);
             m.entry_last.push(UNSET);
+            m.entry_live.push((UNSET, NO_TARGET));
             m.cache.resize(m.cache.len() + st.nodes as usize, UNSET);
             m.bytes += raw.len();
             e
@@ -1754,44 +1761,57 @@ fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
 /// ORs into the request's live targets those whose checks of `cell` the value `raw` (memo
 /// entry `entry`) passes, worked out once per value and cell.
 fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'_>) {
-    let key = u64::from(cell) << 32 | u64::from(entry);
-    let at = match st.memo.live.get(&key) {
-        Some(&at) => at,
+    let m = &st.memo;
+    let first = m.entry_live.get(entry as usize).copied();
+    let known = match first {
+        Some((c, at)) if c == cell => Some(at),
+        Some((c, _)) if c == UNSET => None,
+        _ => m
+            .live_more
+            .get(&(u64::from(cell) << 32 | u64::from(entry)))
+            .copied(),
+    };
+    let at = match known {
+        Some(at) => at,
         None => {
-            let words = st.live.len();
-            let mut mask = vec![0u64; words];
-            let mut any = false;
+            let mut bits: Vec<u32> = Vec::new();
             for (node, links) in rules.live_cells.get(cell as usize).into_iter().flatten() {
-                let bits = entry_bits(rules, raw, entry, *node, st);
+                let answer = entry_bits(rules, raw, entry, *node, st);
                 for &(bit, live) in links {
-                    if bit_set(&st.memo.bit_words, bits, bit)
-                        && let Some(w) = mask.get_mut(live as usize / 64)
-                    {
-                        *w |= 1 << (live % 64);
-                        any = true;
+                    if bit_set(&st.memo.bit_words, answer, bit) && !bits.contains(&live) {
+                        bits.push(live);
                     }
                 }
             }
             let m = &mut st.memo;
-            let at = if any {
-                let at = m.live_words.len() as u32;
-                m.live_words.extend_from_slice(&mask);
-                m.bytes += words * 8;
-                at
+            let at = if bits.is_empty() {
+                NO_TARGET
             } else {
-                UNSET
+                let at = m.live_lists.len() as u32;
+                m.live_lists.push(bits.len() as u32);
+                m.live_lists.extend_from_slice(&bits);
+                m.bytes += 4 * (bits.len() + 1);
+                at
             };
-            m.live.insert(key, at);
+            match m.entry_live.get_mut(entry as usize) {
+                Some(slot) if slot.0 == UNSET => *slot = (cell, at),
+                _ => {
+                    m.live_more
+                        .insert(u64::from(cell) << 32 | u64::from(entry), at);
+                }
+            }
             at
         }
     };
-    if at == UNSET {
+    if at == NO_TARGET {
         return;
     }
     let at = at as usize;
-    if let Some(src) = st.memo.live_words.get(at..at + st.live.len()) {
-        for (w, s) in st.live.iter_mut().zip(src) {
-            *w |= s;
+    let m = &st.memo;
+    let n = m.live_lists.get(at).copied().unwrap_or(0) as usize;
+    for &live in m.live_lists.get(at + 1..at + 1 + n).unwrap_or(&[]) {
+        if let Some(w) = st.live.get_mut(live as usize / 64) {
+            *w |= 1 << (live % 64);
         }
     }
 }
