@@ -235,6 +235,8 @@ struct State<'r> {
     union_touched: Vec<u32>,
     /// The rule targets some value of the request may match (by live bit), once `live_ready`.
     live: Vec<u64>,
+    /// The part of `live` from the values of the head (see [`HEAD_KINDS`]), once worked out.
+    live_head: Vec<u64>,
     live_ready: bool,
     /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
     /// right while it is unchanged).
@@ -250,7 +252,10 @@ struct State<'r> {
     setvar_value: Vec<u8>,
     /// Per top-level rule evaluation.
     points: i64,
+    /// The evidence of the rule being evaluated: the first `evidence_len` entries (the rest
+    /// are spare).
     evidence: Vec<Evidence>,
+    evidence_len: usize,
     outcome: Outcome,
     /// At load time only (see `fold`): what evaluating a rule did, recorded.
     trace: Option<Folded>,
@@ -618,7 +623,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             continue;
         }
         st.points = 0;
-        st.evidence.clear();
+        st.evidence_len = 0;
         if let Some(f) = &rule.folded {
             // the same on every request: replayed, never logs
             replay(rule, f, st);
@@ -638,7 +643,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
                 severity: rule.severity,
                 tags: rule.tags.clone(),
                 points: st.points,
-                evidence: std::mem::take(&mut st.evidence),
+                evidence: st.evidence.drain(..st.evidence_len).collect(),
             });
         }
     }
@@ -798,12 +803,8 @@ fn eval_rule<'r, 'c>(
                 if hit {
                     // evidence only for rules that log (the paranoia-level gates and the
                     // scaffolding match on every request and log nothing)
-                    if top.log && st.evidence.len() < MAX_EVIDENCE {
-                        st.evidence.push(Evidence {
-                            variable: v.full_key(),
-                            value: value[..value.len().min(MAX_VALUE)].to_vec(),
-                            transforms: pipeline_names(rules, node),
-                        });
+                    if top.log && st.evidence_len < MAX_EVIDENCE {
+                        push_evidence(rules, &v, value, node, st);
                     }
                     set_matched(st, &v, value);
                     for sv in &rule.setvars {
@@ -862,11 +863,33 @@ fn push_matched(st: &mut State<'_>, value: &[u8]) {
     }
 }
 
-fn pipeline_names(rules: &Compiled, node: u32) -> Vec<&'static str> {
-    rules
-        .pipeline(node)
-        .map(|n| rules.nodes[n as usize].step.name())
-        .collect()
+/// Records a match for `--explain` in the rule's next evidence entry, reusing the entries
+/// (and their buffers) of rules whose chain then failed.
+fn push_evidence(rules: &Compiled, v: &Val<'_>, value: &[u8], node: u32, st: &mut State<'_>) {
+    if st.evidence_len == st.evidence.len() {
+        st.evidence.push(Evidence {
+            variable: String::new(),
+            value: Vec::new(),
+            transforms: Vec::new(),
+        });
+    }
+    if let Some(e) = st.evidence.get_mut(st.evidence_len) {
+        v.write_full_key(&mut e.variable);
+        e.value.clear();
+        e.value
+            .extend_from_slice(&value[..value.len().min(MAX_VALUE)]);
+        e.transforms.clear();
+        let mut at = node;
+        while at != 0 {
+            let Some(n) = rules.nodes.get(at as usize) else {
+                break;
+            };
+            e.transforms.push(n.step.name());
+            at = n.parent;
+        }
+        e.transforms.reverse();
+    }
+    st.evidence_len += 1;
 }
 
 /// ctl, skipAfter, skip: run once the chain matched.
@@ -1022,7 +1045,7 @@ fn multipart_flag(c: &Collections, name: &str) -> Option<u8> {
 }
 
 /// A distinct number per single-valued variable (pipeline cache slots).
-fn scalar_kind(s: Scalar) -> u32 {
+const fn scalar_kind(s: Scalar) -> u32 {
     match s {
         Scalar::RequestFilename => 0,
         Scalar::RequestBasename => 1,
@@ -1719,10 +1742,62 @@ pub(super) fn index_live(rules: &mut Compiled) {
 fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
     let words = (rules.live_bits as usize).div_ceil(64);
     st.live.clear();
-    st.live.resize(words, 0);
+    // the values of the head are the same in both phases: phase 2 starts from their mask
+    let head_known = st.live_head.len() == words;
+    if head_known {
+        st.live.extend_from_slice(&st.live_head);
+    } else {
+        st.live.resize(words, 0);
+    }
     st.live_ready = true;
+    for head in [true, false] {
+        if head && head_known {
+            continue;
+        }
+        add_live(rules, c, st, head);
+        if head {
+            st.live_head.clear();
+            st.live_head.extend_from_slice(&st.live);
+        }
+    }
+}
+
+/// The kinds whose values come from the request head only (the body processor never
+/// changes them): phase 2 reuses their part of the live mask.
+const HEAD_KINDS: u64 = {
+    use kind::*;
+    const SCALARS: [Scalar; 11] = [
+        Scalar::RequestFilename,
+        Scalar::RequestBasename,
+        Scalar::RequestUri,
+        Scalar::RequestUriRaw,
+        Scalar::RequestLine,
+        Scalar::RequestMethod,
+        Scalar::RequestProtocol,
+        Scalar::QueryString,
+        Scalar::RemoteAddr,
+        Scalar::UniqueId,
+        Scalar::Duration,
+    ];
+    let mut m = 1 << ARGS_GET
+        | 1 << ARGS_GET_NAMES
+        | 1 << COOKIES
+        | 1 << COOKIES_NAMES
+        | 1 << HEADERS
+        | 1 << HEADERS_NAMES;
+    let mut i = 0;
+    while i < SCALARS.len() {
+        m |= 1 << (SCALAR_BASE + scalar_kind(SCALARS[i]));
+        i += 1;
+    }
+    m
+};
+
+/// ORs into the request's live targets the masks of the values of the head's kinds (`head`),
+/// or of the other kinds.
+fn add_live(rules: &Compiled, c: &Collections, st: &mut State<'_>, head: bool) {
     for k in 0..KINDS as u32 {
-        if st.nonempty & (1 << k) == 0 {
+        if st.nonempty & (1 << k) == 0 || (HEAD_KINDS & (1 << k) != 0) != head {
             continue;
         }
         let wholesale = rules
