@@ -583,6 +583,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
     st.skip_next = 0;
     let items = &rules.phases[phase];
     let runs = &rules.folded_runs[phase];
+    let skips = &rules.phase_skips[phase];
     let mut at = 0;
     while let Some(item) = items.get(at) {
         if st.engine_off {
@@ -596,6 +597,25 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             apply_folded(&run.effect, st);
             at = run.next;
             continue;
+        }
+        // a rule whose targets' live bits are all clear cannot match: skipped without
+        // touching the rule (when no ctl removed rules, as a removed rule is not evaluated)
+        if st.marker.is_none()
+            && st.skip_next == 0
+            && st.removed_ids.is_empty()
+            && st.removed_tags.is_empty()
+            && let Some(&(first, targets)) = skips.get(at)
+            && targets > 0
+        {
+            if !st.live_ready {
+                live_mask(rules, c, st);
+            }
+            if !(first..first + targets).any(|b| bit_set(&st.live, 0, b)) {
+                debug_assert!(matches!(item, Item::Rule(r) if cannot_match(rules, r, c, st)));
+                clear_matched(st);
+                at += 1;
+                continue;
+            }
         }
         at += 1;
         let rule = match item {
@@ -1731,6 +1751,18 @@ pub(super) fn index_live(rules: &mut Compiled) {
         if let Some(n) = named.get_mut(*kind as usize).filter(|_| live) {
             n.push(at);
         }
+    }
+    for (phase, items) in rules.phases.iter().enumerate() {
+        rules.phase_skips[phase] = items
+            .iter()
+            .map(|item| match item {
+                Item::Rule(r) => match (r.live_bit, &r.checks) {
+                    (Some(first), Some(checks)) => (first, checks.ends.len() as u32),
+                    _ => (0, 0),
+                },
+                Item::Marker(_) => (0, 0),
+            })
+            .collect();
     }
     rules.live_cells = cells;
     rules.live_keys = named;

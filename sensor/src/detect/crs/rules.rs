@@ -562,6 +562,9 @@ pub struct Compiled {
     /// each with the (prefilter bit, live bit) of the links that look there (see
     /// `eval::index_live`).
     pub live_cells: Vec<LiveCell>,
+    /// Per phase and item: the top rule's first live bit and number of targets ((0, 0) for
+    /// none), so that the evaluator skips a rule that cannot match without reading it.
+    pub phase_skips: [Vec<(u32, u32)>; 2],
     /// Per kind: the indices in `keys` of its named entries some live target checks.
     pub live_keys: Vec<Vec<usize>>,
     /// Number of live bits (one per target of a link with a `live_bit`).
@@ -778,6 +781,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         folded_runs: Default::default(),
         live_cells: Vec::new(),
         live_keys: Vec::new(),
+        phase_skips: Default::default(),
         live_bits: 0,
         keys,
         report: b.report,
