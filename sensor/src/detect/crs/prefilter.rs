@@ -6,7 +6,9 @@
 //! Literals are compared ASCII-case-insensitively (a superset of the case-sensitive answer), so
 //! the filter can let a value through that the regex then rejects, never the reverse.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::automaton::Automaton as _;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Largest literal set kept for one sub-pattern (cross products beyond it are cut).
@@ -327,7 +329,9 @@ fn analyze(hir: &Hir) -> Info {
 /// automaton holds the literals of three bytes or more.
 #[derive(Debug)]
 pub struct Prefilter {
-    ac: Option<AhoCorasick>,
+    /// The automaton over the literals of three bytes or more, walked state by state (every
+    /// literal ending at a byte is in that byte's state: overlapping matches).
+    ac: Option<DFA>,
     /// Pattern id -> rule bit.
     owner: Vec<u32>,
     /// Lowercased one-byte literals and the rule bits of each.
@@ -368,10 +372,9 @@ impl Prefilter {
             None
         } else {
             Some(
-                AhoCorasickBuilder::new()
+                DFA::builder()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
-                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                     .build(&pats)
                     .ok()?,
             )
@@ -418,10 +421,18 @@ impl Prefilter {
                 }
             }
         }
-        if let Some(ac) = &self.ac {
-            for m in ac.find_overlapping_iter(hay) {
-                if let Some(&bit) = self.owner.get(m.pattern().as_usize()) {
-                    set(bit);
+        if let Some(ac) = &self.ac
+            && let Ok(mut sid) = ac.start_state(Anchored::No)
+        {
+            for &b in hay {
+                sid = ac.next_state(Anchored::No, sid, b);
+                if ac.is_special(sid) && ac.is_match(sid) {
+                    for i in 0..ac.match_len(sid) {
+                        let pid = ac.match_pattern(sid, i);
+                        if let Some(&bit) = self.owner.get(pid.as_usize()) {
+                            set(bit);
+                        }
+                    }
                 }
             }
         }
