@@ -594,7 +594,15 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             && st.skip_next == 0
             && let Some(Some(run)) = runs.get(at)
         {
-            apply_folded(&run.effect, st);
+            match &run.tx {
+                // on an empty TX (the request's first writes) the result is known: copied
+                Some(tx) if st.colls[0].is_empty() => {
+                    st.colls[0] = tx.clone();
+                    st.tx_gen += 1;
+                    apply_matched(&run.effect, st);
+                }
+                _ => apply_folded(&run.effect, st),
+            }
             at = run.next;
             continue;
         }
@@ -698,14 +706,7 @@ fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
 
 /// A folded effect's MATCHED_VAR(S) and `setvar`s.
 fn apply_folded(f: &Folded, st: &mut State<'_>) {
-    if f.cleared {
-        clear_matched(st);
-    }
-    for (name, value) in &f.appended {
-        st.matched_name.clear();
-        st.matched_name.push_str(name);
-        push_matched(st, value);
-    }
+    apply_matched(f, st);
     for (idx, name, value) in &f.writes {
         if *idx == 0 {
             st.tx_gen += 1;
@@ -720,6 +721,18 @@ fn apply_folded(f: &Folded, st: &mut State<'_>) {
                 }
             }
         }
+    }
+}
+
+/// A folded effect's MATCHED_VAR(S).
+fn apply_matched(f: &Folded, st: &mut State<'_>) {
+    if f.cleared {
+        clear_matched(st);
+    }
+    for (name, value) in &f.appended {
+        st.matched_name.clear();
+        st.matched_name.push_str(name);
+        push_matched(st, value);
     }
 }
 

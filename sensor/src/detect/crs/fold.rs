@@ -357,5 +357,22 @@ fn run_from(items: &[Item], start: usize) -> Option<Box<FoldedRun>> {
         .collect();
     writes.reverse();
     effect.writes = writes;
-    Some(Box::new(FoldedRun { effect, next }))
+    let tx_index = eval::coll_index(Coll::Tx);
+    let tx = (!effect.writes.is_empty()
+        && effect
+            .writes
+            .iter()
+            .all(|(idx, _, v)| *idx == tx_index && v.is_some()))
+    .then(|| {
+        let mut map = CollMap::default();
+        // room for what requests add (captures, scores, per-header names)
+        map.reserve(2 * effect.writes.len() + 64);
+        for (_, name, value) in &effect.writes {
+            if let Some(v) = value {
+                map.insert(name.clone(), v.clone());
+            }
+        }
+        map
+    });
+    Some(Box::new(FoldedRun { effect, next, tx }))
 }

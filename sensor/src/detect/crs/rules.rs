@@ -465,6 +465,9 @@ pub struct FoldedRun {
     pub effect: Folded,
     /// The index in the phase's list where evaluation goes on.
     pub next: usize,
+    /// When every write is a TX `setvar` (no unset): the TX collection the run leaves when it
+    /// starts on an empty one (a request's first run), copied instead of written name by name.
+    pub tx: Option<super::eval::CollMap>,
 }
 
 /// One recorded `setvar`: collection index, name, value (None: unset).
