@@ -1811,19 +1811,6 @@ fn live_mask(rules: &Compiled, c: &Collections, st: &mut State<'_>) {
 /// changes them): phase 2 reuses their part of the live mask.
 const HEAD_KINDS: u64 = {
     use kind::*;
-    const SCALARS: [Scalar; 11] = [
-        Scalar::RequestFilename,
-        Scalar::RequestBasename,
-        Scalar::RequestUri,
-        Scalar::RequestUriRaw,
-        Scalar::RequestLine,
-        Scalar::RequestMethod,
-        Scalar::RequestProtocol,
-        Scalar::QueryString,
-        Scalar::RemoteAddr,
-        Scalar::UniqueId,
-        Scalar::Duration,
-    ];
     let mut m = 1 << ARGS_GET
         | 1 << ARGS_GET_NAMES
         | 1 << COOKIES
@@ -1832,11 +1819,32 @@ const HEAD_KINDS: u64 = {
         | 1 << HEADERS_NAMES;
     let mut i = 0;
     while i < SCALARS.len() {
-        m |= 1 << (SCALAR_BASE + scalar_kind(SCALARS[i]));
+        if head_scalar(SCALARS[i]) {
+            m |= 1 << (SCALAR_BASE + scalar_kind(SCALARS[i]));
+        }
         i += 1;
     }
     m
 };
+
+/// The single-valued variables the request head alone sets (any other, and any added later,
+/// is worked out again in phase 2).
+const fn head_scalar(s: Scalar) -> bool {
+    matches!(
+        s,
+        Scalar::RequestFilename
+            | Scalar::RequestBasename
+            | Scalar::RequestUri
+            | Scalar::RequestUriRaw
+            | Scalar::RequestLine
+            | Scalar::RequestMethod
+            | Scalar::RequestProtocol
+            | Scalar::QueryString
+            | Scalar::RemoteAddr
+            | Scalar::UniqueId
+            | Scalar::Duration
+    )
+}
 
 /// ORs into the request's live targets the masks of the values of the head's kinds (`head`),
 /// or of the other kinds.

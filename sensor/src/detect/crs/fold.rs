@@ -17,6 +17,9 @@
 //! remove it or its targets; it is then evaluated with the engine's own code on that state and
 //! its effect (MATCHED_VAR(S), `setvar`s, whether the chain matched and so jumps) recorded.
 //! A folded rule that matches and logs is left to run (its message may read request data).
+//!
+//! [`runs`] then merges, from each folded rule, the effects of every folded rule a request
+//! meets up to the next evaluated one (jumps taken): the evaluator applies them at once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
