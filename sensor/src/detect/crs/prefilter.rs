@@ -1,7 +1,9 @@
-//! Literal prefilter for `@rx`: the literals one of which every match must contain, extracted
-//! from the regex's syntax tree, and one Aho-Corasick automaton per transformation pipeline
-//! holding those of every rule that uses the pipeline. A regex runs only when the automaton saw
-//! one of its literals in the transformed value; a regex with no such literals always runs.
+//! Literal prefilter for `@rx` and `@pm`: the literals one of which every match must contain
+//! (extracted from the regex's syntax tree, read as PCRE2 reads it, or the phrases), and one
+//! scanner over the literals of every rule, run once per distinct transformed value. A rule's
+//! operator runs on a value only when the scanner saw one of its literals there (the
+//! evaluator keeps, per value, which rule targets that leaves: see `eval::index_live`); a
+//! regex with no such literals always runs.
 //!
 //! Literals are compared ASCII-case-insensitively (a superset of the case-sensitive answer), so
 //! the filter can let a value through that the regex then rejects, never the reverse.
