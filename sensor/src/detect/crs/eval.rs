@@ -17,8 +17,8 @@ use super::injection;
 use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
-    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Node, Op, Rule,
-    Scalar, Sel, SetOp, SetVar, Target, Var,
+    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Op, Rule, Scalar,
+    Sel, SetOp, SetVar, Target, Var, steps_back,
 };
 use super::transform::{Transform, apply_all};
 
@@ -912,14 +912,10 @@ fn push_evidence(rules: &Compiled, v: &Val<'_>, value: &[u8], node: u32, st: &mu
         e.value
             .extend_from_slice(&value[..value.len().min(MAX_VALUE)]);
         e.transforms.clear();
-        let mut at = node;
-        while at != 0 {
-            let Some(n) = rules.nodes.get(at as usize) else {
-                break;
-            };
-            e.transforms.push(n.step.name());
-            at = n.parent;
-        }
+        e.transforms.extend(
+            steps_back(&rules.nodes, node)
+                .filter_map(|n| rules.nodes.get(n as usize).map(|x| x.step.name())),
+        );
         e.transforms.reverse();
     }
     st.evidence_len += 1;
@@ -1987,26 +1983,24 @@ fn target_cannot_match(
 }
 
 /// The places [`cannot_match`] looks for `rule` (None: it always runs): every kind of every
-/// target, after the rule's pipeline and, for multiMatch, after each step before it and
-/// before any. A target naming one entry (`REQUEST_HEADERS:User-Agent`) looks at the entries
-/// of that name only, through a cell of its own in `keys`. Returns the checks in target
-/// order, and where each target's end.
-pub(super) fn prefilter_checks(
-    rule: &Rule,
-    nodes: &[Node],
-    keys: &mut Vec<(u32, Vec<u8>)>,
-) -> Option<Checks> {
+/// target, after each of the rule's steps (its pipeline and, for multiMatch, each step
+/// before it and before any). A target naming one entry (`REQUEST_HEADERS:User-Agent`) looks
+/// at the entries of that name only, through a cell of its own in `keys`. Returns the checks
+/// in target order, and where each target's end.
+pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> Option<Checks> {
     rule.prefilter_bit?;
     if rule.negated {
         return None;
     }
+    // asked which kinds are a collection's entries (named entries get cells of their own)
+    let no_request = Collections::default();
     let mut checks: Vec<Check> = Vec::new();
     let mut ends = Vec::new();
     for t in &rule.targets {
         let start = checks.len();
         for &kind in target_kinds(t)? {
             let cell = match &t.sel {
-                Sel::Key(key) if kind_has_entries(kind) => {
+                Sel::Key(key) if kind_entries(&no_request, kind).is_some() => {
                     let at = match keys.iter().position(|(k, n)| *k == kind && n == key) {
                         Some(at) => at,
                         None => {
@@ -2018,16 +2012,11 @@ pub(super) fn prefilter_checks(
                 }
                 _ => kind,
             };
-            let mut node = rule.pipeline;
-            loop {
+            for &node in &rule.steps {
                 let ch = Check { kind, cell, node };
                 if !checks[start..].contains(&ch) {
                     checks.push(ch);
                 }
-                if node == 0 || !rule.multi_match {
-                    break;
-                }
-                node = nodes.get(node as usize).map_or(0, |n| n.parent);
             }
         }
         ends.push(checks.len() as u32);
@@ -2036,27 +2025,6 @@ pub(super) fn prefilter_checks(
         all: checks.into_boxed_slice(),
         ends: ends.into_boxed_slice(),
     })
-}
-
-/// Whether kind `k` is a collection's entries (their names can be selected).
-fn kind_has_entries(k: u32) -> bool {
-    use kind::*;
-    matches!(
-        k,
-        ARGS_GET
-            | ARGS_GET_NAMES
-            | ARGS_POST
-            | ARGS_POST_NAMES
-            | ARGS_OTHER
-            | ARGS_OTHER_NAMES
-            | COOKIES
-            | COOKIES_NAMES
-            | HEADERS
-            | HEADERS_NAMES
-            | FILES
-            | FILES_NAMES
-            | MULTIPART_PART_HEADERS
-    )
 }
 
 /// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's

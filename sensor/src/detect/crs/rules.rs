@@ -587,14 +587,17 @@ static NEXT_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 impl Compiled {
     /// The nodes of the transformation pipeline ending at `node`, first step first (the empty
     /// pipeline, node 0, has none).
-    pub fn pipeline(&self, mut node: u32) -> impl Iterator<Item = u32> + use<> {
-        let mut nodes = Vec::new();
-        while node != 0 {
-            nodes.push(node);
-            node = self.nodes[node as usize].parent;
-        }
+    pub fn pipeline(&self, node: u32) -> impl Iterator<Item = u32> + use<> {
+        let nodes: Vec<u32> = steps_back(&self.nodes, node).collect();
         nodes.into_iter().rev()
     }
+}
+
+/// The nodes of the transformation pipeline ending at `node`, last step first (the empty
+/// pipeline, node 0, has none).
+pub fn steps_back(nodes: &[Node], node: u32) -> impl Iterator<Item = u32> + '_ {
+    std::iter::successors(Some(node), |&n| nodes.get(n as usize).map(|x| x.parent))
+        .take_while(|&n| n != 0)
 }
 
 #[derive(Default)]
@@ -753,19 +756,15 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                 r.link = links;
                 links += 1;
                 r.msg_template = r.msg.as_deref().map(Template::parse);
-                r.checks = super::eval::prefilter_checks(r, &b.nodes, &mut keys);
                 r.steps = if r.multi_match {
-                    let mut path = vec![r.pipeline];
-                    let mut node = r.pipeline;
-                    while node != 0 {
-                        node = b.nodes.get(node as usize).map_or(0, |n| n.parent);
-                        path.push(node);
-                    }
+                    let mut path: Vec<u32> = steps_back(&b.nodes, r.pipeline).collect();
+                    path.push(0);
                     path.reverse();
                     path.into()
                 } else {
                     Box::new([r.pipeline])
                 };
+                r.checks = super::eval::prefilter_checks(r, &mut keys);
                 link = r.chain.as_deref_mut();
             }
         }
