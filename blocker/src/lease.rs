@@ -19,11 +19,36 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::state::jetstream::KvStore;
+use crate::state::jetstream::{KvStore, Lease};
 
 /// How often a standby looks at the lease: a tenth of the lease time, 100 ms to 1 s.
 fn poll_every(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// What a standby has seen of the lease: the revision last read and since when, on this
+/// replica's own monotonic clock (clocks of different machines are never compared).
+#[derive(Debug, Default)]
+struct Expiry {
+    seen: Option<(u64, Instant)>,
+}
+
+impl Expiry {
+    /// May the lease read at `revision` at `now` be taken? When it was released, or when
+    /// its revision has not changed for its lease time.
+    fn expired(&mut self, lease: &Lease, revision: u64, now: Instant) -> bool {
+        if lease.holder.is_empty() {
+            return true;
+        }
+        let lease_time = Duration::from_millis(lease.ttl_ms).max(Duration::from_secs(1));
+        match self.seen {
+            Some((r, since)) if r == revision => now.saturating_duration_since(since) >= lease_time,
+            _ => {
+                self.seen = Some((revision, now));
+                false
+            }
+        }
+    }
 }
 
 /// Stand by until this replica takes the lease (`Ok(true)`) or `shutdown` resolves
@@ -36,8 +61,7 @@ pub async fn campaign(
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<bool> {
     let poll = poll_every(ttl);
-    // The revision last seen, and since when (this replica's clock).
-    let mut seen: Option<(u64, Instant)> = None;
+    let mut watch = Expiry::default();
     let mut logged_holder = String::new();
     // A read that hangs (a just-created bucket whose replicas are not all caught up yet on a
     // cluster) must not hold the standby for the client's whole request timeout.
@@ -54,15 +78,7 @@ pub async fn campaign(
         let attempt = match read {
             Ok(None) => Some(kv.acquire(replica, incarnation, ttl, None).await),
             Ok(Some((lease, revision))) => {
-                let lease_time = Duration::from_millis(lease.ttl_ms).max(Duration::from_secs(1));
-                let expired = lease.holder.is_empty()
-                    || match seen {
-                        Some((r, since)) if r == revision => since.elapsed() >= lease_time,
-                        _ => {
-                            seen = Some((revision, Instant::now()));
-                            false
-                        }
-                    };
+                let expired = watch.expired(&lease, revision, Instant::now());
                 if !expired && lease.holder != logged_holder {
                     info!(holder = %lease.holder, epoch = lease.epoch, "lease held by another replica; standing by");
                     logged_holder.clone_from(&lease.holder);
@@ -71,11 +87,16 @@ pub async fn campaign(
                     if !lease.holder.is_empty() {
                         warn!(holder = %lease.holder, epoch = lease.epoch, "lease expired; taking over");
                     }
-                    seen = None;
-                    Some(
-                        kv.acquire(replica, incarnation, ttl, Some((&lease, revision)))
-                            .await,
-                    )
+                    let attempt = kv
+                        .acquire(replica, incarnation, ttl, Some((&lease, revision)))
+                        .await;
+                    // Lost to another replica: its lease starts now. A failed attempt
+                    // proves nothing about the lease: keep what was seen and retry at the
+                    // next poll instead of waiting another lease time.
+                    if attempt.is_ok() {
+                        watch = Expiry::default();
+                    }
+                    Some(attempt)
                 } else {
                     None
                 }
@@ -152,6 +173,42 @@ pub async fn keep(kv: &KvStore, ttl: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lease(holder: &str) -> Lease {
+        Lease {
+            holder: holder.to_owned(),
+            incarnation: "i".to_owned(),
+            epoch: 3,
+            ttl_ms: 5_000,
+            renewed_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_lease_expires_a_lease_time_after_its_revision_was_first_seen() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = Expiry::default();
+        let held = lease("a");
+        assert!(!w.expired(&held, 7, t0), "first sight starts the clock");
+        assert!(!w.expired(&held, 7, t0 + s(4)));
+        // A renewal (a new revision) starts it again.
+        assert!(!w.expired(&held, 8, t0 + s(4)));
+        assert!(!w.expired(&held, 8, t0 + s(8)));
+        assert!(w.expired(&held, 8, t0 + s(9)));
+        // Still expired at the next poll when nobody wrote in between: the retry after a
+        // failed attempt to take it does not wait another lease time.
+        assert!(w.expired(&held, 8, t0 + s(9) + Duration::from_millis(500)));
+        // A released lease is free at once.
+        assert!(Expiry::default().expired(&lease(""), 9, t0));
+        // The holder's lease time counts, at least one second.
+        let mut short = lease("a");
+        short.ttl_ms = 10;
+        let mut w = Expiry::default();
+        assert!(!w.expired(&short, 1, t0));
+        assert!(!w.expired(&short, 1, t0 + Duration::from_millis(900)));
+        assert!(w.expired(&short, 1, t0 + s(1)));
+    }
 
     #[test]
     fn standbys_poll_often_but_not_too_often() {

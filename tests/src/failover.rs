@@ -359,7 +359,16 @@ pub async fn leader_killed_mid_stream(
         c.kill(leader).await?;
         let killed = Instant::now();
         let next = c.leader(Duration::from_secs(60)).await?;
-        takeovers.push(killed.elapsed().as_secs_f64());
+        let took = killed.elapsed();
+        takeovers.push(took.as_secs_f64());
+        // Slow is not wrong (the machine may be loaded), but say why it was slow.
+        if took > Duration::from_secs(10) {
+            eprintln!(
+                "takeover {w} took {:.1} s (lease 5 s); the replicas' lease log lines:\n{}",
+                took.as_secs_f64(),
+                c.lease_logs()
+            );
+        }
         if next == leader {
             bail!("the killed replica still answers as holder");
         }
