@@ -71,16 +71,32 @@ enum Data<'a> {
 impl Data<'_> {
     fn count(n: usize) -> Data<'static> {
         let mut digits = [0u8; 24];
-        let len = decimal(n, &mut digits) as u8;
+        let len = decimal(false, n as u64, &mut digits) as u8;
         Data::Count { digits, len }
     }
 }
 
-/// `n` in decimal into `buf` (room for any 64-bit integer and its sign); the length written.
-fn decimal(n: impl std::fmt::Display, buf: &mut [u8; 24]) -> usize {
-    let mut w = &mut buf[..];
-    let _ = std::io::Write::write_fmt(&mut w, format_args!("{n}"));
-    24 - w.len()
+/// An integer in decimal into `buf` (room for any 64-bit one and its sign); the length written.
+/// By hand: `write!` through `fmt` costs more than the rule that asked for the count.
+fn decimal(negative: bool, magnitude: u64, buf: &mut [u8; 24]) -> usize {
+    let mut digits = [0u8; 24];
+    let mut at = digits.len();
+    let mut m = magnitude;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    let len = (digits.len() - at).min(buf.len());
+    buf[..len].copy_from_slice(&digits[at..at + len]);
+    len
 }
 
 impl std::ops::Deref for Data<'_> {
@@ -183,6 +199,20 @@ impl Tx {
     /// The value of `tx.<name>` (`name` lowercase).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.0.get(name).map(|v| &v[..])
+    }
+
+    /// Gives the collection's memory to this thread's next request (its TX starts as a copy
+    /// of CRS's defaults, made into this allocation instead of a new one).
+    pub fn recycle(self) {
+        let mut map = self.0;
+        map.clear();
+        let _ = SCRATCH.try_with(|cell| {
+            if let Ok(mut kept) = cell.try_borrow_mut()
+                && kept.tx.capacity() < map.capacity()
+            {
+                kept.tx = map;
+            }
+        });
     }
 
     /// Every variable, sorted by name.
@@ -398,8 +428,11 @@ struct Scratch {
     setvar_value: Vec<u8>,
     vals: Vec<Val<'static>>,
     multi_last: Vec<u8>,
+    evidence: Vec<Evidence>,
+    /// An empty TX collection with the room the last request's needed (see [`Tx::recycle`]).
+    tx: CollMap,
     /// Size of the last request's TX collection: the next one is made that big up front rather
-    /// than grown (and rehashed) by doubling.
+    /// than grown (and rehashed) by doubling, when no recycled one has the room.
     tx_len: usize,
 }
 
@@ -414,7 +447,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let mut tx = CollMap::default();
+    let mut tx = s.tx;
     tx.reserve(s.tx_len.min(1024));
     State {
         body_access: true,
@@ -439,6 +472,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         setvar_value: s.setvar_value,
         vals: s.vals,
         multi_last: s.multi_last,
+        evidence: s.evidence,
         ..State::default()
     }
 }
@@ -459,6 +493,8 @@ fn keep_scratch(st: &mut State<'_>) {
         setvar_value: std::mem::take(&mut st.setvar_value),
         vals: std::mem::take(&mut st.vals),
         multi_last: std::mem::take(&mut st.multi_last),
+        evidence: std::mem::take(&mut st.evidence),
+        tx: CollMap::default(),
         tx_len: st.outcome.tx.0.len(),
     };
     let _ = SCRATCH.try_with(|cell| {
@@ -597,7 +633,8 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             match &run.tx {
                 // on an empty TX (the request's first writes) the result is known: copied
                 Some(tx) if st.colls[0].is_empty() => {
-                    st.colls[0] = tx.clone();
+                    // into the recycled allocation when it has the same size
+                    st.colls[0].clone_from(tx);
                     st.tx_gen += 1;
                     apply_matched(&run.effect, st);
                 }
@@ -2288,7 +2325,7 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 st.points += delta;
             }
             let mut digits = [0u8; 24];
-            let n = decimal(new, &mut digits);
+            let n = decimal(new < 0, new.unsigned_abs(), &mut digits);
             Some(Arc::from(&digits[..n]))
         }
     };
@@ -2379,6 +2416,11 @@ mod tests {
     fn counts_read_as_their_decimal_digits() {
         for n in [0usize, 7, 10, 4096, usize::MAX] {
             assert_eq!(&*Data::count(n), n.to_string().as_bytes());
+        }
+        for n in [0i64, -1, 9, -10, 123_456, i64::MIN, i64::MAX] {
+            let mut buf = [0u8; 24];
+            let len = super::decimal(n < 0, n.unsigned_abs(), &mut buf);
+            assert_eq!(&buf[..len], n.to_string().as_bytes());
         }
     }
 

@@ -214,6 +214,7 @@ impl Crs {
             .filter(|m| is_attack_family(m.id))
             .map(|m| m.points)
             .sum::<i64>();
+        outcome.tx.recycle();
         Verdict {
             is_attack: attack_score >= self.settings.threshold,
             matched: outcome.matched,
