@@ -290,10 +290,22 @@ impl KeyRegex {
             Some(r) => (true, r),
             None => (false, pattern),
         };
-        let (ended, lit) = match rest.strip_suffix('$') {
+        let (ended, mut lit) = match rest.strip_suffix('$') {
             Some(r) => (true, r),
             None => (false, rest),
         };
+        // Unanchored at the end, a trailing `.*` or `c*` matches the empty string and so
+        // changes nothing: CRS writes `TX:/paramcounter_.*/` and
+        // `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`, which are looked at on every TX name.
+        while !ended {
+            let b = lit.as_bytes();
+            match b {
+                [.., c, b'*'] if *c == b'.' || c.is_ascii_alphanumeric() || *c == b'_' => {
+                    lit = &lit[..lit.len() - 2];
+                }
+                _ => break,
+            }
+        }
         let plain = !lit.is_empty()
             && lit
                 .bytes()
@@ -313,8 +325,11 @@ impl KeyRegex {
         match &self.fast {
             None => self.re.is_match(key),
             Some((LiteralKind::Exact, l)) => key.eq_ignore_ascii_case(l),
+            // the first byte alone rules out most keys (TX holds a hundred names per request)
             Some((LiteralKind::Prefix, l)) => {
-                key.len() >= l.len() && key[..l.len()].eq_ignore_ascii_case(l)
+                key.len() >= l.len()
+                    && key.first().map(u8::to_ascii_lowercase) == l.first().copied()
+                    && key[..l.len()].eq_ignore_ascii_case(l)
             }
             Some((LiteralKind::Contains, l)) => {
                 key.windows(l.len()).any(|w| w.eq_ignore_ascii_case(l))
@@ -1269,6 +1284,15 @@ mod tests {
             b"a__UTMz",
             b"utm",
             b"",
+            b"paramcounter_",
+            b"tx_paramcounter_x",
+            b"PARAMCOUNTER",
+            b"multipart_headers_content_types_",
+            b"multipart_headers_content_types",
+            b"header_aaa",
+            b"header_",
+            b"a*",
+            b"\\x",
         ];
         for pattern in [
             "^HEADER_NAME_",
@@ -1277,6 +1301,14 @@ mod tests {
             "utm$",
             "^a.c",
             "(?:x|y)",
+            "paramcounter_.*",
+            "^paramcounter_.*",
+            "MULTIPART_HEADERS_CONTENT_TYPES_*",
+            "header_a*$",
+            "name_.*.*",
+            "a\\*",
+            "\\.*",
+            ".*",
         ] {
             let k = KeyRegex::new(pattern).unwrap();
             let re = regex::bytes::RegexBuilder::new(pattern)
