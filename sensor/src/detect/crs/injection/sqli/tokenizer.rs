@@ -12,6 +12,22 @@
 
 use super::{SqliFlags, data};
 
+/// The bytes that end a word: the C version's `strlencspn` set in `parse_word`. A table, as
+/// it is looked up for every byte of every word.
+const WORD_END: [bool; 256] = byte_set(b" []{}<>:\\?=@!#~+-*/&|^%(),';\t\n\x0B\x0C\r\"\xA0\x00");
+/// The bytes that end a variable name (`parse_var`).
+const VAR_END: [bool; 256] = byte_set(b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"\x00");
+
+const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        set[bytes[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
 // Token type constants matching C version
 const TYPE_NONE: u8 = 0;
 const TYPE_KEYWORD: u8 = b'k';
@@ -887,11 +903,10 @@ impl<'a> SqliTokenizer<'a> {
         let pos = self.pos;
         let slen = self.input.len();
 
-        // Find word boundary - matches C version's strlencspn character set
-        let word_chars = b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00";
+        // Find word boundary - matches C version's strlencspn character set (WORD_END)
         let mut end_pos = pos;
 
-        while end_pos < slen && !word_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !WORD_END[usize::from(self.input[end_pos])] {
             end_pos += 1;
         }
 
@@ -986,10 +1001,9 @@ impl<'a> SqliTokenizer<'a> {
 
         // Regular variable name - must exactly match C implementation
         // C: " <>:\\?=@!#~+-*/&|^%(),';\t\n\v\f\r'`\""
-        let var_chars = b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"\x00";
         let mut end_pos = new_pos;
 
-        while end_pos < slen && !var_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !VAR_END[usize::from(self.input[end_pos])] {
             end_pos += 1;
         }
 
