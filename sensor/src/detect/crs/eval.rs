@@ -268,6 +268,8 @@ struct State<'r> {
     /// The part of `live` from the values of the head (see [`HEAD_KINDS`]), once worked out.
     live_head: Vec<u64>,
     live_ready: bool,
+    /// The current phase's items to visit once `live_ready` (see [`runnable`]).
+    runnable: Vec<u64>,
     /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
     /// right while it is unchanged).
     tx_gen: u64,
@@ -620,10 +622,36 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
     let items = &rules.phases[phase];
     let runs = &rules.folded_runs[phase];
     let skips = &rules.phase_skips[phase];
+    let mut jumps = false;
     let mut at = 0;
     while let Some(item) = items.get(at) {
         if st.engine_off {
             break;
+        }
+        // once the live mask is known, the rules that cannot match are jumped over together
+        // (as one by one below, unless a marker, skip or ctl is pending)
+        if !jumps && st.live_ready {
+            runnable(rules, phase, st);
+            jumps = true;
+        }
+        if jumps
+            && st.marker.is_none()
+            && st.skip_next == 0
+            && st.removed_ids.is_empty()
+            && st.removed_tags.is_empty()
+        {
+            let next = next_runnable(&st.runnable, at, items.len());
+            if next > at {
+                #[cfg(debug_assertions)]
+                for skipped in &items[at..next] {
+                    debug_assert!(
+                        matches!(skipped, Item::Rule(r) if cannot_match(rules, r, c, st))
+                    );
+                }
+                clear_matched(st);
+                at = next;
+                continue;
+            }
         }
         // folded rules from here to the next evaluated one: their effect at once
         if st.marker.is_none()
@@ -1810,9 +1838,69 @@ pub(super) fn index_live(rules: &mut Compiled) {
             })
             .collect();
     }
+    let mut live_items = vec![(u32::MAX, 0); next as usize];
+    for phase in 0..rules.phases.len().min(2) {
+        let skips = &rules.phase_skips[phase];
+        let mut always = vec![0u64; skips.len().div_ceil(64)];
+        for (at, &(first, targets)) in skips.iter().enumerate() {
+            let run = rules.folded_runs[phase]
+                .get(at)
+                .is_some_and(Option::is_some);
+            if targets == 0 || run {
+                always[at / 64] |= 1 << (at % 64);
+                continue;
+            }
+            for b in first..first + targets {
+                if let Some(item) = live_items.get_mut(b as usize) {
+                    *item = (phase as u32, at as u32);
+                }
+            }
+        }
+        rules.phase_always[phase] = always;
+    }
+    rules.live_items = live_items;
     rules.live_cells = cells;
     rules.live_keys = named;
     rules.live_bits = next;
+}
+
+/// The items of `phase` to visit once the live mask is known: those always visited and the
+/// rules with a live target, as a bitset over item indices.
+fn runnable(rules: &Compiled, phase: usize, st: &mut State<'_>) {
+    st.runnable.clear();
+    st.runnable.extend_from_slice(&rules.phase_always[phase]);
+    for (w, &word) in st.live.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let b = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(&(p, at)) = rules.live_items.get(b)
+                && p as usize == phase
+                && let Some(r) = st.runnable.get_mut(at as usize / 64)
+            {
+                *r |= 1 << (at % 64);
+            }
+        }
+    }
+}
+
+/// The first item at or after `at` set in `bits` (`len` when none).
+fn next_runnable(bits: &[u64], at: usize, len: usize) -> usize {
+    let mut w = at / 64;
+    let Some(&first) = bits.get(w) else {
+        return len;
+    };
+    let mut word = first & (!0u64 << (at % 64));
+    loop {
+        if word != 0 {
+            return (w * 64 + word.trailing_zeros() as usize).min(len);
+        }
+        w += 1;
+        match bits.get(w) {
+            Some(&next) => word = next,
+            None => return len,
+        }
+    }
 }
 
 /// The request's live targets: the union over its values of each value's mask for its kind

@@ -583,6 +583,13 @@ pub struct Compiled {
     /// Per phase and item: the top rule's first live bit and number of targets ((0, 0) for
     /// none), so that the evaluator skips a rule that cannot match without reading it.
     pub phase_skips: [Vec<(u32, u32)>; 2],
+    /// Per phase, a bit per item: the items visited whatever the request's live targets
+    /// (markers, rules without live bits, starts of folded runs). The evaluator jumps from
+    /// one of these, or of the rules with a live target, to the next.
+    pub phase_always: [Vec<u64>; 2],
+    /// Per live bit of a top rule's target: (phase, item index) of the rule; `(u32::MAX, 0)`
+    /// for the bits of chained links.
+    pub live_items: Vec<(u32, u32)>,
     /// Per kind: the indices in `keys` of its named entries some live target checks.
     pub live_keys: Vec<Vec<usize>>,
     /// Number of live bits (one per target of a link with a `live_bit`).
@@ -799,6 +806,8 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         live_cells: Vec::new(),
         live_keys: Vec::new(),
         phase_skips: Default::default(),
+        phase_always: Default::default(),
+        live_items: Vec::new(),
         live_bits: 0,
         keys,
         report: b.report,
