@@ -297,14 +297,11 @@ impl KeyRegex {
         // Unanchored at the end, a trailing `.*` or `c*` matches the empty string and so
         // changes nothing: CRS writes `TX:/paramcounter_.*/` and
         // `TX:/MULTIPART_HEADERS_CONTENT_TYPES_*/`, which are looked at on every TX name.
-        while !ended {
-            let b = lit.as_bytes();
-            match b {
-                [.., c, b'*'] if *c == b'.' || c.is_ascii_alphanumeric() || *c == b'_' => {
-                    lit = &lit[..lit.len() - 2];
-                }
-                _ => break,
-            }
+        while let [.., c, b'*'] = lit.as_bytes()
+            && !ended
+            && (*c == b'.' || c.is_ascii_alphanumeric() || *c == b'_')
+        {
+            lit = &lit[..lit.len() - 2];
         }
         let plain = !lit.is_empty()
             && lit
