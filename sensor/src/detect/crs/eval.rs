@@ -854,8 +854,8 @@ fn eval_rule<'r, 'c>(
         }
         vals.clear();
         resolve(t, c, st, vals);
-        for v in vals.drain(..) {
-            if excluded(rule, top, &v, st) {
+        for v in vals.iter() {
+            if excluded(rule, top, v, st) {
                 continue;
             }
             let mut have_last = false;
@@ -864,12 +864,12 @@ fn eval_rule<'r, 'c>(
                 // pipeline cache for the time of the operator (and put back)
                 if let (Some(bit), Some(slot)) = (rule.prefilter_bit, v.slot)
                     && !rule.negated
-                    && !prefilter_hit(rules, &v, slot, node, bit, st)
+                    && !prefilter_hit(rules, v, slot, node, bit, st)
                 {
                     // a regex whose literals are all absent cannot match: no need for the value
                     continue;
                 }
-                let tv = transformed(rules, &v, node, st);
+                let tv = transformed(rules, v, node, st);
                 let held: Vec<u8> = match &tv {
                     Tv::Raw => Vec::new(),
                     Tv::Arena(i) => std::mem::take(&mut st.memo.arena[*i as usize]),
@@ -902,9 +902,9 @@ fn eval_rule<'r, 'c>(
                     // evidence only for rules that log (the paranoia-level gates and the
                     // scaffolding match on every request and log nothing)
                     if top.log && st.evidence_len < MAX_EVIDENCE {
-                        push_evidence(rules, &v, value, node, st);
+                        push_evidence(rules, v, value, node, st);
                     }
-                    set_matched(st, &v, value);
+                    set_matched(st, v, value);
                     for sv in &rule.setvars {
                         setvar(top, sv, c, st);
                     }
@@ -2370,7 +2370,11 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 macro_value(n, k, Some(top), c, st, out)
             });
             name_buf.make_ascii_lowercase();
-            Some(String::from_utf8_lossy(&name_buf))
+            // names are ASCII but for hostile input: the cheaper check first
+            Some(match std::str::from_utf8(&name_buf) {
+                Ok(name) => Cow::Borrowed(name),
+                Err(_) => String::from_utf8_lossy(&name_buf),
+            })
         }
     };
     let name: &str = match (&sv.name_literal, &expanded_name) {
