@@ -1016,7 +1016,7 @@ fn excluded(rule: &Rule, top: &Rule, v: &Val<'_>, st: &State<'_>) -> bool {
     for e in &rule.exclusions {
         let hit = match &e.sel {
             Sel::Regex(re) => same_var(e) && re.is_match(&v.key),
-            Sel::Key(k) => same_var(e) && v.key.eq_ignore_ascii_case(k),
+            Sel::Key(k) => same_var(e) && v.key.eq_ignore_ascii_case(k.as_bytes()),
             Sel::All => same_var(e),
         };
         if hit {
@@ -1065,7 +1065,7 @@ fn push_entries<'a>(
         let e = &entries[i];
         let ok = match &t.sel {
             Sel::All => true,
-            Sel::Key(k) => e.name.eq_ignore_ascii_case(k),
+            Sel::Key(k) => e.name.eq_ignore_ascii_case(k.as_bytes()),
             Sel::Regex(re) => re.is_match(&e.name),
         };
         if !ok {
@@ -1321,7 +1321,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             // `XML:/*` is the document's text, `XML://@*` its attribute values; other XPath
             // expressions have no values here (see docs/crs.md)
             let (root, attrs) = match &t.sel {
-                Sel::Key(k) => (k.as_slice() == b"/*", k.as_slice() == b"//@*"),
+                Sel::Key(k) => (k == "/*", k == "//@*"),
                 Sel::All => (true, false),
                 Sel::Regex(_) => (false, false),
             };
@@ -1354,10 +1354,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             };
             match &t.sel {
                 Sel::Key(k) => {
-                    if let Some(kv) = std::str::from_utf8(k)
-                        .ok()
-                        .and_then(|k| map.get_key_value(k))
-                    {
+                    if let Some(kv) = map.get_key_value(k.as_str()) {
                         out.push(shared(kv));
                     }
                 }
@@ -1398,7 +1395,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             for (k, v) in &st.matched_vars[..st.matched_len] {
                 let ok = match &t.sel {
                     Sel::All => true,
-                    Sel::Key(sel) => k.as_bytes().eq_ignore_ascii_case(sel),
+                    Sel::Key(sel) => k.as_bytes().eq_ignore_ascii_case(sel.as_bytes()),
                     Sel::Regex(re) => re.is_match(k.as_bytes()),
                 };
                 if !ok {
@@ -2126,10 +2123,13 @@ pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> O
         for &kind in target_kinds(t)? {
             let cell = match &t.sel {
                 Sel::Key(key) if kind_entries(&no_request, kind).is_some() => {
-                    let at = match keys.iter().position(|(k, n)| *k == kind && n == key) {
+                    let at = match keys
+                        .iter()
+                        .position(|(k, n)| *k == kind && n.as_slice() == key.as_bytes())
+                    {
                         Some(at) => at,
                         None => {
-                            keys.push((kind, key.clone()));
+                            keys.push((kind, key.as_bytes().to_vec()));
                             keys.len() - 1
                         }
                     };
@@ -2344,7 +2344,7 @@ fn macro_value(
     let t = Target {
         var,
         sel: match key {
-            Some(k) => Sel::Key(k.as_bytes().to_vec()),
+            Some(k) => Sel::Key(k.to_owned()),
             None => Sel::All,
         },
         count: false,

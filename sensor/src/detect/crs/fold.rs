@@ -159,7 +159,7 @@ fn link_static(r: &Rule, abs: &Abs) -> bool {
     let targets_known = r.targets.iter().all(|t| {
         t.var == Var::Collection(Coll::Tx)
             && match &t.sel {
-                Sel::Key(k) => std::str::from_utf8(k).is_ok_and(|k| abs.known(k)),
+                Sel::Key(k) => abs.known(k),
                 _ => false,
             }
     });

@@ -259,8 +259,9 @@ impl Var {
 #[derive(Debug, Clone)]
 pub enum Sel {
     All,
-    /// Key compared ASCII-case-insensitively (stored lowercased).
-    Key(Vec<u8>),
+    /// Key compared ASCII-case-insensitively (stored lowercased). Text, as rules write it:
+    /// TX and the other persistent collections are looked up by it as it is.
+    Key(String),
     /// Keys matching a regex (case-insensitive).
     Regex(KeyRegex),
 }
@@ -857,7 +858,7 @@ pub fn target(loc: &Location, spec: &VarSpec) -> Result<Target, CrsError> {
     })?;
     let sel = match &spec.selector {
         None => Sel::All,
-        Some(super::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase().into_bytes()),
+        Some(super::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
         Some(super::ast::Selector::Regex(r)) => Sel::Regex(
             KeyRegex::new(r).map_err(|e| err(loc, format!("`{}:/{r}/`: {e}", spec.collection)))?,
         ),
