@@ -234,6 +234,10 @@ struct State<'r> {
     /// MATCHED_VARS: the first `matched_len` entries (the rest are spare buffers).
     matched_vars: Vec<(String, Vec<u8>)>,
     matched_len: usize,
+    /// Entries a folded rule appended after those, not copied into the buffers unless a
+    /// match is appended after them (most are cleared by the next rule first). The last one
+    /// is MATCHED_VAR(_NAME) when there are any.
+    matched_folded: &'r [(String, Vec<u8>)],
     removed_ids: Vec<IdRange>,
     removed_tags: Vec<String>,
     removed_target_id: Vec<(u64, String)>,
@@ -746,6 +750,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
 fn clear_matched(st: &mut State<'_>) {
     st.matched_set = false;
     st.matched_len = 0;
+    st.matched_folded = &[];
     if let Some(t) = st.trace.as_mut() {
         t.cleared = true;
         t.appended.clear();
@@ -762,7 +767,7 @@ fn recycle<'a, 'b>(mut v: Vec<Val<'a>>) -> Vec<Val<'b>> {
 }
 
 /// Does to `st` what evaluating `rule` did when it was folded (see [`Folded`]).
-fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
+fn replay<'r>(rule: &'r Rule, f: &'r Folded, st: &mut State<'r>) {
     apply_folded(f, st);
     if f.matched {
         after_chain(rule, st);
@@ -770,7 +775,7 @@ fn replay<'r>(rule: &'r Rule, f: &Folded, st: &mut State<'r>) {
 }
 
 /// A folded effect's MATCHED_VAR(S) and `setvar`s.
-fn apply_folded(f: &Folded, st: &mut State<'_>) {
+fn apply_folded<'r>(f: &'r Folded, st: &mut State<'r>) {
     apply_matched(f, st);
     for (idx, name, value) in &f.writes {
         if *idx == 0 {
@@ -790,9 +795,18 @@ fn apply_folded(f: &Folded, st: &mut State<'_>) {
 }
 
 /// A folded effect's MATCHED_VAR(S).
-fn apply_matched(f: &Folded, st: &mut State<'_>) {
+fn apply_matched<'r>(f: &'r Folded, st: &mut State<'r>) {
     if f.cleared {
         clear_matched(st);
+    }
+    if f.appended.is_empty() {
+        return;
+    }
+    if st.trace.is_none() {
+        // kept by reference until something needs them in the buffers
+        unfold_matched(st);
+        st.matched_folded = &f.appended;
+        return;
     }
     for (name, value) in &f.appended {
         st.matched_name.clear();
@@ -937,11 +951,34 @@ fn eval_rule<'r, 'c>(
 
 /// MATCHED_VAR(_NAME) and a new MATCHED_VARS entry, in reused buffers.
 fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
+    unfold_matched(st);
     v.write_full_key(&mut st.matched_name);
     push_matched(st, value);
 }
 
-/// MATCHED_VAR (with MATCHED_VAR_NAME already in `st.matched_name`) and a MATCHED_VARS entry.
+/// Copies the folded entries of MATCHED_VARS (see [`State::matched_folded`]) into the
+/// buffers, before an entry is appended after them.
+fn unfold_matched(st: &mut State<'_>) {
+    let folded = std::mem::take(&mut st.matched_folded);
+    for (name, value) in folded {
+        st.matched_name.clear();
+        st.matched_name.push_str(name);
+        push_matched(st, value);
+    }
+}
+
+/// MATCHED_VAR(_NAME): the last folded entry, else the last match (None when cleared).
+fn matched_var<'s>(st: &'s State<'_>) -> Option<(&'s str, &'s [u8])> {
+    match st.matched_folded.last() {
+        Some((name, value)) => Some((name, value)),
+        None => st
+            .matched_set
+            .then_some((st.matched_name.as_str(), st.matched_value.as_slice())),
+    }
+}
+
+/// MATCHED_VAR (with MATCHED_VAR_NAME already in `st.matched_name`) and a MATCHED_VARS entry
+/// (after any folded ones: [`unfold_matched`] first).
 fn push_matched(st: &mut State<'_>, value: &[u8]) {
     st.matched_value.clear();
     st.matched_value.extend_from_slice(value);
@@ -1372,27 +1409,28 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             }
         }
         Var::MatchedVar => {
-            if st.matched_set {
+            if let Some((_, value)) = matched_var(st) {
                 out.push(Val {
                     var: t.var,
                     key: Data::Borrowed(b""),
-                    data: Data::Owned(st.matched_value.clone()),
+                    data: Data::Owned(value.to_vec()),
                     slot: None,
                 });
             }
         }
         Var::MatchedVarName => {
-            if st.matched_set {
+            if let Some((name, _)) = matched_var(st) {
                 out.push(Val {
                     var: t.var,
                     key: Data::Borrowed(b""),
-                    data: Data::Owned(st.matched_name.as_bytes().to_vec()),
+                    data: Data::Owned(name.as_bytes().to_vec()),
                     slot: None,
                 });
             }
         }
         Var::MatchedVars | Var::MatchedVarsNames => {
-            for (k, v) in &st.matched_vars[..st.matched_len] {
+            let kept = st.matched_vars.get(..st.matched_len).unwrap_or_default();
+            for (k, v) in kept.iter().chain(st.matched_folded) {
                 let ok = match &t.sel {
                     Sel::All => true,
                     Sel::Key(sel) => k.as_bytes().eq_ignore_ascii_case(sel.as_bytes()),
@@ -2325,14 +2363,14 @@ fn macro_value(
     }
     match name {
         "MATCHED_VAR" => {
-            if st.matched_set {
-                out.extend_from_slice(&st.matched_value);
+            if let Some((_, value)) = matched_var(st) {
+                out.extend_from_slice(value);
             }
             return;
         }
         "MATCHED_VAR_NAME" => {
-            if st.matched_set {
-                out.extend_from_slice(st.matched_name.as_bytes());
+            if let Some((name, _)) = matched_var(st) {
+                out.extend_from_slice(name.as_bytes());
             }
             return;
         }

@@ -480,6 +480,37 @@ mod tests {
         assert_eq!(ids(&run(&crs, "/", &[], "")), vec![942100]);
     }
 
+    /// MATCHED_VAR and MATCHED_VARS a folded rule leaves (kept by reference, see
+    /// `eval::State::matched_folded`) are what the next evaluated rule's targets see.
+    #[test]
+    fn the_next_rule_sees_what_a_folded_rule_matched() {
+        for (target, value, matches) in [
+            ("MATCHED_VAR", "xyz", true),
+            ("MATCHED_VAR_NAME", "TX:a", true),
+            ("MATCHED_VARS", "xyz", true),
+            ("MATCHED_VARS_NAMES", "TX:a", true),
+            ("MATCHED_VAR", "nope", false),
+        ] {
+            let crs = load(&format!(
+                "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.a=xyz\"\n\
+                 SecRule TX:a \"@rx xyz\" \"id:2,phase:1,pass,nolog\"\n\
+                 SecRule {target} \"@streq {value}\" \"id:3,phase:1,pass,nolog,chain\"\n\
+                 SecRule REQUEST_URI \"@contains /\" \"setvar:tx.seen=%{{MATCHED_VAR_NAME}}\"\n\
+                 SecRule TX:seen \"@streq REQUEST_URI\" \"id:942100,phase:1,block,{SCORE}\"\n"
+            ));
+            let rule_2_folded = crs.compiled.phases[0]
+                .iter()
+                .any(|i| matches!(i, rules::Item::Rule(r) if r.id == 2 && r.folded.is_some()))
+                || crs.compiled.folded_runs[0].iter().any(Option::is_some);
+            assert!(
+                rule_2_folded,
+                "rule 2 is not folded: the test tests nothing"
+            );
+            let want: Vec<u64> = if matches { vec![942100] } else { vec![] };
+            assert_eq!(ids(&run(&crs, "/", &[], "")), want, "{target} {value}");
+        }
+    }
+
     /// Taking the folded rules from one evaluated rule to the next at once (`fold::runs`)
     /// changes nothing a request ends with: matched rules in full, and every TX variable.
     #[test]
