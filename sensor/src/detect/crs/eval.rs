@@ -1509,12 +1509,17 @@ fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State<'_>) -> 
 }
 
 /// The memo entry of the value in `slot` (`raw`), made when the value is new.
+// the known case inline (most calls), the lookup in the memo out of line
+#[inline]
 fn entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
-    if let Some(&e) = st.slot_entry.get(slot as usize)
-        && e != UNSET
-    {
-        return e;
+    match st.slot_entry.get(slot as usize) {
+        Some(&e) if e != UNSET => e,
+        _ => new_entry_of(raw, slot, st),
     }
+}
+
+#[inline(never)]
+fn new_entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
     let m = &mut st.memo;
     let e = match m.entries.get(raw) {
         Some(&e) => e,
@@ -1544,16 +1549,29 @@ fn cached(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<'_>
     cached_entry(rules, raw, entry, node, st)
 }
 
+// the known case inline (most calls), the transformation out of line
+#[inline]
 fn cached_entry(rules: &Compiled, raw: &[u8], entry: u32, node: u32, st: &mut State<'_>) -> u32 {
     if node == 0 {
         return RAW;
     }
     let cell = entry as usize * st.nodes as usize + node as usize;
     match st.memo.cache.get(cell) {
-        Some(&i) if i != UNSET => return i,
-        Some(_) => {}
-        None => return RAW,
+        Some(&i) if i != UNSET => i,
+        Some(_) => new_cached_entry(rules, raw, entry, node, cell, st),
+        None => RAW,
     }
+}
+
+#[inline(never)]
+fn new_cached_entry(
+    rules: &Compiled,
+    raw: &[u8],
+    entry: u32,
+    node: u32,
+    cell: usize,
+    st: &mut State<'_>,
+) -> u32 {
     let n = rules.nodes[node as usize];
     let parent = cached_entry(rules, raw, entry, n.parent, st);
     let m = &mut st.memo;
@@ -1613,19 +1631,26 @@ fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<
 }
 
 /// [`scan_bits`] for the value `raw` of memo entry `entry`.
+// the known case inline (most calls), the scan out of line
+#[inline]
 fn entry_bits(rules: &Compiled, raw: &[u8], entry: u32, node: u32, st: &mut State<'_>) -> usize {
     let idx = cached_entry(rules, raw, entry, node, st);
-    let m = &mut st.memo;
+    let m = &st.memo;
     let known = if idx == RAW {
         m.raw_bits.get(entry as usize)
     } else {
         m.arena_bits.get(idx as usize)
     };
-    if let Some(&at) = known
-        && at != UNSET
-    {
-        return at as usize;
+    match known {
+        Some(&at) if at != UNSET => at as usize,
+        _ => new_entry_bits(rules, raw, entry, idx, st),
     }
+}
+
+/// Scans the value `idx` of `entry` (its arena index, or [`RAW`]) and records the answer.
+#[inline(never)]
+fn new_entry_bits(rules: &Compiled, raw: &[u8], entry: u32, idx: u32, st: &mut State<'_>) -> usize {
+    let m = &mut st.memo;
     let words = (rules.prefilter_bits as usize).div_ceil(64);
     let at = m.bit_words.len();
     m.bit_words.resize(at + words, 0);
