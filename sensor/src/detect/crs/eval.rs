@@ -632,29 +632,36 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
         if st.engine_off {
             break;
         }
-        // once the live mask is known, the rules that cannot match are jumped over together
-        // (as one by one below, unless a marker, skip or ctl is pending)
-        if !jumps && st.live_ready {
-            runnable(rules, phase, st);
-            jumps = true;
-        }
-        if jumps
-            && st.marker.is_none()
+        // rules whose targets' live bits are all clear cannot match: jumped over together,
+        // without being read (unless a marker, skip or ctl is pending: a removed rule is not
+        // evaluated, a jump or skip counts the rules it passes)
+        if st.marker.is_none()
             && st.skip_next == 0
             && st.removed_ids.is_empty()
             && st.removed_tags.is_empty()
         {
-            let next = next_runnable(&st.runnable, at, items.len());
-            if next > at {
-                #[cfg(debug_assertions)]
-                for skipped in &items[at..next] {
-                    debug_assert!(
-                        matches!(skipped, Item::Rule(r) if cannot_match(rules, r, c, st))
-                    );
+            // the first rule that could be skipped asks for the live mask
+            if !st.live_ready && skips.get(at).is_some_and(|&(_, targets)| targets > 0) {
+                live_mask(rules, c, st);
+            }
+            if st.live_ready {
+                if !jumps {
+                    runnable(rules, phase, st);
+                    jumps = true;
                 }
-                clear_matched(st);
-                at = next;
-                continue;
+                let next = next_runnable(&st.runnable, at, items.len());
+                if next > at {
+                    if cfg!(debug_assertions) {
+                        for skipped in &items[at..next] {
+                            assert!(
+                                matches!(skipped, Item::Rule(r) if cannot_match(rules, r, c, st))
+                            );
+                        }
+                    }
+                    clear_matched(st);
+                    at = next;
+                    continue;
+                }
             }
         }
         // folded rules from here to the next evaluated one: their effect at once
@@ -674,25 +681,6 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             }
             at = run.next;
             continue;
-        }
-        // a rule whose targets' live bits are all clear cannot match: skipped without
-        // touching the rule (when no ctl removed rules, as a removed rule is not evaluated)
-        if st.marker.is_none()
-            && st.skip_next == 0
-            && st.removed_ids.is_empty()
-            && st.removed_tags.is_empty()
-            && let Some(&(first, targets)) = skips.get(at)
-            && targets > 0
-        {
-            if !st.live_ready {
-                live_mask(rules, c, st);
-            }
-            if !(first..first + targets).any(|b| bit_set(&st.live, 0, b)) {
-                debug_assert!(matches!(item, Item::Rule(r) if cannot_match(rules, r, c, st)));
-                clear_matched(st);
-                at += 1;
-                continue;
-            }
         }
         at += 1;
         let rule = match item {
@@ -842,10 +830,6 @@ fn eval_rule<'r, 'c>(
         after_match(rule, st);
         return true;
     };
-    if cannot_match(rules, rule, c, st) {
-        clear_matched(st);
-        return false;
-    }
     let mut matched_any = false;
     let steps: &[u32] = &rule.steps;
     // multiMatch: the value the operator saw last (not run twice on the same bytes)
@@ -1825,27 +1809,13 @@ fn target_kinds(t: &Target) -> Option<&'static [u32]> {
 }
 
 /// True when no value of any of the rule's targets, after any pipeline the rule looks at,
-/// holds one of its literals: the rule cannot match, and nothing needs resolving.
+/// holds one of its literals: the rule cannot match (what the evaluator's jumps assume; debug
+/// builds check every jumped-over rule with it).
 fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'_>) -> bool {
-    let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
+    let Some(checks) = rule.checks.as_ref() else {
         return false;
     };
-    let Some(first) = rule.live_bit else {
-        return !any_hit(rules, c, &checks.all, bit, st);
-    };
-    if !st.live_ready {
-        live_mask(rules, c, st);
-    }
-    let targets = checks.ends.len() as u32;
-    let cannot = !(first..first + targets).any(|b| bit_set(&st.live, 0, b));
-    // the mask is the union cells' answer, gathered per value
-    debug_assert_eq!(
-        cannot,
-        !any_hit(rules, c, &checks.all, bit, st),
-        "{}",
-        rule.id
-    );
-    cannot
+    (0..checks.ends.len()).all(|i| target_cannot_match(rules, rule, i, c, st))
 }
 
 /// Gives live bits to the targets of links with prefilter checks in rules a request can

@@ -579,7 +579,8 @@ pub struct Compiled {
     /// `eval::index_live`).
     pub live_cells: Vec<LiveCell>,
     /// Per phase and item: the top rule's first live bit and number of targets ((0, 0) for
-    /// none), so that the evaluator skips a rule that cannot match without reading it.
+    /// none). The evaluator works out the live mask at the first rule with targets it reaches;
+    /// `phase_always` and `live_items` are derived from this.
     pub phase_skips: [Vec<(u32, u32)>; 2],
     /// Per phase, a bit per item: the items visited whatever the request's live targets
     /// (markers, rules without live bits, starts of folded runs). The evaluator jumps from
