@@ -790,16 +790,12 @@ fn apply_matched<'r>(f: &'r Folded, st: &mut State<'r>) {
     if f.appended.is_empty() {
         return;
     }
-    if st.trace.is_none() {
-        // kept by reference until something needs them in the buffers
+    // kept by reference until something needs them in the buffers
+    unfold_matched(st);
+    st.matched_folded = &f.appended;
+    if st.trace.is_some() {
+        // the load-time fold records every entry appended
         unfold_matched(st);
-        st.matched_folded = &f.appended;
-        return;
-    }
-    for (name, value) in &f.appended {
-        st.matched_name.clear();
-        st.matched_name.push_str(name);
-        push_matched(st, value);
     }
 }
 
