@@ -435,11 +435,9 @@ struct Scratch {
     vals: Vec<Val<'static>>,
     multi_last: Vec<u8>,
     evidence: Vec<Evidence>,
-    /// An empty TX collection with the room the last request's needed (see [`Tx::recycle`]).
+    /// An empty TX collection with the room the last request's needed (see [`Tx::recycle`]),
+    /// so that the next one is not grown (and rehashed) by doubling.
     tx: CollMap,
-    /// Size of the last request's TX collection: the next one is made that big up front rather
-    /// than grown (and rehashed) by doubling, when no recycled one has the room.
-    tx_len: usize,
 }
 
 thread_local! {
@@ -453,8 +451,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let mut tx = s.tx;
-    tx.reserve(s.tx_len.min(1024));
+    let tx = s.tx;
     State {
         body_access: true,
         colls: [
@@ -501,7 +498,6 @@ fn keep_scratch(st: &mut State<'_>) {
         multi_last: std::mem::take(&mut st.multi_last),
         evidence: std::mem::take(&mut st.evidence),
         tx: CollMap::default(),
-        tx_len: st.outcome.tx.0.len(),
     };
     let _ = SCRATCH.try_with(|cell| {
         if let Ok(mut kept) = cell.try_borrow_mut() {
