@@ -1861,8 +1861,7 @@ pub(super) fn index_live(rules: &mut Compiled) {
             .collect();
     }
     let mut live_items = vec![(u32::MAX, 0); next as usize];
-    for phase in 0..rules.phases.len().min(2) {
-        let skips = &rules.phase_skips[phase];
+    for (phase, skips) in rules.phase_skips.iter().enumerate() {
         let mut always = vec![0u64; skips.len().div_ceil(64)];
         for (at, &(first, targets)) in skips.iter().enumerate() {
             let run = rules.folded_runs[phase]
