@@ -886,10 +886,13 @@ fn is_c_space(b: u8) -> bool {
 }
 
 /// `strtoll` on the C string: leading spaces, sign, digits. `None` without digits; the value is
-/// clamped to the i64 range like glibc does on overflow.
+/// clamped to the i64 range like glibc does on overflow. One pass, stopping at the first byte
+/// that is not part of the number (a NUL ends the C string there too).
 fn strtoll(s: &[u8]) -> Option<(i64, bool)> {
-    let s = until_nul(s);
-    let mut i = s.iter().position(|b| !is_c_space(*b)).unwrap_or(s.len());
+    let mut i = 0;
+    while s.get(i).is_some_and(|&b| is_c_space(b)) {
+        i += 1;
+    }
     let neg = match s.get(i) {
         Some(b'-') => {
             i += 1;
@@ -901,30 +904,35 @@ fn strtoll(s: &[u8]) -> Option<(i64, bool)> {
         }
         _ => false,
     };
-    let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
+    // accumulated as a negative number, whose range reaches i64::MIN
+    let start = i;
+    let mut v: i64 = 0;
+    let mut overflow = false;
+    while let Some(&b) = s.get(i)
+        && b.is_ascii_digit()
+    {
+        match v
+            .checked_mul(10)
+            .and_then(|x| x.checked_sub(i64::from(b - b'0')))
+        {
+            Some(x) => v = x,
+            None => {
+                overflow = true;
+                v = i64::MIN;
+            }
+        }
+        i += 1;
+    }
+    if i == start {
         return None;
     }
-    if digits <= 18 {
-        // below 10^18: no overflow in i64 (the common case, no 128-bit arithmetic)
-        let v = s[i..i + digits]
-            .iter()
-            .fold(0i64, |v, &b| v * 10 + i64::from(b - b'0'));
-        return Some((if neg { -v } else { v }, false));
+    if neg {
+        return Some((v, overflow));
     }
-    let mut v: i128 = 0;
-    let mut overflow = false;
-    for &b in &s[i..i + digits] {
-        v = v * 10 + i128::from(b - b'0');
-        if v > i128::from(i64::MAX) + 1 {
-            overflow = true;
-            v = i128::from(i64::MAX) + 1;
-        }
-    }
-    let v = if neg { -v } else { v };
-    let clamped = v.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
-    overflow |= clamped != v;
-    Some((clamped as i64, overflow))
+    Some(match v.checked_neg() {
+        Some(p) => (p, overflow),
+        None => (i64::MAX, true),
+    })
 }
 
 /// `atoll`: 0 without digits, clamped on overflow.
@@ -957,6 +965,53 @@ mod tests {
         let r = o.evaluate(value);
         assert_eq!(r.is_some(), o.is_match(value), "{name} {arg} {value:?}");
         r.is_some()
+    }
+
+    #[test]
+    fn strtoll_agrees_with_glibc() {
+        let cases: &[&[u8]] = &[
+            b"0",
+            b"42",
+            b"  \t\n\x0b\x0c\r-17abc",
+            b"+5",
+            b"-",
+            b"+",
+            b"",
+            b" ",
+            b"abc",
+            b"12\x0034",
+            b"\x0012",
+            b"007",
+            b"- 3",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"99999999999999999999999999",
+            b"-99999999999999999999999999x",
+            b"2147483647",
+            b"2147483648",
+            b"-2147483649",
+            b"1e5",
+            b"0x10",
+        ];
+        for &s in cases {
+            let until = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+            let c = std::ffi::CString::new(&s[..until]).unwrap();
+            let mut end: *mut libc::c_char = std::ptr::null_mut();
+            // SAFETY: `c` is a NUL-terminated string that outlives the call; `end` is written
+            // by strtoll to a pointer into it
+            let (v, consumed) = unsafe {
+                *libc::__errno_location() = 0;
+                let v = libc::strtoll(c.as_ptr(), &mut end, 10);
+                (v, end.offset_from(c.as_ptr()))
+            };
+            // SAFETY: reading this thread's errno
+            let erange = unsafe { *libc::__errno_location() } == libc::ERANGE;
+            let want = (consumed > 0).then_some((v, erange));
+            assert_eq!(strtoll(s), want, "{:?}", String::from_utf8_lossy(s));
+            assert_eq!(atoll(s), v, "{:?}", String::from_utf8_lossy(s));
+        }
     }
 
     fn tx0(name: &str, arg: &str, value: &[u8]) -> Option<Vec<u8>> {
