@@ -1610,6 +1610,8 @@ fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<
 // the known case inline (most calls), the scan out of line
 #[inline]
 fn entry_bits(rules: &Compiled, raw: &[u8], entry: u32, node: u32, st: &mut State<'_>) -> usize {
+    // a change of case alone answers as its input does
+    let node = rules.scan_nodes.get(node as usize).copied().unwrap_or(node);
     let idx = cached_entry(rules, raw, entry, node, st);
     let m = &st.memo;
     let known = if idx == RAW {
@@ -1673,7 +1675,9 @@ fn prefilter_hit(
 /// one name) after its pipeline node has one of `bit`'s literals: the union of the per-value
 /// answers, computed once per (cell, node) and request.
 fn union_hit(rules: &Compiled, c: &Collections, ch: &Check, bit: u32, st: &mut State<'_>) -> bool {
-    let cell = ch.cell as usize * st.nodes as usize + ch.node as usize;
+    let node = rules.scan_nodes.get(ch.node as usize).copied();
+    let node = node.unwrap_or(ch.node);
+    let cell = ch.cell as usize * st.nodes as usize + node as usize;
     let Some(&known) = st.union_bits.get(cell) else {
         return true;
     };
@@ -1701,7 +1705,7 @@ fn union_hit(rules: &Compiled, c: &Collections, ch: &Check, bit: u32, st: &mut S
         let Some(data) = slot_data(c, k, i) else {
             continue;
         };
-        let at = scan_bits(rules, &data, base + i as u32, ch.node, st);
+        let at = scan_bits(rules, &data, base + i as u32, node, st);
         for w in 0..words {
             let v = st.memo.bit_words[at + w];
             st.union_words[acc + w] |= v;
@@ -1830,9 +1834,12 @@ pub(super) fn index_live(rules: &mut Compiled) {
                         let Some(cell) = cells.get_mut(ch.cell as usize) else {
                             continue;
                         };
-                        match cell.iter_mut().find(|(node, _)| *node == ch.node) {
+                        // checks of nodes that share a scan are answered by one
+                        let node = rules.scan_nodes.get(ch.node as usize).copied();
+                        let node = node.unwrap_or(ch.node);
+                        match cell.iter_mut().find(|(n, _)| *n == node) {
                             Some((_, links)) => links.push((bit, next)),
-                            None => cell.push((ch.node, vec![(bit, next)])),
+                            None => cell.push((node, vec![(bit, next)])),
                         }
                     }
                     next += 1;

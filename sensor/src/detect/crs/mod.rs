@@ -511,6 +511,49 @@ mod tests {
         }
     }
 
+    /// A `t:lowercase` or `t:uppercase` step shares its input's prefilter scan (the scan
+    /// ignores ASCII case): rules behind such a step still see the changed value, still run
+    /// when their literal is there in any case, and are still skipped when it is not.
+    #[test]
+    fn a_change_of_case_shares_its_inputs_prefilter_scan() {
+        let crs = load(&format!(
+            "SecRule ARGS \"@rx foobar\" \"id:942100,phase:2,block,t:none,t:urlDecodeUni,t:lowercase,{SCORE}\"\n\
+             SecRule ARGS \"@rx BAZQUX\" \"id:942200,phase:2,block,t:none,t:uppercase,{SCORE}\"\n\
+             SecRule ARGS \"@rx (?i)zzyzx\" \"id:942300,phase:2,block,t:none,t:lowercase,t:uppercase,{SCORE}\"\n"
+        ));
+        let c = &crs.compiled;
+        // every case-only node scans as its nearest other ancestor, and no other node does
+        let case_only = |n: &rules::Node| {
+            matches!(
+                n.step,
+                transform::Transform::Lowercase | transform::Transform::Uppercase
+            )
+        };
+        let mut shared = 0;
+        for (i, n) in c.nodes.iter().enumerate().skip(1) {
+            let scan = c.scan_nodes[i] as usize;
+            if case_only(n) {
+                assert_eq!(scan, c.scan_nodes[n.parent as usize] as usize, "node {i}");
+                shared += 1;
+            } else {
+                assert_eq!(scan, i, "node {i}");
+            }
+        }
+        assert_eq!(
+            shared, 4,
+            "the rules' case-only steps: the test tests nothing"
+        );
+        for (target, want) in [
+            ("/?a=FooBar", vec![942100]),
+            ("/?a=F%4FOBAR", vec![942100]),
+            ("/?a=bazqux", vec![942200]),
+            ("/?a=BaZqUx&b=ZZYZX", vec![942200, 942300]),
+            ("/?a=foo%20bar&b=baz", vec![]),
+        ] {
+            assert_eq!(ids(&run(&crs, target, &[], "")), want, "{target}");
+        }
+    }
+
     /// Taking the folded rules from one evaluated rule to the next at once (`fold::runs`)
     /// changes nothing a request ends with: matched rules in full, and every TX variable.
     #[test]

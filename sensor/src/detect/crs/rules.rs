@@ -567,6 +567,11 @@ pub struct Compiled {
     /// Phase 1 and phase 2 lists.
     pub phases: [Vec<Item>; 2],
     pub nodes: Vec<Node>,
+    /// Per node: the node whose output the prefilter scans for it. A step that only changes the
+    /// case of ASCII letters (`t:lowercase`, `t:uppercase`) leaves every prefilter answer as it
+    /// was (the automaton, byte and pair tables all ignore ASCII case), so such a node shares
+    /// its parent's scan, and its output is made only when an operator needs it.
+    pub scan_nodes: Vec<u32>,
     /// One automaton over the literals of every prefiltered rule, run once per distinct
     /// transformed value.
     pub prefilter: Option<Prefilter>,
@@ -612,6 +617,21 @@ impl Compiled {
         let nodes: Vec<u32> = steps_back(&self.nodes, node).collect();
         nodes.into_iter().rev()
     }
+}
+
+/// [`Compiled::scan_nodes`]: each node's nearest ancestor (or itself) whose step is not a
+/// change of ASCII case. Parents come before their children in `nodes`.
+fn scan_nodes(nodes: &[Node]) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::with_capacity(nodes.len());
+    for (i, n) in nodes.iter().enumerate() {
+        let case_only = matches!(n.step, Transform::Lowercase | Transform::Uppercase);
+        let scan = match out.get(n.parent as usize) {
+            Some(&p) if i > 0 && case_only => p,
+            _ => i as u32,
+        };
+        out.push(scan);
+    }
+    out
 }
 
 /// The nodes of the transformation pipeline ending at `node`, last step first (the empty
@@ -796,9 +816,11 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         .filter(|i| matches!(i, Item::Rule(_)))
         .count();
 
+    let scan_nodes = scan_nodes(&b.nodes);
     Ok(Compiled {
         phases,
         nodes: b.nodes,
+        scan_nodes,
         prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
         folded_runs: Default::default(),
