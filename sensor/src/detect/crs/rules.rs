@@ -111,8 +111,14 @@ pub enum Scalar {
     UniqueId,
     Duration,
     FullRequestLength,
-    /// `MULTIPART_*` flags, by name.
-    Multipart(&'static str),
+    /// `MULTIPART_*` flags, by index in the list of their names (see [`multipart_name`]);
+    /// an index rather than the name keeps `Var`, copied into every resolved value, small.
+    Multipart(u8),
+}
+
+/// The name of the `MULTIPART_*` flag [`Scalar::Multipart`] holds.
+pub fn multipart_name(i: u8) -> &'static str {
+    MULTIPART_FLAGS.get(usize::from(i)).copied().unwrap_or("")
 }
 
 const MULTIPART_FLAGS: &[&str] = &[
@@ -139,8 +145,8 @@ impl Var {
         if let Some(c) = Coll::from_name(&upper) {
             return Some(Var::Collection(c));
         }
-        if let Some(flag) = MULTIPART_FLAGS.iter().find(|f| **f == upper) {
-            return Some(Var::Scalar(Scalar::Multipart(flag)));
+        if let Some(flag) = MULTIPART_FLAGS.iter().position(|f| *f == upper) {
+            return Some(Var::Scalar(Scalar::Multipart(flag as u8)));
         }
         Some(match upper.as_str() {
             "ARGS" => Var::Args,
@@ -248,7 +254,7 @@ impl Var {
                 Scalar::UniqueId => "UNIQUE_ID",
                 Scalar::Duration => "DURATION",
                 Scalar::FullRequestLength => "FULL_REQUEST_LENGTH",
-                Scalar::Multipart(n) => n,
+                Scalar::Multipart(n) => multipart_name(n),
             },
             Var::Empty => "EMPTY",
         }
