@@ -193,18 +193,17 @@ pub struct Outcome {
 
 /// The TX collection (names lowercased).
 #[derive(Debug, Clone, Default)]
-pub struct Tx(CollMap);
+pub struct Tx(Layered);
 
 impl Tx {
     /// The value of `tx.<name>` (`name` lowercase).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.get(name).map(|v| &v[..])
+        self.0.get_key_value(name).map(|(_, v)| &v[..])
     }
 
-    /// Gives the collection's memory to this thread's next request (its TX starts as a copy
-    /// of CRS's defaults, made into this allocation instead of a new one).
+    /// Gives the memory of the request's own writes to this thread's next request.
     pub fn recycle(self) {
-        let mut map = self.0;
+        let Layered { over: mut map, .. } = self.0;
         map.clear();
         let _ = SCRATCH.try_with(|cell| {
             if let Ok(mut kept) = cell.try_borrow_mut()
@@ -218,15 +217,136 @@ impl Tx {
     /// Every variable, sorted by name.
     #[cfg(test)]
     pub fn sorted(&self) -> Vec<(&str, &[u8])> {
-        let mut all: Vec<_> = self.0.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let mut all: Vec<(&str, &[u8])> = Vec::new();
+        self.0.for_each(|_| true, |k, v| all.push((&k[..], &v[..])));
         all.sort_unstable();
         all
     }
 }
 
+/// A collection as a request sees it: the values every request starts with (TX as CRS's
+/// defaults leave it, a map built at load and shared read-only between requests) under what
+/// this request wrote. Nothing is copied per request: copying the hundred-odd defaults, two
+/// reference counts per entry both ways, cost more than most rules. A name is read from the
+/// request's writes first; a default the request unset is listed in `gone`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Layered {
+    base: Option<Arc<CollMap>>,
+    over: CollMap,
+    /// A bit per [`name_tag`] of the names ever put in `over` (a superset): most reads are of
+    /// defaults the request never wrote, answered without hashing the name for `over`.
+    over_tags: [u64; 4],
+    gone: Vec<Arc<str>>,
+}
+
+/// A cheap summary of a name for [`Layered::over_tags`].
+fn name_tag(name: &str) -> u8 {
+    let b = name.as_bytes();
+    let first = b.first().copied().unwrap_or(0);
+    let last = b.last().copied().unwrap_or(0);
+    (b.len() as u8).wrapping_mul(31) ^ first.wrapping_mul(7) ^ last
+}
+
+impl Layered {
+    fn from_map(over: CollMap) -> Layered {
+        let mut l = Layered {
+            base: None,
+            over: CollMap::default(),
+            over_tags: [0; 4],
+            gone: Vec::new(),
+        };
+        for k in over.keys() {
+            l.tag(k);
+        }
+        l.over = over;
+        l
+    }
+
+    fn tag(&mut self, name: &str) {
+        let t = name_tag(name);
+        self.over_tags[usize::from(t >> 6)] |= 1 << (t & 63);
+    }
+
+    /// Whether `name` may be in `over` (false: certainly not).
+    fn maybe_over(&self, name: &str) -> bool {
+        let t = name_tag(name);
+        self.over_tags[usize::from(t >> 6)] & (1 << (t & 63)) != 0
+    }
+
+    /// No variable at all (the defaults not laid under yet).
+    fn is_empty(&self) -> bool {
+        self.base.is_none() && self.over.is_empty()
+    }
+
+    fn get_key_value(&self, name: &str) -> Option<(&Arc<str>, &Arc<[u8]>)> {
+        if self.maybe_over(name)
+            && let Some(kv) = self.over.get_key_value(name)
+        {
+            return Some(kv);
+        }
+        let base = self.base.as_deref()?;
+        if self.gone.iter().any(|g| &**g == name) {
+            return None;
+        }
+        base.get_key_value(name)
+    }
+
+    /// Calls `f` on every variable whose name passes `keep`, in no particular order (the
+    /// names are checked before the request's writes are looked up for them).
+    fn for_each<'s>(
+        &'s self,
+        keep: impl Fn(&str) -> bool,
+        mut f: impl FnMut(&'s Arc<str>, &'s Arc<[u8]>),
+    ) {
+        for (k, v) in &self.over {
+            if keep(k) {
+                f(k, v);
+            }
+        }
+        for (k, v) in self.base.iter().flat_map(|b| b.iter()) {
+            if keep(k)
+                && !(self.maybe_over(k) && self.over.contains_key(&**k))
+                && !self.gone.contains(k)
+            {
+                f(k, v);
+            }
+        }
+    }
+
+    /// Sets `name` (`key`, when given, is `name` already shared).
+    fn set(&mut self, name: &str, key: Option<&Arc<str>>, value: Arc<[u8]>) {
+        if self.maybe_over(name)
+            && let Some(cur) = self.over.get_mut(name)
+        {
+            *cur = value;
+            return;
+        }
+        if !self.gone.is_empty() {
+            self.gone.retain(|g| &**g != name);
+        }
+        let key = key.cloned().unwrap_or_else(|| Arc::from(name));
+        self.tag(&key);
+        self.over.insert(key, value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if self.maybe_over(name) {
+            self.over.remove(name);
+        }
+        if let Some((k, _)) = self.base.as_deref().and_then(|b| b.get_key_value(name))
+            && !self.gone.contains(k)
+        {
+            self.gone.push(k.clone());
+        }
+    }
+}
+
 #[derive(Default)]
 struct State<'r> {
+    /// The key/value collections by `coll_index`; TX (index 0) is `tx`, and `colls[0]` stays
+    /// empty.
     colls: [CollMap; 6],
+    tx: Layered,
     /// MATCHED_VAR_NAME and MATCHED_VAR (when `matched_set`), in buffers reused per match.
     matched_set: bool,
     matched_name: String,
@@ -309,6 +429,41 @@ pub(super) fn coll_index(c: Coll) -> usize {
 }
 
 /// C `stoi`-like: optional whitespace and sign, then digits; 0 when there are none.
+/// `name` in the collection `idx` (see [`coll_index`]).
+fn coll_get<'s>(
+    st: &'s State<'_>,
+    idx: usize,
+    name: &str,
+) -> Option<(&'s Arc<str>, &'s Arc<[u8]>)> {
+    if idx == 0 {
+        st.tx.get_key_value(name)
+    } else {
+        st.colls.get(idx)?.get_key_value(name)
+    }
+}
+
+/// Sets `name` in the collection `idx` (`key`, when given, is `name` already shared).
+fn coll_set(st: &mut State<'_>, idx: usize, name: &str, key: Option<&Arc<str>>, value: Arc<[u8]>) {
+    if idx == 0 {
+        st.tx.set(name, key, value);
+    } else if let Some(map) = st.colls.get_mut(idx) {
+        match map.get_mut(name) {
+            Some(cur) => *cur = value,
+            None => {
+                map.insert(key.cloned().unwrap_or_else(|| Arc::from(name)), value);
+            }
+        }
+    }
+}
+
+fn coll_remove(st: &mut State<'_>, idx: usize, name: &str) {
+    if idx == 0 {
+        st.tx.remove(name);
+    } else if let Some(map) = st.colls.get_mut(idx) {
+        map.remove(name);
+    }
+}
+
 pub(crate) fn to_int(v: &[u8]) -> i64 {
     let s = v.iter().skip_while(|b| b.is_ascii_whitespace());
     let mut neg = false;
@@ -451,17 +606,9 @@ fn state_with_scratch<'r>() -> State<'r> {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let tx = s.tx;
     State {
         body_access: true,
-        colls: [
-            tx,
-            CollMap::default(),
-            CollMap::default(),
-            CollMap::default(),
-            CollMap::default(),
-            CollMap::default(),
-        ],
+        tx: Layered::from_map(s.tx),
         bases: s.bases,
         slot_entry: s.slot_entry,
         memo: s.memo,
@@ -525,7 +672,7 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     if !st.engine_off {
         run_phase(rules, 1, &c, &mut st);
     }
-    st.outcome.tx = Tx(std::mem::take(&mut st.colls[0]));
+    st.outcome.tx = Tx(std::mem::take(&mut st.tx));
     keep_scratch(&mut st);
     st.outcome
 }
@@ -540,7 +687,7 @@ pub(super) fn trace_rule(rules: &Compiled, rule: &Rule, c: &Collections, tx: Col
     };
     st.nodes = rules.nodes.len() as u32;
     st.cell_kinds = (KINDS + rules.keys.len()) as u32;
-    st.colls[0] = tx;
+    st.tx = Layered::from_map(tx);
     reset_caches(c, &mut st);
     let matched = eval_rule(rules, rule, rule, c, &mut st, &mut Vec::new());
     let mut f = st.trace.take().unwrap_or_default();
@@ -666,10 +813,10 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             && let Some(Some(run)) = runs.get(at)
         {
             match &run.tx {
-                // on an empty TX (the request's first writes) the result is known: copied
-                Some(tx) if st.colls[0].is_empty() => {
-                    // into the recycled allocation when it has the same size
-                    st.colls[0].clone_from(tx);
+                // on an empty TX (the request's first writes) the result is known: laid under
+                // the request's writes, shared
+                Some(tx) if st.tx.is_empty() => {
+                    st.tx.base = Some(tx.clone());
                     st.tx_gen += 1;
                     apply_matched(&run.effect, st);
                 }
@@ -765,15 +912,9 @@ fn apply_folded<'r>(f: &'r Folded, st: &mut State<'r>) {
         if *idx == 0 {
             st.tx_gen += 1;
         }
-        if let Some(coll) = st.colls.get_mut(*idx) {
-            match value {
-                Some(v) => {
-                    coll.insert(name.clone(), v.clone());
-                }
-                None => {
-                    coll.remove(name);
-                }
-            }
+        match value {
+            Some(v) => coll_set(st, *idx, name, Some(name), v.clone()),
+            None => coll_remove(st, *idx, name),
         }
     }
 }
@@ -1358,7 +1499,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             }
         }
         Var::Collection(coll) => {
-            let map = &st.colls[coll_index(coll)];
+            let idx = coll_index(coll);
             let shared = |(k, v): (&Arc<str>, &Arc<[u8]>)| Val {
                 var: t.var,
                 key: Data::Name(k.clone()),
@@ -1367,18 +1508,21 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             };
             match &t.sel {
                 Sel::Key(k) => {
-                    if let Some(kv) = map.get_key_value(k.as_str()) {
+                    if let Some(kv) = coll_get(st, idx, k.as_str()) {
                         out.push(shared(kv));
                     }
                 }
                 sel => {
-                    let mut items: Vec<(&Arc<str>, &Arc<[u8]>)> = match sel {
-                        Sel::Regex(re) => map
-                            .iter()
-                            .filter(|(k, _)| re.is_match(k.as_bytes()))
-                            .collect(),
-                        _ => map.iter().collect(),
+                    let keep = |k: &str| match sel {
+                        Sel::Regex(re) => re.is_match(k.as_bytes()),
+                        _ => true,
                     };
+                    let mut items: Vec<(&Arc<str>, &Arc<[u8]>)> = Vec::new();
+                    if idx == 0 {
+                        st.tx.for_each(keep, |k, v| items.push((k, v)));
+                    } else if let Some(map) = st.colls.get(idx) {
+                        items.extend(map.iter().filter(|(k, _)| keep(k)));
+                    }
                     items.sort();
                     out.extend(items.into_iter().map(shared));
                 }
@@ -2236,7 +2380,8 @@ fn apply_op(
                 st.tx_gen += 1;
                 for (i, cap) in caps.into_iter().enumerate() {
                     if let Some(cap) = cap {
-                        st.colls[0].insert(capture_name(i), cap);
+                        let name = capture_name(i);
+                        st.tx.set(&name, Some(&name), cap);
                     }
                 }
             }
@@ -2349,7 +2494,7 @@ fn macro_value(
     }
     // macro names are uppercased when the template is parsed
     if let Some(coll) = Coll::from_upper(name) {
-        if let Some(v) = key.and_then(|k| st.colls[coll_index(coll)].get(k)) {
+        if let Some((_, v)) = key.and_then(|k| coll_get(st, coll_index(coll), k)) {
             out.extend_from_slice(v);
         }
         return;
@@ -2429,7 +2574,7 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
             }
         }),
         SetOp::Add | SetOp::Sub => {
-            let cur = st.colls[idx].get(name).map(|v| to_int(v)).unwrap_or(0);
+            let cur = coll_get(st, idx, name).map_or(0, |(_, v)| to_int(v));
             let delta = match &sv.value_literal {
                 Some(v) => to_int(v),
                 None => {
@@ -2456,19 +2601,10 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
         let name = sv.name_literal.clone().unwrap_or_else(|| Arc::from(name));
         t.writes.push((idx, name, value.clone()));
     }
-    let coll = &mut st.colls[idx];
     match value {
-        None => {
-            coll.remove(name);
-        }
+        None => coll_remove(st, idx, name),
         // a name already set keeps its key (no new allocation for it)
-        Some(v) => match coll.get_mut(name) {
-            Some(cur) => *cur = v,
-            None => {
-                let key = sv.name_literal.clone().unwrap_or_else(|| Arc::from(name));
-                coll.insert(key, v);
-            }
-        },
+        Some(v) => coll_set(st, idx, name, sv.name_literal.as_ref(), v),
     }
     drop(expanded_name);
     st.setvar_name = name_buf;
@@ -2482,7 +2618,9 @@ fn is_score_var(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Data, MEMO_BYTES, Memo, UNSET, Val, Var, to_int};
+    use std::sync::Arc;
+
+    use super::{CollMap, Data, Layered, MEMO_BYTES, Memo, UNSET, Val, Var, to_int};
 
     #[test]
     fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
@@ -2555,22 +2693,92 @@ mod tests {
         assert_eq!(to_int(b"abc"), 0);
         assert_eq!(to_int(b""), 0);
     }
-}
 
-#[cfg(test)]
-mod size_tests {
     /// Every target resolves into `Val`s (a million and a half per corpus pass): a wide
     /// variant in `Var` (a `&str`) made each one a fifth bigger.
     #[test]
     fn resolved_values_stay_small() {
-        assert_eq!(std::mem::size_of::<super::Var>(), 2);
-        assert!(std::mem::size_of::<super::Val<'_>>() <= 80);
+        assert_eq!(std::mem::size_of::<Var>(), 2);
+        assert!(std::mem::size_of::<Val<'_>>() <= 80);
     }
 
     #[test]
     fn counts_keep_their_digits() {
         for n in [0usize, 7, 10, 12345, 999_999_999_999_999] {
-            assert_eq!(&*super::Data::count(n), n.to_string().as_bytes());
+            assert_eq!(&*Data::count(n), n.to_string().as_bytes());
+        }
+    }
+
+    /// The layered TX (shared defaults under the request's writes) reads, iterates, sets and
+    /// unsets like one plain map holding a copy of the defaults, over a long pseudo-random
+    /// run of operations on names that are defaults, request names, or both in turn.
+    #[test]
+    fn a_layered_collection_behaves_like_a_copied_one() {
+        use std::collections::BTreeMap;
+        let names: Vec<String> = (0..40)
+            .map(|i| format!("n{i}_{}", "x".repeat(i % 7)))
+            .collect();
+        let mut base = CollMap::default();
+        let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (i, n) in names.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            base.insert(Arc::from(n.as_str()), Arc::from(format!("d{i}").as_bytes()));
+            model.insert(n.clone(), format!("d{i}").into_bytes());
+        }
+        let mut l = Layered {
+            base: Some(Arc::new(base)),
+            ..Layered::default()
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for step in 0..20_000 {
+            let r = next();
+            let name = &names[(r % names.len() as u64) as usize];
+            match (r >> 8) % 4 {
+                0 | 1 => {
+                    let v = format!("v{step}");
+                    let key: Arc<str> = Arc::from(name.as_str());
+                    l.set(
+                        name,
+                        ((r >> 12) % 2 == 0).then_some(&key),
+                        Arc::from(v.as_bytes()),
+                    );
+                    model.insert(name.clone(), v.into_bytes());
+                }
+                2 => {
+                    l.remove(name);
+                    model.remove(name);
+                }
+                _ => {}
+            }
+            let probe = &names[((r >> 20) % names.len() as u64) as usize];
+            assert_eq!(
+                l.get_key_value(probe)
+                    .map(|(k, v)| (k.to_string(), v.to_vec())),
+                model.get(probe).map(|v| (probe.clone(), v.clone())),
+                "step {step}: {probe}"
+            );
+            if step % 97 == 0 {
+                let mut all: Vec<(String, Vec<u8>)> = Vec::new();
+                l.for_each(|_| true, |k, v| all.push((k.to_string(), v.to_vec())));
+                all.sort();
+                let want: Vec<(String, Vec<u8>)> =
+                    model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                assert_eq!(all, want, "step {step}");
+                let mut some: Vec<String> = Vec::new();
+                l.for_each(|k| k.ends_with("xx"), |k, _| some.push(k.to_string()));
+                some.sort();
+                let want: Vec<String> = model
+                    .keys()
+                    .filter(|k| k.ends_with("xx"))
+                    .cloned()
+                    .collect();
+                assert_eq!(some, want, "step {step}");
+            }
         }
     }
 }

@@ -368,14 +368,12 @@ fn run_from(items: &[Item], start: usize) -> Option<Box<FoldedRun>> {
             .all(|(idx, _, v)| *idx == tx_index && v.is_some()))
     .then(|| {
         let mut map = CollMap::default();
-        // room for what requests add (captures, scores, per-header names)
-        map.reserve(2 * effect.writes.len() + 64);
         for (_, name, value) in &effect.writes {
             if let Some(v) = value {
                 map.insert(name.clone(), v.clone());
             }
         }
-        map
+        Arc::new(map)
     });
     Some(Box::new(FoldedRun { effect, next, tx }))
 }

@@ -486,7 +486,7 @@ pub struct FoldedRun {
     pub next: usize,
     /// When every write is a TX `setvar` (no unset): the TX collection the run leaves when it
     /// starts on an empty one (a request's first run), copied instead of written name by name.
-    pub tx: Option<super::eval::CollMap>,
+    pub tx: Option<Arc<super::eval::CollMap>>,
 }
 
 /// One recorded `setvar`: collection index, name, value (None: unset).
