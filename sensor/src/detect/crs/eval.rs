@@ -2380,8 +2380,10 @@ fn apply_op(
                 st.tx_gen += 1;
                 for (i, cap) in caps.into_iter().enumerate() {
                     if let Some(cap) = cap {
-                        let name = capture_name(i);
-                        st.tx.set(&name, Some(&name), cap);
+                        match capture_name(i) {
+                            Some(name) => st.tx.set(name, Some(name), cap),
+                            None => st.tx.set(&i.to_string(), None, cap),
+                        }
                     }
                 }
             }
@@ -2395,14 +2397,12 @@ fn apply_op(
 /// Captures as stored in TX: shared with the memo, not copied per request.
 type SharedCaptures = Vec<Option<Arc<[u8]>>>;
 
-/// The TX name of capture `i` (`0` to `9` made once).
-fn capture_name(i: usize) -> Arc<str> {
+/// The TX name of capture `i` for `0` to `9`, made once and lent: a capture that replaces
+/// the value of an earlier one touches no reference count.
+fn capture_name(i: usize) -> Option<&'static Arc<str>> {
     static NAMES: std::sync::LazyLock<[Arc<str>; 10]> =
         std::sync::LazyLock::new(|| std::array::from_fn(|i| Arc::from(i.to_string())));
-    match NAMES.get(i) {
-        Some(name) => name.clone(),
-        None => Arc::from(i.to_string()),
-    }
+    NAMES.get(i)
 }
 
 /// The operator's own result: None when it did not match, else its captures (empty when the
