@@ -273,6 +273,11 @@ impl Layered {
         self.over_tags[usize::from(t >> 6)] & (1 << (t & 63)) != 0
     }
 
+    /// Whether the default `name` is hidden: written or unset by the request.
+    fn hides(&self, name: &Arc<str>) -> bool {
+        self.gone.contains(name) || (self.maybe_over(name) && self.over.contains_key(&**name))
+    }
+
     /// No variable at all (the defaults not laid under yet).
     fn is_empty(&self) -> bool {
         self.base.is_none() && self.over.is_empty()
@@ -304,9 +309,31 @@ impl Layered {
             }
         }
         for (k, v) in self.base.iter().flat_map(|b| b.iter()) {
-            if keep(k)
-                && !(self.maybe_over(k) && self.over.contains_key(&**k))
-                && !self.gone.contains(k)
+            if keep(k) && !self.hides(k) {
+                f(k, v);
+            }
+        }
+    }
+
+    /// [`Layered::for_each`] when the defaults whose names pass `keep` are known to be those
+    /// of `names`.
+    fn for_each_listed<'s>(
+        &'s self,
+        keep: impl Fn(&str) -> bool,
+        names: &[Arc<str>],
+        mut f: impl FnMut(&'s Arc<str>, &'s Arc<[u8]>),
+    ) {
+        for (k, v) in &self.over {
+            if keep(k) {
+                f(k, v);
+            }
+        }
+        let Some(base) = self.base.as_deref() else {
+            return;
+        };
+        for name in names {
+            if !self.hides(name)
+                && let Some((k, v)) = base.get_key_value(&**name)
             {
                 f(k, v);
             }
@@ -1518,8 +1545,24 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
                         _ => true,
                     };
                     let mut items: Vec<(&Arc<str>, &Arc<[u8]>)> = Vec::new();
+                    let push = |k, v| items.push((k, v));
                     if idx == 0 {
-                        st.tx.for_each(keep, |k, v| items.push((k, v)));
+                        // a regex over the defaults has the same answer on every request
+                        let listed = match (sel, &st.tx.base) {
+                            (Sel::Regex(re), Some(base)) => {
+                                let at = Arc::as_ptr(base) as usize;
+                                let (of, names) = t.default_names.get_or_init(|| {
+                                    let names = base.keys().filter(|k| re.is_match(k.as_bytes()));
+                                    (at, names.cloned().collect())
+                                });
+                                (*of == at).then_some(names)
+                            }
+                            _ => None,
+                        };
+                        match listed {
+                            Some(names) => st.tx.for_each_listed(keep, names, push),
+                            None => st.tx.for_each(keep, push),
+                        }
                     } else if let Some(map) = st.colls.get(idx) {
                         items.extend(map.iter().filter(|(k, _)| keep(k)));
                     }
@@ -2525,6 +2568,7 @@ fn macro_value(
         },
         count: false,
         full_name: String::new(),
+        default_names: std::sync::OnceLock::new(),
     };
     let mut vals = Vec::new();
     resolve(&t, c, st, &mut vals);
@@ -2778,6 +2822,22 @@ mod tests {
                     .cloned()
                     .collect();
                 assert_eq!(some, want, "step {step}");
+                // the same through the defaults' names listed beforehand
+                let listed: Vec<Arc<str>> = l
+                    .base
+                    .iter()
+                    .flat_map(|b| b.keys())
+                    .filter(|k| k.ends_with("xx"))
+                    .cloned()
+                    .collect();
+                let mut some: Vec<String> = Vec::new();
+                l.for_each_listed(
+                    |k| k.ends_with("xx"),
+                    &listed,
+                    |k, _| some.push(k.to_string()),
+                );
+                some.sort();
+                assert_eq!(some, want, "step {step}, listed");
             }
         }
     }

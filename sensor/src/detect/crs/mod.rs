@@ -554,6 +554,42 @@ mod tests {
         }
     }
 
+    /// A `TX:/regex/` target sees CRS's defaults (shared between requests, their matching
+    /// names listed once per rule set) and the request's own writes, in name order, and not a
+    /// default the request unset; the same on a second request that reuses the list.
+    #[test]
+    fn a_tx_regex_sees_defaults_and_writes_but_not_what_was_unset() {
+        let crs = load(&format!(
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.hdr_a=1,setvar:tx.hdr_c=2,setvar:tx.other=3\"\n\
+             SecRule REQUEST_HEADERS_NAMES \"@rx ^x-\" \"id:2,phase:1,pass,nolog,capture,t:lowercase,setvar:'tx.hdr_%{{tx.0}}=9'\"\n\
+             SecAction \"id:3,phase:1,pass,nolog,setvar:!tx.hdr_c\"\n\
+             SecRule TX:/^hdr_/ \"@rx .\" \"id:942100,phase:1,block,{SCORE}\"\n"
+        ));
+        let base_laid = crs.compiled.folded_runs[0]
+            .iter()
+            .flatten()
+            .any(|r| r.tx.is_some());
+        assert!(
+            base_laid,
+            "no folded run lays TX defaults: the test tests nothing"
+        );
+        let vars = |headers: &[(&str, &str)]| -> Vec<String> {
+            let v = run(&crs, "/", headers, "");
+            v.matched
+                .iter()
+                .filter(|m| m.id == 942100)
+                .flat_map(|m| m.evidence.iter().map(|e| e.variable.clone()))
+                .collect()
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                vars(&[("X-Foo", "1"), ("Accept", "*/*")]),
+                ["TX:hdr_a", "TX:hdr_x-"]
+            );
+            assert_eq!(vars(&[("Accept", "*/*")]), ["TX:hdr_a"]);
+        }
+    }
+
     /// Taking the folded rules from one evaluated rule to the next at once (`fold::runs`)
     /// changes nothing a request ends with: matched rules in full, and every TX variable.
     #[test]

@@ -350,6 +350,11 @@ pub struct Target {
     pub count: bool,
     /// As written after `!`/`&`, for `ctl:ruleRemoveTarget*` comparisons (`ARGS:foo`).
     pub full_name: String,
+    /// For `TX:/regex/`: the names among the TX defaults every request starts with (see
+    /// `eval::Layered`) that the regex matches, with the address of the defaults' map they
+    /// were worked out for (on first use). A request then looks at its own writes and these
+    /// names, not at every default.
+    pub default_names: std::sync::OnceLock<(usize, Vec<Arc<str>>)>,
 }
 
 /// A compiled operator.
@@ -902,6 +907,7 @@ pub fn target(loc: &Location, spec: &VarSpec) -> Result<Target, CrsError> {
         sel,
         count: spec.count,
         full_name,
+        default_names: std::sync::OnceLock::new(),
     })
 }
 
