@@ -2390,51 +2390,66 @@ fn apply_op(
     st: &mut State<'_>,
     memo_key: Option<u64>,
 ) -> bool {
+    // the verdict, with its captures in the memo (`Kept`) or made for this call (`Made`)
+    enum Caps {
+        Kept(usize),
+        Made(SharedCaptures),
+    }
     let m = &mut st.memo;
-    let captures: Option<SharedCaptures> = match memo_key.and_then(|k| m.ops.get(&k)) {
+    let found: Option<Caps> = match memo_key.and_then(|k| m.ops.get(&k)) {
         Some(&NO_MATCH) => None,
-        Some(&MATCH) => Some(Vec::new()),
-        Some(&i) => m.captures.get((i - MATCH - 1) as usize).cloned(),
+        Some(&MATCH) => Some(Caps::Made(Vec::new())),
+        Some(&i) => Some(Caps::Kept((i - MATCH - 1) as usize)),
         None => {
             let result = operator_result(rule, op, value, c, st).map(|caps| {
                 caps.into_iter()
                     .map(|cap| cap.map(Arc::<[u8]>::from))
                     .collect::<SharedCaptures>()
             });
-            if let Some(k) = memo_key {
-                let m = &mut st.memo;
-                let code = match &result {
-                    None => NO_MATCH,
-                    Some(caps) if caps.is_empty() => MATCH,
-                    Some(caps) => {
-                        m.bytes += caps.iter().flatten().map(|c| c.len()).sum::<usize>();
-                        m.captures.push(caps.clone());
-                        MATCH + m.captures.len() as u32
-                    }
-                };
-                m.ops.insert(k, code);
+            match memo_key {
+                Some(k) => {
+                    let m = &mut st.memo;
+                    let (code, found) = match result {
+                        None => (NO_MATCH, None),
+                        Some(caps) if caps.is_empty() => (MATCH, Some(Caps::Made(caps))),
+                        Some(caps) => {
+                            m.bytes += caps.iter().flatten().map(|c| c.len()).sum::<usize>();
+                            m.captures.push(caps);
+                            let at = m.captures.len() - 1;
+                            (MATCH + 1 + at as u32, Some(Caps::Kept(at)))
+                        }
+                    };
+                    m.ops.insert(k, code);
+                    found
+                }
+                None => result.map(Caps::Made),
             }
-            result
         }
     };
-    match captures {
-        Some(caps) if !rule.negated => {
-            if rule.capture && !caps.is_empty() {
-                st.tx_gen += 1;
-                for (i, cap) in caps.into_iter().enumerate() {
-                    if let Some(cap) = cap {
-                        match capture_name(i) {
-                            Some(name) => st.tx.set(name, Some(name), cap),
-                            None => st.tx.set(&i.to_string(), None, cap),
-                        }
+    let Some(found) = found else {
+        return rule.negated;
+    };
+    if rule.negated {
+        return false;
+    }
+    if rule.capture {
+        let caps: &[Option<Arc<[u8]>>] = match &found {
+            Caps::Kept(at) => st.memo.captures.get(*at).map_or(&[], |c| &c[..]),
+            Caps::Made(caps) => caps,
+        };
+        if !caps.is_empty() {
+            st.tx_gen += 1;
+            for (i, cap) in caps.iter().enumerate() {
+                if let Some(cap) = cap {
+                    match capture_name(i) {
+                        Some(name) => st.tx.set(name, Some(name), cap.clone()),
+                        None => st.tx.set(&i.to_string(), None, cap.clone()),
                     }
                 }
             }
-            true
         }
-        Some(_) => false,
-        None => rule.negated,
     }
+    true
 }
 
 /// Captures as stored in TX: shared with the memo, not copied per request.
