@@ -336,8 +336,12 @@ pub struct Prefilter {
     ac: Option<DFA>,
     /// Pattern id -> rule bit.
     owner: Vec<u32>,
-    /// Lowercased one-byte literals and the rule bits of each.
+    /// Lowercased one-byte literals and the rule bits of each, sorted by byte.
     singles: Vec<(u8, Vec<u32>)>,
+    /// A bit per byte of `singles`.
+    single_mask: [u64; 4],
+    /// Per byte, its index in `singles` (meaningful where `single_mask` has its bit).
+    single_at: Box<[u8; 256]>,
     /// Bitmap over lowercased byte pairs that are some rule's literal.
     pair_seen: Box<[u64; 1024]>,
     /// Lowercased byte pair -> rule bits, sorted by pair.
@@ -381,6 +385,13 @@ impl Prefilter {
                     .ok()?,
             )
         };
+        let mut single_mask = [0u64; 4];
+        let mut single_at = Box::new([0u8; 256]);
+        for (at, &l) in singles.keys().enumerate() {
+            single_mask[usize::from(l >> 6)] |= 1 << (l & 63);
+            // at most 256 distinct bytes: the index fits
+            single_at[usize::from(l)] = at as u8;
+        }
         let mut pair_seen = Box::new([0u64; 1024]);
         for &p in pairs.keys() {
             pair_seen[usize::from(p >> 6)] |= 1 << (p % 64);
@@ -389,6 +400,8 @@ impl Prefilter {
             ac,
             owner,
             singles: singles.into_iter().collect(),
+            single_mask,
+            single_at,
             pair_seen,
             pairs: pairs.into_iter().collect(),
         })
@@ -402,24 +415,29 @@ impl Prefilter {
             }
         };
         if !self.singles.is_empty() || !self.pairs.is_empty() {
-            // which bytes occur (lowercased), and every byte pair checked against the bitmap
+            // which bytes occur (lowercased), and every byte pair checked against the bitmap;
+            // the first byte is paired with NUL (a spurious hit at worst, never a missed one)
             let mut present = [0u64; 4];
-            let mut prev: u16 = 0;
-            for (i, &b) in hay.iter().enumerate() {
-                let l = b.to_ascii_lowercase();
-                present[usize::from(l >> 6)] |= 1 << (l & 63);
-                let p = prev << 8 | u16::from(l);
-                if i > 0
-                    && self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0
-                    && let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k)
-                {
-                    self.pairs[at].1.iter().for_each(|&bit| set(bit));
+            let mut prev: usize = 0;
+            for &b in hay {
+                let l = usize::from(b.to_ascii_lowercase());
+                present[l >> 6] |= 1 << (l & 63);
+                let p = prev | l;
+                if self.pair_seen[p >> 6] & (1 << (p & 63)) != 0 {
+                    self.pair_hit(p as u16, &mut set);
                 }
-                prev = u16::from(l);
+                prev = l << 8;
             }
-            for (l, rule_bits) in &self.singles {
-                if present[usize::from(l >> 6)] & (1 << (l & 63)) != 0 {
-                    rule_bits.iter().for_each(|&bit| set(bit));
+            // the singles that occur, by their bits
+            for (w, (&seen, &wanted)) in present.iter().zip(&self.single_mask).enumerate() {
+                let mut bits = seen & wanted;
+                while bits != 0 {
+                    let l = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let at = usize::from(self.single_at[l & 255]);
+                    if let Some((_, rule_bits)) = self.singles.get(at) {
+                        rule_bits.iter().for_each(|&bit| set(bit));
+                    }
                 }
             }
         }
@@ -437,6 +455,16 @@ impl Prefilter {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Prefilter {
+    /// The rule bits of the byte pair `p` (flagged in `pair_seen`).
+    #[cold]
+    fn pair_hit(&self, p: u16, set: &mut impl FnMut(u32)) {
+        if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
+            self.pairs[at].1.iter().for_each(|&bit| set(bit));
         }
     }
 }
@@ -476,6 +504,48 @@ mod tests {
         );
         // an unbounded optional piece is not required, the rest is
         assert_eq!(lits("java(?:script)*:"), Some(vec!["java".into()]));
+    }
+
+    /// The scan's answer is exactly which rules have a literal in the value (ASCII case
+    /// ignored), for literals of every length the tables and the automaton split between.
+    #[test]
+    fn scan_answers_which_rules_have_a_literal_in_the_value() {
+        let rules: Vec<(u32, Vec<Vec<u8>>)> = vec![
+            (0, vec![b"<".to_vec(), b">".to_vec()]),
+            (1, vec![b"||".to_vec()]),
+            (2, vec![b"Ab".to_vec(), b"c".to_vec()]),
+            (3, vec![b"select".to_vec(), b"<sc".to_vec()]),
+            (4, vec![b"'".to_vec(), b"a'b".to_vec()]),
+            (5, vec![b"zz".to_vec()]),
+        ];
+        let pf = Prefilter::build(&rules).unwrap();
+        let alphabet = b"aAbBcCsSeElLtTzZ<>|' x";
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 12) as usize;
+            let hay: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (5 * i % 59)) as usize) % alphabet.len()])
+                .collect();
+            let mut bits = [0u64];
+            pf.scan(&hay, &mut bits);
+            let lower = hay.to_ascii_lowercase();
+            for (bit, lits) in &rules {
+                let want = lits.iter().any(|l| {
+                    let l = l.to_ascii_lowercase();
+                    lower.windows(l.len()).any(|w| w == l.as_slice())
+                });
+                let got = bits[0] & (1 << bit) != 0;
+                assert_eq!(
+                    got,
+                    want,
+                    "rule {bit} on {:?}",
+                    String::from_utf8_lossy(&hay)
+                );
+            }
+        }
     }
 
     #[test]
