@@ -374,11 +374,8 @@ struct State<'r> {
     /// empty.
     colls: [CollMap; 6],
     tx: Layered,
-    /// MATCHED_VAR_NAME and MATCHED_VAR (when `matched_set`), in buffers reused per match.
-    matched_set: bool,
-    matched_name: String,
-    matched_value: Vec<u8>,
-    /// MATCHED_VARS: the first `matched_len` entries (the rest are spare buffers).
+    /// MATCHED_VARS: the first `matched_len` entries (the rest are spare buffers). The last
+    /// one is MATCHED_VAR_NAME and MATCHED_VAR (unless folded entries follow).
     matched_vars: Vec<(String, Vec<u8>)>,
     matched_len: usize,
     /// Entries a folded rule appended after those, not copied into the buffers unless a
@@ -609,8 +606,6 @@ struct Scratch {
     union_words: Vec<u64>,
     /// The cells of `union_bits` set since the last reset.
     union_touched: Vec<u32>,
-    matched_name: String,
-    matched_value: Vec<u8>,
     matched_vars: Vec<(String, Vec<u8>)>,
     setvar_name: Vec<u8>,
     setvar_value: Vec<u8>,
@@ -642,8 +637,6 @@ fn state_with_scratch<'r>() -> State<'r> {
         union_bits: s.union_bits,
         union_words: s.union_words,
         union_touched: s.union_touched,
-        matched_name: s.matched_name,
-        matched_value: s.matched_value,
         matched_vars: s.matched_vars,
         setvar_name: s.setvar_name,
         setvar_value: s.setvar_value,
@@ -663,8 +656,6 @@ fn keep_scratch(st: &mut State<'_>) {
         union_bits: std::mem::take(&mut st.union_bits),
         union_words: std::mem::take(&mut st.union_words),
         union_touched: std::mem::take(&mut st.union_touched),
-        matched_name: std::mem::take(&mut st.matched_name),
-        matched_value: std::mem::take(&mut st.matched_value),
         matched_vars: std::mem::take(&mut st.matched_vars),
         setvar_name: std::mem::take(&mut st.setvar_name),
         setvar_value: std::mem::take(&mut st.setvar_value),
@@ -906,7 +897,6 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
 }
 
 fn clear_matched(st: &mut State<'_>) {
-    st.matched_set = false;
     st.matched_len = 0;
     st.matched_folded = &[];
     if let Some(t) = st.trace.as_mut() {
@@ -1096,8 +1086,7 @@ fn eval_rule<'r, 'c>(
 /// MATCHED_VAR(_NAME) and a new MATCHED_VARS entry, in reused buffers.
 fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
     unfold_matched(st);
-    v.write_full_key(&mut st.matched_name);
-    push_matched(st, value);
+    push_matched(st, |name| v.write_full_key(name), value);
 }
 
 /// Copies the folded entries of MATCHED_VARS (see [`State::matched_folded`]) into the
@@ -1105,9 +1094,14 @@ fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
 fn unfold_matched(st: &mut State<'_>) {
     let folded = std::mem::take(&mut st.matched_folded);
     for (name, value) in folded {
-        st.matched_name.clear();
-        st.matched_name.push_str(name);
-        push_matched(st, value);
+        push_matched(
+            st,
+            |n| {
+                n.clear();
+                n.push_str(name);
+            },
+            value,
+        );
     }
 }
 
@@ -1116,29 +1110,27 @@ fn matched_var<'s>(st: &'s State<'_>) -> Option<(&'s str, &'s [u8])> {
     match st.matched_folded.last() {
         Some((name, value)) => Some((name, value)),
         None => st
-            .matched_set
-            .then_some((st.matched_name.as_str(), st.matched_value.as_slice())),
+            .matched_len
+            .checked_sub(1)
+            .and_then(|last| st.matched_vars.get(last))
+            .map(|(name, value)| (name.as_str(), value.as_slice())),
     }
 }
 
-/// MATCHED_VAR (with MATCHED_VAR_NAME already in `st.matched_name`) and a MATCHED_VARS entry
-/// (after any folded ones: [`unfold_matched`] first).
-fn push_matched(st: &mut State<'_>, value: &[u8]) {
-    st.matched_value.clear();
-    st.matched_value.extend_from_slice(value);
-    st.matched_set = true;
+/// Appends a MATCHED_VARS entry (after any folded ones: [`unfold_matched`] first), its name
+/// written by `name` into a reused buffer: it is MATCHED_VAR(_NAME) from now on.
+fn push_matched(st: &mut State<'_>, name: impl FnOnce(&mut String), value: &[u8]) {
     if st.matched_len == st.matched_vars.len() {
         st.matched_vars.push((String::new(), Vec::new()));
     }
-    if let Some((name, data)) = st.matched_vars.get_mut(st.matched_len) {
-        name.clear();
-        name.push_str(&st.matched_name);
+    if let Some((n, data)) = st.matched_vars.get_mut(st.matched_len) {
+        name(n);
         data.clear();
         data.extend_from_slice(value);
-    }
-    st.matched_len += 1;
-    if let Some(t) = st.trace.as_mut() {
-        t.appended.push((st.matched_name.clone(), value.to_vec()));
+        st.matched_len += 1;
+        if let Some(t) = st.trace.as_mut() {
+            t.appended.push((n.clone(), value.to_vec()));
+        }
     }
 }
 
