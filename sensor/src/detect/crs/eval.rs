@@ -452,7 +452,6 @@ pub(super) fn coll_index(c: Coll) -> usize {
     }
 }
 
-/// C `stoi`-like: optional whitespace and sign, then digits; 0 when there are none.
 /// `name` in the collection `idx` (see [`coll_index`]).
 fn coll_get<'s>(
     st: &'s State<'_>,
@@ -488,6 +487,7 @@ fn coll_remove(st: &mut State<'_>, idx: usize, name: &str) {
     }
 }
 
+/// C `stoi`-like: optional whitespace and sign, then digits; 0 when there are none.
 pub(crate) fn to_int(v: &[u8]) -> i64 {
     let s = v.iter().skip_while(|b| b.is_ascii_whitespace());
     let mut neg = false;

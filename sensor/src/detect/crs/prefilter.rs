@@ -407,6 +407,14 @@ impl Prefilter {
         })
     }
 
+    /// The rule bits of the byte pair `p` (flagged in `pair_seen`).
+    #[cold]
+    fn pair_hit(&self, p: u16, set: &mut impl FnMut(u32)) {
+        if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
+            self.pairs[at].1.iter().for_each(|&bit| set(bit));
+        }
+    }
+
     /// Sets in `bits` the bit of every rule with a literal in `hay`.
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) {
         let mut set = |bit: u32| {
@@ -455,16 +463,6 @@ impl Prefilter {
                     }
                 }
             }
-        }
-    }
-}
-
-impl Prefilter {
-    /// The rule bits of the byte pair `p` (flagged in `pair_seen`).
-    #[cold]
-    fn pair_hit(&self, p: u16, set: &mut impl FnMut(u32)) {
-        if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
-            self.pairs[at].1.iter().for_each(|&bit| set(bit));
         }
     }
 }
