@@ -18,7 +18,7 @@ use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
     Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Op, Rule, Scalar,
-    Sel, SetOp, SetVar, Target, Var, multipart_name, steps_back,
+    Sel, SetOp, SetVar, Target, Var, multipart_name, scan_node, steps_back,
 };
 use super::transform::{Transform, apply_all};
 
@@ -218,7 +218,8 @@ impl Tx {
     #[cfg(test)]
     pub fn sorted(&self) -> Vec<(&str, &[u8])> {
         let mut all: Vec<(&str, &[u8])> = Vec::new();
-        self.0.for_each(|_| true, |k, v| all.push((&k[..], &v[..])));
+        self.0
+            .for_each(|_| true, None, |k, v| all.push((&k[..], &v[..])));
         all.sort_unstable();
         all
     }
@@ -297,30 +298,12 @@ impl Layered {
     }
 
     /// Calls `f` on every variable whose name passes `keep`, in no particular order (the
-    /// names are checked before the request's writes are looked up for them).
+    /// names are checked before the request's writes are looked up for them). `defaults`, when
+    /// given, are the names of the defaults known to pass `keep`: only those are looked at.
     fn for_each<'s>(
         &'s self,
         keep: impl Fn(&str) -> bool,
-        mut f: impl FnMut(&'s Arc<str>, &'s Arc<[u8]>),
-    ) {
-        for (k, v) in &self.over {
-            if keep(k) {
-                f(k, v);
-            }
-        }
-        for (k, v) in self.base.iter().flat_map(|b| b.iter()) {
-            if keep(k) && !self.hides(k) {
-                f(k, v);
-            }
-        }
-    }
-
-    /// [`Layered::for_each`] when the defaults whose names pass `keep` are known to be those
-    /// of `names`.
-    fn for_each_listed<'s>(
-        &'s self,
-        keep: impl Fn(&str) -> bool,
-        names: &[Arc<str>],
+        defaults: Option<&[Arc<str>]>,
         mut f: impl FnMut(&'s Arc<str>, &'s Arc<[u8]>),
     ) {
         for (k, v) in &self.over {
@@ -331,11 +314,22 @@ impl Layered {
         let Some(base) = self.base.as_deref() else {
             return;
         };
-        for name in names {
-            if !self.hides(name)
-                && let Some((k, v)) = base.get_key_value(&**name)
-            {
-                f(k, v);
+        match defaults {
+            Some(names) => {
+                for name in names {
+                    if !self.hides(name)
+                        && let Some((k, v)) = base.get_key_value(&**name)
+                    {
+                        f(k, v);
+                    }
+                }
+            }
+            None => {
+                for (k, v) in base {
+                    if keep(k) && !self.hides(k) {
+                        f(k, v);
+                    }
+                }
             }
         }
     }
@@ -1551,10 +1545,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
                             }
                             _ => None,
                         };
-                        match listed {
-                            Some(names) => st.tx.for_each_listed(keep, names, push),
-                            None => st.tx.for_each(keep, push),
-                        }
+                        st.tx.for_each(keep, listed.map(|n| &n[..]), push);
                     } else if let Some(map) = st.colls.get(idx) {
                         items.extend(map.iter().filter(|(k, _)| keep(k)));
                     }
@@ -1790,7 +1781,7 @@ fn scan_bits(rules: &Compiled, raw: &[u8], slot: u32, node: u32, st: &mut State<
 #[inline]
 fn entry_bits(rules: &Compiled, raw: &[u8], entry: u32, node: u32, st: &mut State<'_>) -> usize {
     // a change of case alone answers as its input does
-    let node = rules.scan_nodes.get(node as usize).copied().unwrap_or(node);
+    let node = scan_node(&rules.scan_nodes, node);
     let idx = cached_entry(rules, raw, entry, node, st);
     let m = &st.memo;
     let known = if idx == RAW {
@@ -1854,8 +1845,7 @@ fn prefilter_hit(
 /// one name) after its pipeline node has one of `bit`'s literals: the union of the per-value
 /// answers, computed once per (cell, node) and request.
 fn union_hit(rules: &Compiled, c: &Collections, ch: &Check, bit: u32, st: &mut State<'_>) -> bool {
-    let node = rules.scan_nodes.get(ch.node as usize).copied();
-    let node = node.unwrap_or(ch.node);
+    let node = scan_node(&rules.scan_nodes, ch.node);
     let cell = ch.cell as usize * st.nodes as usize + node as usize;
     let Some(&known) = st.union_bits.get(cell) else {
         return true;
@@ -2014,8 +2004,7 @@ pub(super) fn index_live(rules: &mut Compiled) {
                             continue;
                         };
                         // checks of nodes that share a scan are answered by one
-                        let node = rules.scan_nodes.get(ch.node as usize).copied();
-                        let node = node.unwrap_or(ch.node);
+                        let node = scan_node(&rules.scan_nodes, ch.node);
                         match cell.iter_mut().find(|(n, _)| *n == node) {
                             Some((_, links)) => links.push((bit, next)),
                             None => cell.push((node, vec![(bit, next)])),
@@ -2815,13 +2804,13 @@ mod tests {
             );
             if step % 97 == 0 {
                 let mut all: Vec<(String, Vec<u8>)> = Vec::new();
-                l.for_each(|_| true, |k, v| all.push((k.to_string(), v.to_vec())));
+                l.for_each(|_| true, None, |k, v| all.push((k.to_string(), v.to_vec())));
                 all.sort();
                 let want: Vec<(String, Vec<u8>)> =
                     model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(all, want, "step {step}");
                 let mut some: Vec<String> = Vec::new();
-                l.for_each(|k| k.ends_with("xx"), |k, _| some.push(k.to_string()));
+                l.for_each(|k| k.ends_with("xx"), None, |k, _| some.push(k.to_string()));
                 some.sort();
                 let want: Vec<String> = model
                     .keys()
@@ -2838,9 +2827,9 @@ mod tests {
                     .cloned()
                     .collect();
                 let mut some: Vec<String> = Vec::new();
-                l.for_each_listed(
+                l.for_each(
                     |k| k.ends_with("xx"),
-                    &listed,
+                    Some(&listed),
                     |k, _| some.push(k.to_string()),
                 );
                 some.sort();

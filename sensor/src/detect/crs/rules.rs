@@ -490,7 +490,8 @@ pub struct FoldedRun {
     /// The index in the phase's list where evaluation goes on.
     pub next: usize,
     /// When every write is a TX `setvar` (no unset): the TX collection the run leaves when it
-    /// starts on an empty one (a request's first run), copied instead of written name by name.
+    /// starts on an empty one (a request's first run), shared as the defaults under the
+    /// request's own writes instead of written name by name.
     pub tx: Option<Arc<super::eval::CollMap>>,
 }
 
@@ -628,6 +629,12 @@ impl Compiled {
         let nodes: Vec<u32> = steps_back(&self.nodes, node).collect();
         nodes.into_iter().rev()
     }
+}
+
+/// The node whose output the prefilter scans for `node`, from [`Compiled::scan_nodes`] (a
+/// free function: the load-time indexing reads it while it changes the rules).
+pub fn scan_node(scan_nodes: &[u32], node: u32) -> u32 {
+    scan_nodes.get(node as usize).copied().unwrap_or(node)
 }
 
 /// [`Compiled::scan_nodes`]: each node's nearest ancestor (or itself) whose step is not a
