@@ -17,6 +17,10 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 const MAX_SET: usize = 64;
 /// Largest class expanded into single-byte literals (after case folding).
 const MAX_CLASS: usize = 4;
+/// Bytes of a literal in the scanner's automaton; the rest is compared where the head occurs.
+/// Shorter heads make a smaller table but more heads that occur without their literal: 6 was
+/// the fastest of 3, 4, 6 and 16 on the dev corpus.
+const HEAD: usize = 6;
 
 /// The literals one of which every match of `pattern` contains (lowercased), or None when the
 /// pattern has no such set (it can match without any literal, or the syntax is not understood).
@@ -327,22 +331,29 @@ fn analyze(hir: &Hir) -> Info {
 
 /// The literals of several rules; `scan` sets the bit of every rule one of whose literals occurs
 /// in a value. One- and two-byte literals (`<`, `'`, `||`, `or`) would make an automaton stop at
-/// nearly every byte; they are answered from byte and byte-pair tables instead, and the
-/// automaton holds the literals of three bytes or more.
+/// nearly every byte; they are answered from byte and byte-pair tables instead. Longer literals
+/// are found by their first [`HEAD`] bytes in an automaton laid out as a flat table, and the
+/// rest of each is compared where its head occurs: the whole literals made a trie of 40,000
+/// states (20 MB as a DFA) whose transition loads stalled the scan; the heads make one of about
+/// 5,800 states (1.6 MB with CRS 3.3.4).
 #[derive(Debug)]
 pub struct Prefilter {
-    /// The automaton over the literals of three bytes or more, walked state by state (every
-    /// literal ending at a byte is in that byte's state: overlapping matches).
-    ac: Option<DFA>,
-    /// Pattern id -> rule bit.
-    owner: Vec<u32>,
+    /// The automaton over the heads (first [`HEAD`] bytes) of the literals of three bytes or
+    /// more (every head ending at a byte is in that byte's state: overlapping matches).
+    heads: Option<Table>,
+    /// Pattern (head) id -> its range in `tails`.
+    head_tails: Vec<(u32, u32)>,
+    /// (rule bit, range in `tail_bytes`) of each literal: what must follow its head.
+    tails: Vec<(u32, u32, u32)>,
+    /// The literals' bytes after their heads, lowercased.
+    tail_bytes: Vec<u8>,
     /// Lowercased one-byte literals and the rule bits of each, sorted by byte.
     singles: Vec<(u8, Vec<u32>)>,
     /// A bit per byte of `singles`.
     single_mask: [u64; 4],
     /// Per byte, its index in `singles` (meaningful where `single_mask` has its bit).
     single_at: Box<[u8; 256]>,
-    /// Bitmap over lowercased byte pairs that are some rule's literal.
+    /// Bitmap over byte pairs that are some rule's literal, in every case.
     pair_seen: Box<[u64; 1024]>,
     /// Lowercased byte pair -> rule bits, sorted by pair.
     pairs: Vec<(u16, Vec<u32>)>,
@@ -351,8 +362,8 @@ pub struct Prefilter {
 impl Prefilter {
     /// `rules`: (rule bit, its literals). None when there is nothing to filter.
     pub fn build(rules: &[(u32, Vec<Vec<u8>>)]) -> Option<Prefilter> {
-        let mut pats: Vec<&[u8]> = Vec::new();
-        let mut owner = Vec::new();
+        // literal head -> (rule bit, tail) of the literals starting with it
+        let mut heads: std::collections::BTreeMap<Vec<u8>, Vec<(u32, &[u8])>> = Default::default();
         let mut singles: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
         let mut pairs: std::collections::BTreeMap<u16, Vec<u32>> = Default::default();
         for (bit, lits) in rules {
@@ -365,25 +376,39 @@ impl Prefilter {
                         .push(*bit),
                     [a, b] => pairs.entry(pair(*a, *b)).or_default().push(*bit),
                     _ => {
-                        pats.push(l);
-                        owner.push(*bit);
+                        let (head, tail) = l.split_at(l.len().min(HEAD));
+                        heads
+                            .entry(head.to_ascii_lowercase())
+                            .or_default()
+                            .push((*bit, tail));
                     }
                 }
             }
         }
-        if pats.is_empty() && singles.is_empty() && pairs.is_empty() {
+        if heads.is_empty() && singles.is_empty() && pairs.is_empty() {
             return None;
         }
-        let ac = if pats.is_empty() {
+        let mut head_tails = Vec::with_capacity(heads.len());
+        let mut tails = Vec::new();
+        let mut tail_bytes = Vec::new();
+        for lits in heads.values() {
+            let start = tails.len() as u32;
+            for &(bit, tail) in lits {
+                let at = tail_bytes.len() as u32;
+                tail_bytes.extend(tail.iter().map(u8::to_ascii_lowercase));
+                tails.push((bit, at, tail.len() as u32));
+            }
+            head_tails.push((start, tails.len() as u32));
+        }
+        let table = if heads.is_empty() {
             None
         } else {
-            Some(
-                DFA::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .build(&pats)
-                    .ok()?,
-            )
+            let dfa = DFA::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(heads.keys())
+                .ok()?;
+            Some(Table::of(&dfa)?)
         };
         let mut single_mask = [0u64; 4];
         let mut single_at = Box::new([0u8; 256]);
@@ -394,11 +419,19 @@ impl Prefilter {
         }
         let mut pair_seen = Box::new([0u64; 1024]);
         for &p in pairs.keys() {
-            pair_seen[usize::from(p >> 6)] |= 1 << (p % 64);
+            let [a, b] = p.to_be_bytes();
+            for a in [a, a.to_ascii_uppercase()] {
+                for b in [b, b.to_ascii_uppercase()] {
+                    let p = u16::from_be_bytes([a, b]);
+                    pair_seen[usize::from(p >> 6)] |= 1 << (p % 64);
+                }
+            }
         }
         Some(Prefilter {
-            ac,
-            owner,
+            heads: table,
+            head_tails,
+            tails,
+            tail_bytes,
             singles: singles.into_iter().collect(),
             single_mask,
             single_at,
@@ -407,9 +440,31 @@ impl Prefilter {
         })
     }
 
-    /// The rule bits of the byte pair `p` (flagged in `pair_seen`).
+    /// Sets the bit of every literal with head `pid` whose tail `rest` (the bytes after the
+    /// head) starts with.
+    fn head_hit(&self, pid: usize, rest: &[u8], set: &mut impl FnMut(u32)) {
+        let Some(&(from, to)) = self.head_tails.get(pid) else {
+            return;
+        };
+        for &(bit, at, len) in self.tails.get(from as usize..to as usize).unwrap_or(&[]) {
+            let tail = self
+                .tail_bytes
+                .get(at as usize..(at + len) as usize)
+                .unwrap_or(&[]);
+            if rest
+                .get(..tail.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(tail))
+            {
+                set(bit);
+            }
+        }
+    }
+
+    /// The rule bits of the byte pair `p` (flagged in `pair_seen`, in any case).
     #[cold]
     fn pair_hit(&self, p: u16, set: &mut impl FnMut(u32)) {
+        let [a, b] = p.to_be_bytes();
+        let p = pair(a, b);
         if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
             self.pairs[at].1.iter().for_each(|&bit| set(bit));
         }
@@ -422,48 +477,184 @@ impl Prefilter {
                 *w |= 1 << (bit % 64);
             }
         };
-        if !self.singles.is_empty() || !self.pairs.is_empty() {
-            // which bytes occur (lowercased), and every byte pair checked against the bitmap;
-            // the first byte is paired with NUL (a spurious hit at worst, never a missed one)
-            let mut present = [0u64; 4];
-            let mut prev: usize = 0;
-            for &b in hay {
-                let l = usize::from(b.to_ascii_lowercase());
-                present[l >> 6] |= 1 << (l & 63);
-                let p = prev | l;
-                if self.pair_seen[p >> 6] & (1 << (p & 63)) != 0 {
-                    self.pair_hit(p as u16, &mut set);
-                }
-                prev = l << 8;
-            }
-            // the singles that occur, by their bits
-            for (w, (&seen, &wanted)) in present.iter().zip(&self.single_mask).enumerate() {
-                let mut bits = seen & wanted;
-                while bits != 0 {
-                    let l = w * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let at = usize::from(self.single_at[l & 255]);
-                    if let Some((_, rule_bits)) = self.singles.get(at) {
-                        rule_bits.iter().for_each(|&bit| set(bit));
+        // which bytes occur, every byte pair checked against the bitmap (which has every case
+        // of each pair; the first byte is paired with NUL: a spurious hit at worst, never a
+        // missed one), and the heads' automaton (whose classes ignore case): one pass
+        let mut present = [0u64; 4];
+        let mut prev: u16 = 0;
+        match &self.heads {
+            Some(t) => {
+                let mut state = t.start;
+                for (at, &b) in hay.iter().enumerate() {
+                    present[usize::from(b >> 6)] |= 1 << (b & 63);
+                    let p = prev | u16::from(b);
+                    if self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
+                        self.pair_hit(p, &mut set);
+                    }
+                    prev = u16::from(b) << 8;
+                    state = t.next(state, b);
+                    if state < t.match_end {
+                        self.state_hit(t, state, &hay[at + 1..], &mut set);
                     }
                 }
             }
-        }
-        if let Some(ac) = &self.ac
-            && let Ok(mut sid) = ac.start_state(Anchored::No)
-        {
-            for &b in hay {
-                sid = ac.next_state(Anchored::No, sid, b);
-                if ac.is_special(sid) && ac.is_match(sid) {
-                    for i in 0..ac.match_len(sid) {
-                        let pid = ac.match_pattern(sid, i);
-                        if let Some(&bit) = self.owner.get(pid.as_usize()) {
-                            set(bit);
-                        }
+            None => {
+                for &b in hay {
+                    present[usize::from(b >> 6)] |= 1 << (b & 63);
+                    let p = prev | u16::from(b);
+                    if self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
+                        self.pair_hit(p, &mut set);
                     }
+                    prev = u16::from(b) << 8;
                 }
             }
         }
+        // an uppercase letter is present as its lowercase (`A`-`Z` are bits 1-26 of the second
+        // word, `a`-`z` bits 33-58)
+        present[1] |= (present[1] & 0x07FF_FFFE) << 32;
+        // the singles that occur, by their bits
+        for (w, (&seen, &wanted)) in present.iter().zip(&self.single_mask).enumerate() {
+            let mut bits = seen & wanted;
+            while bits != 0 {
+                let l = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let at = usize::from(self.single_at[l & 255]);
+                if let Some((_, rule_bits)) = self.singles.get(at) {
+                    rule_bits.iter().for_each(|&bit| set(bit));
+                }
+            }
+        }
+    }
+
+    /// The literals of every head that ends in match state `state`, checked against `rest`
+    /// (the bytes after the head).
+    #[cold]
+    fn state_hit(&self, t: &Table, state: u32, rest: &[u8], set: &mut impl FnMut(u32)) {
+        let row = (state / t.stride) as usize;
+        let Some(&(from, to)) = t.match_at.get(row) else {
+            return;
+        };
+        for &head in t.match_heads.get(from as usize..to as usize).unwrap_or(&[]) {
+            self.head_hit(head as usize, rest, set);
+        }
+    }
+}
+
+/// A DFA's transitions as one flat table walked with a lookup and a compare per byte: rows of
+/// byte classes, states numbered by their row's start, match states first (a state below
+/// `match_end` is one).
+#[derive(Debug)]
+struct Table {
+    /// Byte -> column.
+    class: [u8; 256],
+    /// Columns per row.
+    stride: u32,
+    /// Row-major: the next state (its row's start).
+    trans: Vec<u32>,
+    start: u32,
+    match_end: u32,
+    /// Per match state (by row), its range in `match_heads`.
+    match_at: Vec<(u32, u32)>,
+    /// Head (pattern) ids.
+    match_heads: Vec<u32>,
+}
+
+impl Table {
+    /// Walks `dfa` from its unanchored start and lays out every state it reaches. None when
+    /// the automaton is too large for the table's 32-bit offsets.
+    fn of(dfa: &DFA) -> Option<Table> {
+        use aho_corasick::automaton::StateID;
+        use std::collections::HashMap;
+        let start = dfa.start_state(Anchored::No).ok()?;
+        // the reachable states, in the order found
+        let mut ids: HashMap<StateID, u32> = HashMap::new();
+        let mut order = vec![start];
+        ids.insert(start, 0);
+        let mut i = 0;
+        while let Some(&sid) = order.get(i) {
+            for b in 0..=255u8 {
+                let n = dfa.next_state(Anchored::No, sid, b);
+                ids.entry(n).or_insert_with(|| {
+                    order.push(n);
+                    (order.len() - 1) as u32
+                });
+            }
+            i += 1;
+        }
+        // bytes that lead every state to the same state share a class (both cases of a letter
+        // do: the automaton ignores case), found by refining one class state by state; never
+        // more classes than the automaton's own, so the table is no larger than the DFA
+        let mut class = [0u16; 256];
+        let mut split: HashMap<(u16, StateID), u16> = HashMap::new();
+        for &sid in &order {
+            split.clear();
+            for (b, c) in class.iter_mut().enumerate() {
+                let n = dfa.next_state(Anchored::No, sid, b as u8);
+                let fresh = split.len() as u16;
+                *c = *split.entry((*c, n)).or_insert(fresh);
+            }
+        }
+        let mut reps: Vec<usize> = Vec::new();
+        let mut column = [0u8; 256];
+        let mut seen: HashMap<u16, u8> = HashMap::new();
+        for (b, &c) in class.iter().enumerate() {
+            let fresh = u8::try_from(seen.len()).ok()?;
+            column[b] = *seen.entry(c).or_insert_with(|| {
+                reps.push(b);
+                fresh
+            });
+        }
+        let stride = reps.len() as u32;
+        let states = order.len();
+        // match states first
+        let mut rank: Vec<u32> = vec![0; states];
+        let mut n = 0u32;
+        for pass in [true, false] {
+            for (s, r) in rank.iter_mut().enumerate() {
+                if dfa.is_match(order[s]) == pass {
+                    *r = n;
+                    n += 1;
+                }
+            }
+        }
+        let matches = order.iter().filter(|&&sid| dfa.is_match(sid)).count() as u32;
+        let total = u32::try_from(states).ok()?.checked_mul(stride)?;
+        let mut trans = vec![0u32; total as usize];
+        let mut match_at = vec![(0u32, 0u32); matches as usize];
+        let mut match_heads = Vec::new();
+        for (s, &sid) in order.iter().enumerate() {
+            let row = rank[s] as usize * stride as usize;
+            for (c, &b) in reps.iter().enumerate() {
+                let to = ids.get(&dfa.next_state(Anchored::No, sid, b as u8))?;
+                trans[row + c] = rank[*to as usize] * stride;
+            }
+            if dfa.is_match(sid) {
+                let from = match_heads.len() as u32;
+                for k in 0..dfa.match_len(sid) {
+                    match_heads.push(dfa.match_pattern(sid, k).as_u32());
+                }
+                match_at[rank[s] as usize] = (from, match_heads.len() as u32);
+            }
+        }
+        Some(Table {
+            class: column,
+            stride,
+            trans,
+            start: rank[0] * stride,
+            match_end: matches * stride,
+            match_at,
+            match_heads,
+        })
+    }
+
+    /// The state after `state` on the byte `b`.
+    #[inline(always)]
+    fn next(&self, state: u32, b: u8) -> u32 {
+        let c = u32::from(self.class[usize::from(b)]);
+        self.trans
+            .get((state + c) as usize)
+            .copied()
+            .unwrap_or(self.start)
     }
 }
 
@@ -544,6 +735,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Literals longer than the automaton's heads: those sharing a head, tails running past
+    /// the value's end, both cases; the answer is still exactly a naive search's.
+    #[test]
+    fn literals_longer_than_their_heads_are_checked_to_their_end() {
+        let rules: Vec<(u32, Vec<Vec<u8>>)> = vec![
+            (0, vec![b"abab-abab".to_vec()]),
+            (1, vec![b"abab-abba".to_vec(), b"bbbbbbbbbbbb".to_vec()]),
+            (2, vec![b"abab-a".to_vec()]),
+            (3, vec![b"ab-".to_vec(), b"aaaaaaab".to_vec()]),
+            (4, vec![b"b-b-b-b-a".to_vec()]),
+            (5, vec![b"Ba".to_vec(), b"-".to_vec()]),
+        ];
+        assert!(rules.iter().any(|(_, l)| l.iter().any(|l| l.len() > HEAD)));
+        let pf = Prefilter::build(&rules).unwrap();
+        let all: Vec<&[u8]> = rules
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|l| &l[..]))
+            .collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut hits = [0usize; 6];
+        for _ in 0..20_000 {
+            // pieces of literals (whole, cut short, in either case) and single bytes
+            let mut hay = Vec::new();
+            for _ in 0..next() % 4 {
+                let r = next();
+                let lit = all[(r % all.len() as u64) as usize];
+                let (from, to) = match (r >> 8) % 4 {
+                    0 => (0, lit.len()),
+                    1 => (0, (r >> 16) as usize % lit.len()),
+                    2 => ((r >> 16) as usize % lit.len(), lit.len()),
+                    _ => (0, 0),
+                };
+                for &b in &lit[from..to] {
+                    let upper = next() % 3 == 0;
+                    hay.push(if upper { b.to_ascii_uppercase() } else { b });
+                }
+                if (r >> 24) % 3 == 0 {
+                    hay.push(b"ab-xB"[(r >> 32) as usize % 5]);
+                }
+            }
+            let mut bits = [0u64];
+            pf.scan(&hay, &mut bits);
+            let lower = hay.to_ascii_lowercase();
+            for (bit, lits) in &rules {
+                let want = lits.iter().any(|l| {
+                    let l = l.to_ascii_lowercase();
+                    lower.windows(l.len()).any(|w| w == l.as_slice())
+                });
+                let got = bits[0] & (1 << bit) != 0;
+                assert_eq!(
+                    got,
+                    want,
+                    "rule {bit} on {:?}",
+                    String::from_utf8_lossy(&hay)
+                );
+                hits[*bit as usize] += usize::from(want);
+            }
+        }
+        // every rule both matched and did not somewhere (the test saw both answers)
+        assert!(hits.iter().all(|&h| h > 100 && h < 19_900), "{hits:?}");
     }
 
     #[test]
