@@ -49,7 +49,7 @@ pub enum Operator {
     /// `@pm` and `@pmFromFile`.
     Pm(Box<PhraseMatcher>),
     /// `@contains`: the argument anywhere in the value (an empty argument always matches).
-    Contains(Vec<u8>),
+    Contains(Box<Finder>),
     /// `@containsWord`: the argument with a non-letter (or an edge) on each side.
     ContainsWord(Vec<u8>),
     /// `@beginsWith`.
@@ -59,9 +59,9 @@ pub enum Operator {
     /// `@streq`: byte equality, case-sensitive.
     StrEq(Vec<u8>),
     /// `@strmatch`: substring search like `@contains` (libmodsecurity 3 uses `find`).
-    StrMatch(Vec<u8>),
+    StrMatch(Box<Finder>),
     /// `@within`: the value is a substring of the argument (an empty value matches).
-    Within(Vec<u8>),
+    Within(Within),
     /// `@eq`: both sides go through `std::stoi` (0 when not a number or out of `int` range), the
     /// value cut at its first NUL.
     Eq(i64),
@@ -114,13 +114,17 @@ impl Operator {
                 let text = read_data(name, argument, base_dir)?;
                 Operator::Pm(Box::new(PhraseMatcher::new(pm_file_phrases(&text))))
             }
-            "contains" => Operator::Contains(arg),
+            "contains" => {
+                Operator::Contains(Box::new(memchr::memmem::Finder::new(&arg).into_owned()))
+            }
             "containsword" => Operator::ContainsWord(arg),
             "beginswith" => Operator::BeginsWith(arg),
             "endswith" => Operator::EndsWith(arg),
             "streq" => Operator::StrEq(arg),
-            "strmatch" => Operator::StrMatch(arg),
-            "within" => Operator::Within(arg),
+            "strmatch" => {
+                Operator::StrMatch(Box::new(memchr::memmem::Finder::new(&arg).into_owned()))
+            }
+            "within" => Operator::Within(Within::new(arg)),
             "eq" => Operator::Eq(stoi(&arg)),
             "ge" => Operator::Ge(atoll(&arg)),
             "gt" => Operator::Gt(atoll(&arg)),
@@ -172,12 +176,12 @@ impl Operator {
             Operator::Rx(rx) => rx.is_match(value),
             Operator::InvalidRx { .. } | Operator::NoMatch | Operator::Unsupported(_) => false,
             Operator::Pm(pm) => pm.find(value).is_some(),
-            Operator::Contains(p) | Operator::StrMatch(p) => find(value, p).is_some(),
+            Operator::Contains(p) | Operator::StrMatch(p) => p.find(value).is_some(),
             Operator::ContainsWord(p) => contains_word(value, p),
             Operator::BeginsWith(p) => value.starts_with(p),
             Operator::EndsWith(p) => value.ends_with(p),
             Operator::StrEq(p) => value == p.as_slice(),
-            Operator::Within(p) => value.is_empty() || find(p, value).is_some(),
+            Operator::Within(list) => list.holds(value),
             Operator::Eq(p) => stoi(value) == *p,
             Operator::Ge(p) => atoll(value) >= *p,
             Operator::Gt(p) => atoll(value) > *p,
@@ -873,6 +877,52 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(haystack, needle)
 }
 
+/// A substring searcher built once per argument (a search per call builds one per call).
+pub type Finder = memchr::memmem::Finder<'static>;
+
+/// `@within`'s argument and, sorted, every byte pair in it with its position: the values looked
+/// up are short names (methods, header names, extensions) in a list of them, and a value's
+/// first two bytes leave about one place to compare.
+#[derive(Debug)]
+pub struct Within {
+    text: Vec<u8>,
+    pairs: Vec<(u16, u32)>,
+}
+
+impl Within {
+    fn new(text: Vec<u8>) -> Within {
+        let mut pairs: Vec<(u16, u32)> = text
+            .windows(2)
+            .enumerate()
+            .map(|(at, w)| (u16::from_be_bytes([w[0], w[1]]), at as u32))
+            .collect();
+        pairs.sort_unstable();
+        Within { text, pairs }
+    }
+
+    /// Whether `value` occurs in the text (an empty value always does).
+    fn holds(&self, value: &[u8]) -> bool {
+        match value {
+            [] => true,
+            [b] => memchr::memchr(*b, &self.text).is_some(),
+            [a, b, ..] => {
+                let key = u16::from_be_bytes([*a, *b]);
+                let from = self.pairs.partition_point(|&(k, _)| k < key);
+                self.pairs
+                    .get(from..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .take_while(|&&(k, _)| k == key)
+                    .any(|&(_, at)| {
+                        self.text
+                            .get(at as usize..)
+                            .is_some_and(|t| t.starts_with(value))
+                    })
+            }
+        }
+    }
+}
+
 fn until_nul(s: &[u8]) -> &[u8] {
     match memchr::memchr(0, s) {
         Some(p) => &s[..p],
@@ -955,6 +1005,48 @@ fn stoi_checked(s: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `@within`'s pair index answers as a plain substring search, and `@contains`'s
+    /// prebuilt searcher as `memmem::find`.
+    #[test]
+    fn within_and_contains_answer_as_a_substring_search() {
+        let text = b"/proxy/ /lock-token/ /content-range/ /if/ /x/ GET HEAD POST".to_vec();
+        let within =
+            Operator::compile("within", &String::from_utf8_lossy(&text), Path::new(".")).unwrap();
+        let alphabet = b"/ -proxyif GETx";
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let value: Vec<u8> = if x.is_multiple_of(3) {
+                // a piece of the text itself
+                let from = (x >> 8) as usize % text.len();
+                let len = (x >> 20) as usize % 12;
+                text[from..(from + len).min(text.len())].to_vec()
+            } else {
+                (0..(x >> 8) % 8)
+                    .map(|i| alphabet[((x >> (3 * i + 11)) as usize) % alphabet.len()])
+                    .collect()
+            };
+            let naive =
+                value.is_empty() || text.windows(value.len()).any(|w| w == value.as_slice());
+            assert_eq!(
+                within.is_match(&value),
+                naive,
+                "{:?}",
+                String::from_utf8_lossy(&value)
+            );
+            let contains =
+                Operator::compile("contains", &String::from_utf8_lossy(&value), Path::new("."))
+                    .unwrap();
+            assert_eq!(
+                contains.is_match(&text),
+                memchr::memmem::find(&text, &value).is_some()
+            );
+        }
+        assert!(within.is_match(b"POST") && !within.is_match(b"POSTX") && within.is_match(b""));
+    }
 
     fn op(name: &str, arg: &str) -> Operator {
         Operator::compile(name, arg, Path::new("/usr/share/modsecurity-crs/rules")).unwrap()
