@@ -2553,7 +2553,8 @@ fn macro_value(
         }
         _ => {}
     }
-    let Some(var) = Var::from_name(name) else {
+    // macro names are uppercased when the template is parsed
+    let Some(var) = Var::from_upper(name) else {
         return;
     };
     let t = Target {

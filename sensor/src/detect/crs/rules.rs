@@ -141,14 +141,18 @@ const MULTIPART_FLAGS: &[&str] = &[
 impl Var {
     /// The variable of a name as written in a rule (uppercased by the parser).
     pub fn from_name(name: &str) -> Option<Var> {
-        let upper = name.to_ascii_uppercase();
-        if let Some(c) = Coll::from_name(&upper) {
+        Var::from_upper(&name.to_ascii_uppercase())
+    }
+
+    /// [`Var::from_name`] of a name already uppercased (macro names are), without allocating.
+    pub fn from_upper(upper: &str) -> Option<Var> {
+        if let Some(c) = Coll::from_upper(upper) {
             return Some(Var::Collection(c));
         }
         if let Some(flag) = MULTIPART_FLAGS.iter().position(|f| *f == upper) {
             return Some(Var::Scalar(Scalar::Multipart(flag as u8)));
         }
-        Some(match upper.as_str() {
+        Some(match upper {
             "ARGS" => Var::Args,
             "ARGS_GET" => Var::ArgsGet,
             "ARGS_POST" => Var::ArgsPost,

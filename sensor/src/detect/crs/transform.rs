@@ -258,7 +258,9 @@ impl Transform {
                     .collect()
             }
             Transform::ReplaceComments => {
-                memchr::memmem::find(input, b"/*")?;
+                if !contains_any(input, &[b"/*"]) {
+                    return None;
+                }
                 replace_comments(input)
             }
             Transform::RemoveComments => {
@@ -343,11 +345,13 @@ pub fn apply_all<'a>(chain: &[Transform], input: &'a [u8]) -> Cow<'a, [u8]> {
     value
 }
 
-/// Whether `haystack` contains one of the `needles` (fast paths that prove "unchanged").
-fn contains_any(haystack: &[u8], needles: &[&[u8]]) -> bool {
+/// Whether `haystack` contains one of the two-byte `needles` (fast paths that prove
+/// "unchanged"): a needle's first byte found by `memchr`, the next one compared (a substring
+/// search would build a searcher per call for values of 64 bytes or more).
+fn contains_any(haystack: &[u8], needles: &[&[u8; 2]]) -> bool {
     needles
         .iter()
-        .any(|n| memchr::memmem::find(haystack, n).is_some())
+        .any(|&&[a, b]| memchr::memchr_iter(a, haystack).any(|at| haystack.get(at + 1) == Some(&b)))
 }
 
 /// Lower-case hex digits, as `hexEncode`, `urlEncode` and `utf8toUnicode` print them.
