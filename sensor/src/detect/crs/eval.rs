@@ -412,6 +412,8 @@ struct State<'r> {
     live_ready: bool,
     /// The current phase's items to visit once `live_ready` (see [`runnable`]).
     runnable: Vec<u64>,
+    /// The live bits `or_live` gathers for a value (a buffer).
+    live_found: Vec<u32>,
     /// Bumped on every write to TX (a `%{tx.x}` expansion made at an earlier value stays
     /// right while it is unchanged).
     tx_gen: u64,
@@ -606,6 +608,10 @@ struct Scratch {
     vals: Vec<Val<'static>>,
     multi_last: Vec<u8>,
     evidence: Vec<Evidence>,
+    live: Vec<u64>,
+    live_head: Vec<u64>,
+    runnable: Vec<u64>,
+    live_found: Vec<u32>,
     /// An empty TX collection with the room the last request's needed (see [`Tx::recycle`]),
     /// so that the next one is not grown (and rehashed) by doubling.
     tx: CollMap,
@@ -637,6 +643,15 @@ fn state_with_scratch<'r>() -> State<'r> {
         vals: s.vals,
         multi_last: s.multi_last,
         evidence: s.evidence,
+        // the head's mask is the last request's: it is worked out again
+        live: s.live,
+        live_head: {
+            let mut head = s.live_head;
+            head.clear();
+            head
+        },
+        runnable: s.runnable,
+        live_found: s.live_found,
         ..State::default()
     }
 }
@@ -656,6 +671,10 @@ fn keep_scratch(st: &mut State<'_>) {
         vals: std::mem::take(&mut st.vals),
         multi_last: std::mem::take(&mut st.multi_last),
         evidence: std::mem::take(&mut st.evidence),
+        live: std::mem::take(&mut st.live),
+        live_head: std::mem::take(&mut st.live_head),
+        runnable: std::mem::take(&mut st.runnable),
+        live_found: std::mem::take(&mut st.live_found),
         tx: CollMap::default(),
     };
     let _ = SCRATCH.try_with(|cell| {
@@ -2219,7 +2238,8 @@ fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'
     let at = match known {
         Some(at) => at,
         None => {
-            let mut bits: Vec<u32> = Vec::new();
+            let mut bits = std::mem::take(&mut st.live_found);
+            bits.clear();
             for (node, links) in rules.live_cells.get(cell as usize).into_iter().flatten() {
                 let answer = entry_bits(rules, raw, entry, *node, st);
                 for &(bit, live) in links {
@@ -2238,6 +2258,7 @@ fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'
                 m.bytes += 4 * (bits.len() + 1);
                 at
             };
+            st.live_found = bits;
             match m.entry_live.get_mut(entry as usize) {
                 Some(slot) if slot.0 == UNSET => *slot = (cell, at),
                 _ => {
