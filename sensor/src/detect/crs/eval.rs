@@ -423,7 +423,8 @@ struct State<'r> {
     vals: Vec<Val<'static>>,
     /// multiMatch's last value seen by the operator (a buffer kept between rules).
     multi_last: Vec<u8>,
-    /// Buffers `setvar` expands names and values into.
+    /// Buffers `setvar` expands names and values into (the value's also takes the expansions
+    /// of operator arguments with macros).
     setvar_name: Vec<u8>,
     setvar_value: Vec<u8>,
     /// Per top-level rule evaluation.
@@ -2493,8 +2494,15 @@ fn operator_result(
             {
                 return op.evaluate(value);
             }
-            let expanded = expand(arg, None, c, st);
-            let op = dynamic_operator(rule, name, &expanded, last)?;
+            // expanded into a buffer kept between calls (most expand to what they did last)
+            let mut expanded = std::mem::take(&mut st.setvar_value);
+            expanded.clear();
+            arg.expand_into(&mut expanded, |n, k, out| {
+                macro_value(n, k, None, c, st, out)
+            });
+            let op = dynamic_operator(rule, name, &expanded, last);
+            st.setvar_value = expanded;
+            let op = op?;
             if *tx_only {
                 st.last_dynamic = Some((rule.link, st.tx_gen, op.clone()));
             }
