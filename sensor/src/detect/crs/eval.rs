@@ -20,7 +20,7 @@ use super::rules::{
     Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Op, Rule, Scalar,
     Sel, SetOp, SetVar, Target, Var, multipart_name, scan_node, steps_back,
 };
-use super::transform::{Transform, apply_all};
+use super::transform::apply_all;
 
 type Map<K, V> = HashMap<K, V, RandomState>;
 
@@ -1659,11 +1659,7 @@ fn transformed(rules: &Compiled, v: &Val<'_>, node: u32, st: &mut State<'_>) -> 
         return Tv::Raw;
     }
     let Some(slot) = v.slot else {
-        let steps: Vec<Transform> = rules
-            .pipeline(node)
-            .map(|n| rules.nodes[n as usize].step)
-            .collect();
-        return match apply_all(&steps, &v.data[..]) {
+        return match apply_all(rules.pipeline(node), &v.data[..]) {
             Cow::Borrowed(_) => Tv::Raw,
             Cow::Owned(o) => Tv::Owned(o),
         };

@@ -588,6 +588,8 @@ pub struct Compiled {
     /// was (the automaton, byte and pair tables all ignore ASCII case), so such a node shares
     /// its parent's scan, and its output is made only when an operator needs it.
     pub scan_nodes: Vec<u32>,
+    /// Per node, its pipeline's steps (see [`Compiled::pipeline`]).
+    pipelines: Vec<Box<[Transform]>>,
     /// One automaton over the literals of every prefiltered rule, run once per distinct
     /// transformed value.
     pub prefilter: Option<Prefilter>,
@@ -627,12 +629,24 @@ pub struct Compiled {
 static NEXT_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Compiled {
-    /// The nodes of the transformation pipeline ending at `node`, first step first (the empty
+    /// The steps of the transformation pipeline ending at `node`, first step first (the empty
     /// pipeline, node 0, has none).
-    pub fn pipeline(&self, node: u32) -> impl Iterator<Item = u32> + use<> {
-        let nodes: Vec<u32> = steps_back(&self.nodes, node).collect();
-        nodes.into_iter().rev()
+    pub fn pipeline(&self, node: u32) -> &[Transform] {
+        self.pipelines.get(node as usize).map_or(&[], |p| &p[..])
     }
+}
+
+/// Per node, the steps of the pipeline ending there ([`Compiled::pipeline`]).
+fn pipelines(nodes: &[Node]) -> Vec<Box<[Transform]>> {
+    (0..nodes.len() as u32)
+        .map(|node| {
+            let mut steps: Vec<Transform> = steps_back(nodes, node)
+                .filter_map(|n| nodes.get(n as usize).map(|x| x.step))
+                .collect();
+            steps.reverse();
+            steps.into_boxed_slice()
+        })
+        .collect()
 }
 
 /// The node whose output the prefilter scans for `node`, from [`Compiled::scan_nodes`] (a
@@ -839,10 +853,12 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         .count();
 
     let scan_nodes = scan_nodes(&b.nodes);
+    let pipelines = pipelines(&b.nodes);
     Ok(Compiled {
         phases,
         nodes: b.nodes,
         scan_nodes,
+        pipelines,
         prefilter: Prefilter::build(&b.literals),
         prefilter_bits: b.next_bit,
         folded_runs: Default::default(),
