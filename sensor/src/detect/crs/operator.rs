@@ -77,7 +77,7 @@ pub enum Operator {
     /// `@ipMatch` / `@ipMatchFromFile`: the value parsed as an address, in any network.
     IpMatch(Vec<IpNet>),
     /// `@validateByteRange`: per byte value, whether it is allowed (matches any other byte).
-    ValidateByteRange(Box<[bool; 256]>),
+    ValidateByteRange(Box<ByteRange>),
     /// `@validateUrlEncoding`: matches a `%` not followed by two hex digits.
     ValidateUrlEncoding,
     /// `@validateUtf8Encoding`: matches invalid, overlong or surrogate UTF-8.
@@ -147,7 +147,9 @@ impl Operator {
                 }
                 Operator::IpMatch(nets)
             }
-            "validatebyterange" => Operator::ValidateByteRange(Box::new(byte_ranges(&arg))),
+            "validatebyterange" => {
+                Operator::ValidateByteRange(Box::new(ByteRange::new(byte_ranges(&arg))))
+            }
             "validateurlencoding" => Operator::ValidateUrlEncoding,
             "validateutf8encoding" => Operator::ValidateUtf8Encoding,
             "unconditionalmatch" => Operator::UnconditionalMatch,
@@ -188,7 +190,7 @@ impl Operator {
             Operator::Lt(p) => atoll(value) < *p,
             Operator::Le(p) => atoll(value) <= *p,
             Operator::IpMatch(nets) => ip_match(nets, value),
-            Operator::ValidateByteRange(allowed) => value.iter().any(|&b| !allowed[b as usize]),
+            Operator::ValidateByteRange(range) => range.breached(value),
             Operator::ValidateUrlEncoding => !value.is_empty() && !url_encoding_valid(value),
             Operator::ValidateUtf8Encoding => !utf8_valid(value),
             Operator::UnconditionalMatch => true,
@@ -877,6 +879,35 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(haystack, needle)
 }
 
+/// `@validateByteRange`'s allowed bytes, and the others when they are at most three (1-255,
+/// CRS's paranoia level 1 range, leaves NUL alone): then found with `memchr`, not byte by byte.
+#[derive(Debug)]
+pub struct ByteRange {
+    allowed: [bool; 256],
+    others: Option<Vec<u8>>,
+}
+
+impl ByteRange {
+    fn new(allowed: [bool; 256]) -> ByteRange {
+        let others: Vec<u8> = (0..=255u8).filter(|&b| !allowed[usize::from(b)]).collect();
+        ByteRange {
+            allowed,
+            others: (others.len() <= 3).then_some(others),
+        }
+    }
+
+    /// Whether `value` has a byte outside the range.
+    fn breached(&self, value: &[u8]) -> bool {
+        match self.others.as_deref() {
+            Some([]) => false,
+            Some(&[a]) => memchr::memchr(a, value).is_some(),
+            Some(&[a, b]) => memchr::memchr2(a, b, value).is_some(),
+            Some(&[a, b, c]) => memchr::memchr3(a, b, c, value).is_some(),
+            _ => value.iter().any(|&b| !self.allowed[usize::from(b)]),
+        }
+    }
+}
+
 /// A substring searcher built once per argument (a search per call builds one per call).
 pub type Finder = memchr::memmem::Finder<'static>;
 
@@ -1005,6 +1036,42 @@ fn stoi_checked(s: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `@validateByteRange` finds a byte outside its range as a byte-by-byte check does, for
+    /// ranges leaving out none, one, two, three and many bytes.
+    #[test]
+    fn byte_ranges_find_the_bytes_outside_them() {
+        let mut x: u64 = 0x0bad_cafe_f00d_1234;
+        for arg in [
+            "0-255",
+            "1-255",
+            "1-254",
+            "2-254",
+            "9,10,13,32-126,128-255",
+            "32-126",
+        ] {
+            let allowed = byte_ranges(arg.as_bytes());
+            let range = ByteRange::new(allowed);
+            for _ in 0..2_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let value: Vec<u8> = (0..x % 40)
+                    .map(|i| {
+                        let r = x.rotate_left(i as u32 * 7);
+                        // mostly printable, now and then an edge byte
+                        if r.is_multiple_of(9) {
+                            [0u8, 1, 254, 255, 9][(r >> 8) as usize % 5]
+                        } else {
+                            b'a' + (r >> 16) as u8 % 26
+                        }
+                    })
+                    .collect();
+                let naive = value.iter().any(|&b| !allowed[usize::from(b)]);
+                assert_eq!(range.breached(&value), naive, "{arg} on {value:?}");
+            }
+        }
+    }
 
     /// `@within`'s pair index answers as a plain substring search, and `@contains`'s
     /// prebuilt searcher as `memmem::find`.
