@@ -22,6 +22,10 @@
 //! The corpus directory defaults to `$PALISADE_CORPUS`, then `../shared/corpus` relative to the
 //! workspace root.
 
+// the sensor binary's allocator, so that the figures are the sensor's
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
