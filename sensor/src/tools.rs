@@ -39,6 +39,10 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
         "  @rx/@pm with a literal prefilter: {}, without: {}; @rx run by PCRE2: {}",
         r.prefiltered, r.unfiltered, r.pcre_regexes
     );
+    println!(
+        "  rules without literals skipped by their operator's verdict per value: {}",
+        r.verdicts
+    );
     for (id, why) in &r.never_match {
         println!("  rule {id} never matches here: {why}");
     }

@@ -2005,33 +2005,53 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
 pub(super) fn index_live(rules: &mut Compiled) {
     let mut cells: Vec<LiveCell> = vec![Vec::new(); KINDS + rules.keys.len()];
     let mut next = 0u32;
-    for item in rules.phases.iter_mut().flatten() {
-        let Item::Rule(top) = item else { continue };
-        if top.unreached {
-            continue;
-        }
-        let mut link = Some(&mut **top);
-        while let Some(r) = link {
-            if let (Some(bit), Some(checks)) = (r.prefilter_bit, r.checks.as_ref()) {
-                r.live_bit = Some(next);
-                for t in 0..checks.ends.len() {
-                    for ch in checks.target(t) {
-                        let Some(cell) = cells.get_mut(ch.cell as usize) else {
-                            continue;
-                        };
-                        // checks of nodes that share a scan are answered by one
-                        let node = scan_node(&rules.scan_nodes, ch.node);
-                        match cell.iter_mut().find(|(n, _)| *n == node) {
-                            Some((_, links)) => links.push((bit, next)),
-                            None => cell.push((node, vec![(bit, next)])),
-                        }
-                    }
-                    next += 1;
+    let mut verdicts = Vec::new();
+    for (phase, items) in rules.phases.iter_mut().enumerate() {
+        for (at, item) in items.iter_mut().enumerate() {
+            let Item::Rule(top) = item else { continue };
+            let reached = !top.unreached;
+            let mut link = Some(&mut **top);
+            while let Some(r) = link {
+                if !reached || r.checks.is_none() {
+                    r.verdict = None;
                 }
+                if r.verdict.is_some() {
+                    r.verdict = Some(verdicts.len() as u32);
+                    verdicts.push((phase as u32, at as u32));
+                }
+                let answer = match (r.prefilter_bit, r.verdict) {
+                    (Some(bit), _) => Some(bit),
+                    (None, Some(v)) => Some(VERDICT | v),
+                    (None, None) => None,
+                };
+                if let (true, Some(answer), Some(checks)) = (reached, answer, r.checks.as_ref()) {
+                    r.live_bit = Some(next);
+                    for t in 0..checks.ends.len() {
+                        for ch in checks.target(t) {
+                            let Some(cell) = cells.get_mut(ch.cell as usize) else {
+                                continue;
+                            };
+                            // checks of nodes that share a scan are answered by one; a verdict
+                            // is the operator's on the node's own output
+                            let node = if answer & VERDICT == 0 {
+                                scan_node(&rules.scan_nodes, ch.node)
+                            } else {
+                                ch.node
+                            };
+                            match cell.iter_mut().find(|(n, _)| *n == node) {
+                                Some((_, links)) => links.push((answer, next)),
+                                None => cell.push((node, vec![(answer, next)])),
+                            }
+                        }
+                        next += 1;
+                    }
+                }
+                link = r.chain.as_deref_mut();
             }
-            link = r.chain.as_deref_mut();
         }
     }
+    rules.report.verdicts = verdicts.len();
+    rules.verdicts = verdicts;
     let mut named = vec![Vec::new(); KINDS];
     for (at, (kind, _)) in rules.keys.iter().enumerate() {
         let live = cells.get(KINDS + at).is_some_and(|c| !c.is_empty());
@@ -2202,7 +2222,7 @@ fn add_live(rules: &Compiled, c: &Collections, st: &mut State<'_>, head: bool) {
             };
             let entry = entry_of(&data, base + i as u32, st);
             if wholesale {
-                or_live(rules, &data, entry, k, st);
+                or_live(rules, c, &data, entry, k, st);
             }
             if let Some(e) = entries.and_then(|e| e.get(i)) {
                 for &at in named {
@@ -2211,7 +2231,7 @@ fn add_live(rules: &Compiled, c: &Collections, st: &mut State<'_>, head: bool) {
                         .get(at)
                         .is_some_and(|(_, key)| e.name.eq_ignore_ascii_case(key))
                     {
-                        or_live(rules, &data, entry, (KINDS + at) as u32, st);
+                        or_live(rules, c, &data, entry, (KINDS + at) as u32, st);
                     }
                 }
             }
@@ -2221,7 +2241,14 @@ fn add_live(rules: &Compiled, c: &Collections, st: &mut State<'_>, head: bool) {
 
 /// ORs into the request's live targets those whose checks of `cell` the value `raw` (memo
 /// entry `entry`) passes, worked out once per value and cell.
-fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'_>) {
+fn or_live(
+    rules: &Compiled,
+    c: &Collections,
+    raw: &[u8],
+    entry: u32,
+    cell: u32,
+    st: &mut State<'_>,
+) {
     let m = &st.memo;
     let first = m.entry_live.get(entry as usize).copied();
     let known = match first {
@@ -2238,9 +2265,19 @@ fn or_live(rules: &Compiled, raw: &[u8], entry: u32, cell: u32, st: &mut State<'
             let mut bits = std::mem::take(&mut st.live_found);
             bits.clear();
             for (node, links) in rules.live_cells.get(cell as usize).into_iter().flatten() {
-                let answer = entry_bits(rules, raw, entry, *node, st);
+                // the prefilter's answer, looked up once the first link needs it
+                let mut answer = None;
                 for &(bit, live) in links {
-                    if bit_set(&st.memo.bit_words, answer, bit) && !bits.contains(&live) {
+                    let hit = if bit & VERDICT != 0 {
+                        verdict(rules, c, bit & !VERDICT, raw, entry, *node, st)
+                    } else {
+                        let at = match answer {
+                            Some(at) => at,
+                            None => *answer.insert(entry_bits(rules, raw, entry, *node, st)),
+                        };
+                        bit_set(&st.memo.bit_words, at, bit)
+                    };
+                    if hit && !bits.contains(&live) {
                         bits.push(live);
                     }
                 }
@@ -2302,11 +2339,13 @@ fn target_cannot_match(
     c: &Collections,
     st: &mut State<'_>,
 ) -> bool {
-    let (Some(bit), Some(checks)) = (rule.prefilter_bit, rule.checks.as_ref()) else {
+    let Some(checks) = rule.checks.as_ref() else {
         return false;
     };
     let Some(first) = rule.live_bit else {
-        return !any_hit(rules, c, checks.target(i), bit, st);
+        return rule
+            .prefilter_bit
+            .is_some_and(|bit| !any_hit(rules, c, checks.target(i), bit, st));
     };
     if !st.live_ready {
         live_mask(rules, c, st);
@@ -2314,11 +2353,101 @@ fn target_cannot_match(
     let cannot = !bit_set(&st.live, 0, first + i as u32);
     debug_assert_eq!(
         cannot,
-        !any_hit(rules, c, checks.target(i), bit, st),
+        match (rule.prefilter_bit, rule.verdict) {
+            (Some(bit), _) => !any_hit(rules, c, checks.target(i), bit, st),
+            (None, Some(v)) => !any_verdict(rules, c, checks.target(i), v, st),
+            (None, None) => false,
+        },
         "{}",
         rule.id
     );
     cannot
+}
+
+/// Marks a [`Rule::verdict`] number among the prefilter bits of [`Compiled::live_cells`].
+const VERDICT: u32 = 1 << 31;
+
+/// The operator's verdict of the [`Rule::verdict`] rule `v` on the value `raw` (memo entry
+/// `entry`) after pipeline `node`: kept in the operator memo as the rule would keep it, so
+/// that the rule, when it runs, finds it there.
+fn verdict(
+    rules: &Compiled,
+    c: &Collections,
+    v: u32,
+    raw: &[u8],
+    entry: u32,
+    node: u32,
+    st: &mut State<'_>,
+) -> bool {
+    let Some(rule) = rules.verdict_rule(v) else {
+        return true;
+    };
+    let Some(op) = rule.op.as_ref() else {
+        return true;
+    };
+    let idx = cached_entry(rules, raw, entry, node, st);
+    let id = if idx == RAW { entry | ENTRY_BIT } else { idx };
+    let key = (u64::from(rule.link) << 32) | u64::from(id);
+    if let Some(&code) = st.memo.ops.get(&key) {
+        return code != NO_MATCH;
+    }
+    let held = if idx == RAW {
+        Vec::new()
+    } else {
+        st.memo
+            .arena
+            .get_mut(idx as usize)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    };
+    let value: &[u8] = if idx == RAW { raw } else { &held };
+    let result = operator_result(rule, op, value, c, st).map(shared);
+    if idx != RAW
+        && let Some(slot) = st.memo.arena.get_mut(idx as usize)
+    {
+        *slot = held;
+    }
+    remember(&mut st.memo, key, result) != NO_MATCH
+}
+
+/// Whether the [`Rule::verdict`] rule `v` matches a value of one of `checks` (what its live
+/// bits say, worked out value by value).
+fn any_verdict(
+    rules: &Compiled,
+    c: &Collections,
+    checks: &[Check],
+    v: u32,
+    st: &mut State<'_>,
+) -> bool {
+    for ch in checks {
+        let k = ch.kind;
+        if st.nonempty & (1 << k) == 0 {
+            continue;
+        }
+        let key = (ch.cell as usize)
+            .checked_sub(KINDS)
+            .and_then(|i| rules.keys.get(i))
+            .map(|(_, key)| &key[..]);
+        let entries = kind_entries(c, k).map(|(e, _)| e);
+        let base = st.bases[k as usize];
+        for i in 0..kind_len(c, k) {
+            if let (Some(key), Some(entries)) = (key, entries)
+                && !entries
+                    .get(i)
+                    .is_some_and(|e| e.name.eq_ignore_ascii_case(key))
+            {
+                continue;
+            }
+            let Some(data) = slot_data(c, k, i) else {
+                continue;
+            };
+            let entry = entry_of(&data, base + i as u32, st);
+            if verdict(rules, c, v, &data, entry, ch.node, st) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The places [`cannot_match`] looks for `rule` (None: it always runs): every kind of every
@@ -2327,8 +2456,7 @@ fn target_cannot_match(
 /// at the entries of that name only, through a cell of its own in `keys`. Returns the checks
 /// in target order, and where each target's end.
 pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> Option<Checks> {
-    rule.prefilter_bit?;
-    if rule.negated {
+    if rule.negated || (rule.prefilter_bit.is_none() && rule.verdict.is_none()) {
         return None;
     }
     // asked which kinds are a collection's entries (named entries get cells of their own)
@@ -2371,7 +2499,7 @@ pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> O
 
 /// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's
 /// bytes alone (no macro in the argument), and costlier than a lookup.
-fn memoizable(op: &Op) -> bool {
+pub(super) fn memoizable(op: &Op) -> bool {
     match op {
         Op::Static(o) => matches!(o, Operator::Rx(_) | Operator::Pm(_)),
         Op::SqlI | Op::Xss => true,
@@ -2400,27 +2528,13 @@ fn apply_op(
         Some(&MATCH) => Some(Caps::Made(Vec::new())),
         Some(&i) => Some(Caps::Kept((i - MATCH - 1) as usize)),
         None => {
-            let result = operator_result(rule, op, value, c, st).map(|caps| {
-                caps.into_iter()
-                    .map(|cap| cap.map(Arc::<[u8]>::from))
-                    .collect::<SharedCaptures>()
-            });
+            let result = operator_result(rule, op, value, c, st).map(shared);
             match memo_key {
-                Some(k) => {
-                    let m = &mut st.memo;
-                    let (code, found) = match result {
-                        None => (NO_MATCH, None),
-                        Some(caps) if caps.is_empty() => (MATCH, Some(Caps::Made(caps))),
-                        Some(caps) => {
-                            m.bytes += caps.iter().flatten().map(|c| c.len()).sum::<usize>();
-                            m.captures.push(caps);
-                            let at = m.captures.len() - 1;
-                            (MATCH + 1 + at as u32, Some(Caps::Kept(at)))
-                        }
-                    };
-                    m.ops.insert(k, code);
-                    found
-                }
+                Some(k) => match remember(&mut st.memo, k, result) {
+                    NO_MATCH => None,
+                    MATCH => Some(Caps::Made(Vec::new())),
+                    code => Some(Caps::Kept((code - MATCH - 1) as usize)),
+                },
                 None => result.map(Caps::Made),
             }
         }
@@ -2453,6 +2567,27 @@ fn apply_op(
 
 /// Captures as stored in TX: shared with the memo, not copied per request.
 type SharedCaptures = Vec<Option<Arc<[u8]>>>;
+
+fn shared(caps: Captures) -> SharedCaptures {
+    caps.into_iter()
+        .map(|cap| cap.map(Arc::<[u8]>::from))
+        .collect()
+}
+
+/// Keeps an operator's result in the memo under `key` and returns its code there.
+fn remember(m: &mut Memo, key: u64, result: Option<SharedCaptures>) -> u32 {
+    let code = match result {
+        None => NO_MATCH,
+        Some(caps) if caps.is_empty() => MATCH,
+        Some(caps) => {
+            m.bytes += caps.iter().flatten().map(|c| c.len()).sum::<usize>();
+            m.captures.push(caps);
+            MATCH + 1 + (m.captures.len() - 1) as u32
+        }
+    };
+    m.ops.insert(key, code);
+    code
+}
 
 /// The TX name of capture `i` for `0` to `9`, made once and lent: a capture that replaces
 /// the value of an earlier one touches no reference count.

@@ -554,6 +554,57 @@ mod tests {
         }
     }
 
+    /// A top rule whose operator has no literals but whose verdict depends on the value alone
+    /// (`@detectSQLi`, an `@rx` without literals) is jumped over when none of its values
+    /// matches, its verdicts standing in for the prefilter's answers; negated operators and
+    /// chained links are left as they were. (Debug builds check every jump.)
+    #[test]
+    fn operator_verdicts_stand_in_for_literals() {
+        let crs = load(&format!(
+            "SecRule ARGS|REQUEST_HEADERS:User-Agent \"@detectSQLi\" \"id:942100,phase:2,block,capture,t:none,t:urlDecodeUni,msg:'%{{tx.0}}',{SCORE}\"\n\
+             SecRule ARGS \"@rx ^\\d+$\" \"id:942200,phase:2,block,t:none,t:urlDecodeUni,multiMatch,{SCORE}\"\n\
+             SecRule ARGS \"!@rx ^\\w+$\" \"id:942300,phase:2,block,t:none,{SCORE}\"\n\
+             SecRule REQUEST_METHOD \"@rx ^G\" \"id:942400,phase:2,block,chain,{SCORE}\"\n\
+             \tSecRule ARGS \"@rx ^\\d\" \"t:none\"\n"
+        ));
+        let c = &crs.compiled;
+        let with_verdicts: Vec<u64> = c
+            .verdicts
+            .iter()
+            .filter_map(
+                |&(phase, at)| match &c.phases[phase as usize][at as usize] {
+                    rules::Item::Rule(r) => {
+                        // jumped over unless a value matches
+                        let always = c.phase_always[phase as usize][at as usize / 64];
+                        assert_eq!(always & (1 << (at % 64)), 0, "{}", r.id);
+                        Some(r.id)
+                    }
+                    rules::Item::Marker(_) => None,
+                },
+            )
+            .collect();
+        assert_eq!(with_verdicts, vec![942100, 942200]);
+        for (target, ua, want) in [
+            ("/?a=hello", "", vec![]),
+            ("/?a=1%27%20or%201%3D1--", "", vec![942100, 942300, 942400]),
+            // multiMatch: only the value decoded by the rule (ARGS are decoded once) is digits
+            ("/?a=%2531%2532", "", vec![942200, 942300]),
+            ("/", "1' or 1=1--", vec![942100]),
+        ] {
+            let headers: Vec<(&str, &str)> = if ua.is_empty() {
+                vec![("Referer", "1' or 1=1--")]
+            } else {
+                vec![("User-Agent", ua)]
+            };
+            let v = run(&crs, target, &headers, "");
+            assert_eq!(ids(&v), want, "{target} {ua:?}");
+            if want.first() == Some(&942100) {
+                // the capture (the fingerprint) as the rule itself would have made it
+                assert!(v.matched[0].msg.as_ref().is_some_and(|m| !m.is_empty()));
+            }
+        }
+    }
+
     /// A `TX:/regex/` target sees CRS's defaults (shared between requests, their matching
     /// names listed once per rule set) and the request's own writes, in name order, and not a
     /// default the request unset; the same on a second request that reuses the list.

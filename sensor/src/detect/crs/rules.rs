@@ -450,6 +450,13 @@ pub struct Rule {
     /// Bit of this rule in the prefilter (None: no literal requirement). A value none of whose
     /// transformed forms contains one of the rule's literals cannot match.
     pub prefilter_bit: Option<u32>,
+    /// For a top rule whose operator has no literals but a verdict that depends on the value's
+    /// bytes alone (`@detectSQLi`, `@detectXSS`, an `@rx` without literals): its number among
+    /// [`Compiled::verdicts`]. The operator's verdict on a value then stands where the
+    /// prefilter's answer stands for other rules (see `eval::index_live`): worked out once per
+    /// value, and the rule is jumped over when none of its values matches. `Some(u32::MAX)`
+    /// until `index_live` numbers it.
+    pub verdict: Option<u32>,
     /// Number of this rule link among all links of the rule set (a key of the evaluator's
     /// operator memo).
     pub link: u32,
@@ -573,6 +580,9 @@ pub struct LoadReport {
     pub unfiltered: usize,
     /// Rules evaluated once at load time (their verdict is the same on every request).
     pub folded: usize,
+    /// Rules without literals jumped over by their operator's verdicts per value (see
+    /// [`Rule::verdict`]).
+    pub verdicts: usize,
     /// What the operator should know about how the tree was loaded.
     pub warnings: Vec<String>,
 }
@@ -616,6 +626,8 @@ pub struct Compiled {
     pub live_keys: Vec<Vec<usize>>,
     /// Number of live bits (one per target of a link with a `live_bit`).
     pub live_bits: u32,
+    /// Per [`Rule::verdict`] number: where the rule is, as (phase, item index).
+    pub verdicts: Vec<(u32, u32)>,
     /// The (kind, lowercased name) of every named entry a prefilter [`Check`] looks at.
     pub keys: Vec<(u32, Vec<u8>)>,
     pub report: LoadReport,
@@ -633,6 +645,15 @@ impl Compiled {
     /// pipeline, node 0, has none).
     pub fn pipeline(&self, node: u32) -> &[Transform] {
         self.pipelines.get(node as usize).map_or(&[], |p| &p[..])
+    }
+
+    /// The rule of [`Rule::verdict`] number `v`.
+    pub fn verdict_rule(&self, v: u32) -> Option<&Rule> {
+        let &(phase, at) = self.verdicts.get(v as usize)?;
+        match self.phases.get(phase as usize)?.get(at as usize)? {
+            Item::Rule(r) => Some(r),
+            Item::Marker(_) => None,
+        }
     }
 }
 
@@ -828,6 +849,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
     let mut keys = Vec::new();
     for item in phases.iter_mut().flat_map(|p| p.iter_mut()) {
         if let Item::Rule(rule) = item {
+            let top_link = links;
             let mut link = Some(&mut **rule);
             while let Some(r) = link {
                 r.link = links;
@@ -841,6 +863,13 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                 } else {
                     Box::new([r.pipeline])
                 };
+                if r.link == top_link
+                    && r.prefilter_bit.is_none()
+                    && !r.negated
+                    && r.op.as_ref().is_some_and(super::eval::memoizable)
+                {
+                    r.verdict = Some(u32::MAX);
+                }
                 r.checks = super::eval::prefilter_checks(r, &mut keys);
                 link = r.chain.as_deref_mut();
             }
@@ -868,6 +897,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         phase_always: Default::default(),
         live_items: Vec::new(),
         live_bits: 0,
+        verdicts: Vec::new(),
         keys,
         report: b.report,
         memo_id: NEXT_MEMO_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -1152,6 +1182,7 @@ impl Builder {
             msg_template: None,
             severity: None,
             prefilter_bit: None,
+            verdict: None,
             link: 0,
             checks: None,
             live_bit: None,
