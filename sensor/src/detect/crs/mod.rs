@@ -390,12 +390,23 @@ mod tests {
     fn response_rules_are_skipped_and_unsupported_directives_name_their_line() {
         let crs = load(
             "SecRule RESPONSE_BODY \"@contains x\" \"id:950100,phase:4,block\"\n\
-             SecRule ARGS \"@contains y\" \"id:942100,phase:2,block\"\n",
+             SecRule ARGS \"@contains y\" \"id:942100,phase:2,block\"\n\
+             SecRule REMOTE_ADDR \"@unconditionalMatch\" \"id:910100,phase:2,block,chain\"\n\
+             \tSecRule REMOTE_ADDR \"@rbl x.example\" \"t:none\"\n",
         );
         assert_eq!(crs.report().skipped_response, 1);
-        // the file's request rule, plus the engine's two body-processor rules and the rule
-        // that sets the paranoia level and threshold
-        assert_eq!(crs.report().rules, 4);
+        // an operator that never matches here, in a chained link: named by its rule's id
+        assert_eq!(
+            crs.report()
+                .never_match
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>(),
+            vec![910100]
+        );
+        // the file's two request rules, plus the engine's two body-processor rules and the
+        // rule that sets the paranoia level and threshold
+        assert_eq!(crs.report().rules, 5);
 
         let dir =
             tree("\n\nSecRule ARGS \"@contains y\" \"id:942100,phase:2,block,exec:/bin/x\"\n");

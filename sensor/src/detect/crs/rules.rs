@@ -1137,8 +1137,15 @@ impl Builder {
             return Ok(None);
         }
         let mut links = Vec::new();
+        let reported = self.report.never_match.len();
         for (i, (loc, decl)) in chain.into_iter().enumerate() {
             links.push(self.rule(loc, decl, phase, i == 0)?);
+        }
+        // a chained link has no id of its own: the report names its rule's
+        if let Some(top) = links.first().map(|r| r.id) {
+            for (id, _) in self.report.never_match.iter_mut().skip(reported) {
+                *id = top;
+            }
         }
         let mut next: Option<Box<Rule>> = None;
         while let Some(mut r) = links.pop() {
