@@ -40,7 +40,7 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
         r.prefiltered, r.unfiltered, r.pcre_regexes
     );
     println!(
-        "  rules without literals skipped by their operator's verdict per value: {}",
+        "  rules the prefilter cannot answer for, skipped by their verdict per value: {}",
         r.verdicts
     );
     for (id, why) in &r.never_match {

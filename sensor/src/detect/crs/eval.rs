@@ -2019,9 +2019,9 @@ pub(super) fn index_live(rules: &mut Compiled) {
                     r.verdict = Some(verdicts.len() as u32);
                     verdicts.push((phase as u32, at as u32));
                 }
-                let answer = match (r.prefilter_bit, r.verdict) {
-                    (Some(bit), _) => Some(bit),
-                    (None, Some(v)) => Some(VERDICT | v),
+                let answer = match (r.verdict, r.prefilter_bit) {
+                    (Some(v), _) => Some(VERDICT | v),
+                    (None, Some(bit)) => Some(bit),
                     (None, None) => None,
                 };
                 if let (true, Some(answer), Some(checks)) = (reached, answer, r.checks.as_ref()) {
@@ -2343,9 +2343,10 @@ fn target_cannot_match(
         return false;
     };
     let Some(first) = rule.live_bit else {
-        return rule
-            .prefilter_bit
-            .is_some_and(|bit| !any_hit(rules, c, checks.target(i), bit, st));
+        return rule.verdict.is_none()
+            && rule
+                .prefilter_bit
+                .is_some_and(|bit| !any_hit(rules, c, checks.target(i), bit, st));
     };
     if !st.live_ready {
         live_mask(rules, c, st);
@@ -2353,9 +2354,9 @@ fn target_cannot_match(
     let cannot = !bit_set(&st.live, 0, first + i as u32);
     debug_assert_eq!(
         cannot,
-        match (rule.prefilter_bit, rule.verdict) {
-            (Some(bit), _) => !any_hit(rules, c, checks.target(i), bit, st),
-            (None, Some(v)) => !any_verdict(rules, c, checks.target(i), v, st),
+        match (rule.verdict, rule.prefilter_bit) {
+            (Some(v), _) => !any_verdict(rules, c, checks.target(i), v, st),
+            (None, Some(bit)) => !any_hit(rules, c, checks.target(i), bit, st),
             (None, None) => false,
         },
         "{}",
@@ -2367,9 +2368,9 @@ fn target_cannot_match(
 /// Marks a [`Rule::verdict`] number among the prefilter bits of [`Compiled::live_cells`].
 const VERDICT: u32 = 1 << 31;
 
-/// The operator's verdict of the [`Rule::verdict`] rule `v` on the value `raw` (memo entry
-/// `entry`) after pipeline `node`: kept in the operator memo as the rule would keep it, so
-/// that the rule, when it runs, finds it there.
+/// Whether the [`Rule::verdict`] rule `v` matches the value `raw` (memo entry `entry`) after
+/// pipeline `node`. A costly operator's result is kept in the operator memo as the rule would
+/// keep it, so that the rule, when it runs, finds it there.
 fn verdict(
     rules: &Compiled,
     c: &Collections,
@@ -2387,9 +2388,9 @@ fn verdict(
     };
     let idx = cached_entry(rules, raw, entry, node, st);
     let id = if idx == RAW { entry | ENTRY_BIT } else { idx };
-    let key = (u64::from(rule.link) << 32) | u64::from(id);
-    if let Some(&code) = st.memo.ops.get(&key) {
-        return code != NO_MATCH;
+    let key = memoizable(op).then(|| (u64::from(rule.link) << 32) | u64::from(id));
+    if let Some(&code) = key.and_then(|k| st.memo.ops.get(&k)) {
+        return (code != NO_MATCH) != rule.negated;
     }
     let held = if idx == RAW {
         Vec::new()
@@ -2407,7 +2408,11 @@ fn verdict(
     {
         *slot = held;
     }
-    remember(&mut st.memo, key, result) != NO_MATCH
+    let matched = match key {
+        Some(k) => remember(&mut st.memo, k, result) != NO_MATCH,
+        None => result.is_some(),
+    };
+    matched != rule.negated
 }
 
 /// Whether the [`Rule::verdict`] rule `v` matches a value of one of `checks` (what its live
@@ -2456,7 +2461,8 @@ fn any_verdict(
 /// at the entries of that name only, through a cell of its own in `keys`. Returns the checks
 /// in target order, and where each target's end.
 pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> Option<Checks> {
-    if rule.negated || (rule.prefilter_bit.is_none() && rule.verdict.is_none()) {
+    // a negated operator matches where the literals are absent: only a verdict answers for it
+    if rule.verdict.is_none() && (rule.negated || rule.prefilter_bit.is_none()) {
         return None;
     }
     // asked which kinds are a collection's entries (named entries get cells of their own)
@@ -2495,6 +2501,12 @@ pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> O
         all: checks.into_boxed_slice(),
         ends: ends.into_boxed_slice(),
     })
+}
+
+/// Whether `op`'s result on a value depends on the value's bytes alone (no macro in its
+/// argument): what a [`Rule::verdict`] needs.
+pub(super) fn value_only(op: &Op) -> bool {
+    !matches!(op, Op::Dynamic { .. })
 }
 
 /// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's

@@ -565,14 +565,16 @@ mod tests {
         }
     }
 
-    /// A top rule whose operator has no literals but whose verdict depends on the value alone
-    /// (`@detectSQLi`, an `@rx` without literals) is jumped over when none of its values
-    /// matches, its verdicts standing in for the prefilter's answers; negated operators and
-    /// chained links are left as they were. (Debug builds check every jump.)
+    /// A top rule whose operator's verdict depends on the value alone but that the prefilter
+    /// cannot answer for (`@detectSQLi`, an `@rx` without literals, a negated operator) is
+    /// jumped over when it matches none of its values, its verdicts standing in for the
+    /// prefilter's answers; chained links are left as they were. (Debug builds check every
+    /// jump.)
     #[test]
     fn operator_verdicts_stand_in_for_literals() {
         let crs = load(&format!(
-            "SecRule ARGS|REQUEST_HEADERS:User-Agent \"@detectSQLi\" \"id:942100,phase:2,block,capture,t:none,t:urlDecodeUni,msg:'%{{tx.0}}',{SCORE}\"\n\
+            "SecRule ARGS \"@validateByteRange 32-126\" \"id:920270,phase:2,block,t:none,{SCORE}\"\n\
+             SecRule ARGS|REQUEST_HEADERS:User-Agent \"@detectSQLi\" \"id:942100,phase:2,block,capture,t:none,t:urlDecodeUni,msg:'%{{tx.0}}',{SCORE}\"\n\
              SecRule ARGS \"@rx ^\\d+$\" \"id:942200,phase:2,block,t:none,t:urlDecodeUni,multiMatch,{SCORE}\"\n\
              SecRule ARGS \"!@rx ^\\w+$\" \"id:942300,phase:2,block,t:none,{SCORE}\"\n\
              SecRule REQUEST_METHOD \"@rx ^G\" \"id:942400,phase:2,block,chain,{SCORE}\"\n\
@@ -594,13 +596,14 @@ mod tests {
                 },
             )
             .collect();
-        assert_eq!(with_verdicts, vec![942100, 942200]);
+        assert_eq!(with_verdicts, vec![920270, 942100, 942200, 942300]);
         for (target, ua, want) in [
             ("/?a=hello", "", vec![]),
             ("/?a=1%27%20or%201%3D1--", "", vec![942100, 942300, 942400]),
             // multiMatch: only the value decoded by the rule (ARGS are decoded once) is digits
             ("/?a=%2531%2532", "", vec![942200, 942300]),
             ("/", "1' or 1=1--", vec![942100]),
+            ("/?a=caf%C3%A9", "", vec![920270, 942300]),
         ] {
             let headers: Vec<(&str, &str)> = if ua.is_empty() {
                 vec![("Referer", "1' or 1=1--")]

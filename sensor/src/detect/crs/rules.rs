@@ -450,12 +450,13 @@ pub struct Rule {
     /// Bit of this rule in the prefilter (None: no literal requirement). A value none of whose
     /// transformed forms contains one of the rule's literals cannot match.
     pub prefilter_bit: Option<u32>,
-    /// For a top rule whose operator has no literals but a verdict that depends on the value's
-    /// bytes alone (`@detectSQLi`, `@detectXSS`, an `@rx` without literals): its number among
-    /// [`Compiled::verdicts`]. The operator's verdict on a value then stands where the
+    /// For a top rule whose operator's verdict depends on the value's bytes alone but that the
+    /// prefilter cannot answer for (no literals: `@detectSQLi`, `@validateByteRange`, `@within`
+    /// a fixed list, an `@rx` without literals; or negated): its number among
+    /// [`Compiled::verdicts`]. Whether the rule matches a value then stands where the
     /// prefilter's answer stands for other rules (see `eval::index_live`): worked out once per
-    /// value, and the rule is jumped over when none of its values matches. `Some(u32::MAX)`
-    /// until `index_live` numbers it.
+    /// value, and the rule is jumped over when it matches none of its values.
+    /// `Some(u32::MAX)` until `index_live` numbers it.
     pub verdict: Option<u32>,
     /// Number of this rule link among all links of the rule set (a key of the evaluator's
     /// operator memo).
@@ -580,7 +581,7 @@ pub struct LoadReport {
     pub unfiltered: usize,
     /// Rules evaluated once at load time (their verdict is the same on every request).
     pub folded: usize,
-    /// Rules without literals jumped over by their operator's verdicts per value (see
+    /// Rules the prefilter cannot answer for, jumped over by their verdicts per value (see
     /// [`Rule::verdict`]).
     pub verdicts: usize,
     /// What the operator should know about how the tree was loaded.
@@ -864,9 +865,8 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                     Box::new([r.pipeline])
                 };
                 if r.link == top_link
-                    && r.prefilter_bit.is_none()
-                    && !r.negated
-                    && r.op.as_ref().is_some_and(super::eval::memoizable)
+                    && (r.prefilter_bit.is_none() || r.negated)
+                    && r.op.as_ref().is_some_and(super::eval::value_only)
                 {
                     r.verdict = Some(u32::MAX);
                 }
