@@ -36,6 +36,10 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
     );
     println!("  rules removed by exclusions: {}", r.removed);
     println!(
+        "  rules evaluated once at load (the same on every request): {}",
+        r.folded
+    );
+    println!(
         "  @rx/@pm with a literal prefilter: {}, without: {}; @rx run by PCRE2: {}",
         r.prefiltered, r.unfiltered, r.pcre_regexes
     );

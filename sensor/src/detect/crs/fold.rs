@@ -16,6 +16,9 @@
 //! `skip`, literal `setvar`s, and no `ctl:ruleRemove*` of a rule that may have run before it can
 //! remove it or its targets; it is then evaluated with the engine's own code on that state and
 //! its effect (MATCHED_VAR(S), `setvar`s, whether the chain matched and so jumps) recorded.
+//! So is a rule whose first link reads only known TX names with a known operator and matches
+//! none of them: it does nothing else on any request, whatever its actions and later links
+//! (CRS's `TX:PARANOIA_LEVEL "@ge 2"` rules that add the PL2 score, at PL1).
 //! A folded rule that matches and logs is left to run (its message may read request data).
 //!
 //! [`runs`] then merges, from each folded rule, the effects of every folded rule a request
@@ -148,22 +151,10 @@ fn link_static(r: &Rule, abs: &Abs) -> bool {
     if !r.ctls.is_empty() || r.capture || r.skip > 0 {
         return false;
     }
-    let op_known = match &r.op {
-        None | Some(Op::Static(_)) => true,
-        Some(Op::Dynamic { arg, .. }) => template_known(arg, abs),
-        Some(Op::SqlI | Op::Xss) => false,
-    };
-    if !op_known {
+    if !condition_static(r, abs) {
         return false;
     }
-    let targets_known = r.targets.iter().all(|t| {
-        t.var == Var::Collection(Coll::Tx)
-            && match &t.sel {
-                Sel::Key(k) => abs.known(k),
-                _ => false,
-            }
-    });
-    let setvars_known = r.setvars.iter().all(|sv| {
+    r.setvars.iter().all(|sv| {
         let value_known = template_known(&sv.value, abs);
         match (&sv.name_literal, sv.op) {
             (_, SetOp::Unset | SetOp::Set) => template_known(&sv.name, abs) && value_known,
@@ -173,8 +164,27 @@ fn link_static(r: &Rule, abs: &Abs) -> bool {
             }
             (None, _) => false,
         }
-    });
-    targets_known && setvars_known
+    })
+}
+
+/// Whether one link's verdict (not what it does when it matches) depends only on known TX
+/// values.
+fn condition_static(r: &Rule, abs: &Abs) -> bool {
+    let op_known = match &r.op {
+        None | Some(Op::Static(_)) => true,
+        Some(Op::Dynamic { arg, .. }) => template_known(arg, abs),
+        Some(Op::SqlI | Op::Xss) => false,
+    };
+    if !op_known {
+        return false;
+    }
+    r.targets.iter().all(|t| {
+        t.var == Var::Collection(Coll::Tx)
+            && match &t.sel {
+                Sel::Key(k) => abs.known(k),
+                _ => false,
+            }
+    })
 }
 
 /// What a rule whose verdict depends on the request may do to the state.
@@ -246,8 +256,15 @@ pub fn fold(rules: &mut Compiled) -> usize {
                 unreached.push((phase, idx));
                 continue;
             };
-            let fixed = !removals.affect(rule) && links(rule).all(|l| link_static(l, abs));
-            if !fixed {
+            let removable = removals.affect(rule);
+            let fixed = !removable && links(rule).all(|l| link_static(l, abs));
+            // a rule whose first link matches no value on any request does nothing else, however
+            // unknowable its actions and the links after it (PL2 score sums at PL1)
+            let never = !fixed && !removable && condition_static(rule, abs) && {
+                let f = eval::trace_rule(rules, rule, &empty, abs.tx.clone());
+                !f.matched && f.appended.is_empty() && f.writes.is_empty()
+            };
+            if !fixed && !never {
                 taint(rule, abs, &mut removals);
                 for m in links(rule).filter_map(|l| l.skip_after.as_deref()) {
                     pending.push((m, abs.clone()));

@@ -371,6 +371,23 @@ mod tests {
         assert_eq!(ids(&run(&crs, "/?q=evil&skip=yes", &[], "")), vec![942200]);
     }
 
+    /// A rule whose first link reads known TX values and matches none of them is folded
+    /// however unknowable its actions (they never run); one that matches is not.
+    #[test]
+    fn a_rule_that_never_matches_is_folded_whatever_its_actions() {
+        let crs = load(
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.pl=1,setvar:tx.anomaly_score=0\"\n\
+             SecRule ARGS \"@contains evil\" \"id:942100,phase:2,pass,nolog,setvar:tx.pl2=+7\"\n\
+             SecRule TX:pl \"@ge 2\" \"id:949061,phase:2,pass,nolog,setvar:'tx.anomaly_score=+%{tx.pl2}'\"\n\
+             SecRule TX:pl \"@ge 1\" \"id:949060,phase:2,pass,nolog,setvar:'tx.anomaly_score=+%{tx.pl2}'\"\n",
+        );
+        // the engine's settings SecAction, 1 and 949061; not 949060 (it matches, and adds
+        // what 942100 may have written)
+        assert_eq!(crs.report().folded, 3, "{:?}", crs.report());
+        assert_eq!(run(&crs, "/?q=evil", &[], "").inbound_score, 7);
+        assert_eq!(run(&crs, "/?q=good", &[], "").inbound_score, 0);
+    }
+
     #[test]
     fn ctl_exclusions_apply_at_run_time() {
         let crs = load(&format!(
