@@ -20,6 +20,9 @@
 //! none of them: it does nothing else on any request, whatever its actions and later links
 //! (CRS's `TX:PARANOIA_LEVEL "@ge 2"` rules that add the PL2 score, at PL1).
 //! A folded rule that matches and logs is left to run (its message may read request data).
+//! An operator whose argument reads only TX names known where its rule runs (CRS's
+//! `@within %{tx.allowed_methods}`) is compiled at load with the argument expanded, instead of
+//! expanded on every request; a top rule's then gets a verdict (see `Rule::verdict`).
 //!
 //! [`runs`] then merges, from each folded rule, the effects of every folded rule a request
 //! meets up to the next evaluated one (jumps taken): the evaluator applies them at once.
@@ -31,6 +34,7 @@ use super::ast::IdRange;
 use super::collections::{Collections, RequestInput};
 use super::eval::{self, CollMap};
 use super::macros::Template;
+use super::operator::Operator;
 use super::rules::{Coll, Compiled, Ctl, Folded, FoldedRun, Item, Op, Rule, Sel, SetOp, Var};
 
 /// TX names whose value may depend on the request at some point.
@@ -232,6 +236,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
     let mut found: Vec<(usize, usize, Folded)> = Vec::new();
     let mut unreached: Vec<(usize, usize)> = Vec::new();
     let mut removals = Removals::default();
+    let mut constants: Vec<(usize, usize, usize, Operator)> = Vec::new();
     let mut current: Option<Abs> = Some(Abs::default());
     for (phase, items) in rules.phases.iter().enumerate() {
         let mut pending: Vec<(&str, Abs)> = Vec::new();
@@ -256,6 +261,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
                 unreached.push((phase, idx));
                 continue;
             };
+            constant_arguments(rule, abs, phase, idx, &mut constants);
             let removable = removals.affect(rule);
             let fixed = !removable && links(rule).all(|l| link_static(l, abs));
             // a rule whose first link matches no value on any request does nothing else, however
@@ -319,7 +325,77 @@ pub fn fold(rules: &mut Compiled) -> usize {
             r.folded = Some(Box::new(f));
         }
     }
+    for (phase, idx, depth, op) in constants {
+        let Some(Item::Rule(top)) = rules.phases[phase].get_mut(idx) else {
+            continue;
+        };
+        let mut link = Some(&mut **top);
+        for _ in 0..depth {
+            link = link.and_then(|l| l.chain.as_deref_mut());
+        }
+        let Some(l) = link else { continue };
+        l.op = Some(Op::Static(op));
+        // a top rule's operator now depends on the value alone: a verdict can stand for it
+        if depth == 0 && l.folded.is_none() && (l.prefilter_bit.is_none() || l.negated) {
+            l.verdict = Some(u32::MAX);
+            l.checks = eval::prefilter_checks(l, &mut rules.keys);
+        }
+    }
     n
+}
+
+/// The operators of `top`'s links whose argument has only TX macros that are known where the
+/// rule runs (the same on every request reaching it: `crs-setup.conf`'s lists such as
+/// `tx.allowed_methods`), compiled now with the argument expanded as the engine would expand
+/// it, instead of on every request. A chained link's argument must not read what an earlier
+/// link of the rule may write (a `setvar`, a capture).
+fn constant_arguments(
+    top: &Rule,
+    abs: &Abs,
+    phase: usize,
+    idx: usize,
+    out: &mut Vec<(usize, usize, usize, Operator)>,
+) {
+    let mut written = Unknown::default();
+    for (depth, l) in links(top).enumerate() {
+        if let Some(Op::Dynamic { name, arg, .. }) = &l.op
+            && arg.macros().all(|(n, k)| match n {
+                "RULE" => true,
+                "TX" => k.is_some_and(|k| abs.known(k) && !written.contains(k)),
+                _ => false,
+            })
+        {
+            // as the engine expands an operator's argument: `%{rule.*}` to nothing
+            let expanded = arg.expand_with(|n, k, buf| {
+                if let (true, Some(v)) = (n == "TX", k.and_then(|k| abs.tx.get(k))) {
+                    buf.extend_from_slice(v);
+                }
+            });
+            let base = l.loc.file.parent().unwrap_or(std::path::Path::new("."));
+            if let Ok(op) = Operator::compile(name, &String::from_utf8_lossy(&expanded), base) {
+                out.push((phase, idx, depth, op));
+            }
+        }
+        // what this link writes, for the links after it
+        if l.capture {
+            written.digits = true;
+        }
+        for sv in l.setvars.iter().filter(|sv| sv.coll == Coll::Tx) {
+            match &sv.name_literal {
+                Some(n) => {
+                    written.names.insert(n.clone());
+                }
+                None => {
+                    let prefix = sv.name.literal_prefix();
+                    if prefix.is_empty() {
+                        written.all = true;
+                    } else {
+                        written.prefixes.push(prefix.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Works out [`Compiled::folded_runs`] once rules are folded: from each folded rule, what the

@@ -388,6 +388,37 @@ mod tests {
         assert_eq!(run(&crs, "/?q=good", &[], "").inbound_score, 0);
     }
 
+    /// An operator argument made of TX values known where the rule runs is expanded and
+    /// compiled at load; one that reads what a request may write stays expanded per request.
+    #[test]
+    fn constant_operator_arguments_are_compiled_at_load() {
+        let crs = load(&format!(
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:'tx.allowed=GET HEAD'\"\n\
+             SecRule REQUEST_METHOD \"!@within %{{tx.allowed}}\" \"id:911100,phase:2,block,{SCORE}\"\n\
+             SecRule ARGS:m \"@streq x\" \"id:2,phase:2,pass,nolog,setvar:tx.later=GET\"\n\
+             SecRule REQUEST_METHOD \"@within %{{tx.later}}\" \"id:920100,phase:2,block,{SCORE}\"\n"
+        ));
+        let op_of = |id: u64| {
+            crs.compiled
+                .phases
+                .iter()
+                .flatten()
+                .find_map(|i| match i {
+                    rules::Item::Rule(r) if r.id == id => {
+                        Some(matches!(r.op, Some(rules::Op::Static(_))))
+                    }
+                    _ => None,
+                })
+                .expect("the rule")
+        };
+        assert!(op_of(911100), "compiled at load");
+        assert!(!op_of(920100), "left to each request");
+        assert!(ids(&run(&crs, "/", &[], "")).is_empty());
+        assert_eq!(ids(&run(&crs, "/", &[], "body")), vec![911100]);
+        assert_eq!(ids(&run(&crs, "/?m=x", &[], "")), vec![920100]);
+        assert_eq!(ids(&run(&crs, "/?m=x", &[], "body")), vec![911100]);
+    }
+
     #[test]
     fn ctl_exclusions_apply_at_run_time() {
         let crs = load(&format!(
