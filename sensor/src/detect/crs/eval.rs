@@ -1872,24 +1872,8 @@ fn union_hit(rules: &Compiled, c: &Collections, ch: &Check, bit: u32, st: &mut S
     let words = (rules.prefilter_bits as usize).div_ceil(64);
     let acc = st.union_words.len();
     st.union_words.resize(acc + words, 0);
-    let k = ch.kind;
-    let base = st.bases[k as usize];
-    let key = (ch.cell as usize)
-        .checked_sub(KINDS)
-        .and_then(|i| rules.keys.get(i))
-        .map(|(_, key)| &key[..]);
-    let entries = kind_entries(c, k).map(|(e, _)| e);
-    for i in 0..kind_len(c, k) {
-        if let (Some(key), Some(entries)) = (key, entries)
-            && !entries
-                .get(i)
-                .is_some_and(|e| e.name.eq_ignore_ascii_case(key))
-        {
-            continue;
-        }
-        let Some(data) = slot_data(c, k, i) else {
-            continue;
-        };
+    let base = st.bases[ch.kind as usize];
+    for (i, data) in cell_values(rules, c, ch) {
         let at = scan_bits(rules, &data, base + i as u32, node, st);
         for w in 0..words {
             let v = st.memo.bit_words[at + w];
@@ -1899,6 +1883,31 @@ fn union_hit(rules: &Compiled, c: &Collections, ch: &Check, bit: u32, st: &mut S
     st.union_bits[cell] = acc as u32;
     st.union_touched.push(cell as u32);
     bit_set(&st.union_words, acc, bit)
+}
+
+/// The values a check looks at, with their index in the kind: every value of its kind, or
+/// only those of the entries named as its cell's key.
+fn cell_values<'a>(
+    rules: &'a Compiled,
+    c: &'a Collections,
+    ch: &Check,
+) -> impl Iterator<Item = (usize, Cow<'a, [u8]>)> + use<'a> {
+    let k = ch.kind;
+    let key = (ch.cell as usize)
+        .checked_sub(KINDS)
+        .and_then(|i| rules.keys.get(i))
+        .map(|(_, key)| &key[..]);
+    let entries = kind_entries(c, k).map(|(e, _)| e);
+    (0..kind_len(c, k)).filter_map(move |i| {
+        if let (Some(key), Some(entries)) = (key, entries)
+            && !entries
+                .get(i)
+                .is_some_and(|e| e.name.eq_ignore_ascii_case(key))
+        {
+            return None;
+        }
+        slot_data(c, k, i).map(|data| (i, data))
+    })
 }
 
 /// The value in slot `i` of kind `k` (as `resolve` hands it out).
@@ -2425,27 +2434,11 @@ fn any_verdict(
     st: &mut State<'_>,
 ) -> bool {
     for ch in checks {
-        let k = ch.kind;
-        if st.nonempty & (1 << k) == 0 {
+        if st.nonempty & (1 << ch.kind) == 0 {
             continue;
         }
-        let key = (ch.cell as usize)
-            .checked_sub(KINDS)
-            .and_then(|i| rules.keys.get(i))
-            .map(|(_, key)| &key[..]);
-        let entries = kind_entries(c, k).map(|(e, _)| e);
-        let base = st.bases[k as usize];
-        for i in 0..kind_len(c, k) {
-            if let (Some(key), Some(entries)) = (key, entries)
-                && !entries
-                    .get(i)
-                    .is_some_and(|e| e.name.eq_ignore_ascii_case(key))
-            {
-                continue;
-            }
-            let Some(data) = slot_data(c, k, i) else {
-                continue;
-            };
+        let base = st.bases[ch.kind as usize];
+        for (i, data) in cell_values(rules, c, ch) {
             let entry = entry_of(&data, base + i as u32, st);
             if verdict(rules, c, v, &data, entry, ch.node, st) {
                 return true;
