@@ -145,10 +145,33 @@ fn valid(set: &[Vec<u8>]) -> bool {
     !set.is_empty() && set.iter().all(|s| !s.is_empty())
 }
 
-/// Higher is better: the shortest literal's length, then fewer literals.
-fn score(set: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
+/// Higher is better: the set whose commonest literal is rarer (see [`commonness`]), then the
+/// shortest literal's length, then fewer literals.
+fn score(set: &[Vec<u8>]) -> (std::cmp::Reverse<u16>, usize, std::cmp::Reverse<usize>) {
     let min = set.iter().map(Vec::len).min().unwrap_or(0);
-    (min.min(8), std::cmp::Reverse(set.len()))
+    let common = set.iter().map(|l| commonness(l)).max().unwrap_or(0);
+    (
+        std::cmp::Reverse(common),
+        min.min(8),
+        std::cmp::Reverse(set.len()),
+    )
+}
+
+/// How often a literal of one or two bytes is expected in text (0 for longer ones, which the
+/// prefilter's tables do not answer for): from the general byte-frequency ranks of
+/// `regex_syntax` (the background distribution the regex crate picks its own prefilters by),
+/// the commoner case of a letter counting. A pair is rarer than either of its bytes.
+fn commonness(lit: &[u8]) -> u16 {
+    let rank = |b: u8| {
+        u16::from(regex_syntax::hir::literal::rank(b.to_ascii_lowercase())).max(u16::from(
+            regex_syntax::hir::literal::rank(b.to_ascii_uppercase()),
+        ))
+    };
+    match lit {
+        [a] => 256 + rank(*a),
+        [a, b] => (rank(*a) + rank(*b)).saturating_sub(255),
+        _ => 0,
+    }
 }
 
 fn best_of(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
@@ -797,6 +820,25 @@ mod tests {
         }
         // every rule both matched and did not somewhere (the test saw both answers)
         assert!(hits.iter().all(|&h| h > 100 && h < 19_900), "{hits:?}");
+    }
+
+    /// Between required sets of single bytes, the rarer bytes are chosen: a command separator
+    /// before the letters of the command that follows it.
+    #[test]
+    fn rarer_literals_are_preferred() {
+        assert_eq!(
+            required_literals(r"(?:;|\|)\s*(?:s|t)"),
+            Some(vec![b";".to_vec(), b"|".to_vec()])
+        );
+        assert_eq!(
+            required_literals(r"(?:s|t)\s*(?:;|\|)"),
+            Some(vec![b";".to_vec(), b"|".to_vec()])
+        );
+        // a longer literal still beats any single byte
+        assert_eq!(
+            required_literals(r";\s*select"),
+            Some(vec![b"select".to_vec()])
+        );
     }
 
     #[test]
