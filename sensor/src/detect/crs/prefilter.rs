@@ -509,12 +509,7 @@ impl Prefilter {
             Some(t) => {
                 let mut state = t.start;
                 for (at, &b) in hay.iter().enumerate() {
-                    present[usize::from(b >> 6)] |= 1 << (b & 63);
-                    let p = prev | u16::from(b);
-                    if self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
-                        self.pair_hit(p, &mut set);
-                    }
-                    prev = u16::from(b) << 8;
+                    self.byte_and_pair(b, &mut prev, &mut present, &mut set);
                     state = t.next(state, b);
                     if state < t.match_end {
                         self.state_hit(t, state, &hay[at + 1..], &mut set);
@@ -523,12 +518,7 @@ impl Prefilter {
             }
             None => {
                 for &b in hay {
-                    present[usize::from(b >> 6)] |= 1 << (b & 63);
-                    let p = prev | u16::from(b);
-                    if self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
-                        self.pair_hit(p, &mut set);
-                    }
-                    prev = u16::from(b) << 8;
+                    self.byte_and_pair(b, &mut prev, &mut present, &mut set);
                 }
             }
         }
@@ -547,6 +537,24 @@ impl Prefilter {
                 }
             }
         }
+    }
+
+    /// Notes the byte `b` as present and checks the pair it ends (`prev` is the byte before it,
+    /// shifted; it becomes `b`'s).
+    #[inline(always)]
+    fn byte_and_pair(
+        &self,
+        b: u8,
+        prev: &mut u16,
+        present: &mut [u64; 4],
+        set: &mut impl FnMut(u32),
+    ) {
+        present[usize::from(b >> 6)] |= 1 << (b & 63);
+        let p = *prev | u16::from(b);
+        if self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
+            self.pair_hit(p, set);
+        }
+        *prev = u16::from(b) << 8;
     }
 
     /// The literals of every head that ends in match state `state`, checked against `rest`
