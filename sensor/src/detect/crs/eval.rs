@@ -2401,6 +2401,7 @@ fn verdict(
     if let Some(&code) = key.and_then(|k| st.memo.ops.get(&k)) {
         return (code != NO_MATCH) != rule.negated;
     }
+    // the value moved out of the memo for the time of the operator
     let held = if idx == RAW {
         Vec::new()
     } else {
@@ -2411,16 +2412,12 @@ fn verdict(
             .unwrap_or_default()
     };
     let value: &[u8] = if idx == RAW { raw } else { &held };
-    let result = operator_result(rule, op, value, c, st).map(shared);
+    let matched = op_outcome_new(rule, op, value, c, st, key).is_some();
     if idx != RAW
         && let Some(slot) = st.memo.arena.get_mut(idx as usize)
     {
         *slot = held;
     }
-    let matched = match key {
-        Some(k) => remember(&mut st.memo, k, result) != NO_MATCH,
-        None => result.is_some(),
-    };
     matched != rule.negated
 }
 
@@ -2496,10 +2493,14 @@ pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> O
     })
 }
 
-/// Whether `op`'s result on a value depends on the value's bytes alone (no macro in its
-/// argument): what a [`Rule::verdict`] needs.
-pub(super) fn value_only(op: &Op) -> bool {
-    !matches!(op, Op::Dynamic { .. })
+/// Whether a top rule link can have a [`Rule::verdict`]: its operator's result depends on
+/// the value's bytes alone (no macro in its argument) and the prefilter cannot answer for it
+/// (no literals, or negated).
+pub(super) fn wants_verdict(r: &Rule) -> bool {
+    (r.prefilter_bit.is_none() || r.negated)
+        && r.op
+            .as_ref()
+            .is_some_and(|op| !matches!(op, Op::Dynamic { .. }))
 }
 
 /// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's
@@ -2522,29 +2523,7 @@ fn apply_op(
     st: &mut State<'_>,
     memo_key: Option<u64>,
 ) -> bool {
-    // the verdict, with its captures in the memo (`Kept`) or made for this call (`Made`)
-    enum Caps {
-        Kept(usize),
-        Made(SharedCaptures),
-    }
-    let m = &mut st.memo;
-    let found: Option<Caps> = match memo_key.and_then(|k| m.ops.get(&k)) {
-        Some(&NO_MATCH) => None,
-        Some(&MATCH) => Some(Caps::Made(Vec::new())),
-        Some(&i) => Some(Caps::Kept((i - MATCH - 1) as usize)),
-        None => {
-            let result = operator_result(rule, op, value, c, st).map(shared);
-            match memo_key {
-                Some(k) => match remember(&mut st.memo, k, result) {
-                    NO_MATCH => None,
-                    MATCH => Some(Caps::Made(Vec::new())),
-                    code => Some(Caps::Kept((code - MATCH - 1) as usize)),
-                },
-                None => result.map(Caps::Made),
-            }
-        }
-    };
-    let Some(found) = found else {
+    let Some(found) = op_outcome(rule, op, value, c, st, memo_key) else {
         return rule.negated;
     };
     if rule.negated {
@@ -2568,6 +2547,53 @@ fn apply_op(
         }
     }
     true
+}
+
+/// An operator's match, with its captures in the memo (`Kept`) or made for this call (`Made`).
+enum Caps {
+    Kept(usize),
+    Made(SharedCaptures),
+}
+
+/// `op`'s result on `value` (None: no match, before any negation), taken from the memo under
+/// `memo_key` or worked out and kept there.
+fn op_outcome(
+    rule: &Rule,
+    op: &Op,
+    value: &[u8],
+    c: &Collections,
+    st: &mut State<'_>,
+    memo_key: Option<u64>,
+) -> Option<Caps> {
+    match memo_key.and_then(|k| st.memo.ops.get(&k)) {
+        Some(&code) => caps_of(code),
+        None => op_outcome_new(rule, op, value, c, st, memo_key),
+    }
+}
+
+/// [`op_outcome`] when the memo does not have it.
+fn op_outcome_new(
+    rule: &Rule,
+    op: &Op,
+    value: &[u8],
+    c: &Collections,
+    st: &mut State<'_>,
+    memo_key: Option<u64>,
+) -> Option<Caps> {
+    let result = operator_result(rule, op, value, c, st).map(shared);
+    match memo_key {
+        Some(k) => caps_of(remember(&mut st.memo, k, result)),
+        None => result.map(Caps::Made),
+    }
+}
+
+/// The match an operator memo code stands for.
+fn caps_of(code: u32) -> Option<Caps> {
+    match code {
+        NO_MATCH => None,
+        MATCH => Some(Caps::Made(Vec::new())),
+        code => Some(Caps::Kept((code - MATCH - 1) as usize)),
+    }
 }
 
 /// Captures as stored in TX: shared with the memo, not copied per request.
@@ -2660,13 +2686,18 @@ fn dynamic_operator(
     {
         return Some(op.clone());
     }
-    let base = rule.loc.file.parent().unwrap_or(std::path::Path::new("."));
-    let arg = String::from_utf8_lossy(expanded);
-    let op = std::sync::Arc::new(Operator::compile(name, &arg, base).ok()?);
+    let op = std::sync::Arc::new(compile_expanded(rule, name, expanded)?);
     if let Ok(mut guard) = last.0.lock() {
         *guard = Some((expanded.to_vec(), op.clone()));
     }
     Some(op)
+}
+
+/// The operator `name` of `rule` for an argument whose macros are expanded (data files are
+/// found beside the rule's file).
+pub(super) fn compile_expanded(rule: &Rule, name: &str, expanded: &[u8]) -> Option<Operator> {
+    let base = rule.loc.file.parent().unwrap_or(std::path::Path::new("."));
+    Operator::compile(name, &String::from_utf8_lossy(expanded), base).ok()
 }
 
 fn expand(t: &Template, top: Option<&Rule>, c: &Collections, st: &State<'_>) -> Vec<u8> {

@@ -48,6 +48,29 @@ struct Unknown {
 }
 
 impl Unknown {
+    /// Adds what the link `l` may write to TX: the digits when it captures, the names of its
+    /// `setvar`s (for a name with a macro, every name with its literal prefix).
+    fn add_writes(&mut self, l: &Rule) {
+        if l.capture {
+            self.digits = true;
+        }
+        for sv in l.setvars.iter().filter(|sv| sv.coll == Coll::Tx) {
+            match &sv.name_literal {
+                Some(n) => {
+                    self.names.insert(n.clone());
+                }
+                None => {
+                    let prefix = sv.name.literal_prefix();
+                    if prefix.is_empty() {
+                        self.all = true;
+                    } else {
+                        self.prefixes.push(prefix.to_vec());
+                    }
+                }
+            }
+        }
+    }
+
     fn contains(&self, name: &str) -> bool {
         self.all
             || (self.digits && !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
@@ -194,20 +217,10 @@ fn condition_static(r: &Rule, abs: &Abs) -> bool {
 /// What a rule whose verdict depends on the request may do to the state.
 fn taint(top: &Rule, abs: &mut Abs, removals: &mut Removals) {
     for r in links(top) {
-        if r.capture {
-            abs.unknown.digits = true;
-        }
+        abs.unknown.add_writes(r);
         for sv in r.setvars.iter().filter(|sv| sv.coll == Coll::Tx) {
-            match &sv.name_literal {
-                Some(n) => abs.forget(n.clone()),
-                None => {
-                    let prefix = sv.name.literal_prefix();
-                    if prefix.is_empty() {
-                        abs.unknown.all = true;
-                    } else {
-                        abs.unknown.prefixes.push(prefix.to_vec());
-                    }
-                }
+            if let Some(n) = &sv.name_literal {
+                abs.tx.remove(n);
             }
         }
         removals.add(&r.ctls);
@@ -336,7 +349,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
         let Some(l) = link else { continue };
         l.op = Some(Op::Static(op));
         // a top rule's operator now depends on the value alone: a verdict can stand for it
-        if depth == 0 && l.folded.is_none() && (l.prefilter_bit.is_none() || l.negated) {
+        if depth == 0 && eval::wants_verdict(l) {
             l.verdict = Some(u32::MAX);
             l.checks = eval::prefilter_checks(l, &mut rules.keys);
         }
@@ -371,30 +384,12 @@ fn constant_arguments(
                     buf.extend_from_slice(v);
                 }
             });
-            let base = l.loc.file.parent().unwrap_or(std::path::Path::new("."));
-            if let Ok(op) = Operator::compile(name, &String::from_utf8_lossy(&expanded), base) {
+            if let Some(op) = eval::compile_expanded(l, name, &expanded) {
                 out.push((phase, idx, depth, op));
             }
         }
         // what this link writes, for the links after it
-        if l.capture {
-            written.digits = true;
-        }
-        for sv in l.setvars.iter().filter(|sv| sv.coll == Coll::Tx) {
-            match &sv.name_literal {
-                Some(n) => {
-                    written.names.insert(n.clone());
-                }
-                None => {
-                    let prefix = sv.name.literal_prefix();
-                    if prefix.is_empty() {
-                        written.all = true;
-                    } else {
-                        written.prefixes.push(prefix.to_ascii_lowercase());
-                    }
-                }
-            }
-        }
+        written.add_writes(l);
     }
 }
 

@@ -864,10 +864,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
                 } else {
                     Box::new([r.pipeline])
                 };
-                if r.link == top_link
-                    && (r.prefilter_bit.is_none() || r.negated)
-                    && r.op.as_ref().is_some_and(super::eval::value_only)
-                {
+                if r.link == top_link && super::eval::wants_verdict(r) {
                     r.verdict = Some(u32::MAX);
                 }
                 r.checks = super::eval::prefilter_checks(r, &mut keys);
