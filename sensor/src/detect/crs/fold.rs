@@ -279,18 +279,21 @@ pub fn fold(rules: &mut Compiled) -> usize {
             let fixed = !removable && links(rule).all(|l| link_static(l, abs));
             // a rule whose first link matches no value on any request does nothing else, however
             // unknowable its actions and the links after it (PL2 score sums at PL1)
-            let never = !fixed && !removable && condition_static(rule, abs) && {
-                let f = eval::trace_rule(rules, rule, &empty, abs.tx.clone());
-                !f.matched && f.appended.is_empty() && f.writes.is_empty()
-            };
-            if !fixed && !never {
+            let never = (!fixed && !removable && condition_static(rule, abs))
+                .then(|| eval::trace_rule(rules, rule, &empty, abs.tx.clone()))
+                .filter(|f| !f.matched && f.appended.is_empty() && f.writes.is_empty());
+            if !fixed && never.is_none() {
                 taint(rule, abs, &mut removals);
                 for m in links(rule).filter_map(|l| l.skip_after.as_deref()) {
                     pending.push((m, abs.clone()));
                 }
                 continue;
             }
-            let f = eval::trace_rule(rules, rule, &empty, abs.tx.clone());
+            // the trace of a rule that never matches is its effect already
+            let f = match never {
+                Some(f) => f,
+                None => eval::trace_rule(rules, rule, &empty, abs.tx.clone()),
+            };
             let matched = f.matched;
             for (coll, name, value) in &f.writes {
                 if *coll != eval::coll_index(Coll::Tx) {
