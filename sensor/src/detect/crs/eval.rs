@@ -2412,7 +2412,7 @@ fn verdict(
             .unwrap_or_default()
     };
     let value: &[u8] = if idx == RAW { raw } else { &held };
-    let matched = op_outcome_new(rule, op, value, c, st, key).is_some();
+    let matched = op_outcome(rule, op, value, c, st, key).is_some();
     if idx != RAW
         && let Some(slot) = st.memo.arena.get_mut(idx as usize)
     {
@@ -2523,7 +2523,11 @@ fn apply_op(
     st: &mut State<'_>,
     memo_key: Option<u64>,
 ) -> bool {
-    let Some(found) = op_outcome(rule, op, value, c, st, memo_key) else {
+    let found = match memo_key.and_then(|k| st.memo.ops.get(&k)) {
+        Some(&code) => caps_of(code),
+        None => op_outcome(rule, op, value, c, st, memo_key),
+    };
+    let Some(found) = found else {
         return rule.negated;
     };
     if rule.negated {
@@ -2555,24 +2559,9 @@ enum Caps {
     Made(SharedCaptures),
 }
 
-/// `op`'s result on `value` (None: no match, before any negation), taken from the memo under
-/// `memo_key` or worked out and kept there.
+/// `op`'s result on `value` (None: no match, before any negation) when the memo has none,
+/// worked out and kept there under `memo_key`.
 fn op_outcome(
-    rule: &Rule,
-    op: &Op,
-    value: &[u8],
-    c: &Collections,
-    st: &mut State<'_>,
-    memo_key: Option<u64>,
-) -> Option<Caps> {
-    match memo_key.and_then(|k| st.memo.ops.get(&k)) {
-        Some(&code) => caps_of(code),
-        None => op_outcome_new(rule, op, value, c, st, memo_key),
-    }
-}
-
-/// [`op_outcome`] when the memo does not have it.
-fn op_outcome_new(
     rule: &Rule,
     op: &Op,
     value: &[u8],
