@@ -380,6 +380,9 @@ pub struct Prefilter {
     pair_seen: Box<[u64; 1024]>,
     /// Lowercased byte pair -> rule bits, sorted by pair.
     pairs: Vec<(u16, Vec<u32>)>,
+    /// Lowercased byte pair -> its index in `pairs` plus one (0: no literal), so that a pair
+    /// flagged in `pair_seen` finds its bits with one load (128 KB, read on hits only).
+    pair_at: Box<[u16]>,
 }
 
 impl Prefilter {
@@ -450,6 +453,13 @@ impl Prefilter {
                 }
             }
         }
+        let mut pair_at = vec![0u16; 1 << 16].into_boxed_slice();
+        for (at, &p) in pairs.keys().enumerate() {
+            if let Some(slot) = pair_at.get_mut(usize::from(p)) {
+                // at most 65,536 distinct pairs: the index fits
+                *slot = (at + 1) as u16;
+            }
+        }
         Some(Prefilter {
             heads: table,
             head_tails,
@@ -460,6 +470,7 @@ impl Prefilter {
             single_at,
             pair_seen,
             pairs: pairs.into_iter().collect(),
+            pair_at,
         })
     }
 
@@ -487,9 +498,16 @@ impl Prefilter {
     #[cold]
     fn pair_hit(&self, p: u16, set: &mut impl FnMut(u32)) {
         let [a, b] = p.to_be_bytes();
-        let p = pair(a, b);
-        if let Ok(at) = self.pairs.binary_search_by_key(&p, |(k, _)| *k) {
-            self.pairs[at].1.iter().for_each(|&bit| set(bit));
+        let at = self
+            .pair_at
+            .get(usize::from(pair(a, b)))
+            .copied()
+            .unwrap_or(0);
+        if let Some((_, bits)) = usize::from(at)
+            .checked_sub(1)
+            .and_then(|at| self.pairs.get(at))
+        {
+            bits.iter().for_each(|&bit| set(bit));
         }
     }
 
