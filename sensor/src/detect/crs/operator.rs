@@ -249,8 +249,7 @@ pub struct Rx {
 enum RxEngine {
     /// Empty pattern: `Rx::evaluate` returns true without running a regex and captures nothing.
     Empty,
-    /// With the pattern's DFA built at load when it stays small (see [`dense_dfa`]).
-    Rust(regex::bytes::Regex, Option<Box<DenseDfa>>),
+    Rust(regex::bytes::Regex),
     /// With the reason the Rust engine was not used.
     Pcre(Pcre),
 }
@@ -295,7 +294,7 @@ impl Rx {
             .build(pattern)
             .map_err(|e| e.to_string())?;
         let engine = match rust_equivalent(pattern) {
-            Ok(re) => RxEngine::Rust(re, dense_dfa(pattern)),
+            Ok(re) => RxEngine::Rust(re),
             Err(why) => RxEngine::Pcre(Pcre::new(pcre, why)),
         };
         Ok(Rx {
@@ -307,16 +306,7 @@ impl Rx {
     fn is_match(&self, value: &[u8]) -> bool {
         match &self.engine {
             RxEngine::Empty => true,
-            RxEngine::Rust(re, Some(dfa)) => {
-                use regex_automata::dfa::Automaton as _;
-                match dfa.try_search_fwd(&regex_automata::Input::new(value).earliest(true)) {
-                    Ok(found) => found.is_some(),
-                    // a DFA without Unicode classes never quits or gives up; the regex answers
-                    // if it ever did
-                    Err(_) => re.is_match(value),
-                }
-            }
-            RxEngine::Rust(re, None) => re.is_match(value),
+            RxEngine::Rust(re) => re.is_match(value),
             // A match error (match limit, JIT stack) is "no match" in libmodsecurity.
             RxEngine::Pcre(p) => p.re.is_match(value).unwrap_or(false),
         }
@@ -326,8 +316,8 @@ impl Rx {
         let group = |g: Option<(usize, usize)>| g.map(|(s, e)| value[s..e].to_vec());
         match &self.engine {
             RxEngine::Empty => Some(Vec::new()),
-            RxEngine::Rust(re, _) => {
-                if !self.is_match(value) {
+            RxEngine::Rust(re) => {
+                if !re.is_match(value) {
                     return None;
                 }
                 let caps = re.captures(value)?;
@@ -353,40 +343,6 @@ impl Rx {
             }
         }
     }
-}
-
-type DenseDfa = regex_automata::dfa::dense::DFA<Vec<u32>>;
-
-/// The largest DFA built for one pattern at load. CRS 3.3.4 (all paranoia levels): 196 of its
-/// 208 Rust-run patterns fit, 8.5 MB in all, built in about 0.6 s; the others keep the
-/// regex crate's lazy DFA.
-const DFA_LIMIT: usize = 1 << 20;
-
-/// `pattern`'s whole DFA (the language of the Rust regex that runs it: same syntax settings),
-/// built at load so that no request pays for its states. The regex crate builds its DFA
-/// lazily, state by state as searches reach them: on one pass over a corpus of new values
-/// that construction is about 6 % of the engine's instructions on attack traffic. None when
-/// the DFA would pass [`DFA_LIMIT`] (large alternations), where the lazy one stays.
-fn dense_dfa(pattern: &str) -> Option<Box<DenseDfa>> {
-    use regex_automata::dfa::dense;
-    dense::Builder::new()
-        .configure(
-            dense::DFA::config()
-                .start_kind(regex_automata::dfa::StartKind::Unanchored)
-                .minimize(false)
-                .dfa_size_limit(Some(DFA_LIMIT))
-                .determinize_size_limit(Some(2 * DFA_LIMIT)),
-        )
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false)
-                .dot_matches_new_line(true)
-                .multi_line(true),
-        )
-        .build(pattern)
-        .ok()
-        .map(Box::new)
 }
 
 /// The Rust regex for `pattern` when it provably means what PCRE2 (DOTALL|MULTILINE, no UTF)
@@ -1644,15 +1600,14 @@ mod tests {
             })
             .collect();
         subjects.extend(extra);
-        let (mut compared, mut hits, mut with_dfa) = (0, 0, 0);
+        let (mut compared, mut hits) = (0, 0);
         for p in &patterns {
             let Operator::Rx(rx) = op("rx", p) else {
                 continue;
             };
-            let RxEngine::Rust(_, dfa) = &rx.engine else {
+            let RxEngine::Rust(_) = rx.engine else {
                 continue;
             };
-            with_dfa += usize::from(dfa.is_some());
             let pcre = pcre2::bytes::RegexBuilder::new()
                 .dotall(true)
                 .multi_line(true)
@@ -1675,10 +1630,8 @@ mod tests {
                 hits += usize::from(got.is_some());
             }
         }
-        println!("{compared} comparisons, {hits} matches, {with_dfa} patterns with a whole DFA");
+        println!("{compared} comparisons, {hits} matches");
         assert!(hits > 1000);
-        // `captures` asks the DFA first: most patterns answer through one here
-        assert!(with_dfa > 100, "{with_dfa} patterns with a DFA");
     }
 
     /// `tests/data/crs/pm_cases.tsv` (file, value, libmodsecurity's verdict and TX:0) was produced by
