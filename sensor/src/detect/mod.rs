@@ -355,11 +355,15 @@ impl Detector {
         if req.body_window.is_some() {
             return None;
         }
-        let protocol = if req.versionless {
-            String::new()
-        } else {
-            format!("HTTP/{}.{}", req.major, req.version)
-        };
+        // the usual versions without formatting one per request
+        let protocol: std::borrow::Cow<'static, str> =
+            match (req.versionless, req.major, req.version) {
+                (true, _, _) => "".into(),
+                (false, 1, 1) => "HTTP/1.1".into(),
+                (false, 1, 0) => "HTTP/1.0".into(),
+                (false, 2, 0) => "HTTP/2.0".into(),
+                (false, major, minor) => format!("HTTP/{major}.{minor}").into(),
+            };
         let headers: Vec<(&[u8], &[u8])> = req
             .headers
             .iter()

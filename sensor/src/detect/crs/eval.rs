@@ -1061,12 +1061,12 @@ fn eval_rule<'r, 'c>(
                 };
                 let hit = apply_op(rule, op, value, c, st, memo_key);
                 if hit {
+                    set_matched(st, v, value);
                     // evidence only for rules that log (the paranoia-level gates and the
                     // scaffolding match on every request and log nothing)
                     if top.log && st.evidence_len < MAX_EVIDENCE {
-                        push_evidence(rules, v, value, node, st);
+                        push_evidence(rules, value, node, st);
                     }
-                    set_matched(st, v, value);
                     for sv in &rule.setvars {
                         setvar(top, sv, c, st);
                     }
@@ -1149,8 +1149,10 @@ fn push_matched(st: &mut State<'_>, name: impl FnOnce(&mut String), value: &[u8]
 }
 
 /// Records a match for `--explain` in the rule's next evidence entry, reusing the entries
-/// (and their buffers) of rules whose chain then failed.
-fn push_evidence(rules: &Compiled, v: &Val<'_>, value: &[u8], node: u32, st: &mut State<'_>) {
+/// (and their buffers) of rules whose chain then failed. The variable's name is the one
+/// [`set_matched`] just wrote for the match (MATCHED_VAR_NAME), copied rather than written
+/// again.
+fn push_evidence(rules: &Compiled, value: &[u8], node: u32, st: &mut State<'_>) {
     if st.evidence_len == st.evidence.len() {
         st.evidence.push(Evidence {
             variable: String::new(),
@@ -1158,8 +1160,14 @@ fn push_evidence(rules: &Compiled, v: &Val<'_>, value: &[u8], node: u32, st: &mu
             transforms: Vec::new(),
         });
     }
+    let name = st
+        .matched_len
+        .checked_sub(1)
+        .and_then(|last| st.matched_vars.get(last))
+        .map_or("", |(name, _)| name.as_str());
     if let Some(e) = st.evidence.get_mut(st.evidence_len) {
-        v.write_full_key(&mut e.variable);
+        e.variable.clear();
+        e.variable.push_str(name);
         e.value.clear();
         e.value
             .extend_from_slice(&value[..value.len().min(MAX_VALUE)]);
