@@ -1034,7 +1034,7 @@ fn stoi_checked(s: &[u8]) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// `@validateByteRange` finds a byte outside its range as a byte-by-byte check does, for
@@ -1378,7 +1378,7 @@ mod tests {
     }
 
     /// Operator strings of the SecRules in a CRS file: `(negated, name, argument)`.
-    fn crs_operators(text: &str) -> Vec<(String, String)> {
+    pub(in crate::detect::crs) fn crs_operators(text: &str) -> Vec<(String, String)> {
         let joined = text.replace("\\\n", "");
         let mut out = Vec::new();
         for line in joined.lines() {

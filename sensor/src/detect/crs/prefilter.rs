@@ -15,6 +15,8 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Largest literal set kept for one sub-pattern (cross products beyond it are cut).
 const MAX_SET: usize = 64;
+/// The largest cross product cut down to [`MAX_SET`] (beyond it, nothing is read).
+const MAX_PRODUCT: usize = 4096;
 /// Largest class expanded into single-byte literals (after case folding).
 const MAX_CLASS: usize = 4;
 /// Bytes of a literal in the scanner's automaton; the rest is compared where the head occurs.
@@ -139,6 +141,128 @@ struct Info {
     exact: Option<Vec<Vec<u8>>>,
     /// A set one of which every match contains.
     required: Option<Vec<Vec<u8>>>,
+    /// A set one of which every match starts with (None: nothing known; an empty string in
+    /// it: the sub-pattern may match nothing), when not `exact`.
+    prefix: Option<Vec<Vec<u8>>>,
+    /// A set one of which every match ends with, likewise.
+    suffix: Option<Vec<Vec<u8>>>,
+}
+
+impl Info {
+    fn new(exact: Option<Vec<Vec<u8>>>, required: Option<Vec<Vec<u8>>>) -> Info {
+        Info {
+            exact,
+            required,
+            prefix: None,
+            suffix: None,
+        }
+    }
+
+    /// What every match starts with: the exact set, else the prefixes.
+    fn lead(&self) -> Option<&[Vec<u8>]> {
+        self.exact.as_deref().or(self.prefix.as_deref())
+    }
+
+    /// What every match ends with: the exact set, else the suffixes.
+    fn tail(&self) -> Option<&[Vec<u8>]> {
+        self.exact.as_deref().or(self.suffix.as_deref())
+    }
+}
+
+/// `set` within [`MAX_SET`]: its strings cut to their first (`front`) or last bytes, as few as
+/// needed (a string's first bytes are still a prefix of what it prefixed).
+fn shrink(set: Vec<Vec<u8>>, front: bool) -> Option<Vec<Vec<u8>>> {
+    if set.len() <= MAX_SET {
+        return Some(set);
+    }
+    (1..=HEAD).rev().find_map(|keep| {
+        let cut = dedup(
+            set.iter()
+                .map(|l| {
+                    let k = l.len().min(keep);
+                    if front {
+                        l[..k].to_vec()
+                    } else {
+                        l[l.len() - k..].to_vec()
+                    }
+                })
+                .collect(),
+        );
+        (cut.len() <= MAX_SET).then_some(cut)
+    })
+}
+
+/// A requirement at the boundary between two adjacent parts of a pattern: every match holds
+/// an end of the first (`tail`) directly followed by a start of the second (`lead`). The
+/// pairs are cut to at most [`HEAD`] bytes on each side of the boundary, as few as keep the
+/// set within [`MAX_SET`]. For 930100's `(?:\.|%2e|...){2}` this gives `..`, `.%`, `?.`...
+/// where either side alone has `.` and `?`, found in nearly every URI.
+fn join(tail: Option<&[Vec<u8>]>, lead: Option<&[Vec<u8>]>) -> Option<Vec<Vec<u8>>> {
+    let (tail, lead) = (tail?, lead?);
+    if tail.len().saturating_mul(lead.len()) > MAX_PRODUCT {
+        return None;
+    }
+    (1..=HEAD).rev().find_map(|keep| {
+        let mut set = Vec::with_capacity(tail.len() * lead.len());
+        for t in tail {
+            for l in lead {
+                let mut s = t[t.len() - t.len().min(keep)..].to_vec();
+                s.extend_from_slice(&l[..l.len().min(keep)]);
+                set.push(s);
+            }
+        }
+        let set = dedup(set);
+        (set.len() <= MAX_SET && valid(&set)).then_some(set)
+    })
+}
+
+/// The union of the sub-patterns' starts (`front`) or ends, when every one has some.
+fn union<'a>(
+    sets: impl Iterator<Item = Option<&'a [Vec<u8>]>>,
+    front: bool,
+) -> Option<Vec<Vec<u8>>> {
+    let mut all = Vec::new();
+    for set in sets {
+        all.extend_from_slice(set?);
+    }
+    shrink(dedup(all), front)
+}
+
+/// The start of a concatenation: the exact items' product from the left, then the first
+/// inexact item's start (the end likewise, from the right, with `front` false). Cut short
+/// (and no longer extended) past [`MAX_SET`].
+fn concat_edge(infos: &[Info], front: bool) -> Option<Vec<Vec<u8>>> {
+    let mut acc: Vec<Vec<u8>> = vec![Vec::new()];
+    let n = infos.len();
+    for i in 0..n {
+        let info = &infos[if front { i } else { n - 1 - i }];
+        let edge = if front { &info.prefix } else { &info.suffix };
+        let (set, exact) = match (&info.exact, edge) {
+            (Some(e), _) => (e, true),
+            (None, Some(p)) => (p, false),
+            (None, None) => break,
+        };
+        if acc.len().saturating_mul(set.len()) > MAX_PRODUCT {
+            break;
+        }
+        let mut next = Vec::with_capacity(acc.len() * set.len());
+        for a in &acc {
+            for x in set {
+                next.push(if front {
+                    [a.as_slice(), x].concat()
+                } else {
+                    [x.as_slice(), a].concat()
+                });
+            }
+        }
+        let next = dedup(next);
+        let cut = next.len() > MAX_SET;
+        acc = shrink(next, front)?;
+        if !exact || cut {
+            break;
+        }
+    }
+    (!acc.iter().all(Vec::is_empty)).then_some(acc)
 }
 
 fn valid(set: &[Vec<u8>]) -> bool {
@@ -235,18 +359,9 @@ fn class_bytes(class: &Class) -> Option<Vec<Vec<u8>>> {
 
 fn analyze(hir: &Hir) -> Info {
     match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => Info {
-            exact: Some(vec![Vec::new()]),
-            required: None,
-        },
-        HirKind::Literal(lit) => Info {
-            exact: Some(vec![lit.0.to_ascii_lowercase()]),
-            required: None,
-        },
-        HirKind::Class(c) => Info {
-            exact: class_bytes(c),
-            required: None,
-        },
+        HirKind::Empty | HirKind::Look(_) => Info::new(Some(vec![Vec::new()]), None),
+        HirKind::Literal(lit) => Info::new(Some(vec![lit.0.to_ascii_lowercase()]), None),
+        HirKind::Class(c) => Info::new(class_bytes(c), None),
         HirKind::Capture(c) => analyze(&c.sub),
         HirKind::Repetition(rep) => {
             let sub = analyze(&rep.sub);
@@ -258,54 +373,76 @@ fn analyze(hir: &Hir) -> Info {
                     }
                     _ => None,
                 };
-                return Info {
-                    exact,
-                    required: None,
-                };
+                return Info::new(exact, None);
             }
-            let required = best_of(sub.required, sub.exact.clone().filter(|s| valid(s)));
-            let exact = match (rep.min, rep.max, sub.exact) {
-                (1, Some(1), e) => e,
+            let mut required =
+                best_of(sub.required.clone(), sub.exact.clone().filter(|s| valid(s)));
+            // two copies in a row: an end of one followed by a start of the next
+            if rep.max != Some(1) && rep.min >= 2 {
+                required = best_of(required, join(sub.tail(), sub.lead()));
+            }
+            let exact = match (rep.min, rep.max, &sub.exact) {
+                (1, Some(1), e) => e.clone(),
                 (n, Some(m), Some(e)) if n == m && n <= 4 => {
                     let mut acc = vec![Vec::new()];
                     for _ in 0..n {
-                        match product(&acc, &e) {
+                        match product(&acc, e) {
                             Some(p) => acc = p,
                             None => {
-                                return Info {
-                                    exact: None,
-                                    required,
-                                };
+                                acc = Vec::new();
+                                break;
                             }
                         }
                     }
-                    Some(acc)
+                    (!acc.is_empty()).then_some(acc)
                 }
                 _ => None,
             };
-            Info { exact, required }
+            Info {
+                prefix: exact
+                    .is_none()
+                    .then(|| sub.lead().map(<[_]>::to_vec))
+                    .flatten(),
+                suffix: exact
+                    .is_none()
+                    .then(|| sub.tail().map(<[_]>::to_vec))
+                    .flatten(),
+                exact,
+                required,
+            }
         }
         HirKind::Concat(subs) => {
+            let infos: Vec<Info> = subs.iter().map(analyze).collect();
             let mut best: Option<Vec<Vec<u8>>> = None;
             let mut run: Option<Vec<Vec<u8>>> = Some(vec![Vec::new()]);
             let mut all_exact = true;
-            for s in subs {
-                let info = analyze(s);
-                best = best_of(best, info.required);
-                match info.exact {
+            for (i, info) in infos.iter().enumerate() {
+                best = best_of(best, info.required.clone());
+                // the boundary with the item before: an end of it, then a start of this one
+                if let Some(before) = i.checked_sub(1).and_then(|j| infos.get(j))
+                    && (before.exact.is_none() || info.exact.is_none())
+                {
+                    best = best_of(best, join(before.tail(), info.lead()));
+                }
+                match &info.exact {
                     Some(e) => {
-                        let next = run.as_ref().and_then(|r| product(r, &e));
+                        let next = run.as_ref().and_then(|r| product(r, e));
                         match next {
                             Some(n) => run = Some(n),
                             None => {
                                 // the run so far is a requirement; a new run starts here
                                 best = best_of(best, run.take().filter(|r| valid(r)));
                                 all_exact = false;
-                                run = Some(e);
+                                run = Some(e.clone());
                             }
                         }
                     }
                     None => {
+                        // the run so far, and the run followed by a start of this item
+                        best = best_of(
+                            best,
+                            run.as_deref().and_then(|r| join(Some(r), info.lead())),
+                        );
                         best = best_of(best, run.take().filter(|r| valid(r)));
                         all_exact = false;
                         run = Some(vec![Vec::new()]);
@@ -315,6 +452,16 @@ fn analyze(hir: &Hir) -> Info {
             let exact = if all_exact { run.clone() } else { None };
             best = best_of(best, run.filter(|r| valid(r)));
             Info {
+                prefix: if exact.is_none() {
+                    concat_edge(&infos, true)
+                } else {
+                    None
+                },
+                suffix: if exact.is_none() {
+                    concat_edge(&infos, false)
+                } else {
+                    None
+                },
                 exact,
                 required: best,
             }
@@ -331,6 +478,14 @@ fn analyze(hir: &Hir) -> Info {
             } else {
                 None
             };
+            let (prefix, suffix) = if exact.is_none() {
+                (
+                    union(infos.iter().map(Info::lead), true),
+                    union(infos.iter().map(Info::tail), false),
+                )
+            } else {
+                (None, None)
+            };
             let mut required = Vec::new();
             for i in infos {
                 match best_of(i.required, i.exact.filter(|s| valid(s))) {
@@ -339,6 +494,8 @@ fn analyze(hir: &Hir) -> Info {
                         return Info {
                             exact,
                             required: None,
+                            prefix,
+                            suffix,
                         };
                     }
                 }
@@ -347,6 +504,8 @@ fn analyze(hir: &Hir) -> Info {
             Info {
                 exact,
                 required: (required.len() <= 4 * MAX_SET).then_some(required),
+                prefix,
+                suffix,
             }
         }
     }
@@ -864,6 +1023,131 @@ mod tests {
         assert_eq!(
             required_literals(r";\s*select"),
             Some(vec![b"select".to_vec()])
+        );
+    }
+
+    /// A start and an end read across the boundary of two adjacent pieces: `..` and `e.`
+    /// for 930100's doubled dot, where either piece alone only requires `.`.
+    #[test]
+    fn literals_are_read_across_piece_boundaries() {
+        // the class of more than four bytes leaves the piece inexact: no product of its
+        // strings, but its starts (`.`, `%2e`, `c0%`) and ends (`.`, `%2e`, `e`)
+        let dots = lits("(?:\\.|%2e|c0%[256aef]e){2}").unwrap();
+        assert!(dots.iter().all(|l| l.len() >= 2), "{dots:?}");
+        assert!(
+            dots.contains(&"..".into()) && dots.contains(&"e.".into()),
+            "{dots:?}"
+        );
+        // an end of a class-led piece and a start of the next: `<a`..`<z`, not `<` alone
+        let tags = lits("<(?:a[a-z]*|b[a-z]+|script)\\s").unwrap();
+        assert!(
+            tags.iter().all(|l| l.starts_with('<') && l.len() >= 2),
+            "{tags:?}"
+        );
+    }
+
+    /// Every requirement read from CRS 3.3.4's patterns holds: strings generated from each
+    /// pattern's syntax tree (a random branch, repetition count and class byte at each node)
+    /// that the pattern matches contain one of its literals.
+    #[test]
+    fn crs_literals_hold_on_generated_matches() {
+        let dir = std::path::Path::new("/usr/share/modsecurity-crs/rules");
+        let missing = (!dir.is_dir()).then(|| {
+            format!(
+                "{} is missing (Debian package modsecurity-crs)",
+                dir.display()
+            )
+        });
+        if palisade_tests::skip_because("crs_literals_hold_on_generated_matches", missing) {
+            return;
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        fn generate(h: &Hir, next: &mut impl FnMut() -> u64, out: &mut Vec<u8>) {
+            match h.kind() {
+                HirKind::Empty | HirKind::Look(_) => {}
+                HirKind::Literal(l) => out.extend_from_slice(&l.0),
+                HirKind::Class(Class::Bytes(c)) => {
+                    let ranges = c.ranges();
+                    if let Some(r) = ranges.get(next() as usize % ranges.len().max(1)) {
+                        let span = u64::from(r.end() - r.start()) + 1;
+                        out.push(r.start() + (next() % span) as u8);
+                    }
+                }
+                HirKind::Class(Class::Unicode(c)) => {
+                    let ranges = c.ranges();
+                    if let Some(r) = ranges.get(next() as usize % ranges.len().max(1)) {
+                        let span = u64::from(r.end() as u32 - r.start() as u32) + 1;
+                        if let Some(ch) = char::from_u32(r.start() as u32 + (next() % span) as u32)
+                        {
+                            let mut b = [0; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
+                        }
+                    }
+                }
+                HirKind::Capture(c) => generate(&c.sub, next, out),
+                HirKind::Repetition(r) => {
+                    let extra = r.max.map_or(3, |m| (m - r.min).min(3));
+                    let n = r.min + (next() % u64::from(extra + 1)) as u32;
+                    for _ in 0..n.min(8) {
+                        generate(&r.sub, next, out);
+                    }
+                }
+                HirKind::Concat(subs) => subs.iter().for_each(|s| generate(s, next, out)),
+                HirKind::Alternation(subs) => {
+                    generate(&subs[next() as usize % subs.len()], next, out)
+                }
+            }
+        }
+        let (mut checked, mut patterns) = (0, 0);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "conf") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (name, pattern) in super::super::operator::tests::crs_operators(&text) {
+                if name != "rx" {
+                    continue;
+                }
+                let (Some(want), Ok(hir)) = (required_literals(&pattern), pcre_like_hir(&pattern))
+                else {
+                    continue;
+                };
+                let Ok(pcre) = pcre2::bytes::RegexBuilder::new()
+                    .dotall(true)
+                    .multi_line(true)
+                    .build(&pattern)
+                else {
+                    continue;
+                };
+                patterns += 1;
+                for _ in 0..300 {
+                    let mut s = Vec::new();
+                    generate(&hir, &mut next, &mut s);
+                    if !pcre.is_match(&s).unwrap_or(false) {
+                        continue;
+                    }
+                    let lower = s.to_ascii_lowercase();
+                    assert!(
+                        want.iter()
+                            .any(|l| lower.windows(l.len()).any(|w| w == &l[..])),
+                        "{pattern} matches {:?} without any of {want:?}",
+                        s.escape_ascii().to_string()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        println!("{checked} generated matches of {patterns} patterns hold a literal");
+        assert!(
+            patterns > 150 && checked > 10_000,
+            "{patterns} patterns, {checked} matches"
         );
     }
 
