@@ -15,6 +15,9 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Largest literal set kept for one sub-pattern (cross products beyond it are cut).
 const MAX_SET: usize = 64;
+/// Largest set kept as a requirement (a union of alternatives, a boundary's pairs): it is
+/// not multiplied further.
+const MAX_REQUIRED: usize = 4 * MAX_SET;
 /// The largest cross product cut down to [`MAX_SET`] (beyond it, nothing is read).
 const MAX_PRODUCT: usize = 4096;
 /// Largest class expanded into single-byte literals (after case folding).
@@ -195,7 +198,7 @@ fn shrink(set: Vec<Vec<u8>>, front: bool) -> Option<Vec<Vec<u8>>> {
 /// A requirement at the boundary between two adjacent parts of a pattern: every match holds
 /// an end of the first (`tail`) directly followed by a start of the second (`lead`). The
 /// pairs are cut to at most [`HEAD`] bytes on each side of the boundary, as few as keep the
-/// set within [`MAX_SET`]. For 930100's `(?:\.|%2e|...){2}` this gives `..`, `.%`, `?.`...
+/// set within [`MAX_REQUIRED`]. For 930100's `(?:\.|%2e|...){2}` this gives `..`, `.%`, `?.`...
 /// where either side alone has `.` and `?`, found in nearly every URI.
 fn join(tail: Option<&[Vec<u8>]>, lead: Option<&[Vec<u8>]>) -> Option<Vec<Vec<u8>>> {
     let (tail, lead) = (tail?, lead?);
@@ -212,7 +215,7 @@ fn join(tail: Option<&[Vec<u8>]>, lead: Option<&[Vec<u8>]>) -> Option<Vec<Vec<u8
             }
         }
         let set = dedup(set);
-        (set.len() <= MAX_SET && valid(&set)).then_some(set)
+        (set.len() <= MAX_REQUIRED && valid(&set)).then_some(set)
     })
 }
 
@@ -503,7 +506,7 @@ fn analyze(hir: &Hir) -> Info {
             let required = dedup(required);
             Info {
                 exact,
-                required: (required.len() <= 4 * MAX_SET).then_some(required),
+                required: (required.len() <= MAX_REQUIRED).then_some(required),
                 prefix,
                 suffix,
             }
