@@ -27,10 +27,10 @@ pkg-config --exists modsecurity || { echo "libmodsecurity-dev missing: run scrip
 
 gcc -O2 -Wall -o "$WORK/crs_driver" "$ROOT/bench/modsec/crs_driver.c" $(pkg-config --cflags --libs modsecurity)
 python3 "$ROOT/bench/modsec/convert.py" "$CORPUS/requests.jsonl" "$WORK/requests.bin" >&2
-if [[ -z ${EVAL:-} ]]; then
-  (cd "$ROOT" && cargo build --release -p palisade-sensor --example eval_corpus >&2)
-  EVAL=$ROOT/target/release/examples/eval_corpus
-fi
+# EVAL=path skips the build (e.g. while other builds hold cargo's lock)
+# shellcheck source=lib/eval_corpus.sh
+source "$ROOT/bench/lib/eval_corpus.sh"
+eval_corpus_build
 
 echo "{" >"$WORK/summary"
 first=1

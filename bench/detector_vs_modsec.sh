@@ -46,9 +46,11 @@ pkg-config --exists modsecurity || { echo "libmodsecurity-dev missing: run scrip
 gcc -O2 -Wall -Wextra -o "$WORK/driver" "$ROOT/bench/modsec/driver.c" $(pkg-config --cflags --libs modsecurity)
 "$PY" "$ROOT/bench/modsec/convert.py" "$CORPUS/requests.jsonl" "$WORK/requests.bin" >&2
 # EVAL=path skips the build (e.g. while other builds hold cargo's lock)
-if [[ -z ${EVAL:-} ]]; then
-  (cd "$ROOT" && cargo build --release -p palisade-sensor --example eval_corpus >&2)
-  EVAL=$ROOT/target/release/examples/eval_corpus
+# shellcheck source=lib/eval_corpus.sh
+source "$ROOT/bench/lib/eval_corpus.sh"
+eval_corpus_build
+if [[ -n ${CRS_BASE_EVAL:-} ]] && ! pcre2_is_debians "$CRS_BASE_EVAL"; then
+  echo "warning: $CRS_BASE_EVAL links a bundled PCRE2, not libmodsecurity's (see bench/lib/eval_corpus.sh)" >&2
 fi
 
 : >"$WORK/runs.jsonl"
