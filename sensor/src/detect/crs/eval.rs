@@ -368,14 +368,13 @@ struct State<'r> {
     /// empty.
     colls: [CollMap; 6],
     tx: Layered,
-    /// MATCHED_VARS: the first `matched_len` entries (the rest are spare buffers). The last
-    /// one is MATCHED_VAR_NAME and MATCHED_VAR (unless folded entries follow).
+    /// The entries matches appended to MATCHED_VARS: the first `matched_len` (the rest are
+    /// spare buffers).
     matched_vars: Vec<(String, Vec<u8>)>,
     matched_len: usize,
-    /// Entries a folded rule appended after those, not copied into the buffers unless a
-    /// match is appended after them (most are cleared by the next rule first). The last one
-    /// is MATCHED_VAR(_NAME) when there are any.
-    matched_folded: &'r [(String, Vec<u8>)],
+    /// MATCHED_VARS in order: runs of those entries and the entries folded rules appended,
+    /// lent by the rule set (never copied). The last entry is MATCHED_VAR(_NAME).
+    matched_seq: Vec<MatchedRun<'r>>,
     removed_ids: Vec<IdRange>,
     removed_tags: Vec<String>,
     removed_target_id: Vec<(u64, String)>,
@@ -604,6 +603,7 @@ struct Scratch {
     /// The cells of `union_bits` set since the last reset.
     union_touched: Vec<u32>,
     matched_vars: Vec<(String, Vec<u8>)>,
+    matched_seq: Vec<MatchedRun<'static>>,
     setvar_name: Vec<u8>,
     setvar_value: Vec<u8>,
     vals: Vec<Val<'static>>,
@@ -639,6 +639,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         union_words: s.union_words,
         union_touched: s.union_touched,
         matched_vars: s.matched_vars,
+        matched_seq: recycle_runs(s.matched_seq),
         setvar_name: s.setvar_name,
         setvar_value: s.setvar_value,
         vals: s.vals,
@@ -667,6 +668,7 @@ fn keep_scratch(st: &mut State<'_>) {
         union_words: std::mem::take(&mut st.union_words),
         union_touched: std::mem::take(&mut st.union_touched),
         matched_vars: std::mem::take(&mut st.matched_vars),
+        matched_seq: recycle_runs(std::mem::take(&mut st.matched_seq)),
         setvar_name: std::mem::take(&mut st.setvar_name),
         setvar_value: std::mem::take(&mut st.setvar_value),
         vals: std::mem::take(&mut st.vals),
@@ -910,9 +912,30 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
     st.vals = recycle(vals);
 }
 
+/// A run of MATCHED_VARS entries (see [`State::matched_seq`]).
+#[derive(Clone, Copy)]
+enum MatchedRun<'r> {
+    /// `matched_vars[start..end]`.
+    Own { start: u32, end: u32 },
+    /// A folded rule's entries (never empty).
+    Folded(&'r [(String, Vec<u8>)]),
+}
+
+impl<'r> MatchedRun<'r> {
+    fn entries<'s>(self, own: &'s [(String, Vec<u8>)]) -> &'s [(String, Vec<u8>)]
+    where
+        'r: 's,
+    {
+        match self {
+            MatchedRun::Own { start, end } => own.get(start as usize..end as usize).unwrap_or(&[]),
+            MatchedRun::Folded(entries) => entries,
+        }
+    }
+}
+
 fn clear_matched(st: &mut State<'_>) {
     st.matched_len = 0;
-    st.matched_folded = &[];
+    st.matched_seq.clear();
     if let Some(t) = st.trace.as_mut() {
         t.cleared = true;
         t.appended.clear();
@@ -924,6 +947,13 @@ fn clear_matched(st: &mut State<'_>) {
 // the filter_map changes the item type, which a filter cannot
 #[allow(clippy::unnecessary_filter_map)]
 fn recycle<'a, 'b>(mut v: Vec<Val<'a>>) -> Vec<Val<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// [`recycle`] for MATCHED_VARS runs.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle_runs<'a, 'b>(mut v: Vec<MatchedRun<'a>>) -> Vec<MatchedRun<'b>> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
 }
@@ -958,12 +988,11 @@ fn apply_matched<'r>(f: &'r Folded, st: &mut State<'r>) {
     if f.appended.is_empty() {
         return;
     }
-    // kept by reference until something needs them in the buffers
-    unfold_matched(st);
-    st.matched_folded = &f.appended;
-    if st.trace.is_some() {
+    // kept by reference, never copied
+    st.matched_seq.push(MatchedRun::Folded(&f.appended));
+    if let Some(t) = st.trace.as_mut() {
         // the load-time fold records every entry appended
-        unfold_matched(st);
+        t.appended.extend(f.appended.iter().cloned());
     }
 }
 
@@ -1099,49 +1128,36 @@ fn eval_rule<'r, 'c>(
 
 /// MATCHED_VAR(_NAME) and a new MATCHED_VARS entry, in reused buffers.
 fn set_matched(st: &mut State<'_>, v: &Val<'_>, value: &[u8]) {
-    unfold_matched(st);
     push_matched(st, |name| v.write_full_key(name), value);
 }
 
-/// Copies the folded entries of MATCHED_VARS (see [`State::matched_folded`]) into the
-/// buffers, before an entry is appended after them.
-fn unfold_matched(st: &mut State<'_>) {
-    let folded = std::mem::take(&mut st.matched_folded);
-    for (name, value) in folded {
-        push_matched(
-            st,
-            |n| {
-                n.clear();
-                n.push_str(name);
-            },
-            value,
-        );
-    }
-}
-
-/// MATCHED_VAR(_NAME): the last folded entry, else the last match (None when cleared).
+/// MATCHED_VAR(_NAME): the last entry of MATCHED_VARS (None when cleared).
 fn matched_var<'s>(st: &'s State<'_>) -> Option<(&'s str, &'s [u8])> {
-    match st.matched_folded.last() {
-        Some((name, value)) => Some((name, value)),
-        None => st
-            .matched_len
-            .checked_sub(1)
-            .and_then(|last| st.matched_vars.get(last))
-            .map(|(name, value)| (name.as_str(), value.as_slice())),
-    }
+    let run = *st.matched_seq.last()?;
+    run.entries(&st.matched_vars)
+        .last()
+        .map(|(name, value)| (name.as_str(), value.as_slice()))
 }
 
-/// Appends a MATCHED_VARS entry (after any folded ones: [`unfold_matched`] first), its name
-/// written by `name` into a reused buffer: it is MATCHED_VAR(_NAME) from now on.
+/// Appends a MATCHED_VARS entry, its name written by `name` into a reused buffer: it is
+/// MATCHED_VAR(_NAME) from now on.
 fn push_matched(st: &mut State<'_>, name: impl FnOnce(&mut String), value: &[u8]) {
     if st.matched_len == st.matched_vars.len() {
         st.matched_vars.push((String::new(), Vec::new()));
     }
+    let at = st.matched_len as u32;
     if let Some((n, data)) = st.matched_vars.get_mut(st.matched_len) {
         name(n);
         data.clear();
         data.extend_from_slice(value);
         st.matched_len += 1;
+        match st.matched_seq.last_mut() {
+            Some(MatchedRun::Own { end, .. }) if *end == at => *end += 1,
+            _ => st.matched_seq.push(MatchedRun::Own {
+                start: at,
+                end: at + 1,
+            }),
+        }
         if let Some(t) = st.trace.as_mut() {
             t.appended.push((n.clone(), value.to_vec()));
         }
@@ -1603,8 +1619,11 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
             }
         }
         Var::MatchedVars | Var::MatchedVarsNames => {
-            let kept = st.matched_vars.get(..st.matched_len).unwrap_or_default();
-            for (k, v) in kept.iter().chain(st.matched_folded) {
+            let all = st
+                .matched_seq
+                .iter()
+                .flat_map(|run| run.entries(&st.matched_vars));
+            for (k, v) in all {
                 let ok = match &t.sel {
                     Sel::All => true,
                     Sel::Key(sel) => k.as_bytes().eq_ignore_ascii_case(sel.as_bytes()),
