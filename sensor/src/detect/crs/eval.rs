@@ -2238,10 +2238,11 @@ const fn head_scalar(s: Scalar) -> bool {
 /// ORs into the request's live targets the masks of the values of the head's kinds (`head`),
 /// or of the other kinds.
 fn add_live(rules: &Compiled, c: &Collections, st: &mut State<'_>, head: bool) {
-    for k in 0..KINDS as u32 {
-        if st.nonempty & (1 << k) == 0 || (HEAD_KINDS & (1 << k) != 0) != head {
-            continue;
-        }
+    // the kinds with values in this request, of the head's or the others
+    let mut kinds = st.nonempty & if head { HEAD_KINDS } else { !HEAD_KINDS };
+    while kinds != 0 {
+        let k = kinds.trailing_zeros();
+        kinds &= kinds - 1;
         let wholesale = rules
             .live_cells
             .get(k as usize)
