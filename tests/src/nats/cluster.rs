@@ -58,6 +58,9 @@ impl Node {
     }
 }
 
+/// Tries at starting a cluster when a free port was taken by someone else meanwhile.
+const START_ATTEMPTS: usize = 3;
+
 /// A running cluster of `nats-server`s (killed on drop).
 #[derive(Debug)]
 pub struct NatsCluster {
@@ -69,7 +72,27 @@ impl NatsCluster {
     /// Start `n` JetStream servers (3 for a cluster that survives the loss of one) clustered
     /// with each other on free loopback ports, and wait until JetStream is usable (meta
     /// leader elected, an R`n` stream can be created). The error quotes every node's log tail.
+    ///
+    /// The free ports are found by binding and releasing them, so another process may take
+    /// one before its node binds it (`address already in use`): the cluster is then started
+    /// again on fresh ports, up to [`START_ATTEMPTS`] times.
     pub async fn start(n: usize) -> anyhow::Result<NatsCluster> {
+        let mut attempt = 1;
+        loop {
+            match NatsCluster::start_once(n).await {
+                Err(e)
+                    if attempt < START_ATTEMPTS
+                        && format!("{e:#}").contains("address already in use") =>
+                {
+                    eprintln!("nats cluster: a port was taken before its node bound it; again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(n: usize) -> anyhow::Result<NatsCluster> {
         if n == 0 {
             bail!("a NATS cluster needs at least one node");
         }
