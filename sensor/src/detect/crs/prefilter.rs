@@ -973,13 +973,7 @@ mod tests {
             .iter()
             .flat_map(|(_, l)| l.iter().map(|l| &l[..]))
             .collect();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut hits = [0usize; 6];
         for _ in 0..20_000 {
             // pieces of literals (whole, cut short, in either case) and single bytes
@@ -994,10 +988,10 @@ mod tests {
                     _ => (0, 0),
                 };
                 for &b in &lit[from..to] {
-                    let upper = next() % 3 == 0;
+                    let upper = next().is_multiple_of(3);
                     hay.push(if upper { b.to_ascii_uppercase() } else { b });
                 }
-                if (r >> 24) % 3 == 0 {
+                if (r >> 24).is_multiple_of(3) {
                     hay.push(b"ab-xB"[(r >> 32) as usize % 5]);
                 }
             }
@@ -1049,6 +1043,119 @@ mod tests {
         );
     }
 
+    /// A xorshift generator (deterministic test inputs).
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// A string the syntax tree `h` describes: a random branch, repetition count (at most
+    /// three beyond the minimum, eight in all) and class byte at each node. Assertions are
+    /// ignored: the caller keeps the strings the pattern really matches.
+    fn generate(h: &Hir, next: &mut impl FnMut() -> u64, out: &mut Vec<u8>) {
+        match h.kind() {
+            HirKind::Empty | HirKind::Look(_) => {}
+            HirKind::Literal(l) => out.extend_from_slice(&l.0),
+            HirKind::Class(Class::Bytes(c)) => {
+                let ranges = c.ranges();
+                if let Some(r) = ranges.get(next() as usize % ranges.len().max(1)) {
+                    let span = u64::from(r.end() - r.start()) + 1;
+                    out.push(r.start() + (next() % span) as u8);
+                }
+            }
+            HirKind::Class(Class::Unicode(c)) => {
+                let ranges = c.ranges();
+                if let Some(r) = ranges.get(next() as usize % ranges.len().max(1)) {
+                    let span = u64::from(r.end() as u32 - r.start() as u32) + 1;
+                    if let Some(ch) = char::from_u32(r.start() as u32 + (next() % span) as u32) {
+                        let mut b = [0; 4];
+                        out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
+                    }
+                }
+            }
+            HirKind::Capture(c) => generate(&c.sub, next, out),
+            HirKind::Repetition(r) => {
+                let extra = r.max.map_or(3, |m| (m - r.min).min(3));
+                let n = r.min + (next() % u64::from(extra + 1)) as u32;
+                for _ in 0..n.min(8) {
+                    generate(&r.sub, next, out);
+                }
+            }
+            HirKind::Concat(subs) => subs.iter().for_each(|s| generate(s, next, out)),
+            HirKind::Alternation(subs) => generate(&subs[next() as usize % subs.len()], next, out),
+        }
+    }
+
+    /// Generates `tries` strings from `hir` and checks that each one `matches` holds one of
+    /// `want` (ASCII case ignored); the number checked.
+    fn literals_in_matches(
+        pattern: &str,
+        want: &[Vec<u8>],
+        hir: &Hir,
+        tries: usize,
+        next: &mut impl FnMut() -> u64,
+        matches: impl Fn(&[u8]) -> bool,
+    ) -> usize {
+        let mut checked = 0;
+        for _ in 0..tries {
+            let mut s = Vec::new();
+            generate(hir, next, &mut s);
+            if !matches(&s) {
+                continue;
+            }
+            let lower = s.to_ascii_lowercase();
+            assert!(
+                want.iter()
+                    .any(|l| lower.windows(l.len()).any(|w| w == &l[..])),
+                "{pattern} matches {:?} without any of {want:?}",
+                s.escape_ascii().to_string()
+            );
+            checked += 1;
+        }
+        checked
+    }
+
+    /// The requirements hold on patterns built to stress what may match nothing (optional
+    /// and empty branches, zero-minimum repetitions, assertions) beside classes too large to
+    /// multiply, where a start or an end read wrongly would drop a literal a match needs.
+    #[test]
+    fn literals_hold_where_pieces_may_match_nothing() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let patterns = [
+            r"a(?:b|)c[a-z]+d",
+            r"(?:x[a-z]*)?y{2}[0-9]+",
+            r"(?:ab|c[0-9a-f]d){2,3}e",
+            r"^(?:\.|%2e){2}(?:/|\\)",
+            r"[a-z]{0,2}\.\.[a-z]{2,}",
+            r"(?:a|b?)(?:c|d?)e[a-z]+",
+            r"x(?:[a-z]+y)?z",
+            r"(?:(?:ab)*|cd)ef",
+            r"\b(?:on[a-z]+|src)\s*=",
+            r"[<>](?:[a-z]+|)[/ ]+x",
+            r"(?:%[0-9a-f]{2}|[a-z])+\.php",
+            r"(?:\.{2}|%2e%2e)[/\\]",
+            r"(?:[a-z][0-9]|){3}q",
+            r"(?:u[0-9a-f]{4}|x[0-9a-f]{2})+;",
+        ];
+        let mut checked = 0;
+        for pattern in patterns {
+            let want = required_literals(pattern).unwrap_or_else(|| panic!("none: {pattern}"));
+            let hir = pcre_like_hir(pattern).unwrap();
+            let re = regex::bytes::RegexBuilder::new(pattern)
+                .unicode(false)
+                .build()
+                .unwrap();
+            checked +=
+                literals_in_matches(pattern, &want, &hir, 2_000, &mut next, |s| re.is_match(s));
+        }
+        assert!(checked > 20_000, "{checked} matches");
+    }
+
     /// Every requirement read from CRS 3.3.4's patterns holds: strings generated from each
     /// pattern's syntax tree (a random branch, repetition count and class byte at each node)
     /// that the pattern matches contain one of its literals.
@@ -1064,49 +1171,7 @@ mod tests {
         if palisade_tests::skip_because("crs_literals_hold_on_generated_matches", missing) {
             return;
         }
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        fn generate(h: &Hir, next: &mut impl FnMut() -> u64, out: &mut Vec<u8>) {
-            match h.kind() {
-                HirKind::Empty | HirKind::Look(_) => {}
-                HirKind::Literal(l) => out.extend_from_slice(&l.0),
-                HirKind::Class(Class::Bytes(c)) => {
-                    let ranges = c.ranges();
-                    if let Some(r) = ranges.get(next() as usize % ranges.len().max(1)) {
-                        let span = u64::from(r.end() - r.start()) + 1;
-                        out.push(r.start() + (next() % span) as u8);
-                    }
-                }
-                HirKind::Class(Class::Unicode(c)) => {
-                    let ranges = c.ranges();
-                    if let Some(r) = ranges.get(next() as usize % ranges.len().max(1)) {
-                        let span = u64::from(r.end() as u32 - r.start() as u32) + 1;
-                        if let Some(ch) = char::from_u32(r.start() as u32 + (next() % span) as u32)
-                        {
-                            let mut b = [0; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
-                        }
-                    }
-                }
-                HirKind::Capture(c) => generate(&c.sub, next, out),
-                HirKind::Repetition(r) => {
-                    let extra = r.max.map_or(3, |m| (m - r.min).min(3));
-                    let n = r.min + (next() % u64::from(extra + 1)) as u32;
-                    for _ in 0..n.min(8) {
-                        generate(&r.sub, next, out);
-                    }
-                }
-                HirKind::Concat(subs) => subs.iter().for_each(|s| generate(s, next, out)),
-                HirKind::Alternation(subs) => {
-                    generate(&subs[next() as usize % subs.len()], next, out)
-                }
-            }
-        }
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut checked, mut patterns) = (0, 0);
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -1130,21 +1195,9 @@ mod tests {
                     continue;
                 };
                 patterns += 1;
-                for _ in 0..300 {
-                    let mut s = Vec::new();
-                    generate(&hir, &mut next, &mut s);
-                    if !pcre.is_match(&s).unwrap_or(false) {
-                        continue;
-                    }
-                    let lower = s.to_ascii_lowercase();
-                    assert!(
-                        want.iter()
-                            .any(|l| lower.windows(l.len()).any(|w| w == &l[..])),
-                        "{pattern} matches {:?} without any of {want:?}",
-                        s.escape_ascii().to_string()
-                    );
-                    checked += 1;
-                }
+                checked += literals_in_matches(&pattern, &want, &hir, 300, &mut next, |s| {
+                    pcre.is_match(s).unwrap_or(false)
+                });
             }
         }
         println!("{checked} generated matches of {patterns} patterns hold a literal");
