@@ -819,8 +819,6 @@ fn remove_comments_char(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `NormalisePath::normalize_path_inplace`, ported statement by statement (it works on pointers
-/// into one buffer, `dst` trailing `src`; `dst` may briefly point before the buffer).
 /// Whether `normalizePath` leaves `path` as it is: no doubled slash to collapse and no
 /// segment ending in a dot (`.`, `..`, but also `...` and `a..`, which libmodsecurity's
 /// algorithm resolves too; `banner.png` or `.well-known` are left alone). Checked against
@@ -839,6 +837,8 @@ fn path_is_normal(path: &[u8]) -> bool {
     true
 }
 
+/// `NormalisePath::normalize_path_inplace`, ported statement by statement (it works on pointers
+/// into one buffer, `dst` trailing `src`; `dst` may briefly point before the buffer).
 fn normalize_path(input: &[u8], win: bool) -> Vec<u8> {
     if input.is_empty() {
         return Vec::new();
@@ -1309,6 +1309,8 @@ fn parity(c: u8, even: bool) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The fast answer "normalizePath leaves this path as it is" is never wrong: every path of
     /// up to 8 bytes over `/`, `.`, `a` (and `\\` for the Windows form) it lets through comes
     /// out of the full algorithm unchanged, and most of them are let through.
@@ -1344,7 +1346,6 @@ mod tests {
         }
         assert!(passed > 1000, "{passed}");
     }
-    use super::*;
 
     /// (name, input, output) triples produced by libmodsecurity 3.0.9 itself: `bench/modsec/reference/transform/vectors.py`
     /// ran each input through the library's own transformation classes (`bench/modsec/reference/transform/direct.cc`), which
