@@ -10,7 +10,7 @@ const DEBIAN_RULES_ROOT: &str = "/usr/share/modsecurity-crs";
 
 /// Where Debian's `modsecurity-crs` package keeps the setup of the rules it installs under
 /// `/usr/share/modsecurity-crs` (see its `owasp-crs.load`).
-const DEBIAN_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
+pub(super) const DEBIAN_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
 
 /// Exclusion files that Debian's `owasp-crs.load` includes (if present) right before and
 /// right after the rules; they sit next to the setup file.
@@ -260,9 +260,7 @@ mod tests {
     #[test]
     fn debian_tree() {
         let crs = Path::new("/usr/share/modsecurity-crs");
-        let missing = (!crs.join("rules").is_dir() || !Path::new(DEBIAN_SETUP).is_file())
-            .then(|| "Debian's CRS is missing (package modsecurity-crs: scripts/setup.sh)".into());
-        if palisade_tests::skip_because("debian_tree", missing) {
+        if super::super::without_debian_crs("debian_tree") {
             return;
         }
         let layout = discover(crs, None).unwrap();

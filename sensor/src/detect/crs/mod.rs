@@ -227,10 +227,23 @@ impl Crs {
 /// Where Debian's package puts CRS (used as the default of `--crs-dir` docs and tests).
 pub const DEBIAN_CRS_DIR: &str = "/usr/share/modsecurity-crs";
 
+/// True when Debian's CRS (its rules and its setup file) is not installed and `test` skips:
+/// a failure under `CI=true`. Shared by the tests of every module that reads that tree.
+#[cfg(test)]
+fn without_debian_crs(test: &str) -> bool {
+    let rules = std::path::Path::new(DEBIAN_CRS_DIR).join("rules");
+    let setup = std::path::Path::new(layout::DEBIAN_SETUP);
+    let missing = (!rules.is_dir() || !setup.is_file()).then(|| {
+        format!(
+            "{DEBIAN_CRS_DIR} or {} is missing (Debian package modsecurity-crs: scripts/setup.sh)",
+            setup.display()
+        )
+    });
+    palisade_tests::skip_because(test, missing)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     /// A CRS-4-layout tree with `rules` as its one rule file.
@@ -783,16 +796,6 @@ mod tests {
                 assert_eq!(got, want, "PL{pl} {target}");
             }
         }
-    }
-
-    /// True when Debian's CRS is not installed and `test` skips (a failure under `CI=true`).
-    fn without_debian_crs(test: &str) -> bool {
-        let missing = (!Path::new(DEBIAN_CRS_DIR).join("rules").is_dir()).then(|| {
-            format!(
-                "{DEBIAN_CRS_DIR} is missing (Debian package modsecurity-crs: scripts/setup.sh)"
-            )
-        });
-        palisade_tests::skip_because(test, missing)
     }
 
     /// The memo of earlier requests' values (transformations, prefilter answers, operator

@@ -1420,23 +1420,12 @@ pub(super) mod tests {
         out
     }
 
-    /// Skips a test of Debian's CRS 3.3.4 where it is not installed (fails under `CI=true`).
-    fn without_crs_rules(test: &str, dir: &Path) -> bool {
-        let missing = (!dir.is_dir()).then(|| {
-            format!(
-                "{} is missing (Debian package modsecurity-crs: scripts/setup.sh)",
-                dir.display()
-            )
-        });
-        palisade_tests::skip_because(test, missing)
-    }
-
     /// Every operator of Debian's CRS 3.3.4 compiles; prints the @rx engine split
     /// (`cargo test crs_rules -- --nocapture`).
     #[test]
     fn crs_rules_compile() {
         let dir = Path::new("/usr/share/modsecurity-crs/rules");
-        if without_crs_rules("crs_rules_compile", dir) {
+        if super::super::without_debian_crs("crs_rules_compile") {
             return;
         }
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -1478,8 +1467,7 @@ pub(super) mod tests {
 
     #[test]
     fn crs_data_files() {
-        let dir = Path::new("/usr/share/modsecurity-crs/rules");
-        if without_crs_rules("crs_data_files", dir) {
+        if super::super::without_debian_crs("crs_data_files") {
             return;
         }
         let ua = op("pmFromFile", "scanners-user-agents.data");
@@ -1501,7 +1489,7 @@ pub(super) mod tests {
     #[test]
     fn crs_rust_engine_agrees_with_pcre2() {
         let dir = Path::new("/usr/share/modsecurity-crs/rules");
-        if without_crs_rules("crs_rust_engine_agrees_with_pcre2", dir) {
+        if super::super::without_debian_crs("crs_rust_engine_agrees_with_pcre2") {
             return;
         }
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -1638,8 +1626,7 @@ pub(super) mod tests {
     /// bench/modsec/reference/operator/harness.c with @pmFromFile on each CRS .data file: the ACMP port agrees on all of it.
     #[test]
     fn pm_from_file_agrees_with_libmodsecurity() {
-        let dir = Path::new("/usr/share/modsecurity-crs/rules");
-        if without_crs_rules("pm_from_file_agrees_with_libmodsecurity", dir) {
+        if super::super::without_debian_crs("pm_from_file_agrees_with_libmodsecurity") {
             return;
         }
         let cases = std::fs::read(concat!(

@@ -1107,10 +1107,8 @@ mod tests {
     #[test]
     fn debian_crs_tree_parses() {
         let rules = Path::new("/usr/share/modsecurity-crs/rules");
-        let setup = Path::new("/etc/modsecurity/crs/crs-setup.conf");
-        let missing = (!rules.is_dir() || !setup.is_file())
-            .then(|| "Debian's CRS is missing (package modsecurity-crs: scripts/setup.sh)".into());
-        if palisade_tests::skip_because("debian_crs_tree_parses", missing) {
+        let setup = Path::new(super::super::layout::DEBIAN_SETUP);
+        if super::super::without_debian_crs("debian_crs_tree_parses") {
             return;
         }
         let mut files: Vec<PathBuf> = fs::read_dir(rules)

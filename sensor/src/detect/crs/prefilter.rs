@@ -1162,13 +1162,7 @@ mod tests {
     #[test]
     fn crs_literals_hold_on_generated_matches() {
         let dir = std::path::Path::new("/usr/share/modsecurity-crs/rules");
-        let missing = (!dir.is_dir()).then(|| {
-            format!(
-                "{} is missing (Debian package modsecurity-crs)",
-                dir.display()
-            )
-        });
-        if palisade_tests::skip_because("crs_literals_hold_on_generated_matches", missing) {
+        if super::super::without_debian_crs("crs_literals_hold_on_generated_matches") {
             return;
         }
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
