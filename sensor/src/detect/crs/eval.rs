@@ -639,7 +639,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         union_words: s.union_words,
         union_touched: s.union_touched,
         matched_vars: s.matched_vars,
-        matched_seq: recycle_runs(s.matched_seq),
+        matched_seq: recycle(s.matched_seq),
         setvar_name: s.setvar_name,
         setvar_value: s.setvar_value,
         vals: s.vals,
@@ -668,7 +668,7 @@ fn keep_scratch(st: &mut State<'_>) {
         union_words: std::mem::take(&mut st.union_words),
         union_touched: std::mem::take(&mut st.union_touched),
         matched_vars: std::mem::take(&mut st.matched_vars),
-        matched_seq: recycle_runs(std::mem::take(&mut st.matched_seq)),
+        matched_seq: recycle(std::mem::take(&mut st.matched_seq)),
         setvar_name: std::mem::take(&mut st.setvar_name),
         setvar_value: std::mem::take(&mut st.setvar_value),
         vals: std::mem::take(&mut st.vals),
@@ -942,18 +942,12 @@ fn clear_matched(st: &mut State<'_>) {
     }
 }
 
-/// An emptied buffer of values, its allocation kept for values of another lifetime (the
-/// in-place `collect` of an empty vector reuses it).
+/// An emptied buffer, its allocation kept for items of another lifetime (values, MATCHED_VARS
+/// runs): the in-place `collect` of an empty vector reuses it when the two item types have
+/// the same layout, as one type under two lifetimes has.
 // the filter_map changes the item type, which a filter cannot
 #[allow(clippy::unnecessary_filter_map)]
-fn recycle<'a, 'b>(mut v: Vec<Val<'a>>) -> Vec<Val<'b>> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
-}
-
-/// [`recycle`] for MATCHED_VARS runs.
-#[allow(clippy::unnecessary_filter_map)]
-fn recycle_runs<'a, 'b>(mut v: Vec<MatchedRun<'a>>) -> Vec<MatchedRun<'b>> {
+fn recycle<A, B>(mut v: Vec<A>) -> Vec<B> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
 }
