@@ -18,7 +18,7 @@ const MAX_SET: usize = 64;
 /// Largest set kept as a requirement (a union of alternatives, a boundary's pairs): it is
 /// not multiplied further.
 const MAX_REQUIRED: usize = 4 * MAX_SET;
-/// The largest cross product cut down to [`MAX_SET`] (beyond it, nothing is read).
+/// The largest cross product cut down to a kept set (beyond it, nothing is read from it).
 const MAX_PRODUCT: usize = 4096;
 /// Largest class expanded into single-byte literals (after case folding).
 const MAX_CLASS: usize = 4;
@@ -381,7 +381,7 @@ fn analyze(hir: &Hir) -> Info {
             let mut required =
                 best_of(sub.required.clone(), sub.exact.clone().filter(|s| valid(s)));
             // two copies in a row: an end of one followed by a start of the next
-            if rep.max != Some(1) && rep.min >= 2 {
+            if rep.min >= 2 {
                 required = best_of(required, join(sub.tail(), sub.lead()));
             }
             let exact = match (rep.min, rep.max, &sub.exact) {
@@ -401,17 +401,16 @@ fn analyze(hir: &Hir) -> Info {
                 }
                 _ => None,
             };
+            // any match starts with a match of the piece, and ends with one
+            let (prefix, suffix) = match exact {
+                Some(_) => (None, None),
+                None => (sub.lead().map(<[_]>::to_vec), sub.tail().map(<[_]>::to_vec)),
+            };
             Info {
-                prefix: exact
-                    .is_none()
-                    .then(|| sub.lead().map(<[_]>::to_vec))
-                    .flatten(),
-                suffix: exact
-                    .is_none()
-                    .then(|| sub.tail().map(<[_]>::to_vec))
-                    .flatten(),
                 exact,
                 required,
+                prefix,
+                suffix,
             }
         }
         HirKind::Concat(subs) => {
@@ -920,11 +919,9 @@ mod tests {
         ];
         let pf = Prefilter::build(&rules).unwrap();
         let alphabet = b"aAbBcCsSeElLtTzZ<>|' x";
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..5_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             let len = (x % 12) as usize;
             let hay: Vec<u8> = (0..len)
                 .map(|i| alphabet[((x >> (5 * i % 59)) as usize) % alphabet.len()])
