@@ -559,7 +559,7 @@ impl Memo {
     /// Readies the memo for a request under the rule set `owner`: kept when it was filled
     /// for these rules, `keep` says so and it is within its bounds; emptied otherwise (and its
     /// memory given back when it grew past them).
-    fn begin(&mut self, owner: u64, keep: bool) {
+    fn begin(&mut self, owner: u64, keep: bool, nodes: usize) {
         let over = self.entries.len() > MEMO_ENTRIES
             || self.bytes > MEMO_BYTES
             || self.ops.len() + self.live_more.len() > MEMO_OPS
@@ -570,6 +570,19 @@ impl Memo {
             self.clear();
         }
         self.owner = owner;
+        if self.cache.capacity() == 0 {
+            self.reserve(nodes);
+        }
+    }
+
+    /// Reserves the two largest tables to their bounds at once: address space only (pages are
+    /// touched as they fill). Grown by doubling instead, each step copied megabytes and
+    /// faulted their pages in again, within the one request that crossed it (up to 2 ms).
+    /// The hash maps are left to grow: reserved to their bounds they spread their entries
+    /// over more cache lines, which cost more on every lookup than the rehashing saved.
+    fn reserve(&mut self, nodes: usize) {
+        self.cache.reserve(MEMO_CELLS.min(MEMO_ENTRIES * nodes));
+        self.bit_words.reserve(MEMO_BYTES / 8);
     }
 
     fn clear(&mut self) {
@@ -693,7 +706,7 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     let mut st = state_with_scratch();
     st.nodes = rules.nodes.len() as u32;
     st.cell_kinds = (KINDS + rules.keys.len()) as u32;
-    st.memo.begin(rules.memo_id, rules.memo);
+    st.memo.begin(rules.memo_id, rules.memo, rules.nodes.len());
     reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
     if st.body_access {
@@ -2868,7 +2881,7 @@ fn is_score_var(name: &str) -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use super::{CollMap, Data, Layered, MEMO_BYTES, Memo, UNSET, Val, Var, to_int};
+    use super::{CollMap, Data, Layered, MEMO_BYTES, MEMO_ENTRIES, Memo, UNSET, Val, Var, to_int};
 
     #[test]
     fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
@@ -2878,29 +2891,37 @@ mod tests {
             m.raw_bits.push(UNSET);
             m.bytes = 5;
         };
-        m.begin(1, true);
+        m.begin(1, true, 3);
+        assert!(
+            m.cache.capacity() >= 3 * MEMO_ENTRIES && m.bit_words.capacity() >= MEMO_BYTES / 8,
+            "the largest tables reserved to their bounds"
+        );
         fill(&mut m);
-        m.begin(1, true);
+        m.begin(1, true, 3);
         assert_eq!(m.entries.len(), 1, "same rules: kept");
-        m.begin(2, true);
+        m.begin(2, true, 3);
         assert!(
             m.entries.is_empty() && m.raw_bits.is_empty(),
             "other rules: emptied"
         );
         fill(&mut m);
-        m.begin(2, false);
+        m.begin(2, false, 3);
         assert!(
             m.entries.is_empty(),
             "memo off: emptied before every request"
         );
         fill(&mut m);
         m.bytes = MEMO_BYTES + 1;
-        m.begin(2, true);
+        m.begin(2, true, 3);
         assert!(
             m.entries.is_empty() && m.bytes == 0,
             "past its bounds: emptied"
         );
         assert_eq!(m.entries.capacity(), 0, "and its memory given back");
+        assert!(
+            m.cache.is_empty() && m.cache.capacity() >= 3 * MEMO_ENTRIES,
+            "and reserved again"
+        );
     }
 
     #[test]
