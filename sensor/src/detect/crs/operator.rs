@@ -254,7 +254,7 @@ enum RxEngine {
     /// runs the pattern backwards to find where the match starts, and builds a reverse DFA
     /// per pattern for it: about 6,000 instructions per capture on the dev corpus.
     Rust {
-        re: regex::bytes::Regex,
+        re: regex_automata::meta::Regex,
         groups: Pcre,
     },
     /// With the reason the Rust engine was not used.
@@ -356,7 +356,7 @@ impl Rx {
 
 /// The Rust regex for `pattern` when it provably means what PCRE2 (DOTALL|MULTILINE, no UTF)
 /// means; otherwise the construct that stops us.
-fn rust_equivalent(pattern: &str) -> Result<regex::bytes::Regex, String> {
+fn rust_equivalent(pattern: &str) -> Result<regex_automata::meta::Regex, String> {
     if !pattern.is_ascii() {
         return Err("non-ASCII pattern (PCRE2 sees bytes)".into());
     }
@@ -368,12 +368,26 @@ fn rust_equivalent(pattern: &str) -> Result<regex::bytes::Regex, String> {
         has_caret: false,
     };
     check.ast(&parsed, true)?;
-    let re = regex::bytes::RegexBuilder::new(pattern)
-        .unicode(false)
-        .dot_matches_new_line(true)
-        .multi_line(true)
-        .size_limit(64 << 20)
-        .build()
+    // The regex crate's own literal prefilter is off: the engine's prefilter (see
+    // `prefilter`) has already found one of the pattern's literals in a value before the
+    // pattern runs on it, so the crate's would search for them a second time (and build
+    // its searchers at load). Without it the lazy DFA just runs: fewer instructions, and no
+    // reverse scans from an inner literal.
+    let re = regex_automata::meta::Builder::new()
+        .configure(
+            regex_automata::meta::Config::new()
+                .auto_prefilter(false)
+                .utf8_empty(false)
+                .nfa_size_limit(Some(64 << 20)),
+        )
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false)
+                .dot_matches_new_line(true)
+                .multi_line(true),
+        )
+        .build(pattern)
         .map_err(|e| format!("rust: {e}"))?;
     if check.has_caret {
         // PCRE's multiline `^` does not match after a newline that ends the subject; Rust's does.
