@@ -40,8 +40,8 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
         r.folded
     );
     println!(
-        "  @rx/@pm with a literal prefilter: {}, without: {}; @rx run by PCRE2: {}",
-        r.prefiltered, r.unfiltered, r.pcre_regexes
+        "  @rx/@pm with a literal prefilter: {} ({} in rules a request can evaluate), without: {}; @rx run by PCRE2: {}",
+        r.prefiltered, r.prefiltered_evaluated, r.unfiltered, r.pcre_regexes
     );
     println!(
         "  rules the prefilter cannot answer for, skipped by their verdict per value: {}",

@@ -172,6 +172,7 @@ impl Crs {
         let mut compiled = rules::compile(directives)?;
         compiled.report.folded = fold::fold(&mut compiled);
         fold::runs(&mut compiled);
+        compiled.prefilter_reached();
         eval::index_live(&mut compiled);
         compiled.report.files = files;
         compiled.report.warnings = layout.warnings;
@@ -796,6 +797,46 @@ mod tests {
                 assert_eq!(got, want, "PL{pl} {target}");
             }
         }
+    }
+
+    /// The prefilter holds the literals of the rules a request can evaluate, and only those:
+    /// each literal of a rule link, scanned on its own, sets the link's bit exactly when
+    /// folding left its rule to be evaluated (at PL1 the rules of PL2-PL4 are jumped over on
+    /// every request, and their literals left out).
+    #[test]
+    fn the_prefilter_holds_the_literals_of_evaluated_rules_only() {
+        if without_debian_crs("the_prefilter_holds_the_literals_of_evaluated_rules_only") {
+            return;
+        }
+        let mut kept_at = Vec::new();
+        for pl in [1, 4] {
+            let mut s = CrsSettings::new(DEBIAN_CRS_DIR);
+            s.paranoia = pl;
+            let crs = Crs::load(&s).expect("CRS 3.3.4 loads");
+            let c = &crs.compiled;
+            let evaluated = c.evaluated_bits();
+            let pf = c.prefilter.as_ref().expect("a prefilter");
+            let words = (c.prefilter_bits as usize).div_ceil(64);
+            let mut kept = 0;
+            for (bit, lits) in c.literals() {
+                for l in lits {
+                    let mut bits = vec![0u64; words];
+                    pf.scan(l, &mut bits);
+                    let set = bits[*bit as usize / 64] & (1 << (bit % 64)) != 0;
+                    assert_eq!(
+                        set,
+                        evaluated.contains(bit),
+                        "PL{pl}: bit {bit}, literal {:?}",
+                        l.escape_ascii().to_string()
+                    );
+                }
+                kept += usize::from(evaluated.contains(bit));
+            }
+            assert!(kept > 100, "PL{pl}: {kept} rule links keep their literals");
+            kept_at.push((kept, c.literals().len()));
+        }
+        let ((pl1, all), (pl4, _)) = (kept_at[0], kept_at[1]);
+        assert!(pl1 < pl4 && pl4 <= all, "PL1 {pl1}, PL4 {pl4}, of {all}");
     }
 
     /// The memo of earlier requests' values (transformations, prefilter answers, operator

@@ -579,6 +579,9 @@ pub struct LoadReport {
     /// @rx and @pm operators with a literal prefilter / without.
     pub prefiltered: usize,
     pub unfiltered: usize,
+    /// Of `prefiltered`, those in rules a request can evaluate: only their literals are in
+    /// the prefilter.
+    pub prefiltered_evaluated: usize,
     /// Rules evaluated once at load time (their verdict is the same on every request).
     pub folded: usize,
     /// Rules the prefilter cannot answer for, jumped over by their verdicts per value (see
@@ -602,8 +605,12 @@ pub struct Compiled {
     /// Per node, its pipeline's steps (see [`Compiled::pipeline`]).
     pipelines: Vec<Box<[Transform]>>,
     /// One automaton over the literals of every prefiltered rule, run once per distinct
-    /// transformed value.
+    /// transformed value (once the rules are folded, of the rules a request can evaluate: see
+    /// [`Compiled::prefilter_reached`]).
     pub prefilter: Option<Prefilter>,
+    /// (prefilter bit, literals) of every prefiltered rule link, those of rules a request never
+    /// evaluates included (see [`Compiled::prefilter_reached`]).
+    literals: Vec<(u32, Vec<Vec<u8>>)>,
     /// Number of prefilter bits.
     pub prefilter_bits: u32,
     /// Per phase and item index: the run of folded rules starting there (see [`FoldedRun`]).
@@ -642,6 +649,47 @@ pub struct Compiled {
 static NEXT_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Compiled {
+    /// Rebuilds the prefilter over the literals of the rules a request can evaluate: not those
+    /// folding found jumped over on every request (the rules above the paranoia level, for
+    /// one) nor those it replays (folded), whose operators never run. Their literals made the
+    /// automaton larger (a third more heads at PL1) and were found in values for nothing.
+    /// Call after `fold`: folding itself evaluates rules, with every literal.
+    pub fn prefilter_reached(&mut self) {
+        let bits = self.evaluated_bits();
+        let kept: Vec<(u32, Vec<Vec<u8>>)> = self
+            .literals
+            .iter()
+            .filter(|(bit, _)| bits.contains(bit))
+            .cloned()
+            .collect();
+        self.report.prefiltered_evaluated = kept.len();
+        self.prefilter = Prefilter::build(&kept);
+    }
+
+    /// The prefilter bits of the links of rules a request can evaluate (neither unreached nor
+    /// folded).
+    pub fn evaluated_bits(&self) -> std::collections::HashSet<u32> {
+        let mut bits = std::collections::HashSet::new();
+        for item in self.phases.iter().flatten() {
+            let Item::Rule(top) = item else { continue };
+            if top.unreached || top.folded.is_some() {
+                continue;
+            }
+            let mut link = Some(&**top);
+            while let Some(r) = link {
+                bits.extend(r.prefilter_bit);
+                link = r.chain.as_deref();
+            }
+        }
+        bits
+    }
+
+    /// (prefilter bit, literals) of every prefiltered rule link.
+    #[cfg(test)]
+    pub fn literals(&self) -> &[(u32, Vec<Vec<u8>>)] {
+        &self.literals
+    }
+
     /// The steps of the transformation pipeline ending at `node`, first step first (the empty
     /// pipeline, node 0, has none).
     pub fn pipeline(&self, node: u32) -> &[Transform] {
@@ -886,6 +934,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         scan_nodes,
         pipelines,
         prefilter: Prefilter::build(&b.literals),
+        literals: b.literals,
         prefilter_bits: b.next_bit,
         folded_runs: Default::default(),
         live_cells: Vec::new(),
