@@ -744,6 +744,45 @@ pub(super) fn trace_rule(rules: &Compiled, rule: &Rule, c: &Collections, tx: Col
     f
 }
 
+/// [`kind_len`] of every kind at once (a match per kind, 64 of them twice per request, cost
+/// more than the rest of the layout).
+fn kind_lens(c: &Collections) -> [u32; KINDS] {
+    let mut n = [0u32; KINDS];
+    let mut set = |k: u32, len: usize| {
+        if let Some(slot) = n.get_mut(k as usize) {
+            *slot = len as u32;
+        }
+    };
+    for (entries, values, names) in [
+        (&c.args_get, kind::ARGS_GET, Some(kind::ARGS_GET_NAMES)),
+        (&c.args_post, kind::ARGS_POST, Some(kind::ARGS_POST_NAMES)),
+        (
+            &c.args_other,
+            kind::ARGS_OTHER,
+            Some(kind::ARGS_OTHER_NAMES),
+        ),
+        (&c.request_cookies, kind::COOKIES, Some(kind::COOKIES_NAMES)),
+        (&c.request_headers, kind::HEADERS, Some(kind::HEADERS_NAMES)),
+        (&c.files, kind::FILES, Some(kind::FILES_NAMES)),
+        (
+            &c.multipart_part_headers,
+            kind::MULTIPART_PART_HEADERS,
+            None,
+        ),
+    ] {
+        set(values, entries.len());
+        if let Some(names) = names {
+            set(names, entries.len());
+        }
+    }
+    set(kind::XML_TEXT, usize::from(c.xml_text.is_some()));
+    set(kind::XML_ATTRS, c.xml_attrs.len());
+    for k in SCALAR_BASE..SCALAR_BASE + 20 {
+        set(k, 1);
+    }
+    n
+}
+
 /// Number of values of each kind, for the dense slot layout.
 fn kind_len(c: &Collections, k: u32) -> usize {
     if let Some((entries, _)) = kind_entries(c, k) {
@@ -783,13 +822,12 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     let mut next = 0u32;
     st.bases.resize(KINDS, 0);
     st.nonempty = 0;
-    for (k, base) in st.bases.iter_mut().enumerate() {
+    for (k, (base, &n)) in st.bases.iter_mut().zip(&kind_lens(c)).enumerate() {
         *base = next;
-        let n = kind_len(c, k as u32);
         if n > 0 {
             st.nonempty |= 1 << k;
         }
-        next += n as u32;
+        next += n;
     }
     st.slot_entry.clear();
     st.slot_entry.resize(next as usize, UNSET);
@@ -2944,6 +2982,36 @@ mod tests {
         });
         let back: Vec<Val<'static>> = super::recycle(v);
         assert!(back.is_empty() && back.capacity() >= 64);
+    }
+
+    /// The layout's lengths of every kind at once are `kind_len`'s, kind by kind, for a
+    /// request with values of every kind (each collection a different number).
+    #[test]
+    fn kind_lengths_at_once_are_kind_len() {
+        use crate::detect::crs::collections::{Collections, Entry};
+        let entries = |n: usize| -> Vec<Entry> {
+            (0..n)
+                .map(|i| Entry {
+                    name: format!("n{i}").into_bytes(),
+                    value: format!("v{i}").into_bytes(),
+                })
+                .collect()
+        };
+        let mut c = Collections::default();
+        c.args_get = entries(1);
+        c.args_post = entries(2);
+        c.args_other = entries(3);
+        c.request_cookies = entries(4);
+        c.request_headers = entries(5);
+        c.files = entries(6);
+        c.multipart_part_headers = entries(7);
+        c.xml_text = Some(b"text".to_vec());
+        c.xml_attrs = vec![b"a".to_vec(); 8];
+        let all = super::kind_lens(&c);
+        for (k, &n) in all.iter().enumerate() {
+            assert_eq!(n as usize, super::kind_len(&c, k as u32), "kind {k}");
+        }
+        assert_eq!(all.iter().filter(|&&n| n > 0).count(), 15 + 20);
     }
 
     #[test]
