@@ -744,8 +744,8 @@ pub(super) fn trace_rule(rules: &Compiled, rule: &Rule, c: &Collections, tx: Col
     f
 }
 
-/// [`kind_len`] of every kind at once (a match per kind, 64 of them twice per request, cost
-/// more than the rest of the layout).
+/// [`kind_len`] of every kind at once: asking for the 64 kinds one by one, twice per request,
+/// cost more than the rest of the slot layout.
 fn kind_lens(c: &Collections) -> [u32; KINDS] {
     let mut n = [0u32; KINDS];
     let mut set = |k: u32, len: usize| {

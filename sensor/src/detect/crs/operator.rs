@@ -251,7 +251,7 @@ enum RxEngine {
     Empty,
     /// The Rust engine answers whether the pattern matches; PCRE2 (the same compiled pattern
     /// libmodsecurity runs) gives the groups of a match. A capture search by the Rust engine
-    /// runs the pattern backwards to find where the match starts, and builds a reverse DFA
+    /// would run the pattern backwards to find where the match starts, building a reverse DFA
     /// per pattern for it: about 6,000 instructions per capture on the dev corpus.
     Rust {
         re: regex_automata::meta::Regex,

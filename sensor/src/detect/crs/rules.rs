@@ -652,7 +652,7 @@ impl Compiled {
     /// Rebuilds the prefilter over the literals of the rules a request can evaluate: not those
     /// folding found jumped over on every request (the rules above the paranoia level, for
     /// one) nor those it replays (folded), whose operators never run. Their literals made the
-    /// automaton larger (a third more heads at PL1) and were found in values for nothing.
+    /// automaton larger (1.7 times the heads at PL1) and were found in values for nothing.
     /// Call after `fold`: folding itself evaluates rules, with every literal.
     pub fn prefilter_reached(&mut self) {
         let bits = self.evaluated_bits();
