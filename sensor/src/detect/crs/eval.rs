@@ -1891,15 +1891,19 @@ fn new_entry_bits(rules: &Compiled, raw: &[u8], entry: u32, idx: u32, st: &mut S
     let m = &mut st.memo;
     let words = (rules.prefilter_bits as usize).div_ceil(64);
     let at = m.bit_words.len();
-    m.bit_words.resize(at + words, 0);
     m.bytes += words * 8;
-    if let Some(pf) = &rules.prefilter {
-        let hay: &[u8] = if idx == RAW {
-            raw
-        } else {
-            &m.arena[idx as usize]
-        };
-        pf.scan(hay, &mut m.bit_words[at..at + words]);
+    match &rules.prefilter {
+        Some(pf) => {
+            m.bit_words.resize(at + words, 0);
+            let hay: &[u8] = if idx == RAW {
+                raw
+            } else {
+                &m.arena[idx as usize]
+            };
+            pf.scan(hay, &mut m.bit_words[at..at + words]);
+        }
+        // not built yet (folding runs before it is): every value may hold every literal
+        None => m.bit_words.resize(at + words, !0),
     }
     let cell = if idx == RAW {
         m.raw_bits.get_mut(entry as usize)

@@ -604,9 +604,10 @@ pub struct Compiled {
     pub scan_nodes: Vec<u32>,
     /// Per node, its pipeline's steps (see [`Compiled::pipeline`]).
     pipelines: Vec<Box<[Transform]>>,
-    /// One automaton over the literals of every prefiltered rule, run once per distinct
-    /// transformed value (once the rules are folded, of the rules a request can evaluate: see
-    /// [`Compiled::prefilter_reached`]).
+    /// One automaton over the literals of the prefiltered rules a request can evaluate, run
+    /// once per distinct transformed value: built once the rules are folded (see
+    /// [`Compiled::prefilter_reached`]). Until then (None) every value passes for every
+    /// literal.
     pub prefilter: Option<Prefilter>,
     /// (prefilter bit, literals) of every prefiltered rule link, those of rules a request never
     /// evaluates included (see [`Compiled::prefilter_reached`]).
@@ -649,11 +650,11 @@ pub struct Compiled {
 static NEXT_MEMO_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Compiled {
-    /// Rebuilds the prefilter over the literals of the rules a request can evaluate: not those
+    /// Builds the prefilter over the literals of the rules a request can evaluate: not those
     /// folding found jumped over on every request (the rules above the paranoia level, for
     /// one) nor those it replays (folded), whose operators never run. Their literals made the
     /// automaton larger (1.7 times the heads at PL1) and were found in values for nothing.
-    /// Call after `fold`: folding itself evaluates rules, with every literal.
+    /// Call after `fold`, which evaluates rules without a prefilter (every value passes).
     pub fn prefilter_reached(&mut self) {
         let bits = self.evaluated_bits();
         let kept: Vec<(u32, Vec<Vec<u8>>)> = self
@@ -933,7 +934,7 @@ pub fn compile(directives: Vec<Spanned<Directive>>) -> Result<Compiled, CrsError
         nodes: b.nodes,
         scan_nodes,
         pipelines,
-        prefilter: Prefilter::build(&b.literals),
+        prefilter: None,
         literals: b.literals,
         prefilter_bits: b.next_bit,
         folded_runs: Default::default(),
