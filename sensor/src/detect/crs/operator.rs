@@ -229,7 +229,7 @@ impl Operator {
     pub fn pcre_reason(&self) -> Option<&str> {
         match self {
             Operator::Rx(rx) => match &rx.engine {
-                RxEngine::Pcre(p) => Some(&p.why),
+                RxEngine::Pcre { why, .. } => Some(why),
                 _ => None,
             },
             _ => None,
@@ -257,8 +257,8 @@ enum RxEngine {
         re: regex_automata::meta::Regex,
         groups: Pcre,
     },
-    /// With the reason the Rust engine was not used.
-    Pcre(Pcre),
+    /// PCRE2 alone, with the construct that kept the pattern from the Rust engine.
+    Pcre { re: Pcre, why: String },
 }
 
 /// A PCRE2 regex with a pool of capture buffers: a fresh `CaptureLocations` holds a JIT stack
@@ -266,15 +266,13 @@ enum RxEngine {
 #[derive(Debug)]
 struct Pcre {
     re: pcre2::bytes::Regex,
-    why: String,
     locations: std::sync::Mutex<Vec<pcre2::bytes::CaptureLocations>>,
 }
 
 impl Pcre {
-    fn new(re: pcre2::bytes::Regex, why: String) -> Pcre {
+    fn new(re: pcre2::bytes::Regex) -> Pcre {
         Pcre {
             re,
-            why,
             locations: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -319,9 +317,12 @@ impl Rx {
         let engine = match rust_equivalent(pattern) {
             Ok(re) => RxEngine::Rust {
                 re,
-                groups: Pcre::new(pcre, String::new()),
+                groups: Pcre::new(pcre),
             },
-            Err(why) => RxEngine::Pcre(Pcre::new(pcre, why)),
+            Err(why) => RxEngine::Pcre {
+                re: Pcre::new(pcre),
+                why,
+            },
         };
         Ok(Rx {
             pattern: pattern.to_string(),
@@ -334,7 +335,7 @@ impl Rx {
             RxEngine::Empty => true,
             RxEngine::Rust { re, .. } => re.is_match(value),
             // A match error (match limit, JIT stack) is "no match" in libmodsecurity.
-            RxEngine::Pcre(p) => p.re.is_match(value).unwrap_or(false),
+            RxEngine::Pcre { re: p, .. } => p.re.is_match(value).unwrap_or(false),
         }
     }
 
@@ -345,7 +346,7 @@ impl Rx {
             // in libmodsecurity
             RxEngine::Rust { re, groups } => re.is_match(value).then(|| groups.captures(value))?,
             // `is_match` reuses pooled match data: look first, capture only on a match
-            RxEngine::Pcre(p) => {
+            RxEngine::Pcre { re: p, .. } => {
                 p.re.is_match(value)
                     .unwrap_or(false)
                     .then(|| p.captures(value))?
@@ -1628,7 +1629,10 @@ pub(super) mod tests {
                 .unwrap();
             let pcre_rx = Rx {
                 pattern: p.clone(),
-                engine: RxEngine::Pcre(Pcre::new(pcre, String::new())),
+                engine: RxEngine::Pcre {
+                    re: Pcre::new(pcre),
+                    why: String::new(),
+                },
             };
             for s in &subjects {
                 // the Rust engine decides whether a pattern matches; the groups of a match
