@@ -44,8 +44,8 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
         r.prefiltered, r.prefiltered_evaluated, r.unfiltered, r.pcre_regexes
     );
     println!(
-        "  rules the prefilter cannot answer for, skipped by their verdict per value: {}",
-        r.verdicts
+        "  rules skipped by their operator's verdict per value: {} ({} of them without a prefilter)",
+        r.verdicts, r.verdicts_unfiltered
     );
     for (id, why) in &r.never_match {
         println!("  rule {id} never matches here: {why}");

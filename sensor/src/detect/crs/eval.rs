@@ -2093,6 +2093,7 @@ pub(super) fn index_live(rules: &mut Compiled) {
     let mut cells: Vec<LiveCell> = vec![Vec::new(); KINDS + rules.keys.len()];
     let mut next = 0u32;
     let mut verdicts = Vec::new();
+    let mut unfiltered = 0;
     for (phase, items) in rules.phases.iter_mut().enumerate() {
         for (at, item) in items.iter_mut().enumerate() {
             let Item::Rule(top) = item else { continue };
@@ -2105,6 +2106,9 @@ pub(super) fn index_live(rules: &mut Compiled) {
                 if r.verdict.is_some() {
                     r.verdict = Some(verdicts.len() as u32);
                     verdicts.push((phase as u32, at as u32));
+                    if r.prefilter_bit.is_none() || r.negated {
+                        unfiltered += 1;
+                    }
                 }
                 let answer = match (r.verdict, r.prefilter_bit) {
                     (Some(v), _) => Some(VERDICT | v),
@@ -2138,6 +2142,7 @@ pub(super) fn index_live(rules: &mut Compiled) {
         }
     }
     rules.report.verdicts = verdicts.len();
+    rules.report.verdicts_unfiltered = unfiltered;
     rules.verdicts = verdicts;
     let mut named = vec![Vec::new(); KINDS];
     for (at, (kind, _)) in rules.keys.iter().enumerate() {
@@ -2357,7 +2362,25 @@ fn or_live(
                 let mut answer = None;
                 for &(bit, live) in links {
                     let hit = if bit & VERDICT != 0 {
-                        verdict(rules, c, bit & !VERDICT, raw, entry, *node, st)
+                        let v = bit & !VERDICT;
+                        // a rule with literals runs its operator only on a value that holds one
+                        match rules
+                            .verdict_rule(v)
+                            .filter(|r| !r.negated)
+                            .and_then(|r| r.prefilter_bit)
+                        {
+                            Some(pf) => {
+                                let at = match answer {
+                                    Some(at) => at,
+                                    None => {
+                                        *answer.insert(entry_bits(rules, raw, entry, *node, st))
+                                    }
+                                };
+                                bit_set(&st.memo.bit_words, at, pf)
+                                    && verdict(rules, c, v, raw, entry, *node, st)
+                            }
+                            None => verdict(rules, c, v, raw, entry, *node, st),
+                        }
                     } else {
                         let at = match answer {
                             Some(at) => at,
@@ -2573,13 +2596,13 @@ pub(super) fn prefilter_checks(rule: &Rule, keys: &mut Vec<(u32, Vec<u8>)>) -> O
 }
 
 /// Whether a top rule link can have a [`Rule::verdict`]: its operator's result depends on
-/// the value's bytes alone (no macro in its argument) and the prefilter cannot answer for it
-/// (no literals, or negated).
+/// the value's bytes alone (no macro in its argument). Where the rule has literals the
+/// operator runs only on the values that hold one (see [`or_live`]): a value with the
+/// literal but not the pattern then leaves the rule out too, instead of having it evaluated
+/// on every request that carries the value.
 pub(super) fn wants_verdict(r: &Rule) -> bool {
-    (r.prefilter_bit.is_none() || r.negated)
-        && r.op
-            .as_ref()
-            .is_some_and(|op| !matches!(op, Op::Dynamic { .. }))
+    r.op.as_ref()
+        .is_some_and(|op| !matches!(op, Op::Dynamic { .. }))
 }
 
 /// Whether `op`'s result on a value is worth keeping in the memo: a function of the value's

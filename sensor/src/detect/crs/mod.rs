@@ -627,11 +627,12 @@ mod tests {
         }
     }
 
-    /// A top rule whose operator's verdict depends on the value alone but that the prefilter
-    /// cannot answer for (`@detectSQLi`, an `@rx` without literals, a negated operator) is
-    /// jumped over when it matches none of its values, its verdicts standing in for the
-    /// prefilter's answers; chained links are left as they were. (Debug builds check every
-    /// jump.)
+    /// A top rule whose operator's verdict depends on the value alone is jumped over when it
+    /// matches none of its values: the rules the prefilter cannot answer for (`@detectSQLi`,
+    /// an `@rx` without literals, a negated operator), and those with literals, whose operator
+    /// runs on the values holding one (a value with the literal that the pattern does not
+    /// match leaves the rule out). Chained links are left as they were. (Debug builds check
+    /// every jump.)
     #[test]
     fn operator_verdicts_stand_in_for_literals() {
         let crs = load(&format!(
@@ -640,7 +641,8 @@ mod tests {
              SecRule ARGS \"@rx ^\\d+$\" \"id:942200,phase:2,block,t:none,t:urlDecodeUni,multiMatch,{SCORE}\"\n\
              SecRule ARGS \"!@rx ^\\w+$\" \"id:942300,phase:2,block,t:none,{SCORE}\"\n\
              SecRule REQUEST_METHOD \"@rx ^G\" \"id:942400,phase:2,block,chain,{SCORE}\"\n\
-             \tSecRule ARGS \"@rx ^\\d\" \"t:none\"\n"
+             \tSecRule ARGS \"@rx ^\\d\" \"t:none\"\n\
+             SecRule ARGS \"@rx select\\s+\\d\" \"id:942500,phase:2,block,t:none,t:urlDecodeUni,{SCORE}\"\n"
         ));
         let c = &crs.compiled;
         let with_verdicts: Vec<u64> = c
@@ -658,7 +660,13 @@ mod tests {
                 },
             )
             .collect();
-        assert_eq!(with_verdicts, vec![920270, 942100, 942200, 942300]);
+        // 200000 and 200001 (the body processors by Content-Type) have literals too
+        assert_eq!(
+            with_verdicts,
+            vec![
+                200000, 200001, 920270, 942100, 942200, 942300, 942400, 942500
+            ]
+        );
         for (target, ua, want) in [
             ("/?a=hello", "", vec![]),
             ("/?a=1%27%20or%201%3D1--", "", vec![942100, 942300, 942400]),
@@ -666,6 +674,9 @@ mod tests {
             ("/?a=%2531%2532", "", vec![942200, 942300]),
             ("/", "1' or 1=1--", vec![942100]),
             ("/?a=caf%C3%A9", "", vec![920270, 942300]),
+            // the literal without the pattern, then both
+            ("/?a=select%20x", "", vec![942300]),
+            ("/?a=select%201", "", vec![942300, 942500]),
         ] {
             let headers: Vec<(&str, &str)> = if ua.is_empty() {
                 vec![("Referer", "1' or 1=1--")]

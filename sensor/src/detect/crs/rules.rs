@@ -450,12 +450,14 @@ pub struct Rule {
     /// Bit of this rule in the prefilter (None: no literal requirement). A value none of whose
     /// transformed forms contains one of the rule's literals cannot match.
     pub prefilter_bit: Option<u32>,
-    /// For a top rule whose operator's verdict depends on the value's bytes alone but that the
-    /// prefilter cannot answer for (no literals: `@detectSQLi`, `@validateByteRange`, `@within`
-    /// a fixed list, an `@rx` without literals; or negated): its number among
-    /// [`Compiled::verdicts`]. Whether the rule matches a value then stands where the
-    /// prefilter's answer stands for other rules (see `eval::index_live`): worked out once per
-    /// value, and the rule is jumped over when it matches none of its values.
+    /// For a top rule whose operator's verdict depends on the value's bytes alone: its number
+    /// among [`Compiled::verdicts`]. Whether the rule matches a value then stands where the
+    /// prefilter's answer stands for chained links (see `eval::index_live`): worked out once
+    /// per value (after the prefilter, for a rule with literals: the operator runs only on
+    /// values that hold one), and the rule is jumped over when it matches none of its values.
+    /// Rules the prefilter cannot answer for (no literals: `@detectSQLi`, `@validateByteRange`,
+    /// `@within` a fixed list, an `@rx` without literals; or negated) are jumped over this way
+    /// only.
     /// `Some(u32::MAX)` until `index_live` numbers it.
     pub verdict: Option<u32>,
     /// Number of this rule link among all links of the rule set (a key of the evaluator's
@@ -584,9 +586,10 @@ pub struct LoadReport {
     pub prefiltered_evaluated: usize,
     /// Rules evaluated once at load time (their verdict is the same on every request).
     pub folded: usize,
-    /// Rules the prefilter cannot answer for, jumped over by their verdicts per value (see
-    /// [`Rule::verdict`]).
+    /// Rules jumped over by their operator's verdicts per value (see [`Rule::verdict`]), and
+    /// how many of them the prefilter cannot answer for.
     pub verdicts: usize,
+    pub verdicts_unfiltered: usize,
     /// What the operator should know about how the tree was loaded.
     pub warnings: Vec<String>,
 }
