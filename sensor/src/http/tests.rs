@@ -618,3 +618,54 @@ fn resync_is_linear() {
         started.elapsed()
     );
 }
+
+/// Headers, method and target are read as `String::from_utf8_lossy` reads them, valid UTF-8
+/// or not (the fast path for valid input changes nothing).
+#[test]
+fn text_is_what_the_lossy_decoder_makes() {
+    let cases: [&[u8]; 7] = [
+        b"",
+        b"plain ascii",
+        "caf\u{e9} \u{1F600}".as_bytes(),
+        b"bad \xff byte",
+        b"cut \xe2\x82",
+        b"\xc0\xafoverlong",
+        b"mixed \xe2\x82\xac \xed\xa0\x80 surrogate",
+    ];
+    for bytes in cases {
+        assert_eq!(lossy(bytes), String::from_utf8_lossy(bytes), "{bytes:?}");
+    }
+    let mut raw = b"GET /a\xffb HTTP/1.1\r\nX-T: v\xc3\xa9 \xfe\r\n".to_vec();
+    raw.extend_from_slice(b"Content-Length: 3\r\n\r\n\xffok");
+    let (r, _) = complete(&raw);
+    assert_eq!(r.target, "/a\u{FFFD}b");
+    assert_eq!(r.headers[0].1, "v\u{e9} \u{FFFD}");
+    assert_eq!(r.body_text(), "\u{FFFD}ok");
+}
+
+/// Header lines are split where `slice::split` on line feeds splits them.
+#[test]
+fn lines_split_as_slice_split_does() {
+    let cases: [&[u8]; 7] = [
+        b"",
+        b"\n",
+        b"a",
+        b"a\n",
+        b"a\r\nb: c\r\n\r\n",
+        b"\n\nx\n",
+        b"no end\nlast",
+    ];
+    for buf in cases {
+        let want: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+        assert_eq!(split_lines(buf).collect::<Vec<_>>(), want, "{buf:?}");
+    }
+}
+
+/// The token table holds exactly RFC 9110's `tchar`.
+#[test]
+fn token_bytes_are_rfc_9110_tchar() {
+    for b in 0..=255u8 {
+        let want = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        assert_eq!(is_tchar(b), want, "{b:#04x}");
+    }
+}
