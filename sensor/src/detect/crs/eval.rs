@@ -883,9 +883,11 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
                 if next > at {
                     if cfg!(debug_assertions) {
                         for skipped in &items[at..next] {
-                            assert!(
-                                matches!(skipped, Item::Rule(r) if cannot_match(rules, r, c, st))
-                            );
+                            // no jump is pending: a marker is a no-op
+                            assert!(match skipped {
+                                Item::Rule(r) => cannot_match(rules, r, c, st),
+                                Item::Marker(_) => true,
+                            });
                         }
                     }
                     clear_matched(st);
@@ -954,7 +956,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
                 msg: rule
                     .msg_template
                     .as_ref()
-                    .map(|m| String::from_utf8_lossy(&expand(m, Some(rule), c, st)).into_owned()),
+                    .map(|m| lossy_string(expand(m, Some(rule), c, st))),
                 severity: rule.severity,
                 tags: rule.tags.clone(),
                 points: st.points,
@@ -963,6 +965,12 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
         }
     }
     st.vals = recycle(vals);
+}
+
+/// `bytes` as a string, invalid UTF-8 replaced as `String::from_utf8_lossy` replaces it (valid
+/// bytes, nearly always, are checked the fast way and kept, not copied).
+fn lossy_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A run of MATCHED_VARS entries (see [`State::matched_seq`]).
@@ -2170,7 +2178,10 @@ pub(super) fn index_live(rules: &mut Compiled) {
             let run = rules.folded_runs[phase]
                 .get(at)
                 .is_some_and(Option::is_some);
-            if targets == 0 || run {
+            // a marker does nothing unless a jump to it is pending, and then the items are
+            // walked one by one (the live mask is not used): it is not visited otherwise
+            let marker = matches!(rules.phases[phase].get(at), Some(Item::Marker(_)));
+            if run || (targets == 0 && !marker) {
                 always[at / 64] |= 1 << (at % 64);
                 continue;
             }
@@ -2804,17 +2815,8 @@ fn macro_value(
     out: &mut Vec<u8>,
 ) {
     if name == "RULE" {
-        let Some(r) = top else { return };
-        match key.unwrap_or("") {
-            "id" => out.extend_from_slice(r.id.to_string().as_bytes()),
-            "msg" => out.extend_from_slice(r.msg.as_deref().unwrap_or("").as_bytes()),
-            "severity" => out.extend_from_slice(
-                r.severity
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-                    .as_bytes(),
-            ),
-            _ => {}
+        if let Some(r) = top {
+            rule_macro(r, key, out);
         }
         return;
     }
@@ -2858,6 +2860,21 @@ fn macro_value(
     resolve(&t, c, st, &mut vals);
     if let Some(v) = vals.first() {
         out.extend_from_slice(&v.data);
+    }
+}
+
+/// `%{rule.<key>}` of the rule `r` (the top rule of a chain): its id, msg or severity.
+pub(super) fn rule_macro(r: &Rule, key: Option<&str>, out: &mut Vec<u8>) {
+    match key.unwrap_or("") {
+        "id" => out.extend_from_slice(r.id.to_string().as_bytes()),
+        "msg" => out.extend_from_slice(r.msg.as_deref().unwrap_or("").as_bytes()),
+        "severity" => out.extend_from_slice(
+            r.severity
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        ),
+        _ => {}
     }
 }
 

@@ -22,7 +22,10 @@
 //! A folded rule that matches and logs is left to run (its message may read request data).
 //! An operator whose argument reads only TX names known where its rule runs (CRS's
 //! `@within %{tx.allowed_methods}`) is compiled at load with the argument expanded, instead of
-//! expanded on every request; a top rule's then gets a verdict (see `Rule::verdict`).
+//! expanded on every request; a top rule's then gets a verdict (see `Rule::verdict`). So is a
+//! `setvar` value made of such TX names and the rule's own `%{rule.*}` (the score increments
+//! `+%{tx.critical_anomaly_score}`, `tx.msg=%{rule.msg}`), unless the rule itself writes a name
+//! it reads.
 //!
 //! [`runs`] then merges, from each folded rule, the effects of every folded rule a request
 //! meets up to the next evaluated one (jumps taken): the evaluator applies them at once.
@@ -250,6 +253,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
     let mut unreached: Vec<(usize, usize)> = Vec::new();
     let mut removals = Removals::default();
     let mut constants: Vec<(usize, usize, usize, Operator)> = Vec::new();
+    let mut values: Vec<ConstantValue> = Vec::new();
     let mut current: Option<Abs> = Some(Abs::default());
     for (phase, items) in rules.phases.iter().enumerate() {
         let mut pending: Vec<(&str, Abs)> = Vec::new();
@@ -275,6 +279,7 @@ pub fn fold(rules: &mut Compiled) -> usize {
                 continue;
             };
             constant_arguments(rule, abs, phase, idx, &mut constants);
+            constant_values(rule, abs, phase, idx, &mut values);
             let removable = removals.affect(rule);
             let fixed = !removable && links(rule).all(|l| link_static(l, abs));
             // a rule whose first link matches no value on any request does nothing else, however
@@ -341,6 +346,18 @@ pub fn fold(rules: &mut Compiled) -> usize {
             r.folded = Some(Box::new(f));
         }
     }
+    for v in values {
+        let Some(Item::Rule(top)) = rules.phases[v.phase].get_mut(v.idx) else {
+            continue;
+        };
+        let mut link = Some(&mut **top);
+        for _ in 0..v.depth {
+            link = link.and_then(|l| l.chain.as_deref_mut());
+        }
+        if let Some(sv) = link.and_then(|l| l.setvars.get_mut(v.setvar)) {
+            sv.value_literal = Some(v.value);
+        }
+    }
     for (phase, idx, depth, op) in constants {
         let Some(Item::Rule(top)) = rules.phases[phase].get_mut(idx) else {
             continue;
@@ -393,6 +410,58 @@ fn constant_arguments(
         }
         // what this link writes, for the links after it
         written.add_writes(l);
+    }
+}
+
+/// A `setvar` value that expands the same on every request reaching its rule.
+struct ConstantValue {
+    phase: usize,
+    idx: usize,
+    /// The link (0: the top rule).
+    depth: usize,
+    /// The `setvar` among the link's.
+    setvar: usize,
+    value: Arc<[u8]>,
+}
+
+/// The `setvar` values of `top`'s links whose macros are the rule's own (`%{rule.msg}`) and TX
+/// names known where the rule runs (`+%{tx.critical_anomaly_score}`), expanded now as the
+/// engine would expand them, instead of on every match. A value must not read a name the
+/// rule itself may write (a `setvar` of any of its links runs again for each value matched,
+/// and a `capture` writes the digits).
+fn constant_values(top: &Rule, abs: &Abs, phase: usize, idx: usize, out: &mut Vec<ConstantValue>) {
+    let mut written = Unknown::default();
+    for l in links(top) {
+        written.add_writes(l);
+    }
+    for (depth, l) in links(top).enumerate() {
+        for (setvar, sv) in l.setvars.iter().enumerate() {
+            let constant = sv.value_literal.is_none()
+                && sv.op != SetOp::Unset
+                && sv.value.macros().all(|(n, k)| match n {
+                    "RULE" => true,
+                    "TX" => k.is_some_and(|k| abs.known(k) && !written.contains(k)),
+                    _ => false,
+                });
+            if !constant {
+                continue;
+            }
+            let value = sv.value.expand_with(|n, k, buf| match n {
+                "RULE" => eval::rule_macro(top, k, buf),
+                _ => {
+                    if let Some(v) = k.and_then(|k| abs.tx.get(k)) {
+                        buf.extend_from_slice(v);
+                    }
+                }
+            });
+            out.push(ConstantValue {
+                phase,
+                idx,
+                depth,
+                setvar,
+                value: Arc::from(value),
+            });
+        }
     }
 }
 

@@ -433,6 +433,61 @@ mod tests {
         assert_eq!(ids(&run(&crs, "/?m=x", &[], "body")), vec![911100]);
     }
 
+    /// A `setvar` value made of TX values known where its rule runs and of the rule's own
+    /// `%{rule.*}` is expanded at load; one that reads what a request, or the rule itself, may
+    /// write stays expanded per match. The scores and TX come out the same either way.
+    #[test]
+    fn constant_setvar_values_are_expanded_at_load() {
+        let crs = load(
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.points=4,setvar:tx.anomaly_score_pl1=0\"\n\
+             SecRule ARGS:m \"@streq x\" \"id:2,phase:1,pass,nolog,setvar:tx.later=3\"\n\
+             SecRule ARGS \"@contains evil\" \"id:942100,phase:2,block,msg:'Evil',setvar:'tx.msg=%{rule.msg} %{rule.id}',setvar:'tx.anomaly_score_pl1=+%{tx.points}',setvar:'tx.own=2',setvar:'tx.twice=%{tx.own}',setvar:'tx.mixed=+%{tx.later}'\"\n",
+        );
+        let values: Vec<Option<&[u8]>> = crs
+            .compiled
+            .phases
+            .iter()
+            .flatten()
+            .find_map(|i| match i {
+                rules::Item::Rule(r) if r.id == 942100 => Some(r),
+                _ => None,
+            })
+            .expect("the rule")
+            .setvars
+            .iter()
+            .map(|sv| sv.value_literal.as_deref())
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                Some(&b"Evil 942100"[..]),
+                Some(&b"4"[..]),
+                Some(&b"2"[..]),
+                // reads what the rule itself writes, and what a request may write
+                None,
+                None,
+            ]
+        );
+        // the points the rule added, as the score counters are summed
+        assert_eq!(run(&crs, "/?a=evil&m=x", &[], "").attack_score, 4);
+        let tx = |target: &str| {
+            let input = RequestInput {
+                method: b"GET",
+                target: target.as_bytes(),
+                protocol: b"HTTP/1.1",
+                headers: &[],
+                body: b"",
+                remote_addr: "192.0.2.1",
+            };
+            eval::run(&crs.compiled, &input).tx
+        };
+        let later = tx("/?a=evil&m=x");
+        assert_eq!(later.get("msg"), Some(&b"Evil 942100"[..]));
+        assert_eq!(later.get("twice"), Some(&b"2"[..]));
+        assert_eq!(later.get("mixed"), Some(&b"3"[..]));
+        assert_eq!(tx("/?a=evil").get("mixed"), Some(&b"0"[..]));
+    }
+
     #[test]
     fn ctl_exclusions_apply_at_run_time() {
         let crs = load(&format!(
