@@ -418,6 +418,9 @@ struct State<'r> {
     tx_gen: u64,
     /// The operator a TX-only dynamic argument last expanded to: (rule link, `tx_gen`).
     last_dynamic: Option<(u32, u64, Arc<Operator>)>,
+    /// The captures in the memo (their index in `Memo::captures`) that TX:0-9 hold, when the
+    /// last write of those names was a memoized capture.
+    caps_at: Option<u32>,
     /// The buffer rules resolve their values into (kept between requests, emptied).
     vals: Vec<Val<'static>>,
     /// multiMatch's last value seen by the operator (a buffer kept between rules).
@@ -464,6 +467,7 @@ fn coll_get<'s>(
 /// Sets `name` in the collection `idx` (`key`, when given, is `name` already shared).
 fn coll_set(st: &mut State<'_>, idx: usize, name: &str, key: Option<&Arc<str>>, value: Arc<[u8]>) {
     if idx == 0 {
+        forget_captures(st, name);
         st.tx.set(name, key, value);
     } else if let Some(map) = st.colls.get_mut(idx) {
         match map.get_mut(name) {
@@ -477,9 +481,18 @@ fn coll_set(st: &mut State<'_>, idx: usize, name: &str, key: Option<&Arc<str>>, 
 
 fn coll_remove(st: &mut State<'_>, idx: usize, name: &str) {
     if idx == 0 {
+        forget_captures(st, name);
         st.tx.remove(name);
     } else if let Some(map) = st.colls.get_mut(idx) {
         map.remove(name);
+    }
+}
+
+/// A write of TX `name` other than a capture's: TX:0-9 no longer stand for the last capture
+/// once one of them is written.
+fn forget_captures(st: &mut State<'_>, name: &str) {
+    if name.len() == 1 && name.as_bytes()[0].is_ascii_digit() {
+        st.caps_at = None;
     }
 }
 
@@ -530,6 +543,9 @@ struct Memo {
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
     captures: Vec<SharedCaptures>,
+    /// What a [`SetVar::of_captures`] writes, by (rule link, `setvar` number, captures in
+    /// `captures`): the expanded name (shared, so that a write adds no key) and value.
+    capture_writes: Map<u64, (Arc<str>, Arc<[u8]>)>,
     /// The targets whose checks of a union cell a value passes (see [`live_mask`]), as an
     /// offset in `live_lists` ([`NO_TARGET`] for none). Per entry, the first cell asked about
     /// (most values only ever sit in one), as (cell, offset) with cell [`UNSET`] until then;
@@ -562,7 +578,7 @@ impl Memo {
     fn begin(&mut self, owner: u64, keep: bool, nodes: usize) {
         let over = self.entries.len() > MEMO_ENTRIES
             || self.bytes > MEMO_BYTES
-            || self.ops.len() + self.live_more.len() > MEMO_OPS
+            || self.ops.len() + self.live_more.len() + self.capture_writes.len() > MEMO_OPS
             || self.cache.len() > MEMO_CELLS;
         if over {
             *self = Memo::default();
@@ -598,6 +614,7 @@ impl Memo {
         self.bit_words.clear();
         self.ops.clear();
         self.captures.clear();
+        self.capture_writes.clear();
         self.entry_live.clear();
         self.live_more.clear();
         self.live_lists.clear();
@@ -1151,8 +1168,8 @@ fn eval_rule<'r, 'c>(
                     if top.log && st.evidence_len < MAX_EVIDENCE {
                         push_evidence(rules, value, node, st);
                     }
-                    for sv in &rule.setvars {
-                        setvar(top, sv, c, st);
+                    for (i, sv) in rule.setvars.iter().enumerate() {
+                        setvar_at(top, sv, (rule.link, i), c, st);
                     }
                     matched_any = true;
                 }
@@ -2661,6 +2678,10 @@ fn apply_op(
                     }
                 }
             }
+            st.caps_at = match found {
+                Caps::Kept(at) => Some(at as u32),
+                Caps::Made(_) => None,
+            };
         }
     }
     true
@@ -2876,6 +2897,62 @@ pub(super) fn rule_macro(r: &Rule, key: Option<&str>, out: &mut Vec<u8>) {
         ),
         _ => {}
     }
+}
+
+/// [`setvar`] of the `setvar` number `site.1` of the rule link `site.0`: one that writes what
+/// the captures dictate takes its name and value from the memo, kept there with the captures
+/// the first time they were written (the restricted-header rule writes one per header name).
+fn setvar_at(top: &Rule, sv: &SetVar, site: (u32, usize), c: &Collections, st: &mut State<'_>) {
+    let key = match (sv.of_captures, st.caps_at, &st.trace) {
+        (true, Some(at), None) if site.1 < 256 => {
+            (u64::from(site.0) << 40) | ((site.1 as u64) << 32) | u64::from(at)
+        }
+        _ => return setvar(top, sv, c, st),
+    };
+    if let Some((name, value)) = st.memo.capture_writes.get(&key) {
+        let (name, value) = (name.clone(), value.clone());
+        st.tx_gen += 1;
+        // (never a digit: a write of one forgets the captures, and was not kept)
+        coll_set(st, coll_index(sv.coll), &name, Some(&name), value);
+        return;
+    }
+    // the digits the templates read must all be this capture's (an earlier one's would be
+    // read otherwise)
+    let caps = st.memo.captures.get((key & 0xffff_ffff) as usize);
+    let held = |k: Option<&str>| {
+        k.and_then(|k| k.parse::<usize>().ok())
+            .is_some_and(|d| caps.is_some_and(|c| c.get(d).is_some_and(Option::is_some)))
+    };
+    let complete = sv
+        .name
+        .macros()
+        .chain(sv.value.macros())
+        .all(|(n, k)| n != "TX" || held(k));
+    setvar(top, sv, c, st);
+    if !complete || st.caps_at.is_none() {
+        return;
+    }
+    // what was just written, read back
+    let name = written_name(sv, top, c, st);
+    if let Some((k, v)) = coll_get(st, coll_index(sv.coll), &name) {
+        let entry = (k.clone(), v.clone());
+        let m = &mut st.memo;
+        m.bytes += entry.0.len() + entry.1.len();
+        m.capture_writes.insert(key, entry);
+    }
+}
+
+/// The name `sv` wrote (expanded as [`setvar`] expands it).
+fn written_name(sv: &SetVar, top: &Rule, c: &Collections, st: &State<'_>) -> String {
+    if let Some(n) = &sv.name_literal {
+        return n.to_string();
+    }
+    let mut buf = Vec::new();
+    sv.name.expand_into(&mut buf, |n, k, out| {
+        macro_value(n, k, Some(top), c, st, out)
+    });
+    buf.make_ascii_lowercase();
+    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {

@@ -393,6 +393,10 @@ pub struct SetVar {
     pub name_literal: Option<Arc<str>>,
     /// The value when it has no macros.
     pub value_literal: Option<Arc<[u8]>>,
+    /// Set when the name or the value reads the captures (`%{tx.0}`) and nothing else that
+    /// changes per request (the rule's own `%{rule.*}` aside): what it writes is then a
+    /// function of the capture, kept with it in the evaluator's memo.
+    pub of_captures: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1043,7 +1047,14 @@ fn parse_setvar(loc: &Location, v: &str) -> Result<SetVar, CrsError> {
     };
     let name = Template::parse(&name.trim().to_ascii_lowercase());
     let value = Template::parse(value);
+    let digit =
+        |k: Option<&str>| k.is_some_and(|k| k.len() == 1 && k.as_bytes()[0].is_ascii_digit());
+    let macros = || name.macros().chain(value.macros());
+    let of_captures = op == SetOp::Set
+        && macros().any(|(n, k)| n == "TX" && digit(k))
+        && macros().all(|(n, k)| n == "RULE" || (n == "TX" && digit(k)));
     Ok(SetVar {
+        of_captures,
         coll,
         name_literal: name
             .literal()
