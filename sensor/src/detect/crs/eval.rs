@@ -2703,7 +2703,7 @@ fn op_outcome(
     st: &mut State<'_>,
     memo_key: Option<u64>,
 ) -> Option<Caps> {
-    let result = operator_result(rule, op, value, c, st).map(shared);
+    let result = operator_result(rule, op, value, c, st);
     match memo_key {
         Some(k) => caps_of(remember(&mut st.memo, k, result)),
         None => result.map(Caps::Made),
@@ -2719,14 +2719,9 @@ fn caps_of(code: u32) -> Option<Caps> {
     }
 }
 
-/// Captures as stored in TX: shared with the memo, not copied per request.
-type SharedCaptures = Vec<Option<Arc<[u8]>>>;
-
-fn shared(caps: Captures) -> SharedCaptures {
-    caps.into_iter()
-        .map(|cap| cap.map(Arc::<[u8]>::from))
-        .collect()
-}
+/// Captures as stored in TX: shared with the memo, not copied per request (operators make
+/// them shared from the value's bytes).
+type SharedCaptures = Captures;
 
 /// Keeps an operator's result in the memo under `key` and returns its code there.
 fn remember(m: &mut Memo, key: u64, result: Option<SharedCaptures>) -> u32 {
@@ -2763,7 +2758,7 @@ fn operator_result(
     match op {
         Op::Static(o) if !rule.capture => o.is_match(value).then(Vec::new),
         Op::Static(o) => o.evaluate(value),
-        Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(fp.to_vec())]),
+        Op::SqlI => injection::detect_sqli(value).map(|fp| vec![Some(Arc::from(fp))]),
         Op::Xss => injection::detect_xss(value).then(Vec::new),
         Op::Dynamic {
             name,

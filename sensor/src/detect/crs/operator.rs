@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
@@ -15,7 +16,7 @@ use thiserror::Error;
 
 /// What a match stores in TX:0, TX:1, ... when the rule has `capture`: index n is TX:n, `None`
 /// leaves TX:n unchanged (a group that did not take part). Empty for operators that store nothing.
-pub type Captures = Vec<Option<Vec<u8>>>;
+pub type Captures = Vec<Option<Arc<[u8]>>>;
 
 /// Why an operator could not be compiled (libmodsecurity refuses to load such a rule too).
 #[derive(Debug, Error)]
@@ -166,7 +167,7 @@ impl Operator {
     pub fn evaluate(&self, value: &[u8]) -> Option<Captures> {
         let hit = match self {
             Operator::Rx(rx) => return rx.captures(value),
-            Operator::Pm(pm) => return pm.find(value).map(|text| vec![Some(text.to_vec())]),
+            Operator::Pm(pm) => return pm.find(value).map(|text| vec![Some(Arc::from(text))]),
             _ => self.is_match(value),
         };
         hit.then(Vec::new)
@@ -284,7 +285,7 @@ impl Pcre {
         let found = matches!(self.re.captures_read(&mut locs, value), Ok(Some(_)));
         let caps = found.then(|| {
             (0..locs.len())
-                .map(|i| locs.get(i).map(|(s, e)| value[s..e].to_vec()))
+                .map(|i| locs.get(i).map(|(s, e)| Arc::from(&value[s..e])))
                 .collect()
         });
         if let Ok(mut pool) = self.locations.lock() {
@@ -1201,6 +1202,7 @@ pub(super) mod tests {
         op(name, arg)
             .evaluate(value)
             .and_then(|c| c.into_iter().next().flatten())
+            .map(|c| c.to_vec())
     }
 
     // Every case below was run through libmodsecurity 3.0.9 with bench/modsec/reference/operator/harness.c (value in
@@ -1340,7 +1342,7 @@ pub(super) mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pm1.data"), "# c\n  # c2\n\nfoo \nBar\n x#y\n").unwrap();
         let pm = Operator::compile("pmFromFile", "pm1.data", &dir).unwrap();
-        let t = |v: &[u8]| pm.evaluate(v).map(|c| c[0].clone().unwrap());
+        let t = |v: &[u8]| pm.evaluate(v).map(|c| c[0].as_deref().unwrap().to_vec());
         assert_eq!(t(b"foo"), None);
         assert_eq!(t(b"foo bar"), Some(b"foo ".to_vec()));
         assert_eq!(t(b"BAR"), Some(b"Bar".to_vec()));
@@ -1361,7 +1363,8 @@ pub(super) mod tests {
     #[test]
     fn rx_like_libmodsecurity() {
         let caps = op("rx", "a(b)?(c)").evaluate(b"ac").unwrap();
-        assert_eq!(caps, vec![Some(b"ac".to_vec()), None, Some(b"c".to_vec())]);
+        let caps: Vec<Option<&[u8]>> = caps.iter().map(Option::as_deref).collect();
+        assert_eq!(caps, vec![Some(&b"ac"[..]), None, Some(&b"c"[..])]);
         assert_eq!(tx0("rx", "^a$", b"b\na\nb"), Some(b"a".to_vec()));
         assert_eq!(tx0("rx", "a.b", b"a\nb"), Some(b"a\nb".to_vec()));
         assert_eq!(tx0("RX", "a", b"a"), Some(b"a".to_vec()));
@@ -1501,7 +1504,7 @@ pub(super) mod tests {
         let pmf = op("pmf", "lfi-os-files.data");
         assert_eq!(
             pmf.evaluate(b"/etc/passwd"),
-            Some(vec![Some(b"etc/passwd".to_vec())])
+            Some(vec![Some(Arc::from(&b"etc/passwd"[..]))])
         );
         let lfi = op("pmFromFile", "lfi-os-files.data");
         assert!(lfi.is_match(b"/etc/passwd"));
@@ -1673,7 +1676,7 @@ pub(super) mod tests {
             let o = ops
                 .entry(file.to_string())
                 .or_insert_with(|| op("pmFromFile", file));
-            let got = o.evaluate(f[1]).map(|c| c[0].clone().unwrap());
+            let got = o.evaluate(f[1]).map(|c| c[0].as_deref().unwrap().to_vec());
             match f[2].strip_prefix(b"MATCH ") {
                 None => assert_eq!(got, None, "{file} {:?}", f[1].escape_ascii().to_string()),
                 Some(msg) => {
@@ -1725,7 +1728,9 @@ pub(super) mod tests {
                 .entry(pattern.clone())
                 .or_insert_with(|| op("rx", &pattern));
             let value = unescape_hex(f[1]);
-            let got = o.evaluate(&value).map(|c| c[0].clone().unwrap_or_default());
+            let got = o
+                .evaluate(&value)
+                .map(|c| c[0].as_deref().unwrap_or_default().to_vec());
             match f[2].strip_prefix("MATCH ") {
                 None => assert_eq!(got, None, "{pattern} on {}", f[1]),
                 Some(msg) => {
