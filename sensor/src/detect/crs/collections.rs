@@ -379,7 +379,7 @@ impl Collections {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// The C-string view libmodsecurity gets through `msc_process_uri`: up to the first NUL.
@@ -403,8 +403,21 @@ fn is_space(b: u8) -> bool {
 /// trailing separator gives no empty last one, and "" gives nothing.
 fn ssplit(buf: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
     let trimmed = buf.strip_suffix(&[sep]).unwrap_or(buf);
-    let empty = buf.is_empty();
-    trimmed.split(move |&b| b == sep).filter(move |_| !empty)
+    // the pieces between separators (`slice::split`'s), found by `memchr`
+    let mut rest = (!buf.is_empty()).then_some(trimmed);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr(sep, r) {
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -2189,6 +2202,26 @@ mod tests {
     //! MATCHED_VAR of every match).
 
     use super::*;
+
+    /// `ssplit` gives `std::getline`'s tokens: `slice::split` of the input without one
+    /// trailing separator, and nothing for an empty input.
+    #[test]
+    fn ssplit_gives_getline_tokens() {
+        let cases: [&[u8]; 9] = [
+            b"", b"&", b"&&", b"a", b"a&", b"&a", b"a&&b", b"a&b&", b"a&b&&",
+        ];
+        for buf in cases {
+            let trimmed = buf.strip_suffix(b"&").unwrap_or(buf);
+            let want: Vec<&[u8]> = if buf.is_empty() {
+                Vec::new()
+            } else {
+                trimmed.split(|&b| b == b'&').collect()
+            };
+            assert_eq!(ssplit(buf, b'&').collect::<Vec<_>>(), want, "{buf:?}");
+        }
+        assert_eq!(ssplit(b"a&&b", b'&').count(), 3);
+        assert_eq!(ssplit(b"a&", b'&').collect::<Vec<_>>(), vec![&b"a"[..]]);
+    }
 
     fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> Collections {
         let h: Vec<(&[u8], &[u8])> = headers
