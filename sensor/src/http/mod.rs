@@ -680,14 +680,6 @@ fn truncated_request_line(prefix: &[u8]) -> Result<Request, ParseError> {
     })
 }
 
-/// Parse the header lines in `lines` (up to an empty line or the end) into `request`.
-///
-/// A line servers ignore or refuse is skipped and counted, and the rest is still parsed: nginx
-/// ignores a name that is not made of letters, digits and `-` (`ignore_invalid_headers`, the
-/// default; `_` unless `underscores_in_headers`), keeps a line without a colon as a header with
-/// an empty value, and answers 400 to a space before the colon, an obs-fold line or a NUL. The
-/// sensor keeps every token name (Go and Node serve `X_Y` and `X.Y`, nginx can be told to),
-/// skips other names, and joins an obs-fold line to the header before it as Go does.
 /// `bytes` as a string, invalid UTF-8 replaced by U+FFFD (what `String::from_utf8_lossy`
 /// makes). Valid input, nearly every header, is checked by `str::from_utf8`, which takes
 /// ASCII a word at a time; the lossy decoder checks byte by byte, and took a third of the
@@ -718,6 +710,14 @@ fn split_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Parse the header lines in `lines` (up to an empty line or the end) into `request`.
+///
+/// A line servers ignore or refuse is skipped and counted, and the rest is still parsed: nginx
+/// ignores a name that is not made of letters, digits and `-` (`ignore_invalid_headers`, the
+/// default; `_` unless `underscores_in_headers`), keeps a line without a colon as a header with
+/// an empty value, and answers 400 to a space before the colon, an obs-fold line or a NUL. The
+/// sensor keeps every token name (Go and Node serve `X_Y` and `X.Y`, nginx can be told to),
+/// skips other names, and joins an obs-fold line to the header before it as Go does.
 fn parse_header_lines(lines: &[u8], request: &mut Request) {
     let mut last_kept = false;
     for line in split_lines(lines).map(trim_cr) {

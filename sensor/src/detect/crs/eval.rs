@@ -2947,7 +2947,7 @@ fn written_name(sv: &SetVar, top: &Rule, c: &Collections, st: &State<'_>) -> Str
         macro_value(n, k, Some(top), c, st, out)
     });
     buf.make_ascii_lowercase();
-    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    lossy_string(buf)
 }
 
 fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
