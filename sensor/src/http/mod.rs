@@ -691,13 +691,18 @@ fn lossy(bytes: &[u8]) -> String {
     }
 }
 
-/// The pieces of `buf` between line feeds, as `buf.split(|&b| b == b'\n')` gives them, found
-/// by `memchr` rather than a byte at a time.
+/// The pieces of `buf` between line feeds (see [`split_on`]).
 fn split_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    split_on(buf, b'\n')
+}
+
+/// The pieces of `buf` between the bytes `sep`, as `buf.split(|&b| b == sep)` gives them,
+/// found by `memchr` rather than a byte at a time.
+pub(crate) fn split_on(buf: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(buf);
     std::iter::from_fn(move || {
         let r = rest?;
-        match memchr::memchr(b'\n', r) {
+        match memchr::memchr(sep, r) {
             Some(i) => {
                 rest = r.get(i + 1..);
                 r.get(..i)

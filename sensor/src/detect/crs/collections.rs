@@ -403,21 +403,8 @@ fn is_space(b: u8) -> bool {
 /// trailing separator gives no empty last one, and "" gives nothing.
 fn ssplit(buf: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
     let trimmed = buf.strip_suffix(&[sep]).unwrap_or(buf);
-    // the pieces between separators (`slice::split`'s), found by `memchr`
-    let mut rest = (!buf.is_empty()).then_some(trimmed);
-    std::iter::from_fn(move || {
-        let r = rest?;
-        match memchr(sep, r) {
-            Some(i) => {
-                rest = r.get(i + 1..);
-                r.get(..i)
-            }
-            None => {
-                rest = None;
-                Some(r)
-            }
-        }
-    })
+    let empty = buf.is_empty();
+    crate::http::split_on(trimmed, sep).filter(move |_| !empty)
 }
 
 fn hex_val(b: u8) -> Option<u8> {

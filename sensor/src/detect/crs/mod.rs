@@ -268,18 +268,35 @@ mod tests {
         crs
     }
 
-    fn run(crs: &Crs, target: &str, headers: &[(&str, &str)], body: &str) -> Verdict {
+    /// Calls `f` with the request: a GET, or a POST when there is a body.
+    fn with_request<R>(
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        f: impl FnOnce(&RequestInput<'_>) -> R,
+    ) -> R {
         let h: Vec<(&[u8], &[u8])> = headers
             .iter()
             .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
             .collect();
-        crs.evaluate(&RequestInput {
+        f(&RequestInput {
             method: if body.is_empty() { b"GET" } else { b"POST" },
             target: target.as_bytes(),
             protocol: b"HTTP/1.1",
             headers: &h,
             body: body.as_bytes(),
             remote_addr: "192.0.2.1",
+        })
+    }
+
+    fn run(crs: &Crs, target: &str, headers: &[(&str, &str)], body: &str) -> Verdict {
+        with_request(target, headers, body, |input| crs.evaluate(input))
+    }
+
+    /// What the engine itself returns (TX included).
+    fn outcome(crs: &Crs, target: &str, headers: &[(&str, &str)], body: &str) -> eval::Outcome {
+        with_request(target, headers, body, |input| {
+            eval::run(&crs.compiled, input)
         })
     }
 
@@ -470,17 +487,7 @@ mod tests {
         );
         // the points the rule added, as the score counters are summed
         assert_eq!(run(&crs, "/?a=evil&m=x", &[], "").attack_score, 4);
-        let tx = |target: &str| {
-            let input = RequestInput {
-                method: b"GET",
-                target: target.as_bytes(),
-                protocol: b"HTTP/1.1",
-                headers: &[],
-                body: b"",
-                remote_addr: "192.0.2.1",
-            };
-            eval::run(&crs.compiled, &input).tx
-        };
+        let tx = |target: &str| outcome(&crs, target, &[], "").tx;
         let later = tx("/?a=evil&m=x");
         assert_eq!(later.get("msg"), Some(&b"Evil 942100"[..]));
         assert_eq!(later.get("twice"), Some(&b"2"[..]));
@@ -501,20 +508,12 @@ mod tests {
              SecRule ARGS:b \"@rx ^b\" \"id:5,phase:1,pass,nolog,setvar:'tx.after=%{tx.0}'\"\n";
         let memo = load(rules);
         let fresh = load(rules).without_value_memo();
-        let tx = |crs: &Crs, target: &str, headers: &[(&[u8], &[u8])]| {
-            let input = RequestInput {
-                method: b"GET",
-                target: target.as_bytes(),
-                protocol: b"HTTP/1.1",
-                headers,
-                body: b"",
-                remote_addr: "192.0.2.1",
-            };
-            format!("{:?}", eval::run(&crs.compiled, &input).tx.sorted())
+        let tx = |crs: &Crs, target: &str, headers: &[(&str, &str)]| {
+            format!("{:?}", outcome(crs, target, headers, "").tx.sorted())
         };
-        let headers: [&[(&[u8], &[u8])]; 2] = [
-            &[(b"Host", b"a"), (b"X-Up", b"1")],
-            &[(b"x-up", b"2"), (b"Host", b"b")],
+        let headers: [&[(&str, &str)]; 2] = [
+            &[("Host", "a"), ("X-Up", "1")],
+            &[("x-up", "2"), ("Host", "b")],
         ];
         // each engine's requests in a row (the thread's memo starts afresh when the rule set
         // changes)
@@ -1023,19 +1022,7 @@ mod tests {
             let mut out = Vec::new();
             for round in 0..2 {
                 for (target, headers, body) in &requests {
-                    let h: Vec<(&[u8], &[u8])> = headers
-                        .iter()
-                        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                        .collect();
-                    let input = RequestInput {
-                        method: if body.is_empty() { b"GET" } else { b"POST" },
-                        target: target.as_bytes(),
-                        protocol: b"HTTP/1.1",
-                        headers: &h,
-                        body: body.as_bytes(),
-                        remote_addr: "192.0.2.1",
-                    };
-                    let o = eval::run(&crs.compiled, &input);
+                    let o = outcome(crs, target, headers, body);
                     out.push(format!(
                         "round {round} {target}: {:?} {:?}",
                         o.matched,
