@@ -396,8 +396,9 @@ struct State<'r> {
     cell_kinds: u32,
     /// The memo entry of each dense slot's value, or [`UNSET`] until looked up.
     slot_entry: Vec<u32>,
-    /// Transformed values, prefilter answers and operator results per distinct value.
-    memo: Memo,
+    /// Transformed values, prefilter answers and operator results per distinct value (boxed:
+    /// handed between the thread's scratch and a request's state without copying it).
+    memo: Box<Memo>,
     /// The union of the prefilter answers over every value of a kind (or of its entries of
     /// one name), per (cell, node), as offsets in `union_words` (or [`UNSET`]).
     union_bits: Vec<u32>,
@@ -629,7 +630,7 @@ impl Memo {
 struct Scratch {
     bases: Vec<u32>,
     slot_entry: Vec<u32>,
-    memo: Memo,
+    memo: Option<Box<Memo>>,
     union_bits: Vec<u32>,
     union_words: Vec<u64>,
     /// The cells of `union_bits` set since the last reset.
@@ -666,7 +667,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         tx: Layered::from_map(s.tx),
         bases: s.bases,
         slot_entry: s.slot_entry,
-        memo: s.memo,
+        memo: s.memo.unwrap_or_default(),
         union_bits: s.union_bits,
         union_words: s.union_words,
         union_touched: s.union_touched,
@@ -690,26 +691,48 @@ fn state_with_scratch<'r>() -> State<'r> {
     }
 }
 
-/// Keeps the state's buffers for the thread's next request.
-fn keep_scratch(st: &mut State<'_>) {
+/// Keeps the state's buffers for the thread's next request, and returns what the request
+/// produced. The state is taken apart by value: its fields move, the memo as a pointer.
+fn keep_scratch(st: State<'_>) -> Outcome {
+    let State {
+        bases,
+        slot_entry,
+        memo,
+        union_bits,
+        union_words,
+        union_touched,
+        matched_vars,
+        matched_seq,
+        setvar_name,
+        setvar_value,
+        vals,
+        multi_last,
+        evidence,
+        live,
+        live_head,
+        runnable,
+        live_found,
+        outcome,
+        ..
+    } = st;
     let s = Scratch {
-        bases: std::mem::take(&mut st.bases),
-        slot_entry: std::mem::take(&mut st.slot_entry),
-        memo: std::mem::take(&mut st.memo),
-        union_bits: std::mem::take(&mut st.union_bits),
-        union_words: std::mem::take(&mut st.union_words),
-        union_touched: std::mem::take(&mut st.union_touched),
-        matched_vars: std::mem::take(&mut st.matched_vars),
-        matched_seq: recycle(std::mem::take(&mut st.matched_seq)),
-        setvar_name: std::mem::take(&mut st.setvar_name),
-        setvar_value: std::mem::take(&mut st.setvar_value),
-        vals: std::mem::take(&mut st.vals),
-        multi_last: std::mem::take(&mut st.multi_last),
-        evidence: std::mem::take(&mut st.evidence),
-        live: std::mem::take(&mut st.live),
-        live_head: std::mem::take(&mut st.live_head),
-        runnable: std::mem::take(&mut st.runnable),
-        live_found: std::mem::take(&mut st.live_found),
+        bases,
+        slot_entry,
+        memo: Some(memo),
+        union_bits,
+        union_words,
+        union_touched,
+        matched_vars,
+        matched_seq: recycle(matched_seq),
+        setvar_name,
+        setvar_value,
+        vals,
+        multi_last,
+        evidence,
+        live,
+        live_head,
+        runnable,
+        live_found,
         tx: CollMap::default(),
     };
     let _ = SCRATCH.try_with(|cell| {
@@ -717,6 +740,7 @@ fn keep_scratch(st: &mut State<'_>) {
             *kept = s;
         }
     });
+    outcome
 }
 
 /// Runs the rules over one request.
@@ -739,8 +763,7 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
         run_phase(rules, 1, &c, &mut st);
     }
     st.outcome.tx = Tx(std::mem::take(&mut st.tx));
-    keep_scratch(&mut st);
-    st.outcome
+    keep_scratch(st)
 }
 
 /// Evaluates one top rule at load time (see `fold`) on the empty request `c` and the TX
