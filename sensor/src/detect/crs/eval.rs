@@ -692,47 +692,26 @@ fn state_with_scratch<'r>() -> State<'r> {
 }
 
 /// Keeps the state's buffers for the thread's next request, and returns what the request
-/// produced. The state is taken apart by value: its fields move, the memo as a pointer.
+/// produced. The state's fields are moved out of it by value, the memo as a pointer.
 fn keep_scratch(st: State<'_>) -> Outcome {
-    let State {
-        bases,
-        slot_entry,
-        memo,
-        union_bits,
-        union_words,
-        union_touched,
-        matched_vars,
-        matched_seq,
-        setvar_name,
-        setvar_value,
-        vals,
-        multi_last,
-        evidence,
-        live,
-        live_head,
-        runnable,
-        live_found,
-        outcome,
-        ..
-    } = st;
     let s = Scratch {
-        bases,
-        slot_entry,
-        memo: Some(memo),
-        union_bits,
-        union_words,
-        union_touched,
-        matched_vars,
-        matched_seq: recycle(matched_seq),
-        setvar_name,
-        setvar_value,
-        vals,
-        multi_last,
-        evidence,
-        live,
-        live_head,
-        runnable,
-        live_found,
+        bases: st.bases,
+        slot_entry: st.slot_entry,
+        memo: Some(st.memo),
+        union_bits: st.union_bits,
+        union_words: st.union_words,
+        union_touched: st.union_touched,
+        matched_vars: st.matched_vars,
+        matched_seq: recycle(st.matched_seq),
+        setvar_name: st.setvar_name,
+        setvar_value: st.setvar_value,
+        vals: st.vals,
+        multi_last: st.multi_last,
+        evidence: st.evidence,
+        live: st.live,
+        live_head: st.live_head,
+        runnable: st.runnable,
+        live_found: st.live_found,
         tx: CollMap::default(),
     };
     let _ = SCRATCH.try_with(|cell| {
@@ -740,7 +719,7 @@ fn keep_scratch(st: State<'_>) -> Outcome {
             *kept = s;
         }
     });
-    outcome
+    st.outcome
 }
 
 /// Runs the rules over one request.
