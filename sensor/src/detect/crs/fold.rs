@@ -347,26 +347,16 @@ pub fn fold(rules: &mut Compiled) -> usize {
         }
     }
     for v in values {
-        let Some(Item::Rule(top)) = rules.phases[v.phase].get_mut(v.idx) else {
-            continue;
-        };
-        let mut link = Some(&mut **top);
-        for _ in 0..v.depth {
-            link = link.and_then(|l| l.chain.as_deref_mut());
-        }
-        if let Some(sv) = link.and_then(|l| l.setvars.get_mut(v.setvar)) {
+        if let Some(sv) = link_mut(&mut rules.phases, v.phase, v.idx, v.depth)
+            .and_then(|l| l.setvars.get_mut(v.setvar))
+        {
             sv.value_literal = Some(v.value);
         }
     }
     for (phase, idx, depth, op) in constants {
-        let Some(Item::Rule(top)) = rules.phases[phase].get_mut(idx) else {
+        let Some(l) = link_mut(&mut rules.phases, phase, idx, depth) else {
             continue;
         };
-        let mut link = Some(&mut **top);
-        for _ in 0..depth {
-            link = link.and_then(|l| l.chain.as_deref_mut());
-        }
-        let Some(l) = link else { continue };
         l.op = Some(Op::Static(op));
         // a top rule's operator now depends on the value alone: a verdict can stand for it
         if depth == 0 && eval::wants_verdict(l) {
@@ -392,18 +382,10 @@ fn constant_arguments(
     let mut written = Unknown::default();
     for (depth, l) in links(top).enumerate() {
         if let Some(Op::Dynamic { name, arg, .. }) = &l.op
-            && arg.macros().all(|(n, k)| match n {
-                "RULE" => true,
-                "TX" => k.is_some_and(|k| abs.known(k) && !written.contains(k)),
-                _ => false,
-            })
+            && constant_template(arg, abs, &written)
         {
             // as the engine expands an operator's argument: `%{rule.*}` to nothing
-            let expanded = arg.expand_with(|n, k, buf| {
-                if let (true, Some(v)) = (n == "TX", k.and_then(|k| abs.tx.get(k))) {
-                    buf.extend_from_slice(v);
-                }
-            });
+            let expanded = expand_constant(arg, abs, None);
             if let Some(op) = eval::compile_expanded(l, name, &expanded) {
                 out.push((phase, idx, depth, op));
             }
@@ -411,6 +393,43 @@ fn constant_arguments(
         // what this link writes, for the links after it
         written.add_writes(l);
     }
+}
+
+/// Whether `t` expands the same on every request reaching the rule at `abs`: its macros are
+/// the rule's own `%{rule.*}` and TX names known there that the rule does not write itself
+/// (`written`).
+fn constant_template(t: &Template, abs: &Abs, written: &Unknown) -> bool {
+    t.macros().all(|(n, k)| match n {
+        "RULE" => true,
+        "TX" => k.is_some_and(|k| abs.known(k) && !written.contains(k)),
+        _ => false,
+    })
+}
+
+/// A [`constant_template`] expanded as the engine expands it: TX names from `abs`, and
+/// `%{rule.*}` from `rule` (to nothing without one, as for an operator's argument).
+fn expand_constant(t: &Template, abs: &Abs, rule: Option<&Rule>) -> Vec<u8> {
+    t.expand_with(|n, k, buf| match (n, rule) {
+        ("RULE", Some(r)) => eval::rule_macro(r, k, buf),
+        ("TX", _) => {
+            if let Some(v) = k.and_then(|k| abs.tx.get(k)) {
+                buf.extend_from_slice(v);
+            }
+        }
+        _ => {}
+    })
+}
+
+/// Link `depth` of the top rule at `idx` of `phases[phase]` (0: the top rule).
+fn link_mut(phases: &mut [Vec<Item>], phase: usize, idx: usize, depth: usize) -> Option<&mut Rule> {
+    let Some(Item::Rule(top)) = phases.get_mut(phase)?.get_mut(idx) else {
+        return None;
+    };
+    let mut link = Some(&mut **top);
+    for _ in 0..depth {
+        link = link.and_then(|l| l.chain.as_deref_mut());
+    }
+    link
 }
 
 /// A `setvar` value that expands the same on every request reaching its rule.
@@ -438,22 +457,12 @@ fn constant_values(top: &Rule, abs: &Abs, phase: usize, idx: usize, out: &mut Ve
         for (setvar, sv) in l.setvars.iter().enumerate() {
             let constant = sv.value_literal.is_none()
                 && sv.op != SetOp::Unset
-                && sv.value.macros().all(|(n, k)| match n {
-                    "RULE" => true,
-                    "TX" => k.is_some_and(|k| abs.known(k) && !written.contains(k)),
-                    _ => false,
-                });
+                && constant_template(&sv.value, abs, &written);
             if !constant {
                 continue;
             }
-            let value = sv.value.expand_with(|n, k, buf| match n {
-                "RULE" => eval::rule_macro(top, k, buf),
-                _ => {
-                    if let Some(v) = k.and_then(|k| abs.tx.get(k)) {
-                        buf.extend_from_slice(v);
-                    }
-                }
-            });
+            // as the engine expands a `setvar`: `%{rule.*}` of the top rule
+            let value = expand_constant(&sv.value, abs, Some(top));
             out.push(ConstantValue {
                 phase,
                 idx,

@@ -300,6 +300,19 @@ mod tests {
         })
     }
 
+    /// The top rule `id` of the compiled rule set.
+    fn rule(crs: &Crs, id: u64) -> &rules::Rule {
+        crs.compiled
+            .phases
+            .iter()
+            .flatten()
+            .find_map(|i| match i {
+                rules::Item::Rule(r) if r.id == id => Some(&**r),
+                rules::Item::Rule(_) | rules::Item::Marker(_) => None,
+            })
+            .expect("the rule")
+    }
+
     fn ids(v: &Verdict) -> Vec<u64> {
         v.matched.iter().map(|m| m.id).collect()
     }
@@ -429,19 +442,7 @@ mod tests {
              SecRule ARGS:m \"@streq x\" \"id:2,phase:2,pass,nolog,setvar:tx.later=GET\"\n\
              SecRule REQUEST_METHOD \"@within %{{tx.later}}\" \"id:920100,phase:2,block,{SCORE}\"\n"
         ));
-        let op_of = |id: u64| {
-            crs.compiled
-                .phases
-                .iter()
-                .flatten()
-                .find_map(|i| match i {
-                    rules::Item::Rule(r) if r.id == id => {
-                        Some(matches!(r.op, Some(rules::Op::Static(_))))
-                    }
-                    _ => None,
-                })
-                .expect("the rule")
-        };
+        let op_of = |id: u64| matches!(rule(&crs, id).op, Some(rules::Op::Static(_)));
         assert!(op_of(911100), "compiled at load");
         assert!(!op_of(920100), "left to each request");
         assert!(ids(&run(&crs, "/", &[], "")).is_empty());
@@ -460,16 +461,7 @@ mod tests {
              SecRule ARGS:m \"@streq x\" \"id:2,phase:1,pass,nolog,setvar:tx.later=3\"\n\
              SecRule ARGS \"@contains evil\" \"id:942100,phase:2,block,msg:'Evil',setvar:'tx.msg=%{rule.msg} %{rule.id}',setvar:'tx.anomaly_score_pl1=+%{tx.points}',setvar:'tx.own=2',setvar:'tx.twice=%{tx.own}',setvar:'tx.mixed=+%{tx.later}'\"\n",
         );
-        let values: Vec<Option<&[u8]>> = crs
-            .compiled
-            .phases
-            .iter()
-            .flatten()
-            .find_map(|i| match i {
-                rules::Item::Rule(r) if r.id == 942100 => Some(r),
-                _ => None,
-            })
-            .expect("the rule")
+        let values: Vec<Option<&[u8]>> = rule(&crs, 942100)
             .setvars
             .iter()
             .map(|sv| sv.value_literal.as_deref())
