@@ -222,11 +222,7 @@ impl Request {
 
     /// The body prefix as text (lossy UTF-8).
     pub fn body_text(&self) -> Cow<'_, str> {
-        // valid UTF-8 checked the fast way first (see `lossy`)
-        match std::str::from_utf8(&self.body) {
-            Ok(s) => Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(&self.body),
-        }
+        text(&self.body)
     }
 }
 
@@ -680,20 +676,19 @@ fn truncated_request_line(prefix: &[u8]) -> Result<Request, ParseError> {
     })
 }
 
-/// `bytes` as a string, invalid UTF-8 replaced by U+FFFD (what `String::from_utf8_lossy`
-/// makes). Valid input, nearly every header, is checked by `str::from_utf8`, which takes
-/// ASCII a word at a time; the lossy decoder checks byte by byte, and took a third of the
-/// parse.
-fn lossy(bytes: &[u8]) -> String {
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD: what `String::from_utf8_lossy` gives.
+/// Valid input, nearly all of it, is checked by `str::from_utf8`, which takes ASCII a word at
+/// a time; the lossy decoder checks byte by byte (it was a third of the parse).
+pub(crate) fn text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
-/// The pieces of `buf` between line feeds (see [`split_on`]).
-fn split_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    split_on(buf, b'\n')
+/// [`text`], owned.
+fn lossy(bytes: &[u8]) -> String {
+    text(bytes).into_owned()
 }
 
 /// The pieces of `buf` between the bytes `sep`, as `buf.split(|&b| b == sep)` gives them,
@@ -725,7 +720,7 @@ pub(crate) fn split_on(buf: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
 /// skips other names, and joins an obs-fold line to the header before it as Go does.
 fn parse_header_lines(lines: &[u8], request: &mut Request) {
     let mut last_kept = false;
-    for line in split_lines(lines).map(trim_cr) {
+    for line in split_on(lines, b'\n').map(trim_cr) {
         if line.is_empty() {
             break;
         }

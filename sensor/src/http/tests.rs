@@ -657,7 +657,7 @@ fn lines_split_as_slice_split_does() {
     ];
     for buf in cases {
         let want: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
-        assert_eq!(split_lines(buf).collect::<Vec<_>>(), want, "{buf:?}");
+        assert_eq!(split_on(buf, b'\n').collect::<Vec<_>>(), want, "{buf:?}");
     }
 }
 

@@ -18,7 +18,7 @@ use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
     Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Op, Rule, Scalar,
-    Sel, SetOp, SetVar, Target, Var, multipart_name, scan_node, steps_back,
+    Sel, SetOp, SetVar, Target, Var, capture_index, multipart_name, scan_node, steps_back,
 };
 use super::transform::apply_all;
 
@@ -492,7 +492,7 @@ fn coll_remove(st: &mut State<'_>, idx: usize, name: &str) {
 /// A write of TX `name` other than a capture's: TX:0-9 no longer stand for the last capture
 /// once one of them is written.
 fn forget_captures(st: &mut State<'_>, name: &str) {
-    if name.len() == 1 && name.as_bytes()[0].is_ascii_digit() {
+    if capture_index(name).is_some() {
         st.caps_at = None;
     }
 }
@@ -543,7 +543,7 @@ struct Memo {
     /// captured), or `MATCH + 1 + i` for the captures in `captures[i]`. Compact, as it is
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
-    captures: Vec<SharedCaptures>,
+    captures: Vec<Captures>,
     /// What a [`SetVar::of_captures`] writes, by (rule link, `setvar` number, captures in
     /// `captures`): the expanded name (shared, so that a write adds no key) and value.
     capture_writes: Map<u64, (Arc<str>, Arc<[u8]>)>,
@@ -2692,7 +2692,7 @@ fn apply_op(
 /// An operator's match, with its captures in the memo (`Kept`) or made for this call (`Made`).
 enum Caps {
     Kept(usize),
-    Made(SharedCaptures),
+    Made(Captures),
 }
 
 /// `op`'s result on `value` (None: no match, before any negation) when the memo has none,
@@ -2721,12 +2721,8 @@ fn caps_of(code: u32) -> Option<Caps> {
     }
 }
 
-/// Captures as stored in TX: shared with the memo, not copied per request (operators make
-/// them shared from the value's bytes).
-type SharedCaptures = Captures;
-
 /// Keeps an operator's result in the memo under `key` and returns its code there.
-fn remember(m: &mut Memo, key: u64, result: Option<SharedCaptures>) -> u32 {
+fn remember(m: &mut Memo, key: u64, result: Option<Captures>) -> u32 {
     let code = match result {
         None => NO_MATCH,
         Some(caps) if caps.is_empty() => MATCH,
@@ -2900,10 +2896,11 @@ pub(super) fn rule_macro(r: &Rule, key: Option<&str>, out: &mut Vec<u8>) {
 /// the captures dictate takes its name and value from the memo, kept there with the captures
 /// the first time they were written (the restricted-header rule writes one per header name).
 fn setvar_at(top: &Rule, sv: &SetVar, site: (u32, usize), c: &Collections, st: &mut State<'_>) {
-    let key = match (sv.of_captures, st.caps_at, &st.trace) {
-        (true, Some(at), None) if site.1 < 256 => {
-            (u64::from(site.0) << 40) | ((site.1 as u64) << 32) | u64::from(at)
-        }
+    let (key, at) = match (sv.of_captures, st.caps_at, &st.trace) {
+        (true, Some(at), None) if site.1 < 256 => (
+            (u64::from(site.0) << 40) | ((site.1 as u64) << 32) | u64::from(at),
+            at,
+        ),
         _ => return setvar(top, sv, c, st),
     };
     if let Some((name, value)) = st.memo.capture_writes.get(&key) {
@@ -2915,9 +2912,9 @@ fn setvar_at(top: &Rule, sv: &SetVar, site: (u32, usize), c: &Collections, st: &
     }
     // the digits the templates read must all be this capture's (an earlier one's would be
     // read otherwise)
-    let caps = st.memo.captures.get((key & 0xffff_ffff) as usize);
+    let caps = st.memo.captures.get(at as usize);
     let held = |k: Option<&str>| {
-        k.and_then(|k| k.parse::<usize>().ok())
+        k.and_then(capture_index)
             .is_some_and(|d| caps.is_some_and(|c| c.get(d).is_some_and(Option::is_some)))
     };
     let complete = sv
@@ -2929,27 +2926,17 @@ fn setvar_at(top: &Rule, sv: &SetVar, site: (u32, usize), c: &Collections, st: &
     if !complete || st.caps_at.is_none() {
         return;
     }
-    // what was just written, read back
-    let name = written_name(sv, top, c, st);
-    if let Some((k, v)) = coll_get(st, coll_index(sv.coll), &name) {
+    // what was just written, read back under the name `setvar` expanded (left in its buffer)
+    let written = match &sv.name_literal {
+        Some(n) => coll_get(st, coll_index(sv.coll), n),
+        None => coll_get(st, coll_index(sv.coll), &crate::http::text(&st.setvar_name)),
+    };
+    if let Some((k, v)) = written {
         let entry = (k.clone(), v.clone());
         let m = &mut st.memo;
         m.bytes += entry.0.len() + entry.1.len();
         m.capture_writes.insert(key, entry);
     }
-}
-
-/// The name `sv` wrote (expanded as [`setvar`] expands it).
-fn written_name(sv: &SetVar, top: &Rule, c: &Collections, st: &State<'_>) -> String {
-    if let Some(n) = &sv.name_literal {
-        return n.to_string();
-    }
-    let mut buf = Vec::new();
-    sv.name.expand_into(&mut buf, |n, k, out| {
-        macro_value(n, k, Some(top), c, st, out)
-    });
-    buf.make_ascii_lowercase();
-    lossy_string(buf)
 }
 
 fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
@@ -2965,11 +2952,8 @@ fn setvar(top: &Rule, sv: &SetVar, c: &Collections, st: &mut State<'_>) {
                 macro_value(n, k, Some(top), c, st, out)
             });
             name_buf.make_ascii_lowercase();
-            // names are ASCII but for hostile input: the cheaper check first
-            Some(match std::str::from_utf8(&name_buf) {
-                Ok(name) => Cow::Borrowed(name),
-                Err(_) => String::from_utf8_lossy(&name_buf),
-            })
+            // names are ASCII but for hostile input
+            Some(crate::http::text(&name_buf))
         }
     };
     let name: &str = match (&sv.name_literal, &expanded_name) {

@@ -1047,8 +1047,7 @@ fn parse_setvar(loc: &Location, v: &str) -> Result<SetVar, CrsError> {
     };
     let name = Template::parse(&name.trim().to_ascii_lowercase());
     let value = Template::parse(value);
-    let digit =
-        |k: Option<&str>| k.is_some_and(|k| k.len() == 1 && k.as_bytes()[0].is_ascii_digit());
+    let digit = |k: Option<&str>| k.and_then(capture_index).is_some();
     let macros = || name.macros().chain(value.macros());
     let of_captures = op == SetOp::Set
         && macros().any(|(n, k)| n == "TX" && digit(k))
@@ -1064,6 +1063,14 @@ fn parse_setvar(loc: &Location, v: &str) -> Result<SetVar, CrsError> {
         op,
         value,
     })
+}
+
+/// The group `name` stands for when it is one of TX:0-9 (what `capture` writes).
+pub fn capture_index(name: &str) -> Option<usize> {
+    match name.as_bytes() {
+        &[d] if d.is_ascii_digit() => Some(usize::from(d - b'0')),
+        _ => None,
+    }
 }
 
 fn parse_ids(loc: &Location, s: &str) -> Result<Vec<IdRange>, CrsError> {
