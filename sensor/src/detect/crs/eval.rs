@@ -17,8 +17,9 @@ use super::injection;
 use super::macros::Template;
 use super::operator::{Captures, Operator};
 use super::rules::{
-    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveCell, Op, Rule, Scalar,
-    Sel, SetOp, SetVar, Target, Var, capture_index, multipart_name, scan_node, steps_back,
+    Check, Checks, Coll, Compiled, Ctl, DynamicCache, Folded, Item, LiveNode, NO_PREFILTER, Op,
+    Rule, Scalar, Sel, SetOp, SetVar, Target, Var, capture_index, multipart_name, scan_node,
+    steps_back,
 };
 use super::transform::apply_all;
 
@@ -2117,7 +2118,8 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
 /// reach (a link's targets have consecutive bits from its `live_bit`), and lists per union
 /// cell and node the (prefilter bit, live bit) of the targets checking there.
 pub(super) fn index_live(rules: &mut Compiled) {
-    let mut cells: Vec<LiveCell> = vec![Vec::new(); KINDS + rules.keys.len()];
+    // per cell: (node, (prefilter bit or VERDICT | verdict number, live bit) of each link)
+    let mut cells: Vec<Vec<(u32, Vec<(u32, u32)>)>> = vec![Vec::new(); KINDS + rules.keys.len()];
     let mut next = 0u32;
     let mut verdicts = Vec::new();
     let mut unfiltered = 0;
@@ -2213,9 +2215,51 @@ pub(super) fn index_live(rules: &mut Compiled) {
         rules.phase_always[phase] = always;
     }
     rules.live_items = live_items;
+    let cells = cells
+        .into_iter()
+        .map(|nodes| {
+            nodes
+                .into_iter()
+                .map(|(node, links)| live_node(rules, node, &links))
+                .collect()
+        })
+        .collect();
     rules.live_cells = cells;
     rules.live_keys = named;
     rules.live_bits = next;
+}
+
+/// The [`LiveNode`] of `node` for its links, (prefilter bit, or [`VERDICT`] and the verdict
+/// number; live bit).
+fn live_node(rules: &Compiled, node: u32, links: &[(u32, u32)]) -> LiveNode {
+    let mut n = LiveNode {
+        node,
+        ..LiveNode::default()
+    };
+    for &(answer, live) in links {
+        if answer & VERDICT == 0 {
+            n.lives.push((answer, live));
+            continue;
+        }
+        let v = answer & !VERDICT;
+        // a rule with literals runs its operator only on a value that holds one
+        let bit = rules
+            .verdict_rule(v)
+            .filter(|r| !r.negated)
+            .and_then(|r| r.prefilter_bit)
+            .unwrap_or(NO_PREFILTER);
+        n.verdicts.push((bit, v, live));
+    }
+    n.lives.sort_unstable();
+    n.lives.dedup();
+    for &(bit, _) in &n.lives {
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        match n.words.last_mut() {
+            Some((w, m)) if *w == word => *m |= mask,
+            _ => n.words.push((word, mask)),
+        }
+    }
+    n
 }
 
 /// The items of `phase` to visit once the live mask is known: those always visited and the
@@ -2387,36 +2431,39 @@ fn or_live(
         None => {
             let mut bits = std::mem::take(&mut st.live_found);
             bits.clear();
-            for (node, links) in rules.live_cells.get(cell as usize).into_iter().flatten() {
+            for n in rules.live_cells.get(cell as usize).into_iter().flatten() {
                 // the prefilter's answer, looked up once the first link needs it
                 let mut answer = None;
-                for &(bit, live) in links {
-                    let hit = if bit & VERDICT != 0 {
-                        let v = bit & !VERDICT;
-                        // a rule with literals runs its operator only on a value that holds one
-                        match rules
-                            .verdict_rule(v)
-                            .filter(|r| !r.negated)
-                            .and_then(|r| r.prefilter_bit)
-                        {
-                            Some(pf) => {
-                                let at = match answer {
-                                    Some(at) => at,
-                                    None => {
-                                        *answer.insert(entry_bits(rules, raw, entry, *node, st))
-                                    }
-                                };
-                                bit_set(&st.memo.bit_words, at, pf)
-                                    && verdict(rules, c, v, raw, entry, *node, st)
+                if !n.words.is_empty() {
+                    // the links decided by literals: the scan's words ANDed with theirs
+                    let at = *answer.insert(entry_bits(rules, raw, entry, n.node, st));
+                    for &(w, mask) in &n.words {
+                        let word = st.memo.bit_words.get(at + w as usize).copied();
+                        let mut hits = word.unwrap_or(0) & mask;
+                        while hits != 0 {
+                            let bit = w * 64 + hits.trailing_zeros();
+                            hits &= hits - 1;
+                            let from = n.lives.partition_point(|&(b, _)| b < bit);
+                            let of_bit = n.lives[from..].iter().take_while(|&&(b, _)| b == bit);
+                            for &(_, live) in of_bit {
+                                if !bits.contains(&live) {
+                                    bits.push(live);
+                                }
                             }
-                            None => verdict(rules, c, v, raw, entry, *node, st),
                         }
+                    }
+                }
+                for &(bit, v, live) in &n.verdicts {
+                    let hit = if bit == NO_PREFILTER {
+                        verdict(rules, c, v, raw, entry, n.node, st)
                     } else {
+                        // a rule with literals runs its operator only on a value that holds one
                         let at = match answer {
                             Some(at) => at,
-                            None => *answer.insert(entry_bits(rules, raw, entry, *node, st)),
+                            None => *answer.insert(entry_bits(rules, raw, entry, n.node, st)),
                         };
                         bit_set(&st.memo.bit_words, at, bit)
+                            && verdict(rules, c, v, raw, entry, n.node, st)
                     };
                     if hit && !bits.contains(&live) {
                         bits.push(live);

@@ -528,9 +528,27 @@ pub struct Check {
     pub node: u32,
 }
 
-/// The pipeline nodes checks of one union cell look at, each with the (prefilter bit, live
-/// bit) of the links that look there.
-pub type LiveCell = Vec<(u32, Vec<(u32, u32)>)>;
+/// The pipeline nodes checks of one union cell look at, each with the links that look there.
+pub type LiveCell = Vec<LiveNode>;
+
+/// The links whose checks of one union cell look at one pipeline node's output. A value's
+/// answer for them is worked out once (see `eval::or_live`): the prefilter's bits for the
+/// links its literals decide, the operator for the links with a verdict.
+#[derive(Debug, Clone, Default)]
+pub struct LiveNode {
+    pub node: u32,
+    /// The prefilter bits of the links decided by literals, as (word index, mask) over the
+    /// scan's words: a value's hits are its words ANDed with these, not a test per link.
+    pub words: Vec<(u32, u64)>,
+    /// (prefilter bit, live bit) of those links, sorted.
+    pub lives: Vec<(u32, u32)>,
+    /// The links decided by their operator: (prefilter bit, or [`NO_PREFILTER`] when the
+    /// operator runs on every value; verdict number; live bit), in rule order.
+    pub verdicts: Vec<(u32, u32, u32)>,
+}
+
+/// A verdict link that no literal rules out (see [`LiveNode::verdicts`]).
+pub const NO_PREFILTER: u32 = u32::MAX;
 
 /// A rule link's prefilter checks, target by target.
 #[derive(Debug, Clone, Default)]
