@@ -1645,7 +1645,9 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
                     }
                 }
                 sel => {
+                    // TX names are lowercase (see `KeyRegex::is_match_lowercase`)
                     let keep = |k: &str| match sel {
+                        Sel::Regex(re) if idx == 0 => re.is_match_lowercase(k.as_bytes()),
                         Sel::Regex(re) => re.is_match(k.as_bytes()),
                         _ => true,
                     };
@@ -1654,10 +1656,10 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
                     if idx == 0 {
                         // a regex over the defaults has the same answer on every request
                         let listed = match (sel, &st.tx.base) {
-                            (Sel::Regex(re), Some(base)) => {
+                            (Sel::Regex(_), Some(base)) => {
                                 let at = Arc::as_ptr(base) as usize;
                                 let (of, names) = t.default_names.get_or_init(|| {
-                                    let names = base.keys().filter(|k| re.is_match(k.as_bytes()));
+                                    let names = base.keys().filter(|k| keep(k));
                                     (at, names.cloned().collect())
                                 });
                                 (*of == at).then_some(names)

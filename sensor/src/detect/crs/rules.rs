@@ -344,6 +344,19 @@ impl KeyRegex {
             }
         }
     }
+
+    /// [`KeyRegex::is_match`] for a key without ASCII capitals (every TX name is lowercased
+    /// when written): the literal, lowercased too, is compared byte for byte.
+    pub fn is_match_lowercase(&self, key: &[u8]) -> bool {
+        debug_assert!(!key.iter().any(u8::is_ascii_uppercase));
+        match &self.fast {
+            None => self.re.is_match(key),
+            Some((LiteralKind::Exact, l)) => key == &l[..],
+            // the first byte alone rules out most keys
+            Some((LiteralKind::Prefix, l)) => key.first() == l.first() && key.starts_with(l),
+            Some((LiteralKind::Contains, l)) => key.windows(l.len()).any(|w| w == &l[..]),
+        }
+    }
 }
 
 /// A compiled target or exclusion.
@@ -1511,6 +1524,10 @@ mod tests {
                 .unwrap();
             for key in keys {
                 assert_eq!(k.is_match(key), re.is_match(key), "{pattern} on {key:?}");
+                // TX names are written lowercase
+                let lower = key.to_ascii_lowercase();
+                let want = re.is_match(&lower);
+                assert_eq!(k.is_match_lowercase(&lower), want, "{pattern} on {lower:?}");
             }
         }
     }
