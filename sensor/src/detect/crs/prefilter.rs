@@ -525,10 +525,6 @@ pub struct Prefilter {
     /// The automaton over the heads (first [`HEAD`] bytes) of the literals of three bytes or
     /// more (every head ending at a byte is in that byte's state: overlapping matches).
     heads: Option<Table>,
-    /// Pattern (head) id -> its range in `tails`.
-    head_tails: Vec<(u32, u32)>,
-    /// (rule bit, range in `tail_bytes`) of each literal: what must follow its head.
-    tails: Vec<(u32, u32, u32)>,
     /// The literals' bytes after their heads, lowercased.
     tail_bytes: Vec<u8>,
     /// Lowercased one-byte literals and the rule bits of each, sorted by byte.
@@ -595,7 +591,7 @@ impl Prefilter {
                 .match_kind(MatchKind::Standard)
                 .build(heads.keys())
                 .ok()?;
-            Some(Table::of(&dfa)?)
+            Some(Table::of(&dfa, &head_tails, &tails)?)
         };
         let mut single_mask = [0u64; 4];
         let mut single_at = Box::new([0u8; 256]);
@@ -623,8 +619,6 @@ impl Prefilter {
         }
         Some(Prefilter {
             heads: table,
-            head_tails,
-            tails,
             tail_bytes,
             singles: singles.into_iter().collect(),
             single_mask,
@@ -633,26 +627,6 @@ impl Prefilter {
             pairs: pairs.into_iter().collect(),
             pair_at,
         })
-    }
-
-    /// Sets the bit of every literal with head `pid` whose tail `rest` (the bytes after the
-    /// head) starts with.
-    fn head_hit(&self, pid: usize, rest: &[u8], set: &mut impl FnMut(u32)) {
-        let Some(&(from, to)) = self.head_tails.get(pid) else {
-            return;
-        };
-        for &(bit, at, len) in self.tails.get(from as usize..to as usize).unwrap_or(&[]) {
-            let tail = self
-                .tail_bytes
-                .get(at as usize..(at + len) as usize)
-                .unwrap_or(&[]);
-            if rest
-                .get(..tail.len())
-                .is_some_and(|r| r.eq_ignore_ascii_case(tail))
-            {
-                set(bit);
-            }
-        }
     }
 
     /// The rule bits of the byte pair `p` (flagged in `pair_seen`, in any case).
@@ -736,16 +710,33 @@ impl Prefilter {
         *prev = u16::from(b) << 8;
     }
 
-    /// The literals of every head that ends in match state `state`, checked against `rest`
-    /// (the bytes after the head).
+    /// Sets the bit of every literal whose head ends in match state `state` and whose tail
+    /// `rest` (the bytes after the head) starts with.
     #[cold]
     fn state_hit(&self, t: &Table, state: u32, rest: &[u8], set: &mut impl FnMut(u32)) {
         let row = (state / t.stride) as usize;
         let Some(&(from, to)) = t.match_at.get(row) else {
             return;
         };
-        for &head in t.match_heads.get(from as usize..to as usize).unwrap_or(&[]) {
-            self.head_hit(head as usize, rest, set);
+        for &(bit, at, len) in t
+            .match_literals
+            .get(from as usize..to as usize)
+            .unwrap_or(&[])
+        {
+            if len == 0 {
+                set(bit);
+                continue;
+            }
+            let tail = self
+                .tail_bytes
+                .get(at as usize..(at + len) as usize)
+                .unwrap_or(&[]);
+            if rest
+                .get(..tail.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(tail))
+            {
+                set(bit);
+            }
         }
     }
 }
@@ -763,16 +754,19 @@ struct Table {
     trans: Vec<u32>,
     start: u32,
     match_end: u32,
-    /// Per match state (by row), its range in `match_heads`.
+    /// Per match state (by row), its range in `match_literals`.
     match_at: Vec<(u32, u32)>,
-    /// Head (pattern) ids.
-    match_heads: Vec<u32>,
+    /// (rule bit, range in `tail_bytes`) of every literal whose head ends in each match
+    /// state, the state's in one run: a hit walks one list, not its heads and then theirs.
+    match_literals: Vec<(u32, u32, u32)>,
 }
 
 impl Table {
-    /// Walks `dfa` from its unanchored start and lays out every state it reaches. None when
-    /// the automaton is too large for the table's 32-bit offsets.
-    fn of(dfa: &DFA) -> Option<Table> {
+    /// Walks `dfa` from its unanchored start and lays out every state it reaches, with the
+    /// literals of its patterns: pattern (head) id -> range in `literals`, which holds (rule
+    /// bit, range in the tail bytes) of each. None when the automaton is too large for the
+    /// table's 32-bit offsets.
+    fn of(dfa: &DFA, head_literals: &[(u32, u32)], literals: &[(u32, u32, u32)]) -> Option<Table> {
         use aho_corasick::automaton::StateID;
         use std::collections::HashMap;
         let start = dfa.start_state(Anchored::No).ok()?;
@@ -831,7 +825,7 @@ impl Table {
         let total = u32::try_from(states).ok()?.checked_mul(stride)?;
         let mut trans = vec![0u32; total as usize];
         let mut match_at = vec![(0u32, 0u32); matches as usize];
-        let mut match_heads = Vec::new();
+        let mut match_literals = Vec::new();
         for (s, &sid) in order.iter().enumerate() {
             let row = rank[s] as usize * stride as usize;
             for (c, &b) in reps.iter().enumerate() {
@@ -839,11 +833,13 @@ impl Table {
                 trans[row + c] = rank[*to as usize] * stride;
             }
             if dfa.is_match(sid) {
-                let from = match_heads.len() as u32;
+                let from = match_literals.len() as u32;
                 for k in 0..dfa.match_len(sid) {
-                    match_heads.push(dfa.match_pattern(sid, k).as_u32());
+                    let head = dfa.match_pattern(sid, k).as_usize();
+                    let &(a, b) = head_literals.get(head)?;
+                    match_literals.extend_from_slice(literals.get(a as usize..b as usize)?);
                 }
-                match_at[rank[s] as usize] = (from, match_heads.len() as u32);
+                match_at[rank[s] as usize] = (from, match_literals.len() as u32);
             }
         }
         Some(Table {
@@ -853,7 +849,7 @@ impl Table {
             start: rank[0] * stride,
             match_end: matches * stride,
             match_at,
-            match_heads,
+            match_literals,
         })
     }
 
