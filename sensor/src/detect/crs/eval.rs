@@ -337,18 +337,27 @@ impl Layered {
 
     /// Sets `name` (`key`, when given, is `name` already shared).
     fn set(&mut self, name: &str, key: Option<&Arc<str>>, value: Arc<[u8]>) {
-        if self.maybe_over(name)
-            && let Some(cur) = self.over.get_mut(name)
-        {
-            *cur = value;
-            return;
-        }
         if !self.gone.is_empty() {
             self.gone.retain(|g| &**g != name);
         }
-        let key = key.cloned().unwrap_or_else(|| Arc::from(name));
-        self.tag(&key);
-        self.over.insert(key, value);
+        match key {
+            // one lookup: the shared name is the entry's key if it is new
+            Some(key) => {
+                self.tag(key);
+                self.over.insert(key.clone(), value);
+            }
+            None => {
+                if self.maybe_over(name)
+                    && let Some(cur) = self.over.get_mut(name)
+                {
+                    *cur = value;
+                    return;
+                }
+                let key: Arc<str> = Arc::from(name);
+                self.tag(&key);
+                self.over.insert(key, value);
+            }
+        }
     }
 
     fn remove(&mut self, name: &str) {
@@ -525,7 +534,11 @@ struct Memo {
     /// `Compiled::memo_id` of the rule set the memo was filled for.
     owner: u64,
     /// Distinct raw values and their entry numbers.
-    entries: Map<Box<[u8]>, u32>,
+    entries: Values,
+    /// Per slot (below [`SLOT_PREV`]), the entry of the value the previous request had there:
+    /// requests repeat their headers in the same places (Host, User-Agent, Accept), and
+    /// comparing the bytes with that entry's costs less than hashing them and probing.
+    slot_prev: Vec<u32>,
     /// Pipeline outputs per (entry, node): index in `arena`, [`RAW`] (the value itself) or
     /// [`UNSET`].
     cache: Vec<u32>,
@@ -572,6 +585,76 @@ const MEMO_ENTRIES: usize = 1 << 16;
 const MEMO_BYTES: usize = 32 << 20;
 const MEMO_OPS: usize = 1 << 20;
 const MEMO_CELLS: usize = 1 << 23;
+/// Slots whose previous value [`Memo::slot_prev`] keeps.
+const SLOT_PREV: usize = 1 << 12;
+
+/// Distinct values numbered in order of arrival: a hash table of entry numbers, the bytes of
+/// each kept by number (so that an entry's value is found from its number).
+#[derive(Default)]
+struct Values {
+    table: hashbrown::HashTable<u32>,
+    keys: Vec<Box<[u8]>>,
+    hasher: RandomState,
+}
+
+impl Values {
+    fn hash(&self, value: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(value)
+    }
+
+    /// The entry of `value`, numbered next when it is new.
+    fn entry(&mut self, value: &[u8]) -> (u32, bool) {
+        let hash = self.hash(value);
+        let keys = &self.keys;
+        if let Some(&e) = self.table.find(hash, |&e| {
+            keys.get(e as usize).is_some_and(|k| **k == *value)
+        }) {
+            return (e, false);
+        }
+        let e = self.keys.len() as u32;
+        self.keys.push(value.into());
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.table.insert_unique(hash, e, |&e| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(keys.get(e as usize).map_or(&[][..], |k| &k[..]))
+        });
+        (e, true)
+    }
+
+    /// The bytes of entry `e`.
+    fn key(&self, e: u32) -> Option<&[u8]> {
+        self.keys.get(e as usize).map(|k| &k[..])
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.table.capacity().min(self.keys.capacity())
+    }
+
+    fn reserve(&mut self, n: usize) {
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.table.reserve(n, |&e| {
+            use std::hash::BuildHasher;
+            hasher.hash_one(keys.get(e as usize).map_or(&[][..], |k| &k[..]))
+        });
+        self.keys.reserve(n);
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+        self.keys.clear();
+    }
+}
 
 impl Memo {
     /// Readies the memo for a request under the rule set `owner`: kept when it was filled
@@ -607,6 +690,7 @@ impl Memo {
 
     fn clear(&mut self) {
         self.entries.clear();
+        self.slot_prev.clear();
         self.cache.clear();
         self.arena.clear();
         self.entry_last.clear();
@@ -1651,7 +1735,7 @@ fn resolve<'a>(t: &Target, c: &'a Collections, st: &State<'_>, out: &mut Vec<Val
                         Sel::Regex(re) => re.is_match(k.as_bytes()),
                         _ => true,
                     };
-                    let mut items: Vec<(&Arc<str>, &Arc<[u8]>)> = Vec::new();
+                    let mut items: Vec<(&Arc<str>, &Arc<[u8]>)> = Vec::with_capacity(16);
                     let push = |k, v| items.push((k, v));
                     if idx == 0 {
                         // a regex over the defaults has the same answer on every request
@@ -1787,18 +1871,25 @@ fn entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
 #[inline(never)]
 fn new_entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
     let m = &mut st.memo;
-    let e = match m.entries.get(raw) {
-        Some(&e) => e,
-        None => {
-            let e = m.raw_bits.len() as u32;
-            m.entries.insert(raw.into(), e);
+    let prev = m.slot_prev.get(slot as usize).copied().unwrap_or(UNSET);
+    let e = if prev != UNSET && m.entries.key(prev) == Some(raw) {
+        prev
+    } else {
+        let (e, new) = m.entries.entry(raw);
+        if new {
             m.raw_bits.push(UNSET);
             m.entry_last.push(UNSET);
             m.entry_live.push((UNSET, NO_TARGET));
             m.cache.resize(m.cache.len() + st.nodes as usize, UNSET);
             m.bytes += raw.len();
-            e
         }
+        if (slot as usize) < SLOT_PREV {
+            if m.slot_prev.len() <= slot as usize {
+                m.slot_prev.resize(slot as usize + 1, UNSET);
+            }
+            m.slot_prev[slot as usize] = e;
+        }
+        e
     };
     if let Some(cell) = st.slot_entry.get_mut(slot as usize) {
         *cell = e;
@@ -3078,7 +3169,7 @@ mod tests {
     fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
         let mut m = Memo::default();
         let fill = |m: &mut Memo| {
-            m.entries.insert(b"value".to_vec().into(), 0);
+            m.entries.entry(b"value");
             m.raw_bits.push(UNSET);
             m.bytes = 5;
         };
@@ -3115,6 +3206,26 @@ mod tests {
             m.cache.capacity() >= 3 * MEMO_ENTRIES && m.entries.capacity() >= MEMO_ENTRIES,
             "and its bounds reserved again"
         );
+    }
+
+    #[test]
+    fn values_are_numbered_once_and_found_by_number() {
+        let mut v = super::Values::default();
+        let value = |i: usize| format!("value {i}").into_bytes();
+        // past the table's first capacities: entries survive its growth
+        for i in 0..5000 {
+            assert_eq!(v.entry(&value(i)), (i as u32, true));
+        }
+        for i in (0..5000).rev() {
+            assert_eq!(v.entry(&value(i)), (i as u32, false));
+            assert_eq!(v.key(i as u32), Some(&value(i)[..]));
+        }
+        assert_eq!(v.entry(b""), (5000, true));
+        assert_eq!(v.len(), 5001);
+        assert_eq!(v.key(5001), None);
+        v.clear();
+        assert!(v.is_empty());
+        assert_eq!(v.entry(&value(7)), (0, true));
     }
 
     #[test]
