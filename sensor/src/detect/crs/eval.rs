@@ -51,6 +51,34 @@ const SCALAR_BASE: u32 = 32;
 const UNSET: u32 = u32::MAX - 1;
 const RAW: u32 = u32::MAX;
 
+/// The kinds in the order their slots are numbered: the headers, then the single-valued
+/// variables, then the rest. A slot's number depends on how many slots come before it, so
+/// the kinds whose counts vary least from request to request come first: a header keeps its
+/// slot from one request to the next whatever the arguments (see [`Memo::slot_prev`]).
+const SLOT_ORDER: [u32; KINDS] = {
+    let mut order = [0u32; KINDS];
+    let mut at = 0;
+    order[at] = kind::HEADERS;
+    at += 1;
+    order[at] = kind::HEADERS_NAMES;
+    at += 1;
+    let mut k = SCALAR_BASE;
+    while (k as usize) < KINDS {
+        order[at] = k;
+        at += 1;
+        k += 1;
+    }
+    k = 0;
+    while k < SCALAR_BASE {
+        if k != kind::HEADERS && k != kind::HEADERS_NAMES {
+            order[at] = k;
+            at += 1;
+        }
+        k += 1;
+    }
+    order
+};
+
 /// Most matches kept per rule for `--explain`.
 const MAX_EVIDENCE: usize = 8;
 /// Longest matched value kept per match.
@@ -926,7 +954,11 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     let mut next = 0u32;
     st.bases.resize(KINDS, 0);
     st.nonempty = 0;
-    for (k, (base, &n)) in st.bases.iter_mut().zip(&kind_lens(c)).enumerate() {
+    let lens = kind_lens(c);
+    for &k in &SLOT_ORDER {
+        let (Some(base), Some(&n)) = (st.bases.get_mut(k as usize), lens.get(k as usize)) else {
+            continue;
+        };
         *base = next;
         if n > 0 {
             st.nonempty |= 1 << k;
@@ -3206,6 +3238,18 @@ mod tests {
             m.cache.capacity() >= 3 * MEMO_ENTRIES && m.entries.capacity() >= MEMO_ENTRIES,
             "and its bounds reserved again"
         );
+    }
+
+    #[test]
+    fn every_kind_gets_its_slots_once() {
+        let mut seen = [false; super::KINDS];
+        for k in super::SLOT_ORDER {
+            assert!(
+                !std::mem::replace(&mut seen[k as usize], true),
+                "kind {k} twice"
+            );
+        }
+        assert!(seen.iter().all(|&s| s));
     }
 
     #[test]
