@@ -400,7 +400,6 @@ impl Layered {
     }
 }
 
-#[derive(Default)]
 struct State<'r> {
     /// The key/value collections by `coll_index`; TX (index 0) is `tx`, and `colls[0]` stays
     /// empty.
@@ -477,6 +476,62 @@ struct State<'r> {
     outcome: Outcome,
     /// At load time only (see `fold`): what evaluating a rule did, recorded.
     trace: Option<Folded>,
+}
+
+impl<'r> State<'r> {
+    /// A fresh state around `memo`. Deriving `Default` made a memo for every request only to
+    /// drop it for the thread's own (an allocation, its hash seeds and cold code each time).
+    fn with_memo(memo: Box<Memo>) -> State<'r> {
+        State {
+            colls: Default::default(),
+            tx: Default::default(),
+            matched_vars: Default::default(),
+            matched_len: Default::default(),
+            matched_seq: Default::default(),
+            removed_ids: Default::default(),
+            removed_tags: Default::default(),
+            removed_target_id: Default::default(),
+            removed_target_tag: Default::default(),
+            processor: Default::default(),
+            body_access: Default::default(),
+            force_body: Default::default(),
+            engine_off: Default::default(),
+            marker: Default::default(),
+            skip_next: Default::default(),
+            bases: Default::default(),
+            nonempty: Default::default(),
+            nodes: Default::default(),
+            cell_kinds: Default::default(),
+            slot_entry: Default::default(),
+            memo,
+            union_bits: Default::default(),
+            union_words: Default::default(),
+            union_touched: Default::default(),
+            live: Default::default(),
+            live_head: Default::default(),
+            live_ready: Default::default(),
+            runnable: Default::default(),
+            live_found: Default::default(),
+            tx_gen: Default::default(),
+            last_dynamic: Default::default(),
+            caps_at: Default::default(),
+            vals: Default::default(),
+            multi_last: Default::default(),
+            setvar_name: Default::default(),
+            setvar_value: Default::default(),
+            points: Default::default(),
+            evidence: Default::default(),
+            evidence_len: Default::default(),
+            outcome: Default::default(),
+            trace: Default::default(),
+        }
+    }
+}
+
+impl Default for State<'_> {
+    fn default() -> Self {
+        State::with_memo(Box::default())
+    }
 }
 
 pub(super) fn coll_index(c: Coll) -> usize {
@@ -780,7 +835,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         tx: Layered::from_map(s.tx),
         bases: s.bases,
         slot_entry: s.slot_entry,
-        memo: s.memo.unwrap_or_default(),
+
         union_bits: s.union_bits,
         union_words: s.union_words,
         union_touched: s.union_touched,
@@ -800,7 +855,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         },
         runnable: s.runnable,
         live_found: s.live_found,
-        ..State::default()
+        ..State::with_memo(s.memo.unwrap_or_default())
     }
 }
 
