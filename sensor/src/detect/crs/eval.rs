@@ -2298,8 +2298,7 @@ fn cannot_match(rules: &Compiled, rule: &Rule, c: &Collections, st: &mut State<'
 /// reach (a link's targets have consecutive bits from its `live_bit`), and lists per union
 /// cell and node the (prefilter bit, live bit) of the targets checking there.
 pub(super) fn index_live(rules: &mut Compiled) {
-    // per cell: (node, (prefilter bit or VERDICT | verdict number, live bit) of each link)
-    let mut cells: Vec<Vec<(u32, Vec<(u32, u32)>)>> = vec![Vec::new(); KINDS + rules.keys.len()];
+    let mut cells: Vec<Vec<NodeLinks>> = vec![Vec::new(); KINDS + rules.keys.len()];
     let mut next = 0u32;
     let mut verdicts = Vec::new();
     let mut unfiltered = 0;
@@ -2408,6 +2407,10 @@ pub(super) fn index_live(rules: &mut Compiled) {
     rules.live_keys = named;
     rules.live_bits = next;
 }
+
+/// A pipeline node of a union cell and the links that look there, as they are gathered:
+/// (prefilter bit, or [`VERDICT`] and the verdict number; live bit) each.
+type NodeLinks = (u32, Vec<(u32, u32)>);
 
 /// The [`LiveNode`] of `node` for its links, (prefilter bit, or [`VERDICT`] and the verdict
 /// number; live bit).
