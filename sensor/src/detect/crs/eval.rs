@@ -56,6 +56,7 @@ const RAW: u32 = u32::MAX;
 /// the kinds whose counts vary least from request to request come first: a header keeps its
 /// slot from one request to the next whatever the arguments (see [`Memo::slot_prev`]).
 const SLOT_ORDER: [u32; KINDS] = {
+    assert!(KINDS.is_power_of_two());
     let mut order = [0u32; KINDS];
     let mut at = 0;
     order[at] = kind::HEADERS;
@@ -1010,16 +1011,15 @@ fn reset_caches(c: &Collections, st: &mut State<'_>) {
     st.bases.resize(KINDS, 0);
     st.nonempty = 0;
     let lens = kind_lens(c);
+    let mut bases = [0u32; KINDS];
     for &k in &SLOT_ORDER {
-        let (Some(base), Some(&n)) = (st.bases.get_mut(k as usize), lens.get(k as usize)) else {
-            continue;
-        };
-        *base = next;
-        if n > 0 {
-            st.nonempty |= 1 << k;
-        }
-        next += n;
+        // KINDS is a power of two: the mask keeps the index in bounds without a check
+        let k = k as usize & (KINDS - 1);
+        bases[k] = next;
+        st.nonempty |= u64::from(lens[k] > 0) << k;
+        next += lens[k];
     }
+    st.bases.copy_from_slice(&bases);
     st.slot_entry.clear();
     st.slot_entry.resize(next as usize, UNSET);
     // only the cells the last phase filled are reset (a rule set has a few dozen pipelines
