@@ -681,15 +681,17 @@ struct Values {
     hasher: RandomState,
 }
 
-impl Values {
-    fn hash(&self, value: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(value)
-    }
+/// The hash of entry `e`'s bytes (how the table finds it again when it grows).
+fn key_hash(hasher: &RandomState, keys: &[Box<[u8]>], e: u32) -> u64 {
+    use std::hash::BuildHasher;
+    hasher.hash_one(keys.get(e as usize).map_or(&[][..], |k| &k[..]))
+}
 
+impl Values {
     /// The entry of `value`, numbered next when it is new.
     fn entry(&mut self, value: &[u8]) -> (u32, bool) {
-        let hash = self.hash(value);
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(value);
         let keys = &self.keys;
         if let Some(&e) = self.table.find(hash, |&e| {
             keys.get(e as usize).is_some_and(|k| **k == *value)
@@ -699,10 +701,8 @@ impl Values {
         let e = self.keys.len() as u32;
         self.keys.push(value.into());
         let (keys, hasher) = (&self.keys, &self.hasher);
-        self.table.insert_unique(hash, e, |&e| {
-            use std::hash::BuildHasher;
-            hasher.hash_one(keys.get(e as usize).map_or(&[][..], |k| &k[..]))
-        });
+        self.table
+            .insert_unique(hash, e, |&e| key_hash(hasher, keys, e));
         (e, true)
     }
 
@@ -727,10 +727,7 @@ impl Values {
 
     fn reserve(&mut self, n: usize) {
         let (keys, hasher) = (&self.keys, &self.hasher);
-        self.table.reserve(n, |&e| {
-            use std::hash::BuildHasher;
-            hasher.hash_one(keys.get(e as usize).map_or(&[][..], |k| &k[..]))
-        });
+        self.table.reserve(n, |&e| key_hash(hasher, keys, e));
         self.keys.reserve(n);
     }
 
@@ -836,7 +833,6 @@ fn state_with_scratch<'r>() -> State<'r> {
         tx: Layered::from_map(s.tx),
         bases: s.bases,
         slot_entry: s.slot_entry,
-
         union_bits: s.union_bits,
         union_words: s.union_words,
         union_touched: s.union_touched,
