@@ -9,6 +9,8 @@
 //! - the URI fragment is cut before REQUEST_URI/QUERY_STRING but kept in REQUEST_URI_RAW/LINE;
 //! - multipart arguments are only added when the final boundary was seen.
 
+use memchr::memchr;
+
 /// One HTTP request as the sensor saw it, input of [`Collections::from_head`].
 pub struct RequestInput<'a> {
     /// Request method as on the request line.
@@ -376,10 +378,6 @@ impl Collections {
             }
         }
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    memchr::memchr(needle, hay)
 }
 
 /// The C-string view libmodsecurity gets through `msc_process_uri`: up to the first NUL.
