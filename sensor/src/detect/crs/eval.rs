@@ -2307,10 +2307,13 @@ pub(super) fn index_live(rules: &mut Compiled) {
                 if !reached || r.checks.is_none() {
                     r.verdict = None;
                 }
+                // the literals that let a verdict's operator run: none for a negated operator
+                // (it matches where they are absent)
+                let filter = r.prefilter_bit.filter(|_| !r.negated);
                 if r.verdict.is_some() {
                     r.verdict = Some(verdicts.len() as u32);
                     verdicts.push((phase as u32, at as u32));
-                    if r.prefilter_bit.is_none() || r.negated {
+                    if filter.is_none() {
                         unfiltered += 1;
                     }
                 }
@@ -2333,9 +2336,10 @@ pub(super) fn index_live(rules: &mut Compiled) {
                             } else {
                                 ch.node
                             };
+                            let link = (answer, next, filter.unwrap_or(NO_PREFILTER));
                             match cell.iter_mut().find(|(n, _)| *n == node) {
-                                Some((_, links)) => links.push((answer, next)),
-                                None => cell.push((node, vec![(answer, next)])),
+                                Some((_, links)) => links.push(link),
+                                None => cell.push((node, vec![link])),
                             }
                         }
                         next += 1;
@@ -2395,7 +2399,7 @@ pub(super) fn index_live(rules: &mut Compiled) {
         .map(|nodes| {
             nodes
                 .into_iter()
-                .map(|(node, links)| live_node(rules, node, &links))
+                .map(|(node, links)| live_node(node, &links))
                 .collect()
         })
         .collect();
@@ -2405,29 +2409,22 @@ pub(super) fn index_live(rules: &mut Compiled) {
 }
 
 /// A pipeline node of a union cell and the links that look there, as they are gathered:
-/// (prefilter bit, or [`VERDICT`] and the verdict number; live bit) each.
-type NodeLinks = (u32, Vec<(u32, u32)>);
+/// (prefilter bit, or [`VERDICT`] and the verdict number; live bit; for a verdict, the
+/// prefilter bit that lets its operator run, or [`NO_PREFILTER`]) each.
+type NodeLinks = (u32, Vec<(u32, u32, u32)>);
 
-/// The [`LiveNode`] of `node` for its links, (prefilter bit, or [`VERDICT`] and the verdict
-/// number; live bit).
-fn live_node(rules: &Compiled, node: u32, links: &[(u32, u32)]) -> LiveNode {
+/// The [`LiveNode`] of `node` for its links (see [`NodeLinks`]).
+fn live_node(node: u32, links: &[(u32, u32, u32)]) -> LiveNode {
     let mut n = LiveNode {
         node,
         ..LiveNode::default()
     };
-    for &(answer, live) in links {
+    for &(answer, live, filter) in links {
         if answer & VERDICT == 0 {
             n.lives.push((answer, live));
-            continue;
+        } else {
+            n.verdicts.push((filter, answer & !VERDICT, live));
         }
-        let v = answer & !VERDICT;
-        // a rule with literals runs its operator only on a value that holds one
-        let bit = rules
-            .verdict_rule(v)
-            .filter(|r| !r.negated)
-            .and_then(|r| r.prefilter_bit)
-            .unwrap_or(NO_PREFILTER);
-        n.verdicts.push((bit, v, live));
     }
     n.lives.sort_unstable();
     n.lives.dedup();
