@@ -641,6 +641,16 @@ struct Memo {
     /// captured), or `MATCH + 1 + i` for the captures in `captures[i]`. Compact, as it is
     /// looked up for most values a costly operator sees.
     ops: Map<u64, u32>,
+    /// The verdicts of the rules with a [`Rule::verdict`] number, per transformed value: two
+    /// bits a rule (known, matched) in a row of `verdict_row` words of `verdict_words`, found
+    /// by offset per entry (`raw_verdicts`) and per arena entry (`arena_verdicts`), or
+    /// [`UNSET`]. The live mask asks several of these rules about one value in turn: one row
+    /// is one cache line, where the operator map spread them over the table. A match with
+    /// captures is also kept in `ops` (its code there names them).
+    raw_verdicts: Vec<u32>,
+    arena_verdicts: Vec<u32>,
+    verdict_words: Vec<u64>,
+    verdict_row: u32,
     captures: Vec<Captures>,
     /// What a [`SetVar::of_captures`] writes, by (rule link, `setvar` number, captures in
     /// `captures`): the expanded name (shared, so that a write adds no key) and value.
@@ -741,7 +751,7 @@ impl Memo {
     /// Readies the memo for a request under the rule set `owner`: kept when it was filled
     /// for these rules, `keep` says so and it is within its bounds; emptied otherwise (and its
     /// memory given back when it grew past them).
-    fn begin(&mut self, owner: u64, keep: bool, nodes: usize) {
+    fn begin(&mut self, owner: u64, keep: bool, nodes: usize, verdicts: usize) {
         let over = self.entries.len() > MEMO_ENTRIES
             || self.bytes > MEMO_BYTES
             || self.ops.len() + self.live_more.len() + self.capture_writes.len() > MEMO_OPS
@@ -752,6 +762,7 @@ impl Memo {
             self.clear();
         }
         self.owner = owner;
+        self.verdict_row = (2 * verdicts).div_ceil(64) as u32;
         if self.cache.capacity() == 0 {
             self.reserve(nodes);
         }
@@ -780,6 +791,9 @@ impl Memo {
         self.arena_bits.clear();
         self.bit_words.clear();
         self.ops.clear();
+        self.raw_verdicts.clear();
+        self.arena_verdicts.clear();
+        self.verdict_words.clear();
         self.captures.clear();
         self.capture_writes.clear();
         self.entry_live.clear();
@@ -893,7 +907,12 @@ pub fn run(rules: &Compiled, input: &RequestInput<'_>) -> Outcome {
     let mut st = state_with_scratch();
     st.nodes = rules.nodes.len() as u32;
     st.cell_kinds = (KINDS + rules.keys.len()) as u32;
-    st.memo.begin(rules.memo_id, rules.memo, rules.nodes.len());
+    st.memo.begin(
+        rules.memo_id,
+        rules.memo,
+        rules.nodes.len(),
+        rules.verdicts.len(),
+    );
     reset_caches(&c, &mut st);
     run_phase(rules, 0, &c, &mut st);
     if st.body_access {
@@ -1326,7 +1345,7 @@ fn eval_rule<'r, 'c>(
                         (Tv::Raw, Some(slot)) => Some(entry_of(&v.data, slot, st) | ENTRY_BIT),
                         _ => None,
                     }
-                    .map(|id| (u64::from(rule.link) << 32) | u64::from(id))
+                    .map(|id| OpKey::of(rule, id))
                 } else {
                     None
                 };
@@ -1961,6 +1980,7 @@ fn new_entry_of(raw: &[u8], slot: u32, st: &mut State<'_>) -> u32 {
         let (e, new) = m.entries.entry(raw);
         if new {
             m.raw_bits.push(UNSET);
+            m.raw_verdicts.push(UNSET);
             m.entry_last.push(UNSET);
             m.entry_live.push((UNSET, NO_TARGET));
             m.cache.resize(m.cache.len() + st.nodes as usize, UNSET);
@@ -2035,6 +2055,7 @@ fn new_cached_entry(
                 m.bytes += out.len();
                 m.arena.push(out);
                 m.arena_bits.push(UNSET);
+                m.arena_verdicts.push(UNSET);
                 m.arena_prev.push(prev);
                 let idx = (m.arena.len() - 1) as u32;
                 if let Some(last) = m.entry_last.get_mut(entry as usize) {
@@ -2752,8 +2773,8 @@ fn verdict(
     };
     let idx = cached_entry(rules, raw, entry, node, st);
     let id = if idx == RAW { entry | ENTRY_BIT } else { idx };
-    let key = memoizable(op).then(|| (u64::from(rule.link) << 32) | u64::from(id));
-    if let Some(&code) = key.and_then(|k| st.memo.ops.get(&k)) {
+    let key = memoizable(op).then(|| OpKey::of(rule, id));
+    if let Some(code) = key.and_then(|k| known(&st.memo, k)) {
         return (code != NO_MATCH) != rule.negated;
     }
     // the value moved out of the memo for the time of the operator
@@ -2876,10 +2897,10 @@ fn apply_op(
     value: &[u8],
     c: &Collections,
     st: &mut State<'_>,
-    memo_key: Option<u64>,
+    memo_key: Option<OpKey>,
 ) -> bool {
-    let found = match memo_key.and_then(|k| st.memo.ops.get(&k)) {
-        Some(&code) => caps_of(code),
+    let found = match memo_key.and_then(|k| known(&st.memo, k)) {
+        Some(code) => caps_of(code),
         None => op_outcome(rule, op, value, c, st, memo_key),
     };
     let Some(found) = found else {
@@ -2926,7 +2947,7 @@ fn op_outcome(
     value: &[u8],
     c: &Collections,
     st: &mut State<'_>,
-    memo_key: Option<u64>,
+    memo_key: Option<OpKey>,
 ) -> Option<Caps> {
     let result = operator_result(rule, op, value, c, st);
     match memo_key {
@@ -2944,8 +2965,60 @@ fn caps_of(code: u32) -> Option<Caps> {
     }
 }
 
+/// Where the memo keeps an operator's result: the rule (its link, and its [`Rule::verdict`]
+/// number if it has one) and the transformed value (arena index, or entry number with
+/// [`ENTRY_BIT`]).
+#[derive(Clone, Copy)]
+struct OpKey {
+    link: u32,
+    id: u32,
+    verdict: Option<u32>,
+}
+
+impl OpKey {
+    fn of(rule: &Rule, id: u32) -> OpKey {
+        OpKey {
+            link: rule.link,
+            id,
+            verdict: rule.verdict,
+        }
+    }
+
+    /// The key of the operator map.
+    fn map_key(self) -> u64 {
+        (u64::from(self.link) << 32) | u64::from(self.id)
+    }
+}
+
+/// Where value `id`'s row of verdicts starts in `verdict_words` (None: no verdict kept yet).
+fn verdict_row(m: &Memo, id: u32) -> Option<usize> {
+    let at = if id & ENTRY_BIT != 0 {
+        m.raw_verdicts.get((id & !ENTRY_BIT) as usize)
+    } else {
+        m.arena_verdicts.get(id as usize)
+    };
+    at.filter(|&&at| at != UNSET).map(|&at| at as usize)
+}
+
+/// The operator result the memo keeps under `k`, as a code of [`Memo::ops`].
+#[inline]
+fn known(m: &Memo, k: OpKey) -> Option<u32> {
+    let Some(v) = k.verdict else {
+        return m.ops.get(&k.map_key()).copied();
+    };
+    let word = m
+        .verdict_words
+        .get(verdict_row(m, k.id)? + v as usize / 32)?;
+    match (word >> (2 * (v % 32))) & 3 {
+        0b01 => Some(NO_MATCH),
+        // a match: with captures, its code in the map names them
+        0b11 => Some(m.ops.get(&k.map_key()).copied().unwrap_or(MATCH)),
+        _ => None,
+    }
+}
+
 /// Keeps an operator's result in the memo under `key` and returns its code there.
-fn remember(m: &mut Memo, key: u64, result: Option<Captures>) -> u32 {
+fn remember(m: &mut Memo, key: OpKey, result: Option<Captures>) -> u32 {
     let code = match result {
         None => NO_MATCH,
         Some(caps) if caps.is_empty() => MATCH,
@@ -2955,7 +3028,34 @@ fn remember(m: &mut Memo, key: u64, result: Option<Captures>) -> u32 {
             MATCH + 1 + (m.captures.len() - 1) as u32
         }
     };
-    m.ops.insert(key, code);
+    let Some(v) = key.verdict else {
+        m.ops.insert(key.map_key(), code);
+        return code;
+    };
+    let row = match verdict_row(m, key.id) {
+        Some(row) => row,
+        None => {
+            let row = m.verdict_words.len();
+            let words = m.verdict_row as usize;
+            m.verdict_words.resize(row + words, 0);
+            m.bytes += words * 8;
+            let cell = if key.id & ENTRY_BIT != 0 {
+                m.raw_verdicts.get_mut((key.id & !ENTRY_BIT) as usize)
+            } else {
+                m.arena_verdicts.get_mut(key.id as usize)
+            };
+            if let Some(cell) = cell {
+                *cell = row as u32;
+            }
+            row
+        }
+    };
+    if let Some(word) = m.verdict_words.get_mut(row + v as usize / 32) {
+        *word |= (if code == NO_MATCH { 0b01 } else { 0b11 }) << (2 * (v % 32));
+    }
+    if code > MATCH {
+        m.ops.insert(key.map_key(), code);
+    }
     code
 }
 
@@ -3246,7 +3346,10 @@ fn is_score_var(name: &str) -> bool {
 mod tests {
     use std::sync::Arc;
 
-    use super::{CollMap, Data, Layered, MEMO_BYTES, MEMO_ENTRIES, Memo, UNSET, Val, Var, to_int};
+    use super::{
+        Captures, CollMap, Data, ENTRY_BIT, Layered, MATCH, MEMO_BYTES, MEMO_ENTRIES, Memo,
+        NO_MATCH, OpKey, UNSET, Val, Var, known, remember, to_int,
+    };
 
     #[test]
     fn the_memo_is_kept_only_for_its_rules_and_within_bounds() {
@@ -3256,7 +3359,7 @@ mod tests {
             m.raw_bits.push(UNSET);
             m.bytes = 5;
         };
-        m.begin(1, true, 3);
+        m.begin(1, true, 3, 0);
         assert!(
             m.cache.capacity() >= 3 * MEMO_ENTRIES
                 && m.bit_words.capacity() >= MEMO_BYTES / 8
@@ -3264,22 +3367,22 @@ mod tests {
             "the largest tables reserved to their bounds"
         );
         fill(&mut m);
-        m.begin(1, true, 3);
+        m.begin(1, true, 3, 0);
         assert_eq!(m.entries.len(), 1, "same rules: kept");
-        m.begin(2, true, 3);
+        m.begin(2, true, 3, 0);
         assert!(
             m.entries.is_empty() && m.raw_bits.is_empty(),
             "other rules: emptied"
         );
         fill(&mut m);
-        m.begin(2, false, 3);
+        m.begin(2, false, 3, 0);
         assert!(
             m.entries.is_empty(),
             "memo off: emptied before every request"
         );
         fill(&mut m);
         m.bytes = MEMO_BYTES + 1;
-        m.begin(2, true, 3);
+        m.begin(2, true, 3, 0);
         assert!(
             m.entries.is_empty() && m.bytes == 0,
             "past its bounds: emptied"
@@ -3301,6 +3404,52 @@ mod tests {
             );
         }
         assert!(seen.iter().all(|&s| s));
+    }
+
+    /// The verdicts of rules with a verdict number sit in one row per value (two bits a rule);
+    /// a match with captures is found through the operator map, and rules without a number
+    /// use the map alone.
+    #[test]
+    fn verdicts_are_kept_in_one_row_per_value() {
+        let mut m = Memo {
+            verdict_row: (2 * 70usize).div_ceil(64) as u32,
+            raw_verdicts: vec![UNSET, UNSET],
+            arena_verdicts: vec![UNSET],
+            ..Memo::default()
+        };
+        let key = |id, v| OpKey {
+            link: 7 + v,
+            id,
+            verdict: Some(v),
+        };
+        let (e0, e1, a0) = (ENTRY_BIT, 1 | ENTRY_BIT, 0);
+        assert_eq!(known(&m, key(e0, 3)), None);
+        assert_eq!(remember(&mut m, key(e0, 3), None), NO_MATCH);
+        assert_eq!(remember(&mut m, key(e0, 69), Some(Vec::new())), MATCH);
+        let caps: Captures = vec![Some(Arc::from(&b"x"[..]))];
+        let code = remember(&mut m, key(a0, 3), Some(caps));
+        assert!(code > MATCH);
+        assert_eq!(known(&m, key(e0, 3)), Some(NO_MATCH));
+        assert_eq!(known(&m, key(e0, 69)), Some(MATCH));
+        assert_eq!(known(&m, key(e0, 4)), None);
+        assert_eq!(known(&m, key(e0, 68)), None);
+        assert_eq!(known(&m, key(e1, 3)), None);
+        assert_eq!(known(&m, key(a0, 3)), Some(code));
+        assert_eq!(known(&m, key(a0, 69)), None);
+        // two rows of three words (the entry's and the arena value's); only the captures in
+        // the map
+        assert_eq!(m.verdict_words.len(), 6);
+        assert_eq!(m.ops.len(), 1);
+        let plain = OpKey {
+            link: 99,
+            id: e1,
+            verdict: None,
+        };
+        assert_eq!(known(&m, plain), None);
+        assert_eq!(remember(&mut m, plain, None), NO_MATCH);
+        assert_eq!(known(&m, plain), Some(NO_MATCH));
+        assert_eq!(m.ops.len(), 2);
+        assert_eq!(known(&m, key(e1, 3)), None);
     }
 
     #[test]
