@@ -16,12 +16,13 @@ build: setup
 demo: setup
 	@scripts/demo.sh $(ARGS)
 
-# Debian packages of the three binaries (docs/install.md): target/debian/*.deb.
+# Debian packages of the three binaries (docs/install.md): target/debian/*.deb, built with the
+# `dist` profile (release optimized across crates; Cargo.toml).
 packages: setup
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
-	$(CARGO) deb -p palisade-cli
-	$(CARGO) deb -p palisade-blocker
-	$(CARGO) deb -p palisade-sensor
+	$(CARGO) deb --profile dist -p palisade-cli
+	$(CARGO) deb --profile dist -p palisade-blocker
+	$(CARGO) deb --profile dist -p palisade-sensor
 
 # Lint first (cheap, fails fast), then every test of the default workspace members.
 test: setup lint

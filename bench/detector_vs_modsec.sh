@@ -7,6 +7,7 @@
 #   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh
 #   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
 #   SKIP_CRS=1 bench/detector_vs_modsec.sh  # leave out Palisade's CRS engine
+#   EVAL_PROFILE=release bench/detector_vs_modsec.sh  # the release build, not `dist`
 #   CRS_BASE_EVAL=/path/to/eval_corpus bench/detector_vs_modsec.sh
 #       # a further contender: the CRS engine of another build (e.g. the last release), in the
 #       # same runs: before/after of an engine change beside ModSecurity
@@ -19,7 +20,9 @@
 # ModSecurity (Debian's 3.3.4, PL1, threshold 5; `--mode crs`: a request counts as detected
 # when its attack-family rules reach the threshold), and libmodsecurity3 + CRS.
 #
-# Palisade side: sensor/examples/eval_corpus.rs (parse + inspect timed inside, one pass).
+# Palisade side: sensor/examples/eval_corpus.rs (parse + inspect timed inside, one pass), built
+# with the `dist` profile that `make packages` ships (release optimized across crates; its
+# first build takes several minutes).
 # ModSecurity side: bench/modsec/driver.c (transaction timed inside; wall and thread CPU time).
 # Both are also measured from outside with /usr/bin/time (whole process CPU, peak RSS).
 # Writes bench/results/detector_vs_modsec.json and prints a summary.
@@ -48,7 +51,7 @@ gcc -O2 -Wall -Wextra -o "$WORK/driver" "$ROOT/bench/modsec/driver.c" $(pkg-conf
 # EVAL=path skips the build (e.g. while other builds hold cargo's lock)
 # shellcheck source=lib/eval_corpus.sh
 source "$ROOT/bench/lib/eval_corpus.sh"
-eval_corpus_build
+EVAL_PROFILE=${EVAL_PROFILE:-dist} eval_corpus_build
 if [[ -n ${CRS_BASE_EVAL:-} ]] && ! pcre2_is_debians "$CRS_BASE_EVAL"; then
   echo "warning: $CRS_BASE_EVAL links a bundled PCRE2, not libmodsecurity's (see bench/lib/eval_corpus.sh)" >&2
 fi

@@ -2,7 +2,8 @@
 # Shared by the CRS benchmarks (detector_vs_modsec.sh, crs_agreement.sh): the eval_corpus
 # harness, built unless EVAL names one, and linked to Debian's PCRE2.
 #
-#   eval_corpus_build      sets EVAL (builds the release example when EVAL is unset)
+#   eval_corpus_build      sets EVAL (builds the example with the EVAL_PROFILE profile, release
+#                          by default, when EVAL is unset)
 #   pcre2_is_debians BIN   true when BIN loads the system libpcre2-8 (libmodsecurity's)
 #
 # The pcre2 crate links the system PCRE2 when pkg-config finds libpcre2-dev at its build, and
@@ -20,12 +21,13 @@ eval_corpus_build() {
       echo "warning: $EVAL links a bundled PCRE2, not libmodsecurity's (see bench/lib/eval_corpus.sh)" >&2
     return 0
   fi
-  (cd "$ROOT" && cargo build --release -p palisade-sensor --example eval_corpus >&2)
-  EVAL=$ROOT/target/release/examples/eval_corpus
+  local profile=${EVAL_PROFILE:-release}
+  (cd "$ROOT" && cargo build --profile "$profile" -p palisade-sensor --example eval_corpus >&2)
+  EVAL=$ROOT/target/$profile/examples/eval_corpus
   if ! pcre2_is_debians "$EVAL"; then
     echo "eval_corpus links pcre2-sys's bundled PCRE2: rebuilding it against Debian's" >&2
-    (cd "$ROOT" && cargo clean --release -p pcre2-sys >&2 &&
-      cargo build --release -p palisade-sensor --example eval_corpus >&2)
+    (cd "$ROOT" && cargo clean --profile "$profile" -p pcre2-sys >&2 &&
+      cargo build --profile "$profile" -p palisade-sensor --example eval_corpus >&2)
     pcre2_is_debians "$EVAL" || { echo "eval_corpus still links a bundled PCRE2: is libpcre2-dev installed?" >&2; exit 1; }
   fi
 }
