@@ -514,33 +514,31 @@ fn analyze(hir: &Hir) -> Info {
 }
 
 /// The literals of several rules; `scan` sets the bit of every rule one of whose literals occurs
-/// in a value. One- and two-byte literals (`<`, `'`, `||`, `or`) would make an automaton stop at
-/// nearly every byte; they are answered from byte and byte-pair tables instead. Longer literals
-/// are found by their first [`HEAD`] bytes in an automaton laid out as a flat table, and the
-/// rest of each is compared where its head occurs: the whole literals made a trie of 40,000
-/// states (20 MB as a DFA) whose transition loads stalled the scan; the heads make one of about
-/// 5,800 states (1.6 MB with CRS 3.3.4).
+/// in a value. One-byte literals (`<`, `'`) would make an automaton stop at nearly every byte:
+/// each is numbered, and the scan gathers the numbers of the bytes it reads in one word.
+/// Longer literals are found by their first [`HEAD`] bytes in an automaton laid out as a flat
+/// table, and the rest of each is compared where its head occurs: the whole literals made a
+/// trie of 40,000 states (20 MB as a DFA) whose transition loads stalled the scan; the heads
+/// make one of about 5,800 states (1.6 MB with CRS 3.3.4).
 #[derive(Debug)]
 pub struct Prefilter {
-    /// The automaton over the heads (first [`HEAD`] bytes) of the literals of three bytes or
-    /// more (every head ending at a byte is in that byte's state: overlapping matches).
+    /// The automaton over the heads (first [`HEAD`] bytes) of the literals of two bytes or
+    /// more, and of one-byte literals past the [`MAX_SINGLES`] numbered ones (every head
+    /// ending at a byte is in that byte's state: overlapping matches).
     heads: Option<Table>,
     /// The literals' bytes after their heads, lowercased.
     tail_bytes: Vec<u8>,
-    /// Lowercased one-byte literals and the rule bits of each, sorted by byte.
-    singles: Vec<(u8, Vec<u32>)>,
-    /// A bit per byte of `singles`.
-    single_mask: [u64; 4],
-    /// Per byte, its index in `singles` (meaningful where `single_mask` has its bit).
-    single_at: Box<[u8; 256]>,
-    /// Bitmap over byte pairs that are some rule's literal, in every case.
-    pair_seen: Box<[u64; 1024]>,
-    /// Lowercased byte pair -> rule bits, sorted by pair.
-    pairs: Vec<(u16, Vec<u32>)>,
-    /// Lowercased byte pair -> its index in `pairs` plus one (0: no literal), so that a pair
-    /// flagged in `pair_seen` finds its bits with one load (128 KB, read on hits only).
-    pair_at: Box<[u16]>,
+    /// Per byte (both cases of a letter), the bit of its one-byte literal's number (none: 0),
+    /// read with one load and gathered with an `or` (a shift by the number costs more).
+    single_bit: Box<[u64; 256]>,
+    /// The rule bits of each numbered one-byte literal.
+    singles: Vec<Vec<u32>>,
 }
+
+/// One-byte literals numbered (each a bit of one word).
+const MAX_SINGLES: usize = 64;
+/// Values from this length on are scanned as two streams at once (see [`Prefilter::scan`]).
+const SPLIT: usize = 24;
 
 impl Prefilter {
     /// `rules`: (rule bit, its literals). None when there is nothing to filter.
@@ -548,7 +546,6 @@ impl Prefilter {
         // literal head -> (rule bit, tail) of the literals starting with it
         let mut heads: std::collections::BTreeMap<Vec<u8>, Vec<(u32, &[u8])>> = Default::default();
         let mut singles: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
-        let mut pairs: std::collections::BTreeMap<u16, Vec<u32>> = Default::default();
         for (bit, lits) in rules {
             for l in lits {
                 match l.as_slice() {
@@ -557,7 +554,6 @@ impl Prefilter {
                         .entry(a.to_ascii_lowercase())
                         .or_default()
                         .push(*bit),
-                    [a, b] => pairs.entry(pair(*a, *b)).or_default().push(*bit),
                     _ => {
                         let (head, tail) = l.split_at(l.len().min(HEAD));
                         heads
@@ -568,8 +564,21 @@ impl Prefilter {
                 }
             }
         }
-        if heads.is_empty() && singles.is_empty() && pairs.is_empty() {
+        if heads.is_empty() && singles.is_empty() {
             return None;
+        }
+        let mut single_bit = Box::new([0u64; 256]);
+        let mut numbered = Vec::new();
+        for (n, (byte, bits)) in singles.into_iter().enumerate() {
+            if n < MAX_SINGLES {
+                for b in [byte, byte.to_ascii_uppercase()] {
+                    single_bit[usize::from(b)] = 1 << n;
+                }
+                numbered.push(bits);
+            } else {
+                let tails = heads.entry(vec![byte]).or_default();
+                tails.extend(bits.into_iter().map(|bit| (bit, &[][..])));
+            }
         }
         let mut head_tails = Vec::with_capacity(heads.len());
         let mut tails = Vec::new();
@@ -593,121 +602,78 @@ impl Prefilter {
                 .ok()?;
             Some(Table::of(&dfa, &head_tails, &tails)?)
         };
-        let mut single_mask = [0u64; 4];
-        let mut single_at = Box::new([0u8; 256]);
-        for (at, &l) in singles.keys().enumerate() {
-            single_mask[usize::from(l >> 6)] |= 1 << (l & 63);
-            // at most 256 distinct bytes: the index fits
-            single_at[usize::from(l)] = at as u8;
-        }
-        let mut pair_seen = Box::new([0u64; 1024]);
-        for &p in pairs.keys() {
-            let [a, b] = p.to_be_bytes();
-            for a in [a, a.to_ascii_uppercase()] {
-                for b in [b, b.to_ascii_uppercase()] {
-                    let p = u16::from_be_bytes([a, b]);
-                    pair_seen[usize::from(p >> 6)] |= 1 << (p % 64);
-                }
-            }
-        }
-        let mut pair_at = vec![0u16; 1 << 16].into_boxed_slice();
-        for (at, &p) in pairs.keys().enumerate() {
-            if let Some(slot) = pair_at.get_mut(usize::from(p)) {
-                // at most 65,536 distinct pairs: the index fits
-                *slot = (at + 1) as u16;
-            }
-        }
         Some(Prefilter {
             heads: table,
             tail_bytes,
-            singles: singles.into_iter().collect(),
-            single_mask,
-            single_at,
-            pair_seen,
-            pairs: pairs.into_iter().collect(),
-            pair_at,
+            single_bit,
+            singles: numbered,
         })
     }
 
-    /// The rule bits of the byte pair `p` (flagged in `pair_seen`, in any case).
-    #[cold]
-    fn pair_hit(&self, p: u16, set: &mut impl FnMut(u32)) {
-        let [a, b] = p.to_be_bytes();
-        let at = self
-            .pair_at
-            .get(usize::from(pair(a, b)))
-            .copied()
-            .unwrap_or(0);
-        if let Some((_, bits)) = usize::from(at)
-            .checked_sub(1)
-            .and_then(|at| self.pairs.get(at))
-        {
-            bits.iter().for_each(|&bit| set(bit));
-        }
-    }
-
     /// Sets in `bits` the bit of every rule with a literal in `hay`.
+    ///
+    /// One pass over the bytes: the heads' automaton (whose classes ignore case) and the
+    /// numbers of the one-byte literals. A value of [`SPLIT`] bytes or more is read as two
+    /// streams at once, its two halves, so that the automaton's table loads (each waits for
+    /// the one before) overlap: the second stream starts [`HEAD`] - 1 bytes before the middle
+    /// from the automaton's start, which is where a head ending in its half starts at the
+    /// earliest. The automaton's state at a byte depends on the last [`HEAD`] bytes alone, so
+    /// from the middle on the second stream is in the state a whole pass would be; what it
+    /// finds before the middle, the first stream finds too (a bit set twice).
     pub fn scan(&self, hay: &[u8], bits: &mut [u64]) {
         let mut set = |bit: u32| {
             if let Some(w) = bits.get_mut(bit as usize / 64) {
                 *w |= 1 << (bit % 64);
             }
         };
-        // which bytes occur, every byte pair checked against the bitmap (which has every case
-        // of each pair; the first byte is paired with NUL: a spurious hit at worst, never a
-        // missed one), and the heads' automaton (whose classes ignore case): one pass
-        let mut present = [0u64; 4];
-        let mut prev: u16 = 0;
+        let single = &self.single_bit;
+        // the one-byte literals apart: a loop of its own runs at a fraction of the automaton's
+        // cost, where in the automaton's loop they slowed it by half
+        let mut seen = hay
+            .iter()
+            .fold(0u64, |seen, &b| seen | single[usize::from(b)]);
         match &self.heads {
+            Some(t) if hay.len() >= SPLIT => {
+                let mid = hay.len() / 2;
+                let from = mid - (HEAD - 1);
+                let (first, second) = (&hay[..mid], &hay[from..]);
+                let (mut s1, mut s2) = (t.start, t.start);
+                for (i, (&x, &y)) in first.iter().zip(second).enumerate() {
+                    s1 = t.next(s1, x);
+                    s2 = t.next(s2, y);
+                    if s1 < t.match_end {
+                        self.state_hit(t, s1, &hay[i + 1..], &mut set);
+                    }
+                    if s2 < t.match_end {
+                        self.state_hit(t, s2, &hay[from + i + 1..], &mut set);
+                    }
+                }
+                for (i, &y) in second.iter().enumerate().skip(first.len()) {
+                    s2 = t.next(s2, y);
+                    if s2 < t.match_end {
+                        self.state_hit(t, s2, &hay[from + i + 1..], &mut set);
+                    }
+                }
+            }
             Some(t) => {
                 let mut state = t.start;
                 for (at, &b) in hay.iter().enumerate() {
-                    self.byte_and_pair(b, &mut prev, &mut present, &mut set);
                     state = t.next(state, b);
                     if state < t.match_end {
                         self.state_hit(t, state, &hay[at + 1..], &mut set);
                     }
                 }
             }
-            None => {
-                for &b in hay {
-                    self.byte_and_pair(b, &mut prev, &mut present, &mut set);
-                }
+            None => {}
+        }
+        // the one-byte literals that occur, by their numbers
+        while seen != 0 {
+            let n = seen.trailing_zeros() as usize;
+            seen &= seen - 1;
+            if let Some(rule_bits) = self.singles.get(n) {
+                rule_bits.iter().for_each(|&bit| set(bit));
             }
         }
-        // an uppercase letter is present as its lowercase (`A`-`Z` are bits 1-26 of the second
-        // word, `a`-`z` bits 33-58)
-        present[1] |= (present[1] & 0x07FF_FFFE) << 32;
-        // the singles that occur, by their bits
-        for (w, (&seen, &wanted)) in present.iter().zip(&self.single_mask).enumerate() {
-            let mut bits = seen & wanted;
-            while bits != 0 {
-                let l = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let at = usize::from(self.single_at[l & 255]);
-                if let Some((_, rule_bits)) = self.singles.get(at) {
-                    rule_bits.iter().for_each(|&bit| set(bit));
-                }
-            }
-        }
-    }
-
-    /// Notes the byte `b` as present and checks the pair it ends (`prev` is the byte before it,
-    /// shifted; it becomes `b`'s).
-    #[inline(always)]
-    fn byte_and_pair(
-        &self,
-        b: u8,
-        prev: &mut u16,
-        present: &mut [u64; 4],
-        set: &mut impl FnMut(u32),
-    ) {
-        present[usize::from(b >> 6)] |= 1 << (b & 63);
-        let p = *prev | u16::from(b);
-        if self.pair_seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0 {
-            self.pair_hit(p, set);
-        }
-        *prev = u16::from(b) << 8;
     }
 
     /// Sets the bit of every literal whose head ends in match state `state` and whose tail
@@ -864,11 +830,6 @@ impl Table {
     }
 }
 
-/// Two bytes, lowercased, as one table index.
-fn pair(a: u8, b: u8) -> u16 {
-    u16::from(a.to_ascii_lowercase()) << 8 | u16::from(b.to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -995,6 +956,88 @@ mod tests {
         }
         // every rule both matched and did not somewhere (the test saw both answers)
         assert!(hits.iter().all(|&h| h > 100 && h < 19_900), "{hits:?}");
+    }
+
+    /// Values long enough to be read as two streams at once: literals of every length placed
+    /// anywhere (across the middle, at either end, in either case); the answer is still
+    /// exactly a naive search's.
+    #[test]
+    fn long_values_read_in_two_streams_answer_as_a_naive_search() {
+        let rules: Vec<(u32, Vec<Vec<u8>>)> = vec![
+            (0, vec![b"abcdef-ghij".to_vec()]),
+            (1, vec![b"xyz".to_vec(), b"q".to_vec()]),
+            (2, vec![b"<".to_vec()]),
+            (3, vec![b"||".to_vec(), b"or".to_vec()]),
+            (4, vec![b"bcdefg".to_vec()]),
+            (5, vec![b"ef-g".to_vec(), b"zz".to_vec()]),
+        ];
+        let pf = Prefilter::build(&rules).unwrap();
+        let all: Vec<&[u8]> = rules
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|l| &l[..]))
+            .collect();
+        let filler = b"abcdefgxyz-|<orq .";
+        let mut next = xorshift(0x51_7cc1_b727_220a);
+        let mut hits = [0usize; 6];
+        for _ in 0..20_000 {
+            let len = SPLIT + (next() % 150) as usize;
+            let mut hay: Vec<u8> = (0..len)
+                .map(|_| filler[(next() % filler.len() as u64) as usize])
+                .collect();
+            for _ in 0..next() % 3 {
+                let r = next();
+                let lit = all[(r % all.len() as u64) as usize];
+                // around the middle, where the second stream starts, or anywhere
+                let at = match (r >> 8) % 3 {
+                    0 => (len / 2).saturating_sub((r >> 16) as usize % (HEAD + 2)),
+                    1 => len.saturating_sub(lit.len()),
+                    _ => (r >> 16) as usize % len,
+                };
+                for (i, &b) in lit.iter().enumerate() {
+                    if let Some(slot) = hay.get_mut(at + i) {
+                        let upper = next().is_multiple_of(2);
+                        *slot = if upper { b.to_ascii_uppercase() } else { b };
+                    }
+                }
+            }
+            let found = scan_as_naive_search(&pf, &rules, &hay);
+            for (bit, _) in &rules {
+                hits[*bit as usize] += usize::from(found & (1 << bit) != 0);
+            }
+        }
+        assert!(hits.iter().all(|&h| h > 100 && h < 19_900), "{hits:?}");
+    }
+
+    /// One-byte literals past the [`MAX_SINGLES`] that are numbered are found by the
+    /// automaton instead.
+    #[test]
+    fn one_byte_literals_past_the_numbered_ones_are_still_found() {
+        let bytes: Vec<u8> = (0x80..=0xFF).chain(b"<>'".iter().copied()).collect();
+        assert!(bytes.len() > MAX_SINGLES);
+        let rules: Vec<(u32, Vec<Vec<u8>>)> = (0..60u32)
+            .map(|bit| {
+                let lits = bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i as u32 % 60 == bit)
+                    .map(|(_, &b)| vec![b])
+                    .collect();
+                (bit, lits)
+            })
+            .collect();
+        let pf = Prefilter::build(&rules).unwrap();
+        assert_eq!(pf.singles.len(), MAX_SINGLES);
+        let mut next = xorshift(0x2f6b_1c3d_9a4e_8b71);
+        for _ in 0..5_000 {
+            let len = (next() % 40) as usize;
+            let hay: Vec<u8> = (0..len)
+                .map(|_| match next() % 4 {
+                    0 => b'a',
+                    _ => bytes[(next() % bytes.len() as u64) as usize],
+                })
+                .collect();
+            scan_as_naive_search(&pf, &rules, &hay);
+        }
     }
 
     /// Between required sets of single bytes, the rarer bytes are chosen: a command separator
