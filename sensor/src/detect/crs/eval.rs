@@ -639,7 +639,9 @@ struct Memo {
     /// Operator results per rule link (high half) and transformed value (low half: arena
     /// index, or entry number with [`ENTRY_BIT`]): [`NO_MATCH`], [`MATCH`] (nothing
     /// captured), or `MATCH + 1 + i` for the captures in `captures[i]`. Compact, as it is
-    /// looked up for most values a costly operator sees.
+    /// looked up for most values a costly operator sees. For the rules with a
+    /// [`Rule::verdict`] number it holds only the matches with captures: the rest of their
+    /// results are in the verdict rows below (see [`known`]).
     ops: Map<u64, u32>,
     /// The verdicts of the rules with a [`Rule::verdict`] number, per transformed value: two
     /// bits a rule (known, matched) in a row of `verdict_row` words of `verdict_words`, found
