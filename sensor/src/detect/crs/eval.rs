@@ -644,11 +644,11 @@ struct Memo {
     /// results are in the verdict rows below (see [`known`]).
     ops: Map<u64, u32>,
     /// The verdicts of the rules with a [`Rule::verdict`] number, per transformed value: two
-    /// bits a rule (known, matched) in a row of `verdict_row` words of `verdict_words`, found
-    /// by offset per entry (`raw_verdicts`) and per arena entry (`arena_verdicts`), or
-    /// [`UNSET`]. The live mask asks several of these rules about one value in turn: one row
-    /// is one cache line, where the operator map spread them over the table. A match with
-    /// captures is also kept in `ops` (its code there names them).
+    /// bits a rule (see [`VERDICT_NO_MATCH`]) in a row of `verdict_row` words of
+    /// `verdict_words`, found by offset per entry (`raw_verdicts`) and per arena entry
+    /// (`arena_verdicts`), or [`UNSET`]. The live mask asks several of these rules about one
+    /// value in turn: one row is one cache line, where the operator map spread them over the
+    /// table. A match with captures is kept in `ops` (its code there names them).
     raw_verdicts: Vec<u32>,
     arena_verdicts: Vec<u32>,
     verdict_words: Vec<u64>,
@@ -764,7 +764,7 @@ impl Memo {
             self.clear();
         }
         self.owner = owner;
-        self.verdict_row = (2 * verdicts).div_ceil(64) as u32;
+        self.verdict_row = verdict_row_words(verdicts);
         if self.cache.capacity() == 0 {
             self.reserve(nodes);
         }
@@ -2992,6 +2992,17 @@ impl OpKey {
     }
 }
 
+/// A rule's two bits in a value's row of verdicts: unknown (0), no match, a match that
+/// captured nothing, or a match whose code (naming its captures) is in the operator map.
+const VERDICT_NO_MATCH: u64 = 0b01;
+const VERDICT_MATCH: u64 = 0b11;
+const VERDICT_CAPTURES: u64 = 0b10;
+
+/// The words of a value's row of verdicts for `verdicts` rules (two bits each).
+fn verdict_row_words(verdicts: usize) -> u32 {
+    (2 * verdicts).div_ceil(64) as u32
+}
+
 /// Where value `id`'s row of verdicts starts in `verdict_words` (None: no verdict kept yet).
 fn verdict_row(m: &Memo, id: u32) -> Option<usize> {
     let at = if id & ENTRY_BIT != 0 {
@@ -3012,9 +3023,9 @@ fn known(m: &Memo, k: OpKey) -> Option<u32> {
         .verdict_words
         .get(verdict_row(m, k.id)? + v as usize / 32)?;
     match (word >> (2 * (v % 32))) & 3 {
-        0b01 => Some(NO_MATCH),
-        // a match: with captures, its code in the map names them
-        0b11 => Some(m.ops.get(&k.map_key()).copied().unwrap_or(MATCH)),
+        VERDICT_NO_MATCH => Some(NO_MATCH),
+        VERDICT_MATCH => Some(MATCH),
+        VERDICT_CAPTURES => m.ops.get(&k.map_key()).copied(),
         _ => None,
     }
 }
@@ -3053,7 +3064,12 @@ fn remember(m: &mut Memo, key: OpKey, result: Option<Captures>) -> u32 {
         }
     };
     if let Some(word) = m.verdict_words.get_mut(row + v as usize / 32) {
-        *word |= (if code == NO_MATCH { 0b01 } else { 0b11 }) << (2 * (v % 32));
+        let bits = match code {
+            NO_MATCH => VERDICT_NO_MATCH,
+            MATCH => VERDICT_MATCH,
+            _ => VERDICT_CAPTURES,
+        };
+        *word |= bits << (2 * (v % 32));
     }
     if code > MATCH {
         m.ops.insert(key.map_key(), code);
@@ -3350,7 +3366,7 @@ mod tests {
 
     use super::{
         Captures, CollMap, Data, ENTRY_BIT, Layered, MATCH, MEMO_BYTES, MEMO_ENTRIES, Memo,
-        NO_MATCH, OpKey, UNSET, Val, Var, known, remember, to_int,
+        NO_MATCH, OpKey, UNSET, Val, Var, known, remember, to_int, verdict_row_words,
     };
 
     #[test]
@@ -3414,7 +3430,7 @@ mod tests {
     #[test]
     fn verdicts_are_kept_in_one_row_per_value() {
         let mut m = Memo {
-            verdict_row: (2 * 70usize).div_ceil(64) as u32,
+            verdict_row: verdict_row_words(70),
             raw_verdicts: vec![UNSET, UNSET],
             arena_verdicts: vec![UNSET],
             ..Memo::default()
