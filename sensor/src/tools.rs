@@ -44,6 +44,10 @@ pub fn check_rules(config: &Config) -> anyhow::Result<()> {
         r.prefiltered, r.prefiltered_evaluated, r.unfiltered, r.pcre_regexes
     );
     println!(
+        "  @rx with their whole DFA built at load: {} (the others build theirs as they search)",
+        r.whole_dfa_regexes
+    );
+    println!(
         "  rules skipped by their operator's verdict per value: {} ({} of them without a prefilter)",
         r.verdicts, r.verdicts_unfiltered
     );

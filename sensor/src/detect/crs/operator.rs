@@ -226,6 +226,11 @@ impl Operator {
         }
     }
 
+    /// For `--check-rules`: an `@rx` whose whole DFA was built at load.
+    pub fn has_whole_dfa(&self) -> bool {
+        matches!(self, Operator::Rx(rx) if matches!(&rx.engine, RxEngine::Rust { dense: Some(_), .. }))
+    }
+
     /// For `@rx` compiled with PCRE2 instead of the Rust engine: the construct that forced it.
     pub fn pcre_reason(&self) -> Option<&str> {
         match self {
@@ -256,6 +261,9 @@ enum RxEngine {
     /// per pattern for it: about 6,000 instructions per capture on the dev corpus.
     Rust {
         re: regex_automata::meta::Regex,
+        /// The pattern's whole DFA, built at load when it fits [`DENSE_LIMIT`] (see
+        /// [`dense_dfa`]); `re` answers otherwise.
+        dense: Option<Box<DenseDfa>>,
         groups: Pcre,
     },
     /// PCRE2 alone, with the construct that kept the pattern from the Rust engine.
@@ -318,6 +326,7 @@ impl Rx {
         let engine = match rust_equivalent(pattern) {
             Ok(re) => RxEngine::Rust {
                 re,
+                dense: dense_dfa(pattern).map(Box::new),
                 groups: Pcre::new(pcre),
             },
             Err(why) => RxEngine::Pcre {
@@ -334,7 +343,7 @@ impl Rx {
     fn is_match(&self, value: &[u8]) -> bool {
         match &self.engine {
             RxEngine::Empty => true,
-            RxEngine::Rust { re, .. } => re.is_match(value),
+            RxEngine::Rust { re, dense, .. } => rust_is_match(re, dense.as_deref(), value),
             // A match error (match limit, JIT stack) is "no match" in libmodsecurity.
             RxEngine::Pcre { re: p, .. } => p.re.is_match(value).unwrap_or(false),
         }
@@ -345,7 +354,9 @@ impl Rx {
             RxEngine::Empty => Some(Vec::new()),
             // the Rust engine rules out most values; PCRE2 has the last word on a match, as
             // in libmodsecurity
-            RxEngine::Rust { re, groups } => re.is_match(value).then(|| groups.captures(value))?,
+            RxEngine::Rust { re, dense, groups } => {
+                rust_is_match(re, dense.as_deref(), value).then(|| groups.captures(value))?
+            }
             // `is_match` reuses pooled match data: look first, capture only on a match
             RxEngine::Pcre { re: p, .. } => {
                 p.re.is_match(value)
@@ -354,6 +365,54 @@ impl Rx {
             }
         }
     }
+}
+
+type DenseDfa = regex_automata::dfa::dense::DFA<Vec<u32>>;
+
+/// Largest DFA built for one pattern at load ([`dense_dfa`]). CRS 3.3.4's `@rx` patterns: 190
+/// of the 208 the Rust engine runs fit in 512 KiB, 6 MB in all, built in about 0.3 s; the
+/// rest grow to many megabytes (long alternations of words under `(?i)`, each letter
+/// optionally followed by quotes) and stay with the lazy DFA.
+const DENSE_LIMIT: usize = 512 << 10;
+
+/// Whether `value` matches: by the whole DFA when the pattern has one, or by `re`.
+fn rust_is_match(re: &regex_automata::meta::Regex, dense: Option<&DenseDfa>, value: &[u8]) -> bool {
+    use regex_automata::dfa::Automaton;
+    match dense.map(|d| d.try_search_fwd(&regex_automata::Input::new(value).earliest(true))) {
+        Some(Ok(m)) => m.is_some(),
+        // (no quit bytes without Unicode word boundaries: not expected, but `re` can answer)
+        Some(Err(_)) | None => re.is_match(value),
+    }
+}
+
+/// The whole DFA of `pattern` (read as [`rust_equivalent`] reads it), when it fits
+/// [`DENSE_LIMIT`]. The lazy DFA of `re` builds its states while it searches: on the dev
+/// corpus a third of its time went to building them, spread over the requests that first
+/// reached them, and a lookup in it checks each state for being unbuilt. A whole DFA is
+/// built once, at load, and searched with one table lookup a byte.
+fn dense_dfa(pattern: &str) -> Option<DenseDfa> {
+    regex_automata::dfa::dense::Builder::new()
+        .configure(
+            regex_automata::dfa::dense::Config::new()
+                // minimizing takes longer than building, for a table that fits anyway
+                .minimize(false)
+                .dfa_size_limit(Some(DENSE_LIMIT))
+                .determinize_size_limit(Some(4 * DENSE_LIMIT)),
+        )
+        .syntax(rust_syntax())
+        .thompson(regex_automata::nfa::thompson::Config::new().utf8(false))
+        .build(pattern)
+        .ok()
+}
+
+/// How the Rust engine reads a pattern: bytes, no Unicode, `.` matching newlines, `^` and `$`
+/// at line ends (PCRE2 with DOTALL|MULTILINE, no UTF).
+fn rust_syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+        .dot_matches_new_line(true)
+        .multi_line(true)
 }
 
 /// The Rust regex for `pattern` when it provably means what PCRE2 (DOTALL|MULTILINE, no UTF)
@@ -382,13 +441,7 @@ fn rust_equivalent(pattern: &str) -> Result<regex_automata::meta::Regex, String>
                 .utf8_empty(false)
                 .nfa_size_limit(Some(64 << 20)),
         )
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false)
-                .dot_matches_new_line(true)
-                .multi_line(true),
-        )
+        .syntax(rust_syntax())
         .build(pattern)
         .map_err(|e| format!("rust: {e}"))?;
     if check.has_caret {
@@ -1616,14 +1669,18 @@ pub(super) mod tests {
             })
             .collect();
         subjects.extend(extra);
-        let (mut compared, mut hits) = (0, 0);
+        let (mut compared, mut hits, mut whole, mut lazy) = (0, 0, 0, 0);
         for p in &patterns {
             let Operator::Rx(rx) = op("rx", p) else {
                 continue;
             };
-            let RxEngine::Rust { .. } = rx.engine else {
+            let RxEngine::Rust { re, dense, .. } = &rx.engine else {
                 continue;
             };
+            match dense {
+                Some(_) => whole += 1,
+                None => lazy += 1,
+            }
             let pcre = pcre2::bytes::RegexBuilder::new()
                 .dotall(true)
                 .multi_line(true)
@@ -1648,12 +1705,82 @@ pub(super) mod tests {
                     s.escape_ascii().to_string()
                 );
                 assert_eq!(rx.captures(s), pcre_rx.captures(s));
+                // the whole DFA, where built, answers as the lazy one
+                assert_eq!(got, re.is_match(s), "{p:?} (whole DFA) on {s:?}");
                 compared += 1;
                 hits += usize::from(got);
             }
         }
-        println!("{compared} comparisons, {hits} matches");
+        println!("{compared} comparisons, {hits} matches; {whole} whole DFAs, {lazy} lazy");
         assert!(hits > 1000);
+        // most patterns fit the whole DFA's limit; the largest stay lazy (both kinds are checked)
+        assert!(whole > 150 && lazy > 0, "{whole} whole DFAs, {lazy} lazy");
+    }
+
+    /// The whole DFA reads a pattern as the lazy DFA does where they could differ: line
+    /// anchors at a newline that ends the value, ASCII word boundaries next to bytes above
+    /// 0x7f, `.` and classes over newlines and NUL, case folding of ASCII only.
+    #[test]
+    fn whole_dfa_answers_as_the_lazy_one() {
+        let patterns = [
+            "^a$",
+            "(?m)^b",
+            "c$",
+            "\\bword\\b",
+            "\\Bx",
+            "(?i)select.+from",
+            "a.b",
+            "[^a]z",
+            "\\x00y",
+            "(?i)\\xe9",
+            "\\s+on\\w+\\s*=",
+            "(?:^|;)\\s*id\\b",
+        ];
+        let subjects: [&[u8]; 16] = [
+            b"a",
+            b"a\n",
+            b"\na\n",
+            b"x\nb",
+            b"word",
+            b"a word.",
+            b"\xe9word\xe9",
+            b"xx",
+            b"SeLeCt 1\nFROM t",
+            b"a\nb",
+            b"\nz",
+            b"\x00y",
+            b"\xc9",
+            b"",
+            b"\n",
+            b"; id",
+        ];
+        for p in patterns {
+            let re = rust_equivalent(p).unwrap();
+            let dense = dense_dfa(p).unwrap();
+            for s in subjects {
+                assert_eq!(
+                    rust_is_match(&re, Some(&dense), s),
+                    re.is_match(s),
+                    "{p:?} on {s:?}"
+                );
+            }
+        }
+        // past the limit no whole DFA is built, and the lazy DFA answers: words whose letters
+        // may each be followed by quotes, as CRS writes its command lists
+        let words: Vec<String> = (0..200)
+            .map(|i| {
+                let w = format!("cmd{}z{}", i * 37 % 1000, i);
+                w.chars().map(|c| format!("{c}[\"^]*")).collect()
+            })
+            .collect();
+        let big = format!("(?i)(?:;|\\|)\\s*(?:{})\\b", words.join("|"));
+        assert!(
+            dense_dfa(&big).is_none(),
+            "a whole DFA past {DENSE_LIMIT} bytes"
+        );
+        let re = rust_equivalent(&big).unwrap();
+        assert!(rust_is_match(&re, None, b"x; C\"M^D37z1 y"));
+        assert!(!rust_is_match(&re, None, b"x; cmd37z2y"));
     }
 
     /// `tests/data/crs/pm_cases.tsv` (file, value, libmodsecurity's verdict and TX:0) was produced by

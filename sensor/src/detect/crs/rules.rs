@@ -613,6 +613,9 @@ pub struct LoadReport {
     pub never_match: Vec<(u64, String)>,
     /// Regexes run by PCRE2 rather than the linear-time engine.
     pub pcre_regexes: usize,
+    /// Regexes of the linear-time engine with their whole DFA built at load (the rest build
+    /// their states as they search).
+    pub whole_dfa_regexes: usize,
     /// @rx and @pm operators with a literal prefilter / without.
     pub prefiltered: usize,
     pub unfiltered: usize,
@@ -1391,6 +1394,9 @@ impl Builder {
             }
             if o.pcre_reason().is_some() {
                 self.report.pcre_regexes += 1;
+            }
+            if o.has_whole_dfa() {
+                self.report.whole_dfa_regexes += 1;
             }
             let lits = match (o.regex_source(), o.phrases()) {
                 (Some(src), _) => Some(prefilter::required_literals(src)),
