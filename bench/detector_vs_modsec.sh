@@ -7,7 +7,8 @@
 #   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh
 #   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
 #   SKIP_CRS=1 bench/detector_vs_modsec.sh  # leave out Palisade's CRS engine
-#   EVAL_PROFILE=release bench/detector_vs_modsec.sh  # the release build, not `dist`
+#   EVAL_PROFILE=dist bench/detector_vs_modsec.sh     # `dist` without the profile-guided pass
+#   EVAL_PROFILE=release bench/detector_vs_modsec.sh  # the release build `make demo` runs
 #   CRS_BASE_EVAL=/path/to/eval_corpus bench/detector_vs_modsec.sh
 #       # a further contender: the CRS engine of another build (e.g. the last release), in the
 #       # same runs: before/after of an engine change beside ModSecurity
@@ -21,8 +22,9 @@
 # when its attack-family rules reach the threshold), and libmodsecurity3 + CRS.
 #
 # Palisade side: sensor/examples/eval_corpus.rs (parse + inspect timed inside, one pass), built
-# with the `dist` profile that `make packages` ships (release optimized across crates; its
-# first build takes several minutes).
+# as `make packages` builds the sensor: the `dist` profile (release optimized across crates)
+# guided by a profile of a training run (scripts/pgo-build.sh, on traffic written by
+# bench/pgo/training_corpus.py, not this corpus). The first build takes about 13 minutes.
 # ModSecurity side: bench/modsec/driver.c (transaction timed inside; wall and thread CPU time).
 # Both are also measured from outside with /usr/bin/time (whole process CPU, peak RSS).
 # Writes bench/results/detector_vs_modsec.json and prints a summary.
@@ -51,7 +53,11 @@ gcc -O2 -Wall -Wextra -o "$WORK/driver" "$ROOT/bench/modsec/driver.c" $(pkg-conf
 # EVAL=path skips the build (e.g. while other builds hold cargo's lock)
 # shellcheck source=lib/eval_corpus.sh
 source "$ROOT/bench/lib/eval_corpus.sh"
-EVAL_PROFILE=${EVAL_PROFILE:-dist} eval_corpus_build
+EVAL_PROFILE=${EVAL_PROFILE:-pgo}
+# which build of the harness the figures are for (recorded in the results)
+BUILD=${EVAL:+given: $EVAL}
+eval_corpus_build
+export BUILD=${BUILD:-$EVAL_PROFILE profile: ${EVAL#"$ROOT"/}} CRS_BASE_EVAL=${CRS_BASE_EVAL:-}
 if [[ -n ${CRS_BASE_EVAL:-} ]] && ! pcre2_is_debians "$CRS_BASE_EVAL"; then
   echo "warning: $CRS_BASE_EVAL links a bundled PCRE2, not libmodsecurity's (see bench/lib/eval_corpus.sh)" >&2
 fi
@@ -176,6 +182,8 @@ doc = {"benchmark": "detector_vs_modsec", "script": "bench/detector_vs_modsec.sh
        "machine": {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
                    "pinned_core": int(core), "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
                    "note": "shared machine, other engineers compiling during the run; compare ratios"},
+       "palisade_build": os.environ.get("BUILD", "?"),
+       "crs_base_build": os.environ.get("CRS_BASE_EVAL") or None,
        "versions": {"libmodsecurity3": lib, "modsecurity-crs": crs,
                     "crs_config": "Debian crs-setup.conf defaults: anomaly scoring, PL1, inbound threshold 5; SecRuleEngine On"},
        "medians": medians, "detection": det, "ratios": ratios, "targets_met": targets, "runs": rows}
