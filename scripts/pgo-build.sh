@@ -16,7 +16,7 @@
 # measurable in a `dist` build). Both builds take about 6 minutes on 2 cores.
 #
 # Needs llvm-profdata of rustc's LLVM major version: installed from Debian's `llvm-N` package
-# when missing (Debian 12 carries it through its backports). PGO_REFRESH=1 retrains even when a
+# when missing (Debian 12 carries llvm-22 in bookworm-security). PGO_REFRESH=1 retrains even when a
 # profile for the current sources exists.
 set -euo pipefail
 
@@ -36,7 +36,9 @@ profdata=$(command -v "llvm-profdata-$major" || true)
 if [[ -z $profdata ]]; then
   [[ $(id -u) -eq 0 ]] || die "llvm-profdata $major is missing: install Debian's llvm-$major (as root: apt-get install llvm-$major)"
   echo "pgo-build: installing llvm-$major for llvm-profdata (rustc's LLVM is $major)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "llvm-$major" >/dev/null ||
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "llvm-$major" >/dev/null ||
+    { apt-get update -q >/dev/null && apt-get install -y -q "llvm-$major" >/dev/null; } ||
     die "apt-get install llvm-$major failed: is it in this machine's Debian sources?"
   profdata=/usr/lib/llvm-$major/bin/llvm-profdata
 fi
