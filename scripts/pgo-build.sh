@@ -43,9 +43,10 @@ if [[ -z $profdata ]]; then
   profdata=/usr/lib/llvm-$major/bin/llvm-profdata
 fi
 
-# a profile is for one state of the code: the key hashes the Rust sources, manifests, lock
-# file and training generator (as committed, plus any edits) and the compiler
-paths=('*.rs' '*Cargo.toml' Cargo.lock bench/pgo)
+# a profile is for one state of the code: the key hashes what goes into the sensor (its sources
+# and harness, the crates of this workspace it links, manifests, lock file), the training
+# generator (as committed, plus any edits) and the compiler; tests and docs leave it alone
+paths=(sensor/src sensor/examples sensor/build.rs sensor-common wire '*Cargo.toml' Cargo.lock bench/pgo)
 key=$( (cd "$ROOT" && git ls-files -s -- "${paths[@]}" && git diff HEAD -- "${paths[@]}" && rustc -V) |
   sha256sum | cut -c1-16)
 merged=$PGO_DIR/sensor-$key.profdata
