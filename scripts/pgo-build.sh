@@ -45,10 +45,14 @@ fi
 
 # a profile is for one state of the code: the key hashes what goes into the sensor (its sources
 # and harness, the crates of this workspace it links, manifests, lock file), the training
-# generator (as committed, plus any edits) and the compiler; tests and docs leave it alone
-paths=(sensor/src sensor/examples sensor/build.rs sensor-common wire '*Cargo.toml' Cargo.lock bench/pgo)
-key=$( (cd "$ROOT" && git ls-files -s -- "${paths[@]}" && git diff HEAD -- "${paths[@]}" && rustc -V) |
-  sha256sum | cut -c1-16)
+# generator and the compiler; tests and docs leave it alone
+paths=(sensor/src sensor/rules sensor/examples sensor/build.rs sensor/Cargo.toml sensor-common wire
+  Cargo.toml Cargo.lock bench/pgo)
+key=$( {
+  (cd "$ROOT" && find "${paths[@]}" -type f -not -path '*/target/*' -print0 | sort -z |
+    xargs -0 sha256sum)
+  rustc -V
+} | sha256sum | cut -c1-16)
 merged=$PGO_DIR/sensor-$key.profdata
 if [[ ! -s $merged || ${PGO_REFRESH:-0} == 1 ]]; then
   raw=$PGO_DIR/raw

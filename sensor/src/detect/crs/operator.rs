@@ -369,10 +369,10 @@ impl Rx {
 
 type DenseDfa = regex_automata::dfa::dense::DFA<Vec<u32>>;
 
-/// Largest DFA built for one pattern at load ([`dense_dfa`]). CRS 3.3.4's `@rx` patterns: 190
-/// of the 208 the Rust engine runs fit in 512 KiB, 6 MB in all, built in about 0.3 s; the
-/// rest grow to many megabytes (long alternations of words under `(?i)`, each letter
-/// optionally followed by quotes) and stay with the lazy DFA.
+/// Largest DFA built for one pattern at load ([`dense_dfa`]). CRS 3.3.4 at PL1: 189 of the
+/// `@rx` that `--check-rules` counts fit in 512 KiB, about 6 MB in all, built in about 0.3 s;
+/// the rest grow past 16 MB (long alternations of words under `(?i)`, each letter optionally
+/// followed by quotes) and stay with the lazy DFA.
 const DENSE_LIMIT: usize = 512 << 10;
 
 /// Whether `value` matches: by the whole DFA when the pattern has one, or by `re`.
