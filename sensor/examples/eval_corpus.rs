@@ -34,23 +34,9 @@ use anyhow::{Context, bail};
 use palisade_sensor::detect::Detector;
 use palisade_sensor::detect::crs::{Crs, CrsSettings};
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
+use palisade_tests::corpus::CorpusRequest;
 use palisade_wire::Severity;
-use serde::Deserialize;
 use serde_json::json;
-
-#[derive(Deserialize)]
-struct Line {
-    id: String,
-    class: String,
-    category: String,
-    method: String,
-    uri: String,
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    body: String,
-    #[serde(default)]
-    placement: String,
-}
 
 #[derive(Default)]
 struct Tally {
@@ -152,22 +138,9 @@ fn main() -> anyhow::Result<()> {
     let mut inspect_time = std::time::Duration::ZERO;
 
     for (n, line) in text.lines().enumerate() {
-        let rec: Line = serde_json::from_str(line)
+        let rec: CorpusRequest = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: bad JSON", file.display(), n + 1))?;
-        let mut raw = format!("{} {} HTTP/1.1\r\n", rec.method, rec.uri).into_bytes();
-        for (k, v) in &rec.headers {
-            raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-        }
-        if !rec.body.is_empty()
-            && !rec
-                .headers
-                .keys()
-                .any(|k| k.eq_ignore_ascii_case("content-length"))
-        {
-            raw.extend_from_slice(format!("Content-Length: {}\r\n", rec.body.len()).as_bytes());
-        }
-        raw.extend_from_slice(b"\r\n");
-        raw.extend_from_slice(rec.body.as_bytes());
+        let raw = rec.raw();
         bytes += raw.len() as u64;
 
         let start = Instant::now();
@@ -346,7 +319,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn line_excerpt(rec: &Line) -> String {
+fn line_excerpt(rec: &CorpusRequest) -> String {
     let mut s = format!("{} {}", rec.method, rec.uri);
     if rec.placement == "user_agent" || rec.placement.starts_with("header") {
         for (k, v) in &rec.headers {

@@ -3,35 +3,13 @@
 //! the built-in rules flag the attacks and pass the ordinary requests, so the profile counts
 //! the paths the sensor takes in service rather than its error paths.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use palisade_sensor::detect::Detector;
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Line {
-    id: String,
-    class: String,
-    category: String,
-    method: String,
-    uri: String,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-/// The request as `eval_corpus` (the training harness) puts it on the wire.
-fn raw(l: &Line) -> Vec<u8> {
-    let mut raw = format!("{} {} HTTP/1.1\r\n", l.method, l.uri).into_bytes();
-    for (k, v) in &l.headers {
-        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    raw.extend_from_slice(l.body.as_bytes());
-    raw
-}
+use palisade_tests::corpus::CorpusRequest;
 
 fn generate(dir: &Path, requests: usize) -> String {
     let script = concat!(
@@ -64,9 +42,10 @@ fn training_traffic_parses_and_exercises_detection() {
     let mut categories = BTreeSet::new();
     let mut ids = BTreeSet::new();
     for line in text.lines() {
-        let l: Line = serde_json::from_str(line).expect("one JSON object a line");
+        // (as the training harness, eval_corpus, reads and sends it)
+        let l: CorpusRequest = serde_json::from_str(line).expect("one JSON object a line");
         assert!(ids.insert(l.id.clone()), "id {} twice", l.id);
-        let Parsed::Complete { request, .. } = parse_request(&raw(&l), &limits) else {
+        let Parsed::Complete { request, .. } = parse_request(&l.raw(), &limits) else {
             panic!("{} does not parse: {line}", l.id);
         };
         let hit = !detector.inspect_builtin(&request).is_empty();

@@ -9,6 +9,7 @@
 //! - [`openmetrics`]: a strict parser of `/metrics` pages (OpenMetrics and Prometheus text).
 
 pub mod cgroup;
+pub mod corpus;
 pub mod demo;
 pub mod failover;
 pub mod moto;
