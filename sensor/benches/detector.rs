@@ -12,7 +12,6 @@
 //! untimed, with every request timed (two clock reads and a histogram observation), and with
 //! one request in `INSPECT_SAMPLE` timed as the pipeline does.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +19,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use palisade_sensor::detect::Detector;
 use palisade_sensor::http::{ParseLimits, Parsed, parse_request};
 use palisade_sensor::metrics::{INSPECT_SAMPLE, Timings};
+use palisade_tests::corpus::CorpusRequest;
 
 const BUILTIN: &[&str] = &[
     "GET /search?q=select+union+members&page=2 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.9\r\nCookie: session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig; theme=dark\r\n\r\n",
@@ -57,29 +57,12 @@ fn load_corpus() -> Option<Vec<Vec<u8>>> {
             return None;
         }
     };
-    #[derive(serde::Deserialize)]
-    struct Line {
-        method: String,
-        uri: String,
-        headers: BTreeMap<String, String>,
-        #[serde(default)]
-        body: String,
-    }
     let mut out = Vec::new();
     for line in text.lines() {
-        let Ok(rec) = serde_json::from_str::<Line>(line) else {
+        let Ok(rec) = serde_json::from_str::<CorpusRequest>(line) else {
             continue;
         };
-        let mut raw = format!("{} {} HTTP/1.1\r\n", rec.method, rec.uri).into_bytes();
-        for (k, v) in &rec.headers {
-            raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-        }
-        if !rec.body.is_empty() && !rec.headers.contains_key("Content-Length") {
-            raw.extend_from_slice(format!("Content-Length: {}\r\n", rec.body.len()).as_bytes());
-        }
-        raw.extend_from_slice(b"\r\n");
-        raw.extend_from_slice(rec.body.as_bytes());
-        out.push(raw);
+        out.push(rec.raw());
     }
     Some(out)
 }
