@@ -27,6 +27,10 @@
 # bench/pgo/training_corpus.py, not this corpus). The first build takes about 13 minutes.
 # ModSecurity side: bench/modsec/driver.c (transaction timed inside; wall and thread CPU time).
 # Both are also measured from outside with /usr/bin/time (whole process CPU, peak RSS).
+# Within a run the contenders go one after another, in an order that turns around every other
+# run. The ratios come as ratios of the medians and, run by run, as medians of the ratios of
+# each run (what a drift of the machine's speed across runs moves least): with CRS_BASE_EVAL
+# set to a build of the same code, `crs_engine_vs_base` shows how far two equal engines differ.
 # Writes bench/results/detector_vs_modsec.json and prints a summary.
 set -euo pipefail
 
@@ -63,32 +67,52 @@ if [[ -n ${CRS_BASE_EVAL:-} ]] && ! pcre2_is_debians "$CRS_BASE_EVAL"; then
 fi
 
 : >"$WORK/runs.jsonl"
-for run in $(seq "$RUNS"); do
+# One contender per function; within a run they go one after another, and the order turns
+# around from one run to the next (odd runs: built-in, CRS, CRS without memo, base,
+# ModSecurity; even runs the reverse). This machine's speed drifts between neighbouring
+# processes by more than a 5-10 % change: a fixed order would hand one contender the same
+# neighbours and the same place in every run.
+run_palisade() {
   echo "run $run/$RUNS: palisade detector" >&2
   /usr/bin/time -v -o "$WORK/p.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
     --out "$WORK/p.$run.json" >"$WORK/p.$run.out"
-  if [[ -z ${SKIP_CRS:-} ]]; then
-    echo "run $run/$RUNS: palisade crs engine" >&2
-    /usr/bin/time -v -o "$WORK/c.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
-      --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
-      --out "$WORK/c.$run.json" >"$WORK/c.$run.out"
-  fi
-  if [[ -z ${SKIP_CRS:-} ]]; then
-    echo "run $run/$RUNS: palisade crs engine, value memo off" >&2
-    /usr/bin/time -v -o "$WORK/n.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
-      --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs --no-value-memo \
-      --out "$WORK/n.$run.json" >"$WORK/n.$run.out"
-  fi
-  if [[ -z ${SKIP_CRS:-} && -n ${CRS_BASE_EVAL:-} ]]; then
-    echo "run $run/$RUNS: palisade crs engine, base build ($CRS_BASE_EVAL)" >&2
-    /usr/bin/time -v -o "$WORK/b.$run.time" taskset -c "$CORE" "$CRS_BASE_EVAL" --corpus "$CORPUS" \
-      --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
-      --out "$WORK/b.$run.json" >"$WORK/b.$run.out"
-  fi
+}
+run_crs() {
+  echo "run $run/$RUNS: palisade crs engine" >&2
+  /usr/bin/time -v -o "$WORK/c.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
+    --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
+    --out "$WORK/c.$run.json" >"$WORK/c.$run.out"
+}
+run_crs_nomemo() {
+  echo "run $run/$RUNS: palisade crs engine, value memo off" >&2
+  /usr/bin/time -v -o "$WORK/n.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
+    --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs --no-value-memo \
+    --out "$WORK/n.$run.json" >"$WORK/n.$run.out"
+}
+run_crs_base() {
+  echo "run $run/$RUNS: palisade crs engine, base build ($CRS_BASE_EVAL)" >&2
+  /usr/bin/time -v -o "$WORK/b.$run.time" taskset -c "$CORE" "$CRS_BASE_EVAL" --corpus "$CORPUS" \
+    --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
+    --out "$WORK/b.$run.json" >"$WORK/b.$run.out"
+}
+run_modsec() {
   echo "run $run/$RUNS: modsecurity + crs" >&2
   /usr/bin/time -v -o "$WORK/m.$run.time" taskset -c "$CORE" "$WORK/driver" \
     "$ROOT/bench/modsec/modsecurity.conf" "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts" \
     >"$WORK/m.$run.json"
+}
+order=(run_palisade)
+if [[ -z ${SKIP_CRS:-} ]]; then
+  order+=(run_crs run_crs_nomemo)
+  [[ -n ${CRS_BASE_EVAL:-} ]] && order+=(run_crs_base)
+fi
+order+=(run_modsec)
+for run in $(seq "$RUNS"); do
+  if (( run % 2 )); then
+    for f in "${order[@]}"; do "$f"; done
+  else
+    for ((i = ${#order[@]} - 1; i >= 0; i--)); do "${order[$i]}"; done
+  fi
   "$PY" - "$WORK" "$run" >>"$WORK/runs.jsonl" <<'EOF'
 import json, sys
 work, run = sys.argv[1:]
@@ -167,6 +191,19 @@ if "palisade_crs_base" in medians:
     B = medians["palisade_crs_base"]
     ratios["crs_base_requests_per_s_timed_inside"] = round(B["requests_per_s"] / M["requests_per_s"], 1)
     ratios["crs_engine_vs_base_requests_per_s"] = round(medians["palisade_crs"]["requests_per_s"] / B["requests_per_s"], 2)
+# the same ratios run by run (contenders of one run ran minutes apart at most), and their
+# medians: steadier than a ratio of medians when the machine's speed drifts across runs
+per_run = {}
+if "palisade_crs" in medians:
+    per_run["crs_engine_vs_modsec_thread_cpu"] = [
+        round(r["palisade_crs"]["requests_per_s"] / r["modsecurity"]["requests_per_cpu_s"], 1) for r in rows]
+    per_run["crs_engine_vs_modsec_timed_inside"] = [
+        round(r["palisade_crs"]["requests_per_s"] / r["modsecurity"]["requests_per_s"], 1) for r in rows]
+if "palisade_crs_base" in medians:
+    per_run["crs_engine_vs_base"] = [
+        round(r["palisade_crs"]["requests_per_s"] / r["palisade_crs_base"]["requests_per_s"], 3) for r in rows]
+for k, v in list(per_run.items()):
+    ratios["median_of_runs_" + k] = round(statistics.median(v), 3 if k.endswith("base") else 1)
 targets = {
     "throughput_10x": ratios["requests_per_process_cpu_s"] >= 10 and ratios["requests_per_s_timed_inside"] >= 10,
     "attack_detection_at_least_modsec": det["palisade"]["tpr"] >= det["modsecurity"]["tpr"],
@@ -186,7 +223,9 @@ doc = {"benchmark": "detector_vs_modsec", "script": "bench/detector_vs_modsec.sh
        "crs_base_build": os.environ.get("CRS_BASE_EVAL") or None,
        "versions": {"libmodsecurity3": lib, "modsecurity-crs": crs,
                     "crs_config": "Debian crs-setup.conf defaults: anomaly scoring, PL1, inbound threshold 5; SecRuleEngine On"},
-       "medians": medians, "detection": det, "ratios": ratios, "targets_met": targets, "runs": rows}
+       "order": "contenders one after another within a run, the order reversed every other run",
+       "medians": medians, "detection": det, "ratios": ratios, "per_run_ratios": per_run,
+       "targets_met": targets, "runs": rows}
 json.dump(doc, open(out, "w"), indent=1)
 for side in sides:
     d, m = det[side], medians[side]
@@ -194,6 +233,8 @@ for side in sides:
           f"benign {d['benign_detected']}/{d['benign_total']} ({d['fpr']:.4f})  "
           f"{m['requests_per_s']:.0f} req/s timed inside, {m['requests_per_process_cpu_s']:.0f} req/process-CPU-s, "
           f"rss {m['max_rss_kib']/1024:.1f} MiB")
+for k, v in per_run.items():
+    print(f"per run, {k}: {' '.join(str(x) for x in v)}")
 print(json.dumps({"ratios": ratios, "targets_met": targets}))
 print(f"wrote {out}")
 EOF

@@ -1,9 +1,9 @@
 //! Detection quality on a labelled corpus.
 //!
-//! Runs every request of `requests.jsonl` (the dev corpus, see /work/shared/corpus/README.md)
-//! through the HTTP parser and the built-in detector, prints the detection rate per attack
-//! category and the false positives per benign kind, and writes
-//! `bench/results/detector_corpus.json`.
+//! Runs every request of a labelled `requests.jsonl` (one JSON request per line, read as
+//! `palisade_tests::corpus::CorpusRequest`) through the HTTP parser and the built-in detector,
+//! prints the detection rate per attack category and the false positives per benign kind, and
+//! writes `bench/results/detector_corpus.json`.
 //!
 //! ```text
 //! cargo run --release -p palisade-sensor --example eval_corpus -- [--corpus DIR] [--out FILE]
