@@ -72,34 +72,29 @@ fi
 # ModSecurity; even runs the reverse). This machine's speed drifts between neighbouring
 # processes by more than a 5-10 % change: a fixed order would hand one contender the same
 # neighbours and the same place in every run.
-run_palisade() {
-  echo "run $run/$RUNS: palisade detector" >&2
-  /usr/bin/time -v -o "$WORK/p.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
-    --out "$WORK/p.$run.json" >"$WORK/p.$run.out"
+# measure TAG LABEL COMMAND...: one contender's run, pinned, timed from outside into
+# $WORK/TAG.$run.time; the harness writes its own figures to $WORK/TAG.$run.json
+measure() {
+  local tag=$1 label=$2
+  shift 2
+  echo "run $run/$RUNS: $label" >&2
+  /usr/bin/time -v -o "$WORK/$tag.$run.time" taskset -c "$CORE" "$@" >"$WORK/$tag.$run.out"
 }
-run_crs() {
-  echo "run $run/$RUNS: palisade crs engine" >&2
-  /usr/bin/time -v -o "$WORK/c.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
-    --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
-    --out "$WORK/c.$run.json" >"$WORK/c.$run.out"
-}
+crs_args=(--corpus "$CORPUS" --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs)
+run_palisade() { measure p "palisade detector" "$EVAL" --corpus "$CORPUS" --out "$WORK/p.$run.json"; }
+run_crs() { measure c "palisade crs engine" "$EVAL" "${crs_args[@]}" --out "$WORK/c.$run.json"; }
 run_crs_nomemo() {
-  echo "run $run/$RUNS: palisade crs engine, value memo off" >&2
-  /usr/bin/time -v -o "$WORK/n.$run.time" taskset -c "$CORE" "$EVAL" --corpus "$CORPUS" \
-    --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs --no-value-memo \
-    --out "$WORK/n.$run.json" >"$WORK/n.$run.out"
+  measure n "palisade crs engine, value memo off" "$EVAL" "${crs_args[@]}" --no-value-memo \
+    --out "$WORK/n.$run.json"
 }
 run_crs_base() {
-  echo "run $run/$RUNS: palisade crs engine, base build ($CRS_BASE_EVAL)" >&2
-  /usr/bin/time -v -o "$WORK/b.$run.time" taskset -c "$CORE" "$CRS_BASE_EVAL" --corpus "$CORPUS" \
-    --crs-dir /usr/share/modsecurity-crs --paranoia 1 --mode crs \
-    --out "$WORK/b.$run.json" >"$WORK/b.$run.out"
+  measure b "palisade crs engine, base build ($CRS_BASE_EVAL)" "$CRS_BASE_EVAL" "${crs_args[@]}" \
+    --out "$WORK/b.$run.json"
 }
+# the driver prints its figures: they go to m.$run.out, read as its JSON below
 run_modsec() {
-  echo "run $run/$RUNS: modsecurity + crs" >&2
-  /usr/bin/time -v -o "$WORK/m.$run.time" taskset -c "$CORE" "$WORK/driver" \
-    "$ROOT/bench/modsec/modsecurity.conf" "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts" \
-    >"$WORK/m.$run.json"
+  measure m "modsecurity + crs" "$WORK/driver" "$ROOT/bench/modsec/modsecurity.conf" \
+    "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts"
 }
 order=(run_palisade)
 if [[ -z ${SKIP_CRS:-} ]]; then
@@ -125,7 +120,7 @@ def gnu_time(path):
             "max_rss_kib": int(v["Maximum resident set size (kbytes)"])}
 import os
 p = json.load(open(f"{work}/p.{run}.json"))
-m = json.load(open(f"{work}/m.{run}.json"))
+m = json.load(open(f"{work}/m.{run}.out"))
 pt, mt = gnu_time(f"{work}/p.{run}.time"), gnu_time(f"{work}/m.{run}.time")
 def ours(p, pt):
     return {"requests": p["requests"], "attacks_detected": p["attacks"]["detected"],
