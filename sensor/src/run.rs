@@ -153,7 +153,7 @@ pub async fn run(
                 nats = %config.nats.url,
                 "sensor started"
             );
-            notify_ready(stopped());
+            notify_ready(&metrics, stopped());
             let reassembler = Reassembler::new(config.reassembly.clone(), ParseLimits::default());
             capture
                 .run(
@@ -175,7 +175,7 @@ pub async fn run(
                 nats = %config.nats.url,
                 "sensor started"
             );
-            notify_ready(stopped());
+            notify_ready(&metrics, stopped());
             let stop = Arc::new(AtomicBool::new(false));
             {
                 let stop = stop.clone();
@@ -314,15 +314,20 @@ async fn run_tapped(
     serve: impl std::future::Future<Output = ()>,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
-    let inspect = tokio::task::spawn_blocking(move || worker.run(&pipeline, &metrics));
-    notify_ready(stopped);
+    let (pipeline, inspected) = (pipeline.clone(), metrics.clone());
+    let inspect = tokio::task::spawn_blocking(move || worker.run(&pipeline, &inspected));
+    notify_ready(metrics, stopped);
     serve.await;
     inspect.await.map_err(|source| Error::Task { what, source })
 }
 
-/// Tell systemd we are up, and keep its watchdog fed while the sensor runs.
-fn notify_ready(stopped: impl std::future::Future<Output = ()> + Send + 'static) {
+/// The source captures: `GET /readyz` says so from now on; tell systemd we are up, and keep
+/// its watchdog fed while the sensor runs.
+fn notify_ready(
+    metrics: &Metrics,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    metrics.set_ready();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {

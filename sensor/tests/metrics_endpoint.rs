@@ -226,22 +226,22 @@ fn parse(text: &str, format: Format) -> Result<BTreeMap<String, Family>, String>
     Ok(families)
 }
 
-/// `GET /metrics` with `accept`: the content type and the body.
-async fn scrape(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
+/// `GET path` with `accept`: the status line, the content type and the body.
+async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (String, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
     s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{accept}Connection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{accept}Connection: close\r\n\r\n").as_bytes(),
     )
     .await
     .expect("request");
     let mut out = String::new();
     s.read_to_string(&mut out).await.expect("response");
     let (head, body) = out.split_once("\r\n\r\n").expect("head and body");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let status = head.lines().next().unwrap_or_default().to_owned();
     let ctype = head
         .lines()
         .find_map(|l| {
@@ -250,7 +250,14 @@ async fn scrape(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
                 .map(str::to_owned)
         })
         .expect("content-type");
-    (ctype, body.to_owned())
+    (status, ctype, body.to_owned())
+}
+
+/// `GET /metrics` with `accept`: the content type and the body (the answer must be a 200).
+async fn scrape(addr: SocketAddr, accept: Option<&str>) -> (String, String) {
+    let (status, ctype, body) = get(addr, "/metrics", accept).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    (ctype, body)
 }
 
 fn value(f: &BTreeMap<String, Family>, family: &str, series: &str) -> f64 {
@@ -373,8 +380,43 @@ async fn scraped_metrics_parse_strictly_and_histograms_fill() {
     );
     assert_eq!(published, 1.0, "one observation per acknowledged report");
 
+    // the source captures: ready
+    let (status, _, body) = get(metrics_addr, "/readyz", None).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "{\"ready\":true}\n");
+
     let _ = stop.send(());
     sensor.await.expect("join").expect("sensor stops cleanly");
+}
+
+/// `/readyz` is 503 while the endpoint is up but the source does not capture yet (the eBPF
+/// program takes a moment to attach after the endpoint starts), 200 once it does.
+#[tokio::test]
+async fn readyz_is_503_until_the_source_captures() {
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let addr = palisade_sensor::metrics::serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        metrics.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    )
+    .await
+    .expect("serve");
+    let (status, ctype, body) = get(addr, "/readyz", None).await;
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    assert_eq!(ctype, "application/json");
+    assert_eq!(body, "{\"ready\":false}\n");
+    // the metrics are served all the same
+    let (status, _, _) = get(addr, "/metrics", None).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+
+    metrics.set_ready();
+    let (status, _, body) = get(addr, "/readyz", None).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "{\"ready\":true}\n");
+    let _ = stop.send(());
 }
 
 #[test]

@@ -1084,13 +1084,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoOutcome> {
                 SensorMode::Mirror => "sensor-mirror",
             };
             let mut sensor = Service::spawn(name, cmd, work).await?;
-            let metrics_url = format!("http://127.0.0.1:{port}/metrics");
-            wait_http_ok(&mut sensor, http, &metrics_url).await?;
+            // `/readyz` answers 200 once the source captures (the metrics endpoint comes up
+            // before the eBPF program is attached)
+            let ready_url = format!("http://127.0.0.1:{port}/readyz");
+            wait_http_ok(&mut sensor, http, &ready_url).await?;
             anyhow::Ok(sensor)
         }
     };
 
-    // Wait until the blocker is ready and the sensor serves metrics (attached).
+    // Wait until the blocker is ready and the sensor captures.
     wait_http_ok(&mut blocker, &http, &format!("{admin_url}/readyz")).await?;
     let (mode, mut sensor) = match opts.mode {
         Some(mode) => (mode, start_sensor(mode).await?),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
@@ -357,7 +357,10 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `addr` until `shutdown` resolves.
+/// Serve `GET /metrics` and `GET /readyz` on `addr` until `shutdown` resolves. `/readyz`
+/// answers 200 once the source captures ([`Metrics::set_ready`]) and 503 before: the endpoint
+/// comes up first, and attaching the eBPF program can take a second more, during which
+/// requests go unseen.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -367,21 +370,42 @@ pub async fn serve(
         .await
         .map_err(Error::Metrics)?;
     let local = listener.local_addr().map_err(Error::Metrics)?;
-    let app = Router::new().route(
-        "/metrics",
-        get(move |headers: HeaderMap| {
-            let m = metrics.clone();
-            async move {
-                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-                let format = Exposition::negotiate(accept);
-                (
-                    [(header::CONTENT_TYPE, format.content_type())],
-                    m.render(format),
-                )
-                    .into_response()
-            }
-        }),
-    );
+    let scraped = metrics.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let m = scraped.clone();
+                async move {
+                    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                    let format = Exposition::negotiate(accept);
+                    (
+                        [(header::CONTENT_TYPE, format.content_type())],
+                        m.render(format),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = metrics.is_ready();
+                async move {
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (
+                        status,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        format!("{{\"ready\":{ready}}}\n"),
+                    )
+                        .into_response()
+                }
+            }),
+        );
     info!(listen = %local, "metrics endpoint up");
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app)

@@ -14,7 +14,7 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -123,6 +123,9 @@ pub struct Metrics {
     pub proxy_bytes_not_copied: AtomicU64,
     /// Latency histograms.
     pub timings: Timings,
+    /// Set once the source captures (the eBPF program attached, the log opened, the mirror
+    /// or proxy listening): `GET /readyz` answers 200 from then on, 503 before.
+    ready: AtomicBool,
     detections: CounterMap<String>,
     unattributed: CounterMap<&'static str>,
     context: CounterMap<&'static str>,
@@ -221,6 +224,16 @@ impl<K: Ord + Clone> CounterMap<K> {
 }
 
 impl Metrics {
+    /// The source captures from now on (see `GET /readyz`).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the source captures yet.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Copy the reassembler's gauges and counters (called periodically by the capture loop).
     pub fn store_reassembly(&self, r: &crate::reassembly::Reassembler) {
         let s = r.stats();
