@@ -85,8 +85,13 @@ impl Nginx {
         Ok(nginx)
     }
 
-    /// Wait until nginx accepts connections (hang guard: 30 s).
+    /// Wait until nginx accepts connections (hang guard: 30 s). A connection alone proves
+    /// nothing: when another process took the port first, nginx retries its bind() for 2.5 s
+    /// while that process accepts. nginx writes its pid file only once its listening sockets
+    /// are bound, so the pid file comes first; a bind that keeps failing makes nginx exit,
+    /// and the caller tries another port.
     fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let pid_file = self.dir.path().join("nginx.pid");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -96,7 +101,7 @@ impl Nginx {
                 }
                 bail!("nginx exited early with {status}: {}", stderr.trim());
             }
-            if TcpStream::connect(self.listen).is_ok() {
+            if pid_file.exists() && TcpStream::connect(self.listen).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -184,4 +189,34 @@ pub fn shipped_mirror(sensor_port: u16) -> anyhow::Result<(String, String)> {
     let http = upstream.replace(default, &format!("127.0.0.1:{sensor_port}"));
     let server = format!("include {};", dir.join("palisade-mirror.conf").display());
     Ok((http, server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another process listening on the port first must not pass for nginx: the start fails
+    /// (and [`Nginx::start`] goes on to another port) instead of handing out a port that
+    /// someone else answers on.
+    #[test]
+    fn a_port_taken_by_another_process_is_not_mistaken_for_nginx() {
+        if crate::skip_because(
+            "a_port_taken_by_another_process_is_not_mistaken_for_nginx",
+            Nginx::version()
+                .is_none()
+                .then(|| "nginx is not installed (run scripts/setup.sh)".to_owned()),
+        ) {
+            return;
+        }
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = squatter.local_addr().expect("addr");
+        let started = Nginx::start_on(taken, "", r#"location / { return 200 "nginx\n"; }"#);
+        assert!(
+            started.is_err(),
+            "nginx reported ready on {taken}, which another process holds"
+        );
+        // on a free port it starts
+        let nginx = Nginx::start(r#"location / { return 200 "nginx\n"; }"#).expect("nginx starts");
+        assert!(TcpStream::connect(("127.0.0.1", nginx.port())).is_ok());
+    }
 }
