@@ -67,11 +67,6 @@ if [[ -n ${CRS_BASE_EVAL:-} ]] && ! pcre2_is_debians "$CRS_BASE_EVAL"; then
 fi
 
 : >"$WORK/runs.jsonl"
-# One contender per function; within a run they go one after another, and the order turns
-# around from one run to the next (odd runs: built-in, CRS, CRS without memo, base,
-# ModSecurity; even runs the reverse). This machine's speed drifts between neighbouring
-# processes by more than a 5-10 % change: a fixed order would hand one contender the same
-# neighbours and the same place in every run.
 # measure TAG LABEL COMMAND...: one contender's run, pinned, timed from outside into
 # $WORK/TAG.$run.time; the harness writes its own figures to $WORK/TAG.$run.json
 measure() {
@@ -96,6 +91,10 @@ run_modsec() {
   measure m "modsecurity + crs" "$WORK/driver" "$ROOT/bench/modsec/modsecurity.conf" \
     "$WORK/requests.bin" "$MS_PASSES" "$WORK/m.$run.verdicts"
 }
+# One contender per function, run in this order in odd runs and in the reverse order in even
+# runs: this machine's speed drifts between neighbouring processes by more than a 5-10 %
+# change, and a fixed order would hand one contender the same neighbours and the same place in
+# every run.
 order=(run_palisade)
 if [[ -z ${SKIP_CRS:-} ]]; then
   order+=(run_crs run_crs_nomemo)

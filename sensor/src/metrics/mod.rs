@@ -123,8 +123,9 @@ pub struct Metrics {
     pub proxy_bytes_not_copied: AtomicU64,
     /// Latency histograms.
     pub timings: Timings,
-    /// Set once the source captures (the eBPF program attached, the log opened, the mirror
-    /// or proxy listening): `GET /readyz` answers 200 from then on, 503 before.
+    /// Set once the source captures (the eBPF program attached, the log source started on its
+    /// files, the mirror or proxy listener bound): `GET /readyz` answers 200 from then on, 503
+    /// before.
     ready: AtomicBool,
     detections: CounterMap<String>,
     unattributed: CounterMap<&'static str>,
