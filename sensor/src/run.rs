@@ -166,6 +166,12 @@ pub async fn run(
                 .await?;
         }
         Source::Log => {
+            // open the files before saying started and ready: a line written after that is read
+            let followers = logsource::open(
+                &config.log.files,
+                config.log.from_start,
+                config.log.exit_at_eof,
+            )?;
             info!(
                 source = "log",
                 files = ?config.log.files,
@@ -190,9 +196,8 @@ pub async fn run(
             let m = metrics.clone();
             summary.log = tokio::task::spawn_blocking(move || {
                 logsource::run(
-                    &log.files,
+                    followers,
                     log.format,
-                    log.from_start,
                     log.exit_at_eof,
                     Duration::from_millis(log.poll_ms.max(1)),
                     &p,

@@ -197,33 +197,51 @@ pub struct LogSummary {
     pub reports: u64,
 }
 
-/// Follow `files` in `format` and run each request through `pipeline`, until `stop` is set,
-/// or (with `exit_at_eof`) once every file has been read to its end.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
+/// The followers of `files`, each file that exists opened now: a follower that starts at the
+/// end takes the end as of this call, so every line written after it returns is read. The
+/// sensor reports ready after this (`GET /readyz`, systemd), not before the files are open.
+/// With `exit_at_eof` (a one-shot replay, read from the start) every file must exist and open.
+/// Following, a file that cannot be opened yet is retried at each poll (see [`run`]).
+pub fn open(
     files: &[PathBuf],
-    format: LogFormat,
     from_start: bool,
+    exit_at_eof: bool,
+) -> Result<Vec<Follower>, Error> {
+    let mut followers: Vec<Follower> = files
+        .iter()
+        .map(|p| Follower::new(p.clone(), from_start || exit_at_eof))
+        .collect();
+    for f in &mut followers {
+        match f.open() {
+            Ok(true) => {}
+            Ok(false) if exit_at_eof => {
+                return Err(Error::Log {
+                    path: f.path().to_owned(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                });
+            }
+            // read from its start once it appears (as `poll` does)
+            Ok(false) => f.start_at_end = false,
+            Err(err) if exit_at_eof => return Err(err),
+            Err(err) => {
+                warn!(cause = %err, "log file cannot be opened yet; retrying every poll");
+            }
+        }
+    }
+    Ok(followers)
+}
+
+/// Run each request of `followers`' files (see [`open`]) in `format` through `pipeline`,
+/// until `stop` is set, or (with `exit_at_eof`) once every file has been read to its end.
+pub fn run(
+    mut followers: Vec<Follower>,
+    format: LogFormat,
     exit_at_eof: bool,
     poll: Duration,
     pipeline: &Pipeline,
     metrics: &Arc<Metrics>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<LogSummary, Error> {
-    let mut followers: Vec<Follower> = files
-        .iter()
-        .map(|p| Follower::new(p.clone(), from_start || exit_at_eof))
-        .collect();
-    if exit_at_eof {
-        for f in &followers {
-            if !f.path().exists() {
-                return Err(Error::Log {
-                    path: f.path().to_owned(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-                });
-            }
-        }
-    }
     let mut summary = LogSummary::default();
     let origin = crate::context::downward_api();
     // Files whose last read failed: warned about once until a read succeeds again.
@@ -335,6 +353,36 @@ mod tests {
     }
 
     #[test]
+    fn opened_followers_read_every_line_written_after_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (present, later) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        append(&present, "before\n");
+        let mut followers = open(&[present.clone(), later.clone()], false, false).unwrap();
+        // written after `open` returned (the sensor says ready there), before the first poll
+        append(&present, "after\n");
+        append(&later, "first\n");
+        let [a, b] = &mut followers[..] else {
+            panic!("two followers")
+        };
+        assert_eq!(collect(a), vec!["after"], "the end is taken at open");
+        assert_eq!(
+            collect(b),
+            vec!["first"],
+            "a file made later is read from its start"
+        );
+    }
+
+    #[test]
+    fn a_replay_of_a_missing_file_fails_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.log");
+        let err = open(std::slice::from_ref(&missing), false, true).unwrap_err();
+        assert!(err.to_string().contains("missing.log"), "{err}");
+        // following, it is waited for
+        assert_eq!(open(&[missing], false, false).unwrap().len(), 1);
+    }
+
+    #[test]
     fn follows_rename_and_create() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
@@ -392,9 +440,8 @@ mod tests {
         std::thread::scope(|s| {
             let runner = s.spawn(|| {
                 run(
-                    &files,
+                    open(&files, true, false).expect("following opens what it can"),
                     LogFormat::Nginx,
-                    true,
                     false,
                     Duration::from_millis(5),
                     &pipeline,
@@ -422,9 +469,8 @@ mod tests {
         assert!(metrics.detections_total() >= 1);
         // A one-shot replay of a broken file is an error, not a silent success.
         let err = run(
-            &[broken],
+            open(&[broken], true, true).expect("a directory opens; reading it fails"),
             LogFormat::Nginx,
-            true,
             true,
             Duration::from_millis(5),
             &pipeline,
