@@ -4,7 +4,7 @@
 # attack and benign halves). Single thread, each process pinned to one core (taskset -c $CORE).
 #
 #   bench/detector_vs_modsec.sh             # 3 runs of each
-#   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh
+#   RUNS=5 CORPUS=/path/to/corpus bench/detector_vs_modsec.sh  # default: $PALISADE_CORPUS
 #   CORE=0 bench/detector_vs_modsec.sh      # pin to core 0 instead of 1
 #   SKIP_CRS=1 bench/detector_vs_modsec.sh  # leave out Palisade's CRS engine
 #   EVAL_PROFILE=dist bench/detector_vs_modsec.sh     # `dist` without the profile-guided pass
@@ -37,7 +37,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-3}
 CORE=${CORE:-1}
-CORPUS=${CORPUS:-/work/shared/corpus}
+CORPUS=${CORPUS:-${PALISADE_CORPUS:-$ROOT/../shared/corpus}}
 OUT=${OUT:-$ROOT/bench/results/detector_vs_modsec.json}
 MS_PASSES=${MS_PASSES:-1}
 PY=${PY:-python3}

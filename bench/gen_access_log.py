@@ -2,7 +2,8 @@
 """Generate a large nginx `combined` access log with attackers mixed into ordinary traffic.
 
 The request part of every line (request line, status, size, Referer, User-Agent) is sampled from
-the labelled development corpus (/work/shared/corpus/access.log + access.labels.tsv): benign lines
+the labelled development corpus (access.log + access.labels.tsv in the directory --corpus or
+$PALISADE_CORPUS names; the corpus is not shipped with the project): benign lines
 are real replayed traffic and per-UA requests, attack lines carry payloads in the request line,
 User-Agent or Referer. Lines are re-addressed and re-timed:
 
@@ -22,6 +23,7 @@ import argparse
 import csv
 import ipaddress
 import json
+import os
 import random
 import re
 import sys
@@ -63,12 +65,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--seed", default="palisade-bench-1")
-    ap.add_argument("--corpus", default="/work/shared/corpus")
+    ap.add_argument(
+        "--corpus",
+        default=os.environ.get(
+            "PALISADE_CORPUS",
+            os.path.normpath(
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpus")
+            ),
+        ),
+    )
     ap.add_argument("--attackers", type=int, default=2_000)
     ap.add_argument("--benign-clients", type=int, default=60_000)
     ap.add_argument("--out", required=True)
     ap.add_argument("--truth")
     args = ap.parse_args()
+    for name in ("access.log", "access.labels.tsv"):
+        if not os.path.isfile(os.path.join(args.corpus, name)):
+            sys.exit(
+                f"gen_access_log: no {name} in {args.corpus}: name the dev corpus directory "
+                "with --corpus or PALISADE_CORPUS"
+            )
     if args.attackers + args.benign_clients > SPAN:
         sys.exit("more clients than addresses in 198.18.0.0/15")
 

@@ -3,15 +3,19 @@
 
 Output: a binary file of records, each a 4-byte little-endian length then the raw bytes,
 plus a tag file (one line per record: source class) so disagreements can be classified.
-Sources: every string value of /work/shared/corpus/requests.jsonl (URI, path, raw and
+Sources (the dev corpus, in the directory $PALISADE_CORPUS names): every string value of requests.jsonl (URI, path, raw and
 URL-decoded query/body parameter names and values, header values, cookie values, JSON
-string values, raw body), /work/shared/corpus/attacks.jsonl payloads, hand-written
+string values, raw body), attacks.jsonl payloads, hand-written
 classic payloads (ref/payloads.txt), and deterministic random mutations of all of them.
 """
-import json, random, struct, sys, urllib.parse
+import json, os, random, struct, sys, urllib.parse
 
-CORPUS = "/work/shared/corpus/requests.jsonl"
-ATTACKS = "/work/shared/corpus/attacks.jsonl"
+_DIR = os.environ.get(
+    "PALISADE_CORPUS",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), *[".."] * 5, "shared", "corpus"),
+)
+CORPUS = os.path.join(_DIR, "requests.jsonl")
+ATTACKS = os.path.join(_DIR, "attacks.jsonl")
 
 def unq(b):
     return urllib.parse.unquote_to_bytes(b.replace(b"+", b" "))
