@@ -57,10 +57,21 @@ pub fn pcre_like_hir(pattern: &str) -> Result<Hir, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The byte a `\x{..}` escape's hex digits name, when it is one (PCRE2 without UTF refuses
+/// larger values: the pattern does not compile, and it is left as written).
+fn hex_brace_byte(digits: &str) -> Option<u8> {
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > 2 || !digits.bytes().all(|d| d.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(if digits.is_empty() { "0" } else { digits }, 16).ok()
+}
+
 /// `pattern` with every `{` that PCRE2 (10.42, Debian's) reads as a literal escaped: outside a
 /// character class, one not followed by `digits}`, `digits,}` or `digits,digits}`
 /// (`function\s*\(\s*\)\s*{` in CRS). The regex crate refuses such a brace instead.
-/// Escapes (with the braces of `\x{..}`, `\p{..}`) and classes are copied as they are.
+/// A `\x{..}` naming a byte above 0x7F becomes `\xHH` (see [`hex_brace_byte`]); other escapes (with their
+/// braces, `\p{..}`) and classes are copied as they are.
 pub fn pcre_braces(pattern: &str) -> std::borrow::Cow<'_, str> {
     let b = pattern.as_bytes();
     if !b.contains(&b'{') {
@@ -80,6 +91,16 @@ pub fn pcre_braces(pattern: &str) -> std::borrow::Cow<'_, str> {
                 && let Some(close) = b[i + 2..].iter().position(|&x| x == b'}')
             {
                 end = i + 2 + close + 1;
+                // `\x{bc}` is the byte 0xBC to PCRE2 without UTF, as `\xbc` is; the regex
+                // crate reads the braced form as the character U+00BC (its UTF-8 bytes)
+                if b[i + 1] == b'x'
+                    && let Some(byte) = hex_brace_byte(&pattern[i + 3..end - 1])
+                    && byte > 0x7f
+                {
+                    out.push_str(&format!("\\x{byte:02x}"));
+                    i = end;
+                    continue;
+                }
             }
             out.push_str(&pattern[i..end]);
             i = end;
@@ -1312,6 +1333,10 @@ mod tests {
             // classes and escapes as they are
             ("[{}]\\{\\x{7f}", "[{}]\\{\\x{7f}"),
             ("[]{][:alpha:]{", "[]{][:alpha:]\\{"),
+            // a braced hex escape above 0x7F is a byte to PCRE2 (CRS 4's 941310), the fixed
+            // form says so to the regex crate; larger values do not compile in PCRE2 either
+            ("\\x{bc}[^\\x{BE}>]*", "\\xbc[^\\xbe>]*"),
+            ("\\x{00bc}\\x{100}\\x{zz}", "\\xbc\\x{100}\\x{zz}"),
         ] {
             assert_eq!(pcre_braces(pattern), want, "{pattern}");
         }
