@@ -72,8 +72,6 @@ impl Follower {
         };
         let mut read = 0;
         if self.file.is_none() && !self.open()? {
-            // A file that does not exist yet is read from its start once it appears.
-            self.start_at_end = false;
             return Ok(0);
         }
         read += self.read_to_end(line).map_err(&io)?;
@@ -117,10 +115,15 @@ impl Follower {
         self.skipping_long_line = false;
     }
 
+    /// Opens the file (false: it does not exist yet, and is read from its start once it
+    /// appears).
     fn open(&mut self) -> Result<bool, Error> {
         let file = match File::open(&self.path) {
             Ok(f) => f,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                self.start_at_end = false;
+                return Ok(false);
+            }
             Err(source) => {
                 return Err(Error::Log {
                     path: self.path.clone(),
@@ -213,15 +216,14 @@ pub fn open(
         .collect();
     for f in &mut followers {
         match f.open() {
-            Ok(true) => {}
             Ok(false) if exit_at_eof => {
                 return Err(Error::Log {
                     path: f.path().to_owned(),
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
                 });
             }
-            // read from its start once it appears (as `poll` does)
-            Ok(false) => f.start_at_end = false,
+            // open, or (missing) read from its start once it appears
+            Ok(_) => {}
             Err(err) if exit_at_eof => return Err(err),
             Err(err) => {
                 warn!(cause = %err, "log file cannot be opened yet; retrying every poll");

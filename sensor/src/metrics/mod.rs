@@ -123,9 +123,9 @@ pub struct Metrics {
     pub proxy_bytes_not_copied: AtomicU64,
     /// Latency histograms.
     pub timings: Timings,
-    /// Set once the source captures (the eBPF program attached, the log source's files open
-    /// (every line written from then on is read), the mirror or proxy listener bound): `GET /readyz` answers 200 from then on, 503
-    /// before.
+    /// Set once the source captures: the eBPF program attached, the log source's files open
+    /// (every line written from then on is read), the mirror or proxy listener bound.
+    /// `GET /readyz` answers 200 from then on, 503 before.
     ready: AtomicBool,
     detections: CounterMap<String>,
     unattributed: CounterMap<&'static str>,

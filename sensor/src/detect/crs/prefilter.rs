@@ -70,8 +70,8 @@ fn hex_brace_byte(digits: &str) -> Option<u8> {
 /// `pattern` with every `{` that PCRE2 (10.42, Debian's) reads as a literal escaped: outside a
 /// character class, one not followed by `digits}`, `digits,}` or `digits,digits}`
 /// (`function\s*\(\s*\)\s*{` in CRS). The regex crate refuses such a brace instead.
-/// A `\x{..}` naming a byte above 0x7F becomes `\xHH` (see [`hex_brace_byte`]); other escapes (with their
-/// braces, `\p{..}`) and classes are copied as they are.
+/// A `\x{..}` naming a byte above 0x7F becomes `\xHH` (see [`hex_brace_byte`]); other
+/// escapes (with their braces, `\p{..}`) and classes are copied as they are.
 pub fn pcre_braces(pattern: &str) -> std::borrow::Cow<'_, str> {
     let b = pattern.as_bytes();
     if !b.contains(&b'{') {
