@@ -23,6 +23,7 @@ use tracing::{error, info, instrument, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::guardrails::{Guardrails, client_net};
+use crate::hash::FastHash;
 use crate::loglimit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, sensor_hash};
@@ -227,11 +228,6 @@ pub struct Sizes {
 /// collision (odds 2^-64 per pair) would count one report as a duplicate of another; no
 /// allocation per report.
 type DedupKey = u64;
-
-/// Hasher of the dedup keys and of the in-memory caches: foldhash, seeded at random per process
-/// (several times cheaper than SipHash on these short keys; the profile of the ingest
-/// benchmark had SipHash at ~7% of the engine's time).
-pub(crate) type FastHash = foldhash::fast::RandomState;
 
 /// The decision engine. Shared (`Arc`) by the consumer, the reconciler, the sweeper and the
 /// admin API.

@@ -18,6 +18,7 @@ pub mod engine;
 mod error;
 pub mod falco;
 pub mod guardrails;
+mod hash;
 pub mod identity;
 pub mod lease;
 mod loglimit;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::engine::FastHash;
+use crate::hash::FastHash;
 
 /// Distinct keys remembered at once (bounded memory under a flood of distinct subjects).
 const MAX_KEYS: u64 = 10_000;

@@ -75,7 +75,7 @@ pub struct Policy {
     config: PolicyConfig,
     /// Hits kept per client: enough for the largest threshold.
     max_hits: usize,
-    clients: Cache<IpNet, Arc<Mutex<Window>>, crate::engine::FastHash>,
+    clients: Cache<IpNet, Arc<Mutex<Window>>, crate::hash::FastHash>,
 }
 
 /// A stable-per-process 64-bit hash of a sensor id (the engine computes it once per report).
@@ -97,7 +97,7 @@ impl Policy {
         let clients = Cache::builder()
             .max_capacity(config.max_tracked_clients)
             .time_to_idle(config.window())
-            .build_with_hasher(crate::engine::FastHash::default());
+            .build_with_hasher(crate::hash::FastHash::default());
         Policy {
             config,
             max_hits,
