@@ -26,9 +26,20 @@ pub enum Error {
     /// The requested firewall provider is not compiled into this build.
     #[error("firewall provider `{0}` is not built into this binary")]
     ProviderNotBuilt(String),
-    /// Connecting to NATS failed.
-    #[error("cannot connect to NATS: {0}")]
-    NatsConnect(String),
+    /// Connecting to NATS failed: the URL list, the credentials or TLS files, or the
+    /// connection itself.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    NatsConnect {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No NATS server answered within the time a one-off command waits.
+    #[error("no connection to NATS at {url} within {} s", waited.as_secs())]
+    NatsUnreachable {
+        url: String,
+        waited: std::time::Duration,
+    },
     /// A JetStream management call (stream or consumer) failed.
     #[error("JetStream {what}: {message}")]
     JetStream { what: &'static str, message: String },
@@ -61,10 +72,14 @@ pub enum Error {
     /// A firewall call failed.
     #[error(transparent)]
     Provider(#[from] palisade_providers::Error),
-    /// A blocker started with [`crate::spawn`] ended before its admin listener was up, without
-    /// an error of its own (its task panicked or was cancelled).
-    #[error("the blocker stopped before it was ready: {0}")]
-    Stopped(String),
+    /// A blocker started with [`crate::spawn`] returned before its admin listener was up,
+    /// without an error of its own.
+    #[error("the blocker stopped before it was ready, without an error")]
+    Stopped,
+    /// A blocker started with [`crate::spawn`] panicked or was cancelled before its admin
+    /// listener was up.
+    #[error("the blocker's task ended before it was ready")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Result with the blocker [`Error`].

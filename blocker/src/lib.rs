@@ -112,8 +112,8 @@ pub async fn spawn(config: Config, firewall: Arc<dyn Firewall>) -> Result<Spawne
         Ok(admin) => Ok(Spawned { admin, stop, task }),
         Err(_) => match task.await {
             Ok(Err(e)) => Err(e),
-            Ok(Ok(())) => Err(Error::Stopped("it returned without an error".into())),
-            Err(join) => Err(Error::Stopped(join.to_string())),
+            Ok(Ok(())) => Err(Error::Stopped),
+            Err(join) => Err(Error::Task(join)),
         },
     }
 }
@@ -135,11 +135,10 @@ pub async fn migrate_state(
     let deadline = tokio::time::Instant::now() + MIGRATE_CONNECT_WAIT;
     while !connected.load(std::sync::atomic::Ordering::Relaxed) {
         if tokio::time::Instant::now() > deadline {
-            return Err(Error::NatsConnect(format!(
-                "no connection to {} within {} s",
-                config.nats.url,
-                MIGRATE_CONNECT_WAIT.as_secs()
-            )));
+            return Err(Error::NatsUnreachable {
+                url: config.nats.url.clone(),
+                waited: MIGRATE_CONNECT_WAIT,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -32,7 +32,7 @@ pub async fn connect(
         .auth()
         .connect_options("palisade-blocker")
         .await
-        .map_err(|e| Error::NatsConnect(e.to_string()))?
+        .map_err(|e| connect_error(config, e))?
         .custom_inbox_prefix(&config.inbox_prefix);
     let max = Duration::from_secs(config.reconnect_max_secs.max(1));
     let flag = Arc::clone(&connected);
@@ -58,15 +58,27 @@ pub async fn connect(
                 }
             }
         });
-    let servers = palisade_wire::nats::server_addrs(&config.url).map_err(Error::NatsConnect)?;
+    let servers =
+        palisade_wire::nats::server_addrs(&config.url).map_err(|e| connect_error(config, e))?;
     let client = opts
         .connect(servers)
         .await
-        .map_err(|e| Error::NatsConnect(e.to_string()))?;
+        .map_err(|e| connect_error(config, e))?;
     if client.connection_state() == async_nats::connection::State::Connected {
         connected.store(true, Relaxed);
     }
     Ok(client)
+}
+
+/// [`Error::NatsConnect`] for the configured URL list, keeping the cause as its source.
+fn connect_error(
+    config: &NatsConfig,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::NatsConnect {
+        url: config.url.clone(),
+        source: source.into(),
+    }
 }
 
 /// A setting of an existing consumer that differs from the configuration.
@@ -528,6 +540,30 @@ mod tests {
             config.stream_settings(),
             palisade_wire::nats::StreamSettings::default()
         );
+    }
+
+    /// A connection that cannot start says which URL list it was for and keeps its cause as
+    /// the error's source (not flattened into a string).
+    #[tokio::test]
+    async fn a_connection_error_keeps_its_cause() {
+        for url in ["", "nats://127.0.0.1:4222,,nats://127.0.0.1:4223"] {
+            let config = NatsConfig {
+                url: url.into(),
+                ..NatsConfig::default()
+            };
+            let err = connect(&config, Arc::new(AtomicBool::new(false)))
+                .await
+                .expect_err("a malformed URL list does not connect");
+            assert!(
+                matches!(&err, Error::NatsConnect { url: u, .. } if u == url),
+                "{err}"
+            );
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            assert!(
+                cause.as_deref().is_some_and(|c| c.contains("nats.url")),
+                "{err}: source {cause:?}"
+            );
+        }
     }
 
     #[test]
