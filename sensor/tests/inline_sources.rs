@@ -296,17 +296,8 @@ impl Drop for Sensor {
     }
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How often the waits below check.
+const POLL: Duration = Duration::from_millis(50);
 
 #[tokio::test]
 async fn nginx_mirror_end_to_end() {
@@ -325,9 +316,10 @@ async fn nginx_mirror_end_to_end() {
     let mirrored_addr = SocketAddr::from(([127, 0, 0, 1], mirrored.port()));
     let plain_addr = SocketAddr::from(([127, 0, 0, 1], plain.port()));
     let mirror_addr = SocketAddr::from(([127, 0, 0, 1], mirror_port));
-    wait_until(
+    palisade_tests::wait_for(
         "the sensor's mirror port",
         Duration::from_secs(30),
+        POLL,
         || async { TcpStream::connect(mirror_addr).await.is_ok() },
     )
     .await;
@@ -446,7 +438,7 @@ async fn nginx_mirror_end_to_end() {
     );
     let answer = exchange(mirror_addr, &[forged]).await;
     assert_eq!(answer[0].0, 204);
-    wait_until("the rejection", Duration::from_secs(10), || async {
+    palisade_tests::wait_for("the rejection", Duration::from_secs(10), POLL, || async {
         sensor
             .counter("palisade_sensor_mirror_rejected_no_peer_total")
             .await
@@ -869,9 +861,10 @@ async fn proxy_streams_a_large_upload() {
     // The app sees the upload while it is being sent: bytes flow before the body is complete.
     stream.write_all(&body[..1 << 20]).await.unwrap();
     let metrics = proxy.metrics.clone();
-    wait_until(
+    palisade_tests::wait_for(
         "the first megabyte at the app",
         Duration::from_secs(10),
+        POLL,
         || {
             let m = metrics.clone();
             async move { m.proxy_bytes_in.load(Ordering::Relaxed) >= 1 << 20 }
@@ -974,7 +967,7 @@ async fn through_nginx_the_mirror_sees_what_the_capture_path_sees() {
         let _ = stopped.await;
     }));
     let mirror_addr = SocketAddr::from(([127, 0, 0, 1], mirror_port));
-    wait_until("the mirror port", Duration::from_secs(30), || async {
+    palisade_tests::wait_for("the mirror port", Duration::from_secs(30), POLL, || async {
         TcpStream::connect(mirror_addr).await.is_ok()
     })
     .await;
@@ -994,9 +987,10 @@ async fn through_nginx_the_mirror_sees_what_the_capture_path_sees() {
         served.len() * 10 >= sample.len() * 8,
         "nginx served {served:?}"
     );
-    wait_until(
+    palisade_tests::wait_for(
         "every served request inspected",
         Duration::from_secs(30),
+        POLL,
         || {
             let m = metrics.clone();
             let n = served.len() as u64;

@@ -135,20 +135,20 @@ pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     metrics(addr).await.get(name).copied().unwrap_or(0.0)
 }
 
-/// Poll until `f` holds (checks every 50 ms, fails after `secs`).
-pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut f: F)
+/// Poll until `f` holds (checks every 50 ms, fails after `secs`): the shared
+/// [`palisade_tests::wait_for`] with this suite's poll interval.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    palisade_tests::wait_for(
+        what,
+        Duration::from_secs(secs),
+        Duration::from_millis(50),
+        f,
+    )
+    .await;
 }
 
 /// The block list from the admin API (read with the admin token).
