@@ -649,87 +649,47 @@ impl Prefilter {
                 *w |= 1 << (bit % 64);
             }
         };
-        // the one-byte literals in a loop of their own: as fast as folded into the automaton's
-        // loops below, which then only walk the automaton; four words ORed in turn, so that
-        // the ORs do not wait for each other
         let single = &self.single_bit;
-        let mut words = [0u64; 4];
-        let mut quads = hay.chunks_exact(4);
-        for q in &mut quads {
-            for (w, &b) in words.iter_mut().zip(q) {
-                *w |= single[usize::from(b)];
-            }
-        }
-        let mut seen = quads
-            .remainder()
+        // the one-byte literals in a loop of their own: as fast as folded into the automaton's
+        // loops below, which then only walk the automaton. (The automaton's step is written
+        // out in each loop: through a shared `#[inline(always)]` method the scan ran 5 to 10 %
+        // slower.)
+        let mut seen = hay
             .iter()
-            .fold(words[0] | words[1] | words[2] | words[3], |seen, &b| {
-                seen | single[usize::from(b)]
-            });
-        // The automaton's loops make no call until a stream reaches a match state (they break
-        // out to the hit, then resume): a call in the loop kept its states on the stack, and
-        // each step waited for a store and a load besides the table's. (The step is a macro:
-        // through a shared `#[inline(always)]` method the scan ran 5 to 10 % slower.)
-        if let Some(t) = &self.heads {
-            let (class, trans, mask, end) =
-                (&t.class, &t.trans[..=t.mask as usize], t.mask, t.match_end);
-            // the automaton's step: the index masked into the table (a power of two long), so
-            // never checked
-            macro_rules! step {
-                ($s:expr, $b:expr) => {
-                    trans[(($s + u32::from(class[usize::from($b)])) & mask) as usize]
-                };
-            }
-            if hay.len() >= SPLIT {
+            .fold(0u64, |seen, &b| seen | single[usize::from(b)]);
+        match &self.heads {
+            Some(t) if hay.len() >= SPLIT => {
                 let mid = hay.len() / 2;
                 let from = mid - (HEAD - 1);
                 let (first, second) = (&hay[..mid], &hay[from..]);
                 let (mut s1, mut s2) = (t.start, t.start);
-                let mut i = 0;
-                while i < first.len() {
-                    while let (Some(&x), Some(&y)) = (first.get(i), second.get(i)) {
-                        s1 = step!(s1, x);
-                        s2 = step!(s2, y);
-                        if (s1 < end) | (s2 < end) {
-                            break;
-                        }
-                        i += 1;
-                    }
-                    if i >= first.len() {
-                        break;
-                    }
-                    if s1 < end {
+                for (i, (&x, &y)) in first.iter().zip(second).enumerate() {
+                    s1 = t.next(s1, x);
+                    s2 = t.next(s2, y);
+                    if s1 < t.match_end {
                         self.state_hit(t, s1, &hay[i + 1..], &mut set);
                     }
-                    if s2 < end {
+                    if s2 < t.match_end {
                         self.state_hit(t, s2, &hay[from + i + 1..], &mut set);
                     }
-                    i += 1;
                 }
                 for (i, &y) in second.iter().enumerate().skip(first.len()) {
-                    s2 = step!(s2, y);
-                    if s2 < end {
+                    s2 = t.next(s2, y);
+                    if s2 < t.match_end {
                         self.state_hit(t, s2, &hay[from + i + 1..], &mut set);
                     }
                 }
-            } else {
+            }
+            Some(t) => {
                 let mut state = t.start;
-                let mut at = 0;
-                while at < hay.len() {
-                    while let Some(&b) = hay.get(at) {
-                        state = step!(state, b);
-                        if state < end {
-                            break;
-                        }
-                        at += 1;
+                for (at, &b) in hay.iter().enumerate() {
+                    state = t.next(state, b);
+                    if state < t.match_end {
+                        self.state_hit(t, state, &hay[at + 1..], &mut set);
                     }
-                    if at >= hay.len() {
-                        break;
-                    }
-                    self.state_hit(t, state, &hay[at + 1..], &mut set);
-                    at += 1;
                 }
             }
+            None => {}
         }
         // the one-byte literals that occur, by their numbers
         while seen != 0 {
@@ -783,8 +743,6 @@ struct Table {
     stride: u32,
     /// Row-major: the next state (its row's start).
     trans: Vec<u32>,
-    /// `trans.len() - 1` (a power of two less one).
-    mask: u32,
     start: u32,
     match_end: u32,
     /// Per match state (by row), its range in `match_literals`.
@@ -856,8 +814,7 @@ impl Table {
         }
         let matches = order.iter().filter(|&&sid| dfa.is_match(sid)).count() as u32;
         let total = u32::try_from(states).ok()?.checked_mul(stride)?;
-        // padded to a power of two: a step masks its index instead of checking it
-        let mut trans = vec![0u32; (total as usize).next_power_of_two()];
+        let mut trans = vec![0u32; total as usize];
         let mut match_at = vec![(0u32, 0u32); matches as usize];
         let mut match_literals = Vec::new();
         for (s, &sid) in order.iter().enumerate() {
@@ -879,13 +836,22 @@ impl Table {
         Some(Table {
             class: column,
             stride,
-            mask: (trans.len() - 1) as u32,
             trans,
             start: rank[0] * stride,
             match_end: matches * stride,
             match_at,
             match_literals,
         })
+    }
+
+    /// The state after `state` on the byte `b`.
+    #[inline(always)]
+    fn next(&self, state: u32, b: u8) -> u32 {
+        let c = u32::from(self.class[usize::from(b)]);
+        self.trans
+            .get((state + c) as usize)
+            .copied()
+            .unwrap_or(self.start)
     }
 }
 
