@@ -531,16 +531,6 @@ impl Engine {
         Durable(rx)
     }
 
-    /// Commit and wait until durable. `Err` when the committer stopped first (the lease of
-    /// the `nats` backend was lost): the change is not durable and must not be reported done.
-    async fn commit(&self, batch: Batch) -> Result<()> {
-        if self.submit(batch).wait().await {
-            Ok(())
-        } else {
-            Err(Error::committer_stopped())
-        }
-    }
-
     /// Process a batch; every state change is durable when this returns.
     pub async fn process(&self, msgs: &[Incoming]) -> Vec<Disposition> {
         let (out, durable) = self.decide(msgs).await;
@@ -1075,19 +1065,10 @@ impl Engine {
         }
         let history_prune = self.prune_history(&mut state, now);
         let expired: Vec<IpNet> = expired.iter().map(|b| b.cidr).collect();
+        // the removal is submitted under the lock and waited for after it (at the end), so
+        // that ingest and the admin API do not wait on its fsync
+        let mut removal = None;
         if !expired.is_empty() {
-            if let Err(err) = self
-                .commit(Batch {
-                    removes: expired.clone(),
-                    history,
-                    history_prune,
-                    ..Batch::default()
-                })
-                .await
-            {
-                error!(cause = %err, "expired blocks not removed");
-                return 0;
-            }
             for net in &expired {
                 state.take(net);
             }
@@ -1095,7 +1076,12 @@ impl Engine {
                 .blocks_expired
                 .fetch_add(expired.len() as u64, Relaxed);
             self.refresh_gauges(&state);
-            info!(expired = expired.len(), "expired blocks removed");
+            removal = Some(self.submit(Batch {
+                removes: expired.clone(),
+                history,
+                history_prune,
+                ..Batch::default()
+            }));
         } else if history_prune.is_some() {
             // Queued, not awaited, like forgetting offences.
             drop(self.submit(Batch {
@@ -1141,10 +1127,19 @@ impl Engine {
             }));
         }
         state.offences.shrink_to_fit();
+        drop(state);
         {
             let quota = self.sensors.read().unwrap_or_else(|p| p.into_inner());
             quota.retain_recent();
             quota.shrink_to_fit();
+        }
+        if let Some(durable) = removal {
+            if !durable.wait().await {
+                // the committer stopped: this term is over, and its state with it
+                error!("expired blocks not removed: the store committer stopped");
+                return 0;
+            }
+            info!(expired = expired.len(), "expired blocks removed");
         }
         expired.len()
     }
@@ -1234,17 +1229,23 @@ impl Engine {
             )
             .into_iter()
             .collect();
-        self.commit(Batch {
-            upserts: vec![rec.clone()],
-            offences: vec![(net, offence)],
-            history,
-            ..Batch::default()
-        })
-        .await?;
         state.offences.insert(net, offence);
         state.put(rec.clone());
         self.metrics.blocks_added.fetch_add(1, Relaxed);
         self.refresh_gauges(&state);
+        // Submitted under the state lock, in order with every other change; waited for after
+        // it, so that ingest and the admin API do not wait on this commit's fsync. Readers
+        // that push or show blocks see it only once it is durable (`read_durable`).
+        let durable = self.submit(Batch {
+            upserts: vec![rec.clone()],
+            offences: vec![(net, offence)],
+            history,
+            ..Batch::default()
+        });
+        drop(state);
+        if !durable.wait().await {
+            return Err(Error::committer_stopped());
+        }
         info!(cidr = %net, ttl_secs = ttl.as_secs(), actor, "manual block");
         Ok(rec)
     }
@@ -1267,15 +1268,19 @@ impl Engine {
             )
             .into_iter()
             .collect();
-        self.commit(Batch {
-            removes: vec![net],
-            history,
-            ..Batch::default()
-        })
-        .await?;
         state.take(&net);
         self.metrics.blocks_released.fetch_add(1, Relaxed);
         self.refresh_gauges(&state);
+        // as in `manual_block`: submitted under the lock, waited for after it
+        let durable = self.submit(Batch {
+            removes: vec![net],
+            history,
+            ..Batch::default()
+        });
+        drop(state);
+        if !durable.wait().await {
+            return Err(Error::committer_stopped());
+        }
         info!(cidr = %net, actor, "manual release");
         Ok(true)
     }

@@ -132,3 +132,77 @@ async fn a_released_lease_is_taken_at_once_and_a_non_holder_cannot_write() {
         Error::NotLeader
     ));
 }
+
+/// A write by hand (admin API) is decided under the state lock and committed after it: while
+/// its commit waits on a stalled store, the lock is free for ingest and the other admin calls,
+/// and the call returns only once the block is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_block_waiting_on_the_store_leaves_the_state_lock_free() {
+    use std::sync::Arc;
+
+    use palisade_blocker::Config;
+    use palisade_blocker::engine::Engine;
+    use palisade_blocker::metrics::Metrics;
+    use palisade_blocker::state::Store;
+
+    let nats = NatsServer::start().await.unwrap();
+    let js = nats.jetstream().await.unwrap();
+    let kv = store(&js).await;
+    // a lease far longer than the stall: the holder's own clock never gives it up here
+    assert!(
+        kv.acquire("a", "1", Duration::from_secs(120), None)
+            .await
+            .unwrap()
+    );
+    let snap = kv.load().await.unwrap();
+    let engine = Arc::new(Engine::with_store(
+        Arc::new(Config::default()),
+        Arc::new(Metrics::default()),
+        Store::Nats(kv),
+        snap,
+    ));
+    let net: ipnet::IpNet = "192.0.2.7/32".parse().unwrap();
+
+    nats.pause().unwrap();
+    let block = tokio::spawn({
+        let engine = Arc::clone(&engine);
+        async move { engine.manual_block(net, None, None, true, "test").await }
+    });
+    // decided: in the state, the commit under way
+    palisade_tests::wait_for(
+        "the manual block in the state",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let engine = Arc::clone(&engine);
+            async move {
+                tokio::time::timeout(Duration::from_millis(500), engine.sizes())
+                    .await
+                    .is_ok_and(|s| s.blocks == 1)
+            }
+        },
+    )
+    .await;
+    // the lock is taken and released again while the commit still waits on the server
+    for _ in 0..3 {
+        let sizes = tokio::time::timeout(Duration::from_secs(2), engine.sizes())
+            .await
+            .expect("the state lock is free while the commit waits");
+        assert_eq!(sizes.blocks, 1);
+    }
+    assert!(
+        !block.is_finished(),
+        "the commit waits for the stopped server"
+    );
+
+    nats.resume().unwrap();
+    let rec = tokio::time::timeout(Duration::from_secs(30), block)
+        .await
+        .expect("the commit completes once the server runs")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.cidr, net);
+    // durable: in the bucket, as the next holder would load it
+    let snap = store(&js).await.load().await.unwrap();
+    assert!(snap.blocks.contains_key(&net), "{:?}", snap.blocks.keys());
+}
