@@ -23,7 +23,7 @@ use crate::identity::SensorGate;
 
 /// Connect with the configured authentication and TLS. `connected` follows the connection
 /// state (for `/readyz`). The client reconnects by itself with a capped backoff.
-#[instrument(skip_all, fields(url = %config.url))]
+#[instrument(skip_all, fields(url = %palisade_wire::nats::mask_passwords(&config.url)))]
 pub async fn connect(
     config: &NatsConfig,
     connected: Arc<AtomicBool>,
@@ -70,13 +70,14 @@ pub async fn connect(
     Ok(client)
 }
 
-/// [`Error::NatsConnect`] for the configured URL list, keeping the cause as its source.
+/// [`Error::NatsConnect`] for the configured URL list (passwords masked), keeping the cause
+/// as its source.
 fn connect_error(
     config: &NatsConfig,
     source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
 ) -> Error {
     Error::NatsConnect {
-        url: config.url.clone(),
+        url: palisade_wire::nats::mask_passwords(&config.url),
         source: source.into(),
     }
 }
@@ -564,6 +565,17 @@ mod tests {
                 "{err}: source {cause:?}"
             );
         }
+        // a password in the URL list is not repeated in the error
+        let config = NatsConfig {
+            url: "nats://palisade:hunter2@127.0.0.1:4222,".into(),
+            ..NatsConfig::default()
+        };
+        let err = connect(&config, Arc::new(AtomicBool::new(false)))
+            .await
+            .expect_err("a malformed URL list does not connect");
+        assert!(matches!(&err, Error::NatsConnect { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("palisade:***@"), "{err}");
     }
 
     #[test]

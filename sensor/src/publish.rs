@@ -81,7 +81,7 @@ pub async fn connect_options(config: &NatsConfig) -> Result<ConnectOptions, Erro
 
 /// Start the publishing worker. Returns the submit handle and the worker's task, which ends
 /// once every [`Publisher`] is dropped and the buffer is drained (or `drain_timeout` passed).
-#[instrument(skip(config, metrics), fields(url = %config.url))]
+#[instrument(skip(config, metrics), fields(url = %palisade_wire::nats::mask_passwords(&config.url)))]
 pub async fn start(
     config: &NatsConfig,
     metrics: Arc<Metrics>,
@@ -89,10 +89,10 @@ pub async fn start(
 ) -> Result<(Publisher, JoinHandle<()>), Error> {
     let opts = connect_options(config).await?;
     let servers = palisade_wire::nats::server_addrs(&config.url).map_err(Error::Nats)?;
-    let client = opts
-        .connect(servers)
-        .await
-        .map_err(|e| Error::Nats(format!("connect to {}: {e}", config.url)))?;
+    let client = opts.connect(servers).await.map_err(|e| {
+        let url = palisade_wire::nats::mask_passwords(&config.url);
+        Error::Nats(format!("connect to {url}: {e}"))
+    })?;
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(config.ack_timeout_secs.max(1)))
         .build(client);

@@ -45,8 +45,9 @@ pub fn server_addrs(urls: &str) -> Result<Vec<ServerAddr>, String> {
         .collect()
 }
 
-/// `nats://user:secret@host` with the secret replaced by `***`, for error messages.
-fn mask_passwords(text: &str) -> String {
+/// `nats://user:secret@host` with the secret replaced by `***` (in each element of a
+/// comma-separated list), for error messages and logs.
+pub fn mask_passwords(text: &str) -> String {
     text.split(',')
         .map(|element| {
             let Some((scheme, rest)) = element.split_once("://") else {
