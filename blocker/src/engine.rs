@@ -246,6 +246,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     manual_seq: std::sync::atomic::AtomicU64,
     committer: mpsc::UnboundedSender<(Batch, oneshot::Sender<()>)>,
+    /// The committer task (it holds a handle on the store): [`Engine::close`] waits for it.
+    committer_task: Option<tokio::task::JoinHandle<()>>,
     log_limit: LogLimiter,
     /// Persist the counted reports of clients not yet blocked (the `nats` backend: a replica
     /// that takes over counts on from them).
@@ -426,7 +428,8 @@ impl Engine {
         );
         let p = &config.pipeline;
         let (committer_tx, committer_rx) = mpsc::unbounded_channel();
-        tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
+        let committer_task =
+            tokio::spawn(committer(store.clone(), Arc::clone(&metrics), committer_rx));
         let persist_pending = matches!(store, Store::Nats(_));
         let policy = Policy::new(config.policy.clone());
         metrics
@@ -469,6 +472,7 @@ impl Engine {
         }
         Engine {
             committer: committer_tx,
+            committer_task: Some(committer_task),
             log_limit: LogLimiter::new(LOG_INTERVAL),
             persist_pending,
             policy,
@@ -489,6 +493,22 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Stops the engine: every change submitted so far is committed, then the store is
+    /// released (the committer task holds it too), so that the same state can be opened again
+    /// at once. Dropping the engine does the same in the background; this waits for it. Takes
+    /// the last reference (`Arc::into_inner`).
+    pub async fn close(mut self) {
+        let task = self.committer_task.take();
+        // the engine's sender and store handle go first: the committer drains its queue
+        // and ends when no sender is left
+        drop(self);
+        if let Some(task) = task
+            && let Err(err) = task.await
+        {
+            error!(cause = %err, "the store committer ended abnormally");
+        }
     }
 
     /// The configuration the engine runs with.

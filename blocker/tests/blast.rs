@@ -157,21 +157,16 @@ async fn the_deferred_queue_is_bounded_and_refuses_at_the_door() {
     assert_eq!(is_deferred(&e, &net(&client(1009))).await, Some(true));
 
     // Deferred blocks are decided: they survive a restart, queue order and bounds included.
-    drop(e);
-    let mut reopened = None;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let c = config(dir.path(), |c| {
-            c.guardrails.max_new_blocks_per_minute = 10;
-            c.guardrails.max_deferred = 25;
-            c.guardrails.max_deferred_per_sensor = 20;
-        });
-        if let Ok(e) = Engine::open(Arc::new(c), Arc::new(Metrics::default())) {
-            reopened = Some(e);
-            break;
-        }
-    }
-    let e = reopened.expect("store released");
+    // Closed, the engine has released the store.
+    Arc::into_inner(e)
+        .expect("the last reference")
+        .close()
+        .await;
+    let e = engine(config(dir.path(), |c| {
+        c.guardrails.max_new_blocks_per_minute = 10;
+        c.guardrails.max_deferred = 25;
+        c.guardrails.max_deferred_per_sensor = 20;
+    }));
     let s = e.state().await;
     assert_eq!(s.deferred(), 16);
     assert_eq!(s.deferred_of("a"), 15);
