@@ -278,12 +278,21 @@ impl Durable {
         self.0.await.is_ok()
     }
 
+    /// Wait until durable. `Err` when the committer stopped first (the lease of the `nats`
+    /// backend was lost): the change is not durable and must not be reported done.
+    pub async fn done(self) -> Result<()> {
+        if self.wait().await {
+            Ok(())
+        } else {
+            Err(Error::committer_stopped())
+        }
+    }
+
     /// Wait until durable, at most [`COMMIT_WAIT`]: for readers (admin API, reconciler) that
     /// must report a stalled store instead of hanging with it.
     pub async fn wait_bounded(self) -> Result<()> {
-        match tokio::time::timeout(COMMIT_WAIT, self.wait()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::committer_stopped()),
+        match tokio::time::timeout(COMMIT_WAIT, self.done()).await {
+            Ok(done) => done,
             Err(_) => Err(Error::Io {
                 what: "store committer".into(),
                 source: std::io::Error::new(
@@ -1263,9 +1272,7 @@ impl Engine {
             ..Batch::default()
         });
         drop(state);
-        if !durable.wait().await {
-            return Err(Error::committer_stopped());
-        }
+        durable.done().await?;
         info!(cidr = %net, ttl_secs = ttl.as_secs(), actor, "manual block");
         Ok(rec)
     }
@@ -1298,9 +1305,7 @@ impl Engine {
             ..Batch::default()
         });
         drop(state);
-        if !durable.wait().await {
-            return Err(Error::committer_stopped());
-        }
+        durable.done().await?;
         info!(cidr = %net, actor, "manual release");
         Ok(true)
     }
