@@ -470,10 +470,12 @@ struct State<'r> {
     setvar_value: Vec<u8>,
     /// Per top-level rule evaluation.
     points: i64,
-    /// The evidence of the rule being evaluated: the first `evidence_len` entries (the rest
-    /// are spare).
+    /// The matches of the rule being evaluated that are evidence if its chain matches, as
+    /// (MATCHED_VARS entry, pipeline node): copied into `evidence` only then. Most chains
+    /// whose first link matches fail (920450's first link matches every header name).
+    pending_evidence: Vec<(u32, u32)>,
+    /// Buffers for a matched rule's evidence, reused between rules.
     evidence: Vec<Evidence>,
-    evidence_len: usize,
     outcome: Outcome,
     /// At load time only (see `fold`): what evaluating a rule did, recorded.
     trace: Option<Folded>,
@@ -521,8 +523,8 @@ impl<'r> State<'r> {
             setvar_name: Default::default(),
             setvar_value: Default::default(),
             points: Default::default(),
+            pending_evidence: Default::default(),
             evidence: Default::default(),
-            evidence_len: Default::default(),
             outcome: Default::default(),
             trace: Default::default(),
         }
@@ -823,6 +825,7 @@ struct Scratch {
     setvar_value: Vec<u8>,
     vals: Vec<Val<'static>>,
     multi_last: Vec<u8>,
+    pending_evidence: Vec<(u32, u32)>,
     evidence: Vec<Evidence>,
     live: Vec<u64>,
     live_head: Vec<u64>,
@@ -858,6 +861,7 @@ fn state_with_scratch<'r>() -> State<'r> {
         setvar_value: s.setvar_value,
         vals: s.vals,
         multi_last: s.multi_last,
+        pending_evidence: s.pending_evidence,
         evidence: s.evidence,
         // the head's mask is the last request's: it is worked out again
         live: s.live,
@@ -888,6 +892,7 @@ fn keep_scratch(st: State<'_>) -> Outcome {
         setvar_value: st.setvar_value,
         vals: st.vals,
         multi_last: st.multi_last,
+        pending_evidence: st.pending_evidence,
         evidence: st.evidence,
         live: st.live,
         live_head: st.live_head,
@@ -1148,7 +1153,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
             continue;
         }
         st.points = 0;
-        st.evidence_len = 0;
+        st.pending_evidence.clear();
         if let Some(f) = &rule.folded {
             // the same on every request: replayed, never logs
             replay(rule, f, st);
@@ -1156,6 +1161,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
         }
         let m = eval_rule(rules, rule, rule, c, st, &mut vals);
         if m && rule.log {
+            let evidence = take_evidence(rules, st);
             st.outcome.matched.push(MatchedRule {
                 id: rule.id,
                 phase: rule.phase,
@@ -1168,7 +1174,7 @@ fn run_phase<'r>(rules: &'r Compiled, phase: usize, c: &Collections, st: &mut St
                 severity: rule.severity,
                 tags: rule.tags.clone(),
                 points: st.points,
-                evidence: st.evidence.drain(..st.evidence_len).collect(),
+                evidence,
             });
         }
     }
@@ -1356,8 +1362,9 @@ fn eval_rule<'r, 'c>(
                     set_matched(st, v, value);
                     // evidence only for rules that log (the paranoia-level gates and the
                     // scaffolding match on every request and log nothing)
-                    if top.log && st.evidence_len < MAX_EVIDENCE {
-                        push_evidence(rules, value, node, st);
+                    if top.log && st.pending_evidence.len() < MAX_EVIDENCE {
+                        let at = st.matched_len.saturating_sub(1) as u32;
+                        st.pending_evidence.push((at, node));
                     }
                     for (i, sv) in rule.setvars.iter().enumerate() {
                         setvar_at(top, sv, (rule.link, i), c, st);
@@ -1427,24 +1434,24 @@ fn push_matched(st: &mut State<'_>, name: impl FnOnce(&mut String), value: &[u8]
     }
 }
 
-/// Records a match for `--explain` in the rule's next evidence entry, reusing the entries
-/// (and their buffers) of rules whose chain then failed. The variable's name is the one
-/// [`set_matched`] just wrote for the match (MATCHED_VAR_NAME), copied rather than written
-/// again.
-fn push_evidence(rules: &Compiled, value: &[u8], node: u32, st: &mut State<'_>) {
-    if st.evidence_len == st.evidence.len() {
+/// The evidence of a rule whose chain matched, for reports and `--explain`: its pending
+/// matches (see [`State::pending_evidence`]) read back from MATCHED_VARS, which keeps the name
+/// and transformed value of each until the rule ends. The entries' buffers are reused from
+/// rule to rule.
+fn take_evidence(rules: &Compiled, st: &mut State<'_>) -> Vec<Evidence> {
+    let n = st.pending_evidence.len();
+    while st.evidence.len() < n {
         st.evidence.push(Evidence {
             variable: String::new(),
             value: Vec::new(),
             transforms: Vec::new(),
         });
     }
-    let name = st
-        .matched_len
-        .checked_sub(1)
-        .and_then(|last| st.matched_vars.get(last))
-        .map_or("", |(name, _)| name.as_str());
-    if let Some(e) = st.evidence.get_mut(st.evidence_len) {
+    for (e, &(at, node)) in st.evidence.iter_mut().zip(&st.pending_evidence) {
+        let (name, value) = st
+            .matched_vars
+            .get(at as usize)
+            .map_or(("", &[][..]), |(n, v)| (n.as_str(), v.as_slice()));
         e.variable.clear();
         e.variable.push_str(name);
         e.value.clear();
@@ -1457,7 +1464,8 @@ fn push_evidence(rules: &Compiled, value: &[u8], node: u32, st: &mut State<'_>) 
         );
         e.transforms.reverse();
     }
-    st.evidence_len += 1;
+    st.pending_evidence.clear();
+    st.evidence.drain(..n).collect()
 }
 
 /// ctl, skipAfter, skip: run once the chain matched.

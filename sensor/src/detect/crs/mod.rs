@@ -688,6 +688,42 @@ mod tests {
         }
     }
 
+    /// A logging rule's evidence is each link's match, read back once the whole chain
+    /// matched; a chain that failed after its first link matched leaves none behind.
+    #[test]
+    fn evidence_is_each_link_of_a_chain_that_matched() {
+        let crs = load(&format!(
+            "SecRule REQUEST_HEADERS_NAMES \"@rx ^.*$\" \"id:920450,phase:2,block,t:none,t:lowercase,chain\"\n\
+             SecRule REQUEST_METHOD \"@streq DELETE\" \"{SCORE}\"\n\
+             SecRule ARGS:q \"@rx union\" \"id:942100,phase:2,block,t:none,t:urlDecodeUni,t:lowercase,chain\"\n\
+             SecRule REQUEST_METHOD \"@streq GET\" \"{SCORE}\"\n"
+        ));
+        let o = outcome(
+            &crs,
+            "/?q=UNION%20Select",
+            &[("X-A", "1"), ("X-B", "2")],
+            "",
+        );
+        let ids: Vec<u64> = o.matched.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![942100]);
+        let evidence: Vec<(&str, &[u8], &[&str])> = o.matched[0]
+            .evidence
+            .iter()
+            .map(|e| (e.variable.as_str(), &e.value[..], &e.transforms[..]))
+            .collect();
+        assert_eq!(
+            evidence,
+            vec![
+                (
+                    "ARGS:q",
+                    &b"union select"[..],
+                    &["urlDecodeUni", "lowercase"][..]
+                ),
+                ("REQUEST_METHOD", &b"GET"[..], &[][..]),
+            ]
+        );
+    }
+
     /// A `t:lowercase` or `t:uppercase` step shares its input's prefilter scan (the scan
     /// ignores ASCII case): rules behind such a step still see the changed value, still run
     /// when their literal is there in any case, and are still skipped when it is not.
