@@ -9729,8 +9729,8 @@ static BY_WORD: std::sync::LazyLock<ByWord> = std::sync::LazyLock::new(|| {
 /// libinjection's `bsearch_keyword_type`: the type of `word` (ASCII case-insensitive) in
 /// [`SQL_KEYWORDS`], or `None` when it is not there (C's `CHAR_NULL`). Keywords are ASCII
 /// upper case; a NUL in `word` never matches, as with C's `cstrcasecmp`. Every word and every
-/// fingerprint is looked up: in the tables of [`ByWord`] (a binary search compared byte by
-/// byte, folding case, some fourteen times).
+/// fingerprint is looked up, in the tables of [`ByWord`] (where C's binary search compares
+/// byte by byte, folding case, some fourteen times).
 pub fn lookup(word: &[u8]) -> Option<TokenType> {
     let t = &*BY_WORD;
     if word.is_empty() || word.len() > t.longest {
