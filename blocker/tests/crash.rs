@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use palisade_tests::nats::NatsServer;
-use tokio::process::Command;
 
 const TOTAL: usize = 5000;
 
@@ -156,13 +155,7 @@ async fn kill_9_loses_nothing_and_decides_nothing_twice() {
     assert!(added <= TOTAL - before.len());
 
     // SIGTERM: the process finishes its work and exits 0.
-    let pid = second.id().expect("running").to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
+    palisade_tests::signal(second.id().expect("running"), "-TERM").unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), second.wait())
         .await
         .expect("exits after SIGTERM")

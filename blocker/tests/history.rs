@@ -65,12 +65,7 @@ access = "read"
 
 /// SIGTERM, and wait for the clean exit.
 async fn stop(mut child: Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    palisade_tests::signal(child.id().expect("running"), "-TERM").unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("stops")

@@ -500,9 +500,7 @@ impl Service {
     /// SIGTERM, then wait for a clean exit (the services exit 0 on SIGTERM).
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
+            let _ = crate::signal(pid, "-TERM");
         }
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(Ok(status)) if status.success() => Ok(()),

@@ -31,6 +31,19 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Sends `signal` (`kill`'s spelling: `-TERM`, `-STOP`, `-CONT`) to process `pid`; `Err` when
+/// `kill` cannot run or fails (the process is gone).
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .map_err(|e| anyhow::anyhow!("running kill: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("kill {signal} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
 /// The workspace root (where `Cargo.toml`, `.venv` and `scripts/` live).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

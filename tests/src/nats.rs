@@ -187,14 +187,7 @@ impl NatsServer {
             .as_ref()
             .and_then(Child::id)
             .context("the server is not running")?;
-        let status = std::process::Command::new("kill")
-            .args([which, &pid.to_string()])
-            .status()
-            .context("running kill")?;
-        if !status.success() {
-            bail!("kill {which} {pid} failed: {status}");
-        }
-        Ok(())
+        crate::signal(pid, which)
     }
 
     /// `nats://127.0.0.1:<port>`.
