@@ -634,6 +634,77 @@ async fn ebpf_captures_attacks_after_body_padding() {
     assert!(detections.contains_key("sqli.union"), "{detections:?}");
 }
 
+/// The verifier gives up with `EAGAIN` when a signal is pending for the loading thread. In CI an
+/// attach failed so, a test process being full of children that exit (their SIGCHLD is queued
+/// when it comes while the spawning thread blocks signals, as glibc's `posix_spawn` does). Here
+/// the attaching thread itself is sent a handled signal every 100 µs while it attaches (the
+/// worst case): every attach must succeed, and the signals must still reach their handler.
+/// Without the signals blocked during the load, every attach fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ebpf_attach_survives_signals_while_the_verifier_runs() {
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64};
+
+    if skip_unless_ci("ebpf_attach_survives_signals_while_the_verifier_runs") {
+        return;
+    }
+    // A handled signal (the sensor handles SIGTERM and SIGINT the same way), so that it is
+    // delivered, not discarded.
+    let mut usr1 =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).unwrap();
+    let ns = VethNamespace::create().unwrap();
+    let mut config = Config::default();
+    config.ebpf.interfaces = vec![ns.host_if.clone()];
+    config.ebpf.ports = vec![8080];
+
+    let target = Arc::new(AtomicI32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let signaller = std::thread::spawn({
+        let (target, stop, sent) = (target.clone(), stop.clone(), sent.clone());
+        move || {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            while !stop.load(Ordering::Relaxed) {
+                let tid = target.load(Ordering::Relaxed);
+                // SAFETY: tgkill with a signal that has a handler; a thread that is gone makes
+                // it fail with ESRCH, nothing else.
+                if tid != 0
+                    && unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, libc::SIGUSR1) } == 0
+                {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+    });
+    let mut failures = Vec::new();
+    for attempt in 0..8 {
+        let (ebpf, target) = (config.ebpf.clone(), target.clone());
+        let attached = tokio::task::spawn_blocking(move || {
+            // SAFETY: gettid has no preconditions.
+            target.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+            let attached = Capture::attach(&ebpf, &Hook::Tc);
+            target.store(0, Ordering::Relaxed);
+            attached
+        })
+        .await
+        .unwrap();
+        if let Err(err) = attached {
+            failures.push(format!("attach {attempt}: {err}"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    signaller.join().unwrap();
+    assert!(
+        sent.load(Ordering::Relaxed) >= 8,
+        "the attaching thread was hardly signalled"
+    );
+    tokio::time::timeout(Duration::from_secs(10), usr1.recv())
+        .await
+        .expect("the signals sent reached their handler");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// Connects, prints "<local port> <next send sequence number>" (read with TCP_REPAIR: the
 /// client's first data byte's sequence number), optionally waits for a line on stdin, then sends
 /// each argument (hex) and reads its answer before the next. argv: host port wait|go hex...

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType, tc,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramError, SchedClassifier, TcAttachType,
+    tc,
 };
 use aya::{Ebpf, EbpfLoader};
 use chrono::Utc;
@@ -63,6 +64,9 @@ pub enum Hook {
         root: std::path::PathBuf,
     },
 }
+/// Attempts at loading one program while the verifier keeps answering `EAGAIN` (libbpf's count).
+const LOAD_ATTEMPTS: u32 = 5;
+
 const PERMISSION_HINT: &str = " (hint: loading and attaching eBPF needs root, or the capabilities CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; or use --source log)";
 
 /// Loaded and attached programs. Dropping it detaches them.
@@ -204,6 +208,67 @@ fn ebpf_err(message: impl Into<String>, err: &dyn std::error::Error) -> Error {
     }
 }
 
+/// Every signal blocked on the calling thread while alive; the previous mask is restored on drop.
+///
+/// The verifier gives up with `EAGAIN` whenever a signal is pending for the loading thread
+/// (it checks between instructions), and aya passes that on after one retry. Signals do
+/// arrive: the sensor handles SIGTERM and SIGINT, and a child's SIGCHLD, otherwise discarded,
+/// is queued for the process when it comes while the spawning thread blocks signals (glibc's
+/// `posix_spawn` blocks them all while it spawns), then handed to any thread that does not.
+/// Blocked here, a signal goes to another thread, or waits until the load is over: none is
+/// lost, and none interrupts the verifier.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> Option<SignalsBlocked> {
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigfillset initialises `all`; pthread_sigmask reads it and, on success,
+        // initialises `old`, which is only read then.
+        unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            if libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) != 0 {
+                return None;
+            }
+            Some(SignalsBlocked(old.assume_init()))
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask pthread_sigmask returned; a null old-set pointer is allowed.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Load a program, again while the verifier answers `EAGAIN` (a signal arrived while it ran:
+/// [`SignalsBlocked`] keeps the thread's own out, and this covers what it cannot).
+fn load_program(
+    name: &str,
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                debug!(
+                    program = name,
+                    attempt, "the verifier was interrupted; loading again"
+                );
+                attempt += 1;
+            }
+            result => {
+                return result.map_err(|e| ebpf_err(format!("loading {name} (verifier)"), &e));
+            }
+        }
+    }
+}
+
 impl Capture {
     /// Load the programs, write the configuration maps and attach them where `hook` says.
     #[instrument(skip(config), fields(interfaces = ?config.interfaces, ports = ?config.ports))]
@@ -224,6 +289,11 @@ impl Capture {
             Hook::Tc => None,
             Hook::Cgroup { root } => Some(open_cgroup2(root)?),
         };
+        // Loading runs the verifier, which a signal for this thread would interrupt.
+        let signals_blocked = SignalsBlocked::new();
+        if signals_blocked.is_none() {
+            debug!("signals could not be blocked while loading; an interrupted load is retried");
+        }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EVENTS", config.ring_bytes);
         loader.map_max_entries("SKIP", config.max_tracked_flows);
@@ -278,9 +348,7 @@ impl Capture {
                 .ok_or_else(|| missing(CGROUP_INGRESS))?
                 .try_into()
                 .map_err(|e| ebpf_err("program type", &e))?;
-            program
-                .load()
-                .map_err(|e| ebpf_err(format!("loading {CGROUP_INGRESS} (verifier)"), &e))?;
+            load_program(CGROUP_INGRESS, || program.load())?;
             // Attached through a BPF link (kernels >= 5.7; the ring buffer already needs 5.8),
             // which always runs beside the hook's other programs (a CNI's, systemd's IP
             // accounting) and takes no flags: `Single` is the "no flags" mode here, and the
@@ -317,9 +385,7 @@ impl Capture {
                     .ok_or_else(|| missing(name))?
                     .try_into()
                     .map_err(|e| ebpf_err("program type", &e))?;
-                program
-                    .load()
-                    .map_err(|e| ebpf_err(format!("loading {name} (verifier)"), &e))?;
+                load_program(name, || program.load())?;
                 for (iface, _) in &present {
                     program
                         .attach(iface, direction)
@@ -327,6 +393,7 @@ impl Capture {
                 }
             }
         }
+        drop(signals_blocked);
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or_else(|| missing("map EVENTS"))?,
