@@ -64,6 +64,7 @@ pub enum Hook {
         root: std::path::PathBuf,
     },
 }
+
 /// Attempts at loading one program while the verifier keeps answering `EAGAIN` (libbpf's count).
 const LOAD_ATTEMPTS: u32 = 5;
 
@@ -216,7 +217,9 @@ fn ebpf_err(message: impl Into<String>, err: &dyn std::error::Error) -> Error {
 /// is queued for the process when it comes while the spawning thread blocks signals (glibc's
 /// `posix_spawn` blocks them all while it spawns), then handed to any thread that does not.
 /// Blocked here, a signal goes to another thread, or waits until the load is over: none is
-/// lost, and none interrupts the verifier.
+/// lost, and none interrupts the verifier. The signals a fault raises in this very thread
+/// (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) are left unblocked, so that a crash still reports
+/// itself as one (a stack overflow, say).
 struct SignalsBlocked(libc::sigset_t);
 
 impl SignalsBlocked {
@@ -227,6 +230,15 @@ impl SignalsBlocked {
         // initialises `old`, which is only read then.
         unsafe {
             libc::sigfillset(all.as_mut_ptr());
+            for fault in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGABRT,
+            ] {
+                libc::sigdelset(all.as_mut_ptr(), fault);
+            }
             if libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), old.as_mut_ptr()) != 0 {
                 return None;
             }
