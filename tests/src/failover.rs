@@ -467,13 +467,8 @@ pub async fn paused_leader_writes_nothing(bin_dir: &Path) -> anyhow::Result<Paus
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = c.pid(old)?.to_string();
-    let signal = |sig: &str| {
-        std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .context("kill(1)")
-    };
+    let pid = c.pid(old)?;
+    let signal = |sig: &str| crate::signal(pid, sig);
     let writes_before = firewall_writes(&c.replicas[old]).await;
     signal("-STOP")?;
     let paused = Instant::now();

@@ -9707,8 +9707,7 @@ static BY_WORD: std::sync::LazyLock<ByWord> = std::sync::LazyLock::new(|| {
     let short = |fingerprints: bool| {
         let entries: Vec<(u64, u8, u8)> = SQL_KEYWORDS
             .iter()
-            .map(|k| k.word.as_bytes())
-            .zip(SQL_KEYWORDS.iter().map(|k| k.token_type))
+            .map(|k| (k.word.as_bytes(), k.token_type))
             .filter(|(w, _)| w.len() <= 8 && (w.first() == Some(&b'0')) == fingerprints)
             .map(|(w, code)| (pack(w), w.len() as u8, code))
             .collect();
